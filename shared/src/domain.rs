@@ -1,0 +1,185 @@
+//! The agent-facing domain configuration and the change notices that announce it.
+//!
+//! This is the JSON the control plane writes into the `<prefix>:domains` hash and every agent
+//! keeps in memory. It carries only what probing needs: no tenant, no tokens, no channel
+//! secrets. Unknown fields are ignored on read so a newer control plane can add fields while
+//! older agents are still running (rolling deploys).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A domain's identity: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DomainId(pub Uuid);
+
+impl DomainId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for DomainId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for DomainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for DomainId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The HTTP method a probe uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Head,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
+/// An inclusive range of acceptable HTTP status codes (a single code is `min == max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatusRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl StatusRange {
+    pub const SUCCESS: StatusRange = StatusRange { min: 200, max: 299 };
+
+    pub fn contains(&self, status: u16) -> bool {
+        (self.min..=self.max).contains(&status)
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}-{}", self.min, self.max)
+        }
+    }
+}
+
+/// What an agent needs to probe one domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainConfig {
+    pub id: DomainId,
+    pub url: String,
+    pub method: HttpMethod,
+    pub expected_status: StatusRange,
+    /// A substring the response body must contain, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    pub interval_s: u32,
+    pub timeout_ms: u32,
+    /// Regions that probe this domain; empty means every region.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub paused: bool,
+    /// The config version of the change that produced this configuration.
+    pub version: u64,
+}
+
+impl DomainConfig {
+    /// Whether an agent of `region` should keep this domain in its catalog.
+    pub fn runs_in(&self, region: &str) -> bool {
+        self.regions.is_empty() || self.regions.iter().any(|r| r == region)
+    }
+}
+
+/// The kind of change a notice announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// The domain's field in the hash was written (created, updated, paused or resumed).
+    Upsert,
+    /// The domain's field was removed from the hash.
+    Delete,
+    /// The whole hash was rebuilt; every agent must reload it in full.
+    Resync,
+}
+
+/// The payload published on `<prefix>:domains:changes` after each applied change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<DomainId>,
+    pub op: ChangeOp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DomainConfig {
+        DomainConfig {
+            id: DomainId::new(),
+            url: "https://example.com/health".into(),
+            method: HttpMethod::Get,
+            expected_status: StatusRange { min: 200, max: 299 },
+            keyword: Some("ok".into()),
+            interval_s: 60,
+            timeout_ms: 10_000,
+            regions: vec!["ams".into()],
+            paused: false,
+            version: 7,
+        }
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let cfg = sample();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"method\":\"GET\""));
+        let back: DomainConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_control_plane_are_ignored() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["future_field"] = serde_json::json!(true);
+        let back: DomainConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(back.interval_s, 60);
+    }
+
+    #[test]
+    fn region_membership() {
+        let mut cfg = sample();
+        assert!(cfg.runs_in("ams"));
+        assert!(!cfg.runs_in("sin"));
+        cfg.regions.clear();
+        assert!(cfg.runs_in("sin"));
+    }
+
+    #[test]
+    fn notice_format() {
+        let n = ChangeNotice { version: 3, id: None, op: ChangeOp::Resync };
+        assert_eq!(serde_json::to_string(&n).unwrap(), r#"{"version":3,"op":"resync"}"#);
+    }
+}

@@ -1,0 +1,56 @@
+//! Redis key and channel names. Every key lives under a configurable prefix so several
+//! deployments (and every test) can share one Redis server without seeing each other.
+
+/// The names of the Redis keys and channels of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Hash of agent-facing domain configurations: field = domain id, value = JSON.
+    pub fn domains(&self) -> String {
+        format!("{}:domains", self.prefix)
+    }
+
+    /// The config version the `domains` hash reflects (the last change-log version applied).
+    pub fn version(&self) -> String {
+        format!("{}:domains:version", self.prefix)
+    }
+
+    /// Pub/Sub channel announcing each applied change (payload: [`crate::ChangeNotice`]).
+    pub fn changes(&self) -> String {
+        format!("{}:domains:changes", self.prefix)
+    }
+
+    /// Scratch hash the reconciler fills before atomically renaming it over `domains`.
+    pub fn rebuild_scratch(&self) -> String {
+        format!("{}:domains:rebuild", self.prefix)
+    }
+
+    /// Every key of this deployment matches this pattern (used by tests to clean up).
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_layout() {
+        let k = RedisKeys::new("cc");
+        assert_eq!(k.domains(), "cc:domains");
+        assert_eq!(k.version(), "cc:domains:version");
+        assert_eq!(k.changes(), "cc:domains:changes");
+    }
+}
