@@ -1,1 +1,106 @@
-fn main() {}
+//! The `control-plane` binary: parse the command line and configuration, then serve or run an
+//! operator command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use control_plane::config::{Config, ENV_PREFIX};
+use control_plane::tenants::{self, Role};
+use control_plane::{startup, Application};
+use shared::config::EXIT_CONFIG;
+
+#[derive(Debug, Parser)]
+#[command(name = "control-plane", version, about = "Crosscheck control plane")]
+struct Cli {
+    /// TOML configuration file (environment variables CROSSCHECK_* override it).
+    #[arg(long, short, env = "CROSSCHECK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API and publish configuration (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create a tenant and print its first admin API token.
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+    },
+    /// Create another API token for a tenant and print it.
+    CreateToken {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "read_only"], default_value = "read_only")]
+        role: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config: Config = match shared::config::load(cli.config.as_deref(), ENV_PREFIX) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("control-plane: invalid configuration: {error}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if let Err(reason) = config.validate() {
+        eprintln!("control-plane: invalid configuration: {reason}");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    shared::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("control-plane: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "control plane failed");
+            eprintln!("control-plane: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until(shared::shutdown::on_signal()).await
+        }
+        Command::Migrate => {
+            let pool = startup::connect_database(&config).await?;
+            startup::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CreateTenant { name } => {
+            let pool = startup::connect_database(&config).await?;
+            startup::migrate(&pool).await?;
+            let issued = tenants::create_tenant(&pool, &name).await.context("creating the tenant")?;
+            println!("tenant_id={}", issued.tenant_id);
+            println!("token={}", issued.token);
+            eprintln!("keep this token: it is shown only once");
+            Ok(())
+        }
+        Command::CreateToken { tenant, name, role } => {
+            let pool = startup::connect_database(&config).await?;
+            let role = Role::parse(&role).context("role must be admin or read_only")?;
+            let issued = tenants::create_token(&pool, tenant, &name, role).await.context("creating the token")?;
+            println!("token={}", issued.token);
+            Ok(())
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod keys;
 pub mod netguard;
 pub mod ops;
+pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -1,0 +1,126 @@
+//! `/v1/domains`: create, list (cursor pagination), get, update (`PATCH`), delete, pause and
+//! resume. Every query is scoped by the caller's tenant; another tenant's domain is a 404.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use shared::DomainId;
+
+use super::{Admin, ApiError, AppState, Auth, JsonObject};
+use crate::domains::{store, Domain, DomainSpec};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+fn view(domain: &Domain) -> Value {
+    let spec = &domain.spec;
+    json!({
+        "id": domain.id,
+        "url": spec.url.as_str(),
+        "method": spec.method.as_str(),
+        "expected_status": spec.expected_status.to_string(),
+        "keyword": spec.keyword,
+        "interval": spec.interval.to_json(),
+        "interval_s": spec.interval.seconds(),
+        "timeout_ms": spec.timeout_ms,
+        "regions": spec.regions,
+        "quorum": spec.quorum,
+        "paused": spec.paused,
+        "config_version": domain.version,
+        "created_at": domain.created_at,
+        "updated_at": domain.updated_at,
+    })
+}
+
+fn parse_id(raw: &str) -> Result<DomainId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let policy = state.domain_policy().await?;
+    let spec = DomainSpec::parse(&body, &policy).map_err(ApiError::validation)?;
+    let written = store::create(&state.pool, p.tenant_id, &spec).await?;
+    state.changed();
+    tracing::info!(domain_id = %written.domain.id, version = written.version, tenant_id = %p.tenant_id, "domain created");
+    Ok((StatusCode::CREATED, Json(view(&written.domain))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let after = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<DomainId>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))?),
+    };
+    let page = store::list(&state.pool, p.tenant_id, after, limit).await?;
+    let next_cursor = if page.len() == limit as usize { page.last().map(|d| d.id.to_string()) } else { None };
+    let items: Vec<Value> = page.iter().map(view).collect();
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+pub async fn get(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let domain = store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?;
+    Ok(Json(view(&domain)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    JsonObject(patch): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
+}
+
+async fn patch_domain(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    id: DomainId,
+    patch: Map<String, Value>,
+) -> Result<Json<Value>, ApiError> {
+    let policy = state.domain_policy().await?;
+    let written = store::update(&state.pool, tenant_id, id, &patch, &policy).await?;
+    if written.changed {
+        state.changed();
+        tracing::info!(domain_id = %id, version = written.version, "domain updated");
+    }
+    Ok(Json(view(&written.domain)))
+}
+
+pub async fn pause(State(state): State<AppState>, Admin(p): Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let patch = Map::from_iter([("paused".to_owned(), Value::Bool(true))]);
+    patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
+}
+
+pub async fn resume(State(state): State<AppState>, Admin(p): Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let patch = Map::from_iter([("paused".to_owned(), Value::Bool(false))]);
+    patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
+}
+
+pub async fn delete(State(state): State<AppState>, Admin(p): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    let version = store::delete(&state.pool, p.tenant_id, id).await?;
+    state.changed();
+    tracing::info!(domain_id = %id, version, "domain deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

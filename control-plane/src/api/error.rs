@@ -1,0 +1,114 @@
+//! The one error type of the REST API and its JSON form:
+//! `{"error": {"code": "...", "message": "...", "fields": {...}}}`.
+//!
+//! Database and other internal errors are logged with their cause chain and answered with an
+//! opaque 500: internal text never reaches a client.
+
+use std::collections::BTreeMap;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::domains::{FieldErrors, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("this token is read-only")]
+    ReadOnly,
+    #[error("not found")]
+    NotFound,
+    #[error("validation failed")]
+    Validation(BTreeMap<String, String>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ReadOnly => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ReadOnly => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn validation(errors: FieldErrors) -> Self {
+        ApiError::Validation(errors.0)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => ApiError::Unavailable(error.into()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                ApiError::Conflict("a resource with these values already exists".into())
+            }
+            _ => ApiError::Internal(error.into()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Invalid(fields) => ApiError::validation(fields),
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(cause) | ApiError::Unavailable(cause) = &self {
+            tracing::error!(error = format!("{cause:#}"), status = status.as_u16(), "request failed");
+        }
+        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        if let ApiError::Validation(fields) = &self {
+            body["fields"] = json!(fields);
+        }
+        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,141 @@
+//! The REST API under `/v1`: routing, shared state, the JSON body extractor and request metrics.
+//! `router(state)` builds the whole HTTP surface without binding anything, so tests can call it
+//! directly; `startup` serves it.
+
+mod auth;
+mod domains;
+mod error;
+mod regions;
+mod tokens;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value};
+use shared::ops::ReadyCheck;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+pub use auth::{Admin, Auth};
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::domains::Policy;
+use crate::metrics::{HttpLabels, Metrics};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub metrics: Metrics,
+    /// Wakes the config publisher right after a committed change.
+    pub publisher_wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// The validation policy for domains, with the region list as committed now.
+    pub async fn domain_policy(&self) -> Result<Policy, ApiError> {
+        let regions: BTreeSet<String> = crate::regions::list(&self.pool).await?.into_iter().collect();
+        Ok(Policy {
+            min_interval_s: self.config.min_interval_s,
+            max_interval_s: self.config.max_interval_s,
+            max_timeout_ms: self.config.max_timeout_ms,
+            allow_private_targets: self.config.allow_private_targets,
+            regions,
+        })
+    }
+
+    /// Called after a config change committed.
+    pub fn changed(&self) {
+        self.publisher_wake.notify_one();
+    }
+}
+
+/// The complete HTTP surface: `/v1` API plus `/metrics`, `/healthz`, `/readyz`.
+pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
+    let ready = readiness(state.pool.clone());
+    let v1 = Router::new()
+        .route("/domains", get(domains::list).post(domains::create))
+        .route("/domains/{id}", get(domains::get).patch(domains::update).delete(domains::delete))
+        .route("/domains/{id}/pause", post(domains::pause))
+        .route("/domains/{id}/resume", post(domains::resume))
+        .route("/regions", get(regions::list))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .fallback(|| async { ApiError::NotFound });
+    Router::new()
+        .nest("/v1", v1)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+        .merge(shared::ops::router(registry, ready))
+}
+
+fn readiness(pool: PgPool) -> ReadyCheck {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let ping = sqlx::query("SELECT 1").execute(&pool);
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("postgres: {e}")),
+                Err(_) => Err("postgres: timed out".into()),
+            }
+        })
+    })
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let labels = HttpLabels { method, route, status: response.status().as_u16() };
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    response
+}
+
+/// A JSON object request body. Rejects a wrong content type (415), an oversized body (413),
+/// and anything that is not a JSON object (400) with a JSON error.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest("cannot read the request body".into())
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(_) => Err(ApiError::BadRequest("request body must be a JSON object".into())),
+            Err(e) => Err(ApiError::BadRequest(format!("request body is not valid JSON: {e}"))),
+        }
+    }
+}

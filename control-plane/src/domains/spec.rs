@@ -1,0 +1,473 @@
+//! Parsing a domain request into a [`DomainSpec`]: every field is checked and every problem is
+//! reported at once, by field name, so an operator fixes a request in one round trip.
+//!
+//! Requests are JSON objects. Creation parses the object as it is; an update (`PATCH`) overlays
+//! the patch on the current domain's request form and parses the result, so both paths share
+//! one set of rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+use shared::netguard;
+use shared::{HttpMethod, StatusRange};
+use url::{Host, Url};
+
+/// Named probe intervals, for operators who prefer a tier to a number of seconds.
+pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
+
+const KNOWN_FIELDS: [&str; 9] = [
+    "url",
+    "method",
+    "expected_status",
+    "keyword",
+    "interval",
+    "timeout_ms",
+    "regions",
+    "quorum",
+    "paused",
+];
+const MAX_URL_LEN: usize = 2048;
+const MAX_KEYWORD_LEN: usize = 256;
+const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+
+/// The rules a domain is checked against; built from the configuration and the region table.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub min_interval_s: u32,
+    pub max_interval_s: u32,
+    pub max_timeout_ms: u32,
+    pub allow_private_targets: bool,
+    /// Every known region.
+    pub regions: BTreeSet<String>,
+}
+
+/// The interval as the operator gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interval {
+    Tier(&'static str, u32),
+    Seconds(u32),
+}
+
+impl Interval {
+    pub fn seconds(&self) -> u32 {
+        match self {
+            Interval::Tier(_, s) | Interval::Seconds(s) => *s,
+        }
+    }
+
+    pub fn tier(&self) -> Option<&'static str> {
+        match self {
+            Interval::Tier(name, _) => Some(name),
+            Interval::Seconds(_) => None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Interval::Tier(name, _) => Value::from(*name),
+            Interval::Seconds(s) => Value::from(*s),
+        }
+    }
+}
+
+/// A valid domain definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub url: Url,
+    pub method: HttpMethod,
+    pub expected_status: StatusRange,
+    pub keyword: Option<String>,
+    pub interval: Interval,
+    pub timeout_ms: u32,
+    /// Sorted, deduplicated; empty = every region.
+    pub regions: Vec<String>,
+    pub quorum: Option<u32>,
+    pub paused: bool,
+}
+
+/// Problems found in a request, by field name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors(pub BTreeMap<String, String>);
+
+impl FieldErrors {
+    fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn single(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.add(field, message);
+        errors
+    }
+}
+
+impl DomainSpec {
+    /// Parses a request object against `policy`.
+    pub fn parse(request: &Map<String, Value>, policy: &Policy) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        for key in request.keys() {
+            if !KNOWN_FIELDS.contains(&key.as_str()) {
+                errors.add(key, "unknown field");
+            }
+        }
+        let field = |name: &str| request.get(name).filter(|v| !v.is_null());
+
+        let url = match field("url") {
+            None => {
+                errors.add("url", "required");
+                None
+            }
+            Some(v) => parse_url(v, policy).map_err(|m| errors.add("url", m)).ok(),
+        };
+        let method = match field("method") {
+            None => Some(HttpMethod::Get),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("GET") => Some(HttpMethod::Get),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("HEAD") => Some(HttpMethod::Head),
+            Some(_) => {
+                errors.add("method", "must be \"GET\" or \"HEAD\"");
+                None
+            }
+        };
+        let expected_status = match field("expected_status") {
+            None => Some(StatusRange::SUCCESS),
+            Some(v) => parse_status(v).map_err(|m| errors.add("expected_status", m)).ok(),
+        };
+        let keyword = match field("keyword") {
+            None => None,
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_KEYWORD_LEN => {
+                if method == Some(HttpMethod::Head) {
+                    errors.add("keyword", "a HEAD response has no body to search; use GET");
+                }
+                Some(s.clone())
+            }
+            Some(_) => {
+                errors.add("keyword", format!("must be a string of 1 to {MAX_KEYWORD_LEN} characters"));
+                None
+            }
+        };
+        let interval = match field("interval") {
+            None => Some(Interval::Tier("standard", 60)),
+            Some(v) => parse_interval(v, policy).map_err(|m| errors.add("interval", m)).ok(),
+        };
+        let timeout_ms = match field("timeout_ms") {
+            None => interval.as_ref().map(|i| DEFAULT_TIMEOUT_MS.min(i.seconds() * 1000 / 2).max(100)),
+            Some(v) => match v.as_u64() {
+                Some(ms) if (100..=u64::from(policy.max_timeout_ms)).contains(&ms) => {
+                    let ms = ms as u32;
+                    match &interval {
+                        Some(i) if u64::from(ms) >= u64::from(i.seconds()) * 1000 => {
+                            errors.add("timeout_ms", "must be shorter than the interval");
+                            None
+                        }
+                        _ => Some(ms),
+                    }
+                }
+                _ => {
+                    errors.add(
+                        "timeout_ms",
+                        format!("must be an integer from 100 to {}", policy.max_timeout_ms),
+                    );
+                    None
+                }
+            },
+        };
+        let regions = match field("regions") {
+            None => Some(Vec::new()),
+            Some(v) => parse_regions(v, policy).map_err(|m| errors.add("regions", m)).ok(),
+        };
+        let quorum = match field("quorum") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(q) if q >= 1 => {
+                    let voters = match &regions {
+                        Some(r) if !r.is_empty() => r.len(),
+                        _ => policy.regions.len(),
+                    };
+                    if q as usize > voters {
+                        errors.add("quorum", format!("must not exceed the number of regions ({voters})"));
+                    }
+                    Some(q as u32)
+                }
+                _ => {
+                    errors.add("quorum", "must be a positive integer");
+                    None
+                }
+            },
+        };
+        let paused = match field("paused") {
+            None => Some(false),
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                errors.add("paused", "must be true or false");
+                None
+            }
+        };
+
+        match (url, method, expected_status, interval, timeout_ms, regions, paused) {
+            (Some(url), Some(method), Some(expected_status), Some(interval), Some(timeout_ms), Some(regions), Some(paused))
+                if errors.is_empty() =>
+            {
+                Ok(DomainSpec { url, method, expected_status, keyword, interval, timeout_ms, regions, quorum, paused })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// The request form of this spec: parsing it again gives the same spec. `PATCH` overlays
+    /// its fields on this.
+    pub fn to_request(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("url".into(), Value::from(self.url.as_str()));
+        map.insert("method".into(), Value::from(self.method.as_str()));
+        map.insert("expected_status".into(), Value::from(self.expected_status.to_string()));
+        map.insert("keyword".into(), self.keyword.clone().map_or(Value::Null, Value::from));
+        map.insert("interval".into(), self.interval.to_json());
+        map.insert("timeout_ms".into(), Value::from(self.timeout_ms));
+        map.insert("regions".into(), Value::from(self.regions.clone()));
+        map.insert("quorum".into(), self.quorum.map_or(Value::Null, Value::from));
+        map.insert("paused".into(), Value::from(self.paused));
+        map
+    }
+}
+
+fn parse_url(value: &Value, policy: &Policy) -> Result<Url, String> {
+    let Value::String(raw) = value else {
+        return Err("must be a string".into());
+    };
+    if raw.len() > MAX_URL_LEN {
+        return Err(format!("must be at most {MAX_URL_LEN} characters"));
+    }
+    let url = Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("scheme must be http or https".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a fragment".into());
+    }
+    let ip = match url.host() {
+        None => return Err("must have a host".into()),
+        Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.');
+            if name == "localhost" || name.ends_with(".localhost") {
+                Some(IpAddr::from([127, 0, 0, 1]))
+            } else if !name.contains('.') {
+                return Err("host must be a fully qualified domain name or an IP address".into());
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(range) = ip.and_then(netguard::classify) {
+        if !policy.allow_private_targets {
+            return Err(format!("host is in a {range} address range, which this deployment does not probe"));
+        }
+    }
+    Ok(url)
+}
+
+fn parse_status(value: &Value) -> Result<StatusRange, String> {
+    const HELP: &str = "must be a status code (200), a range (\"200-299\") or a class (\"2xx\")";
+    let range = match value {
+        Value::Number(n) => n.as_u64().and_then(|c| u16::try_from(c).ok()).map(|c| StatusRange { min: c, max: c }),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Some(class) = s.strip_suffix("xx").and_then(|d| d.parse::<u16>().ok()) {
+                Some(StatusRange { min: class * 100, max: class * 100 + 99 })
+            } else if let Some((lo, hi)) = s.split_once('-') {
+                match (lo.trim().parse(), hi.trim().parse()) {
+                    (Ok(min), Ok(max)) => Some(StatusRange { min, max }),
+                    _ => None,
+                }
+            } else {
+                s.parse().ok().map(|c| StatusRange { min: c, max: c })
+            }
+        }
+        _ => None,
+    };
+    match range {
+        Some(r) if (100..=599).contains(&r.min) && (100..=599).contains(&r.max) && r.min <= r.max => Ok(r),
+        _ => Err(HELP.into()),
+    }
+}
+
+fn parse_interval(value: &Value, policy: &Policy) -> Result<Interval, String> {
+    let interval = match value {
+        Value::String(name) => TIERS
+            .iter()
+            .find(|(tier, _)| tier == name)
+            .map(|(tier, s)| Interval::Tier(tier, *s))
+            .ok_or_else(|| {
+                let names: Vec<_> = TIERS.iter().map(|(t, s)| format!("{t} ({s} s)")).collect();
+                format!("unknown tier; use one of {} or a number of seconds", names.join(", "))
+            })?,
+        Value::Number(n) => match n.as_u64().and_then(|s| u32::try_from(s).ok()) {
+            Some(s) => Interval::Seconds(s),
+            None => return Err("must be a tier name or a whole number of seconds".into()),
+        },
+        _ => return Err("must be a tier name or a whole number of seconds".into()),
+    };
+    let s = interval.seconds();
+    if s < policy.min_interval_s || s > policy.max_interval_s {
+        return Err(format!(
+            "must be between {} and {} seconds",
+            policy.min_interval_s, policy.max_interval_s
+        ));
+    }
+    Ok(interval)
+}
+
+fn parse_regions(value: &Value, policy: &Policy) -> Result<Vec<String>, String> {
+    let Value::Array(items) = value else {
+        return Err("must be an array of region names".into());
+    };
+    let mut regions = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for item in items {
+        let Value::String(name) = item else {
+            return Err("must be an array of region names".into());
+        };
+        if policy.regions.contains(name) {
+            regions.insert(name.clone());
+        } else {
+            unknown.push(name.clone());
+        }
+    }
+    if !unknown.is_empty() {
+        let known: Vec<_> = policy.regions.iter().cloned().collect();
+        return Err(format!("unknown region(s) {}; known: {}", unknown.join(", "), known.join(", ")));
+    }
+    Ok(regions.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy() -> Policy {
+        Policy {
+            min_interval_s: 10,
+            max_interval_s: 3600,
+            max_timeout_ms: 30_000,
+            allow_private_targets: false,
+            regions: ["ams", "iad", "sin"].iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn parse(v: Value) -> Result<DomainSpec, FieldErrors> {
+        DomainSpec::parse(v.as_object().unwrap(), &policy())
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let spec = parse(json!({"url": "https://example.com/"})).unwrap();
+        assert_eq!(spec.method, HttpMethod::Get);
+        assert_eq!(spec.expected_status, StatusRange::SUCCESS);
+        assert_eq!(spec.interval, Interval::Tier("standard", 60));
+        assert_eq!(spec.timeout_ms, 10_000);
+        assert!(spec.regions.is_empty());
+        assert!(!spec.paused);
+    }
+
+    #[test]
+    fn full_request_round_trips_through_its_request_form() {
+        let spec = parse(json!({
+            "url": "http://example.com:8080/health?x=1", "method": "HEAD", "expected_status": "200-399",
+            "interval": 15, "timeout_ms": 5000, "regions": ["sin", "ams", "sin"], "quorum": 2, "paused": true
+        }))
+        .unwrap();
+        assert_eq!(spec.regions, vec!["ams", "sin"]);
+        assert_eq!(spec.expected_status, StatusRange { min: 200, max: 399 });
+        let again = DomainSpec::parse(&spec.to_request(), &policy()).unwrap();
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let errors = parse(json!({
+            "url": "ftp://example.com", "method": "POST", "expected_status": "abc", "interval": 1,
+            "timeout_ms": 0, "regions": ["mars"], "quorum": 0, "paused": "yes", "colour": "blue"
+        }))
+        .unwrap_err();
+        let fields: Vec<_> = errors.0.keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            ["colour", "expected_status", "interval", "method", "paused", "quorum", "regions", "timeout_ms", "url"]
+        );
+        assert_eq!(errors.0["colour"], "unknown field");
+    }
+
+    #[test]
+    fn missing_url_is_required() {
+        let errors = parse(json!({})).unwrap_err();
+        assert_eq!(errors.0["url"], "required");
+    }
+
+    #[test]
+    fn status_forms() {
+        for (input, min, max) in [(json!(204), 204, 204), (json!("2xx"), 200, 299), (json!("301-302"), 301, 302), (json!("404"), 404, 404)] {
+            let spec = parse(json!({"url": "https://example.com", "expected_status": input})).unwrap();
+            assert_eq!(spec.expected_status, StatusRange { min, max });
+        }
+        for bad in [json!("299-200"), json!(99), json!("6xx"), json!(true)] {
+            assert!(parse(json!({"url": "https://example.com", "expected_status": bad})).is_err());
+        }
+    }
+
+    #[test]
+    fn literal_private_hosts_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1/", "http://10.1.2.3/", "http://[::1]/", "http://169.254.169.254/latest",
+            "http://192.168.0.1/", "http://localhost:8080/", "http://[fe80::1]/", "http://[::ffff:10.0.0.1]/",
+        ] {
+            let errors = parse(json!({"url": url})).unwrap_err();
+            assert!(errors.0["url"].contains("address range"), "{url}: {errors:?}");
+        }
+        let mut allow = policy();
+        allow.allow_private_targets = true;
+        assert!(DomainSpec::parse(json!({"url": "http://127.0.0.1:9/"}).as_object().unwrap(), &allow).is_ok());
+    }
+
+    #[test]
+    fn url_shapes() {
+        for bad in ["example.com", "https://user:pw@example.com/", "https://intranet/", "https://example.com/#x", "javascript:alert(1)"] {
+            assert!(parse(json!({"url": bad})).is_err(), "{bad}");
+        }
+        assert!(parse(json!({"url": format!("https://example.com/{}", "a".repeat(3000))})).is_err());
+    }
+
+    #[test]
+    fn interval_and_timeout_bounds() {
+        assert!(parse(json!({"url": "https://example.com", "interval": "fast"})).is_ok());
+        assert!(parse(json!({"url": "https://example.com", "interval": "hourly"})).is_err());
+        assert!(parse(json!({"url": "https://example.com", "interval": 9})).is_err());
+        assert!(parse(json!({"url": "https://example.com", "interval": 3601})).is_err());
+        let e = parse(json!({"url": "https://example.com", "interval": 10, "timeout_ms": 10_000})).unwrap_err();
+        assert!(e.0["timeout_ms"].contains("shorter"));
+        assert!(parse(json!({"url": "https://example.com", "timeout_ms": 30_001})).is_err());
+    }
+
+    #[test]
+    fn quorum_is_bounded_by_regions() {
+        assert!(parse(json!({"url": "https://example.com", "quorum": 3})).is_ok());
+        assert!(parse(json!({"url": "https://example.com", "quorum": 4})).is_err());
+        assert!(parse(json!({"url": "https://example.com", "regions": ["ams"], "quorum": 2})).is_err());
+    }
+
+    #[test]
+    fn keyword_rules() {
+        assert!(parse(json!({"url": "https://example.com", "keyword": "ok"})).is_ok());
+        assert!(parse(json!({"url": "https://example.com", "keyword": ""})).is_err());
+        assert!(parse(json!({"url": "https://example.com", "method": "HEAD", "keyword": "ok"})).is_err());
+    }
+}

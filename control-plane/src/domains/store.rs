@@ -1,0 +1,304 @@
+//! Domain storage. Every write goes through one transaction that
+//!
+//! 1. locks the domain row (updates and deletes),
+//! 2. increments the single `config_state` version (its row lock is held until commit, so
+//!    versions are dense and commit in version order — the publisher can apply them strictly
+//!    one after another),
+//! 3. writes the domain and appends the agent-facing change to `config_changes`,
+//! 4. `NOTIFY`s every control-plane replica's publisher (delivered at commit).
+//!
+//! Lock order is always domain row, then `config_state`, so concurrent writes cannot deadlock.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use sqlx::{PgPool, PgTransaction};
+use uuid::Uuid;
+
+use super::spec::{DomainSpec, FieldErrors, Interval, Policy, TIERS};
+
+/// The Postgres notification channel that wakes publishers.
+pub const NOTIFY_CHANNEL: &str = "crosscheck_config_changes";
+
+/// A stored domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Domain {
+    pub id: DomainId,
+    pub tenant_id: Uuid,
+    pub spec: DomainSpec,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Domain {
+    /// The configuration agents receive (no tenant, nothing secret).
+    pub fn agent_config(&self) -> DomainConfig {
+        DomainConfig {
+            id: self.id,
+            url: self.spec.url.to_string(),
+            method: self.spec.method,
+            expected_status: self.spec.expected_status,
+            keyword: self.spec.keyword.clone(),
+            interval_s: self.spec.interval.seconds(),
+            timeout_ms: self.spec.timeout_ms,
+            regions: self.spec.regions.clone(),
+            paused: self.spec.paused,
+            version: self.version,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid domain")]
+    Invalid(FieldErrors),
+    #[error("domain not found")]
+    NotFound,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    tenant_id: Uuid,
+    url: String,
+    method: String,
+    status_min: i32,
+    status_max: i32,
+    keyword: Option<String>,
+    interval_tier: Option<String>,
+    interval_s: i32,
+    timeout_ms: i32,
+    regions: Vec<String>,
+    quorum: Option<i32>,
+    paused: bool,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
+     interval_s, timeout_ms, regions, quorum, paused, version, created_at, updated_at";
+
+impl TryFrom<Row> for Domain {
+    type Error = sqlx::Error;
+
+    fn try_from(row: Row) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str| sqlx::Error::Decode(format!("domain {}: bad {what}", row.id).into());
+        let url = url::Url::parse(&row.url).map_err(|_| corrupt("url"))?;
+        let method = match row.method.as_str() {
+            "GET" => HttpMethod::Get,
+            "HEAD" => HttpMethod::Head,
+            _ => return Err(corrupt("method")),
+        };
+        let interval_s = u32::try_from(row.interval_s).map_err(|_| corrupt("interval"))?;
+        let interval = match row.interval_tier.as_deref() {
+            Some(name) => TIERS
+                .iter()
+                .find(|(t, _)| *t == name)
+                .map(|(t, _)| Interval::Tier(t, interval_s))
+                .ok_or_else(|| corrupt("interval tier"))?,
+            None => Interval::Seconds(interval_s),
+        };
+        Ok(Domain {
+            id: DomainId(row.id),
+            tenant_id: row.tenant_id,
+            spec: DomainSpec {
+                url,
+                method,
+                expected_status: StatusRange {
+                    min: u16::try_from(row.status_min).map_err(|_| corrupt("status"))?,
+                    max: u16::try_from(row.status_max).map_err(|_| corrupt("status"))?,
+                },
+                keyword: row.keyword,
+                interval,
+                timeout_ms: u32::try_from(row.timeout_ms).map_err(|_| corrupt("timeout"))?,
+                regions: row.regions,
+                quorum: row.quorum.and_then(|q| u32::try_from(q).ok()),
+                paused: row.paused,
+            },
+            version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// Outcome of a committed write: the domain as stored and its config version.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub domain: Domain,
+    pub version: u64,
+    /// False when an update changed nothing (no new version, nothing published).
+    pub changed: bool,
+}
+
+async fn next_version(tx: &mut PgTransaction<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("UPDATE config_state SET version = version + 1 RETURNING version")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+async fn log_change(
+    tx: &mut PgTransaction<'_>,
+    version: i64,
+    id: DomainId,
+    config: Option<&DomainConfig>,
+) -> Result<(), sqlx::Error> {
+    let op = if config.is_some() { "upsert" } else { "delete" };
+    let json = config.map(|c| serde_json::to_value(c).expect("domain config serializes"));
+    sqlx::query("INSERT INTO config_changes (version, domain_id, op, config) VALUES ($1, $2, $3, $4)")
+        .bind(version)
+        .bind(id.0)
+        .bind(op)
+        .bind(json)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(version.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn write_row(
+    tx: &mut PgTransaction<'_>,
+    id: DomainId,
+    tenant_id: Uuid,
+    spec: &DomainSpec,
+    version: i64,
+) -> Result<Domain, sqlx::Error> {
+    let row: Row = sqlx::query_as(&format!(
+        "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
+             interval_s, timeout_ms, regions, quorum, paused, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
+             status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
+             interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
+             timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
+             paused = excluded.paused, version = excluded.version, updated_at = now() \
+         WHERE domains.tenant_id = excluded.tenant_id \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id.0)
+    .bind(tenant_id)
+    .bind(spec.url.as_str())
+    .bind(spec.method.as_str())
+    .bind(i32::from(spec.expected_status.min))
+    .bind(i32::from(spec.expected_status.max))
+    .bind(spec.keyword.as_deref())
+    .bind(spec.interval.tier())
+    .bind(spec.interval.seconds() as i32)
+    .bind(spec.timeout_ms as i32)
+    .bind(&spec.regions)
+    .bind(spec.quorum.map(|q| q as i32))
+    .bind(spec.paused)
+    .bind(version)
+    .fetch_one(&mut **tx)
+    .await?;
+    Domain::try_from(row)
+}
+
+/// Creates a domain.
+pub async fn create(pool: &PgPool, tenant_id: Uuid, spec: &DomainSpec) -> Result<Written, StoreError> {
+    let mut tx = pool.begin().await?;
+    let version = next_version(&mut tx).await?;
+    let domain = write_row(&mut tx, DomainId::new(), tenant_id, spec, version).await?;
+    log_change(&mut tx, version, domain.id, Some(&domain.agent_config())).await?;
+    tx.commit().await?;
+    Ok(Written { domain, version: version as u64, changed: true })
+}
+
+async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Result<Domain, StoreError> {
+    let row: Option<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains WHERE id = $1 AND tenant_id = $2 FOR UPDATE"))
+            .bind(id.0)
+            .bind(tenant_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.ok_or(StoreError::NotFound)?.try_into()?)
+}
+
+/// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
+/// parsed against `policy`, while the domain row is locked.
+pub async fn update(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: DomainId,
+    patch: &serde_json::Map<String, Value>,
+    policy: &Policy,
+) -> Result<Written, StoreError> {
+    let mut tx = pool.begin().await?;
+    let current = lock(&mut tx, tenant_id, id).await?;
+    let mut request = current.spec.to_request();
+    for (key, value) in patch {
+        request.insert(key.clone(), value.clone());
+    }
+    let spec = DomainSpec::parse(&request, policy).map_err(StoreError::Invalid)?;
+    if spec == current.spec {
+        // Nothing changed: no new version, nothing to publish.
+        return Ok(Written { version: current.version, domain: current, changed: false });
+    }
+    let version = next_version(&mut tx).await?;
+    let domain = write_row(&mut tx, id, tenant_id, &spec, version).await?;
+    log_change(&mut tx, version, id, Some(&domain.agent_config())).await?;
+    tx.commit().await?;
+    Ok(Written { domain, version: version as u64, changed: true })
+}
+
+/// Deletes a domain; returns the config version of the deletion.
+pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx, tenant_id, id).await?;
+    let version = next_version(&mut tx).await?;
+    sqlx::query("DELETE FROM domains WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
+    log_change(&mut tx, version, id, None).await?;
+    tx.commit().await?;
+    Ok(version as u64)
+}
+
+/// One domain of a tenant.
+pub async fn get(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<Domain, StoreError> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains WHERE id = $1 AND tenant_id = $2"))
+        .bind(id.0)
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.ok_or(StoreError::NotFound)?.try_into()?)
+}
+
+/// A page of a tenant's domains in id (creation) order, starting after `after`.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    after: Option<DomainId>,
+    limit: u32,
+) -> Result<Vec<Domain>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM domains WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+    ))
+    .bind(tenant_id)
+    .bind(after.map(|a| a.0))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Domain::try_from).collect::<Result<_, _>>()?)
+}
+
+/// Every domain with the config version they reflect, read in one snapshot (for rebuilding
+/// Redis). Streams nothing partial: the snapshot is consistent with the returned version.
+pub async fn snapshot(pool: &PgPool) -> Result<(u64, Vec<DomainConfig>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let version: i64 = sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&mut *tx).await?;
+    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains")).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let configs = rows
+        .into_iter()
+        .map(|r| Domain::try_from(r).map(|d| d.agent_config()))
+        .collect::<Result<_, _>>()?;
+    Ok((version as u64, configs))
+}
