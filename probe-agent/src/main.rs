@@ -1,1 +1,53 @@
-fn main() {}
+//! The `probe-agent` binary: parse the command line and configuration, then run until SIGTERM
+//! or ctrl-c.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use probe_agent::config::{Config, ENV_PREFIX};
+use probe_agent::Agent;
+use shared::config::EXIT_CONFIG;
+
+#[derive(Debug, Parser)]
+#[command(name = "probe-agent", version, about = "Crosscheck regional probe agent")]
+struct Cli {
+    /// TOML configuration file (environment variables CROSSCHECK_AGENT_* override it).
+    #[arg(long, short, env = "CROSSCHECK_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config: Config = match shared::config::load(cli.config.as_deref(), ENV_PREFIX) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("probe-agent: invalid configuration: {error}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if let Err(reason) = config.validate() {
+        eprintln!("probe-agent: invalid configuration: {reason}");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    shared::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("probe-agent: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let agent = Agent::build(config).await?;
+        agent.run_until(shared::shutdown::on_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "probe agent failed");
+            eprintln!("probe-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

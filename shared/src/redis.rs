@@ -41,6 +41,9 @@ pub fn builder(url: &str, options: RedisOptions) -> Result<Builder, fred::error:
         .set_policy(policy)
         .with_performance_config(|perf| {
             perf.default_command_timeout = options.command_timeout;
+            // Pub/Sub messages queue here while a consumer is busy (e.g. during a resync);
+            // a consumer that still lags is told so and resyncs.
+            perf.broadcast_channel_capacity = 4096;
         })
         .with_connection_config(|conn| {
             conn.connection_timeout = options.connect_timeout;
