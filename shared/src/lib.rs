@@ -14,6 +14,8 @@ pub mod ops;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use domain::{ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, StatusRange};
 pub use keys::RedisKeys;

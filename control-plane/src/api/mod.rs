@@ -73,11 +73,11 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .route("/regions", get(regions::list))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     Router::new()
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
         .merge(shared::ops::router(registry, ready))
 }

@@ -1,0 +1,202 @@
+//! `TestApp`: a control plane on port 0 with its own database and Redis prefix, typed request
+//! helpers, and probe agents attached to the same prefix.
+
+use std::time::Duration;
+
+use control_plane::publisher::Publisher;
+use control_plane::{tenants, Application, Config};
+use fred::prelude::*;
+use probe_agent::catalog::sync::CatalogHandle;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use shared::testing::{delete_prefix, eventually, random_prefix};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub pool: PgPool,
+    pub config: Config,
+    pub publisher: Publisher,
+    pub redis: Client,
+    pub token: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn test_config(prefix: &str, redis_url: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        redis_url: redis_url.to_owned(),
+        redis_prefix: prefix.to_owned(),
+        regions: vec!["ams".into(), "iad".into(), "sin".into()],
+        min_interval_s: 1,
+        publish_poll_ms: 200,
+        reconcile_interval_s: 1,
+        ..Config::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> Self {
+        let prefix = random_prefix("cp");
+        Self::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await
+    }
+
+    pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
+        shared::telemetry::init(Default::default());
+        let app = Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
+        let addr = app.local_addr();
+        let publisher = app.publisher();
+        let issued = tenants::create_tenant(&pool, &format!("tenant-{}", Uuid::new_v4())).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until(shutdown.clone()));
+        let redis = shared::redis::builder(&config.redis_url, Default::default()).unwrap().build().unwrap();
+        redis.init().await.unwrap();
+        Self {
+            addr,
+            pool,
+            config,
+            publisher,
+            redis,
+            token: issued.token,
+            http: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.redis_prefix
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http.patch(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.http.delete(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Creates a domain with the tenant's admin token; panics unless 201. Returns its id.
+    pub async fn create_domain(&self, body: Value) -> String {
+        let response = self.post("/v1/domains", &self.token, &body).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Another tenant with its own admin token.
+    pub async fn other_tenant(&self) -> String {
+        tenants::create_tenant(&self.pool, &format!("other-{}", Uuid::new_v4())).await.unwrap().token
+    }
+
+    /// The config version Postgres has reached.
+    pub async fn pg_version(&self) -> u64 {
+        let v: i64 = sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&self.pool).await.unwrap();
+        v as u64
+    }
+
+    /// The config version Redis holds.
+    pub async fn redis_version(&self) -> Option<u64> {
+        self.redis.get(format!("{}:domains:version", self.prefix())).await.unwrap()
+    }
+
+    pub async fn agent(&self, region: &str) -> TestAgent {
+        TestAgent::spawn(&self.config.redis_url, self.prefix(), region).await
+    }
+
+    /// Stops the control plane and waits until it has; Redis keeps what it published.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the control plane and deletes this test's Redis keys.
+    pub async fn stop(self) {
+        let redis = self.redis.clone();
+        let prefix = self.config.redis_prefix.clone();
+        self.shutdown().await;
+        let _ = delete_prefix(&redis, &prefix).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A real probe agent (catalog sync and operational endpoints) on port 0.
+pub struct TestAgent {
+    pub catalog: CatalogHandle,
+    pub metrics: probe_agent::metrics::Metrics,
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl TestAgent {
+    pub async fn spawn(redis_url: &str, prefix: &str, region: &str) -> Self {
+        let config = probe_agent::Config {
+            region: region.to_owned(),
+            agent_id: format!("{region}-test"),
+            redis_url: redis_url.to_owned(),
+            redis_prefix: prefix.to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            version_check_interval_s: 1,
+            redis_min_backoff_ms: 50,
+            redis_max_backoff_ms: 500,
+            ..probe_agent::Config::default()
+        };
+        let agent = probe_agent::Agent::build(config).await.unwrap();
+        let catalog = agent.catalog();
+        let metrics = agent.metrics.clone();
+        let addr = agent.local_addr();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(agent.run_until(shutdown.clone()));
+        Self { catalog, metrics, addr, shutdown }
+    }
+
+    /// Waits until the catalog satisfies `check`.
+    pub async fn wait_for(&self, what: &str, check: impl Fn(&probe_agent::catalog::Catalog) -> bool) {
+        eventually(WAIT, what, || {
+            let ok = self.catalog.is_loaded() && check(&self.catalog.current());
+            async move { ok.then_some(()) }
+        })
+        .await;
+    }
+
+    pub fn has(&self, id: &str) -> bool {
+        self.catalog.current().get(&id.parse().unwrap()).is_some()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn domain(url: &str) -> Value {
+    json!({ "url": url })
+}

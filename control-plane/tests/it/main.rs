@@ -1,0 +1,6 @@
+//! Integration tests of the control plane against real PostgreSQL (one database per test via
+//! `#[sqlx::test]`) and real Redis (one key prefix per test), with real probe agents.
+
+mod api;
+mod config_path;
+mod helpers;
