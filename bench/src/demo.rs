@@ -33,7 +33,11 @@ struct Agent {
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::current_exe()?.parent().context("binary directory")?.to_path_buf();
     let path = dir.join(name);
-    anyhow::ensure!(path.exists(), "{} not found; build the workspace first (cargo build --release)", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found; build the workspace first (cargo build --release)",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -70,9 +74,17 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
         .stderr(Stdio::null())
         .output()
         .await?;
-    anyhow::ensure!(output.status.success(), "create-tenant failed: {}", String::from_utf8_lossy(&output.stdout));
+    anyhow::ensure!(
+        output.status.success(),
+        "create-tenant failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let stdout = String::from_utf8(output.stdout)?;
-    let token = stdout.lines().find_map(|l| l.strip_prefix("token=")).context("token in create-tenant output")?.to_owned();
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token="))
+        .context("token in create-tenant output")?
+        .to_owned();
     println!("   admin token: {}…", &token[..12]);
 
     step("2. start the control plane and three regional agents");
@@ -99,7 +111,9 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
             .kill_on_drop(true)
             .spawn()?;
         let base = format!("http://127.0.0.1:{port}");
-        wait_ready(&format!("{base}/readyz")).await.with_context(|| format!("agent {region} did not become ready"))?;
+        wait_ready(&format!("{base}/readyz"))
+            .await
+            .with_context(|| format!("agent {region} did not become ready"))?;
         println!("   agent {region:<4}     {base}");
         agents.push(Agent { region, base, _child: child });
     }
@@ -107,15 +121,30 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
 
     let http = reqwest::Client::new();
     step("3. create two domains: one for every region, one for ams only");
-    let (everywhere, t) = call(&http, "POST", &format!("{api}/v1/domains"), &token, json!({"url": "https://status.example.com/health", "keyword": "ok"})).await?;
+    let (everywhere, t) = call(
+        &http,
+        "POST",
+        &format!("{api}/v1/domains"),
+        &token,
+        json!({"url": "https://status.example.com/health", "keyword": "ok"}),
+    )
+    .await?;
     follow(&agents, everywhere["config_version"].as_u64().unwrap_or(0), t).await?;
-    let (ams_only, t) = call(&http, "POST", &format!("{api}/v1/domains"), &token, json!({"url": "https://shop.example.com/", "regions": ["ams"], "interval": "fast"})).await?;
+    let (ams_only, t) = call(
+        &http,
+        "POST",
+        &format!("{api}/v1/domains"),
+        &token,
+        json!({"url": "https://shop.example.com/", "regions": ["ams"], "interval": "fast"}),
+    )
+    .await?;
     follow(&agents, ams_only["config_version"].as_u64().unwrap_or(0), t).await?;
     show(&agents).await?;
 
     step("4. update: probe status.example.com every 15 s");
     let id = everywhere["id"].as_str().context("id")?;
-    let (updated, t) = call(&http, "PATCH", &format!("{api}/v1/domains/{id}"), &token, json!({"interval": 15})).await?;
+    let (updated, t) =
+        call(&http, "PATCH", &format!("{api}/v1/domains/{id}"), &token, json!({"interval": 15})).await?;
     follow(&agents, updated["config_version"].as_u64().unwrap_or(0), t).await?;
     show(&agents).await?;
 
@@ -162,7 +191,13 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} not ready after 30 s")
 }
 
-async fn call(http: &reqwest::Client, method: &str, url: &str, token: &str, body: Value) -> anyhow::Result<(Value, Instant)> {
+async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<(Value, Instant)> {
     let request = match method {
         "POST" => http.post(url),
         _ => http.patch(url),
@@ -172,7 +207,12 @@ async fn call(http: &reqwest::Client, method: &str, url: &str, token: &str, body
     let answered = Instant::now();
     let value: Value = response.json().await?;
     anyhow::ensure!(status.is_success(), "{method} {url} -> {status}: {value}");
-    println!("   {method} {} {} -> {status} (config version {})", url.trim_start_matches("http://"), body, value["config_version"]);
+    println!(
+        "   {method} {} {} -> {status} (config version {})",
+        url.trim_start_matches("http://"),
+        body,
+        value["config_version"]
+    );
     Ok((value, answered))
 }
 
@@ -188,10 +228,18 @@ async fn follow(agents: &[Agent], version: u64, since: Instant) -> anyhow::Resul
         loop {
             let c = catalog(agent).await?;
             if c["version"].as_u64().unwrap_or(0) >= version {
-                line.push_str(&format!("  {} after {:.1} ms", agent.region, since.elapsed().as_secs_f64() * 1000.0));
+                line.push_str(&format!(
+                    "  {} after {:.1} ms",
+                    agent.region,
+                    since.elapsed().as_secs_f64() * 1000.0
+                ));
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "agent {} never reached version {version}", agent.region);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "agent {} never reached version {version}",
+                agent.region
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -204,7 +252,11 @@ async fn show(agents: &[Agent]) -> anyhow::Result<()> {
         let c = catalog(agent).await?;
         let domains: Vec<String> = c["domains"]
             .as_array()
-            .map(|ds| ds.iter().map(|d| format!("{} every {}s", d["url"].as_str().unwrap_or("?"), d["interval_s"])).collect())
+            .map(|ds| {
+                ds.iter()
+                    .map(|d| format!("{} every {}s", d["url"].as_str().unwrap_or("?"), d["interval_s"]))
+                    .collect()
+            })
             .unwrap_or_default();
         println!(
             "   [{}] version {:<3} {} domain(s){}{}",

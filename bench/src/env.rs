@@ -7,7 +7,8 @@ use sqlx::{Connection, PgConnection};
 
 /// The server scratch databases are created on (`CROSSCHECK_BENCH_DATABASE_URL`).
 pub fn admin_url() -> String {
-    std::env::var("CROSSCHECK_BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CROSSCHECK_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -32,7 +33,9 @@ impl ScratchDb {
 
     pub async fn drop_now(self) -> anyhow::Result<()> {
         let mut admin = PgConnection::connect(&admin_url()).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).execute(&mut admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await?;
         Ok(())
     }
 }

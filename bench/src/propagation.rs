@@ -109,7 +109,9 @@ async fn measure(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Result<Va
         let version = body["config_version"].as_u64().context("config_version")?;
         let waits = catalogs.iter().map(|catalog| {
             let mut rx = catalog.catalog.clone();
-            async move { tokio::time::timeout(APPLY_DEADLINE, rx.wait_for(|c| c.version() >= version)).await.is_ok() }
+            async move {
+                tokio::time::timeout(APPLY_DEADLINE, rx.wait_for(|c| c.version() >= version)).await.is_ok()
+            }
         });
         let applied = futures::future::join_all(waits).await;
         if applied.iter().all(|ok| *ok) {

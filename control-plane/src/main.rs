@@ -98,7 +98,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::CreateToken { tenant, name, role } => {
             let pool = startup::connect_database(&config).await?;
             let role = Role::parse(&role).context("role must be admin or read_only")?;
-            let issued = tenants::create_token(&pool, tenant, &name, role).await.context("creating the token")?;
+            let issued =
+                tenants::create_token(&pool, tenant, &name, role).await.context("creating the token")?;
             println!("token={}", issued.token);
             Ok(())
         }

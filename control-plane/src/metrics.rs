@@ -45,14 +45,26 @@ impl Metrics {
             "Config changes already applied by another replica",
             self.config_publish_skipped.clone(),
         );
-        r.register("config_publish_errors", "Failed publish attempts by reason", self.config_publish_errors.clone());
-        r.register("config_rebuilds", "Full rebuilds of the Redis config hash by reason", self.config_rebuilds.clone());
+        r.register(
+            "config_publish_errors",
+            "Failed publish attempts by reason",
+            self.config_publish_errors.clone(),
+        );
+        r.register(
+            "config_rebuilds",
+            "Full rebuilds of the Redis config hash by reason",
+            self.config_rebuilds.clone(),
+        );
         r.register(
             "config_version_published",
             "Config version held by Redis when last checked",
             self.config_version_published.clone(),
         );
-        r.register("config_backlog", "Change-log entries not yet applied to Redis", self.config_backlog.clone());
+        r.register(
+            "config_backlog",
+            "Change-log entries not yet applied to Redis",
+            self.config_backlog.clone(),
+        );
     }
 
     pub fn publish_error(&self, reason: &str) {

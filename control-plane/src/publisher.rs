@@ -165,10 +165,15 @@ impl Publisher {
             .fetch_all(&self.pool)
             .await?;
             let Some(first) = rows.first() else {
-                let latest: i64 = sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&self.pool).await?;
+                let latest: i64 =
+                    sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&self.pool).await?;
                 self.metrics.config_backlog.set(0);
                 if current > latest as u64 {
-                    tracing::warn!(redis_version = current, postgres_version = latest, "redis is ahead of postgres");
+                    tracing::warn!(
+                        redis_version = current,
+                        postgres_version = latest,
+                        "redis is ahead of postgres"
+                    );
                     self.rebuild(RebuildReason::Ahead).await?;
                     outcome.rebuilt = true;
                     continue;
@@ -176,7 +181,11 @@ impl Publisher {
                 return Ok(outcome);
             };
             if first.0 as u64 != current + 1 {
-                tracing::warn!(redis_version = current, oldest_log = first.0, "change log no longer reaches redis's version");
+                tracing::warn!(
+                    redis_version = current,
+                    oldest_log = first.0,
+                    "change log no longer reaches redis's version"
+                );
                 self.rebuild(RebuildReason::LogPruned).await?;
                 outcome.rebuilt = true;
                 continue;
@@ -192,7 +201,14 @@ impl Publisher {
                     .eval(
                         APPLY_SCRIPT,
                         vec![self.keys.domains(), self.keys.version()],
-                        vec![version.to_string(), op_name.to_owned(), id.to_string(), config, self.keys.changes(), notice],
+                        vec![
+                            version.to_string(),
+                            op_name.to_owned(),
+                            id.to_string(),
+                            config,
+                            self.keys.changes(),
+                            notice,
+                        ],
                     )
                     .await?;
                 match result {
@@ -255,8 +271,10 @@ impl Publisher {
 
     /// Compares Redis with Postgres and repairs what differs; prunes the change log.
     pub async fn reconcile(&self) -> Result<CatchUp, PublishError> {
-        let (redis_version, redis_len): (Option<u64>, u64) =
-            self.redis.eval(STATE_SCRIPT, vec![self.keys.version(), self.keys.domains()], Vec::<String>::new()).await?;
+        let (redis_version, redis_len): (Option<u64>, u64) = self
+            .redis
+            .eval(STATE_SCRIPT, vec![self.keys.version(), self.keys.domains()], Vec::<String>::new())
+            .await?;
         let (pg_version, pg_len): (i64, i64) =
             sqlx::query_as("SELECT version, (SELECT count(*) FROM domains) FROM config_state")
                 .fetch_one(&self.pool)
@@ -264,7 +282,12 @@ impl Publisher {
         let mut outcome = CatchUp::default();
         match redis_version {
             Some(v) if v == pg_version as u64 && redis_len != pg_len as u64 => {
-                tracing::warn!(version = v, redis_domains = redis_len, postgres_domains = pg_len, "redis config drifted");
+                tracing::warn!(
+                    version = v,
+                    redis_domains = redis_len,
+                    postgres_domains = pg_len,
+                    "redis config drifted"
+                );
                 self.rebuild(RebuildReason::Drift).await?;
                 outcome.rebuilt = true;
             }
@@ -279,7 +302,10 @@ impl Publisher {
         outcome.rebuilt |= caught.rebuilt;
         if let Some(v) = self.redis_version().await? {
             let floor = v.saturating_sub(self.keep_log) as i64;
-            let pruned = sqlx::query("DELETE FROM config_changes WHERE version < $1").bind(floor).execute(&self.pool).await?;
+            let pruned = sqlx::query("DELETE FROM config_changes WHERE version < $1")
+                .bind(floor)
+                .execute(&self.pool)
+                .await?;
             if pruned.rows_affected() > 0 {
                 tracing::debug!(rows = pruned.rows_affected(), "change log pruned");
             }

@@ -20,9 +20,7 @@ impl RegionName {
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(format!(
-                "{raw:?} is not a region name (1-32 lowercase letters, digits or dashes)"
-            ))
+            Err(format!("{raw:?} is not a region name (1-32 lowercase letters, digits or dashes)"))
         }
     }
 

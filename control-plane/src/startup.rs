@@ -85,13 +85,10 @@ impl Application {
             metrics.clone(),
             KEEP_CHANGE_LOG,
         );
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot bind {}", config.listen))?;
-        let state = AppState {
-            pool,
-            config: Arc::new(config),
-            metrics,
-            publisher_wake: publisher.waker(),
-        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot bind {}", config.listen))?;
+        let state = AppState { pool, config: Arc::new(config), metrics, publisher_wake: publisher.waker() };
         Ok(Self { listener, state, registry, publisher, redis })
     }
 

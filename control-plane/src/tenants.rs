@@ -103,16 +103,14 @@ async fn insert_token(
 ) -> Result<IssuedToken, sqlx::Error> {
     let id = Uuid::now_v7();
     let token = generate_secret();
-    sqlx::query(
-        "INSERT INTO api_tokens (id, tenant_id, name, role, token_hash) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(name)
-    .bind(role.as_str())
-    .bind(hash(&token))
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query("INSERT INTO api_tokens (id, tenant_id, name, role, token_hash) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hash(&token))
+        .execute(&mut **tx)
+        .await?;
     Ok(IssuedToken { id, tenant_id, name: name.to_owned(), role, token })
 }
 

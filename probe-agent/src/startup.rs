@@ -31,7 +31,8 @@ impl Agent {
     /// Builds the agent and binds its operational listener. Does not need Redis to be up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        let builder = shared::redis::builder(&config.redis_url, config.redis_options()).context("invalid redis_url")?;
+        let builder =
+            shared::redis::builder(&config.redis_url, config.redis_options()).context("invalid redis_url")?;
         let client = builder.build().context("building the redis client")?;
         let subscriber = builder.build_subscriber_client().context("building the redis subscriber")?;
         let metrics = Metrics::default();
@@ -45,7 +46,9 @@ impl Agent {
             max_backoff: std::time::Duration::from_millis(config.redis_max_backoff_ms),
         };
         let (sync, handle) = CatalogSync::new(settings, client, subscriber, metrics.clone());
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot bind {}", config.listen))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot bind {}", config.listen))?;
         Ok(Self { config: Arc::new(config), listener, sync, handle, registry: Arc::new(registry), metrics })
     }
 
@@ -86,7 +89,13 @@ fn ops_router(handle: CatalogHandle, registry: Arc<Registry>, config: Arc<Config
     let ready_handle = handle.clone();
     let ready: shared::ops::ReadyCheck = Arc::new(move || {
         let loaded = ready_handle.is_loaded();
-        Box::pin(async move { if loaded { Ok(()) } else { Err("catalog not loaded yet".into()) } })
+        Box::pin(async move {
+            if loaded {
+                Ok(())
+            } else {
+                Err("catalog not loaded yet".into())
+            }
+        })
     });
     Router::new()
         .route("/debug/catalog", get(debug_catalog))

@@ -34,6 +34,7 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
 mod tests {
     use super::*;
     use serde::Deserialize;

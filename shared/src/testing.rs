@@ -37,8 +37,12 @@ pub async fn delete_prefix(client: &Client, prefix: &str) -> Result<(), fred::er
     let pattern = format!("{prefix}:*");
     let mut cursor = "0".to_owned();
     loop {
-        let (next, keys): (String, Vec<String>) =
-            client.custom(fred::cmd!("SCAN"), vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "1000".into()]).await?;
+        let (next, keys): (String, Vec<String>) = client
+            .custom(
+                fred::cmd!("SCAN"),
+                vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "1000".into()],
+            )
+            .await?;
         if !keys.is_empty() {
             let _: () = client.del(keys).await?;
         }
@@ -91,7 +95,16 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.stop();
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

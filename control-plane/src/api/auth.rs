@@ -24,7 +24,8 @@ impl FromRequestParts<AppState> for Auth {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Auth(principal.clone()));
         }
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthorized)?;
+        let header =
+            parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthorized)?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))

@@ -78,7 +78,11 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-pub async fn get(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let domain = store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?;
     Ok(Json(view(&domain)))
 }
@@ -107,17 +111,29 @@ async fn patch_domain(
     Ok(Json(view(&written.domain)))
 }
 
-pub async fn pause(State(state): State<AppState>, Admin(p): Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn pause(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let patch = Map::from_iter([("paused".to_owned(), Value::Bool(true))]);
     patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
 }
 
-pub async fn resume(State(state): State<AppState>, Admin(p): Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn resume(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let patch = Map::from_iter([("paused".to_owned(), Value::Bool(false))]);
     patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
 }
 
-pub async fn delete(State(state): State<AppState>, Admin(p): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let version = store::delete(&state.pool, p.tenant_id, id).await?;
     state.changed();

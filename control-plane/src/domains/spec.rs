@@ -16,17 +16,8 @@ use url::{Host, Url};
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 9] = [
-    "url",
-    "method",
-    "expected_status",
-    "keyword",
-    "interval",
-    "timeout_ms",
-    "regions",
-    "quorum",
-    "paused",
-];
+const KNOWN_FIELDS: [&str; 9] =
+    ["url", "method", "expected_status", "keyword", "interval", "timeout_ms", "regions", "quorum", "paused"];
 const MAX_URL_LEN: usize = 2048;
 const MAX_KEYWORD_LEN: usize = 256;
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
@@ -209,11 +200,25 @@ impl DomainSpec {
         };
 
         match (url, method, expected_status, interval, timeout_ms, regions, paused) {
-            (Some(url), Some(method), Some(expected_status), Some(interval), Some(timeout_ms), Some(regions), Some(paused))
-                if errors.is_empty() =>
-            {
-                Ok(DomainSpec { url, method, expected_status, keyword, interval, timeout_ms, regions, quorum, paused })
-            }
+            (
+                Some(url),
+                Some(method),
+                Some(expected_status),
+                Some(interval),
+                Some(timeout_ms),
+                Some(regions),
+                Some(paused),
+            ) if errors.is_empty() => Ok(DomainSpec {
+                url,
+                method,
+                expected_status,
+                keyword,
+                interval,
+                timeout_ms,
+                regions,
+                quorum,
+                paused,
+            }),
             _ => Err(errors),
         }
     }
@@ -278,7 +283,9 @@ fn parse_url(value: &Value, policy: &Policy) -> Result<Url, String> {
 fn parse_status(value: &Value) -> Result<StatusRange, String> {
     const HELP: &str = "must be a status code (200), a range (\"200-299\") or a class (\"2xx\")";
     let range = match value {
-        Value::Number(n) => n.as_u64().and_then(|c| u16::try_from(c).ok()).map(|c| StatusRange { min: c, max: c }),
+        Value::Number(n) => {
+            n.as_u64().and_then(|c| u16::try_from(c).ok()).map(|c| StatusRange { min: c, max: c })
+        }
         Value::String(s) => {
             let s = s.trim();
             if let Some(class) = s.strip_suffix("xx").and_then(|d| d.parse::<u16>().ok()) {
@@ -302,14 +309,14 @@ fn parse_status(value: &Value) -> Result<StatusRange, String> {
 
 fn parse_interval(value: &Value, policy: &Policy) -> Result<Interval, String> {
     let interval = match value {
-        Value::String(name) => TIERS
-            .iter()
-            .find(|(tier, _)| tier == name)
-            .map(|(tier, s)| Interval::Tier(tier, *s))
-            .ok_or_else(|| {
-                let names: Vec<_> = TIERS.iter().map(|(t, s)| format!("{t} ({s} s)")).collect();
-                format!("unknown tier; use one of {} or a number of seconds", names.join(", "))
-            })?,
+        Value::String(name) => {
+            TIERS.iter().find(|(tier, _)| tier == name).map(|(tier, s)| Interval::Tier(tier, *s)).ok_or_else(
+                || {
+                    let names: Vec<_> = TIERS.iter().map(|(t, s)| format!("{t} ({s} s)")).collect();
+                    format!("unknown tier; use one of {} or a number of seconds", names.join(", "))
+                },
+            )?
+        }
         Value::Number(n) => match n.as_u64().and_then(|s| u32::try_from(s).ok()) {
             Some(s) => Interval::Seconds(s),
             None => return Err("must be a tier name or a whole number of seconds".into()),
@@ -402,7 +409,17 @@ mod tests {
         let fields: Vec<_> = errors.0.keys().map(String::as_str).collect();
         assert_eq!(
             fields,
-            ["colour", "expected_status", "interval", "method", "paused", "quorum", "regions", "timeout_ms", "url"]
+            [
+                "colour",
+                "expected_status",
+                "interval",
+                "method",
+                "paused",
+                "quorum",
+                "regions",
+                "timeout_ms",
+                "url"
+            ]
         );
         assert_eq!(errors.0["colour"], "unknown field");
     }
@@ -415,7 +432,12 @@ mod tests {
 
     #[test]
     fn status_forms() {
-        for (input, min, max) in [(json!(204), 204, 204), (json!("2xx"), 200, 299), (json!("301-302"), 301, 302), (json!("404"), 404, 404)] {
+        for (input, min, max) in [
+            (json!(204), 204, 204),
+            (json!("2xx"), 200, 299),
+            (json!("301-302"), 301, 302),
+            (json!("404"), 404, 404),
+        ] {
             let spec = parse(json!({"url": "https://example.com", "expected_status": input})).unwrap();
             assert_eq!(spec.expected_status, StatusRange { min, max });
         }
@@ -427,8 +449,14 @@ mod tests {
     #[test]
     fn literal_private_hosts_are_refused_unless_allowed() {
         for url in [
-            "http://127.0.0.1/", "http://10.1.2.3/", "http://[::1]/", "http://169.254.169.254/latest",
-            "http://192.168.0.1/", "http://localhost:8080/", "http://[fe80::1]/", "http://[::ffff:10.0.0.1]/",
+            "http://127.0.0.1/",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://192.168.0.1/",
+            "http://localhost:8080/",
+            "http://[fe80::1]/",
+            "http://[::ffff:10.0.0.1]/",
         ] {
             let errors = parse(json!({"url": url})).unwrap_err();
             assert!(errors.0["url"].contains("address range"), "{url}: {errors:?}");
@@ -440,7 +468,13 @@ mod tests {
 
     #[test]
     fn url_shapes() {
-        for bad in ["example.com", "https://user:pw@example.com/", "https://intranet/", "https://example.com/#x", "javascript:alert(1)"] {
+        for bad in [
+            "example.com",
+            "https://user:pw@example.com/",
+            "https://intranet/",
+            "https://example.com/#x",
+            "javascript:alert(1)",
+        ] {
             assert!(parse(json!({"url": bad})).is_err(), "{bad}");
         }
         assert!(parse(json!({"url": format!("https://example.com/{}", "a".repeat(3000))})).is_err());
@@ -452,7 +486,8 @@ mod tests {
         assert!(parse(json!({"url": "https://example.com", "interval": "hourly"})).is_err());
         assert!(parse(json!({"url": "https://example.com", "interval": 9})).is_err());
         assert!(parse(json!({"url": "https://example.com", "interval": 3601})).is_err());
-        let e = parse(json!({"url": "https://example.com", "interval": 10, "timeout_ms": 10_000})).unwrap_err();
+        let e =
+            parse(json!({"url": "https://example.com", "interval": 10, "timeout_ms": 10_000})).unwrap_err();
         assert!(e.0["timeout_ms"].contains("shorter"));
         assert!(parse(json!({"url": "https://example.com", "timeout_ms": 30_001})).is_err());
     }

@@ -262,11 +262,12 @@ pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<u64,
 
 /// One domain of a tenant.
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<Domain, StoreError> {
-    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains WHERE id = $1 AND tenant_id = $2"))
-        .bind(id.0)
-        .bind(tenant_id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains WHERE id = $1 AND tenant_id = $2"))
+            .bind(id.0)
+            .bind(tenant_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.ok_or(StoreError::NotFound)?.try_into()?)
 }
 
@@ -294,11 +295,10 @@ pub async fn snapshot(pool: &PgPool) -> Result<(u64, Vec<DomainConfig>), sqlx::E
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
     let version: i64 = sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&mut *tx).await?;
-    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains")).fetch_all(&mut *tx).await?;
+    let rows: Vec<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM domains")).fetch_all(&mut *tx).await?;
     tx.commit().await?;
-    let configs = rows
-        .into_iter()
-        .map(|r| Domain::try_from(r).map(|d| d.agent_config()))
-        .collect::<Result<_, _>>()?;
+    let configs =
+        rows.into_iter().map(|r| Domain::try_from(r).map(|d| d.agent_config())).collect::<Result<_, _>>()?;
     Ok((version as u64, configs))
 }

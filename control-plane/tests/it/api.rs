@@ -23,7 +23,8 @@ async fn create_get_update_pause_and_delete_a_domain(pool: PgPool) {
     assert_eq!(got["regions"], json!(["ams", "sin"]));
     assert_eq!(got["expected_status"], "200-299");
 
-    let patched = app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"interval": 45, "keyword": null})).await;
+    let patched =
+        app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"interval": 45, "keyword": null})).await;
     assert_eq!(patched.status(), StatusCode::OK);
     let patched: Value = patched.json().await.unwrap();
     assert_eq!(patched["interval"], 45);
@@ -31,9 +32,11 @@ async fn create_get_update_pause_and_delete_a_domain(pool: PgPool) {
     assert_eq!(patched["regions"], json!(["ams", "sin"]), "a patch keeps fields it does not name");
     assert!(patched["config_version"].as_u64() > got["config_version"].as_u64());
 
-    let paused: Value = app.post(&format!("/v1/domains/{id}/pause"), &app.token, &json!({})).await.json().await.unwrap();
+    let paused: Value =
+        app.post(&format!("/v1/domains/{id}/pause"), &app.token, &json!({})).await.json().await.unwrap();
     assert_eq!(paused["paused"], true);
-    let resumed: Value = app.post(&format!("/v1/domains/{id}/resume"), &app.token, &json!({})).await.json().await.unwrap();
+    let resumed: Value =
+        app.post(&format!("/v1/domains/{id}/resume"), &app.token, &json!({})).await.json().await.unwrap();
     assert_eq!(resumed["paused"], false);
 
     assert_eq!(app.delete(&format!("/v1/domains/{id}"), &app.token).await.status(), StatusCode::NO_CONTENT);
@@ -68,7 +71,11 @@ async fn invalid_requests_name_every_bad_field_and_write_nothing(pool: PgPool) {
     assert!(body["error"]["fields"]["url"].as_str().unwrap().contains("loopback"), "{body}");
 
     // Not JSON, not an object, wrong content type, too large.
-    let raw = app.http.post(app.url("/v1/domains")).bearer_auth(&app.token).header("content-type", "application/json");
+    let raw = app
+        .http
+        .post(app.url("/v1/domains"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/json");
     assert_eq!(raw.try_clone().unwrap().body("{").send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(raw.try_clone().unwrap().body("[1]").send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     let text = app.http.post(app.url("/v1/domains")).bearer_auth(&app.token).body("{}").send().await.unwrap();
@@ -86,7 +93,8 @@ async fn invalid_requests_name_every_bad_field_and_write_nothing(pool: PgPool) {
     let response = app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"interval": 5_000_000})).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.pg_version().await, version_after_create);
-    let log: i64 = sqlx::query_scalar("SELECT count(*) FROM config_changes").fetch_one(&app.pool).await.unwrap();
+    let log: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM config_changes").fetch_one(&app.pool).await.unwrap();
     assert_eq!(log, 1);
     app.stop().await;
 }
@@ -130,7 +138,10 @@ async fn read_only_tokens_read_but_cannot_write_and_revoked_tokens_stop_working(
     assert!(!listed.to_string().contains(&reader), "token secrets are never listed");
 
     let token_id = created["id"].as_str().unwrap();
-    assert_eq!(app.delete(&format!("/v1/tokens/{token_id}"), &app.token).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("/v1/tokens/{token_id}"), &app.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(app.get("/v1/domains", &reader).await.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
@@ -165,12 +176,8 @@ async fn listing_pages_through_every_domain_once(pool: PgPool) {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page: Value = app
-            .get(&format!("/v1/domains?limit=3&cursor={cursor}"), &app.token)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page: Value =
+            app.get(&format!("/v1/domains?limit=3&cursor={cursor}"), &app.token).await.json().await.unwrap();
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 3);
         seen.extend(items.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
@@ -189,7 +196,8 @@ async fn listing_pages_through_every_domain_once(pool: PgPool) {
 async fn regions_come_from_configuration_and_ops_endpoints_answer(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let regions: Value = app.get("/v1/regions", &app.token).await.json().await.unwrap();
-    let names: Vec<_> = regions["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<_> =
+        regions["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["ams", "iad", "sin"]);
 
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);

@@ -1,7 +1,6 @@
 //! The config path end to end: API → Postgres change log → publisher → Redis → agents' memory,
 //! including the failure cases (lost state in Redis, Redis down, publisher crash, replicas).
 
-use std::collections::BTreeMap;
 use control_plane::domains::{store, DomainSpec};
 use control_plane::publisher::Publisher;
 use fred::prelude::*;
@@ -10,6 +9,7 @@ use serde_json::json;
 use shared::testing::{delete_prefix, eventually, random_prefix, RedisServer};
 use shared::DomainConfig;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 
 use crate::helpers::{domain, test_config, TestAgent, TestApp, WAIT};
 
@@ -47,7 +47,13 @@ async fn changes_reach_running_agents_of_the_right_regions(pool: PgPool) {
 
     let version = app.pg_version().await;
     ams.wait_for("ams at the latest version", |c| c.version() == version).await;
-    assert_eq!(ams.metrics.catalog_resyncs.get_or_create(&probe_agent::metrics::ReasonLabels { reason: "gap".into() }).get(), 0);
+    assert_eq!(
+        ams.metrics
+            .catalog_resyncs
+            .get_or_create(&probe_agent::metrics::ReasonLabels { reason: "gap".into() })
+            .get(),
+        0
+    );
     app.stop().await;
 }
 
@@ -186,9 +192,11 @@ async fn publisher_resumes_from_redis_version_after_a_crash(pool: PgPool) {
     store::create(&pool, tenant, &spec).await.unwrap();
 
     // A fresh publisher on the same prefix applies exactly the missing change, incrementally.
-    let redis = shared::redis::builder("redis://127.0.0.1:6379", Default::default()).unwrap().build().unwrap();
+    let redis =
+        shared::redis::builder("redis://127.0.0.1:6379", Default::default()).unwrap().build().unwrap();
     redis.init().await.unwrap();
-    let publisher = Publisher::new(pool, redis.clone(), shared::RedisKeys::new(prefix.clone()), Default::default(), 1000);
+    let publisher =
+        Publisher::new(pool, redis.clone(), shared::RedisKeys::new(prefix.clone()), Default::default(), 1000);
     let outcome = publisher.catch_up().await.unwrap();
     assert_eq!((outcome.applied, outcome.rebuilt), (1, false));
     agent.wait_for("second", |c| c.len() == 2 && c.version() == 2).await;
@@ -255,7 +263,8 @@ async fn agent_metrics_and_debug_catalog_are_served(pool: PgPool) {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
-    let catalog: serde_json::Value = reqwest::get(format!("{base}/debug/catalog")).await.unwrap().json().await.unwrap();
+    let catalog: serde_json::Value =
+        reqwest::get(format!("{base}/debug/catalog")).await.unwrap().json().await.unwrap();
     assert_eq!(catalog["region"], "iad");
     assert_eq!(catalog["domains"][0]["url"], "https://example.com/");
     app.stop().await;

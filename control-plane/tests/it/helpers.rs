@@ -50,7 +50,8 @@ impl TestApp {
 
     pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
         shared::telemetry::init(Default::default());
-        let app = Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
+        let app =
+            Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
         let addr = app.local_addr();
         let publisher = app.publisher();
         let issued = tenants::create_tenant(&pool, &format!("tenant-{}", Uuid::new_v4())).await.unwrap();
@@ -111,7 +112,8 @@ impl TestApp {
 
     /// The config version Postgres has reached.
     pub async fn pg_version(&self) -> u64 {
-        let v: i64 = sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&self.pool).await.unwrap();
+        let v: i64 =
+            sqlx::query_scalar("SELECT version FROM config_state").fetch_one(&self.pool).await.unwrap();
         v as u64
     }
 

@@ -23,18 +23,25 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalog from a full load: keeps the configurations `region` runs.
-    pub fn from_snapshot(version: u64, configs: impl IntoIterator<Item = DomainConfig>, region: &str) -> Self {
-        let domains = configs
-            .into_iter()
-            .filter(|c| c.runs_in(region))
-            .map(|c| (c.id, Arc::new(c)))
-            .collect();
+    pub fn from_snapshot(
+        version: u64,
+        configs: impl IntoIterator<Item = DomainConfig>,
+        region: &str,
+    ) -> Self {
+        let domains =
+            configs.into_iter().filter(|c| c.runs_in(region)).map(|c| (c.id, Arc::new(c))).collect();
         Self { version, domains }
     }
 
     /// The catalog after one change at `version`: `config` is the domain's new configuration,
     /// or `None` when it no longer exists. A configuration for other regions removes it here.
-    pub fn with_change(&self, version: u64, id: DomainId, config: Option<DomainConfig>, region: &str) -> Self {
+    pub fn with_change(
+        &self,
+        version: u64,
+        id: DomainId,
+        config: Option<DomainConfig>,
+        region: &str,
+    ) -> Self {
         let mut domains = self.domains.clone();
         match config {
             Some(config) if config.runs_in(region) => {

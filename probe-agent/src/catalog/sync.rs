@@ -141,7 +141,10 @@ impl CatalogSync {
             page.next();
         }
         if bad > 0 {
-            self.metrics.catalog_errors.get_or_create(&crate::metrics::ReasonLabels { reason: "decode".into() }).inc_by(bad);
+            self.metrics
+                .catalog_errors
+                .get_or_create(&crate::metrics::ReasonLabels { reason: "decode".into() })
+                .inc_by(bad);
         }
         let catalog = Catalog::from_snapshot(version, configs, &self.region);
         tracing::info!(
@@ -230,7 +233,11 @@ impl CatalogSync {
         let remote: Option<u64> = self.client.get(self.keys.version()).await?;
         match remote {
             Some(v) if v != self.current().version() => {
-                tracing::info!(redis_version = v, catalog_version = self.current().version(), "catalog version differs from redis");
+                tracing::info!(
+                    redis_version = v,
+                    catalog_version = self.current().version(),
+                    "catalog version differs from redis"
+                );
                 self.resync("version_check").await
             }
             Some(_) => Ok(()),

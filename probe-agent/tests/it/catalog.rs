@@ -19,7 +19,8 @@ struct Fixture {
 
 impl Fixture {
     async fn new(label: &str) -> Self {
-        let redis = shared::redis::builder("redis://127.0.0.1:6379", Default::default()).unwrap().build().unwrap();
+        let redis =
+            shared::redis::builder("redis://127.0.0.1:6379", Default::default()).unwrap().build().unwrap();
         redis.init().await.unwrap();
         Self { redis, prefix: random_prefix(label) }
     }
@@ -43,18 +44,34 @@ impl Fixture {
     async fn put(&self, config: &DomainConfig, announce: bool) {
         let _: () = self
             .redis
-            .hset(format!("{}:domains", self.prefix), (config.id.to_string(), serde_json::to_string(config).unwrap()))
+            .hset(
+                format!("{}:domains", self.prefix),
+                (config.id.to_string(), serde_json::to_string(config).unwrap()),
+            )
             .await
             .unwrap();
-        let _: () = self.redis.set(format!("{}:domains:version", self.prefix), config.version, None, None, false).await.unwrap();
+        let _: () = self
+            .redis
+            .set(format!("{}:domains:version", self.prefix), config.version, None, None, false)
+            .await
+            .unwrap();
         if announce {
-            self.announce(ChangeNotice { version: config.version, id: Some(config.id), op: ChangeOp::Upsert }).await;
+            self.announce(ChangeNotice {
+                version: config.version,
+                id: Some(config.id),
+                op: ChangeOp::Upsert,
+            })
+            .await;
         }
     }
 
     async fn remove(&self, id: DomainId, version: u64) {
         let _: () = self.redis.hdel(format!("{}:domains", self.prefix), id.to_string()).await.unwrap();
-        let _: () = self.redis.set(format!("{}:domains:version", self.prefix), version, None, None, false).await.unwrap();
+        let _: () = self
+            .redis
+            .set(format!("{}:domains:version", self.prefix), version, None, None, false)
+            .await
+            .unwrap();
         self.announce(ChangeNotice { version, id: Some(id), op: ChangeOp::Delete }).await;
     }
 
@@ -211,8 +228,12 @@ async fn a_flushed_redis_never_empties_the_catalog() {
     agent.wait_for("initial load", |c| c.len() == 2).await;
 
     delete_prefix(&fx.redis, &fx.prefix).await.unwrap();
-    let errors = || agent.metrics.catalog_errors.get_or_create(&ReasonLabels { reason: "version_check".into() }).get();
-    eventually(WAIT, "the version check to notice the missing version", || async { (errors() >= 1).then_some(()) }).await;
+    let errors =
+        || agent.metrics.catalog_errors.get_or_create(&ReasonLabels { reason: "version_check".into() }).get();
+    eventually(WAIT, "the version check to notice the missing version", || async {
+        (errors() >= 1).then_some(())
+    })
+    .await;
     assert_eq!(agent.catalog.current().len(), 2, "catalog kept while redis holds nothing");
 
     // The control plane rebuilds and announces a resync.
@@ -243,6 +264,9 @@ async fn unreadable_entries_are_skipped_and_counted() {
     let _: () = fx.redis.hset(format!("{}:domains", fx.prefix), ("garbage", "{not json")).await.unwrap();
     let agent = fx.agent("ams").await;
     agent.wait_for("the good entry", |c| c.len() == 1).await;
-    assert_eq!(agent.metrics.catalog_errors.get_or_create(&ReasonLabels { reason: "decode".into() }).get(), 1);
+    assert_eq!(
+        agent.metrics.catalog_errors.get_or_create(&ReasonLabels { reason: "decode".into() }).get(),
+        1
+    );
     fx.cleanup().await;
 }
