@@ -10,7 +10,9 @@
 //! Redis without a version key is treated as unknown, never as empty: incremental changes are
 //! not applied on top of it (that would look like a complete catalog with most domains
 //! missing). Instead the hash is rebuilt from a consistent Postgres snapshot into a scratch key
-//! and renamed into place together with the version and a `resync` notice.
+//! and renamed into place together with the version and a `resync` notice — but only if Redis's
+//! version is still the one that made the rebuild necessary (compare-and-swap), so concurrent
+//! rebuilds by several replicas, or a rebuild racing an incremental apply, cannot undo each other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +46,8 @@ return 1
 "#;
 
 const FINISH_REBUILD_SCRIPT: &str = r#"
-local cur = redis.call('GET', KEYS[3])
-if cur and tonumber(cur) > tonumber(ARGV[1]) then
+local cur = redis.call('GET', KEYS[3]) or ''
+if cur ~= ARGV[4] then
   redis.call('DEL', KEYS[1])
   return 0
 end
@@ -152,7 +154,7 @@ impl Publisher {
         // Bounded: a rebuild or a concurrent replica can each cost one extra round.
         for _ in 0..1000 {
             let Some(current) = self.redis_version().await? else {
-                self.rebuild(RebuildReason::Missing).await?;
+                self.rebuild(RebuildReason::Missing, None).await?;
                 outcome.rebuilt = true;
                 continue;
             };
@@ -174,7 +176,7 @@ impl Publisher {
                         postgres_version = latest,
                         "redis is ahead of postgres"
                     );
-                    self.rebuild(RebuildReason::Ahead).await?;
+                    self.rebuild(RebuildReason::Ahead, Some(current)).await?;
                     outcome.rebuilt = true;
                     continue;
                 }
@@ -186,7 +188,7 @@ impl Publisher {
                     oldest_log = first.0,
                     "change log no longer reaches redis's version"
                 );
-                self.rebuild(RebuildReason::LogPruned).await?;
+                self.rebuild(RebuildReason::LogPruned, Some(current)).await?;
                 outcome.rebuilt = true;
                 continue;
             }
@@ -230,8 +232,9 @@ impl Publisher {
         Ok(outcome)
     }
 
-    /// Rebuilds the whole hash from a consistent Postgres snapshot.
-    pub async fn rebuild(&self, reason: RebuildReason) -> Result<(), PublishError> {
+    /// Rebuilds the whole hash from a consistent Postgres snapshot, provided Redis's version is
+    /// still `observed` (`None`: no version key) when the new hash is swapped in.
+    pub async fn rebuild(&self, reason: RebuildReason, observed: Option<u64>) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         let (version, configs) = store::snapshot(&self.pool).await?;
         let scratch = format!("{}:{}", self.keys.rebuild_scratch(), Uuid::new_v4());
@@ -250,7 +253,12 @@ impl Publisher {
             .eval(
                 FINISH_REBUILD_SCRIPT,
                 vec![scratch, self.keys.domains(), self.keys.version()],
-                vec![version.to_string(), self.keys.changes(), notice],
+                vec![
+                    version.to_string(),
+                    self.keys.changes(),
+                    notice,
+                    observed.map(|v| v.to_string()).unwrap_or_default(),
+                ],
             )
             .await?;
         if done == 1 {
@@ -264,7 +272,7 @@ impl Publisher {
                 "redis config rebuilt from postgres"
             );
         } else {
-            tracing::info!(reason = reason.as_str(), version, "rebuild superseded by a newer version");
+            tracing::info!(reason = reason.as_str(), version, "redis changed meanwhile; rebuild discarded");
         }
         Ok(())
     }
@@ -288,7 +296,7 @@ impl Publisher {
                     postgres_domains = pg_len,
                     "redis config drifted"
                 );
-                self.rebuild(RebuildReason::Drift).await?;
+                self.rebuild(RebuildReason::Drift, Some(v)).await?;
                 outcome.rebuilt = true;
             }
             Some(v) => {

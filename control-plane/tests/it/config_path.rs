@@ -269,3 +269,73 @@ async fn agent_metrics_and_debug_catalog_are_served(pool: PgPool) {
     assert_eq!(catalog["domains"][0]["url"], "https://example.com/");
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn redis_ahead_of_postgres_or_behind_a_pruned_log_is_rebuilt(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let id = app.create_domain(domain("https://example.com")).await;
+    eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 1) }).await;
+    let version_key = format!("{}:domains:version", app.prefix());
+
+    // Ahead: e.g. Postgres restored from a backup older than what Redis saw.
+    let _: () = app.redis.set(&version_key, 999, None, None, false).await.unwrap();
+    let _: () = app.redis.hset(format!("{}:domains", app.prefix()), ("ghost", "{}")).await.unwrap();
+    let outcome = app.publisher.catch_up().await.unwrap();
+    assert!(outcome.rebuilt);
+    assert_eq!(app.redis_version().await, Some(1));
+    let domains = redis_domains(&app.redis, app.prefix()).await;
+    assert_eq!(domains.keys().collect::<Vec<_>>(), [&id]);
+
+    // Behind a pruned log: the change log no longer reaches Redis's version.
+    app.create_domain(domain("https://example.org")).await;
+    eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 2) }).await;
+    let (redis, pool, prefix) = (app.redis.clone(), app.pool.clone(), app.prefix().to_owned());
+    app.shutdown().await;
+    // The stopped application closed its Redis client; a restarted publisher brings its own.
+    let publisher = Publisher::new(
+        pool.clone(),
+        redis.clone(),
+        shared::RedisKeys::new(prefix.clone()),
+        Default::default(),
+        1000,
+    );
+    let _: () = redis.set(&version_key, 0, None, None, false).await.unwrap();
+    sqlx::query("DELETE FROM config_changes WHERE version = 1").execute(&pool).await.unwrap();
+    let outcome = publisher.catch_up().await.unwrap();
+    assert!(outcome.rebuilt);
+    let version: Option<u64> = redis.get(&version_key).await.unwrap();
+    assert_eq!(version, Some(2));
+    assert_eq!(redis_domains(&redis, &prefix).await.len(), 2);
+    delete_prefix(&redis, &prefix).await.unwrap();
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn two_replicas_starting_on_an_empty_redis_rebuild_once(pool: PgPool) {
+    let prefix = random_prefix("startrace");
+    let subscriber = shared::redis::builder("redis://127.0.0.1:6379", Default::default())
+        .unwrap()
+        .build_subscriber_client()
+        .unwrap();
+    subscriber.init().await.unwrap();
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe(format!("{prefix}:domains:changes")).await.unwrap();
+    let config = test_config(&prefix, "redis://127.0.0.1:6379");
+    let (a, b) =
+        tokio::join!(TestApp::spawn_with(pool.clone(), config.clone()), TestApp::spawn_with(pool, config));
+    eventually(WAIT, "initial publication", || async { a.redis_version().await }).await;
+    // A later change proves the publishers are past start-up; count the resync notices before it.
+    a.create_domain(domain("https://example.com")).await;
+    let mut resyncs = 0;
+    loop {
+        let message = tokio::time::timeout(WAIT, messages.recv()).await.expect("notice").unwrap();
+        let notice: shared::ChangeNotice = serde_json::from_str(&message.value.as_string().unwrap()).unwrap();
+        match notice.op {
+            shared::ChangeOp::Resync => resyncs += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(resyncs, 1);
+    let _ = subscriber.quit().await;
+    b.stop().await;
+    a.stop().await;
+}

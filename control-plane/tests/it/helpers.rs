@@ -49,7 +49,9 @@ impl TestApp {
     }
 
     pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
-        shared::telemetry::init(Default::default());
+        if std::env::var_os("RUST_LOG").is_some() {
+            shared::telemetry::init(Default::default());
+        }
         let app =
             Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
         let addr = app.local_addr();
