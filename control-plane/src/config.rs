@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shared::telemetry::LogFormat;
 
-/// Environment variable prefix for control-plane settings (`CROSSCHECK_DATABASE_URL`, …).
-pub const ENV_PREFIX: &str = "CROSSCHECK_";
+/// Environment variables for control-plane settings (`CROSSCHECK_DATABASE_URL`, …); the
+/// agent's and the benchmarks' variables share the prefix and are left alone.
+pub const ENV: shared::config::EnvSource =
+    shared::config::EnvSource { prefix: "CROSSCHECK_", exclude: &["agent_", "bench_"] };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use control_plane::config::{Config, ENV_PREFIX};
+use control_plane::config::{Config, ENV};
 use control_plane::tenants::{self, Role};
 use control_plane::{startup, Application};
 use shared::config::EXIT_CONFIG;
@@ -45,17 +45,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config: Config = match shared::config::load(cli.config.as_deref(), ENV_PREFIX) {
+    let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::validate) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("control-plane: invalid configuration: {error}");
+        Err(message) => {
+            eprintln!("control-plane: invalid configuration: {message}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    if let Err(reason) = config.validate() {
-        eprintln!("control-plane: invalid configuration: {reason}");
-        return ExitCode::from(EXIT_CONFIG as u8);
-    }
     shared::telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

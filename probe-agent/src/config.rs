@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shared::telemetry::LogFormat;
 
-pub const ENV_PREFIX: &str = "CROSSCHECK_AGENT_";
+/// Environment variables for agent settings (`CROSSCHECK_AGENT_REGION`, …).
+pub const ENV: shared::config::EnvSource =
+    shared::config::EnvSource { prefix: "CROSSCHECK_AGENT_", exclude: &[] };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use probe_agent::config::{Config, ENV_PREFIX};
+use probe_agent::config::{Config, ENV};
 use probe_agent::Agent;
 use shared::config::EXIT_CONFIG;
 
@@ -19,17 +19,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config: Config = match shared::config::load(cli.config.as_deref(), ENV_PREFIX) {
+    let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::validate) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("probe-agent: invalid configuration: {error}");
+        Err(message) => {
+            eprintln!("probe-agent: invalid configuration: {message}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    if let Err(reason) = config.validate() {
-        eprintln!("probe-agent: invalid configuration: {reason}");
-        return ExitCode::from(EXIT_CONFIG as u8);
-    }
     shared::telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -15,22 +15,52 @@ use serde::Serialize;
 /// Exit code for an invalid configuration or command line (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// Where a binary's environment variables come from: a prefix, minus keys that belong to
+/// someone else (the control plane's `CROSSCHECK_` must not swallow `CROSSCHECK_AGENT_…`).
+/// The `…CONFIG` variable naming the file is never a key.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvSource {
+    pub prefix: &'static str,
+    /// Lowercase key prefixes (after the variable prefix) to leave alone.
+    pub exclude: &'static [&'static str],
+}
+
 /// Builds the figment for a configuration type: its `Default`, then the TOML file when given,
-/// then environment variables starting with `env_prefix` (for example `CROSSCHECK_AGENT_`).
-pub fn figment<T: Serialize + Default>(file: Option<&Path>, env_prefix: &str) -> Figment {
+/// then environment variables of `env` (for example `CROSSCHECK_AGENT_REGION`).
+pub fn figment<T: Serialize + Default>(file: Option<&Path>, env: EnvSource) -> Figment {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(file) = file {
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment.merge(Env::prefixed(env_prefix).split("__"))
+    let exclude = env.exclude;
+    figment.merge(
+        Env::prefixed(env.prefix)
+            .filter(move |key| {
+                let key = key.as_str().to_ascii_lowercase();
+                key != "config" && !exclude.iter().any(|x| key.starts_with(x))
+            })
+            .split("__"),
+    )
 }
 
 /// Loads a configuration type from defaults, an optional TOML file and the environment.
 pub fn load<T: Serialize + DeserializeOwned + Default>(
     file: Option<&Path>,
-    env_prefix: &str,
+    env: EnvSource,
 ) -> Result<T, Box<figment::Error>> {
-    figment::<T>(file, env_prefix).extract().map_err(Box::new)
+    figment::<T>(file, env).extract().map_err(Box::new)
+}
+
+/// Loads a configuration and runs its own checks; the error is a message naming the problem,
+/// ready for a binary to print before exiting with [`EXIT_CONFIG`].
+pub fn load_checked<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&Path>,
+    env: EnvSource,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, String> {
+    let config = load::<T>(file, env).map_err(|e| e.to_string())?;
+    validate(&config)?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -59,12 +89,16 @@ mod tests {
         }
     }
 
+    const ENV: EnvSource = EnvSource { prefix: "TESTCFG_", exclude: &["other_"] };
+
     #[test]
     fn file_and_environment_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "port = 8080\n")?;
             jail.set_env("TESTCFG_NESTED__DEPTH", "9");
-            let cfg: Sample = load(Some(Path::new("c.toml")), "TESTCFG_").map_err(|e| *e)?;
+            jail.set_env("TESTCFG_CONFIG", "c.toml");
+            jail.set_env("TESTCFG_OTHER_REGION", "ams");
+            let cfg: Sample = load(Some(Path::new("c.toml")), ENV).map_err(|e| *e)?;
             assert_eq!(cfg, Sample { name: "x".into(), port: 8080, nested: Nested { depth: 9 } });
             Ok(())
         });
@@ -74,7 +108,7 @@ mod tests {
     fn unknown_key_is_an_error_naming_it() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "prot = 8080\n")?;
-            let err = load::<Sample>(Some(Path::new("c.toml")), "TESTCFG_").unwrap_err();
+            let err = load::<Sample>(Some(Path::new("c.toml")), ENV).unwrap_err();
             assert!(err.to_string().contains("prot"), "{err}");
             Ok(())
         });
@@ -82,7 +116,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let err = load::<Sample>(Some(Path::new("/nonexistent/crosscheck.toml")), "TESTCFG_");
+        let err = load::<Sample>(Some(Path::new("/nonexistent/crosscheck.toml")), ENV);
         assert!(err.is_err());
     }
 }

@@ -139,13 +139,8 @@ async fn redis_outage_keeps_agents_probing_and_converges_after_restart(pool: PgP
     app.stop().await;
 }
 
-#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
-async fn changes_committed_while_no_publisher_ran_are_published_at_start(pool: PgPool) {
-    // Commit changes straight to Postgres, as if the control plane crashed after commit and
-    // before publishing: the change log holds them and Redis knows nothing.
-    control_plane::startup::migrate(&pool).await.unwrap();
-    control_plane::regions::seed(&pool, &["ams".to_owned()]).await.unwrap();
-    let tenant = control_plane::tenants::create_tenant(&pool, "crashed").await.unwrap().tenant_id;
+/// Commits a domain straight to Postgres (change log included) without waking any publisher.
+async fn commit_directly(pool: &PgPool, tenant: uuid::Uuid, url: &str) -> String {
     let policy = control_plane::domains::Policy {
         min_interval_s: 1,
         max_interval_s: 3600,
@@ -153,11 +148,21 @@ async fn changes_committed_while_no_publisher_ran_are_published_at_start(pool: P
         allow_private_targets: false,
         regions: ["ams".to_owned()].into(),
     };
+    let request = json!({ "url": url });
+    let spec = DomainSpec::parse(request.as_object().unwrap(), &policy).unwrap();
+    store::create(pool, tenant, &spec).await.unwrap().domain.id.to_string()
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn changes_committed_while_no_publisher_ran_are_published_at_start(pool: PgPool) {
+    // Commit changes straight to Postgres, as if the control plane crashed after commit and
+    // before publishing: the change log holds them and Redis knows nothing.
+    control_plane::startup::migrate(&pool).await.unwrap();
+    control_plane::regions::seed(&pool, &["ams".to_owned()]).await.unwrap();
+    let tenant = control_plane::tenants::create_tenant(&pool, "crashed").await.unwrap().tenant_id;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let request = json!({"url": format!("https://example.com/{i}")});
-        let spec = DomainSpec::parse(request.as_object().unwrap(), &policy).unwrap();
-        ids.push(store::create(&pool, tenant, &spec).await.unwrap().domain.id.to_string());
+        ids.push(commit_directly(&pool, tenant, &format!("https://example.com/{i}")).await);
     }
     store::delete(&pool, tenant, ids[0].parse().unwrap()).await.unwrap();
 
@@ -180,16 +185,7 @@ async fn publisher_resumes_from_redis_version_after_a_crash(pool: PgPool) {
 
     // Commits while no publisher runs.
     let tenant = control_plane::tenants::create_tenant(&pool, "later").await.unwrap().tenant_id;
-    let request = json!({"url": "https://example.com/2"});
-    let policy = control_plane::domains::Policy {
-        min_interval_s: 1,
-        max_interval_s: 3600,
-        max_timeout_ms: 60_000,
-        allow_private_targets: false,
-        regions: ["ams".to_owned()].into(),
-    };
-    let spec = DomainSpec::parse(request.as_object().unwrap(), &policy).unwrap();
-    store::create(&pool, tenant, &spec).await.unwrap();
+    commit_directly(&pool, tenant, "https://example.com/2").await;
 
     // A fresh publisher on the same prefix applies exactly the missing change, incrementally.
     let redis =
