@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod config;
 pub mod metrics;
+pub mod probe;
 pub mod startup;
 
 pub use config::Config;

@@ -1,0 +1,160 @@
+//! Probing one domain once: DNS, SSRF guard, TCP connect, TLS handshake with certificate
+//! inspection, HTTP request, bounded body read with keyword search, redirects — with a timing
+//! breakdown of every phase.
+//!
+//! [`Prober::probe`] never fails: every outcome, including refusals and timeouts, is a
+//! [`ProbeReport`] with an [`ErrorKind`] from a closed set.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Why a probe failed. The set is closed so results aggregate cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The URL in the configuration cannot be probed (bad scheme, no host, …).
+    InvalidUrl,
+    /// Name resolution failed or returned no address.
+    Dns,
+    /// Every resolved address is in a blocked range (SSRF guard).
+    BlockedTarget,
+    /// The TCP connection was refused or failed.
+    Connect,
+    /// The TLS handshake failed, or the certificate is invalid (expired, self-signed, wrong host…).
+    Tls,
+    /// The total timeout or a phase's limit was exceeded.
+    Timeout,
+    /// The server broke the HTTP protocol or closed the connection early.
+    Http,
+    /// More redirects than allowed, or a redirect without a usable location.
+    Redirect,
+    /// The final status is outside the expected range.
+    Status,
+    /// The body does not contain the expected keyword.
+    Keyword,
+    /// The body exceeded the read limit before the keyword was found.
+    BodyTooLarge,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidUrl,
+        ErrorKind::Dns,
+        ErrorKind::BlockedTarget,
+        ErrorKind::Connect,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::Http,
+        ErrorKind::Redirect,
+        ErrorKind::Status,
+        ErrorKind::Keyword,
+        ErrorKind::BodyTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::Dns => "dns",
+            ErrorKind::BlockedTarget => "blocked_target",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Http => "http",
+            ErrorKind::Redirect => "redirect",
+            ErrorKind::Status => "status",
+            ErrorKind::Keyword => "keyword",
+            ErrorKind::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+/// Durations of each phase, in milliseconds. A phase that did not happen (no DNS for an IP
+/// literal, no TLS for http, or a phase never reached) is `None`. For a redirected probe the
+/// phases are those of the last hop and `total_ms` covers every hop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub dns_ms: Option<f64>,
+    pub connect_ms: Option<f64>,
+    pub tls_ms: Option<f64>,
+    /// From the request being written to the response head arriving.
+    pub ttfb_ms: Option<f64>,
+    pub total_ms: f64,
+}
+
+/// What the TLS handshake showed about the server's certificate, recorded even when it is
+/// invalid.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    /// DNS names and IP addresses from the subject alternative names.
+    pub sans: Vec<String>,
+    pub serial: String,
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+    /// Whole days from the probe until `not_after` (negative once expired).
+    pub days_remaining: i64,
+    /// The chain validates against the trusted roots and the name matches the host.
+    pub valid: bool,
+    /// Why validation failed, when it did (e.g. "certificate expired", "unknown issuer",
+    /// "name mismatch").
+    pub validation_error: Option<String>,
+}
+
+/// Everything one probe measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeReport {
+    /// True when the final response had an expected status and (if configured) the keyword.
+    pub ok: bool,
+    pub error: Option<ErrorKind>,
+    /// A short human-readable detail for the error (never secrets).
+    pub error_detail: Option<String>,
+    pub timings: Timings,
+    /// Final HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    pub status_matched: Option<bool>,
+    /// `None` when no keyword is configured or no body was read.
+    pub keyword_matched: Option<bool>,
+    /// The address connected to (of the last hop).
+    pub resolved_ip: Option<IpAddr>,
+    /// Every address the last hop's name resolved to, sorted.
+    pub resolved_addrs: Vec<IpAddr>,
+    /// URLs redirected to, in order.
+    pub redirects: Vec<String>,
+    pub body_bytes: u64,
+    /// The certificate of the last HTTPS hop.
+    pub certificate: Option<CertInfo>,
+}
+
+/// How probes behave, from the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub dns_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub tls_timeout: Duration,
+    /// Largest body read while looking for the keyword.
+    pub max_body_bytes: u64,
+    pub max_redirects: u32,
+    pub user_agent: String,
+    /// Blocked ranges minus the allow-list.
+    pub policy: shared::netguard::TargetPolicy,
+    /// Extra trusted root certificates (DER), on top of the web PKI roots.
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            dns_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            tls_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024 * 1024,
+            max_redirects: 5,
+            user_agent: concat!("Crosscheck/", env!("CARGO_PKG_VERSION")).to_owned(),
+            policy: Default::default(),
+            extra_roots: Vec::new(),
+        }
+    }
+}
