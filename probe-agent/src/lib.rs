@@ -2,6 +2,8 @@
 //! integration tests all build it through [`startup::Agent`].
 //!
 //! - [`catalog`]: the in-memory configuration and its sync from Redis.
+//! - [`scheduler`]: when each domain is probed; [`probe`]: probing one domain once.
+//! - [`results`]: the result record, the bounded result queue, the latest result per domain.
 //!
 //! The agent never connects to Postgres: Redis (read-only) is its only source of configuration.
 
@@ -9,6 +11,8 @@ pub mod catalog;
 pub mod config;
 pub mod metrics;
 pub mod probe;
+pub mod results;
+pub mod scheduler;
 pub mod startup;
 
 pub use config::Config;

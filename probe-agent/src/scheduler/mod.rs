@@ -1,0 +1,231 @@
+//! The scheduler: runs every catalog domain on its interval and phase ([`plan`]), with at most
+//! `max_in_flight` probes at once, and hands each result to the result queue.
+//!
+//! One task drives everything: it sleeps until the next due time, a catalog change, an
+//! on-demand request or shutdown. A catalog change reschedules only what changed. When every
+//! probe slot is busy the scheduler says so (`probe_agent_scheduler_saturated_total` and a
+//! rate-limited warning) and waits; the delay shows in `probe_agent_schedule_lag_seconds`.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use shared::{DomainConfig, DomainId};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::metrics::Metrics;
+use crate::probe::ProbeReport;
+use crate::results::{ProbeResult, ResultSink, Trigger};
+use plan::{Anchor, Plan};
+
+/// Something that probes a domain once. The real one is [`crate::probe::Prober`]; tests use
+/// fakes to check timing without network.
+pub trait Probe: Send + Sync + 'static {
+    fn probe(&self, config: Arc<DomainConfig>) -> BoxFuture<'static, ProbeReport>;
+}
+
+/// Asks the scheduler to probe a domain now, outside its schedule (confirmation probes).
+#[derive(Debug, Clone)]
+pub struct ProbeNow {
+    tx: mpsc::Sender<DomainId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeNowError {
+    #[error("too many on-demand probes queued")]
+    Busy,
+    #[error("scheduler stopped")]
+    Stopped,
+}
+
+impl ProbeNow {
+    /// Queues an immediate probe of `id`. Unknown or paused domains are ignored by the
+    /// scheduler (and logged).
+    pub fn request(&self, id: DomainId) -> Result<(), ProbeNowError> {
+        self.tx.try_send(id).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ProbeNowError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ProbeNowError::Stopped,
+        })
+    }
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub region: String,
+    pub max_in_flight: usize,
+}
+
+pub struct Scheduler {
+    settings: SchedulerSettings,
+    catalog: watch::Receiver<Arc<Catalog>>,
+    prober: Arc<dyn Probe>,
+    sink: ResultSink,
+    metrics: Metrics,
+    on_demand: mpsc::Receiver<DomainId>,
+    slots: Arc<Semaphore>,
+    anchor: Anchor,
+}
+
+const SATURATION_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Scheduler {
+    pub fn new(
+        settings: SchedulerSettings,
+        catalog: watch::Receiver<Arc<Catalog>>,
+        prober: Arc<dyn Probe>,
+        sink: ResultSink,
+        metrics: Metrics,
+    ) -> (Self, ProbeNow) {
+        let (tx, on_demand) = mpsc::channel(1024);
+        let slots = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        let scheduler =
+            Self { settings, catalog, prober, sink, metrics, on_demand, slots, anchor: Anchor::now() };
+        (scheduler, ProbeNow { tx })
+    }
+
+    /// Uses a fixed wall-clock anchor (tests under paused time).
+    pub fn with_anchor(mut self, anchor: Anchor) -> Self {
+        self.anchor = anchor;
+        self
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut plan = Plan::new(&self.settings.region, self.anchor);
+        let mut current = self.catalog.borrow_and_update().clone();
+        plan.apply(&Catalog::default(), &current, Instant::now());
+        self.metrics.scheduled_domains.set(plan.len() as i64);
+        let mut saturation = Saturation::default();
+        loop {
+            let next = plan.next_due();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                changed = self.catalog.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let newer = self.catalog.borrow_and_update().clone();
+                    plan.apply(&current, &newer, Instant::now());
+                    current = newer;
+                    self.metrics.scheduled_domains.set(plan.len() as i64);
+                }
+                Some(id) = self.on_demand.recv() => {
+                    match current.get(&id) {
+                        Some(config) if !config.paused => {
+                            self.metrics.on_demand_probes.inc();
+                            let config = config.clone();
+                            let permit = self.acquire(&mut saturation, &cancel).await;
+                            if let Some(permit) = permit {
+                                self.launch(config, Instant::now(), Trigger::OnDemand, permit);
+                            }
+                        }
+                        _ => tracing::info!(domain_id = %id, "on-demand probe for a domain not in this agent's catalog; ignored"),
+                    }
+                }
+                () = sleep_until(next) => {
+                    while let Some(due) = plan.pop_due(Instant::now()) {
+                        let Some(permit) = self.acquire(&mut saturation, &cancel).await else { break };
+                        self.launch(due.config, due.planned, Trigger::Scheduled, permit);
+                    }
+                    if plan.skipped > 0 {
+                        self.metrics.schedule_skipped.inc_by(plan.skipped);
+                        tracing::warn!(skipped = plan.skipped, "fell more than an interval behind; missed slots skipped");
+                        plan.skipped = 0;
+                    }
+                }
+            }
+        }
+        // Let in-flight probes finish so their results are not lost.
+        let _ = self.slots.acquire_many(self.settings.max_in_flight.max(1) as u32).await;
+        tracing::info!("scheduler stopped");
+    }
+
+    async fn acquire(
+        &self,
+        saturation: &mut Saturation,
+        cancel: &CancellationToken,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        self.metrics.scheduler_saturated.inc();
+        saturation.note(self.settings.max_in_flight);
+        tokio::select! {
+            () = cancel.cancelled() => None,
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+        }
+    }
+
+    fn launch(
+        &self,
+        config: Arc<DomainConfig>,
+        planned: Instant,
+        trigger: Trigger,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let started = Instant::now();
+        let lag = started.saturating_duration_since(planned);
+        if trigger == Trigger::Scheduled {
+            self.metrics.schedule_lag.observe(lag.as_secs_f64());
+        }
+        self.metrics.probes_in_flight.inc();
+        let probe = self.prober.probe(config.clone());
+        let sink = self.sink.clone();
+        let metrics = self.metrics.clone();
+        let region = self.settings.region.clone();
+        let planned_wall = chrono::Utc::now() - chrono::Duration::from_std(lag).unwrap_or_default();
+        tokio::spawn(async move {
+            let report = probe.await;
+            metrics.probes_in_flight.dec();
+            drop(permit);
+            sink.push(ProbeResult {
+                domain_id: config.id,
+                config_version: config.version,
+                region,
+                trigger,
+                planned_at: planned_wall,
+                lag_ms: lag.as_secs_f64() * 1000.0,
+                report,
+            });
+        });
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Rate-limits the "saturated" warning.
+#[derive(Default)]
+struct Saturation {
+    last_log: Option<Instant>,
+    since_log: u64,
+}
+
+impl Saturation {
+    fn note(&mut self, limit: usize) {
+        self.since_log += 1;
+        let due = self.last_log.is_none_or(|at| at.elapsed() >= SATURATION_LOG_EVERY);
+        if due {
+            tracing::warn!(
+                max_in_flight = limit,
+                waits = self.since_log,
+                "probe concurrency exhausted; probes are starting late (raise max_in_flight or add agents)"
+            );
+            self.last_log = Some(Instant::now());
+            self.since_log = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

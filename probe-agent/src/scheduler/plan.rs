@@ -1,0 +1,340 @@
+//! The schedule as pure data: when each domain is due next. No I/O and no clock of its own —
+//! callers pass `now` — so it is tested directly and under paused time.
+//!
+//! Each domain runs on a fixed phase of its interval, anchored to wall-clock time:
+//! `offset = hash(domain id, region) mod interval`, and it is due at every wall instant `t`
+//! with `t ≡ offset (mod interval)`. Domains are therefore spread evenly over each interval,
+//! two regions probe the same domain at different instants, and a restarted agent keeps the
+//! same phases (no burst of first probes at start).
+//!
+//! One binary heap holds the next due time of every domain; entries made stale by a change are
+//! skipped lazily by a generation number. 100,000 domains cost a few megabytes and no timers.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::{DomainConfig, DomainId};
+use tokio::time::Instant;
+
+use crate::catalog::{Catalog, CatalogChange};
+
+/// Maps tokio instants to wall-clock milliseconds, fixed when the schedule is created.
+#[derive(Debug, Clone, Copy)]
+pub struct Anchor {
+    pub instant: Instant,
+    pub wall_ms: u64,
+}
+
+impl Anchor {
+    pub fn now() -> Self {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        Self { instant: Instant::now(), wall_ms }
+    }
+
+    fn wall(&self, at: Instant) -> u64 {
+        self.wall_ms + at.saturating_duration_since(self.instant).as_millis() as u64
+    }
+}
+
+/// FNV-1a: a stable hash (the std hasher may change between Rust releases, which would move
+/// every phase on upgrade).
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The phase of `id` within its interval for `region`.
+pub fn phase_offset(id: DomainId, region: &str, interval: Duration) -> Duration {
+    let interval_ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(stable_hash(&[id.0.as_bytes(), region.as_bytes()]) % interval_ms)
+}
+
+/// A probe that is due.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub config: Arc<DomainConfig>,
+    /// When it was planned to start.
+    pub planned: Instant,
+}
+
+#[derive(Debug)]
+struct Entry {
+    config: Arc<DomainConfig>,
+    interval: Duration,
+    generation: u64,
+    next: Instant,
+}
+
+/// Every active domain's next due time.
+#[derive(Debug)]
+pub struct Plan {
+    region: String,
+    anchor: Anchor,
+    entries: HashMap<DomainId, Entry>,
+    heap: BinaryHeap<Reverse<(Instant, u64, DomainId)>>,
+    generation: u64,
+    /// Slots skipped because the agent fell more than an interval behind.
+    pub skipped: u64,
+}
+
+impl Plan {
+    pub fn new(region: &str, anchor: Anchor) -> Self {
+        Self {
+            region: region.to_owned(),
+            anchor,
+            entries: HashMap::new(),
+            heap: BinaryHeap::new(),
+            generation: 0,
+            skipped: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first phase slot of `id` at or after `now`.
+    pub fn next_slot(&self, id: DomainId, interval: Duration, now: Instant) -> Instant {
+        let interval_ms = interval.as_millis().max(1) as u64;
+        let offset = phase_offset(id, &self.region, interval).as_millis() as u64;
+        let wall = self.anchor.wall(now);
+        let into = wall % interval_ms;
+        let wait = (offset + interval_ms - into) % interval_ms;
+        now + Duration::from_millis(wait)
+    }
+
+    fn push(&mut self, config: Arc<DomainConfig>, next: Instant) {
+        self.generation += 1;
+        let id = config.id;
+        let interval = Duration::from_secs(u64::from(config.interval_s.max(1)));
+        self.heap.push(Reverse((next, self.generation, id)));
+        self.entries.insert(id, Entry { config, interval, generation: self.generation, next });
+    }
+
+    /// Adds or updates a domain. A new domain, or one whose interval changed, is placed on its
+    /// phase at once; any other change keeps the planned time and uses the new configuration.
+    pub fn upsert(&mut self, config: &Arc<DomainConfig>, now: Instant) {
+        if config.paused {
+            self.remove(config.id);
+            return;
+        }
+        let interval = Duration::from_secs(u64::from(config.interval_s.max(1)));
+        match self.entries.get_mut(&config.id) {
+            Some(entry) if entry.interval == interval => entry.config = config.clone(),
+            _ => {
+                let next = self.next_slot(config.id, interval, now);
+                self.push(config.clone(), next);
+            }
+        }
+    }
+
+    /// Removes a domain: it is never returned as due again.
+    pub fn remove(&mut self, id: DomainId) {
+        self.entries.remove(&id);
+    }
+
+    /// Applies the differences between two catalogs.
+    pub fn apply(&mut self, old: &Catalog, new: &Catalog, now: Instant) {
+        for change in old.diff(new) {
+            match change {
+                CatalogChange::Upsert(config) => self.upsert(config, now),
+                CatalogChange::Remove(id) => self.remove(id),
+            }
+        }
+        // Stale heap entries are dropped lazily; compact when they dominate.
+        if self.heap.len() > 2 * self.entries.len() + 1024 {
+            let live: Vec<_> =
+                self.entries.iter().map(|(id, e)| Reverse((e.next, e.generation, *id))).collect();
+            self.heap = live.into();
+        }
+    }
+
+    fn drop_stale(&mut self) {
+        while let Some(Reverse((_, generation, id))) = self.heap.peek() {
+            match self.entries.get(id) {
+                Some(entry) if entry.generation == *generation => return,
+                _ => {
+                    self.heap.pop();
+                }
+            }
+        }
+    }
+
+    /// When the next probe is due, if any.
+    pub fn next_due(&mut self) -> Option<Instant> {
+        self.drop_stale();
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Takes one probe due at or before `now` and plans that domain's next run one interval
+    /// later (skipping slots already in the past if the agent fell behind).
+    pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
+        self.drop_stale();
+        let Reverse((at, _, id)) = *self.heap.peek()?;
+        if at > now {
+            return None;
+        }
+        self.heap.pop();
+        let entry = self.entries.get(&id)?;
+        let (config, interval) = (entry.config.clone(), entry.interval);
+        let mut next = at + interval;
+        if next <= now {
+            let behind = now.duration_since(next).as_millis() / interval.as_millis().max(1) + 1;
+            self.skipped += behind as u64;
+            next += interval * behind as u32;
+        }
+        self.push(config.clone(), next);
+        Some(Due { config, planned: at })
+    }
+
+    /// The configuration of a scheduled domain.
+    pub fn get(&self, id: &DomainId) -> Option<&Arc<DomainConfig>> {
+        self.entries.get(id).map(|e| &e.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::{HttpMethod, StatusRange};
+
+    fn config(interval_s: u32) -> Arc<DomainConfig> {
+        Arc::new(DomainConfig {
+            id: DomainId::new(),
+            url: "https://example.com".into(),
+            method: HttpMethod::Get,
+            expected_status: StatusRange::SUCCESS,
+            keyword: None,
+            interval_s,
+            timeout_ms: 1000,
+            regions: vec![],
+            paused: false,
+            version: 1,
+        })
+    }
+
+    fn anchor() -> Anchor {
+        Anchor { instant: Instant::now(), wall_ms: 1_700_000_000_000 }
+    }
+
+    #[test]
+    fn offsets_are_stable_and_differ_between_regions() {
+        let id: DomainId = "01900000-0000-7000-8000-000000000001".parse().unwrap();
+        let a = phase_offset(id, "ams", Duration::from_secs(60));
+        assert_eq!(a, phase_offset(id, "ams", Duration::from_secs(60)));
+        assert!(a < Duration::from_secs(60));
+        let regions = ["ams", "iad", "sin", "fra", "syd"];
+        let distinct: std::collections::HashSet<_> =
+            regions.iter().map(|r| phase_offset(id, r, Duration::from_secs(60))).collect();
+        assert!(distinct.len() >= 4, "regions should mostly land on different phases");
+    }
+
+    #[test]
+    fn first_probes_spread_evenly_over_the_interval() {
+        let anchor = anchor();
+        let mut plan = Plan::new("ams", anchor);
+        for _ in 0..6000 {
+            plan.upsert(&config(60), anchor.instant);
+        }
+        let mut per_10s = [0u32; 6];
+        while let Some(at) = plan.next_due() {
+            let due = plan.pop_due(at).unwrap();
+            let since = due.planned.duration_since(anchor.instant);
+            if since >= Duration::from_secs(60) {
+                break;
+            }
+            per_10s[(since.as_secs() / 10) as usize] += 1;
+        }
+        assert_eq!(per_10s.iter().sum::<u32>(), 6000, "every domain runs once in its first interval");
+        for bucket in per_10s {
+            assert!((850..=1150).contains(&bucket), "uneven spread: {per_10s:?}");
+        }
+    }
+
+    #[test]
+    fn a_domain_runs_every_interval_on_its_phase() {
+        let anchor = anchor();
+        let mut plan = Plan::new("ams", anchor);
+        let c = config(30);
+        plan.upsert(&c, anchor.instant);
+        let first = plan.next_due().unwrap();
+        assert!(first - anchor.instant < Duration::from_secs(30));
+        let mut planned = Vec::new();
+        for _ in 0..4 {
+            let at = plan.next_due().unwrap();
+            planned.push(plan.pop_due(at).unwrap().planned);
+        }
+        for pair in planned.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_secs(30));
+        }
+    }
+
+    #[test]
+    fn interval_change_takes_effect_at_once_and_removal_is_final() {
+        let anchor = anchor();
+        let mut plan = Plan::new("ams", anchor);
+        let c = config(3600);
+        plan.upsert(&c, anchor.instant);
+        let mut faster = (*c).clone();
+        faster.interval_s = 10;
+        plan.upsert(&Arc::new(faster), anchor.instant);
+        let next = plan.next_due().unwrap();
+        assert!(next - anchor.instant < Duration::from_secs(10));
+
+        plan.remove(c.id);
+        assert_eq!(plan.next_due(), None);
+        assert!(plan.pop_due(anchor.instant + Duration::from_secs(7200)).is_none());
+    }
+
+    #[test]
+    fn other_changes_keep_the_phase_and_pausing_removes() {
+        let anchor = anchor();
+        let mut plan = Plan::new("ams", anchor);
+        let c = config(60);
+        plan.upsert(&c, anchor.instant);
+        let before = plan.next_due().unwrap();
+        let mut renamed = (*c).clone();
+        renamed.url = "https://example.org".into();
+        plan.upsert(&Arc::new(renamed), anchor.instant + Duration::from_secs(1));
+        assert_eq!(plan.next_due().unwrap(), before);
+        let due = plan.pop_due(before).unwrap();
+        assert_eq!(due.config.url, "https://example.org");
+
+        let mut paused = (*due.config).clone();
+        paused.paused = true;
+        plan.upsert(&Arc::new(paused), before);
+        assert!(plan.is_empty());
+        assert_eq!(plan.next_due(), None);
+    }
+
+    #[test]
+    fn falling_behind_skips_missed_slots_instead_of_bursting() {
+        let anchor = anchor();
+        let mut plan = Plan::new("ams", anchor);
+        plan.upsert(&config(10), anchor.instant);
+        let first = plan.next_due().unwrap();
+        let late = first + Duration::from_secs(35);
+        assert!(plan.pop_due(late).is_some());
+        assert_eq!(plan.skipped, 3);
+        let next = plan.next_due().unwrap();
+        assert!(next > late && next - late <= Duration::from_secs(10));
+        assert!(plan.pop_due(late).is_none());
+    }
+}
