@@ -5,10 +5,23 @@
 //! [`Prober::probe`] never fails: every outcome, including refusals and timeouts, is a
 //! [`ProbeReport`] with an [`ErrorKind`] from a closed set.
 
+mod body;
+mod dns;
+mod engine;
+mod guard;
+mod http;
+mod target;
+mod tls;
+
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+
+pub use body::KeywordScanner;
+pub use dns::{Resolve, StaticResolver, SystemResolver};
+pub use tls::TlsSetupError;
 
 /// Why a probe failed. The set is closed so results aggregate cleanly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -156,5 +169,59 @@ impl Default for ProbeSettings {
             policy: Default::default(),
             extra_roots: Vec::new(),
         }
+    }
+}
+
+/// Why a [`Prober`] cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProberError {
+    #[error("{0}")]
+    Resolver(String),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// Probes domains. Cheap to clone; clones share the resolver (and its cache) and the TLS
+/// configuration.
+#[derive(Clone)]
+pub struct Prober {
+    engine: Arc<engine::Engine>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober").field("settings", &self.engine.settings).finish_non_exhaustive()
+    }
+}
+
+impl Prober {
+    /// A prober resolving names with the system configuration (`/etc/resolv.conf` and the hosts
+    /// file), caching answers for their TTL.
+    pub fn new(settings: ProbeSettings) -> Result<Prober, ProberError> {
+        let resolver = SystemResolver::from_system_conf().map_err(ProberError::Resolver)?;
+        Prober::with_resolver(settings, Arc::new(resolver))
+    }
+
+    /// A prober resolving names with `resolver`.
+    pub fn with_resolver(settings: ProbeSettings, resolver: Arc<dyn Resolve>) -> Result<Prober, ProberError> {
+        let tls = tls::TlsClient::new(&settings.extra_roots)?;
+        Ok(Prober { engine: Arc::new(engine::Engine { settings, resolver, tls }) })
+    }
+
+    pub fn settings(&self) -> &ProbeSettings {
+        &self.engine.settings
+    }
+
+    /// Probes `config.url` once, within `config.timeout_ms` for everything (all redirect hops
+    /// included). Never fails: every outcome is a report.
+    ///
+    /// - Redirects (301, 302, 303, 307, 308 with a `Location`) are followed up to
+    ///   `max_redirects`, each as a new hop (new resolution, guard check and connection) —
+    ///   unless the redirect status itself is expected.
+    /// - The body is read only for a GET whose final status is expected; without a keyword it
+    ///   is read up to `max_body_bytes` and the rest ignored.
+    /// - A phase that ran and failed (refused, timed out) reports the time it ran.
+    pub async fn probe(&self, config: &shared::DomainConfig) -> ProbeReport {
+        self.engine.probe(config).await
     }
 }

@@ -1,0 +1,362 @@
+//! One probe, hop by hop: DNS → guard → TCP → TLS → request → body, following redirects, every
+//! phase bounded by its own limit and by what is left of the probe's total timeout.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::body::{BodyEnd, BodyReader};
+use super::dns::Resolve;
+use super::target::{Target, TargetHost};
+use super::tls::{CertSlot, TlsClient};
+use super::{guard, http, tls, ErrorKind, ProbeReport, ProbeSettings, Timings};
+
+/// The phases a timeout can interrupt.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Dns,
+    Connect,
+    Tls,
+    Request,
+    Body,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Dns => "dns resolution",
+            Phase::Connect => "tcp connect",
+            Phase::Tls => "tls handshake",
+            Phase::Request => "waiting for the response",
+            Phase::Body => "reading the body",
+        }
+    }
+}
+
+/// Why a probe stopped early.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl Failure {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+}
+
+/// The probe's time budget.
+struct Clock {
+    deadline: Instant,
+    total: Duration,
+}
+
+impl Clock {
+    /// Runs one phase under `limit` (if any) and the remaining total budget; returns the
+    /// outcome and how long the phase ran, also when it timed out.
+    async fn phase<F: Future>(
+        &self,
+        phase: Phase,
+        limit: Option<Duration>,
+        work: F,
+    ) -> (Result<F::Output, Failure>, Duration) {
+        let started = Instant::now();
+        let remaining = self.deadline.saturating_duration_since(started);
+        let (cap, by_total) = match limit {
+            Some(limit) if limit < remaining => (limit, false),
+            _ => (remaining, true),
+        };
+        let outcome = tokio::time::timeout(cap, work).await.map_err(|_| {
+            let detail = if by_total {
+                format!("total timeout of {} ms exceeded during {}", self.total.as_millis(), phase.as_str())
+            } else {
+                format!("{} timed out after {} ms", phase.as_str(), cap.as_millis())
+            };
+            Failure::new(ErrorKind::Timeout, detail)
+        });
+        (outcome, started.elapsed())
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// How a hop ended when it did not fail.
+enum HopEnd {
+    Final,
+    Redirect(Target),
+}
+
+/// Shared by every clone of a prober.
+pub(super) struct Engine {
+    pub settings: ProbeSettings,
+    pub resolver: Arc<dyn Resolve>,
+    pub tls: TlsClient,
+}
+
+impl Engine {
+    pub async fn probe(&self, config: &shared::DomainConfig) -> ProbeReport {
+        let started = Instant::now();
+        let total = Duration::from_millis(u64::from(config.timeout_ms));
+        let clock = Clock { deadline: started + total, total };
+        let mut report = empty_report();
+        let outcome = self.run(config, &clock, &mut report).await;
+        report.timings.total_ms = ms(started.elapsed());
+        finish(&mut report, outcome);
+        report
+    }
+
+    async fn run(
+        &self,
+        config: &shared::DomainConfig,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<(), Failure> {
+        let mut target = Target::parse(&config.url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e))?;
+        loop {
+            start_hop(report);
+            match self.hop(config, &target, clock, report).await? {
+                HopEnd::Final => return Ok(()),
+                HopEnd::Redirect(next) => {
+                    if report.redirects.len() >= self.settings.max_redirects as usize {
+                        let detail = format!("more than {} redirects", self.settings.max_redirects);
+                        return Err(Failure::new(ErrorKind::Redirect, detail));
+                    }
+                    report.redirects.push(next.url.to_string());
+                    target = next;
+                }
+            }
+        }
+    }
+
+    async fn hop(
+        &self,
+        config: &shared::DomainConfig,
+        target: &Target,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<HopEnd, Failure> {
+        let ip = self.resolve_and_check(target, clock, report).await?;
+        let tcp = self.connect(SocketAddr::new(ip, target.port), clock, report).await?;
+        if target.tls {
+            let stream = self.tls_handshake(target, tcp, clock, report).await?;
+            self.exchange(config, target, stream, clock, report).await
+        } else {
+            self.exchange(config, target, tcp, clock, report).await
+        }
+    }
+
+    /// DNS (unless the host is an address) and the SSRF guard: the one address to connect to.
+    async fn resolve_and_check(
+        &self,
+        target: &Target,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<IpAddr, Failure> {
+        let mut addrs = match &target.host {
+            TargetHost::Ip(ip) => vec![*ip],
+            TargetHost::Name(name) => {
+                let lookup = self.resolver.lookup(name);
+                let (outcome, took) = clock.phase(Phase::Dns, Some(self.settings.dns_timeout), lookup).await;
+                report.timings.dns_ms = Some(ms(took));
+                match outcome? {
+                    Ok(addrs) if !addrs.is_empty() => addrs,
+                    Ok(_) => {
+                        return Err(Failure::new(ErrorKind::Dns, format!("{name} resolved to no address")))
+                    }
+                    Err(e) => {
+                        return Err(Failure::new(ErrorKind::Dns, format!("cannot resolve {name}: {e}")))
+                    }
+                }
+            }
+        };
+        addrs.sort();
+        addrs.dedup();
+        report.resolved_addrs.clone_from(&addrs);
+        let ip = guard::pick(&self.settings.policy, &addrs)
+            .map_err(|e| Failure::new(ErrorKind::BlockedTarget, e))?;
+        report.resolved_ip = Some(ip);
+        Ok(ip)
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<TcpStream, Failure> {
+        let connect = TcpStream::connect(addr);
+        let (outcome, took) = clock.phase(Phase::Connect, Some(self.settings.connect_timeout), connect).await;
+        report.timings.connect_ms = Some(ms(took));
+        let tcp = outcome?.map_err(|e| {
+            Failure::new(ErrorKind::Connect, format!("connect to {addr} failed: {e}").to_lowercase())
+        })?;
+        // Only a latency tweak: a failure here does not make the target unhealthy.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set tcp_nodelay");
+        }
+        Ok(tcp)
+    }
+
+    /// The handshake, recording the certificate; an invalid certificate stops the hop.
+    async fn tls_handshake(
+        &self,
+        target: &Target,
+        tcp: TcpStream,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+        let name = tls::server_name(&target.host).map_err(|e| Failure::new(ErrorKind::Tls, e))?;
+        let slot = CertSlot::default();
+        let handshake = self.tls.handshake(name, tcp, &slot);
+        let (outcome, took) = clock.phase(Phase::Tls, Some(self.settings.tls_timeout), handshake).await;
+        report.timings.tls_ms = Some(ms(took));
+        let seen = slot.take();
+        if let Some(seen) = &seen {
+            report.certificate = tls::cert_info(seen, chrono::Utc::now());
+        }
+        let stream = outcome?
+            .map_err(|e| Failure::new(ErrorKind::Tls, format!("tls handshake failed: {e}").to_lowercase()))?;
+        match seen {
+            None => Err(Failure::new(ErrorKind::Tls, "the server presented no certificate")),
+            Some(_) if report.certificate.is_none() => {
+                Err(Failure::new(ErrorKind::Tls, "the server certificate cannot be parsed"))
+            }
+            Some(seen) => match seen.error {
+                None => Ok(stream),
+                Some(error) => {
+                    let detail = report
+                        .certificate
+                        .as_ref()
+                        .and_then(|cert| cert.validation_error.clone())
+                        .unwrap_or_else(|| tls::reason(&error, false));
+                    Err(Failure::new(ErrorKind::Tls, detail))
+                }
+            },
+        }
+    }
+
+    /// Request, response head, and (for a final, expected response to GET) the body.
+    async fn exchange<IO>(
+        &self,
+        config: &shared::DomainConfig,
+        target: &Target,
+        io: IO,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<HopEnd, Failure>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let request = http::request(config.method, target, &self.settings.user_agent)
+            .map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let (mut sender, _driver) = http::start(io).await.map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let (outcome, took) = clock.phase(Phase::Request, None, sender.send_request(request)).await;
+        report.timings.ttfb_ms = Some(ms(took));
+        let response = outcome?.map_err(|e| Failure::new(ErrorKind::Http, http::describe(&e)))?;
+
+        let status = response.status();
+        let matched = config.expected_status.contains(status.as_u16());
+        report.status = Some(status.as_u16());
+        report.status_matched = Some(matched);
+        if !matched {
+            if let Some(location) = http::redirect_location(status, response.headers()) {
+                let location = location.map_err(|e| Failure::new(ErrorKind::Redirect, e))?;
+                let next = target.follow(location).map_err(|e| Failure::new(ErrorKind::Redirect, e))?;
+                return Ok(HopEnd::Redirect(next));
+            }
+            let detail =
+                format!("status {} is outside the expected {}", status.as_u16(), config.expected_status);
+            return Err(Failure::new(ErrorKind::Status, detail));
+        }
+        if config.method == shared::HttpMethod::Head {
+            return match keyword(config) {
+                None => Ok(HopEnd::Final),
+                Some(_) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
+            };
+        }
+        self.read_body(config, response.into_body(), clock, report).await.map(|()| HopEnd::Final)
+    }
+
+    async fn read_body(
+        &self,
+        config: &shared::DomainConfig,
+        mut body: hyper::body::Incoming,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<(), Failure> {
+        let keyword = keyword(config);
+        let mut reader = BodyReader::new(self.settings.max_body_bytes, keyword);
+        let (outcome, _) = clock.phase(Phase::Body, None, reader.run(&mut body)).await;
+        report.body_bytes = reader.read;
+        let end = outcome?.map_err(|e| Failure::new(ErrorKind::Http, e.to_lowercase()))?;
+        if keyword.is_none() {
+            return Ok(());
+        }
+        report.keyword_matched = Some(end == BodyEnd::Found);
+        match end {
+            BodyEnd::Found => Ok(()),
+            BodyEnd::Ended => Err(Failure::new(ErrorKind::Keyword, "the body does not contain the keyword")),
+            BodyEnd::LimitReached => Err(Failure::new(
+                ErrorKind::BodyTooLarge,
+                format!("the keyword is not in the first {} bytes of the body", self.settings.max_body_bytes),
+            )),
+        }
+    }
+}
+
+/// The configured keyword, if any (an empty one means none).
+fn keyword(config: &shared::DomainConfig) -> Option<&str> {
+    config.keyword.as_deref().filter(|k| !k.is_empty())
+}
+
+fn empty_report() -> ProbeReport {
+    ProbeReport {
+        ok: false,
+        error: None,
+        error_detail: None,
+        timings: Timings::default(),
+        status: None,
+        status_matched: None,
+        keyword_matched: None,
+        resolved_ip: None,
+        resolved_addrs: Vec::new(),
+        redirects: Vec::new(),
+        body_bytes: 0,
+        certificate: None,
+    }
+}
+
+/// Forgets what the previous hop measured. The certificate stays: it is the last HTTPS hop's.
+fn start_hop(report: &mut ProbeReport) {
+    report.timings = Timings::default();
+    report.status = None;
+    report.status_matched = None;
+    report.keyword_matched = None;
+    report.resolved_ip = None;
+    report.resolved_addrs.clear();
+    report.body_bytes = 0;
+}
+
+fn finish(report: &mut ProbeReport, outcome: Result<(), Failure>) {
+    let timings = &mut report.timings;
+    // The phases are disjoint parts of the total; keep float rounding from saying otherwise.
+    let phases: f64 =
+        [timings.dns_ms, timings.connect_ms, timings.tls_ms, timings.ttfb_ms].iter().flatten().sum();
+    timings.total_ms = timings.total_ms.max(phases);
+    match outcome {
+        Ok(()) => report.ok = true,
+        Err(failure) => {
+            report.ok = false;
+            report.error = Some(failure.kind);
+            report.error_detail = Some(failure.detail);
+        }
+    }
+}

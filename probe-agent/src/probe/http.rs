@@ -1,0 +1,121 @@
+//! HTTP/1.1 over an established connection (plain or TLS): the request a probe sends, the
+//! connection driver task (aborted when the hop ends), and what counts as a redirect.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONNECTION, HOST, LOCATION, USER_AGENT};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::Empty;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+
+use super::target::Target;
+
+/// Aborts the connection driver when the hop is over, whatever state it is in; dropping it
+/// closes the connection.
+#[derive(Debug)]
+pub struct Driver(JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts HTTP/1.1 on `io`: the request sender and the task driving the connection.
+pub async fn start<IO>(io: IO) -> Result<(SendRequest<Empty<Bytes>>, Driver), String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("http handshake failed: {e}"))?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "probe connection ended with an error");
+        }
+    });
+    Ok((sender, Driver(driver)))
+}
+
+/// The probe's request: origin-form target, `Host` (with a non-default port), the configured
+/// user agent, `Accept: */*`, and `Connection: close` (connections are never reused).
+pub fn request(
+    method: shared::HttpMethod,
+    target: &Target,
+    user_agent: &str,
+) -> Result<Request<Empty<Bytes>>, String> {
+    let method = match method {
+        shared::HttpMethod::Get => Method::GET,
+        shared::HttpMethod::Head => Method::HEAD,
+    };
+    Request::builder()
+        .method(method)
+        .uri(target.path_and_query.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(USER_AGENT, user_agent)
+        .header(ACCEPT, "*/*")
+        .header(CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|e| format!("cannot build the request: {e}").to_lowercase())
+}
+
+/// For a redirect status, the `Location` to follow (`Err` when it is missing or unreadable);
+/// `None` for any other status.
+pub fn redirect_location(status: StatusCode, headers: &HeaderMap) -> Option<Result<&str, String>> {
+    if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    Some(match headers.get(LOCATION) {
+        None => Err(format!("{} without a location", status.as_u16())),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .map(str::trim)
+            .ok_or_else(|| format!("{} with an unreadable location", status.as_u16())),
+    })
+}
+
+/// A transport or protocol error as a short lowercase reason, with its cause.
+pub fn describe(error: &hyper::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_redirect_statuses_with_a_location_are_followed() {
+        let mut headers = HeaderMap::new();
+        assert!(redirect_location(StatusCode::OK, &headers).is_none());
+        assert!(redirect_location(StatusCode::NOT_MODIFIED, &headers).is_none());
+        assert!(matches!(redirect_location(StatusCode::FOUND, &headers), Some(Err(_))));
+        headers.insert(LOCATION, "/next".parse().unwrap());
+        for code in [301, 302, 303, 307, 308] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(redirect_location(status, &headers), Some(Ok("/next")));
+        }
+        assert!(redirect_location(StatusCode::MULTIPLE_CHOICES, &headers).is_none());
+    }
+
+    #[test]
+    fn requests_carry_host_agent_and_close() {
+        let target = Target::parse("http://example.com:8080/a?b=c").unwrap();
+        let request = request(shared::HttpMethod::Head, &target, "Crosscheck/test").unwrap();
+        assert_eq!(request.method(), Method::HEAD);
+        assert_eq!(request.uri(), "/a?b=c");
+        assert_eq!(request.headers()[HOST], "example.com:8080");
+        assert_eq!(request.headers()[USER_AGENT], "Crosscheck/test");
+        assert_eq!(request.headers()[CONNECTION], "close");
+        assert_eq!(request.headers()[ACCEPT], "*/*");
+    }
+}
