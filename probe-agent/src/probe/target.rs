@@ -29,7 +29,7 @@ pub struct Target {
 impl Target {
     /// Parses and checks a configured URL (http and https only).
     pub fn parse(text: &str) -> Result<Target, String> {
-        let url = Url::parse(text).map_err(|e| format!("cannot parse url: {e}"))?;
+        let url = Url::parse(text).map_err(|e| format!("cannot parse url: {e}").to_lowercase())?;
         Target::from_url(url)
     }
 
@@ -58,7 +58,10 @@ impl Target {
 
     /// The target a redirect's `Location` points to, resolved against this one.
     pub fn follow(&self, location: &str) -> Result<Target, String> {
-        let mut next = self.url.join(location).map_err(|e| format!("unusable location {location:?}: {e}"))?;
+        let mut next = self
+            .url
+            .join(location)
+            .map_err(|e| format!("unusable location {location:?}: {}", e.to_string().to_lowercase()))?;
         next.set_fragment(None);
         Target::from_url(next).map_err(|e| format!("unusable location {location:?}: {e}"))
     }

@@ -3,3 +3,4 @@
 //! purpose (lost notices, skipped versions, flushed keys) to check the agent recovers.
 
 mod catalog;
+mod probe;
