@@ -4,6 +4,12 @@
 //!
 //! [`Prober::probe`] never fails: every outcome, including refusals and timeouts, is a
 //! [`ProbeReport`] with an [`ErrorKind`] from a closed set.
+//!
+//! - `engine`: the hop loop, the time budget and how each phase's outcome becomes a report;
+//! - `target`: URLs and redirect locations; `dns`: the [`Resolve`] seam and its implementations;
+//! - `guard`: the SSRF check on resolved addresses; `tls`: client configuration, the recording
+//!   certificate verifier and [`CertInfo`]; `http`: the request and redirect rules;
+//! - `body`: the bounded body read and the streaming keyword search.
 
 mod body;
 mod dns;

@@ -63,6 +63,9 @@ impl Target {
             .join(location)
             .map_err(|e| format!("unusable location {location:?}: {}", e.to_string().to_lowercase()))?;
         next.set_fragment(None);
+        // Never sent, and not to be recorded in the report either.
+        let _ = next.set_username("");
+        let _ = next.set_password(None);
         Target::from_url(next).map_err(|e| format!("unusable location {location:?}: {e}"))
     }
 }
@@ -104,5 +107,6 @@ mod tests {
         assert_eq!(t.follow("//other.test/p").unwrap().url.as_str(), "http://other.test/p");
         assert_eq!(t.follow("https://secure.test/").unwrap().url.as_str(), "https://secure.test/");
         assert!(t.follow("ftp://example.com/").is_err());
+        assert_eq!(t.follow("http://user:secret@other.test/").unwrap().url.as_str(), "http://other.test/");
     }
 }
