@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::body::{BodyEnd, BodyReader};
 use super::dns::Resolve;
 use super::target::{Target, TargetHost};
-use super::tls::{CertSlot, TlsClient};
+use super::tls::{CertSlot, SeenCert, TlsClient};
 use super::{guard, http, tls, ErrorKind, ProbeReport, ProbeSettings, Timings};
 
 /// The phases a timeout can interrupt.
@@ -219,27 +219,21 @@ impl Engine {
         let (outcome, took) = clock.phase(Phase::Tls, Some(self.settings.tls_timeout), handshake).await;
         report.timings.tls_ms = Some(ms(took));
         let seen = slot.take();
-        if let Some(seen) = &seen {
-            report.certificate = tls::cert_info(seen, chrono::Utc::now());
-        }
+        report.certificate = seen.as_ref().and_then(|seen| tls::cert_info(seen, chrono::Utc::now()));
         let stream = outcome?
             .map_err(|e| Failure::new(ErrorKind::Tls, format!("tls handshake failed: {e}").to_lowercase()))?;
         match seen {
-            None => Err(Failure::new(ErrorKind::Tls, "the server presented no certificate")),
-            Some(_) if report.certificate.is_none() => {
-                Err(Failure::new(ErrorKind::Tls, "the server certificate cannot be parsed"))
+            // A completed handshake always went through the verifier.
+            None => Err(Failure::new(ErrorKind::Tls, "the certificate was not verified")),
+            Some(SeenCert { error: None, .. }) => Ok(stream),
+            Some(SeenCert { error: Some(error), .. }) => {
+                let detail = report
+                    .certificate
+                    .as_ref()
+                    .and_then(|cert| cert.validation_error.clone())
+                    .unwrap_or_else(|| tls::reason(&error, false));
+                Err(Failure::new(ErrorKind::Tls, detail))
             }
-            Some(seen) => match seen.error {
-                None => Ok(stream),
-                Some(error) => {
-                    let detail = report
-                        .certificate
-                        .as_ref()
-                        .and_then(|cert| cert.validation_error.clone())
-                        .unwrap_or_else(|| tls::reason(&error, false));
-                    Err(Failure::new(ErrorKind::Tls, detail))
-                }
-            },
         }
     }
 
