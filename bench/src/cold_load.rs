@@ -107,7 +107,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
 }
 
 /// VmRSS and VmHWM of a process, in KiB.
-fn memory_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
+pub fn memory_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| {
         status

@@ -65,6 +65,9 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
         ("CROSSCHECK_REDIS_PREFIX", prefix.to_owned()),
         ("CROSSCHECK_LISTEN", format!("127.0.0.1:{api_port}")),
         ("CROSSCHECK_REGIONS", format!("[{}]", REGIONS.join(","))),
+        // The demo's targets live on 127.0.0.1 and probe every few seconds.
+        ("CROSSCHECK_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+        ("CROSSCHECK_MIN_INTERVAL_S", "2".to_owned()),
     ];
 
     step("1. create a tenant (control-plane create-tenant)");
@@ -87,6 +90,10 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
         .to_owned();
     println!("   admin token: {}…", &token[..12]);
 
+    let targets = crate::target::start(1).await?;
+    let ca_path = std::fs::canonicalize(".demo")?.join("demo-ca.pem");
+    std::fs::write(&ca_path, &targets.ca_pem)?;
+
     step("2. start the control plane and three regional agents");
     let _control = Command::new(binary("control-plane")?)
         .envs(control_env.iter().cloned())
@@ -106,6 +113,8 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
             .env("CROSSCHECK_AGENT_REDIS_URL", redis_url())
             .env("CROSSCHECK_AGENT_REDIS_PREFIX", prefix)
             .env("CROSSCHECK_AGENT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CROSSCHECK_AGENT_ALLOW_PRIVATE", "[\"127.0.0.0/8\"]")
+            .env("CROSSCHECK_AGENT_EXTRA_ROOTS_PEM", &ca_path)
             .stdout(log_file(&logs, &format!("agent-{region}"))?)
             .stderr(log_file(&logs, &format!("agent-{region}.err"))?)
             .kill_on_drop(true)
@@ -120,44 +129,45 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
     show(&agents).await?;
 
     let http = reqwest::Client::new();
-    step("3. create two domains: one for every region, one for ams only");
-    let (everywhere, t) = call(
-        &http,
-        "POST",
-        &format!("{api}/v1/domains"),
-        &token,
-        json!({"url": "https://status.example.com/health", "keyword": "ok"}),
-    )
-    .await?;
-    follow(&agents, everywhere["config_version"].as_u64().unwrap_or(0), t).await?;
-    let (ams_only, t) = call(
-        &http,
-        "POST",
-        &format!("{api}/v1/domains"),
-        &token,
-        json!({"url": "https://shop.example.com/", "regions": ["ams"], "interval": "fast"}),
-    )
-    .await?;
-    follow(&agents, ams_only["config_version"].as_u64().unwrap_or(0), t).await?;
+    let web = targets.http[0];
+    let tls = targets.https[0];
+    step("3. register local targets: healthy, slow, failing, TLS, bad certificate (one in ams only)");
+    let mut ids = Vec::new();
+    let mut version = 0;
+    for body in [
+        json!({"url": format!("http://{web}/ok"), "keyword": "ok", "interval": 5}),
+        json!({"url": format!("http://{web}/slow"), "interval": 5, "timeout_ms": 3000}),
+        json!({"url": format!("http://{web}/fail"), "interval": 5}),
+        json!({"url": format!("https://{tls}/ok"), "interval": 5}),
+        json!({"url": format!("https://{}/ok", targets.bad_tls), "interval": 5, "regions": ["ams"]}),
+    ] {
+        let (created, t) = call(&http, "POST", &format!("{api}/v1/domains"), &token, body).await?;
+        version = created["config_version"].as_u64().unwrap_or(0);
+        follow(&agents, version, t).await?;
+        ids.push(created["id"].as_str().context("id")?.to_owned());
+    }
     show(&agents).await?;
 
-    step("4. update: probe status.example.com every 15 s");
-    let id = everywhere["id"].as_str().context("id")?;
+    step("4. update: probe the healthy target every 3 s");
     let (updated, t) =
-        call(&http, "PATCH", &format!("{api}/v1/domains/{id}"), &token, json!({"interval": 15})).await?;
-    follow(&agents, updated["config_version"].as_u64().unwrap_or(0), t).await?;
+        call(&http, "PATCH", &format!("{api}/v1/domains/{}", ids[0]), &token, json!({"interval": 3})).await?;
+    version = updated["config_version"].as_u64().unwrap_or(version);
+    follow(&agents, version, t).await?;
     show(&agents).await?;
 
-    step("5. delete shop.example.com");
-    let id = ams_only["id"].as_str().context("id")?;
+    step("5. every agent probes on its own schedule; their latest results (times in ms)");
+    wait_for_results(&agents, 5).await?;
+    results_table(&agents).await?;
+
+    step("6. delete the failing target");
     let started = Instant::now();
-    let response = http.delete(format!("{api}/v1/domains/{id}")).bearer_auth(&token).send().await?;
+    let response = http.delete(format!("{api}/v1/domains/{}", ids[2])).bearer_auth(&token).send().await?;
     anyhow::ensure!(response.status().is_success(), "delete failed: {}", response.status());
-    println!("   DELETE /v1/domains/{id} -> {}", response.status());
-    follow(&agents, updated["config_version"].as_u64().unwrap_or(0) + 1, started).await?;
+    println!("   DELETE /v1/domains/{} -> {}", ids[2], response.status());
+    follow(&agents, version + 1, started).await?;
     show(&agents).await?;
 
-    step("6. a bad request is refused with every problem named");
+    step("7. a bad request is refused with every problem named");
     let response = http
         .post(format!("{api}/v1/domains"))
         .bearer_auth(&token)
@@ -244,6 +254,85 @@ async fn follow(agents: &[Agent], version: u64, since: Instant) -> anyhow::Resul
         }
     }
     println!("{line}");
+    Ok(())
+}
+
+/// Waits until every agent has a result for each domain in its catalog (at least `min` in all).
+async fn wait_for_results(agents: &[Agent], min: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for agent in agents {
+        loop {
+            let c = catalog(agent).await?;
+            let wanted = c["domains"].as_array().map_or(0, Vec::len);
+            let r: Value = reqwest::get(format!("{}/debug/results", agent.base)).await?.json().await?;
+            let have = r["results"].as_array().map_or(0, Vec::len);
+            if have >= wanted && have + 1 >= min.min(wanted + 1) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "agent {} has {have} of {wanted} results",
+                agent.region
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+fn ms(value: &Value) -> String {
+    value.as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+async fn results_table(agents: &[Agent]) -> anyhow::Result<()> {
+    println!(
+        "   {:<4} {:<32} {:<15} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8}  certificate",
+        "", "url", "outcome", "status", "dns", "connect", "tls", "ttfb", "total"
+    );
+    for agent in agents {
+        let c = catalog(agent).await?;
+        let urls: std::collections::HashMap<String, String> = c["domains"]
+            .as_array()
+            .map(|ds| {
+                ds.iter()
+                    .map(|d| {
+                        (
+                            d["id"].as_str().unwrap_or("").to_owned(),
+                            d["url"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let r: Value = reqwest::get(format!("{}/debug/results", agent.base)).await?.json().await?;
+        for result in r["results"].as_array().into_iter().flatten() {
+            let report = &result["report"];
+            let url = urls.get(result["domain_id"].as_str().unwrap_or("")).cloned().unwrap_or_default();
+            let outcome = report["error"].as_str().unwrap_or("ok");
+            let cert = match report["certificate"].as_object() {
+                Some(cert) => format!(
+                    "{} days left, {}",
+                    cert.get("days_remaining").and_then(Value::as_i64).unwrap_or_default(),
+                    cert.get("validation_error").and_then(Value::as_str).unwrap_or("valid")
+                ),
+                None => String::new(),
+            };
+            let t = &report["timings"];
+            println!(
+                "   {:<4} {:<32} {:<15} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8}  {}",
+                agent.region,
+                url.trim_start_matches("http://").trim_start_matches("https://"),
+                outcome,
+                report["status"].as_u64().map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                ms(&t["dns_ms"]),
+                ms(&t["connect_ms"]),
+                ms(&t["tls_ms"]),
+                ms(&t["ttfb_ms"]),
+                ms(&t["total_ms"]),
+                cert
+            );
+        }
+    }
     Ok(())
 }
 

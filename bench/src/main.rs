@@ -7,8 +7,10 @@
 mod cold_load;
 mod demo;
 mod env;
+mod probing;
 mod propagation;
 mod stats;
+mod target;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +27,15 @@ enum Scenario {
     ConfigPropagation(propagation::Args),
     /// An agent's start-up load of a large catalog: time and memory.
     CatalogColdLoad(cold_load::Args),
+    /// Probes per second through the agent's scheduler and prober versus a bare loop.
+    ProbeThroughput(probing::ThroughputArgs),
+    /// Schedule lag and memory with many domains.
+    ScheduleLag(probing::LagArgs),
     /// The end-to-end demo: control plane and three regional agents following live changes.
     Demo(demo::Args),
+    /// Internal: serve local probe targets (used by the probing scenarios and the demo).
+    #[command(hide = true)]
+    Target(target::Args),
     /// Internal: run a probe agent in this process (used by catalog-cold-load).
     #[command(hide = true)]
     Agent(cold_load::AgentArgs),
@@ -39,7 +48,10 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::ConfigPropagation(args) => propagation::run(args).await,
             Scenario::CatalogColdLoad(args) => cold_load::run(args).await,
+            Scenario::ProbeThroughput(args) => probing::throughput(args).await,
+            Scenario::ScheduleLag(args) => probing::schedule_lag(args).await,
             Scenario::Demo(args) => demo::run(args).await,
+            Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),
         }
     })?;

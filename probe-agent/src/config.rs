@@ -2,7 +2,10 @@
 //! `CROSSCHECK_AGENT_*` environment variables. Parsed and validated before anything starts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use serde::{Deserialize, Serialize};
 use shared::telemetry::LogFormat;
@@ -32,6 +35,23 @@ pub struct Config {
     pub redis_max_backoff_ms: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Most probes running at once.
+    pub max_in_flight: usize,
+    /// Results waiting to be sent before new ones are dropped (and counted).
+    pub result_queue_capacity: usize,
+    /// Networks that may be probed although they are private, loopback, link-local, … (the
+    /// SSRF guard's allow-list). Empty by default; `["127.0.0.0/8"]` for local tests.
+    pub allow_private: Vec<IpNet>,
+    /// Per-phase limits of a probe, in milliseconds (each also capped by the domain's timeout).
+    pub dns_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub tls_timeout_ms: u64,
+    /// Largest response body read while looking for a keyword.
+    pub max_body_bytes: u64,
+    /// Redirects followed before a probe fails with `redirect`.
+    pub max_redirects: u32,
+    /// A PEM file of extra root certificates to trust besides the web PKI (private CAs).
+    pub extra_roots_pem: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -46,6 +66,15 @@ impl Default for Config {
             redis_min_backoff_ms: 100,
             redis_max_backoff_ms: 10_000,
             log_format: LogFormat::Text,
+            max_in_flight: 256,
+            result_queue_capacity: 10_000,
+            allow_private: Vec::new(),
+            dns_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            tls_timeout_ms: 10_000,
+            max_body_bytes: 1024 * 1024,
+            max_redirects: 5,
+            extra_roots_pem: None,
         }
     }
 }
@@ -67,7 +96,46 @@ impl Config {
         if self.redis_min_backoff_ms == 0 || self.redis_min_backoff_ms > self.redis_max_backoff_ms {
             return Err("redis_min_backoff_ms must be positive and not above redis_max_backoff_ms".into());
         }
+        if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
+            return Err("max_in_flight must be between 1 and 100000".into());
+        }
+        if self.result_queue_capacity == 0 {
+            return Err("result_queue_capacity must be positive".into());
+        }
+        if self.dns_timeout_ms == 0 || self.connect_timeout_ms == 0 || self.tls_timeout_ms == 0 {
+            return Err("dns_timeout_ms, connect_timeout_ms and tls_timeout_ms must be positive".into());
+        }
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes must be positive".into());
+        }
         Ok(())
+    }
+
+    /// The probe settings this configuration describes; reads `extra_roots_pem`.
+    pub fn probe_settings(&self) -> Result<crate::probe::ProbeSettings, String> {
+        let extra_roots = match &self.extra_roots_pem {
+            None => Vec::new(),
+            Some(path) => {
+                use rustls_pki_types::pem::PemObject;
+                let roots = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("extra_roots_pem {}: {e}", path.display()))?;
+                if roots.is_empty() {
+                    return Err(format!("extra_roots_pem {}: no certificate found", path.display()));
+                }
+                roots
+            }
+        };
+        Ok(crate::probe::ProbeSettings {
+            dns_timeout: Duration::from_millis(self.dns_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            tls_timeout: Duration::from_millis(self.tls_timeout_ms),
+            max_body_bytes: self.max_body_bytes,
+            max_redirects: self.max_redirects,
+            policy: shared::netguard::TargetPolicy::allowing(self.allow_private.clone()),
+            extra_roots,
+            ..crate::probe::ProbeSettings::default()
+        })
     }
 
     pub fn version_check_interval(&self) -> Duration {
@@ -90,6 +158,30 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn allow_list_parses_from_toml_and_defaults_to_empty() {
+        assert!(Config::default().allow_private.is_empty());
+        let cfg: Config = toml_config("allow_private = [\"127.0.0.0/8\", \"::1/128\"]");
+        assert_eq!(cfg.allow_private.len(), 2);
+        let settings = cfg.probe_settings().unwrap();
+        assert!(settings.policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(settings.policy.check("10.0.0.1".parse().unwrap()).is_err());
+    }
+
+    fn toml_config(text: &str) -> Config {
+        use figment::providers::{Format, Serialized, Toml};
+        figment::Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .unwrap()
+    }
+
+    #[test]
+    fn missing_extra_roots_file_is_an_error() {
+        let cfg = Config { extra_roots_pem: Some("/nonexistent/roots.pem".into()), ..Config::default() };
+        assert!(cfg.probe_settings().unwrap_err().contains("extra_roots_pem"));
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Default for Metrics {
             redis_reconnects: Counter::default(),
             redis_up: Gauge::default(),
             probes: Family::default(),
-            schedule_lag: Histogram::new(LAG_BUCKETS.into_iter()),
+            schedule_lag: Histogram::new(LAG_BUCKETS),
             probes_in_flight: Gauge::default(),
             scheduler_saturated: Counter::default(),
             schedule_skipped: Counter::default(),

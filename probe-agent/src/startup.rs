@@ -17,12 +17,19 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::sync::{CatalogHandle, CatalogSync, SyncSettings};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::probe::Prober;
+use crate::results::{self, LatestResults, ProbeResult};
+use crate::scheduler::{ProbeNow, Scheduler, SchedulerSettings};
 
 pub struct Agent {
     config: Arc<Config>,
     listener: TcpListener,
     sync: CatalogSync,
     handle: CatalogHandle,
+    scheduler: Scheduler,
+    probe_now: ProbeNow,
+    results: tokio::sync::mpsc::Receiver<ProbeResult>,
+    latest: LatestResults,
     registry: Arc<Registry>,
     pub metrics: Metrics,
 }
@@ -46,10 +53,42 @@ impl Agent {
             max_backoff: std::time::Duration::from_millis(config.redis_max_backoff_ms),
         };
         let (sync, handle) = CatalogSync::new(settings, client, subscriber, metrics.clone());
+        let probe_settings =
+            config.probe_settings().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let prober = Prober::new(probe_settings).context("building the prober")?;
+        let (sink, results) = results::queue(config.result_queue_capacity, metrics.clone());
+        let (scheduler, probe_now) = Scheduler::new(
+            SchedulerSettings { region: config.region.clone(), max_in_flight: config.max_in_flight },
+            handle.catalog.clone(),
+            Arc::new(prober),
+            sink,
+            metrics.clone(),
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
-        Ok(Self { config: Arc::new(config), listener, sync, handle, registry: Arc::new(registry), metrics })
+        Ok(Self {
+            config: Arc::new(config),
+            listener,
+            sync,
+            handle,
+            scheduler,
+            probe_now,
+            results,
+            latest: LatestResults::default(),
+            registry: Arc::new(registry),
+            metrics,
+        })
+    }
+
+    /// The entry point for probing a domain outside its schedule.
+    pub fn probe_now(&self) -> ProbeNow {
+        self.probe_now.clone()
+    }
+
+    /// The latest result of each domain.
+    pub fn latest(&self) -> LatestResults {
+        self.latest.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -65,15 +104,27 @@ impl Agent {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(region = %self.config.region, agent_id = %self.config.agent_id, addr = %self.local_addr(), "probe agent starting");
         let sync = tokio::spawn(self.sync.run(shutdown.child_token()));
-        let app = ops_router(self.handle.clone(), self.registry.clone(), self.config.clone());
+        let scheduler = tokio::spawn(self.scheduler.run(shutdown.child_token()));
+        let consumer = tokio::spawn(results::consume(
+            self.results,
+            self.latest.clone(),
+            self.handle.clone(),
+            self.metrics.clone(),
+            shutdown.child_token(),
+        ));
+        let app =
+            ops_router(self.handle.clone(), self.latest.clone(), self.registry.clone(), self.config.clone());
         let signal = shutdown.clone();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { signal.cancelled().await })
             .await
             .context("operational http server failed");
         shutdown.cancel();
-        if let Err(error) = sync.await {
-            tracing::error!(%error, "catalog sync task panicked");
+        for (name, task) in [("catalog sync", sync), ("scheduler", scheduler), ("result consumer", consumer)]
+        {
+            if let Err(error) = task.await {
+                tracing::error!(%error, task = name, "agent task panicked");
+            }
         }
         served
     }
@@ -82,10 +133,16 @@ impl Agent {
 #[derive(Clone)]
 struct DebugState {
     handle: CatalogHandle,
+    latest: LatestResults,
     config: Arc<Config>,
 }
 
-fn ops_router(handle: CatalogHandle, registry: Arc<Registry>, config: Arc<Config>) -> Router {
+fn ops_router(
+    handle: CatalogHandle,
+    latest: LatestResults,
+    registry: Arc<Registry>,
+    config: Arc<Config>,
+) -> Router {
     let ready_handle = handle.clone();
     let ready: shared::ops::ReadyCheck = Arc::new(move || {
         let loaded = ready_handle.is_loaded();
@@ -99,7 +156,8 @@ fn ops_router(handle: CatalogHandle, registry: Arc<Registry>, config: Arc<Config
     });
     Router::new()
         .route("/debug/catalog", get(debug_catalog))
-        .with_state(DebugState { handle, config })
+        .route("/debug/results", get(debug_results))
+        .with_state(DebugState { handle, latest, config })
         .merge(shared::ops::router(registry, ready))
 }
 
@@ -114,4 +172,12 @@ async fn debug_catalog(State(state): State<DebugState>) -> Json<Value> {
         "version": catalog.version(),
         "domains": domains,
     }))
+}
+
+/// The latest result of every domain this agent probed, with its timing breakdown.
+async fn debug_results(State(state): State<DebugState>) -> Json<Value> {
+    let mut results = state.latest.all();
+    results.sort_by_key(|r| r.domain_id);
+    let items: Vec<_> = results.iter().map(|r| r.as_ref()).collect();
+    Json(json!({ "region": state.config.region, "results": items }))
 }

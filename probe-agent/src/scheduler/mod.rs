@@ -29,6 +29,13 @@ pub trait Probe: Send + Sync + 'static {
     fn probe(&self, config: Arc<DomainConfig>) -> BoxFuture<'static, ProbeReport>;
 }
 
+impl Probe for crate::probe::Prober {
+    fn probe(&self, config: Arc<DomainConfig>) -> BoxFuture<'static, ProbeReport> {
+        let prober = self.clone();
+        Box::pin(async move { prober.probe(&config).await })
+    }
+}
+
 /// Asks the scheduler to probe a domain now, outside its schedule (confirmation probes).
 #[derive(Debug, Clone)]
 pub struct ProbeNow {

@@ -172,16 +172,17 @@ async fn probe_now_runs_immediately_and_unknown_domains_are_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn saturation_is_reported_and_shows_as_lag() {
-    // Ten domains, one slot, each probe takes 3 s: the later ones must start late.
+    // Ten domains due within the first minute, one slot, each probe takes 20 s: the fifth
+    // probe cannot start before 80 s although it was planned before 60 s.
     let domains: Vec<_> = (0..10).map(|_| config(60, 1)).collect();
-    let mut h = start(domains, 1, Duration::from_secs(3));
-    tokio::time::sleep(Duration::from_secs(90)).await;
+    let mut h = start(domains, 1, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(150)).await;
     assert!(h.metrics.scheduler_saturated.get() > 0);
     let mut worst_lag = 0.0f64;
     while let Ok(result) = h.results.try_recv() {
         worst_lag = worst_lag.max(result.lag_ms);
     }
-    assert!(worst_lag >= 3000.0, "lag must reflect waiting for a slot: {worst_lag}");
+    assert!(worst_lag >= 20_000.0, "lag must reflect waiting for a slot: {worst_lag}");
     h.cancel.cancel();
 }
 
