@@ -110,17 +110,22 @@ async fn run_scheduler(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
     let (mut done, mut errors, mut lags) = (0u64, 0u64, Vec::new());
     let mut first_error: Option<String> = None;
+    let mut batch = Vec::with_capacity(1024);
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
-            result = results_rx.recv() => {
-                let Some(result) = result else { break };
-                done += 1;
-                if !result.report.ok {
-                    errors += 1;
-                    first_error.get_or_insert_with(|| format!("{:?}: {:?}", result.report.error, result.report.error_detail));
+            received = results_rx.recv_many(&mut batch, 1024) => {
+                if received == 0 {
+                    break;
                 }
-                lags.push(Duration::from_secs_f64(result.lag_ms / 1000.0));
+                for result in batch.drain(..) {
+                    done += 1;
+                    if !result.report.ok {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{:?}: {:?}", result.report.error, result.report.error_detail));
+                    }
+                    lags.push(Duration::from_secs_f64(result.lag_ms / 1000.0));
+                }
             }
         }
     }

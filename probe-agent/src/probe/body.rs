@@ -83,30 +83,31 @@ impl BodyReader {
         Self { limit, scanner: keyword.map(KeywordScanner::new), read: 0 }
     }
 
-    /// Reads until the keyword is found, the body ends, or the limit is reached. Errors are the
-    /// transport's, as a short lowercase reason.
+    /// Reads until the body ends or the limit is reached, searching for the keyword on the way.
+    /// Once the keyword is found the rest of a body within the limit is still read (not
+    /// searched): the server then finishes and closes first, which costs both sides less than a
+    /// connection the probe tears down mid-response. Errors are the transport's, as a short
+    /// lowercase reason.
     pub async fn run<B>(&mut self, body: &mut B) -> Result<BodyEnd, String>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        if self.scanner.as_mut().is_some_and(|s| s.feed(&[])) {
-            return Ok(BodyEnd::Found);
-        }
+        let mut found = self.scanner.as_mut().is_some_and(|s| s.feed(&[]));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("reading the body failed: {e}"))?;
             let Ok(data) = frame.into_data() else { continue };
             let room = usize::try_from(self.limit - self.read).unwrap_or(usize::MAX);
             let chunk = &data[..data.len().min(room)];
             self.read += chunk.len() as u64;
-            if self.scanner.as_mut().is_some_and(|s| s.feed(chunk)) {
-                return Ok(BodyEnd::Found);
+            if !found && self.scanner.as_mut().is_some_and(|s| s.feed(chunk)) {
+                found = true;
             }
             if chunk.len() < data.len() || (self.read == self.limit && !body.is_end_stream()) {
-                return Ok(BodyEnd::LimitReached);
+                return Ok(if found { BodyEnd::Found } else { BodyEnd::LimitReached });
             }
         }
-        Ok(BodyEnd::Ended)
+        Ok(if found { BodyEnd::Found } else { BodyEnd::Ended })
     }
 }
 
@@ -169,7 +170,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reader_stops_at_the_keyword_and_at_the_limit() {
+    async fn reader_reads_past_the_keyword_but_stops_at_the_limit() {
         use http_body_util::{BodyExt, StreamBody};
         use hyper::body::Frame;
 
@@ -182,7 +183,11 @@ mod tests {
 
         let mut reader = BodyReader::new(100, Some("key"));
         assert_eq!(reader.run(&mut body(&["aaa k", "ey bbb", "ccc"])).await, Ok(BodyEnd::Found));
-        assert_eq!(reader.read, 11);
+        assert_eq!(reader.read, 14, "the rest of a body within the limit is drained");
+
+        let mut reader = BodyReader::new(8, Some("key"));
+        assert_eq!(reader.run(&mut body(&["aaa k", "ey bbb", "ccc"])).await, Ok(BodyEnd::Found));
+        assert_eq!(reader.read, 8, "found, then stopped at the limit");
 
         let mut reader = BodyReader::new(100, Some("key"));
         assert_eq!(reader.run(&mut body(&["aaa", "bbb"])).await, Ok(BodyEnd::Ended));

@@ -251,7 +251,7 @@ impl Engine {
     {
         let request = http::request(config.method, target, &self.settings.user_agent)
             .map_err(|e| Failure::new(ErrorKind::Http, e))?;
-        let (mut sender, _driver) = http::start(io).await.map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let (mut sender, driver) = http::start(io).await.map_err(|e| Failure::new(ErrorKind::Http, e))?;
         let (outcome, took) = clock.phase(Phase::Request, None, sender.send_request(request)).await;
         report.timings.ttfb_ms = Some(ms(took));
         let response = outcome?.map_err(|e| Failure::new(ErrorKind::Http, http::describe(&e)))?;
@@ -276,7 +276,11 @@ impl Engine {
                 Some(_) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
             };
         }
-        self.read_body(config, response.into_body(), clock, report).await.map(|()| HopEnd::Final)
+        let read = self.read_body(config, response.into_body(), clock, report).await;
+        if read.is_ok() {
+            driver.finish();
+        }
+        read.map(|()| HopEnd::Final)
     }
 
     async fn read_body(

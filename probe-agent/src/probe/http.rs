@@ -12,14 +12,34 @@ use tokio::task::JoinHandle;
 
 use super::target::Target;
 
-/// Aborts the connection driver when the hop is over, whatever state it is in; dropping it
-/// closes the connection.
+/// The task driving the connection. Dropped, it aborts the task, which closes the connection
+/// at once — what a failed or abandoned hop needs. After a complete response, [`Driver::finish`]
+/// instead lets the server close first (it was asked to: `Connection: close`), which spares
+/// both sides a torn-down connection; a server that does not close is cut off after
+/// [`LINGER`].
 #[derive(Debug)]
-pub struct Driver(JoinHandle<()>);
+pub struct Driver {
+    task: Option<JoinHandle<()>>,
+    finished: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// How long a finished exchange waits for the server to close the connection.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Driver {
+    pub fn finish(mut self) {
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.send(());
+        }
+        self.task.take();
+    }
+}
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -30,12 +50,27 @@ where
 {
     let (sender, connection) =
         http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("http handshake failed: {e}"))?;
+    let (finished, finished_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "probe connection ended with an error");
+        // Until the exchange is over the probe's own deadlines bound this task (it is aborted
+        // with the hop); after it, the server gets `LINGER` to close.
+        let linger = async {
+            if finished_rx.await.is_ok() {
+                tokio::time::sleep(LINGER).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "probe connection ended with an error");
+                }
+            }
+            () = linger => tracing::debug!("server kept the connection open after the response; closed"),
         }
     });
-    Ok((sender, Driver(driver)))
+    Ok((sender, Driver { task: Some(driver), finished: Some(finished) }))
 }
 
 /// The probe's request: origin-form target, `Host` (with a non-default port), the configured

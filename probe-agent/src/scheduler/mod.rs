@@ -1,10 +1,13 @@
 //! The scheduler: runs every catalog domain on its interval and phase ([`plan`]), with at most
 //! `max_in_flight` probes at once, and hands each result to the result queue.
 //!
-//! One task drives everything: it sleeps until the next due time, a catalog change, an
-//! on-demand request or shutdown. A catalog change reschedules only what changed. When every
-//! probe slot is busy the scheduler says so (`probe_agent_scheduler_saturated_total` and a
-//! rate-limited warning) and waits; the delay shows in `probe_agent_schedule_lag_seconds`.
+//! One task plans: it sleeps until the next due time, a catalog change, an on-demand request or
+//! shutdown, and a catalog change reschedules only what changed. Due probes go into a bounded
+//! hand-off queue served by `max_in_flight` long-lived worker tasks (no task per probe, and a
+//! busy worker takes the next job without being woken). When the hand-off queue is full every
+//! worker is busy: the scheduler says so (`probe_agent_scheduler_saturated_total` and a
+//! rate-limited warning) and waits; the delay shows in `probe_agent_schedule_lag_seconds`,
+//! measured when a worker actually starts the probe.
 
 pub mod plan;
 
@@ -13,7 +16,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use shared::{DomainConfig, DomainId};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -75,8 +79,14 @@ pub struct Scheduler {
     sink: ResultSink,
     metrics: Metrics,
     on_demand: mpsc::Receiver<DomainId>,
-    slots: Arc<Semaphore>,
     anchor: Anchor,
+}
+
+/// A probe handed to a worker.
+struct Job {
+    config: Arc<DomainConfig>,
+    planned: Instant,
+    trigger: Trigger,
 }
 
 const SATURATION_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -90,9 +100,7 @@ impl Scheduler {
         metrics: Metrics,
     ) -> (Self, ProbeNow) {
         let (tx, on_demand) = mpsc::channel(1024);
-        let slots = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-        let scheduler =
-            Self { settings, catalog, prober, sink, metrics, on_demand, slots, anchor: Anchor::now() };
+        let scheduler = Self { settings, catalog, prober, sink, metrics, on_demand, anchor: Anchor::now() };
         (scheduler, ProbeNow { tx })
     }
 
@@ -103,6 +111,19 @@ impl Scheduler {
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
+        let slots = self.settings.max_in_flight.max(1);
+        let (jobs, queue) = async_channel::bounded::<Job>(slots);
+        let mut workers = JoinSet::new();
+        for _ in 0..slots {
+            workers.spawn(worker(
+                queue.clone(),
+                self.prober.clone(),
+                self.sink.clone(),
+                self.metrics.clone(),
+                self.settings.region.clone(),
+            ));
+        }
+        drop(queue);
         let mut plan = Plan::new(&self.settings.region, self.anchor);
         let mut current = self.catalog.borrow_and_update().clone();
         plan.apply(&Catalog::default(), &current, Instant::now());
@@ -126,10 +147,9 @@ impl Scheduler {
                     match current.get(&id) {
                         Some(config) if !config.paused => {
                             self.metrics.on_demand_probes.inc();
-                            let config = config.clone();
-                            let permit = self.acquire(&mut saturation, &cancel).await;
-                            if let Some(permit) = permit {
-                                self.launch(config, Instant::now(), Trigger::OnDemand, permit);
+                            let job = Job { config: config.clone(), planned: Instant::now(), trigger: Trigger::OnDemand };
+                            if !self.hand_off(&jobs, job, &mut saturation, &cancel).await {
+                                break;
                             }
                         }
                         _ => tracing::info!(domain_id = %id, "on-demand probe for a domain not in this agent's catalog; ignored"),
@@ -137,8 +157,10 @@ impl Scheduler {
                 }
                 () = sleep_until(next) => {
                     while let Some(due) = plan.pop_due(Instant::now()) {
-                        let Some(permit) = self.acquire(&mut saturation, &cancel).await else { break };
-                        self.launch(due.config, due.planned, Trigger::Scheduled, permit);
+                        let job = Job { config: due.config, planned: due.planned, trigger: Trigger::Scheduled };
+                        if !self.hand_off(&jobs, job, &mut saturation, &cancel).await {
+                            break;
+                        }
                     }
                     if plan.skipped > 0 {
                         self.metrics.schedule_skipped.inc_by(plan.skipped);
@@ -148,58 +170,63 @@ impl Scheduler {
                 }
             }
         }
-        // Let in-flight probes finish so their results are not lost.
-        let _ = self.slots.acquire_many(self.settings.max_in_flight.max(1) as u32).await;
+        // Let workers finish the probes they hold so their results are not lost.
+        jobs.close();
+        while let Some(joined) = workers.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "probe worker panicked");
+            }
+        }
         tracing::info!("scheduler stopped");
     }
 
-    async fn acquire(
+    /// Gives a job to a worker, waiting while all are busy. `false` when shutting down.
+    async fn hand_off(
         &self,
+        jobs: &async_channel::Sender<Job>,
+        job: Job,
         saturation: &mut Saturation,
         cancel: &CancellationToken,
-    ) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Some(permit);
-        }
+    ) -> bool {
+        let job = match jobs.try_send(job) {
+            Ok(()) => return true,
+            Err(async_channel::TrySendError::Closed(_)) => return false,
+            Err(async_channel::TrySendError::Full(job)) => job,
+        };
         self.metrics.scheduler_saturated.inc();
         saturation.note(self.settings.max_in_flight);
         tokio::select! {
-            () = cancel.cancelled() => None,
-            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            () = cancel.cancelled() => false,
+            sent = jobs.send(job) => sent.is_ok(),
         }
     }
+}
 
-    fn launch(
-        &self,
-        config: Arc<DomainConfig>,
-        planned: Instant,
-        trigger: Trigger,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let started = Instant::now();
-        let lag = started.saturating_duration_since(planned);
-        if trigger == Trigger::Scheduled {
-            self.metrics.schedule_lag.observe(lag.as_secs_f64());
+/// One probe slot: takes jobs until the queue closes.
+async fn worker(
+    jobs: async_channel::Receiver<Job>,
+    prober: Arc<dyn Probe>,
+    sink: ResultSink,
+    metrics: Metrics,
+    region: String,
+) {
+    while let Ok(job) = jobs.recv().await {
+        let lag = Instant::now().saturating_duration_since(job.planned);
+        if job.trigger == Trigger::Scheduled {
+            metrics.schedule_lag.observe(lag.as_secs_f64());
         }
-        self.metrics.probes_in_flight.inc();
-        let probe = self.prober.probe(config.clone());
-        let sink = self.sink.clone();
-        let metrics = self.metrics.clone();
-        let region = self.settings.region.clone();
-        let planned_wall = chrono::Utc::now() - chrono::Duration::from_std(lag).unwrap_or_default();
-        tokio::spawn(async move {
-            let report = probe.await;
-            metrics.probes_in_flight.dec();
-            drop(permit);
-            sink.push(ProbeResult {
-                domain_id: config.id,
-                config_version: config.version,
-                region,
-                trigger,
-                planned_at: planned_wall,
-                lag_ms: lag.as_secs_f64() * 1000.0,
-                report,
-            });
+        let planned_at = chrono::Utc::now() - chrono::Duration::from_std(lag).unwrap_or_default();
+        metrics.probes_in_flight.inc();
+        let report = prober.probe(job.config.clone()).await;
+        metrics.probes_in_flight.dec();
+        sink.push(ProbeResult {
+            domain_id: job.config.id,
+            config_version: job.config.version,
+            region: region.clone(),
+            trigger: job.trigger,
+            planned_at,
+            lag_ms: lag.as_secs_f64() * 1000.0,
+            report,
         });
     }
 }

@@ -518,11 +518,13 @@ async fn body_too_large_without_the_keyword() {
 
 #[tokio::test]
 async fn reading_stops_at_the_keyword_and_at_the_limit() {
-    // The body never ends: only stopping early lets these probes finish.
+    // The body never ends: only the read limit lets these probes finish.
     let addr = endless_server("status: healthy").await;
-    let report = probe(&prober(), &with_keyword(format!("http://{addr}/"), "healthy")).await;
+    let limited = prober_with(ProbeSettings { max_body_bytes: 20_000, ..settings(loopback_allowed()) });
+    let report = probe(&limited, &with_keyword(format!("http://{addr}/"), "healthy")).await;
     assert!(report.ok, "{report:#?}");
-    assert_eq!(report.body_bytes, "status: healthy".len() as u64);
+    assert_eq!(report.keyword_matched, Some(true));
+    assert_eq!(report.body_bytes, 20_000, "found early, then read up to the limit and stopped");
 
     let small = prober_with(ProbeSettings { max_body_bytes: 10_000, ..settings(loopback_allowed()) });
     let report = probe(&small, &config(format!("http://{addr}/"))).await;
