@@ -44,7 +44,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
     for i in 0..args.domains {
         let config = DomainConfig {
             id: DomainId::new(),
-            url: format!("https://site-{i}.example.com/health"),
+            url: format!("https://192.0.2.{}/site-{i}", i % 250 + 1),
             method: HttpMethod::Get,
             expected_status: StatusRange::SUCCESS,
             keyword: (i % 4 == 0).then(|| "ok".to_owned()),

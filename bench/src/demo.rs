@@ -1,7 +1,9 @@
 //! The demo: starts the real binaries (`control-plane` and three `probe-agent`s named for three
 //! regions) as child processes on loopback, against a scratch database and a private Redis
-//! prefix, creates a tenant, and shows every agent's catalog following a create, an update and a
-//! delete made through the REST API. Logs go to `.demo/logs/`. Everything is stopped and the
+//! prefix, plus local probe targets (healthy, slow, failing, TLS, expired certificate). It
+//! creates a tenant, registers the targets, shows every agent's catalog following a create, an
+//! update and a delete made through the REST API, and prints each agent's latest results with
+//! their timing breakdown. Logs go to `.demo/logs/`. Everything is stopped and the
 //! scratch database dropped at the end (`--keep` leaves it all running until ctrl-c).
 
 use std::path::{Path, PathBuf};
@@ -171,7 +173,7 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
     let response = http
         .post(format!("{api}/v1/domains"))
         .bearer_auth(&token)
-        .json(&json!({"url": "http://10.0.0.1/", "interval": 1, "colour": "blue"}))
+        .json(&json!({"url": "ftp://files.example.com/", "interval": 1, "colour": "blue"}))
         .send()
         .await?;
     println!("   POST /v1/domains -> {}\n   {}", response.status(), response.text().await?);

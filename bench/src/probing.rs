@@ -173,7 +173,9 @@ async fn baseline(
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(rustls_pki_types::CertificateDer::from_pem_slice(addrs.ca_pem.as_bytes())?)?;
-        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        // Like the agent: a full handshake every time (a probe measures what a new visitor gets).
+        config.resumption = rustls::client::Resumption::disabled();
         Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
     } else {
         None
@@ -239,6 +241,20 @@ pub async fn schedule_lag(args: LagArgs) -> anyhow::Result<Value> {
     let (_child, addrs) = spawn_child(8).await?;
     let urls = urls(&addrs, false);
     eprintln!("{} domains every {} s for {} s", args.domains, args.interval, args.seconds);
+    // Resident memory every 10 s: a steady load must keep it steady.
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = tokio::spawn({
+        let samples = samples.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Ok((rss_kb, _)) = crate::cold_load::memory_kb(std::process::id()) {
+                    samples.lock().expect("samples").push((rss_kb as f64 / 1024.0).round());
+                }
+            }
+        }
+    });
     let (done, errors, mut lags, _) = run_scheduler(
         domains(args.domains, args.interval, &urls),
         settings(&addrs)?,
@@ -246,6 +262,8 @@ pub async fn schedule_lag(args: LagArgs) -> anyhow::Result<Value> {
         args.seconds,
     )
     .await?;
+    sampler.abort();
+    let samples = samples.lock().expect("samples").clone();
     let (rss_kb, peak_kb) = crate::cold_load::memory_kb(std::process::id())?;
     Ok(json!({
         "scenario": "schedule-lag",
@@ -259,5 +277,6 @@ pub async fn schedule_lag(args: LagArgs) -> anyhow::Result<Value> {
         "lag_max_ms": percentile_ms(&mut lags, 100.0),
         "rss_mb": (rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
         "peak_rss_mb": (peak_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "rss_every_10s_mb": samples,
     }))
 }

@@ -57,7 +57,14 @@ fn tls() -> anyhow::Result<Tls> {
     let leaf_key = KeyPair::generate()?;
     let mut names = vec!["localhost".to_owned()];
     names.extend((1..=16).map(|i| format!("127.0.0.{i}")));
-    let leaf = CertificateParams::new(names)?.signed_by(&leaf_key, &issuer)?;
+    let mut leaf_params = CertificateParams::new(names)?;
+    // A realistic lifetime (90 days from yesterday) so days-left figures read naturally.
+    use chrono::Datelike;
+    let from = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let until = from + chrono::Days::new(90);
+    leaf_params.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
+    leaf_params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
     let good = acceptor(leaf.der().clone(), leaf_key.serialize_der())?;
 
     let bad_key = KeyPair::generate()?;

@@ -11,7 +11,7 @@ use shared::DomainConfig;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
-use crate::helpers::{domain, test_config, TestAgent, TestApp, WAIT};
+use crate::helpers::{agents_config, domain, TestAgent, TestApp, WAIT};
 
 /// Redis's hash as a map of domain id → config.
 async fn redis_domains(redis: &Client, prefix: &str) -> BTreeMap<String, DomainConfig> {
@@ -21,12 +21,12 @@ async fn redis_domains(redis: &Client, prefix: &str) -> BTreeMap<String, DomainC
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn changes_reach_running_agents_of_the_right_regions(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = TestApp::spawn_with_agents(pool).await;
     let ams = app.agent("ams").await;
     let sin = app.agent("sin").await;
 
-    let everywhere = app.create_domain(domain("https://example.com/a")).await;
-    let ams_only = app.create_domain(json!({"url": "https://example.com/b", "regions": ["ams"]})).await;
+    let everywhere = app.create_domain(domain("https://192.0.2.1/a")).await;
+    let ams_only = app.create_domain(json!({"url": "https://192.0.2.1/b", "regions": ["ams"]})).await;
     ams.wait_for("both domains in ams", |c| c.len() == 2).await;
     sin.wait_for("the all-regions domain in sin", |c| c.len() == 1).await;
     assert!(sin.has(&everywhere) && !sin.has(&ams_only));
@@ -59,10 +59,10 @@ async fn changes_reach_running_agents_of_the_right_regions(pool: PgPool) {
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn delete_removes_the_domain_from_every_agent(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = TestApp::spawn_with_agents(pool).await;
     let agents = [app.agent("ams").await, app.agent("iad").await, app.agent("sin").await];
-    let id = app.create_domain(domain("https://example.com")).await;
-    let keep = app.create_domain(domain("https://example.org")).await;
+    let id = app.create_domain(domain("https://192.0.2.1")).await;
+    let keep = app.create_domain(domain("https://192.0.2.2")).await;
     for agent in &agents {
         agent.wait_for("both domains", |c| c.len() == 2).await;
     }
@@ -77,10 +77,10 @@ async fn delete_removes_the_domain_from_every_agent(pool: PgPool) {
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn flushed_redis_is_rebuilt_and_agents_keep_their_catalog_meanwhile(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = TestApp::spawn_with_agents(pool).await;
     let agent = app.agent("ams").await;
     for i in 0..5 {
-        app.create_domain(domain(&format!("https://example.com/{i}"))).await;
+        app.create_domain(domain(&format!("https://192.0.2.1/{i}"))).await;
     }
     agent.wait_for("five domains", |c| c.len() == 5).await;
 
@@ -95,15 +95,15 @@ async fn flushed_redis_is_rebuilt_and_agents_keep_their_catalog_meanwhile(pool: 
     assert_eq!(redis_domains(&app.redis, app.prefix()).await.len(), 5);
 
     // After the rebuild, changes flow again and the agent converges.
-    app.create_domain(domain("https://example.com/after")).await;
+    app.create_domain(domain("https://192.0.2.1/after")).await;
     agent.wait_for("change after rebuild", |c| c.len() == 6).await;
     app.stop().await;
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn drifted_hash_is_repaired_by_the_reconciler(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let id = app.create_domain(domain("https://example.com")).await;
+    let app = TestApp::spawn_with_agents(pool).await;
+    let id = app.create_domain(domain("https://192.0.2.1")).await;
     eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 1) }).await;
     let _: () = app.redis.hdel(format!("{}:domains", app.prefix()), &id).await.unwrap();
     let outcome = app.publisher.reconcile().await.unwrap();
@@ -116,14 +116,14 @@ async fn drifted_hash_is_repaired_by_the_reconciler(pool: PgPool) {
 async fn redis_outage_keeps_agents_probing_and_converges_after_restart(pool: PgPool) {
     let mut redis = RedisServer::start().await;
     let prefix = random_prefix("outage");
-    let app = TestApp::spawn_with(pool, test_config(&prefix, &redis.url())).await;
+    let app = TestApp::spawn_with(pool, agents_config(&prefix, &redis.url())).await;
     let agent = TestAgent::spawn(&redis.url(), &prefix, "ams").await;
-    let first = app.create_domain(domain("https://example.com/1")).await;
+    let first = app.create_domain(domain("https://192.0.2.1/1")).await;
     agent.wait_for("first domain", |c| c.len() == 1).await;
 
     redis.stop();
     // The API keeps accepting changes: Postgres is the source of truth.
-    let second = app.create_domain(domain("https://example.com/2")).await;
+    let second = app.create_domain(domain("https://192.0.2.1/2")).await;
     eventually(WAIT, "the agent to notice the outage", || async {
         (agent.metrics.redis_up.get() == 0).then_some(())
     })
@@ -145,7 +145,7 @@ async fn commit_directly(pool: &PgPool, tenant: uuid::Uuid, url: &str) -> String
         min_interval_s: 1,
         max_interval_s: 3600,
         max_timeout_ms: 60_000,
-        allow_private_targets: false,
+        allow_private_targets: true,
         regions: ["ams".to_owned()].into(),
     };
     let request = json!({ "url": url });
@@ -162,13 +162,13 @@ async fn changes_committed_while_no_publisher_ran_are_published_at_start(pool: P
     let tenant = control_plane::tenants::create_tenant(&pool, "crashed").await.unwrap().tenant_id;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(commit_directly(&pool, tenant, &format!("https://example.com/{i}")).await);
+        ids.push(commit_directly(&pool, tenant, &format!("https://192.0.2.1/{i}")).await);
     }
     store::delete(&pool, tenant, ids[0].parse().unwrap()).await.unwrap();
 
     let prefix = random_prefix("crash");
     let agent = TestAgent::spawn("redis://127.0.0.1:6379", &prefix, "ams").await;
-    let app = TestApp::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await;
+    let app = TestApp::spawn_with(pool, agents_config(&prefix, "redis://127.0.0.1:6379")).await;
     agent.wait_for("the two surviving domains", |c| c.len() == 2 && c.version() == 4).await;
     assert!(!agent.has(&ids[0]) && agent.has(&ids[1]) && agent.has(&ids[2]));
     app.stop().await;
@@ -176,16 +176,16 @@ async fn changes_committed_while_no_publisher_ran_are_published_at_start(pool: P
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn publisher_resumes_from_redis_version_after_a_crash(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = TestApp::spawn_with_agents(pool.clone()).await;
     let agent = app.agent("ams").await;
-    app.create_domain(domain("https://example.com/1")).await;
+    app.create_domain(domain("https://192.0.2.1/1")).await;
     agent.wait_for("first", |c| c.len() == 1).await;
     let prefix = app.prefix().to_owned();
     app.shutdown().await;
 
     // Commits while no publisher runs.
     let tenant = control_plane::tenants::create_tenant(&pool, "later").await.unwrap().tenant_id;
-    commit_directly(&pool, tenant, "https://example.com/2").await;
+    commit_directly(&pool, tenant, "https://192.0.2.1/2").await;
 
     // A fresh publisher on the same prefix applies exactly the missing change, incrementally.
     let redis =
@@ -202,8 +202,8 @@ async fn publisher_resumes_from_redis_version_after_a_crash(pool: PgPool) {
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn two_replicas_publish_every_version_once_in_order(pool: PgPool) {
     let prefix = random_prefix("replicas");
-    let a = TestApp::spawn_with(pool.clone(), test_config(&prefix, "redis://127.0.0.1:6379")).await;
-    let b = TestApp::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await;
+    let a = TestApp::spawn_with(pool.clone(), agents_config(&prefix, "redis://127.0.0.1:6379")).await;
+    let b = TestApp::spawn_with(pool, agents_config(&prefix, "redis://127.0.0.1:6379")).await;
     let agent = a.agent("ams").await;
 
     // Watch the notices: versions must arrive strictly increasing by one.
@@ -217,7 +217,7 @@ async fn two_replicas_publish_every_version_once_in_order(pool: PgPool) {
 
     let writes = (0..40).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
-        async move { app.create_domain(domain(&format!("https://example.com/{i}"))).await }
+        async move { app.create_domain(domain(&format!("https://192.0.2.1/{i}"))).await }
     });
     let ids = futures::future::join_all(writes).await;
     let final_version = a.pg_version().await;
@@ -244,9 +244,9 @@ async fn two_replicas_publish_every_version_once_in_order(pool: PgPool) {
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn agent_metrics_and_debug_catalog_are_served(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = TestApp::spawn_with_agents(pool).await;
     let agent = app.agent("iad").await;
-    app.create_domain(domain("https://example.com")).await;
+    app.create_domain(domain("https://192.0.2.1")).await;
     agent.wait_for("one domain", |c| c.len() == 1).await;
     let base = format!("http://{}", agent.addr);
     assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), StatusCode::OK);
@@ -262,14 +262,14 @@ async fn agent_metrics_and_debug_catalog_are_served(pool: PgPool) {
     let catalog: serde_json::Value =
         reqwest::get(format!("{base}/debug/catalog")).await.unwrap().json().await.unwrap();
     assert_eq!(catalog["region"], "iad");
-    assert_eq!(catalog["domains"][0]["url"], "https://example.com/");
+    assert_eq!(catalog["domains"][0]["url"], "https://192.0.2.1/");
     app.stop().await;
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn redis_ahead_of_postgres_or_behind_a_pruned_log_is_rebuilt(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let id = app.create_domain(domain("https://example.com")).await;
+    let app = TestApp::spawn_with_agents(pool).await;
+    let id = app.create_domain(domain("https://192.0.2.1")).await;
     eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 1) }).await;
     let version_key = format!("{}:domains:version", app.prefix());
 
@@ -283,7 +283,7 @@ async fn redis_ahead_of_postgres_or_behind_a_pruned_log_is_rebuilt(pool: PgPool)
     assert_eq!(domains.keys().collect::<Vec<_>>(), [&id]);
 
     // Behind a pruned log: the change log no longer reaches Redis's version.
-    app.create_domain(domain("https://example.org")).await;
+    app.create_domain(domain("https://192.0.2.2")).await;
     eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 2) }).await;
     let (redis, pool, prefix) = (app.redis.clone(), app.pool.clone(), app.prefix().to_owned());
     app.shutdown().await;
@@ -315,12 +315,12 @@ async fn two_replicas_starting_on_an_empty_redis_rebuild_once(pool: PgPool) {
     subscriber.init().await.unwrap();
     let mut messages = subscriber.message_rx();
     subscriber.subscribe(format!("{prefix}:domains:changes")).await.unwrap();
-    let config = test_config(&prefix, "redis://127.0.0.1:6379");
+    let config = agents_config(&prefix, "redis://127.0.0.1:6379");
     let (a, b) =
         tokio::join!(TestApp::spawn_with(pool.clone(), config.clone()), TestApp::spawn_with(pool, config));
     eventually(WAIT, "initial publication", || async { a.redis_version().await }).await;
     // A later change proves the publishers are past start-up; count the resync notices before it.
-    a.create_domain(domain("https://example.com")).await;
+    a.create_domain(domain("https://192.0.2.1")).await;
     let mut resyncs = 0;
     loop {
         let message = tokio::time::timeout(WAIT, messages.recv()).await.expect("notice").unwrap();

@@ -42,7 +42,19 @@ pub fn test_config(prefix: &str, redis_url: &str) -> Config {
     }
 }
 
+/// For tests with running agents: domains point at documentation addresses (192.0.2.0/24),
+/// which the API accepts here and the agents' SSRF guard refuses before any packet is sent, so
+/// agents that happen to probe during a test never reach the network.
+pub fn agents_config(prefix: &str, redis_url: &str) -> Config {
+    Config { allow_private_targets: true, ..test_config(prefix, redis_url) }
+}
+
 impl TestApp {
+    pub async fn spawn_with_agents(pool: PgPool) -> Self {
+        let prefix = random_prefix("cp");
+        Self::spawn_with(pool, agents_config(&prefix, "redis://127.0.0.1:6379")).await
+    }
+
     pub async fn spawn(pool: PgPool) -> Self {
         let prefix = random_prefix("cp");
         Self::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await

@@ -28,7 +28,7 @@ impl Fixture {
     fn config(&self, regions: &[&str], version: u64) -> DomainConfig {
         DomainConfig {
             id: DomainId::new(),
-            url: format!("https://example.com/{version}"),
+            url: format!("https://192.0.2.1/{version}"),
             method: HttpMethod::Get,
             expected_status: StatusRange::SUCCESS,
             keyword: None,
