@@ -270,3 +270,76 @@ async fn unreadable_entries_are_skipped_and_counted() {
     );
     fx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_running_agent_probes_what_redis_publishes_and_refuses_private_targets_by_default() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A tiny HTTP target on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+
+    let fx = Fixture::new("probing").await;
+    let mut target = fx.config(&[], 1);
+    target.url = format!("http://127.0.0.1:{port}/health");
+    target.interval_s = 1;
+    target.keyword = Some("ok".into());
+    fx.put(&target, false).await;
+
+    // Without an allow-list the guard refuses the loopback target before connecting.
+    let strict = fx.agent("ams").await;
+    let blocked = || {
+        strict
+            .metrics
+            .probes
+            .get_or_create(&probe_agent::metrics::OutcomeLabels { outcome: "blocked_target".into() })
+            .get()
+    };
+    eventually(WAIT, "a refused probe", || async { (blocked() >= 1).then_some(()) }).await;
+    drop(strict);
+
+    // With loopback allowed, the agent probes it and serves the result.
+    let config = probe_agent::Config {
+        region: "ams".into(),
+        redis_prefix: fx.prefix.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allow_private: vec!["127.0.0.0/8".parse().unwrap()],
+        ..probe_agent::Config::default()
+    };
+    let agent = probe_agent::Agent::build(config).await.unwrap();
+    let addr = agent.local_addr();
+    let latest = agent.latest();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(agent.run_until(shutdown.clone()));
+    let result = eventually(WAIT, "a successful probe", || {
+        let result = latest.get(&target.id).filter(|r| r.report.ok);
+        async move { result }
+    })
+    .await;
+    assert_eq!(result.report.status, Some(200));
+    assert_eq!(result.report.keyword_matched, Some(true));
+    assert_eq!(result.config_version, 1);
+    let body: serde_json::Value =
+        reqwest::get(format!("http://{addr}/debug/results")).await.unwrap().json().await.unwrap();
+    assert_eq!(body["results"][0]["domain_id"], target.id.to_string());
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    for name in [
+        "probe_agent_probes_total{outcome=\"ok\"}",
+        "probe_agent_schedule_lag_seconds_bucket",
+        "probe_agent_results_dropped_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    shutdown.cancel();
+    fx.cleanup().await;
+}
