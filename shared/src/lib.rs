@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod identity;
 pub mod keys;
 pub mod netguard;
 pub mod ops;
@@ -42,7 +43,7 @@ mod tidy {
     fn every_module_says_what_it_is_for() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
-        for krate in ["shared", "control-plane", "probe-agent", "bench"] {
+        for krate in ["shared", "control-plane", "probe-agent", "certs", "bench"] {
             rust_files(&root.join(krate), &mut files);
         }
         assert!(files.len() > 20, "found only {} files", files.len());
