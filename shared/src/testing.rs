@@ -127,3 +127,21 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A domain configuration for tests: GET, 2xx expected, no keyword, every region, pointing at a
+/// documentation address (192.0.2.1) that the SSRF guard refuses, so an agent that happens to
+/// probe it sends nothing.
+pub fn sample_domain(interval_s: u32, version: u64) -> crate::DomainConfig {
+    crate::DomainConfig {
+        id: crate::DomainId::new(),
+        url: format!("https://192.0.2.1/{version}"),
+        method: crate::HttpMethod::Get,
+        expected_status: crate::StatusRange::SUCCESS,
+        keyword: None,
+        interval_s,
+        timeout_ms: 1000,
+        regions: Vec::new(),
+        paused: false,
+        version,
+    }
+}

@@ -124,20 +124,11 @@ pub fn on_notice(current: u64, notice: &ChangeNotice) -> NoticeAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::{HttpMethod, StatusRange};
 
     fn config(regions: &[&str], version: u64) -> DomainConfig {
         DomainConfig {
-            id: DomainId::new(),
-            url: "https://example.com".into(),
-            method: HttpMethod::Get,
-            expected_status: StatusRange::SUCCESS,
-            keyword: None,
-            interval_s: 60,
-            timeout_ms: 5000,
             regions: regions.iter().map(|s| s.to_string()).collect(),
-            paused: false,
-            version,
+            ..shared::testing::sample_domain(60, version)
         }
     }
 

@@ -213,21 +213,9 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::{HttpMethod, StatusRange};
 
     fn config(interval_s: u32) -> Arc<DomainConfig> {
-        Arc::new(DomainConfig {
-            id: DomainId::new(),
-            url: "https://example.com".into(),
-            method: HttpMethod::Get,
-            expected_status: StatusRange::SUCCESS,
-            keyword: None,
-            interval_s,
-            timeout_ms: 1000,
-            regions: vec![],
-            paused: false,
-            version: 1,
-        })
+        Arc::new(shared::testing::sample_domain(interval_s, 1))
     }
 
     fn anchor() -> Anchor {

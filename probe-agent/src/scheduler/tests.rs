@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -59,18 +59,7 @@ impl FakeProber {
 }
 
 fn config(interval_s: u32, version: u64) -> DomainConfig {
-    DomainConfig {
-        id: DomainId::new(),
-        url: "https://example.com".into(),
-        method: HttpMethod::Get,
-        expected_status: StatusRange::SUCCESS,
-        keyword: None,
-        interval_s,
-        timeout_ms: 1000,
-        regions: vec![],
-        paused: false,
-        version,
-    }
+    shared::testing::sample_domain(interval_s, version)
 }
 
 struct Harness {

@@ -6,7 +6,7 @@ use fred::prelude::*;
 use probe_agent::catalog::sync::CatalogHandle;
 use probe_agent::metrics::{Metrics, ReasonLabels};
 use shared::testing::{delete_prefix, eventually, random_prefix};
-use shared::{ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{ChangeNotice, ChangeOp, DomainConfig, DomainId};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -27,16 +27,9 @@ impl Fixture {
 
     fn config(&self, regions: &[&str], version: u64) -> DomainConfig {
         DomainConfig {
-            id: DomainId::new(),
-            url: format!("https://192.0.2.1/{version}"),
-            method: HttpMethod::Get,
-            expected_status: StatusRange::SUCCESS,
-            keyword: None,
-            interval_s: 60,
-            timeout_ms: 5000,
             regions: regions.iter().map(|s| s.to_string()).collect(),
-            paused: false,
-            version,
+            timeout_ms: 5000,
+            ..shared::testing::sample_domain(60, version)
         }
     }
 
