@@ -351,14 +351,25 @@ impl Publisher {
                 () = cancel.cancelled() => break,
                 () = self.wake.notified() => Step::CatchUp,
                 notification = recv(&mut listener) => match notification {
-                    Ok(()) => Step::CatchUp,
+                    Ok(()) => {
+                        // One catch-up covers every commit announced so far.
+                        if let Some(l) = listener.as_mut() {
+                            while l.next_buffered().is_some() {}
+                        }
+                        Step::CatchUp
+                    }
                     Err(error) => {
                         tracing::warn!(error = %error, "config LISTEN connection failed; reopening");
                         listener = self.listen().await;
                         Step::CatchUp
                     }
                 },
-                _ = poll.tick() => Step::CatchUp,
+                _ = poll.tick() => {
+                    if listener.is_none() {
+                        listener = self.listen().await;
+                    }
+                    Step::CatchUp
+                }
                 _ = reconcile.tick() => Step::Reconcile,
             };
             let result = match step {

@@ -6,13 +6,13 @@
 //! `probe_agent_results_dropped_total`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use shared::DomainId;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::catalog::sync::CatalogHandle;
 use crate::metrics::Metrics;
@@ -54,25 +54,50 @@ impl ProbeResult {
 pub struct ResultSink {
     tx: mpsc::Sender<ProbeResult>,
     metrics: Metrics,
+    /// Unix second of the last "dropped" warning, so a saturated queue logs once per interval.
+    last_warning: Arc<AtomicU64>,
 }
+
+const DROP_WARNING_EVERY_S: u64 = 10;
 
 impl ResultSink {
     /// Queues a result; never waits. A full queue drops the result and counts it.
     pub fn push(&self, result: ProbeResult) {
-        if let Err(error) = self.tx.try_send(result) {
-            self.metrics.results_dropped.inc();
-            let result = match &error {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
-            };
-            tracing::warn!(domain_id = %result.domain_id, "result queue full; result dropped");
+        match self.tx.try_send(result) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(result)) => {
+                self.metrics.results_dropped.inc();
+                let now = unix_seconds();
+                let last = self.last_warning.load(Ordering::Relaxed);
+                if now >= last + DROP_WARNING_EVERY_S
+                    && self
+                        .last_warning
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        domain_id = %result.domain_id,
+                        dropped_total = self.metrics.results_dropped.get(),
+                        "result queue full; results are being dropped"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(result)) => {
+                self.metrics.results_dropped.inc();
+                tracing::debug!(domain_id = %result.domain_id, "result after the consumer stopped; dropped");
+            }
         }
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A bounded result queue.
 pub fn queue(capacity: usize, metrics: Metrics) -> (ResultSink, mpsc::Receiver<ProbeResult>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (ResultSink { tx, metrics }, rx)
+    (ResultSink { tx, metrics, last_warning: Arc::new(AtomicU64::new(0)) }, rx)
 }
 
 /// The latest result of each domain. A plain mutex: it is only held to swap one entry, never
@@ -101,15 +126,14 @@ impl LatestResults {
     }
 }
 
-/// Drains the queue until it closes or `cancel` fires: counts outcomes, logs refusals by the
-/// SSRF guard with the domain id, and keeps the latest result per domain. Stands in for the
-/// uplink to the control plane.
+/// Drains the queue until every sender is gone (the scheduler and its workers stopped, so the
+/// last results are kept): counts outcomes, logs refusals by the SSRF guard with the domain id,
+/// and keeps the latest result per domain. Stands in for the uplink to the control plane.
 pub async fn consume(
     mut rx: mpsc::Receiver<ProbeResult>,
     latest: LatestResults,
     catalog: CatalogHandle,
     metrics: Metrics,
-    cancel: CancellationToken,
 ) {
     let mut prune = tokio::time::interval(Duration::from_secs(60));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,14 +147,6 @@ pub async fn consume(
             _ = prune.tick() => {
                 let current = catalog.current();
                 latest.retain(|id| current.get(id).is_some());
-            }
-            () = cancel.cancelled() => {
-                // Take what is already queued, then stop.
-                while let Ok(result) = rx.try_recv() {
-                    record(&metrics, &result);
-                    latest.insert(result);
-                }
-                break;
             }
         }
     }

@@ -110,7 +110,6 @@ impl Agent {
             self.latest.clone(),
             self.handle.clone(),
             self.metrics.clone(),
-            shutdown.child_token(),
         ));
         let app =
             ops_router(self.handle.clone(), self.latest.clone(), self.registry.clone(), self.config.clone());

@@ -126,8 +126,10 @@ fn classify_v6(ip: Ipv6Addr) -> Option<BlockedRange> {
     }
     let bits = u128::from(ip);
     // Forms that embed an IPv4 address: judge the embedded address.
-    // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible, deprecated), 64:ff9b::a.b.c.d (NAT64).
+    // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (translated), ::a.b.c.d (compatible,
+    // deprecated), 64:ff9b::a.b.c.d (NAT64).
     if in_v6(ip, [0, 0, 0, 0, 0, 0xffff, 0, 0], 96)
+        || in_v6(ip, [0, 0, 0, 0, 0xffff, 0, 0, 0], 96)
         || in_v6(ip, [0, 0, 0, 0, 0, 0, 0, 0], 96)
         || in_v6(ip, [0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96)
     {
@@ -166,10 +168,12 @@ impl TargetPolicy {
         Self { allow }
     }
 
-    /// `Ok(())` when `ip` may be connected to, or the range that forbids it.
+    /// `Ok(())` when `ip` may be connected to, or the range that forbids it. Cloud metadata
+    /// addresses are refused even when an allow-list entry covers them.
     pub fn check(&self, ip: IpAddr) -> Result<(), BlockedRange> {
         match classify(ip) {
             None => Ok(()),
+            Some(BlockedRange::CloudMetadata) => Err(BlockedRange::CloudMetadata),
             Some(_) if self.allow.iter().any(|net| net.contains(&ip)) => Ok(()),
             Some(range) => Err(range),
         }
@@ -220,6 +224,8 @@ mod tests {
             ("::ffff:10.0.0.1", Some(Private)),
             ("::ffff:169.254.169.254", Some(CloudMetadata)),
             ("::ffff:8.8.8.8", None),
+            ("::ffff:0:127.0.0.1", Some(Loopback)),
+            ("::ffff:0:10.1.1.1", Some(Private)),
             ("::127.0.0.1", Some(Loopback)),
             ("64:ff9b::10.0.0.1", Some(Private)),
             ("64:ff9b::192.168.0.1", Some(Private)),
@@ -256,5 +262,8 @@ mod tests {
         assert_eq!(policy.check("10.0.0.1".parse().unwrap()), Err(BlockedRange::Private));
         assert_eq!(policy.check("8.8.8.8".parse().unwrap()), Ok(()));
         assert_eq!(TargetPolicy::default().check("::1".parse().unwrap()), Err(BlockedRange::Loopback));
+        let link_local = TargetPolicy::allowing(vec!["169.254.0.0/16".parse().unwrap()]);
+        assert_eq!(link_local.check("169.254.1.1".parse().unwrap()), Ok(()));
+        assert_eq!(link_local.check("169.254.169.254".parse().unwrap()), Err(BlockedRange::CloudMetadata));
     }
 }

@@ -72,8 +72,11 @@ pub async fn list(
         None | Some("") => None,
         Some(c) => Some(c.parse::<DomainId>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))?),
     };
-    let page = store::list(&state.pool, p.tenant_id, after, limit).await?;
-    let next_cursor = if page.len() == limit as usize { page.last().map(|d| d.id.to_string()) } else { None };
+    // One row more than asked tells whether another page exists.
+    let mut page = store::list(&state.pool, p.tenant_id, after, limit + 1).await?;
+    let more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let next_cursor = if more { page.last().map(|d| d.id.to_string()) } else { None };
     let items: Vec<Value> = page.iter().map(view).collect();
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }

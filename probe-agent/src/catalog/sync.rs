@@ -228,21 +228,22 @@ impl CatalogSync {
         }
     }
 
-    /// Compares the catalog's version with Redis's; resyncs when they differ.
-    async fn check_version(&self) -> Result<(), SyncError> {
+    /// Compares the catalog's version with Redis's. Redis behind the catalog (rebuilt or
+    /// restored) resyncs at once. Redis ahead is normal for a moment (notices in flight), so it
+    /// resyncs only when the catalog has still not reached, by the next check, the version Redis
+    /// had at this one: the notice for it was lost.
+    async fn check_version(&self, ahead_at_last_check: &mut Option<u64>) -> Result<(), SyncError> {
         let remote: Option<u64> = self.client.get(self.keys.version()).await?;
-        match remote {
-            Some(v) if v != self.current().version() => {
-                tracing::info!(
-                    redis_version = v,
-                    catalog_version = self.current().version(),
-                    "catalog version differs from redis"
-                );
-                self.resync("version_check").await
-            }
-            Some(_) => Ok(()),
-            None => Err(SyncError::NotPublished),
+        let local = self.current().version();
+        let Some(remote) = remote else { return Err(SyncError::NotPublished) };
+        let lost = ahead_at_last_check.is_some_and(|earlier| local < earlier);
+        if remote < local || lost {
+            tracing::info!(redis_version = remote, catalog_version = local, "catalog out of step with redis");
+            *ahead_at_last_check = None;
+            return self.resync("version_check").await;
         }
+        *ahead_at_last_check = (remote > local).then_some(remote);
+        Ok(())
     }
 
     /// Runs until `cancel`.
@@ -258,6 +259,7 @@ impl CatalogSync {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.reset();
         let mut first_connect_seen = false;
+        let mut ahead_at_last_check = None;
 
         loop {
             tokio::select! {
@@ -304,7 +306,7 @@ impl CatalogSync {
                     }
                 },
                 _ = check.tick() => {
-                    if let Err(error) = self.check_version().await {
+                    if let Err(error) = self.check_version(&mut ahead_at_last_check).await {
                         self.metrics.error("version_check");
                         tracing::warn!(error = %error, "catalog version check failed");
                     }

@@ -76,11 +76,13 @@ pub struct BodyReader {
     scanner: Option<KeywordScanner>,
     /// Bytes read (and searched) so far, never more than the limit.
     pub read: u64,
+    /// Whether the keyword has been seen (stays meaningful when the read is abandoned).
+    pub found: bool,
 }
 
 impl BodyReader {
     pub fn new(limit: u64, keyword: Option<&str>) -> Self {
-        Self { limit, scanner: keyword.map(KeywordScanner::new), read: 0 }
+        Self { limit, scanner: keyword.map(KeywordScanner::new), read: 0, found: false }
     }
 
     /// Reads until the body ends or the limit is reached, searching for the keyword on the way.
@@ -93,21 +95,21 @@ impl BodyReader {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let mut found = self.scanner.as_mut().is_some_and(|s| s.feed(&[]));
+        self.found = self.scanner.as_mut().is_some_and(|s| s.feed(&[]));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("reading the body failed: {e}"))?;
             let Ok(data) = frame.into_data() else { continue };
             let room = usize::try_from(self.limit - self.read).unwrap_or(usize::MAX);
             let chunk = &data[..data.len().min(room)];
             self.read += chunk.len() as u64;
-            if !found && self.scanner.as_mut().is_some_and(|s| s.feed(chunk)) {
-                found = true;
+            if !self.found && self.scanner.as_mut().is_some_and(|s| s.feed(chunk)) {
+                self.found = true;
             }
             if chunk.len() < data.len() || (self.read == self.limit && !body.is_end_stream()) {
-                return Ok(if found { BodyEnd::Found } else { BodyEnd::LimitReached });
+                return Ok(if self.found { BodyEnd::Found } else { BodyEnd::LimitReached });
             }
         }
-        Ok(if found { BodyEnd::Found } else { BodyEnd::Ended })
+        Ok(if self.found { BodyEnd::Found } else { BodyEnd::Ended })
     }
 }
 

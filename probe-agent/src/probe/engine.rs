@@ -294,7 +294,19 @@ impl Engine {
         let mut reader = BodyReader::new(self.settings.max_body_bytes, keyword);
         let (outcome, _) = clock.phase(Phase::Body, None, reader.run(&mut body)).await;
         report.body_bytes = reader.read;
-        let end = outcome?.map_err(|e| Failure::new(ErrorKind::Http, e.to_lowercase()))?;
+        // Once the verdict is known (no keyword to look for, or the keyword seen), a body that
+        // is still streaming when time runs out (server-sent events, long polls, slow links)
+        // does not turn a passing probe into a timeout.
+        let verdict_known = keyword.is_none() || reader.found;
+        let end = match outcome {
+            Err(_) if verdict_known => {
+                if keyword.is_some() {
+                    report.keyword_matched = Some(true);
+                }
+                return Ok(());
+            }
+            outcome => outcome?.map_err(|e| Failure::new(ErrorKind::Http, e.to_lowercase()))?,
+        };
         if keyword.is_none() {
             return Ok(());
         }

@@ -117,6 +117,7 @@ impl Scheduler {
         for _ in 0..slots {
             workers.spawn(worker(
                 queue.clone(),
+                cancel.clone(),
                 self.prober.clone(),
                 self.sink.clone(),
                 self.metrics.clone(),
@@ -170,7 +171,8 @@ impl Scheduler {
                 }
             }
         }
-        // Let workers finish the probes they hold so their results are not lost.
+        // Workers finish the probe they hold (bounded by its timeout) and stop; queued jobs are
+        // dropped, their slots come round again on the next start.
         jobs.close();
         while let Some(joined) = workers.join_next().await {
             if let Err(error) = joined {
@@ -205,12 +207,21 @@ impl Scheduler {
 /// One probe slot: takes jobs until the queue closes.
 async fn worker(
     jobs: async_channel::Receiver<Job>,
+    cancel: CancellationToken,
     prober: Arc<dyn Probe>,
     sink: ResultSink,
     metrics: Metrics,
     region: String,
 ) {
-    while let Ok(job) = jobs.recv().await {
+    loop {
+        let job = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            job = jobs.recv() => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         let lag = Instant::now().saturating_duration_since(job.planned);
         if job.trigger == Trigger::Scheduled {
             metrics.schedule_lag.observe(lag.as_secs_f64());

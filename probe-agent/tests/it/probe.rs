@@ -840,3 +840,44 @@ async fn the_total_timeout_covers_every_hop() {
     assert_eq!(report.redirects, vec![format!("http://{slow}/")]);
     assert!(report.timings.total_ms >= 300.0 && report.timings.total_ms < 3000.0, "{:?}", report.timings);
 }
+
+/// A server that sends the head and `first`, then keeps the body open without sending more.
+async fn stalled_body_server(first: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                read_request_head(&mut tcp).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+                    first.len()
+                );
+                let _ = tcp.write_all(head.as_bytes()).await;
+                // Hold the connection open until the client leaves.
+                let mut sink = [0u8; 64];
+                let _ = tcp.read(&mut sink).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_body_still_streaming_at_the_deadline_does_not_fail_a_probe_whose_verdict_is_known() {
+    let addr = stalled_body_server("event: status healthy").await;
+    let url = format!("http://{addr}/events");
+
+    let found = DomainConfig { timeout_ms: 300, ..with_keyword(url.clone(), "healthy") };
+    let report = probe(&prober(), &found).await;
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.keyword_matched, Some(true));
+
+    let no_keyword = DomainConfig { timeout_ms: 300, ..config(url.clone()) };
+    let report = probe(&prober(), &no_keyword).await;
+    assert!(report.ok, "{report:#?}");
+
+    let missing = DomainConfig { timeout_ms: 300, ..with_keyword(url, "absent") };
+    let report = probe(&prober(), &missing).await;
+    assert_failed(&report, ErrorKind::Timeout, "timeout");
+}
