@@ -119,8 +119,7 @@ pub async fn pause(
     Admin(p): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let patch = Map::from_iter([("paused".to_owned(), Value::Bool(true))]);
-    patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
+    set_paused(&state, p.tenant_id, parse_id(&id)?, true).await
 }
 
 pub async fn resume(
@@ -128,8 +127,21 @@ pub async fn resume(
     Admin(p): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let patch = Map::from_iter([("paused".to_owned(), Value::Bool(false))]);
-    patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
+    set_paused(&state, p.tenant_id, parse_id(&id)?, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    id: DomainId,
+    paused: bool,
+) -> Result<Json<Value>, ApiError> {
+    let written = store::set_paused(&state.pool, tenant_id, id, paused).await?;
+    if written.changed {
+        state.changed();
+        tracing::info!(domain_id = %id, version = written.version, paused, "domain pause state changed");
+    }
+    Ok(Json(view(&written.domain)))
 }
 
 pub async fn delete(

@@ -223,7 +223,8 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
-/// parsed against `policy`, while the domain row is locked.
+/// parsed against `policy`, while the domain row is locked. Only `keyword` and `quorum` may be
+/// `null` (cleared); a `null` elsewhere is an error rather than a silent reset to the default.
 pub async fn update(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -231,6 +232,15 @@ pub async fn update(
     patch: &serde_json::Map<String, Value>,
     policy: &Policy,
 ) -> Result<Written, StoreError> {
+    let nulls: Vec<_> =
+        patch.iter().filter(|(k, v)| v.is_null() && !matches!(k.as_str(), "keyword" | "quorum")).collect();
+    if !nulls.is_empty() {
+        let mut errors = FieldErrors::default();
+        for (key, _) in nulls {
+            errors.0.insert(key.clone(), "cannot be null (only keyword and quorum can be cleared)".into());
+        }
+        return Err(StoreError::Invalid(errors));
+    }
     let mut tx = pool.begin().await?;
     let current = lock(&mut tx, tenant_id, id).await?;
     let mut request = current.spec.to_request();
@@ -238,6 +248,30 @@ pub async fn update(
         request.insert(key.clone(), value.clone());
     }
     let spec = DomainSpec::parse(&request, policy).map_err(StoreError::Invalid)?;
+    write_if_changed(tx, current, spec).await
+}
+
+/// Pauses or resumes a domain. Unlike [`update`] it does not re-check the rest of the domain
+/// against today's policy: a domain that no longer passes (say, after the minimum interval was
+/// raised) can still be paused.
+pub async fn set_paused(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: DomainId,
+    paused: bool,
+) -> Result<Written, StoreError> {
+    let mut tx = pool.begin().await?;
+    let current = lock(&mut tx, tenant_id, id).await?;
+    let spec = DomainSpec { paused, ..current.spec.clone() };
+    write_if_changed(tx, current, spec).await
+}
+
+async fn write_if_changed(
+    mut tx: PgTransaction<'_>,
+    current: Domain,
+    spec: DomainSpec,
+) -> Result<Written, StoreError> {
+    let (id, tenant_id) = (current.id, current.tenant_id);
     if spec == current.spec {
         // Nothing changed: no new version, nothing to publish.
         return Ok(Written { version: current.version, domain: current, changed: false });

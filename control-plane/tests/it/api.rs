@@ -93,6 +93,14 @@ async fn invalid_requests_name_every_bad_field_and_write_nothing(pool: PgPool) {
     let response = app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"interval": 5_000_000})).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.pg_version().await, version_after_create);
+    // Only keyword and quorum can be cleared; null elsewhere is refused, not a reset.
+    let response =
+        app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"paused": null, "regions": null})).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["fields"]["paused"].as_str().unwrap().contains("null"), "{body}");
+    assert!(body["error"]["fields"]["regions"].is_string(), "{body}");
+    assert_eq!(app.pg_version().await, version_after_create);
     let log: i64 =
         sqlx::query_scalar("SELECT count(*) FROM config_changes").fetch_one(&app.pool).await.unwrap();
     assert_eq!(log, 1);
