@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use shared::testing::{delete_prefix, free_port, random_prefix};
+use shared::testing::free_port;
 use tokio::process::{Child, Command};
 
-use crate::env::{redis_client, redis_url, ScratchDb};
+use crate::env::{redis_url, Scratch, ScratchDb};
 
 const REGIONS: [&str; 3] = ["ams", "iad", "sin"];
 
@@ -48,12 +48,9 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Value> {
-    let db = ScratchDb::create("demo").await?;
-    let prefix = random_prefix("demo");
-    let result = walkthrough(&args, &db, &prefix).await;
-    let redis = redis_client().await?;
-    delete_prefix(&redis, &prefix).await?;
-    db.drop_now().await?;
+    let scratch = Scratch::create("demo").await?;
+    let result = walkthrough(&args, &scratch.db, &scratch.prefix).await;
+    scratch.cleanup().await?;
     result
 }
 

@@ -40,6 +40,25 @@ impl ScratchDb {
     }
 }
 
+/// A scratch database plus a private Redis prefix: what a run of the whole system needs.
+pub struct Scratch {
+    pub db: ScratchDb,
+    pub prefix: String,
+}
+
+impl Scratch {
+    pub async fn create(label: &str) -> anyhow::Result<Self> {
+        Ok(Self { db: ScratchDb::create(label).await?, prefix: shared::testing::random_prefix(label) })
+    }
+
+    /// Deletes the prefix's keys and drops the database.
+    pub async fn cleanup(self) -> anyhow::Result<()> {
+        let redis = redis_client().await?;
+        shared::testing::delete_prefix(&redis, &self.prefix).await?;
+        self.db.drop_now().await
+    }
+}
+
 pub async fn redis_client() -> anyhow::Result<Client> {
     let client = shared::redis::builder(&redis_url(), Default::default())?.build()?;
     client.init().await.context("connecting to redis")?;

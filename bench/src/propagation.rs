@@ -9,10 +9,9 @@ use anyhow::Context;
 use control_plane::{tenants, Application};
 use fred::prelude::*;
 use serde_json::{json, Value};
-use shared::testing::{delete_prefix, random_prefix};
 use tokio_util::sync::CancellationToken;
 
-use crate::env::{redis_client, redis_url, ScratchDb};
+use crate::env::{redis_client, redis_url, Scratch, ScratchDb};
 use crate::stats::percentile_ms;
 
 #[derive(Debug, clap::Args)]
@@ -31,12 +30,9 @@ pub struct Args {
 const APPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<Value> {
-    let db = ScratchDb::create("bench").await?;
-    let prefix = random_prefix("bench");
-    let result = measure(&args, &db, &prefix).await;
-    let redis = redis_client().await?;
-    delete_prefix(&redis, &prefix).await?;
-    db.drop_now().await?;
+    let scratch = Scratch::create("bench").await?;
+    let result = measure(&args, &scratch.db, &scratch.prefix).await;
+    scratch.cleanup().await?;
     result
 }
 

@@ -12,10 +12,6 @@ impl RedisKeys {
         Self { prefix: prefix.into() }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Hash of agent-facing domain configurations: field = domain id, value = JSON.
     pub fn domains(&self) -> String {
         format!("{}:domains", self.prefix)

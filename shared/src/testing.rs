@@ -34,7 +34,7 @@ pub fn random_prefix(label: &str) -> String {
 
 /// Deletes every key under `prefix` (never FLUSHALL: other tests share the server).
 pub async fn delete_prefix(client: &Client, prefix: &str) -> Result<(), fred::error::Error> {
-    let pattern = format!("{prefix}:*");
+    let pattern = crate::RedisKeys::new(prefix).pattern();
     let mut cursor = "0".to_owned();
     loop {
         let (next, keys): (String, Vec<String>) = client

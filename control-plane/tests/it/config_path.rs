@@ -104,7 +104,7 @@ async fn flushed_redis_is_rebuilt_and_agents_keep_their_catalog_meanwhile(pool: 
 async fn drifted_hash_is_repaired_by_the_reconciler(pool: PgPool) {
     let app = TestApp::spawn_with(pool, quiet_config()).await;
     let id = app.create_domain(domain("https://192.0.2.1")).await;
-    eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 1) }).await;
+    app.wait_published(1).await;
     let _: () = app.redis.hdel(format!("{}:domains", app.prefix()), &id).await.unwrap();
     let outcome = app.publisher.reconcile().await.unwrap();
     assert!(outcome.rebuilt);
@@ -283,7 +283,7 @@ async fn agent_metrics_and_debug_catalog_are_served(pool: PgPool) {
 async fn redis_ahead_of_postgres_or_behind_a_pruned_log_is_rebuilt(pool: PgPool) {
     let app = TestApp::spawn_with(pool, quiet_config()).await;
     let id = app.create_domain(domain("https://192.0.2.1")).await;
-    eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 1) }).await;
+    app.wait_published(1).await;
     let version_key = format!("{}:domains:version", app.prefix());
 
     // Ahead: e.g. Postgres restored from a backup older than what Redis saw.
@@ -297,7 +297,7 @@ async fn redis_ahead_of_postgres_or_behind_a_pruned_log_is_rebuilt(pool: PgPool)
 
     // Behind a pruned log: the change log no longer reaches Redis's version.
     app.create_domain(domain("https://192.0.2.2")).await;
-    eventually(WAIT, "published", || async { app.redis_version().await.filter(|v| *v == 2) }).await;
+    app.wait_published(2).await;
     let (redis, pool, prefix) = (app.redis.clone(), app.pool.clone(), app.prefix().to_owned());
     app.shutdown().await;
     // The stopped application closed its Redis client; a restarted publisher brings its own.

@@ -136,6 +136,12 @@ impl TestApp {
         self.redis.get(format!("{}:domains:version", self.prefix())).await.unwrap()
     }
 
+    /// Waits until Redis holds config `version`.
+    pub async fn wait_published(&self, version: u64) {
+        eventually(WAIT, "publication", || async { self.redis_version().await.filter(|v| *v == version) })
+            .await;
+    }
+
     pub async fn agent(&self, region: &str) -> TestAgent {
         TestAgent::spawn(&self.config.redis_url, self.prefix(), region).await
     }

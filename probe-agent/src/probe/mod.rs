@@ -214,10 +214,6 @@ impl Prober {
         Ok(Prober { engine: Arc::new(engine::Engine { settings, resolver, tls }) })
     }
 
-    pub fn settings(&self) -> &ProbeSettings {
-        &self.engine.settings
-    }
-
     /// Probes `config.url` once, within `config.timeout_ms` for everything (all redirect hops
     /// included). Never fails: every outcome is a report.
     ///

@@ -203,11 +203,6 @@ impl Plan {
         self.push(config.clone(), next);
         Some(Due { config, planned: at })
     }
-
-    /// The configuration of a scheduled domain.
-    pub fn get(&self, id: &DomainId) -> Option<&Arc<DomainConfig>> {
-        self.entries.get(id).map(|e| &e.config)
-    }
 }
 
 #[cfg(test)]

@@ -240,6 +240,11 @@ async fn raw_server(response: &'static [u8]) -> SocketAddr {
     addr
 }
 
+/// A 200 response head opening a chunked body whose first chunk is `first`.
+fn chunked_head(first: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n", first.len())
+}
+
 /// A server whose chunked body starts with `first` and then never ends.
 async fn endless_server(first: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,10 +253,7 @@ async fn endless_server(first: &'static str) -> SocketAddr {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 read_request_head(&mut tcp).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
-                    first.len()
-                );
+                let head = chunked_head(first);
                 if tcp.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
@@ -849,10 +851,7 @@ async fn stalled_body_server(first: &'static str) -> SocketAddr {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 read_request_head(&mut tcp).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
-                    first.len()
-                );
+                let head = chunked_head(first);
                 let _ = tcp.write_all(head.as_bytes()).await;
                 // Hold the connection open until the client leaves.
                 let mut sink = [0u8; 64];
