@@ -1,10 +1,13 @@
 //! The demo: starts the real binaries (`control-plane` and three `probe-agent`s named for three
-//! regions) as child processes on loopback, against a scratch database and a private Redis
-//! prefix, plus local probe targets (healthy, slow, failing, TLS, expired certificate). It
-//! creates a tenant, registers the targets, shows every agent's catalog following a create, an
-//! update and a delete made through the REST API, and prints each agent's latest results with
-//! their timing breakdown. Logs go to `.demo/logs/`. Everything is stopped and the
-//! scratch database dropped at the end (`--keep` leaves it all running until ctrl-c).
+//! regions) as child processes on loopback, against scratch databases (transactional and
+//! time-series) and a private Redis prefix, plus local probe targets (healthy, slow, failing,
+//! TLS, expired certificate). It issues the certificates with the `certs` tool, creates a
+//! tenant, registers the targets, shows every agent's catalog following a create, an update and
+//! a delete made through the REST API, prints each agent's latest results with their timing
+//! breakdown, then shows the results arriving over mutual TLS: agents per region, and uptime
+//! and latency percentiles read back through the API. Logs go to `.demo/logs/`. Everything is
+//! stopped and the scratch databases dropped at the end (`--keep` leaves it all running until
+//! ctrl-c).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,16 +52,52 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
 
 pub async fn run(args: Args) -> anyhow::Result<Value> {
     let scratch = Scratch::create("demo").await?;
-    let result = walkthrough(&args, &scratch.db, &scratch.prefix).await;
+    let result = walkthrough(&args, &scratch.db, &scratch.timeseries, &scratch.prefix).await;
     scratch.cleanup().await?;
     result
 }
 
-async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Result<Value> {
+/// Runs the `certs` tool with `args`, printing the command and its output.
+async fn certs(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new(binary("certs")?).arg("--out").arg(dir).args(args).output().await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "certs {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!(
+        "   certs {}  ->  {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or("")
+    );
+    Ok(())
+}
+
+async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) -> anyhow::Result<Value> {
     let logs = PathBuf::from(".demo/logs");
     std::fs::create_dir_all(&logs)?;
+    let pki = std::fs::canonicalize(".demo")?.join("certs");
+    let _ = std::fs::remove_dir_all(&pki);
+
+    step("0. certificates: a CA, the control plane's server certificate, one client certificate per region");
+    certs(&pki, &["ca", "--name", "Crosscheck demo CA"]).await?;
+    certs(&pki, &["server", "--dns", "localhost", "--ip", "127.0.0.1"]).await?;
+    for region in REGIONS {
+        certs(&pki, &["agent", "--region", region, "--agent-id", &format!("{region}-1"), "--days", "7"])
+            .await?;
+    }
+    let path = |name: &str| pki.join(name).display().to_string();
+
     let api_port = free_port();
+    let ingest_port = free_port();
     let control_env = [
+        ("CROSSCHECK_TIMESERIES_URL", ts.url.clone()),
+        ("CROSSCHECK_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
+        ("CROSSCHECK_TLS_CA", path("ca.pem")),
+        ("CROSSCHECK_TLS_CERT", path("server.pem")),
+        ("CROSSCHECK_TLS_KEY", path("server.key")),
+        // Roll-ups are brought up to date every 2 s so the demo can read them back at once.
+        ("CROSSCHECK_ROLLUP_REFRESH_INTERVAL_S", "2".to_owned()),
         ("CROSSCHECK_DATABASE_URL", db.url.clone()),
         ("CROSSCHECK_REDIS_URL", redis_url()),
         ("CROSSCHECK_REDIS_PREFIX", prefix.to_owned()),
@@ -67,6 +106,8 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
         // The demo's targets live on 127.0.0.1 and probe every few seconds.
         ("CROSSCHECK_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
         ("CROSSCHECK_MIN_INTERVAL_S", "2".to_owned()),
+        // The demo's webhook receiver listens on 127.0.0.1.
+        ("CROSSCHECK_NOTIFY_ALLOW_PRIVATE", "[\"127.0.0.0/8\"]".to_owned()),
     ];
 
     step("1. create a tenant (control-plane create-tenant)");
@@ -114,6 +155,10 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
             .env("CROSSCHECK_AGENT_LISTEN", format!("127.0.0.1:{port}"))
             .env("CROSSCHECK_AGENT_ALLOW_PRIVATE", "[\"127.0.0.0/8\"]")
             .env("CROSSCHECK_AGENT_EXTRA_ROOTS_PEM", &ca_path)
+            .env("CROSSCHECK_AGENT_CONTROL_PLANE_URL", format!("https://localhost:{ingest_port}"))
+            .env("CROSSCHECK_AGENT_TLS_CA", path("ca.pem"))
+            .env("CROSSCHECK_AGENT_TLS_CERT", path(&format!("agents/{region}-{region}-1.pem")))
+            .env("CROSSCHECK_AGENT_TLS_KEY", path(&format!("agents/{region}-{region}-1.key")))
             .stdout(log_file(&logs, &format!("agent-{region}"))?)
             .stderr(log_file(&logs, &format!("agent-{region}.err"))?)
             .kill_on_drop(true)
@@ -130,7 +175,20 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
     let http = reqwest::Client::new();
     let web = targets.http[0];
     let tls = targets.https[0];
-    step("3. register local targets: healthy, slow, failing, TLS, bad certificate (one in ams only)");
+    step("3. a webhook channel (a receiver in this process); its signing secret is shown once");
+    let receiver = crate::fleet::Receiver::start().await?;
+    let (channel, _) = call(
+        &http,
+        "POST",
+        &format!("{api}/v1/channels"),
+        &token,
+        json!({"name": "demo hook", "kind": "webhook", "url": receiver.url}),
+    )
+    .await?;
+    let secret = channel["secret"].as_str().context("webhook secret")?.to_owned();
+    println!("   secret {}…", &secret[..12.min(secret.len())]);
+
+    step("3b. register local targets: healthy, slow, failing, TLS, bad certificate (one in ams only)");
     let mut ids = Vec::new();
     let mut version = 0;
     for body in [
@@ -175,12 +233,211 @@ async fn walkthrough(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Resul
         .await?;
     println!("   POST /v1/domains -> {}\n   {}", response.status(), response.text().await?);
 
+    step("8. results flow to the control plane over mutual TLS; agents per region (admin view)");
+    let regions: Value =
+        http.get(format!("{api}/v1/regions")).bearer_auth(&token).send().await?.json().await?;
+    for region in regions["items"].as_array().into_iter().flatten() {
+        for agent in region["agents"].as_array().into_iter().flatten() {
+            println!(
+                "   {:<4} {:<8} certificate {}…  last seen {}",
+                region["name"].as_str().unwrap_or("?"),
+                agent["agent_id"].as_str().unwrap_or("?"),
+                &agent["cert_serial"].as_str().unwrap_or("?")
+                    [..12.min(agent["cert_serial"].as_str().unwrap_or("?").len())],
+                agent["last_seen"].as_str().unwrap_or("?")
+            );
+        }
+    }
+
+    step("9. uptime and latency over the last 24 h, read back from the roll-ups through the API");
+    println!("   (percentiles are the upper bounds of log-scale histogram buckets, at most 19% high)");
+    let mut live = ids.clone();
+    live.remove(2);
+    history(&http, &api, &token, &live).await?;
+
+    step("10. down everywhere vs down in one region: consensus decides, the webhook hears only the first");
+    let (everywhere, _) = call(
+        &http,
+        "POST",
+        &format!("{api}/v1/domains"),
+        &token,
+        json!({"url": format!("http://{web}/fail?outage"), "interval": 5}),
+    )
+    .await?;
+    let (one_region, _) = call(
+        &http,
+        "POST",
+        &format!("{api}/v1/domains"),
+        &token,
+        json!({"url": format!("http://{web}/fail-in/sin"), "interval": 5}),
+    )
+    .await?;
+    let (everywhere, one_region) = (
+        everywhere["id"].as_str().context("id")?.to_owned(),
+        one_region["id"].as_str().context("id")?.to_owned(),
+    );
+    let opened = alerted(&receiver, &everywhere).await?;
+    println!(
+        "   webhook: {} — signature {}",
+        opened.body["summary"].as_str().unwrap_or("?"),
+        if opened.verify(&secret) { "verified with the documented recipe" } else { "DOES NOT VERIFY" }
+    );
+    anyhow::ensure!(opened.verify(&secret), "the webhook signature does not verify");
+    let incident: Value = http
+        .get(format!("{api}/v1/incidents/{}", opened.body["incident_id"].as_str().unwrap_or("")))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    for event in incident["events"].as_array().into_iter().flatten() {
+        let regions: Vec<String> = event["details"]["regions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["region"].as_str().unwrap_or("?"),
+                    r["error_kind"].as_str().unwrap_or(""),
+                    r["status_code"]
+                )
+            })
+            .collect();
+        println!(
+            "   incident event: {} at {} ({})",
+            event["kind"].as_str().unwrap_or("?"),
+            event["at"].as_str().unwrap_or("?"),
+            regions.join(", ")
+        );
+    }
+    // Wait until every region has reported on the one-region failure, so its state is decided.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status: Value = http
+            .get(format!("{api}/v1/domains/{one_region}/status"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let reported = status["regions"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["standing"] != "no_observation"));
+        if reported && status["state"] != "unknown" {
+            break status;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the one-region domain is still undecided: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("   /fail-in/sin (fails in sin only): state {}", status["state"]);
+    for region in status["regions"].as_array().into_iter().flatten() {
+        println!(
+            "     {:<4} {:<10} votes: {}",
+            region["region"].as_str().unwrap_or("?"),
+            region["standing"].as_str().unwrap_or("?"),
+            region["voting"]
+        );
+    }
+    let incidents: Value = http
+        .get(format!("{api}/v1/incidents?domain={one_region}"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let count = incidents["items"].as_array().map_or(0, Vec::len);
+    println!("   incidents for it: {count} (one region alone never pages anyone)");
+    anyhow::ensure!(count == 0, "a single region's failure opened an incident");
+
     if args.keep {
         step("running; try the API with the token above. ctrl-c stops everything");
         println!("   curl -H 'authorization: Bearer {token}' {api}/v1/domains");
         shared::shutdown::signal().await;
     }
     Ok(json!({"scenario": "demo", "agents": agents.len(), "ok": true}))
+}
+
+/// Waits for the webhook announcing an incident for `domain`.
+async fn alerted(receiver: &crate::fleet::Receiver, domain: &str) -> anyhow::Result<crate::fleet::Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = receiver
+            .all()
+            .into_iter()
+            .find(|d| d.body["kind"] == "incident_opened" && d.body["domain_id"].as_str() == Some(domain));
+        if let Some(delivery) = found {
+            return Ok(delivery);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no incident webhook for {domain} after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every domain has stored results, then prints uptime and latency per region.
+async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String]) -> anyhow::Result<()> {
+    let get = |path: String| {
+        let request = http.get(format!("{api}{path}")).bearer_auth(token);
+        async move { anyhow::Ok(request.send().await?.json::<Value>().await?) }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        loop {
+            let uptime = get(format!("/v1/domains/{id}/uptime?window=24h")).await?;
+            // A few probes from every region it runs in, so the percentiles mean something.
+            let regions = uptime["regions"].as_array().map_or(0, Vec::len) as u64;
+            if regions > 0 && uptime["overall"]["probes"].as_u64().unwrap_or(0) >= 3 * regions {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "too few rolled-up probes for {id} after 60 s: {uptime}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!(
+        "   {:<28} {:<7} {:>6} {:>8} {:>9} {:>9} {:>9}",
+        "url", "region", "probes", "uptime", "p50 ms", "p95 ms", "p99 ms"
+    );
+    for id in ids {
+        let domain = get(format!("/v1/domains/{id}")).await?;
+        let url = domain["url"]
+            .as_str()
+            .unwrap_or("?")
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let uptime = get(format!("/v1/domains/{id}/uptime?window=24h")).await?;
+        let latency = get(format!("/v1/domains/{id}/latency?window=24h")).await?;
+        let row = |label: &str, u: &Value, l: &Value| {
+            println!(
+                "   {:<28} {:<7} {:>6} {:>7.1}% {:>9} {:>9} {:>9}",
+                url,
+                label,
+                u["probes"].as_u64().unwrap_or(0),
+                u["uptime_percent"].as_f64().unwrap_or(0.0),
+                us_as_ms(&l["total"]["p50_us"]),
+                us_as_ms(&l["total"]["p95_us"]),
+                us_as_ms(&l["total"]["p99_us"]),
+            );
+        };
+        row("all", &uptime["overall"], &latency["overall"]);
+        for region in uptime["regions"].as_array().into_iter().flatten() {
+            let name = region["region"].as_str().unwrap_or("?");
+            let l = latency["regions"]
+                .as_array()
+                .and_then(|rs| rs.iter().find(|r| r["region"] == name))
+                .cloned()
+                .unwrap_or(Value::Null);
+            row(name, region, &l);
+        }
+    }
+    Ok(())
+}
+
+/// Microseconds shown as milliseconds.
+fn us_as_ms(value: &Value) -> String {
+    value.as_f64().map_or_else(|| "-".to_owned(), |v| format!("{:.1}", v / 1000.0))
 }
 
 fn step(title: &str) {

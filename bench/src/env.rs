@@ -40,21 +40,28 @@ impl ScratchDb {
     }
 }
 
-/// A scratch database plus a private Redis prefix: what a run of the whole system needs.
+/// Scratch databases (transactional and time-series) plus a private Redis prefix: what a run of
+/// the whole system needs.
 pub struct Scratch {
     pub db: ScratchDb,
+    pub timeseries: ScratchDb,
     pub prefix: String,
 }
 
 impl Scratch {
     pub async fn create(label: &str) -> anyhow::Result<Self> {
-        Ok(Self { db: ScratchDb::create(label).await?, prefix: shared::testing::random_prefix(label) })
+        Ok(Self {
+            db: ScratchDb::create(label).await?,
+            timeseries: ScratchDb::create(&format!("{label}_ts")).await?,
+            prefix: shared::testing::random_prefix(label),
+        })
     }
 
-    /// Deletes the prefix's keys and drops the database.
+    /// Deletes the prefix's keys and drops the databases.
     pub async fn cleanup(self) -> anyhow::Result<()> {
         let redis = redis_client().await?;
         shared::testing::delete_prefix(&redis, &self.prefix).await?;
+        self.timeseries.drop_now().await?;
         self.db.drop_now().await
     }
 }

@@ -4,11 +4,16 @@
 //!
 //! `cargo run --release -p bench -- <scenario> [--flags]`
 
+mod alerting;
 mod cold_load;
 mod demo;
 mod env;
+mod fleet;
+mod ingest;
+mod pki;
 mod probing;
 mod propagation;
+mod restart;
 mod stats;
 mod target;
 
@@ -31,11 +36,24 @@ enum Scenario {
     ProbeThroughput(probing::ThroughputArgs),
     /// Schedule lag and memory with many domains.
     ScheduleLag(probing::LagArgs),
+    /// Batches from simulated mTLS agents into storage versus a bare binary COPY.
+    Ingest(ingest::Args),
+    /// Thousands of concurrent agent connections against one control plane.
+    IngestFanin(ingest::FaninArgs),
+    /// Agents deliver while the control plane is killed and restarted twice: nothing lost.
+    RestartLoss(restart::Args),
+    /// Target down → incident and webhook, over trials; plus a one-region control run.
+    DetectLatency(alerting::DetectArgs),
+    /// Every target down at once, then up: one incident and notification per domain.
+    AlertStorm(alerting::StormArgs),
     /// The end-to-end demo: control plane and three regional agents following live changes.
     Demo(demo::Args),
     /// Internal: serve local probe targets (used by the probing scenarios and the demo).
     #[command(hide = true)]
     Target(target::Args),
+    /// Internal: run a control plane configured by CROSSCHECK_* variables.
+    #[command(hide = true)]
+    ControlPlaneChild,
     /// Internal: run a probe agent in this process (used by catalog-cold-load).
     #[command(hide = true)]
     Agent(cold_load::AgentArgs),
@@ -50,6 +68,14 @@ fn main() -> anyhow::Result<()> {
             Scenario::CatalogColdLoad(args) => cold_load::run(args).await,
             Scenario::ProbeThroughput(args) => probing::throughput(args).await,
             Scenario::ScheduleLag(args) => probing::schedule_lag(args).await,
+            Scenario::Ingest(args) => ingest::run(args).await,
+            Scenario::IngestFanin(args) => ingest::fanin(args).await,
+            Scenario::ControlPlaneChild => {
+                ingest::control_plane_child().await.map(|()| serde_json::Value::Null)
+            }
+            Scenario::RestartLoss(args) => restart::run(args).await,
+            Scenario::DetectLatency(args) => alerting::detect_latency(args).await,
+            Scenario::AlertStorm(args) => alerting::alert_storm(args).await,
             Scenario::Demo(args) => demo::run(args).await,
             Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),

@@ -31,15 +31,16 @@ const APPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<Value> {
     let scratch = Scratch::create("bench").await?;
-    let result = measure(&args, &scratch.db, &scratch.prefix).await;
+    let result = measure(&args, &scratch.db, &scratch.timeseries, &scratch.prefix).await;
     scratch.cleanup().await?;
     result
 }
 
-async fn measure(args: &Args, db: &ScratchDb, prefix: &str) -> anyhow::Result<Value> {
+async fn measure(args: &Args, db: &ScratchDb, timeseries: &ScratchDb, prefix: &str) -> anyhow::Result<Value> {
     let config = control_plane::Config {
         listen: "127.0.0.1:0".parse()?,
         database_url: db.url.clone(),
+        timeseries_url: timeseries.url.clone(),
         redis_url: redis_url(),
         redis_prefix: prefix.to_owned(),
         min_interval_s: 1,

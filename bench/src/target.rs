@@ -2,7 +2,8 @@
 //! certificate from a throw-away CA (the CA is handed to agents as an extra root), and an HTTPS
 //! server whose certificate is expired and self-signed. Paths choose the behaviour:
 //! `/` and `/ok` answer 200 "ok", `/slow` waits 1.5 s, `/fail` answers 500, `/flap` alternates
-//! between 200 and 503 every `flap_period`.
+//! between 200 and 503 every 20 s, and `/fail-in/<region>` answers 503 to probes from that
+//! region (agents name their region in the User-Agent) and 200 to the others.
 //!
 //! `bench target` runs them in a child process so a benchmark's measurements do not share a
 //! runtime with the targets; it prints one JSON line with the addresses, then serves until killed.
@@ -130,6 +131,19 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>) {
 }
 
 async fn respond(request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(region) = request.uri().path().strip_prefix("/fail-in/") {
+        let agent =
+            request.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let (status, body) = if agent.contains(&format!("(region {region})")) {
+            (StatusCode::SERVICE_UNAVAILABLE, "down from this region")
+        } else {
+            (StatusCode::OK, "ok")
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("static response"));
+    }
     let (status, body) = match request.uri().path() {
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(1500)).await;

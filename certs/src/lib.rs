@@ -152,6 +152,23 @@ impl Store {
 
     /// Issues an agent's client certificate: identity URI SAN, client-auth EKU only.
     pub fn issue_agent(&self, identity: &AgentIdentity, days: u32) -> anyhow::Result<Issued> {
+        let now = std::time::SystemTime::now();
+        let slack = std::time::Duration::from_secs(5 * 60);
+        self.issue_agent_window(
+            identity,
+            now - slack,
+            now + std::time::Duration::from_secs(u64::from(days) * 86_400),
+        )
+    }
+
+    /// Issues an agent certificate valid from `not_before` to `not_after` (tests use a window
+    /// in the past to get an expired certificate).
+    pub fn issue_agent_window(
+        &self,
+        identity: &AgentIdentity,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> anyhow::Result<Issued> {
         let issuer = self.issuer()?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -162,7 +179,8 @@ impl Store {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let (serial, serial_hex) = random_serial();
         params.serial_number = Some(serial);
-        validity(&mut params, days);
+        params.not_before = OffsetDateTime::from(not_before);
+        params.not_after = OffsetDateTime::from(not_after);
         let cert = params.signed_by(&key, &issuer)?;
         let dir = self.dir.join("agents");
         fs::create_dir_all(&dir)?;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shared::telemetry::LogFormat;
 
@@ -44,6 +45,98 @@ pub struct Config {
     pub publish_poll_ms: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+
+    /// Address of the gRPC ingest listener (mutual TLS). Ingest runs only when `tls_ca`,
+    /// `tls_cert` and `tls_key` are all set.
+    pub ingest_listen: SocketAddr,
+    /// The CA agents' client certificates must chain to: a PEM file path or the PEM text.
+    pub tls_ca: Option<String>,
+    /// The ingest server's certificate chain: a PEM file path or the PEM text.
+    pub tls_cert: Option<String>,
+    /// The ingest server's private key: a PEM file path or the PEM text.
+    pub tls_key: Option<String>,
+    /// Optional certificate revocation list(s) of the CA: a PEM file path or the PEM text.
+    pub tls_crl: Option<String>,
+    /// Batches waiting for a time-series writer before new ones wait (back-pressure).
+    pub ingest_queue_capacity: usize,
+    /// How long a batch may wait for room in the ingest queue before the agent is told
+    /// `UNAVAILABLE` (it keeps the batch and resends), in milliseconds.
+    pub ingest_wait_ms: u64,
+    /// How often an agent's `last_seen` is written to the agents table at most, in seconds.
+    pub last_seen_interval_s: u64,
+
+    /// The time-series database (TimescaleDB, or plain PostgreSQL as a fallback); separate from
+    /// the transactional one.
+    pub timeseries_url: String,
+    /// Connections that write results (one COPY writer each). The ingest path never opens more.
+    pub timeseries_write_connections: u32,
+    /// Connections that serve reads, roll-up refreshes and maintenance.
+    pub timeseries_read_connections: u32,
+    /// Days raw results are kept.
+    pub retention_raw_days: u32,
+    /// Days hourly and daily roll-ups are kept.
+    pub retention_rollup_days: u32,
+    /// Plain-PostgreSQL mode: daily partitions created ahead of time.
+    pub partitions_ahead_days: u32,
+    /// Plain-PostgreSQL mode: how often roll-ups are brought up to date, in seconds.
+    pub rollup_refresh_interval_s: u64,
+    /// How often partitions and retention are maintained, in seconds.
+    pub maintenance_interval_s: u64,
+
+    /// A region's latest observation of a domain votes while it is younger than this factor
+    /// times the domain's interval (plus a few seconds of slack).
+    pub consensus_freshness_factor: f64,
+    /// How often every observed domain is re-evaluated (staleness can change the outcome), in
+    /// milliseconds.
+    pub consensus_sweep_interval_ms: u64,
+    /// Smallest time between two confirmation probe requests for one domain, in milliseconds.
+    pub confirmation_min_interval_ms: u64,
+    /// Days before a certificate's expiry at which a `certificate_expiring` notification is
+    /// sent, once per threshold and certificate.
+    pub cert_expiry_thresholds_days: Vec<u32>,
+    /// Stored batches waiting for consensus; beyond it their observations are dropped and
+    /// counted (the sweep and the next batch catch up).
+    pub observation_queue_capacity: usize,
+    /// Whether this replica runs a notification dispatcher (any number of replicas may).
+    pub notify_dispatch: bool,
+    /// Networks webhook and Slack deliveries may reach although they are private, loopback, …
+    /// (CIDRs; empty by default). Cloud metadata addresses are refused regardless.
+    pub notify_allow_private: Vec<IpNet>,
+    /// Limit of one delivery attempt (connect, TLS, request and response), in milliseconds.
+    pub notify_timeout_ms: u64,
+    /// Backoff before the first retry; doubles per attempt, with full jitter, in milliseconds.
+    pub notify_min_backoff_ms: u64,
+    /// Largest backoff between attempts, in milliseconds.
+    pub notify_max_backoff_ms: u64,
+    /// Attempts before a notification is moved to `dead`.
+    pub notify_max_attempts: u32,
+    /// Deliveries in flight at once per replica.
+    pub notify_concurrency: usize,
+    /// Fallback interval at which the dispatcher looks for due notifications without a wake-up,
+    /// in milliseconds.
+    pub notify_poll_ms: u64,
+    /// SMTP server for email channels; email channels are refused while it is unset.
+    pub smtp_host: Option<String>,
+    /// SMTP port (587: submission with STARTTLS).
+    pub smtp_port: u16,
+    /// `required`, `opportunistic` or `off`.
+    pub smtp_starttls: StartTls,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    /// The sender address of notification emails (`Crosscheck <alerts@example.com>`).
+    pub smtp_from: Option<String>,
+}
+
+/// Whether SMTP connections are upgraded with STARTTLS.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartTls {
+    /// Refuse to send unless the server offers STARTTLS.
+    Required,
+    /// Upgrade when offered, else send in clear text.
+    Opportunistic,
+    /// Never upgrade (local relays and tests).
+    Off,
 }
 
 impl Default for Config {
@@ -63,6 +156,41 @@ impl Default for Config {
             reconcile_interval_s: 30,
             publish_poll_ms: 2_000,
             log_format: LogFormat::Text,
+            ingest_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_crl: None,
+            ingest_queue_capacity: 64,
+            ingest_wait_ms: 5_000,
+            last_seen_interval_s: 30,
+            timeseries_url: "postgres://postgres@127.0.0.1:5432/crosscheck_ts".into(),
+            timeseries_write_connections: 4,
+            timeseries_read_connections: 4,
+            retention_raw_days: 90,
+            retention_rollup_days: 730,
+            partitions_ahead_days: 7,
+            rollup_refresh_interval_s: 30,
+            maintenance_interval_s: 3_600,
+            consensus_freshness_factor: 2.5,
+            consensus_sweep_interval_ms: 5_000,
+            confirmation_min_interval_ms: 10_000,
+            cert_expiry_thresholds_days: vec![30, 14, 7, 1],
+            observation_queue_capacity: 1_024,
+            notify_dispatch: true,
+            notify_allow_private: Vec::new(),
+            notify_timeout_ms: 10_000,
+            notify_min_backoff_ms: 1_000,
+            notify_max_backoff_ms: 300_000,
+            notify_max_attempts: 8,
+            notify_concurrency: 16,
+            notify_poll_ms: 5_000,
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_starttls: StartTls::Required,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_from: None,
         }
     }
 }
@@ -91,6 +219,71 @@ impl Config {
         if self.reconcile_interval_s == 0 || self.publish_poll_ms == 0 {
             return Err("reconcile_interval_s and publish_poll_ms must be positive".into());
         }
+        let tls_set = [&self.tls_ca, &self.tls_cert, &self.tls_key].iter().filter(|v| v.is_some()).count();
+        if tls_set != 0 && tls_set != 3 {
+            return Err(
+                "tls_ca, tls_cert and tls_key must be set together (or none, to run without ingest)".into()
+            );
+        }
+        if self.tls_crl.is_some() && tls_set == 0 {
+            return Err("tls_crl needs tls_ca, tls_cert and tls_key".into());
+        }
+        if self.ingest_queue_capacity == 0 || self.ingest_wait_ms == 0 || self.last_seen_interval_s == 0 {
+            return Err(
+                "ingest_queue_capacity, ingest_wait_ms and last_seen_interval_s must be positive".into()
+            );
+        }
+        if self.timeseries_write_connections == 0 || self.timeseries_read_connections == 0 {
+            return Err(
+                "timeseries_write_connections and timeseries_read_connections must be positive".into()
+            );
+        }
+        if self.retention_raw_days == 0 || self.retention_rollup_days < self.retention_raw_days {
+            return Err(
+                "retention_raw_days must be positive and retention_rollup_days at least as long".into()
+            );
+        }
+        if self.partitions_ahead_days == 0
+            || self.rollup_refresh_interval_s == 0
+            || self.maintenance_interval_s == 0
+        {
+            return Err(
+                "partitions_ahead_days, rollup_refresh_interval_s and maintenance_interval_s must be positive".into()
+            );
+        }
+        if !(self.consensus_freshness_factor.is_finite() && self.consensus_freshness_factor >= 1.0) {
+            return Err("consensus_freshness_factor must be a number of at least 1".into());
+        }
+        if self.consensus_sweep_interval_ms == 0
+            || self.confirmation_min_interval_ms == 0
+            || self.observation_queue_capacity == 0
+        {
+            return Err(
+                "consensus_sweep_interval_ms, confirmation_min_interval_ms and observation_queue_capacity must be positive".into()
+            );
+        }
+        if self.cert_expiry_thresholds_days.iter().any(|d| *d == 0 || *d > 365) {
+            return Err("cert_expiry_thresholds_days must be between 1 and 365".into());
+        }
+        if self.notify_timeout_ms < 100 {
+            return Err("notify_timeout_ms must be at least 100".into());
+        }
+        if self.notify_min_backoff_ms == 0 || self.notify_min_backoff_ms > self.notify_max_backoff_ms {
+            return Err("notify_min_backoff_ms must be positive and at most notify_max_backoff_ms".into());
+        }
+        if self.notify_max_attempts == 0 || self.notify_concurrency == 0 || self.notify_poll_ms == 0 {
+            return Err("notify_max_attempts, notify_concurrency and notify_poll_ms must be positive".into());
+        }
+        if self.smtp_host.as_deref().is_some_and(|h| h.trim().is_empty()) {
+            return Err("smtp_host must not be empty (leave it unset to disable email)".into());
+        }
+        if self.smtp_host.is_some() {
+            let from = self.smtp_from.as_deref().ok_or("smtp_from is required with smtp_host")?;
+            from.parse::<lettre::message::Mailbox>().map_err(|e| format!("smtp_from: {e}"))?;
+        }
+        if self.smtp_password.is_some() && self.smtp_username.is_none() {
+            return Err("smtp_password needs smtp_username".into());
+        }
         Ok(())
     }
 
@@ -100,6 +293,11 @@ impl Config {
 
     pub fn publish_poll(&self) -> Duration {
         Duration::from_millis(self.publish_poll_ms)
+    }
+
+    /// Whether the gRPC ingest listener runs (all of `tls_ca`, `tls_cert`, `tls_key` set).
+    pub fn ingest_enabled(&self) -> bool {
+        self.tls_ca.is_some() && self.tls_cert.is_some() && self.tls_key.is_some()
     }
 }
 
@@ -116,6 +314,47 @@ mod tests {
     fn inverted_interval_bounds_are_refused() {
         let cfg = Config { min_interval_s: 100, max_interval_s: 10, ..Config::default() };
         assert!(cfg.validate().unwrap_err().contains("min_interval_s"));
+    }
+
+    #[test]
+    fn tls_settings_come_together() {
+        let cfg = Config { tls_ca: Some("ca.pem".into()), ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("tls_ca"));
+        let all = Config {
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("server.pem".into()),
+            tls_key: Some("server.key".into()),
+            ..Config::default()
+        };
+        all.validate().unwrap();
+        assert!(all.ingest_enabled());
+        assert!(!Config::default().ingest_enabled());
+    }
+
+    #[test]
+    fn consensus_settings_are_checked() {
+        let cfg = Config { consensus_freshness_factor: 0.5, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("consensus_freshness_factor"));
+        let cfg = Config { cert_expiry_thresholds_days: vec![30, 0], ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("cert_expiry_thresholds_days"));
+        let cfg = Config { observation_queue_capacity: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("observation_queue_capacity"));
+    }
+
+    #[test]
+    fn smtp_needs_a_valid_sender() {
+        let cfg = Config { smtp_host: Some("smtp.example.com".into()), ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("smtp_from"));
+        let cfg = Config { smtp_from: Some("not an address".into()), ..cfg };
+        assert!(cfg.validate().unwrap_err().contains("smtp_from"));
+        let cfg = Config { smtp_from: Some("Crosscheck <alerts@example.com>".into()), ..cfg };
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn notify_backoff_bounds_are_ordered() {
+        let cfg = Config { notify_min_backoff_ms: 10, notify_max_backoff_ms: 5, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("notify_min_backoff_ms"));
     }
 
     #[test]

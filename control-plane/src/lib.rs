@@ -1,19 +1,28 @@
 //! The Crosscheck control plane as a library: the binary in `main.rs` and the integration tests
 //! both build it through [`startup::Application`].
 //!
-//! - [`api`]: the REST API under `/v1` (tenants' domains, tokens, regions).
+//! - [`api`]: the REST API under `/v1` (tenants' domains, tokens, regions, channels).
 //! - [`domains`]: the domain model, its validation and its storage with the change log.
 //! - [`publisher`]: applies the change log to Redis in order and repairs Redis from Postgres.
 //! - [`tenants`]: tenants and API tokens. [`regions`]: the region list.
+//! - [`consensus`]: up/down decided across regions; [`incidents`]: incidents and their events.
+//! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
+//! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
 
+pub mod agents;
 pub mod api;
 pub mod config;
+pub mod consensus;
 pub mod domains;
+pub mod incidents;
+pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod publisher;
 pub mod regions;
 pub mod startup;
 pub mod tenants;
+pub mod timeseries;
 
 pub use config::Config;
 pub use startup::Application;

@@ -41,6 +41,16 @@ enum Command {
         #[arg(long, value_parser = ["admin", "read_only"], default_value = "read_only")]
         role: String,
     },
+    /// Revoke every certificate an agent has connected with; every replica refuses them within
+    /// seconds. Issue the agent a new certificate to let it back in.
+    RevokeAgent {
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,10 @@ fn main() -> ExitCode {
         }
     };
     shared::telemetry::init(config.log_format);
+    match shared::limits::raise_open_files() {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
@@ -97,6 +111,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let issued =
                 tenants::create_token(&pool, tenant, &name, role).await.context("creating the token")?;
             println!("token={}", issued.token);
+            Ok(())
+        }
+        Command::RevokeAgent { region, agent_id, reason } => {
+            let pool = startup::connect_database(&config).await?;
+            let serials = control_plane::agents::revoke(&pool, &region, &agent_id, &reason).await?;
+            if serials.is_empty() {
+                anyhow::bail!(
+                    "no agent {region}/{agent_id} has connected yet; revoke its certificate with `certs revoke` instead"
+                );
+            }
+            for serial in serials {
+                println!("revoked certificate serial={serial} of agent {region}/{agent_id}");
+            }
             Ok(())
         }
     }

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,7 +20,37 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindOutcomeLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+fn delivery_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+fn ack_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+#[derive(Clone, Debug)]
 pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Changes from the change log applied to Redis by this replica.
@@ -33,6 +64,79 @@ pub struct Metrics {
     pub config_version_published: Gauge,
     /// Change-log rows not yet in Redis, as of the last check.
     pub config_backlog: Gauge,
+    /// TLS handshakes refused on the ingest listener, by reason.
+    pub ingest_handshake_failures: Family<ReasonLabels, Counter>,
+    /// Open agent connections.
+    pub ingest_connections: Gauge,
+    /// Batches answered, by outcome (`stored`, `duplicate`, `invalid`, `unavailable`, `refused`).
+    pub ingest_batches: Family<OutcomeLabels, Counter>,
+    /// Results stored.
+    pub ingest_results: Counter,
+    /// Batches from authenticated agents refused anyway, by reason.
+    pub ingest_refused: Family<ReasonLabels, Counter>,
+    /// Batches whose claimed region differs from the certificate's.
+    pub ingest_region_mismatch: Counter,
+    /// Time from a batch arriving to its answer.
+    pub ingest_ack_seconds: Histogram,
+    /// Failures keeping the agents table and the revocation snapshot up to date.
+    pub agent_registry_errors: Family<ReasonLabels, Counter>,
+    /// Consensus evaluations of one domain.
+    pub consensus_evaluations: Counter,
+    /// Domain state transitions, by from and to state.
+    pub consensus_transitions: Family<TransitionLabels, Counter>,
+    /// Failed consensus steps, by reason (`record`, `health`, `evaluate`, `sweep`, …).
+    pub consensus_errors: Family<ReasonLabels, Counter>,
+    pub incidents_opened: Counter,
+    pub incidents_resolved: Counter,
+    /// Confirmation probe requests by outcome (`published`, `rate_limited`, `error`).
+    pub confirmation_requests: Family<OutcomeLabels, Counter>,
+    /// Stored batches whose observations did not fit in the observation queue.
+    pub observation_drops: Counter,
+    /// Certificate expiry notifications enqueued.
+    pub cert_expiry_notifications: Counter,
+    /// Notification delivery attempts by channel kind and outcome (`delivered`, `failed`: a
+    /// retry is scheduled, `dead`: no attempts left).
+    pub notify_deliveries: Family<KindOutcomeLabels, Counter>,
+    /// Duration of one delivery attempt, by channel kind.
+    pub notify_delivery_seconds: Family<KindLabels, Histogram, fn() -> Histogram>,
+    /// Notifications waiting in the outbox (`pending`), as of the last check.
+    pub notify_outbox_pending: Gauge,
+    /// Failures of the dispatcher itself (claiming, recording outcomes, listening), by reason.
+    pub notify_errors: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            http_requests: Family::default(),
+            config_published: Counter::default(),
+            config_publish_skipped: Counter::default(),
+            config_publish_errors: Family::default(),
+            config_rebuilds: Family::default(),
+            config_version_published: Gauge::default(),
+            config_backlog: Gauge::default(),
+            ingest_handshake_failures: Family::default(),
+            ingest_connections: Gauge::default(),
+            ingest_batches: Family::default(),
+            ingest_results: Counter::default(),
+            ingest_refused: Family::default(),
+            ingest_region_mismatch: Counter::default(),
+            ingest_ack_seconds: ack_histogram(),
+            agent_registry_errors: Family::default(),
+            consensus_evaluations: Counter::default(),
+            consensus_transitions: Family::default(),
+            consensus_errors: Family::default(),
+            incidents_opened: Counter::default(),
+            incidents_resolved: Counter::default(),
+            confirmation_requests: Family::default(),
+            observation_drops: Counter::default(),
+            cert_expiry_notifications: Counter::default(),
+            notify_deliveries: Family::default(),
+            notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
+            notify_outbox_pending: Gauge::default(),
+            notify_errors: Family::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -65,10 +169,122 @@ impl Metrics {
             "Change-log entries not yet applied to Redis",
             self.config_backlog.clone(),
         );
+        r.register(
+            "ingest_handshake_failures",
+            "Agent TLS handshakes refused by reason",
+            self.ingest_handshake_failures.clone(),
+        );
+        r.register("ingest_connections", "Open agent connections", self.ingest_connections.clone());
+        r.register("ingest_batches", "Result batches answered by outcome", self.ingest_batches.clone());
+        r.register("ingest_results", "Probe results stored", self.ingest_results.clone());
+        r.register(
+            "ingest_refused",
+            "Batches of authenticated agents refused by reason",
+            self.ingest_refused.clone(),
+        );
+        r.register(
+            "ingest_region_mismatch",
+            "Batches whose claimed region differs from the certificate's",
+            self.ingest_region_mismatch.clone(),
+        );
+        r.register(
+            "ingest_ack_seconds",
+            "Time from a batch arriving to its answer",
+            self.ingest_ack_seconds.clone(),
+        );
+        r.register(
+            "agent_registry_errors",
+            "Failures updating the agents table or revocation snapshot",
+            self.agent_registry_errors.clone(),
+        );
+        r.register(
+            "consensus_evaluations",
+            "Consensus evaluations of one domain",
+            self.consensus_evaluations.clone(),
+        );
+        r.register(
+            "consensus_transitions",
+            "Domain state transitions by from and to state",
+            self.consensus_transitions.clone(),
+        );
+        r.register("consensus_errors", "Failed consensus steps by reason", self.consensus_errors.clone());
+        r.register("incidents_opened", "Incidents opened", self.incidents_opened.clone());
+        r.register("incidents_resolved", "Incidents resolved", self.incidents_resolved.clone());
+        r.register(
+            "confirmation_requests",
+            "Confirmation probe requests by outcome",
+            self.confirmation_requests.clone(),
+        );
+        r.register(
+            "observation_drops",
+            "Stored batches whose observations the full consensus queue dropped",
+            self.observation_drops.clone(),
+        );
+        r.register(
+            "cert_expiry_notifications",
+            "Certificate expiry notifications enqueued",
+            self.cert_expiry_notifications.clone(),
+        );
+        r.register(
+            "notify_deliveries",
+            "Notification delivery attempts by channel kind and outcome",
+            self.notify_deliveries.clone(),
+        );
+        r.register(
+            "notify_delivery_seconds",
+            "Duration of one notification delivery attempt by channel kind",
+            self.notify_delivery_seconds.clone(),
+        );
+        r.register(
+            "notify_outbox_pending",
+            "Notifications waiting in the outbox when last counted",
+            self.notify_outbox_pending.clone(),
+        );
+        r.register("notify_errors", "Notification dispatcher failures by reason", self.notify_errors.clone());
+    }
+
+    pub fn notify_delivery(&self, kind: &str, outcome: &str) {
+        self.notify_deliveries
+            .get_or_create(&KindOutcomeLabels { kind: kind.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    pub fn notify_error(&self, reason: &str) {
+        self.notify_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn handshake_failure(&self, reason: &str) {
+        self.ingest_handshake_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn batch(&self, outcome: &str) {
+        self.ingest_batches.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.ingest_refused.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn agents_error(&self, reason: &str) {
+        self.agent_registry_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     pub fn publish_error(&self, reason: &str) {
         self.config_publish_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn consensus_error(&self, reason: &str) {
+        self.consensus_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn transition(&self, from: &str, to: &str) {
+        self.consensus_transitions
+            .get_or_create(&TransitionLabels { from: from.into(), to: to.into() })
+            .inc();
+    }
+
+    pub fn confirmation(&self, outcome: &str) {
+        self.confirmation_requests.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
     pub fn rebuild(&self, reason: &str) {

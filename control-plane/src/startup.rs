@@ -1,5 +1,5 @@
 //! Building and running the control plane: connect, migrate, seed regions, bind, then serve the
-//! API and run the config publisher until shutdown. `Application::build` binds before returning,
+//! API, the config publisher and the consensus task until shutdown. `Application::build` binds before returning,
 //! so tests can use port 0 and read the real address.
 
 use std::net::SocketAddr;
@@ -15,10 +15,15 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::AgentRegistry;
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::consensus::{Consensus, ObservedBatch, Settings};
+use crate::ingest::IngestServer;
 use crate::metrics::Metrics;
+use crate::notify::Dispatcher;
 use crate::publisher::Publisher;
+use crate::timeseries::Timeseries;
 
 /// Change-log rows kept below Redis's version (older ones are pruned by the reconciler).
 const KEEP_CHANGE_LOG: u64 = 100_000;
@@ -52,6 +57,11 @@ pub struct Application {
     registry: Arc<Registry>,
     publisher: Publisher,
     redis: Client,
+    agents: AgentRegistry,
+    ingest: Option<IngestServer>,
+    consensus: Consensus,
+    observations: tokio::sync::mpsc::Receiver<ObservedBatch>,
+    dispatcher: Dispatcher,
 }
 
 impl Application {
@@ -76,6 +86,7 @@ impl Application {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        let timeseries = Timeseries::connect(&config, &mut registry).await?;
         let registry = Arc::new(registry);
 
         let publisher = Publisher::new(
@@ -85,15 +96,75 @@ impl Application {
             metrics.clone(),
             KEEP_CHANGE_LOG,
         );
+        let agents = AgentRegistry::load(
+            pool.clone(),
+            metrics.clone(),
+            Duration::from_secs(config.last_seen_interval_s),
+        )
+        .await
+        .context("loading agents and revoked certificates")?;
+        let consensus = Consensus::new(
+            pool.clone(),
+            redis.clone(),
+            RedisKeys::new(config.redis_prefix.clone()),
+            metrics.clone(),
+            Settings::from_config(&config),
+        );
+        let (sender, observations) =
+            crate::consensus::queue(config.observation_queue_capacity, metrics.clone());
+        let ingest = if config.ingest_enabled() {
+            Some(
+                IngestServer::bind(&config, agents.clone(), timeseries.clone(), metrics.clone(), sender)
+                    .await?,
+            )
+        } else {
+            tracing::warn!("tls_ca, tls_cert and tls_key are not set: gRPC ingest is disabled");
+            None
+        };
+        let dispatcher = Dispatcher::new(pool.clone(), &config, metrics.clone())
+            .context("building the notification dispatcher")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
-        let state = AppState { pool, config: Arc::new(config), metrics, publisher_wake: publisher.waker() };
-        Ok(Self { listener, state, registry, publisher, redis })
+        let state = AppState {
+            pool,
+            config: Arc::new(config),
+            metrics,
+            publisher_wake: publisher.waker(),
+            timeseries,
+            notify_wake: dispatcher.waker(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            registry,
+            publisher,
+            redis,
+            agents,
+            ingest,
+            consensus,
+            observations,
+            dispatcher,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The ingest listener's address, when ingest is enabled.
+    pub fn ingest_addr(&self) -> Option<SocketAddr> {
+        self.ingest.as_ref().map(IngestServer::local_addr)
+    }
+
+    /// The agent registry (tests refresh or flush it directly).
+    pub fn agents(&self) -> AgentRegistry {
+        self.agents.clone()
+    }
+
+    /// The consensus engine (tests evaluate and sweep directly).
+    pub fn consensus(&self) -> Consensus {
+        self.consensus.clone()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -104,8 +175,13 @@ impl Application {
         self.publisher.clone()
     }
 
+    /// The notification dispatcher (runs in `run_until` when `notify_dispatch` is set).
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests and stops the
-    /// publisher.
+    /// publisher and the notification dispatcher (deliveries in flight finish first).
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let config = self.state.config.clone();
         let publisher = tokio::spawn(self.publisher.clone().run(
@@ -113,6 +189,16 @@ impl Application {
             config.reconcile_interval(),
             shutdown.child_token(),
         ));
+        let agents = tokio::spawn(self.agents.clone().run(shutdown.child_token()));
+        let ingest = self.ingest.map(|server| tokio::spawn(server.run(shutdown.child_token())));
+        let timeseries = tokio::spawn(self.state.timeseries.clone().run_maintenance(shutdown.child_token()));
+        let consensus = tokio::spawn(self.consensus.clone().run(self.observations, shutdown.child_token()));
+        let dispatcher = if config.notify_dispatch {
+            Some(tokio::spawn(self.dispatcher.run(shutdown.child_token())))
+        } else {
+            tracing::info!("notify_dispatch is off: this replica delivers no notifications");
+            None
+        };
         let app = api::router(self.state, self.registry);
         tracing::info!(addr = %self.listener.local_addr()?, "control plane listening");
         let signal = shutdown.clone();
@@ -121,8 +207,29 @@ impl Application {
             .await
             .context("http server failed");
         shutdown.cancel();
+        if let Some(ingest) = ingest {
+            match ingest.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(error = format!("{error:#}"), "ingest server failed"),
+                Err(error) => tracing::error!(%error, "ingest server task panicked"),
+            }
+        }
+        if let Err(error) = agents.await {
+            tracing::error!(%error, "agent registry task panicked");
+        }
         if let Err(error) = publisher.await {
             tracing::error!(%error, "config publisher task panicked");
+        }
+        if let Err(error) = consensus.await {
+            tracing::error!(%error, "consensus task panicked");
+        }
+        if let Err(error) = timeseries.await {
+            tracing::error!(%error, "time-series maintenance task panicked");
+        }
+        if let Some(dispatcher) = dispatcher {
+            if let Err(error) = dispatcher.await {
+                tracing::error!(%error, "notification dispatcher task panicked");
+            }
         }
         if let Err(error) = self.redis.quit().await {
             tracing::debug!(%error, "redis quit failed");

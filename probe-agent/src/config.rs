@@ -1,5 +1,12 @@
 //! The agent's configuration: defaults, then a TOML file (`--config`), then
 //! `CROSSCHECK_AGENT_*` environment variables. Parsed and validated before anything starts.
+//!
+//! The region defaults to `FLY_REGION` when that variable is set (deployments on Fly.io), else
+//! `local`; a region set in the file or as `CROSSCHECK_AGENT_REGION` always wins.
+//!
+//! With `control_plane_url` set, results are delivered over mutual TLS and the agent's
+//! certificate decides who it is: [`Config::adopt_certificate_identity`] refuses a region that
+//! differs from the certificate's and adopts the certificate's agent id.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +24,12 @@ pub const ENV: shared::config::EnvSource =
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The region this agent probes from.
+    /// The region this agent probes from. Defaults to `$FLY_REGION` when set, else `local`. With
+    /// delivery configured it must equal the region in the agent's certificate.
     pub region: String,
     /// A name for this agent instance, unique within its region (defaults to the host name).
+    /// With delivery configured the certificate's agent id is used instead (the control plane
+    /// identifies the agent by its certificate); a different value here is logged.
     pub agent_id: String,
     /// Redis holding the published configuration (`redis://` or `rediss://`); a read-only
     /// user is enough.
@@ -52,12 +62,69 @@ pub struct Config {
     pub max_redirects: u32,
     /// A PEM file of extra root certificates to trust besides the web PKI (private CAs).
     pub extra_roots_pem: Option<PathBuf>,
+    /// The control plane's ingest endpoint, e.g. `https://ingest.example.net:7443`. Unset:
+    /// delivery is disabled and results are only kept locally (a warning is logged at start).
+    pub control_plane_url: Option<String>,
+    /// The CA that signed the control plane's server certificate: a PEM file path or the PEM
+    /// text itself. Required with `control_plane_url`.
+    pub tls_ca: Option<String>,
+    /// This agent's client certificate (URI SAN `crosscheck://agents/<region>/<agent-id>`): a
+    /// PEM file path or the PEM text. Required with `control_plane_url`.
+    pub tls_cert: Option<String>,
+    /// The private key of `tls_cert`: a PEM file path or the PEM text. Required with
+    /// `control_plane_url`.
+    pub tls_key: Option<String>,
+    /// The name checked against the control plane's certificate (default: the URL's host).
+    pub tls_server_name: Option<String>,
+    /// Most results in one batch (at most `shared::proto::MAX_BATCH_RESULTS`).
+    pub batch_max_results: usize,
+    /// Longest a result waits in the open batch before the batch is sent, in milliseconds.
+    pub batch_max_age_ms: u64,
+    /// Encoded bytes of unacknowledged batches kept for resending; beyond it the oldest are
+    /// dropped and counted. See [`crate::delivery::DEFAULT_BUFFER_MAX_BYTES`] for the sizing.
+    pub buffer_max_bytes: usize,
+    /// Oldest unacknowledged batch kept, in seconds; older ones are dropped and counted.
+    pub buffer_max_age_s: u64,
+    /// Batches in flight at once.
+    pub send_concurrency: usize,
+    /// Limit of one `SendBatch` call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Limit of establishing the connection (TCP and TLS), in milliseconds.
+    pub delivery_connect_timeout_ms: u64,
+    /// HTTP/2 keepalive ping interval on the control-plane connection, in seconds.
+    pub keepalive_interval_s: u64,
+    /// Backoff bounds between resends after a failure, in milliseconds (full jitter).
+    pub resend_min_backoff_ms: u64,
+    pub resend_max_backoff_ms: u64,
+    /// How long a graceful shutdown keeps trying to deliver buffered results, in milliseconds.
+    pub shutdown_flush_timeout_ms: u64,
+    /// Most on-demand (confirmation) probes queued or running at once; requests beyond it are
+    /// refused and counted (`outcome="overloaded"`). Also capped at half of `max_in_flight`
+    /// (at least 1), so scheduled probes always keep the other half of the probe slots.
+    pub max_on_demand_in_flight: usize,
+    /// URLs this agent probes to check its own connectivity (the canary self-check). Empty:
+    /// no self-check, and batches carry no health.
+    pub canaries: Vec<String>,
+    /// How often the canaries are probed, in seconds.
+    pub canary_interval_s: u64,
+    /// Limit of one canary probe, in milliseconds.
+    pub canary_timeout_ms: u64,
+    /// Canaries that must succeed for the agent to count as healthy (default: a majority).
+    pub canary_healthy_min: Option<usize>,
+}
+
+/// Most canaries an agent may be configured with.
+pub const MAX_CANARIES: usize = 32;
+
+/// The region used when none is configured: `$FLY_REGION` when set and not empty.
+fn default_region(fly_region: Option<String>) -> String {
+    fly_region.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).unwrap_or_else(|| "local".into())
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            region: "local".into(),
+            region: default_region(std::env::var("FLY_REGION").ok()),
             agent_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "agent-1".into()),
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "crosscheck".into(),
@@ -75,6 +142,27 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_redirects: 5,
             extra_roots_pem: None,
+            control_plane_url: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
+            batch_max_results: 500,
+            batch_max_age_ms: 1_000,
+            buffer_max_bytes: crate::delivery::DEFAULT_BUFFER_MAX_BYTES,
+            buffer_max_age_s: crate::delivery::DEFAULT_BUFFER_MAX_AGE_S,
+            send_concurrency: 4,
+            request_timeout_ms: 10_000,
+            delivery_connect_timeout_ms: 5_000,
+            keepalive_interval_s: 20,
+            resend_min_backoff_ms: 200,
+            resend_max_backoff_ms: 30_000,
+            shutdown_flush_timeout_ms: 10_000,
+            max_on_demand_in_flight: 64,
+            canaries: Vec::new(),
+            canary_interval_s: 30,
+            canary_timeout_ms: 5_000,
+            canary_healthy_min: None,
         }
     }
 }
@@ -108,7 +196,142 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());
         }
+        if self.max_on_demand_in_flight == 0 {
+            return Err("max_on_demand_in_flight must be positive".into());
+        }
+        self.validate_canaries()?;
+        self.validate_delivery()
+    }
+
+    fn validate_canaries(&self) -> Result<(), String> {
+        if self.canaries.len() > MAX_CANARIES {
+            return Err(format!("at most {MAX_CANARIES} canaries"));
+        }
+        for canary in &self.canaries {
+            let parsed = url::Url::parse(canary).map_err(|e| format!("canary {canary:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+                return Err(format!("canary {canary:?} must be an http or https URL with a host"));
+            }
+        }
+        if self.canary_interval_s == 0 || self.canary_timeout_ms == 0 {
+            return Err("canary_interval_s and canary_timeout_ms must be positive".into());
+        }
+        if u32::try_from(self.canary_timeout_ms).is_err() {
+            return Err("canary_timeout_ms is too large".into());
+        }
+        if let Some(min) = self.canary_healthy_min {
+            if min == 0 || min > self.canaries.len() {
+                return Err(format!(
+                    "canary_healthy_min must be between 1 and the number of canaries ({})",
+                    self.canaries.len()
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The on-demand probe limit in force: `max_on_demand_in_flight`, at most half of
+    /// `max_in_flight` (at least 1).
+    pub fn on_demand_limit(&self) -> usize {
+        self.max_on_demand_in_flight.min((self.max_in_flight / 2).max(1))
+    }
+
+    /// How many canaries must succeed: `canary_healthy_min`, or a majority.
+    pub fn canary_quorum(&self) -> usize {
+        self.canary_healthy_min.unwrap_or(self.canaries.len() / 2 + 1)
+    }
+
+    fn validate_delivery(&self) -> Result<(), String> {
+        if self.batch_max_results == 0 || self.batch_max_results > shared::proto::MAX_BATCH_RESULTS {
+            return Err(format!(
+                "batch_max_results must be between 1 and {}",
+                shared::proto::MAX_BATCH_RESULTS
+            ));
+        }
+        if self.batch_max_age_ms == 0 {
+            return Err("batch_max_age_ms must be positive".into());
+        }
+        if self.buffer_max_bytes < shared::proto::MAX_BATCH_BYTES {
+            return Err(format!(
+                "buffer_max_bytes must be at least {} (one largest batch)",
+                shared::proto::MAX_BATCH_BYTES
+            ));
+        }
+        // The control plane remembers batch ids for two days; a batch resent later than that
+        // could be stored twice.
+        if self.buffer_max_age_s == 0 || self.buffer_max_age_s > 86_400 {
+            return Err("buffer_max_age_s must be between 1 and 86400 (one day)".into());
+        }
+        if self.send_concurrency == 0 || self.send_concurrency > 64 {
+            return Err("send_concurrency must be between 1 and 64".into());
+        }
+        if self.request_timeout_ms == 0 || self.delivery_connect_timeout_ms == 0 {
+            return Err("request_timeout_ms and delivery_connect_timeout_ms must be positive".into());
+        }
+        if self.keepalive_interval_s == 0 {
+            return Err("keepalive_interval_s must be positive".into());
+        }
+        if self.resend_min_backoff_ms == 0 || self.resend_min_backoff_ms > self.resend_max_backoff_ms {
+            return Err("resend_min_backoff_ms must be positive and not above resend_max_backoff_ms".into());
+        }
+        let Some(url) = &self.control_plane_url else {
+            return Ok(());
+        };
+        let parsed = url::Url::parse(url).map_err(|e| format!("control_plane_url {url:?}: {e}"))?;
+        if parsed.scheme() != "https" {
+            return Err(format!("control_plane_url {url:?} must use https (the channel is mutual TLS)"));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!("control_plane_url {url:?} has no host"));
+        }
+        let missing: Vec<&str> =
+            [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
+                .into_iter()
+                .filter(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()))
+                .map(|(k, _)| k)
+                .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "control_plane_url is set but {} missing",
+                missing.join(", ") + if missing.len() == 1 { " is" } else { " are" }
+            ));
+        }
+        if self.tls_server_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err("tls_server_name must not be empty when set".into());
+        }
+        Ok(())
+    }
+
+    /// Whether results are delivered to a control plane.
+    pub fn delivery_enabled(&self) -> bool {
+        self.control_plane_url.is_some()
+    }
+
+    /// With delivery configured, reads the agent certificate (`tls_cert`) and checks it against
+    /// this configuration: a region that differs from the certificate's is refused (the control
+    /// plane files results under the certificate's region, so probing for one region while
+    /// reporting as another would mislabel every result); the agent id is taken from the
+    /// certificate, and a different configured `agent_id` is replaced (and logged by the
+    /// caller). Returns the certificate's identity, or `None` when delivery is disabled.
+    pub fn adopt_certificate_identity(&mut self) -> Result<Option<shared::tls::AgentCertificate>, String> {
+        if !self.delivery_enabled() {
+            return Ok(None);
+        }
+        let value = self.tls_cert.as_deref().ok_or("control_plane_url is set but tls_cert is missing")?;
+        let chain = shared::tls::certificates("tls_cert", value).map_err(|e| e.to_string())?;
+        let cert = shared::tls::agent_certificate(&chain[0]).map_err(|e| format!("tls_cert: {e}"))?;
+        if cert.identity.region != self.region {
+            return Err(format!(
+                "region {:?} differs from the region {:?} in the agent certificate (tls_cert, identity {}); \
+                 configure region = {:?} or use a certificate issued for {:?}",
+                self.region, cert.identity.region, cert.identity, cert.identity.region, self.region
+            ));
+        }
+        check_platform_region(&cert.identity.region, std::env::var("FLY_REGION").ok().as_deref())?;
+        if cert.identity.agent_id != self.agent_id {
+            self.agent_id = cert.identity.agent_id.clone();
+        }
+        Ok(Some(cert))
     }
 
     /// The probe settings this configuration describes; reads `extra_roots_pem`.
@@ -134,7 +357,8 @@ impl Config {
             max_redirects: self.max_redirects,
             policy: shared::netguard::TargetPolicy::allowing(self.allow_private.clone()),
             extra_roots,
-            ..crate::probe::ProbeSettings::default()
+            // Site operators can see (and filter) which region a probe came from.
+            user_agent: format!("Crosscheck/{} (region {})", env!("CARGO_PKG_VERSION"), self.region),
         })
     }
 
@@ -151,9 +375,31 @@ impl Config {
     }
 }
 
+/// On a platform that names the region a machine runs in (Fly.io's `FLY_REGION`), the
+/// certificate must be for that region: an agent deployed to the wrong region would otherwise
+/// report, under its certificate's region, what it sees from another place.
+fn check_platform_region(certificate_region: &str, platform_region: Option<&str>) -> Result<(), String> {
+    match platform_region.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(platform) if platform != certificate_region => Err(format!(
+            "this machine runs in region {platform:?} (FLY_REGION) but its certificate is for {certificate_region:?}; \
+             deploy the {certificate_region:?} certificate only to {certificate_region:?} machines"
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_region_must_match_the_certificate() {
+        assert!(check_platform_region("ams", None).is_ok());
+        assert!(check_platform_region("ams", Some("")).is_ok());
+        assert!(check_platform_region("ams", Some("ams")).is_ok());
+        let error = check_platform_region("ams", Some("iad")).unwrap_err();
+        assert!(error.contains("\"iad\"") && error.contains("\"ams\""), "{error}");
+    }
 
     #[test]
     fn defaults_are_valid() {
@@ -182,6 +428,59 @@ mod tests {
     fn missing_extra_roots_file_is_an_error() {
         let cfg = Config { extra_roots_pem: Some("/nonexistent/roots.pem".into()), ..Config::default() };
         assert!(cfg.probe_settings().unwrap_err().contains("extra_roots_pem"));
+    }
+
+    #[test]
+    fn fly_region_is_the_default_region() {
+        assert_eq!(default_region(Some("ams".into())), "ams");
+        assert_eq!(default_region(Some(" ".into())), "local");
+        assert_eq!(default_region(None), "local");
+    }
+
+    #[test]
+    fn delivery_needs_certificates_and_https() {
+        let url = Some("https://127.0.0.1:7443".to_owned());
+        let cfg =
+            Config { control_plane_url: url.clone(), tls_ca: Some("ca.pem".into()), ..Config::default() };
+        let message = cfg.validate().unwrap_err();
+        assert!(message.contains("tls_cert, tls_key are missing"), "{message}");
+        let cfg = Config {
+            control_plane_url: Some("http://127.0.0.1:7443".into()),
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("agent.pem".into()),
+            tls_key: Some("agent.key".into()),
+            ..Config::default()
+        };
+        assert!(cfg.validate().unwrap_err().contains("https"));
+        let cfg = Config { control_plane_url: url, ..cfg };
+        cfg.validate().unwrap();
+        let cfg = Config { batch_max_results: shared::proto::MAX_BATCH_RESULTS + 1, ..cfg };
+        assert!(cfg.validate().unwrap_err().contains("batch_max_results"));
+    }
+
+    #[test]
+    fn canaries_are_checked() {
+        let cfg = toml_config("canaries = [\"https://a.example/\", \"http://b.example/\"]");
+        cfg.validate().unwrap();
+        assert_eq!(cfg.canary_quorum(), 2);
+        assert_eq!((cfg.canary_interval_s, cfg.canary_timeout_ms), (30, 5000));
+        let three = Config { canaries: vec![cfg.canaries[0].clone(); 3], ..cfg.clone() };
+        assert_eq!(three.canary_quorum(), 2);
+        let one = Config { canary_healthy_min: Some(1), ..cfg.clone() };
+        assert_eq!(one.canary_quorum(), 1);
+        let too_many = Config { canary_healthy_min: Some(3), ..cfg.clone() };
+        assert!(too_many.validate().unwrap_err().contains("canary_healthy_min"));
+        let ftp = Config { canaries: vec!["ftp://a.example/".into()], ..cfg };
+        assert!(ftp.validate().unwrap_err().contains("http or https"));
+    }
+
+    #[test]
+    fn on_demand_probes_keep_to_half_the_slots() {
+        let cfg = Config::default();
+        assert_eq!(cfg.on_demand_limit(), 64);
+        assert_eq!(Config { max_in_flight: 10, ..cfg.clone() }.on_demand_limit(), 5);
+        assert_eq!(Config { max_in_flight: 1, ..cfg.clone() }.on_demand_limit(), 1);
+        assert!(Config { max_on_demand_in_flight: 0, ..cfg }.validate().is_err());
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! - [`catalog`]: the in-memory configuration and its sync from Redis.
 //! - [`scheduler`]: when each domain is probed; [`probe`]: probing one domain once.
 //! - [`results`]: the result record, the bounded result queue, the latest result per domain.
+//! - [`delivery`]: batching results and sending them to the control plane over mutual TLS.
+//! - [`requests`]: on-demand (confirmation) probe requests from Redis; [`canary`]: the
+//!   agent's self-check, attached to its batches as its health.
 //!
 //! The agent never connects to Postgres: Redis (read-only) is its only source of configuration.
 
+pub mod canary;
 pub mod catalog;
 pub mod config;
+pub mod delivery;
 pub mod metrics;
 pub mod probe;
+pub mod requests;
 pub mod results;
 pub mod scheduler;
 pub mod startup;

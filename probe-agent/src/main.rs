@@ -27,6 +27,18 @@ fn main() -> ExitCode {
         }
     };
     shared::telemetry::init(config.log_format);
+    match shared::limits::raise_open_files() {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
+    // Checked here as well as in `Agent::build` so that a certificate for another region is a
+    // configuration error (exit code 64), like any other invalid setting.
+    let mut checked = config.clone();
+    if let Err(message) = checked.adopt_certificate_identity() {
+        tracing::error!(error = %message, "invalid configuration");
+        eprintln!("probe-agent: invalid configuration: {message}");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -16,6 +17,47 @@ pub struct ReasonLabels {
 pub struct OutcomeLabels {
     pub outcome: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+/// Why results never reached the control plane (`probe_agent_results_dropped_total{reason}`).
+pub mod dropped {
+    /// The in-process result queue was full (the scheduler never waits).
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// The buffer of unacknowledged batches hit `buffer_max_bytes`; the oldest went.
+    pub const BUFFER_FULL: &str = "buffer_full";
+    /// A buffered batch grew older than `buffer_max_age_s`.
+    pub const EXPIRED: &str = "expired";
+    /// The control plane refused the batch with `INVALID_ARGUMENT`.
+    pub const REJECTED: &str = "rejected";
+    /// Still buffered when the shutdown flush timed out.
+    pub const SHUTDOWN: &str = "shutdown";
+    pub const ALL: [&str; 5] = [QUEUE_FULL, BUFFER_FULL, EXPIRED, REJECTED, SHUTDOWN];
+}
+
+/// What became of on-demand probe requests (`probe_agent_probe_requests_total{outcome}`).
+pub mod requests {
+    /// Handed to the scheduler.
+    pub const PROBED: &str = "probed";
+    /// Addressed to other regions only.
+    pub const NOT_MINE: &str = "not_mine";
+    /// The domain is not in this agent's catalog (or is paused).
+    pub const UNKNOWN_DOMAIN: &str = "unknown_domain";
+    /// The domain already has an on-demand probe queued or running.
+    pub const COALESCED: &str = "coalesced";
+    /// The payload is not a probe request.
+    pub const MALFORMED: &str = "malformed";
+    /// `max_on_demand_in_flight` reached, or the scheduler's request queue is full.
+    pub const OVERLOADED: &str = "overloaded";
+    pub const ALL: [&str; 6] = [PROBED, NOT_MINE, UNKNOWN_DOMAIN, COALESCED, MALFORMED, OVERLOADED];
+}
+
+/// Ack latency buckets, in seconds.
+const ACK_BUCKETS: [f64; 14] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Schedule lag buckets, in seconds: fine below 100 ms where a healthy agent lives.
 const LAG_BUCKETS: [f64; 14] =
@@ -43,8 +85,32 @@ pub struct Metrics {
     pub schedule_skipped: Counter,
     pub scheduled_domains: Gauge,
     pub on_demand_probes: Counter,
-    /// Results dropped because the result queue was full.
-    pub results_dropped: Counter,
+    /// Results that will never reach the control plane, by reason (see [`dropped`]).
+    pub results_dropped: Family<ReasonLabels, Counter>,
+    /// Results in unacknowledged batches (the open batch excluded).
+    pub delivery_buffered_results: Gauge,
+    /// Encoded bytes of unacknowledged batches.
+    pub delivery_buffered_bytes: Gauge,
+    /// Age of the oldest unacknowledged batch, in seconds (0 when none).
+    pub delivery_oldest_buffered_age: Gauge<f64, AtomicU64>,
+    /// Batches closed, by trigger (`count`, `age`, `status_change`, `shutdown`).
+    pub delivery_batches_created: Family<ReasonLabels, Counter>,
+    /// Send attempts by outcome (`stored`, `duplicate`, `retry`, `rejected`, `denied`).
+    pub delivery_batches_sent: Family<OutcomeLabels, Counter>,
+    /// Results acknowledged by the control plane (stored now or before).
+    pub delivery_results_acknowledged: Counter,
+    /// Failed send attempts by gRPC status code.
+    pub delivery_send_errors: Family<CodeLabels, Counter>,
+    /// From sending a batch to its acknowledgement.
+    pub delivery_ack_latency: Histogram,
+    /// On-demand probe requests by outcome (see [`requests`]).
+    pub probe_requests: Family<OutcomeLabels, Counter>,
+    /// 1 when the latest canary self-check passed (or no canaries are configured), else 0.
+    pub healthy: Gauge,
+    /// Canaries that succeeded in the latest self-check.
+    pub canaries_ok: Gauge,
+    /// Canaries configured.
+    pub canaries_total: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,7 +130,19 @@ impl Default for Metrics {
             schedule_skipped: Counter::default(),
             scheduled_domains: Gauge::default(),
             on_demand_probes: Counter::default(),
-            results_dropped: Counter::default(),
+            results_dropped: Family::default(),
+            delivery_buffered_results: Gauge::default(),
+            delivery_buffered_bytes: Gauge::default(),
+            delivery_oldest_buffered_age: Gauge::default(),
+            delivery_batches_created: Family::default(),
+            delivery_batches_sent: Family::default(),
+            delivery_results_acknowledged: Counter::default(),
+            delivery_send_errors: Family::default(),
+            delivery_ack_latency: Histogram::new(ACK_BUCKETS),
+            probe_requests: Family::default(),
+            healthy: Gauge::default(),
+            canaries_ok: Gauge::default(),
+            canaries_total: Gauge::default(),
         }
     }
 }
@@ -102,11 +180,102 @@ impl Metrics {
             "Probes requested outside the schedule",
             self.on_demand_probes.clone(),
         );
+        for reason in dropped::ALL {
+            let _ = self.results_dropped.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
         r.register(
             "results_dropped",
-            "Results dropped because the queue was full",
+            "Results that will never reach the control plane, by reason",
             self.results_dropped.clone(),
         );
+        r.register(
+            "delivery_buffered_results",
+            "Results in unacknowledged batches",
+            self.delivery_buffered_results.clone(),
+        );
+        r.register(
+            "delivery_buffered_bytes",
+            "Encoded bytes of unacknowledged batches",
+            self.delivery_buffered_bytes.clone(),
+        );
+        r.register(
+            "delivery_oldest_buffered_age_seconds",
+            "Age of the oldest unacknowledged batch",
+            self.delivery_oldest_buffered_age.clone(),
+        );
+        r.register(
+            "delivery_batches_created",
+            "Batches closed, by trigger",
+            self.delivery_batches_created.clone(),
+        );
+        r.register(
+            "delivery_batches_sent",
+            "Batch send attempts by outcome",
+            self.delivery_batches_sent.clone(),
+        );
+        r.register(
+            "delivery_results_acknowledged",
+            "Results acknowledged by the control plane",
+            self.delivery_results_acknowledged.clone(),
+        );
+        r.register(
+            "delivery_send_errors",
+            "Failed batch sends by gRPC status code",
+            self.delivery_send_errors.clone(),
+        );
+        r.register(
+            "delivery_ack_latency_seconds",
+            "From sending a batch to its acknowledgement",
+            self.delivery_ack_latency.clone(),
+        );
+        for outcome in requests::ALL {
+            let _ = self.probe_requests.get_or_create(&OutcomeLabels { outcome: outcome.into() });
+        }
+        r.register("probe_requests", "On-demand probe requests by outcome", self.probe_requests.clone());
+        r.register(
+            "healthy",
+            "Whether the latest canary self-check passed (1 without canaries)",
+            self.healthy.clone(),
+        );
+        r.register(
+            "canaries_ok",
+            "Canaries that succeeded in the latest self-check",
+            self.canaries_ok.clone(),
+        );
+        r.register("canaries_total", "Canaries configured", self.canaries_total.clone());
+    }
+
+    /// Counts `n` on-demand probe requests with `outcome` (see [`requests`]).
+    pub fn probe_request(&self, outcome: &str, n: u64) {
+        self.probe_requests.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc_by(n);
+    }
+
+    /// On-demand probe requests with `outcome` so far.
+    pub fn probe_request_count(&self, outcome: &str) -> u64 {
+        self.probe_requests.get_or_create(&OutcomeLabels { outcome: outcome.into() }).get()
+    }
+
+    /// Counts `n` results that will never reach the control plane.
+    pub fn dropped(&self, reason: &str, n: u64) {
+        self.results_dropped.get_or_create(&ReasonLabels { reason: reason.into() }).inc_by(n);
+    }
+
+    /// Results dropped for `reason` so far.
+    pub fn dropped_count(&self, reason: &str) -> u64 {
+        self.results_dropped.get_or_create(&ReasonLabels { reason: reason.into() }).get()
+    }
+
+    /// Results dropped for any reason so far.
+    pub fn dropped_total(&self) -> u64 {
+        dropped::ALL.iter().map(|r| self.dropped_count(r)).sum()
+    }
+
+    pub fn batch_sent(&self, outcome: &str) {
+        self.delivery_batches_sent.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    pub fn send_error(&self, code: &str) {
+        self.delivery_send_errors.get_or_create(&CodeLabels { code: code.into() }).inc();
     }
 
     pub fn probe(&self, outcome: &str) {

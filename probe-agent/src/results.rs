@@ -3,7 +3,7 @@
 //! `/debug/results` and summarised in metrics).
 //!
 //! The queue never blocks the scheduler: when it is full the result is dropped and counted in
-//! `probe_agent_results_dropped_total`.
+//! `probe_agent_results_dropped_total{reason="queue_full"}`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,8 @@ use shared::DomainId;
 use tokio::sync::mpsc;
 
 use crate::catalog::sync::CatalogHandle;
-use crate::metrics::Metrics;
+use crate::delivery::Batching;
+use crate::metrics::{dropped, Metrics};
 use crate::probe::{ErrorKind, ProbeReport};
 
 /// Why a probe ran.
@@ -66,7 +67,7 @@ impl ResultSink {
         match self.tx.try_send(result) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(result)) => {
-                self.metrics.results_dropped.inc();
+                self.metrics.dropped(dropped::QUEUE_FULL, 1);
                 let now = unix_seconds();
                 let last = self.last_warning.load(Ordering::Relaxed);
                 if now >= last + DROP_WARNING_EVERY_S
@@ -77,13 +78,13 @@ impl ResultSink {
                 {
                     tracing::warn!(
                         domain_id = %result.domain_id,
-                        dropped_total = self.metrics.results_dropped.get(),
+                        dropped_total = self.metrics.dropped_count(dropped::QUEUE_FULL),
                         "result queue full; results are being dropped"
                     );
                 }
             }
             Err(mpsc::error::TrySendError::Closed(result)) => {
-                self.metrics.results_dropped.inc();
+                self.metrics.dropped(dropped::QUEUE_FULL, 1);
                 tracing::debug!(domain_id = %result.domain_id, "result after the consumer stopped; dropped");
             }
         }
@@ -128,27 +129,52 @@ impl LatestResults {
 
 /// Drains the queue until every sender is gone (the scheduler and its workers stopped, so the
 /// last results are kept): counts outcomes, logs refusals by the SSRF guard with the domain id,
-/// and keeps the latest result per domain. Stands in for the uplink to the control plane.
+/// keeps the latest result per domain, and feeds the batcher when delivery is configured
+/// (closing batches by age on its deadline). At the end the open batch is closed and the
+/// sender told that no more results will come.
 pub async fn consume(
     mut rx: mpsc::Receiver<ProbeResult>,
     latest: LatestResults,
     catalog: CatalogHandle,
     metrics: Metrics,
+    mut batching: Option<Batching>,
 ) {
     let mut prune = tokio::time::interval(Duration::from_secs(60));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let deadline = batching.as_ref().and_then(Batching::deadline);
         tokio::select! {
             received = rx.recv() => {
                 let Some(result) = received else { break };
                 record(&metrics, &result);
+                if let Some(batching) = &mut batching {
+                    batching.push(&result);
+                }
                 latest.insert(result);
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Some(batching) = &mut batching {
+                    batching.flush_due();
+                }
             }
             _ = prune.tick() => {
                 let current = catalog.current();
                 latest.retain(|id| current.get(id).is_some());
+                if let Some(batching) = &mut batching {
+                    batching.retain(|id| current.get(id).is_some());
+                }
             }
         }
+    }
+    if let Some(batching) = batching {
+        batching.finish();
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

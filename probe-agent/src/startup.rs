@@ -1,5 +1,9 @@
-//! Building and running an agent: validate, build the Redis clients, bind the operational
-//! listener, then run the catalog sync until shutdown.
+//! Building and running an agent: validate, check the certificate's identity when delivery is
+//! configured, build the Redis clients and the delivery channel, bind the operational listener,
+//! then run the catalog sync, the scheduler, the probe-request listener, the canary
+//! self-check, the result consumer and the sender until shutdown.
+//! On shutdown probing stops first; then the open batch is closed and buffered results are
+//! delivered within `shutdown_flush_timeout_ms`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +18,13 @@ use shared::RedisKeys;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::canary::{Canaries, CanarySettings, HealthWatch};
 use crate::catalog::sync::{CatalogHandle, CatalogSync, SyncSettings};
 use crate::config::Config;
+use crate::delivery::{self, Batching, DeliverySettings, Sender};
 use crate::metrics::Metrics;
 use crate::probe::Prober;
+use crate::requests::{ProbeRequests, RequestSettings};
 use crate::results::{self, LatestResults, ProbeResult};
 use crate::scheduler::{ProbeNow, Scheduler, SchedulerSettings};
 
@@ -28,20 +35,40 @@ pub struct Agent {
     handle: CatalogHandle,
     scheduler: Scheduler,
     probe_now: ProbeNow,
+    requests: ProbeRequests,
+    canaries: Canaries,
+    health: HealthWatch,
     results: tokio::sync::mpsc::Receiver<ProbeResult>,
+    delivery: Option<(Batching, Sender)>,
     latest: LatestResults,
     registry: Arc<Registry>,
     pub metrics: Metrics,
 }
 
 impl Agent {
-    /// Builds the agent and binds its operational listener. Does not need Redis to be up.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    /// Builds the agent and binds its operational listener. Needs neither Redis nor the control
+    /// plane to be up. Refuses a configured region that differs from the agent certificate's
+    /// (see [`Config::adopt_certificate_identity`]).
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let configured_id = config.agent_id.clone();
+        let identity =
+            config.adopt_certificate_identity().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if let Some(cert) = &identity {
+            if cert.identity.agent_id != configured_id {
+                tracing::warn!(
+                    configured = %configured_id,
+                    certificate = %cert.identity.agent_id,
+                    "agent_id differs from the agent certificate's; using the certificate's"
+                );
+            }
+        }
         let builder =
             shared::redis::builder(&config.redis_url, config.redis_options()).context("invalid redis_url")?;
         let client = builder.build().context("building the redis client")?;
         let subscriber = builder.build_subscriber_client().context("building the redis subscriber")?;
+        let request_subscriber =
+            builder.build_subscriber_client().context("building the redis subscriber for probe requests")?;
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -52,18 +79,55 @@ impl Agent {
             min_backoff: std::time::Duration::from_millis(config.redis_min_backoff_ms),
             max_backoff: std::time::Duration::from_millis(config.redis_max_backoff_ms),
         };
+        let keys = settings.keys.clone();
         let (sync, handle) = CatalogSync::new(settings, client, subscriber, metrics.clone());
         let probe_settings =
             config.probe_settings().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        let prober = Prober::new(probe_settings).context("building the prober")?;
+        let prober = Arc::new(Prober::new(probe_settings).context("building the prober")?);
         let (sink, results) = results::queue(config.result_queue_capacity, metrics.clone());
         let (scheduler, probe_now) = Scheduler::new(
             SchedulerSettings { region: config.region.clone(), max_in_flight: config.max_in_flight },
             handle.catalog.clone(),
-            Arc::new(prober),
+            prober.clone(),
             sink,
             metrics.clone(),
         );
+        let requests = ProbeRequests::new(
+            RequestSettings {
+                region: config.region.clone(),
+                keys,
+                max_in_flight: config.on_demand_limit(),
+                min_backoff: std::time::Duration::from_millis(config.redis_min_backoff_ms),
+                max_backoff: std::time::Duration::from_millis(config.redis_max_backoff_ms),
+            },
+            request_subscriber,
+            handle.clone(),
+            probe_now.clone(),
+            metrics.clone(),
+        );
+        let (canaries, health) = Canaries::new(CanarySettings::from_config(&config), prober, metrics.clone());
+        if config.on_demand_limit() < config.max_on_demand_in_flight {
+            tracing::info!(
+                max_on_demand_in_flight = config.max_on_demand_in_flight,
+                limit = config.on_demand_limit(),
+                "on-demand probes are limited to half of max_in_flight"
+            );
+        }
+        let delivery = match DeliverySettings::from_config(&config) {
+            Some(settings) => {
+                let url = settings.url.clone();
+                let built = delivery::build(settings, metrics.clone(), health.clone())
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+                tracing::info!(control_plane = %url, identity = %identity.as_ref().map(|c| c.identity.to_string()).unwrap_or_default(), "results are delivered to the control plane");
+                Some(built)
+            }
+            None => {
+                tracing::warn!(
+                    "control_plane_url is not set: results are only kept locally (/debug/results), not delivered"
+                );
+                None
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
@@ -74,7 +138,11 @@ impl Agent {
             handle,
             scheduler,
             probe_now,
+            requests,
+            canaries,
+            health,
             results,
+            delivery,
             latest: LatestResults::default(),
             registry: Arc::new(registry),
             metrics,
@@ -84,6 +152,11 @@ impl Agent {
     /// The entry point for probing a domain outside its schedule.
     pub fn probe_now(&self) -> ProbeNow {
         self.probe_now.clone()
+    }
+
+    /// The agent's latest canary verdict (`None` without canaries or before the first check).
+    pub fn health(&self) -> HealthWatch {
+        self.health.clone()
     }
 
     /// The latest result of each domain.
@@ -100,29 +173,60 @@ impl Agent {
         self.handle.clone()
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// The agent's effective configuration (with the certificate's agent id when delivering).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops probing, flushes delivery (bounded by
+    /// `shutdown_flush_timeout_ms`) and returns.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(region = %self.config.region, agent_id = %self.config.agent_id, addr = %self.local_addr(), "probe agent starting");
         let sync = tokio::spawn(self.sync.run(shutdown.child_token()));
         let scheduler = tokio::spawn(self.scheduler.run(shutdown.child_token()));
+        let requests = tokio::spawn(self.requests.run(shutdown.child_token()));
+        let canaries = tokio::spawn(self.canaries.run(shutdown.child_token()));
+        let (batching, sender) = match self.delivery {
+            Some((batching, sender)) => (Some(batching), Some(tokio::spawn(sender.run()))),
+            None => (None, None),
+        };
         let consumer = tokio::spawn(results::consume(
             self.results,
             self.latest.clone(),
             self.handle.clone(),
             self.metrics.clone(),
+            batching,
         ));
-        let app =
-            ops_router(self.handle.clone(), self.latest.clone(), self.registry.clone(), self.config.clone());
+        let app = ops_router(
+            DebugState {
+                handle: self.handle.clone(),
+                latest: self.latest.clone(),
+                health: self.health.clone(),
+                config: self.config.clone(),
+            },
+            self.registry.clone(),
+        );
         let signal = shutdown.clone();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { signal.cancelled().await })
             .await
             .context("operational http server failed");
         shutdown.cancel();
-        for (name, task) in [("catalog sync", sync), ("scheduler", scheduler), ("result consumer", consumer)]
-        {
+        for (name, task) in [
+            ("catalog sync", sync),
+            ("scheduler", scheduler),
+            ("probe requests", requests),
+            ("canaries", canaries),
+            ("result consumer", consumer),
+        ] {
             if let Err(error) = task.await {
                 tracing::error!(%error, task = name, "agent task panicked");
+            }
+        }
+        // The consumer has closed the last batch; the sender delivers what it can and stops.
+        if let Some(sender) = sender {
+            if let Err(error) = sender.await {
+                tracing::error!(%error, task = "delivery sender", "agent task panicked");
             }
         }
         served
@@ -133,16 +237,12 @@ impl Agent {
 struct DebugState {
     handle: CatalogHandle,
     latest: LatestResults,
+    health: HealthWatch,
     config: Arc<Config>,
 }
 
-fn ops_router(
-    handle: CatalogHandle,
-    latest: LatestResults,
-    registry: Arc<Registry>,
-    config: Arc<Config>,
-) -> Router {
-    let ready_handle = handle.clone();
+fn ops_router(state: DebugState, registry: Arc<Registry>) -> Router {
+    let ready_handle = state.handle.clone();
     let ready: shared::ops::ReadyCheck = Arc::new(move || {
         let loaded = ready_handle.is_loaded();
         Box::pin(async move {
@@ -156,7 +256,8 @@ fn ops_router(
     Router::new()
         .route("/debug/catalog", get(debug_catalog))
         .route("/debug/results", get(debug_results))
-        .with_state(DebugState { handle, latest, config })
+        .route("/debug/health", get(debug_health))
+        .with_state(state)
         .merge(shared::ops::router(registry, ready))
 }
 
@@ -179,4 +280,17 @@ async fn debug_results(State(state): State<DebugState>) -> Json<Value> {
     results.sort_by_key(|r| r.domain_id);
     let items: Vec<_> = results.iter().map(|r| r.as_ref()).collect();
     Json(json!({ "region": state.config.region, "results": items }))
+}
+
+/// The latest canary self-check: the verdict (as attached to batches) and each canary's
+/// outcome; `health` is null without canaries or before the first check.
+async fn debug_health(State(state): State<DebugState>) -> Json<Value> {
+    let health = state.health.borrow().clone();
+    Json(json!({
+        "region": state.config.region,
+        "canaries": state.config.canaries,
+        "healthy_min": (!state.config.canaries.is_empty()).then(|| state.config.canary_quorum()),
+        "interval_s": state.config.canary_interval_s,
+        "health": health.as_deref(),
+    }))
 }

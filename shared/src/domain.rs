@@ -132,9 +132,36 @@ pub struct ChangeNotice {
     pub op: ChangeOp,
 }
 
+/// A request for an immediate probe, published on `<prefix>:probe-requests` (confirmation
+/// probes). Agents of the listed regions (every region when empty) probe the domain now, through
+/// the scheduler's on-demand entry point, if it is in their catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub domain_id: DomainId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Why the probe is requested (`confirmation`), for logs and metrics.
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_request_round_trips() {
+        let request = ProbeRequest {
+            domain_id: DomainId::new(),
+            regions: vec!["iad".into()],
+            reason: "confirmation".into(),
+        };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(serde_json::from_str::<ProbeRequest>(&json).unwrap(), request);
+        let every: ProbeRequest =
+            serde_json::from_str(&format!(r#"{{"domain_id":"{}","reason":"x"}}"#, request.domain_id))
+                .unwrap();
+        assert!(every.regions.is_empty());
+    }
 
     fn sample() -> DomainConfig {
         DomainConfig {

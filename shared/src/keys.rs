@@ -27,6 +27,17 @@ impl RedisKeys {
         format!("{}:domains:changes", self.prefix)
     }
 
+    /// Pub/Sub channel of on-demand probe requests from the control plane (confirmation
+    /// probes; payload: [`crate::domain::ProbeRequest`]).
+    pub fn probe_requests(&self) -> String {
+        format!("{}:probe-requests", self.prefix)
+    }
+
+    /// Rate-limit key of confirmation probes for one domain (`SET NX PX`).
+    pub fn confirmation_lock(&self, domain: &str) -> String {
+        format!("{}:confirm:{domain}", self.prefix)
+    }
+
     /// Scratch hash the reconciler fills before atomically renaming it over `domains`.
     pub fn rebuild_scratch(&self) -> String {
         format!("{}:domains:rebuild", self.prefix)
@@ -48,5 +59,7 @@ mod tests {
         assert_eq!(k.domains(), "cc:domains");
         assert_eq!(k.version(), "cc:domains:version");
         assert_eq!(k.changes(), "cc:domains:changes");
+        assert_eq!(k.probe_requests(), "cc:probe-requests");
+        assert_eq!(k.confirmation_lock("d1"), "cc:confirm:d1");
     }
 }

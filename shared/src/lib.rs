@@ -10,15 +10,18 @@ pub mod config;
 pub mod domain;
 pub mod identity;
 pub mod keys;
+pub mod limits;
 pub mod netguard;
 pub mod ops;
+pub mod proto;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
-pub use domain::{ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, StatusRange};
+pub use domain::{ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, ProbeRequest, StatusRange};
 pub use keys::RedisKeys;
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub enum ApiError {
     ReadOnly,
     #[error("not found")]
     NotFound,
+    /// The resource exists but has nothing recorded yet (404 with code `not_recorded`).
+    #[error("{0}")]
+    NotRecorded(String),
     #[error("validation failed")]
     Validation(BTreeMap<String, String>),
     #[error("{0}")]
@@ -42,7 +45,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ReadOnly => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotRecorded(_) => StatusCode::NOT_FOUND,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::ReadOnly => "forbidden",
             ApiError::NotFound => "not_found",
+            ApiError::NotRecorded(_) => "not_recorded",
             ApiError::Validation(_) => "validation_failed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnsupportedMediaType => "unsupported_media_type",

@@ -3,8 +3,11 @@
 //! directly; `startup` serves it.
 
 mod auth;
+mod channels;
 mod domains;
 mod error;
+mod history;
+mod incidents;
 mod regions;
 mod tokens;
 
@@ -41,6 +44,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes the config publisher right after a committed change.
     pub publisher_wake: Arc<Notify>,
+    /// Probe results and their roll-ups (the history routes read them).
+    pub timeseries: crate::timeseries::Timeseries,
+    /// Wakes this replica's notification dispatcher (other replicas hear the NOTIFY).
+    pub notify_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -73,6 +80,9 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .route("/regions", get(regions::list))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .merge(history::routes())
+        .merge(incidents::routes())
+        .merge(channels::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     Router::new()

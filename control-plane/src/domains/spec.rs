@@ -234,7 +234,10 @@ impl DomainSpec {
     }
 }
 
-fn parse_url(value: &Value, policy: &Policy) -> Result<Url, String> {
+/// An `http`/`https` URL of at most 2048 characters without credentials or fragment, and the
+/// address its host names literally (`localhost` and `*.localhost` count as 127.0.0.1). Shared
+/// by domain and notification-channel validation.
+pub(crate) fn parse_http_url(value: &Value) -> Result<(Url, Option<IpAddr>), String> {
     let Value::String(raw) = value else {
         return Err("must be a string".into());
     };
@@ -257,15 +260,19 @@ fn parse_url(value: &Value, policy: &Policy) -> Result<Url, String> {
         Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.');
-            if name == "localhost" || name.ends_with(".localhost") {
-                Some(IpAddr::from([127, 0, 0, 1]))
-            } else if !name.contains('.') {
-                return Err("host must be a fully qualified domain name or an IP address".into());
-            } else {
-                None
-            }
+            (name == "localhost" || name.ends_with(".localhost")).then_some(IpAddr::from([127, 0, 0, 1]))
         }
     };
+    Ok((url, ip))
+}
+
+fn parse_url(value: &Value, policy: &Policy) -> Result<Url, String> {
+    let (url, ip) = parse_http_url(value)?;
+    if let (None, Some(Host::Domain(name))) = (ip, url.host()) {
+        if !name.trim_end_matches('.').contains('.') {
+            return Err("host must be a fully qualified domain name or an IP address".into());
+        }
+    }
     if let Some(range) = ip.and_then(netguard::classify) {
         if !policy.allow_private_targets {
             return Err(format!("host is in a {range} address range, which this deployment does not probe"));

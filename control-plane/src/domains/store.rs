@@ -276,6 +276,9 @@ async fn write_if_changed(
         // Nothing changed: no new version, nothing to publish.
         return Ok(Written { version: current.version, domain: current, changed: false });
     }
+    if spec.paused && !current.spec.paused {
+        close_incident(&mut tx, &current, "monitoring paused").await?;
+    }
     let version = next_version(&mut tx).await?;
     let domain = write_row(&mut tx, id, tenant_id, &spec, version).await?;
     log_change(&mut tx, version, id, Some(&domain.agent_config())).await?;
@@ -283,10 +286,22 @@ async fn write_if_changed(
     Ok(Written { domain, version: version as u64, changed: true })
 }
 
+/// Closes the domain's open incident when monitoring stops (the domain row is locked).
+async fn close_incident(tx: &mut PgTransaction<'_>, domain: &Domain, reason: &str) -> Result<(), StoreError> {
+    let subject = crate::incidents::Subject {
+        tenant_id: domain.tenant_id,
+        domain_id: domain.id.0,
+        url: domain.spec.url.to_string(),
+    };
+    crate::incidents::close_for_domain(tx, &subject, chrono::Utc::now(), reason).await?;
+    Ok(())
+}
+
 /// Deletes a domain; returns the config version of the deletion.
 pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
-    lock(&mut tx, tenant_id, id).await?;
+    let current = lock(&mut tx, tenant_id, id).await?;
+    close_incident(&mut tx, &current, "domain deleted").await?;
     let version = next_version(&mut tx).await?;
     sqlx::query("DELETE FROM domains WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
     log_change(&mut tx, version, id, None).await?;

@@ -19,8 +19,15 @@ pub const WAIT: Duration = Duration::from_secs(15);
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The gRPC ingest address, when the config enables ingest.
+    pub ingest_addr: Option<std::net::SocketAddr>,
+    pub agents: control_plane::agents::AgentRegistry,
+    /// The consensus engine of this replica (tests evaluate and sweep directly).
+    pub consensus: control_plane::consensus::Consensus,
     pub pool: PgPool,
+    /// `timeseries_url` points at `timeseries_db`, created for this app and dropped with it.
     pub config: Config,
+    pub timeseries_db: Option<ScratchDb>,
     pub publisher: Publisher,
     pub redis: Client,
     pub token: String,
@@ -60,13 +67,18 @@ impl TestApp {
         Self::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await
     }
 
-    pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
+    pub async fn spawn_with(pool: PgPool, mut config: Config) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(Default::default());
         }
+        let timeseries_db = ScratchDb::create("ts").await;
+        config.timeseries_url = timeseries_db.url.clone();
         let app =
             Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
         let addr = app.local_addr();
+        let ingest_addr = app.ingest_addr();
+        let agents = app.agents();
+        let consensus = app.consensus();
         let publisher = app.publisher();
         let issued = tenants::create_tenant(&pool, &format!("tenant-{}", Uuid::new_v4())).await.unwrap();
         let shutdown = CancellationToken::new();
@@ -75,8 +87,12 @@ impl TestApp {
         redis.init().await.unwrap();
         Self {
             addr,
+            ingest_addr,
+            agents,
+            consensus,
             pool,
             config,
+            timeseries_db: Some(timeseries_db),
             publisher,
             redis,
             token: issued.token,
@@ -152,6 +168,9 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+        if let Some(db) = self.timeseries_db.take() {
+            db.drop_now().await;
+        }
     }
 
     /// Stops the control plane and deletes this test's Redis keys.
@@ -166,6 +185,74 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(db) = self.timeseries_db.take() {
+            db.drop_blocking();
+        }
+    }
+}
+
+/// The server scratch databases are created on.
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database created for one test (the time-series database of a `TestApp`, or of a
+/// time-series test), dropped by `drop_now` or, best effort, on drop.
+pub struct ScratchDb {
+    pub name: String,
+    pub url: String,
+    dropped: bool,
+}
+
+impl ScratchDb {
+    pub async fn create(label: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!("cctest_{label}_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("connect to postgres");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        Self { name, url, dropped: false }
+    }
+
+    pub async fn drop_now(mut self) {
+        use sqlx::Connection;
+        self.dropped = true;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+
+    /// Drops the database from a thread of its own (usable in `Drop`, inside or outside a runtime).
+    pub fn drop_blocking(mut self) {
+        self.dropped = true;
+        let name = std::mem::take(&mut self.name);
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if !self.dropped {
+            let db = ScratchDb { name: std::mem::take(&mut self.name), url: String::new(), dropped: false };
+            self.dropped = true;
+            db.drop_blocking();
+        }
     }
 }
 

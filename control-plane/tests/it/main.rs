@@ -3,4 +3,9 @@
 
 mod api;
 mod config_path;
+mod consensus;
+mod delivery;
 mod helpers;
+mod ingest;
+mod notify;
+mod timeseries;

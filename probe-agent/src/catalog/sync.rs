@@ -59,6 +59,12 @@ pub struct CatalogHandle {
 }
 
 impl CatalogHandle {
+    /// A handle on a catalog published by something other than [`CatalogSync`] (tests and
+    /// benchmarks drive the agent's parts with a catalog of their own).
+    pub fn from_watch(catalog: watch::Receiver<Arc<Catalog>>, loaded: bool) -> Self {
+        Self { catalog, loaded: Arc::new(AtomicBool::new(loaded)) }
+    }
+
     /// Whether a full load has succeeded at least once.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)

@@ -43,7 +43,24 @@ impl Probe for crate::probe::Prober {
 /// Asks the scheduler to probe a domain now, outside its schedule (confirmation probes).
 #[derive(Debug, Clone)]
 pub struct ProbeNow {
-    tx: mpsc::Sender<DomainId>,
+    tx: mpsc::Sender<OnDemand>,
+}
+
+/// Something held for as long as an on-demand probe is queued or running, and dropped once its
+/// result is queued (or the request is dropped): lets the caller bound and coalesce its
+/// requests (see [`crate::requests::OnDemandLimit`]).
+pub type Ticket = Box<dyn std::any::Any + Send + Sync>;
+
+/// One on-demand request on its way to the scheduler.
+struct OnDemand {
+    id: DomainId,
+    ticket: Option<Ticket>,
+}
+
+impl std::fmt::Debug for OnDemand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnDemand").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +75,17 @@ impl ProbeNow {
     /// Queues an immediate probe of `id`. Unknown or paused domains are ignored by the
     /// scheduler (and logged).
     pub fn request(&self, id: DomainId) -> Result<(), ProbeNowError> {
-        self.tx.try_send(id).map_err(|e| match e {
+        self.send(OnDemand { id, ticket: None })
+    }
+
+    /// Like [`ProbeNow::request`], holding `ticket` until the probe's result is queued, or
+    /// until the request is dropped (unknown or paused domain, shutdown, or refused here).
+    pub fn request_with(&self, id: DomainId, ticket: Ticket) -> Result<(), ProbeNowError> {
+        self.send(OnDemand { id, ticket: Some(ticket) })
+    }
+
+    fn send(&self, request: OnDemand) -> Result<(), ProbeNowError> {
+        self.tx.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ProbeNowError::Busy,
             mpsc::error::TrySendError::Closed(_) => ProbeNowError::Stopped,
         })
@@ -78,7 +105,7 @@ pub struct Scheduler {
     prober: Arc<dyn Probe>,
     sink: ResultSink,
     metrics: Metrics,
-    on_demand: mpsc::Receiver<DomainId>,
+    on_demand: mpsc::Receiver<OnDemand>,
     anchor: Anchor,
 }
 
@@ -87,6 +114,8 @@ struct Job {
     config: Arc<DomainConfig>,
     planned: Instant,
     trigger: Trigger,
+    /// Released when the job's result is queued.
+    ticket: Option<Ticket>,
 }
 
 const SATURATION_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -144,11 +173,16 @@ impl Scheduler {
                     current = newer;
                     self.metrics.scheduled_domains.set(plan.len() as i64);
                 }
-                Some(id) = self.on_demand.recv() => {
+                Some(OnDemand { id, ticket }) = self.on_demand.recv() => {
                     match current.get(&id) {
                         Some(config) if !config.paused => {
                             self.metrics.on_demand_probes.inc();
-                            let job = Job { config: config.clone(), planned: Instant::now(), trigger: Trigger::OnDemand };
+                            let job = Job {
+                                config: config.clone(),
+                                planned: Instant::now(),
+                                trigger: Trigger::OnDemand,
+                                ticket,
+                            };
                             if !self.hand_off(&jobs, job, &mut saturation, &cancel).await {
                                 break;
                             }
@@ -158,7 +192,12 @@ impl Scheduler {
                 }
                 () = sleep_until(next) => {
                     while let Some(due) = plan.pop_due(Instant::now()) {
-                        let job = Job { config: due.config, planned: due.planned, trigger: Trigger::Scheduled };
+                        let job = Job {
+                            config: due.config,
+                            planned: due.planned,
+                            trigger: Trigger::Scheduled,
+                            ticket: None,
+                        };
                         if !self.hand_off(&jobs, job, &mut saturation, &cancel).await {
                             break;
                         }
@@ -239,6 +278,7 @@ async fn worker(
             lag_ms: lag.as_secs_f64() * 1000.0,
             report,
         });
+        drop(job.ticket);
     }
 }
 

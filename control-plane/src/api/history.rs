@@ -1,0 +1,121 @@
+//! `/v1/domains/{id}/{uptime,latency,results,certificate}`: a domain's history from the
+//! time-series store. The domain must belong to the caller's tenant (checked in the
+//! transactional database); another tenant's domain is a 404 like every domain route.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use shared::DomainId;
+use uuid::Uuid;
+
+use super::{ApiError, AppState, Auth};
+use crate::timeseries::Window;
+
+pub const DEFAULT_RESULTS: u32 = 50;
+pub const MAX_RESULTS: u32 = 1_000;
+
+/// The history routes, to be merged into `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/domains/{id}/uptime", get(uptime))
+        .route("/domains/{id}/latency", get(latency))
+        .route("/domains/{id}/results", get(results))
+        .route("/domains/{id}/certificate", get(certificate))
+}
+
+type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+/// The domain's id if it belongs to the caller's tenant, else 404.
+async fn owned(state: &AppState, tenant_id: Uuid, raw: &str) -> Result<Uuid, ApiError> {
+    let id: DomainId = raw.parse().map_err(|_| ApiError::NotFound)?;
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM domains WHERE id = $1 AND tenant_id = $2")
+        .bind(id.0)
+        .bind(tenant_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    found.map(|_| id.0).ok_or(ApiError::NotFound)
+}
+
+/// Checks the query for unknown parameters and returns the known ones.
+fn params(query: Params, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let Query(map) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let unknown: BTreeMap<String, String> = map
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| (k.clone(), "unknown query parameter".to_owned()))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::Validation(unknown));
+    }
+    Ok(map)
+}
+
+fn window(map: &HashMap<String, String>) -> Result<Window, ApiError> {
+    match map.get("window") {
+        None => Ok(Window::Day),
+        Some(raw) => {
+            raw.parse().map_err(|e: String| ApiError::Validation(BTreeMap::from([("window".to_owned(), e)])))
+        }
+    }
+}
+
+pub async fn uptime(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    let window = window(&params(query, &["window"])?)?;
+    let domain = owned(&state, p.tenant_id, &id).await?;
+    let uptime = state.timeseries.uptime(domain, window).await?;
+    Ok(Json(json!(uptime)))
+}
+
+pub async fn latency(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    let window = window(&params(query, &["window"])?)?;
+    let domain = owned(&state, p.tenant_id, &id).await?;
+    let latency = state.timeseries.latency(domain, window).await?;
+    Ok(Json(json!(latency)))
+}
+
+pub async fn results(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    let map = params(query, &["limit"])?;
+    let limit = match map.get("limit") {
+        None => DEFAULT_RESULTS,
+        Some(raw) => raw.parse::<u32>().ok().filter(|l| (1..=MAX_RESULTS).contains(l)).ok_or_else(|| {
+            ApiError::Validation(BTreeMap::from([(
+                "limit".to_owned(),
+                format!("must be an integer between 1 and {MAX_RESULTS}"),
+            )]))
+        })?,
+    };
+    let domain = owned(&state, p.tenant_id, &id).await?;
+    let items = state.timeseries.recent_results(domain, limit).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn certificate(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let domain = owned(&state, p.tenant_id, &id).await?;
+    let regions = state.timeseries.certificate(domain).await?;
+    if regions.is_empty() {
+        return Err(ApiError::NotRecorded("no certificate has been recorded for this domain yet".into()));
+    }
+    Ok(Json(json!({ "regions": regions })))
+}

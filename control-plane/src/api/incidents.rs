@@ -1,0 +1,204 @@
+//! `/v1/incidents` (list, get with events, acknowledge) and `/v1/domains/{id}/status` (the
+//! consensus state and every region's vote). Tenant-scoped: another tenant's incident or
+//! domain is a 404.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use shared::DomainId;
+use uuid::Uuid;
+
+use super::{Admin, ApiError, AppState, Auth};
+use crate::consensus::{self, decide};
+use crate::incidents::{self, AckError, Filter};
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+/// Longest acknowledgement note, in characters.
+pub const MAX_NOTE_CHARS: usize = 2_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/incidents", get(list))
+        .route("/incidents/{id}", get(show))
+        .route("/incidents/{id}/ack", post(ack))
+        .route("/domains/{id}/status", get(status))
+}
+
+type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Validation(BTreeMap::from([(field.to_owned(), message.into())]))
+}
+
+fn time(map: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    map.get(key)
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| invalid(key, "must be an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    let Query(map) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let known = ["state", "domain", "since", "until", "limit"];
+    let unknown: BTreeMap<String, String> = map
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| (k.clone(), "unknown query parameter".to_owned()))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::Validation(unknown));
+    }
+    let state_filter = match map.get("state").map(String::as_str) {
+        None => None,
+        Some(s @ ("open" | "acknowledged" | "resolved")) => Some(s.to_owned()),
+        Some(_) => return Err(invalid("state", "must be open, acknowledged or resolved")),
+    };
+    let domain_id = map
+        .get("domain")
+        .map(|raw| raw.parse::<Uuid>().map_err(|_| invalid("domain", "must be a domain id")))
+        .transpose()?;
+    let limit = match map.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| invalid("limit", format!("must be an integer between 1 and {MAX_LIMIT}")))?,
+    };
+    let filter = Filter {
+        state: state_filter,
+        domain_id,
+        since: time(&map, "since")?,
+        until: time(&map, "until")?,
+        limit,
+    };
+    let items = incidents::list(&state.pool, p.tenant_id, &filter).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let incident =
+        incidents::get(&state.pool, p.tenant_id, parse_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+    let events = incidents::events(&state.pool, incident.id).await?;
+    let mut body = json!(incident);
+    body["events"] = json!(events);
+    Ok(Json(body))
+}
+
+/// Acknowledges an open incident (admin). Body: a JSON object, `{"note": "..."}` or `{}`. A
+/// resolved or already acknowledged incident answers 409.
+pub async fn ack(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    super::JsonObject(body): super::JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    if let Some(key) = body.keys().find(|k| k.as_str() != "note") {
+        return Err(invalid(key, "unknown field"));
+    }
+    let note = match body.get("note") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= MAX_NOTE_CHARS => Some(s.as_str()),
+        Some(Value::String(_)) => {
+            return Err(invalid("note", format!("must be at most {MAX_NOTE_CHARS} characters")))
+        }
+        Some(_) => return Err(invalid("note", "must be a string")),
+    };
+    match incidents::acknowledge(&state.pool, p.tenant_id, id, p.token_id, note).await {
+        Ok(incident) => {
+            tracing::info!(incident_id = %id, token_id = %p.token_id, "incident acknowledged");
+            Ok(Json(json!(incident)))
+        }
+        Err(AckError::NotFound) => Err(ApiError::NotFound),
+        Err(AckError::Conflict(state)) => Err(ApiError::Conflict(format!("the incident is already {state}"))),
+        Err(AckError::Database(error)) => Err(error.into()),
+    }
+}
+
+/// The consensus state of a domain, its open incident and every region's vote.
+pub async fn status(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: DomainId = id.parse().map_err(|_| ApiError::NotFound)?;
+    let mut conn = state.pool.acquire().await?;
+    let domain: Option<(Vec<String>, Option<i32>, i32, bool)> = sqlx::query_as(
+        "SELECT regions, quorum, interval_s, paused FROM domains WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(id.0)
+    .bind(p.tenant_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (own, quorum, interval_s, paused) = domain.ok_or(ApiError::NotFound)?;
+    let current: Option<(String, DateTime<Utc>, Option<Uuid>)> =
+        sqlx::query_as("SELECT state, since, open_incident_id FROM domain_state WHERE domain_id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let regions: Vec<String> = if own.is_empty() {
+        sqlx::query_scalar("SELECT name FROM regions ORDER BY name").fetch_all(&mut *conn).await?
+    } else {
+        own
+    };
+    let observations = consensus::observations(&mut conn, id.0).await?;
+    let health = consensus::health(&mut conn).await?;
+    let freshness = decide::freshness(interval_s.max(1) as u32, state.config.consensus_freshness_factor);
+    let (state_name, since, open_incident) = match current {
+        Some((s, since, incident)) => (s, Some(since), incident),
+        None => ("unknown".to_owned(), None, None),
+    };
+    let decision = decide::decide(&decide::Inputs {
+        regions: &regions,
+        quorum: quorum.and_then(|q| u32::try_from(q).ok()),
+        freshness,
+        now: Utc::now(),
+        observations: &observations,
+        health: &health,
+        current: decide::State::parse(&state_name),
+    });
+    let votes: Vec<Value> = decision
+        .votes
+        .iter()
+        .map(|v| {
+            json!({
+                "region": v.region,
+                "standing": v.standing,
+                "voting": v.standing.votes(),
+                "observation": v.observation,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "state": state_name,
+        "since": since,
+        "paused": paused,
+        "open_incident_id": open_incident,
+        "quorum": decision.quorum,
+        "freshness_s": freshness.as_secs_f64(),
+        "failing": decision.failing,
+        "passing": decision.passing,
+        "regions": votes,
+    })))
+}

@@ -1,0 +1,435 @@
+//! The consensus decision for one domain, as a pure function of the domain's regions, its
+//! quorum, each region's latest observation and each region's agent health.
+//!
+//! Rules:
+//! - The domain's regions are its `regions` (every configured region when empty); `n` is their
+//!   number. Observations from other regions never vote.
+//! - The quorum counts regions: the domain's `quorum` capped at `n`, or the majority
+//!   `n / 2 + 1` by default (exactly 1 for a single-region domain).
+//! - A region votes when its latest observation is fresh (`now - observed_at <= freshness`) and
+//!   its agents are not reporting themselves unhealthy (a health report counts only while it is
+//!   itself fresh; no report means healthy).
+//! - `Down` when at least `quorum` voting regions report a failure; otherwise `Up` when at least
+//!   `quorum` report success; otherwise the state does not change (too few voters, or split).
+//!   A failure quorum wins over a success quorum (possible only with a quorum below majority).
+//! - Recovery is symmetric: a down domain comes back up only on `quorum` successes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Added to every freshness window, for delivery delay and clock skew.
+pub const FRESHNESS_SLACK: Duration = Duration::from_secs(5);
+
+/// A domain's decided state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Unknown,
+    Up,
+    Down,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+
+    pub fn parse(raw: &str) -> State {
+        match raw {
+            "up" => State::Up,
+            "down" => State::Down,
+            _ => State::Unknown,
+        }
+    }
+}
+
+/// What an evaluation decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Up,
+    Down,
+    Unchanged,
+}
+
+/// A region's latest observation of the domain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observation {
+    pub region: String,
+    pub ok: bool,
+    pub error_kind: Option<String>,
+    pub status_code: Option<i32>,
+    pub observed_at: DateTime<Utc>,
+    pub agent_id: String,
+}
+
+/// A region's latest agent self-check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Health {
+    pub healthy: bool,
+    pub reported_at: DateTime<Utc>,
+}
+
+/// Why a region votes or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Votes up.
+    Ok,
+    /// Votes down.
+    Failing,
+    /// No observation yet.
+    NoObservation,
+    /// The latest observation is older than the freshness window.
+    Stale,
+    /// Its agents report their own connectivity as broken.
+    Unhealthy,
+}
+
+impl Standing {
+    pub fn votes(self) -> bool {
+        matches!(self, Standing::Ok | Standing::Failing)
+    }
+}
+
+/// One region of the domain and its standing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vote {
+    pub region: String,
+    pub standing: Standing,
+    pub observation: Option<Observation>,
+}
+
+/// Everything the decision needs.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// The domain's regions, already expanded (never empty for a decision to be possible).
+    pub regions: &'a [String],
+    pub quorum: Option<u32>,
+    pub freshness: Duration,
+    pub now: DateTime<Utc>,
+    /// Latest observation per region (any region; others are ignored).
+    pub observations: &'a [Observation],
+    pub health: &'a HashMap<String, Health>,
+    pub current: State,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub quorum: u32,
+    pub failing: u32,
+    pub passing: u32,
+    pub votes: Vec<Vote>,
+}
+
+/// The quorum of a domain with `regions` regions and an optional explicit `quorum`.
+pub fn quorum(regions: usize, explicit: Option<u32>) -> u32 {
+    let n = u32::try_from(regions).unwrap_or(u32::MAX);
+    match explicit {
+        Some(q) => q.clamp(1, n.max(1)),
+        None => n / 2 + 1,
+    }
+}
+
+/// The freshness window of a domain probed every `interval_s` seconds.
+pub fn freshness(interval_s: u32, factor: f64) -> Duration {
+    Duration::from_secs_f64(f64::from(interval_s) * factor) + FRESHNESS_SLACK
+}
+
+fn standing(inputs: &Inputs<'_>, observation: Option<&Observation>, region: &str) -> Standing {
+    let Some(observation) = observation else {
+        return Standing::NoObservation;
+    };
+    let window = chrono::Duration::from_std(inputs.freshness).unwrap_or(chrono::Duration::MAX);
+    let fresh = |at: DateTime<Utc>| inputs.now.signed_duration_since(at) <= window;
+    if !fresh(observation.observed_at) {
+        return Standing::Stale;
+    }
+    if inputs.health.get(region).is_some_and(|h| !h.healthy && fresh(h.reported_at)) {
+        return Standing::Unhealthy;
+    }
+    if observation.ok {
+        Standing::Ok
+    } else {
+        Standing::Failing
+    }
+}
+
+/// Decides the domain's next state.
+pub fn decide(inputs: &Inputs<'_>) -> Decision {
+    let quorum = quorum(inputs.regions.len(), inputs.quorum);
+    let votes: Vec<Vote> = inputs
+        .regions
+        .iter()
+        .map(|region| {
+            let observation = inputs.observations.iter().find(|o| &o.region == region);
+            Vote {
+                region: region.clone(),
+                standing: standing(inputs, observation, region),
+                observation: observation.cloned(),
+            }
+        })
+        .collect();
+    let count = |s: Standing| votes.iter().filter(|v| v.standing == s).count() as u32;
+    let (failing, passing) = (count(Standing::Failing), count(Standing::Ok));
+    let wanted = if inputs.regions.is_empty() {
+        None
+    } else if failing >= quorum {
+        Some(State::Down)
+    } else if passing >= quorum {
+        Some(State::Up)
+    } else {
+        None
+    };
+    let outcome = match wanted {
+        Some(state) if state == inputs.current => Outcome::Unchanged,
+        Some(State::Down) => Outcome::Down,
+        Some(State::Up) => Outcome::Up,
+        _ => Outcome::Unchanged,
+    };
+    Decision { outcome, quorum, failing, passing, votes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(region: &str, ok: bool, age_s: i64, now: DateTime<Utc>) -> Observation {
+        Observation {
+            region: region.into(),
+            ok,
+            error_kind: (!ok).then(|| "connect".into()),
+            status_code: None,
+            observed_at: now - chrono::Duration::seconds(age_s),
+            agent_id: format!("{region}-1"),
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        regions: &'static [&'static str],
+        quorum: Option<u32>,
+        current: State,
+        /// (region, ok, age in seconds)
+        observations: &'static [(&'static str, bool, i64)],
+        unhealthy: &'static [&'static str],
+        expect: Outcome,
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            name: "unknown becomes up on a majority of successes",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Unknown,
+            observations: &[("ams", true, 1), ("iad", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Up,
+        },
+        Case {
+            name: "quorum of failures reached",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", false, 1), ("sin", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Down,
+        },
+        Case {
+            name: "one failure of three does not reach quorum",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", true, 1), ("sin", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "one failure and no other voter: not reached, state kept",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Unknown,
+            observations: &[("ams", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "stale region ignored",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", false, 600), ("sin", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "unhealthy agent's region ignored",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", false, 1), ("sin", true, 1)],
+            unhealthy: &["iad"],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "single region decides alone",
+            regions: &["ams"],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Down,
+        },
+        Case {
+            name: "observations of regions outside the domain do not vote",
+            regions: &["ams", "iad"],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1), ("sin", false, 1), ("iad", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "region set changed while down: the new set's quorum recovers it",
+            regions: &["ams", "iad"],
+            quorum: None,
+            current: State::Down,
+            observations: &[("ams", true, 1), ("iad", true, 1), ("sin", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Up,
+        },
+        Case {
+            name: "region set changed while down: too few voters keep it down",
+            regions: &["ams", "iad"],
+            quorum: None,
+            current: State::Down,
+            observations: &[("ams", true, 1), ("sin", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "symmetric recovery needs a quorum of successes",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Down,
+            observations: &[("ams", true, 1), ("iad", false, 1), ("sin", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "symmetric recovery",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Down,
+            observations: &[("ams", true, 1), ("iad", true, 1), ("sin", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Up,
+        },
+        Case {
+            name: "explicit quorum of one: any failure is down, and it wins over successes",
+            regions: &["ams", "iad", "sin"],
+            quorum: Some(1),
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", true, 1), ("sin", true, 1)],
+            unhealthy: &[],
+            expect: Outcome::Down,
+        },
+        Case {
+            name: "explicit quorum above the region count is capped",
+            regions: &["ams", "iad"],
+            quorum: Some(5),
+            current: State::Up,
+            observations: &[("ams", false, 1), ("iad", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Down,
+        },
+        Case {
+            name: "already down stays unchanged",
+            regions: &["ams", "iad", "sin"],
+            quorum: None,
+            current: State::Down,
+            observations: &[("ams", false, 1), ("iad", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+        Case {
+            name: "no regions at all decides nothing",
+            regions: &[],
+            quorum: None,
+            current: State::Up,
+            observations: &[("ams", false, 1)],
+            unhealthy: &[],
+            expect: Outcome::Unchanged,
+        },
+    ];
+
+    #[test]
+    fn table() {
+        let now = Utc::now();
+        for case in CASES {
+            let regions: Vec<String> = case.regions.iter().map(|r| r.to_string()).collect();
+            let observations: Vec<Observation> =
+                case.observations.iter().map(|(r, ok, age)| obs(r, *ok, *age, now)).collect();
+            let health: HashMap<String, Health> = case
+                .unhealthy
+                .iter()
+                .map(|r| (r.to_string(), Health { healthy: false, reported_at: now }))
+                .collect();
+            let decision = decide(&Inputs {
+                regions: &regions,
+                quorum: case.quorum,
+                freshness: freshness(30, 2.5),
+                now,
+                observations: &observations,
+                health: &health,
+                current: case.current,
+            });
+            assert_eq!(decision.outcome, case.expect, "{}: {decision:?}", case.name);
+        }
+    }
+
+    #[test]
+    fn stale_health_report_is_ignored() {
+        let now = Utc::now();
+        let regions = vec!["ams".to_owned()];
+        let observations = vec![obs("ams", false, 1, now)];
+        let health = HashMap::from([(
+            "ams".to_owned(),
+            Health { healthy: false, reported_at: now - chrono::Duration::hours(1) },
+        )]);
+        let decision = decide(&Inputs {
+            regions: &regions,
+            quorum: None,
+            freshness: freshness(30, 2.5),
+            now,
+            observations: &observations,
+            health: &health,
+            current: State::Up,
+        });
+        assert_eq!(decision.outcome, Outcome::Down);
+        assert_eq!(decision.votes[0].standing, Standing::Failing);
+    }
+
+    #[test]
+    fn quorum_defaults() {
+        assert_eq!(quorum(1, None), 1);
+        assert_eq!(quorum(2, None), 2);
+        assert_eq!(quorum(3, None), 2);
+        assert_eq!(quorum(4, None), 3);
+        assert_eq!(quorum(5, None), 3);
+        assert_eq!(quorum(3, Some(3)), 3);
+        assert_eq!(quorum(2, Some(3)), 2);
+    }
+
+    #[test]
+    fn freshness_scales_with_the_interval() {
+        assert_eq!(freshness(60, 2.5), Duration::from_secs(150) + FRESHNESS_SLACK);
+    }
+}

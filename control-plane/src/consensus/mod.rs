@@ -1,0 +1,867 @@
+//! Consensus across regions: whether a domain is up or down, decided from every region's latest
+//! observation, and the incidents and notifications that follow.
+//!
+//! - The ingest path hands each stored batch's observations to a bounded queue
+//!   ([`ObservationSender::offer`]; a full queue drops and counts, the ack never waits).
+//! - [`Consensus::run`] consumes the queue: one upsert per batch into `region_observations`
+//!   (newest per domain, never backwards), the agents' health into `region_health`, then an
+//!   evaluation of each domain whose vote may have changed, confirmation probes for failures
+//!   of domains not (yet) down, and certificate expiry notifications. Every
+//!   `consensus_sweep_interval_ms` it re-evaluates the domains that could change state (see
+//!   [`Consensus::sweep`]), which also repairs anything a dropped observation or a stale
+//!   per-replica hint skipped.
+//! - [`Consensus::evaluate`]: one transaction per domain that locks its `domain_state` row,
+//!   reads the observations, decides ([`decide`]) and, on a transition, opens or resolves the
+//!   incident and enqueues the notification, all before COMMIT. Replicas serialise on the row
+//!   lock, so one transition opens one incident.
+
+pub mod decide;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use fred::prelude::*;
+use fred::types::{Expiration, SetOptions};
+use serde_json::{json, Value};
+use shared::proto::{Batch, ErrorKind};
+use shared::{DomainId, ProbeRequest, RedisKeys};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use decide::{Decision, Health, Observation, Outcome, Standing, State, Vote};
+
+use crate::config::Config;
+use crate::incidents::{self, Subject};
+use crate::metrics::Metrics;
+use crate::notify::{self, Notification};
+
+/// Domains evaluated at once (each in its own transaction; replicas and tasks serialise on the
+/// domain's state row).
+const EVALUATE_CONCURRENCY: usize = 8;
+
+/// Domains the sweep evaluates at once: fewer than the observation path, which must keep up.
+const SWEEP_CONCURRENCY: usize = 2;
+
+/// Queued batches merged into one recording step.
+const MERGE_BATCHES: usize = 256;
+
+/// Certificate expiry notifications remembered as sent (then the memory starts over; the
+/// outbox's dedup key still prevents duplicates).
+const CERT_MEMORY: usize = 100_000;
+
+/// One region's newest observation of one domain in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainObservation {
+    pub domain_id: Uuid,
+    pub ok: bool,
+    pub error_kind: Option<String>,
+    pub status_code: Option<i32>,
+    pub observed_at: DateTime<Utc>,
+}
+
+/// The certificate a domain served in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFact {
+    pub domain_id: Uuid,
+    pub serial: String,
+    pub subject: String,
+    pub not_after: DateTime<Utc>,
+}
+
+/// What consensus takes from one stored batch. Region and agent come from the certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedBatch {
+    pub region: String,
+    pub agent_id: String,
+    /// The agent's self-check: healthy, and when it ran.
+    pub health: Option<(bool, DateTime<Utc>)>,
+    pub received_at: DateTime<Utc>,
+    pub observations: Vec<DomainObservation>,
+    pub certificates: Vec<CertificateFact>,
+}
+
+impl ObservedBatch {
+    /// Merges batches of the same agent: the newest observation per domain, the newest health,
+    /// every certificate. Order of agents is kept.
+    pub fn merge(batches: Vec<ObservedBatch>) -> Vec<ObservedBatch> {
+        let mut merged: Vec<ObservedBatch> = Vec::new();
+        for batch in batches {
+            let Some(into) =
+                merged.iter_mut().find(|m| m.region == batch.region && m.agent_id == batch.agent_id)
+            else {
+                merged.push(batch);
+                continue;
+            };
+            into.received_at = into.received_at.max(batch.received_at);
+            into.health = match (into.health, batch.health) {
+                (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+                (a, b) => a.or(b),
+            };
+            into.certificates.extend(batch.certificates);
+            let mut newest: HashMap<Uuid, DomainObservation> =
+                into.observations.drain(..).map(|o| (o.domain_id, o)).collect();
+            for o in batch.observations {
+                match newest.get(&o.domain_id) {
+                    Some(existing) if existing.observed_at >= o.observed_at => {}
+                    _ => {
+                        newest.insert(o.domain_id, o);
+                    }
+                }
+            }
+            into.observations = newest.into_values().collect();
+        }
+        merged
+    }
+
+    /// The newest observation (and certificate) per domain of `batch`.
+    pub fn from_batch(region: &str, agent_id: &str, batch: &Batch, received_at: DateTime<Utc>) -> Self {
+        let mut newest: HashMap<Uuid, (i64, &shared::proto::ProbeResult)> = HashMap::new();
+        for result in &batch.results {
+            let Some(id) = shared::proto::uuid_from_bytes(&result.domain_id) else { continue };
+            let at = result.started_at_unix_us;
+            match newest.get(&id) {
+                Some((seen, _)) if *seen >= at => {}
+                _ => {
+                    newest.insert(id, (at, result));
+                }
+            }
+        }
+        let mut observations = Vec::with_capacity(newest.len());
+        let mut certificates = Vec::new();
+        for (domain_id, (at, result)) in newest {
+            let Some(observed_at) = Utc.timestamp_micros(at).single() else { continue };
+            let error_kind = ErrorKind::try_from(result.error).ok().and_then(ErrorKind::label);
+            observations.push(DomainObservation {
+                domain_id,
+                ok: result.ok,
+                error_kind: error_kind.map(str::to_owned),
+                status_code: (result.status_code != 0).then_some(result.status_code as i32),
+                observed_at,
+            });
+            if let Some(cert) = &result.certificate {
+                if let (false, Some(not_after)) =
+                    (cert.serial.is_empty(), Utc.timestamp_opt(cert.not_after_unix_s, 0).single())
+                {
+                    certificates.push(CertificateFact {
+                        domain_id,
+                        serial: cert.serial.clone(),
+                        subject: cert.subject.clone(),
+                        not_after,
+                    });
+                }
+            }
+        }
+        let health = batch.health.as_ref().map(|h| {
+            let checked = Utc.timestamp_micros(h.checked_at_unix_us).single().unwrap_or(received_at);
+            (h.healthy, checked)
+        });
+        Self {
+            region: region.to_owned(),
+            agent_id: agent_id.to_owned(),
+            health,
+            received_at,
+            observations,
+            certificates,
+        }
+    }
+}
+
+/// The ingest side of the observation queue. Cheap to clone.
+#[derive(Clone)]
+pub struct ObservationSender {
+    queue: mpsc::Sender<ObservedBatch>,
+    metrics: Metrics,
+}
+
+impl ObservationSender {
+    /// Queues a stored batch's observations without waiting; a full queue drops them (counted).
+    pub fn offer(&self, batch: ObservedBatch) {
+        if let Err(error) = self.queue.try_send(batch) {
+            self.metrics.observation_drops.inc();
+            tracing::warn!(reason = %error, "observation queue full or closed: observations dropped");
+        }
+    }
+}
+
+/// The bounded observation queue between ingest and [`Consensus::run`].
+pub fn queue(capacity: usize, metrics: Metrics) -> (ObservationSender, mpsc::Receiver<ObservedBatch>) {
+    let (queue, receiver) = mpsc::channel(capacity);
+    (ObservationSender { queue, metrics }, receiver)
+}
+
+/// The settings consensus reads from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub freshness_factor: f64,
+    pub sweep_interval: Duration,
+    pub confirmation_min_interval: Duration,
+    /// Ascending.
+    pub cert_thresholds_days: Vec<u32>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        let mut thresholds = config.cert_expiry_thresholds_days.clone();
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        Self {
+            freshness_factor: config.consensus_freshness_factor,
+            sweep_interval: Duration::from_millis(config.consensus_sweep_interval_ms),
+            confirmation_min_interval: Duration::from_millis(config.confirmation_min_interval_ms),
+            cert_thresholds_days: thresholds,
+        }
+    }
+
+    /// The smallest threshold (days) the certificate is within at `now`, if any.
+    pub fn cert_threshold(&self, not_after: DateTime<Utc>, now: DateTime<Utc>) -> Option<u32> {
+        let left = not_after.signed_duration_since(now);
+        self.cert_thresholds_days
+            .iter()
+            .copied()
+            .find(|days| left <= chrono::Duration::days(i64::from(*days)))
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// The state after the evaluation.
+    pub state: State,
+    pub outcome: Outcome,
+    /// The incident opened or resolved by this evaluation.
+    pub incident: Option<Uuid>,
+    /// The domain's regions (expanded).
+    pub regions: Vec<String>,
+}
+
+/// The consensus engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Consensus {
+    pool: PgPool,
+    redis: Client,
+    keys: RedisKeys,
+    metrics: Metrics,
+    settings: Arc<Settings>,
+    certs_sent: Arc<Mutex<HashSet<(Uuid, String, u32)>>>,
+    /// The state this replica last saw each domain in: a hint only (another replica may have
+    /// moved it since), used to skip evaluating a failure of a domain already down. The sweep
+    /// corrects whatever a stale hint skipped.
+    known: Arc<Mutex<HashMap<Uuid, State>>>,
+}
+
+/// A domain as consensus needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct DomainRow {
+    tenant_id: Uuid,
+    url: String,
+    regions: Vec<String>,
+    quorum: Option<i32>,
+    interval_s: i32,
+    paused: bool,
+}
+
+impl Consensus {
+    pub fn new(pool: PgPool, redis: Client, keys: RedisKeys, metrics: Metrics, settings: Settings) -> Self {
+        Self {
+            pool,
+            redis,
+            keys,
+            metrics,
+            settings: Arc::new(settings),
+            certs_sent: Arc::default(),
+            known: Arc::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn error(&self, reason: &str, error: &dyn std::fmt::Display) {
+        self.metrics.consensus_error(reason);
+        tracing::warn!(reason, error = %error, "consensus step failed");
+    }
+
+    /// Consumes the observation queue, and sweeps periodically in a task of its own so a long
+    /// sweep never holds up observations, until `shutdown`.
+    pub async fn run(self, mut queue: mpsc::Receiver<ObservedBatch>, shutdown: CancellationToken) {
+        let sweeper = {
+            let (this, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut sweep = tokio::time::interval(this.settings.sweep_interval);
+                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = sweep.tick() => {
+                            if let Err(error) = this.sweep().await {
+                                this.error("sweep", &format!("{error:#}"));
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = queue.recv() => match batch {
+                    Some(first) => {
+                        // Whatever else is queued goes with it: one upsert per agent for all of it.
+                        let mut batches = vec![first];
+                        while batches.len() < MERGE_BATCHES {
+                            match queue.try_recv() {
+                                Ok(batch) => batches.push(batch),
+                                Err(_) => break,
+                            }
+                        }
+                        for batch in ObservedBatch::merge(batches) {
+                            self.process(batch).await;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        if let Err(error) = sweeper.await {
+            tracing::error!(%error, "consensus sweep task panicked");
+        }
+    }
+
+    /// Records one batch's observations, evaluates the domains whose vote may have changed
+    /// (several at once), requests confirmation probes and checks certificates. Failures are
+    /// logged and counted.
+    pub async fn process(&self, batch: ObservedBatch) {
+        use futures::StreamExt;
+        if let Some((healthy, checked_at)) = batch.health {
+            if let Err(error) =
+                self.record_health(&batch.region, healthy, checked_at, batch.received_at).await
+            {
+                self.error("health", &error);
+            }
+        }
+        let changed = match self.record(&batch).await {
+            Ok(changed) => changed,
+            Err(error) => {
+                self.error("record", &error);
+                return;
+            }
+        };
+        let changed: Vec<(Uuid, bool)> = {
+            let known = self.known.lock().expect("consensus hint lock");
+            // A failure of a domain this replica saw go down cannot change anything.
+            changed.into_iter().filter(|(id, ok)| *ok || known.get(id) != Some(&State::Down)).collect()
+        };
+        let region = batch.region.as_str();
+        futures::stream::iter(changed)
+            .for_each_concurrent(EVALUATE_CONCURRENCY, |(domain_id, ok)| async move {
+                match self.evaluate(domain_id, Utc::now()).await {
+                    Ok(Some(evaluated)) if !ok && evaluated.state != State::Down => {
+                        self.confirm(domain_id, region, &evaluated.regions).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => self.error("evaluate", &format!("{error:#}")),
+                }
+            })
+            .await;
+        for cert in &batch.certificates {
+            if let Err(error) = self.certificate(cert, batch.received_at).await {
+                self.error("certificate", &error);
+            }
+        }
+    }
+
+    /// Records a region's agent health (the newest self-check wins).
+    pub async fn record_health(
+        &self,
+        region: &str,
+        healthy: bool,
+        checked_at: DateTime<Utc>,
+        reported_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO region_health (region, healthy, checked_at, reported_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (region) DO UPDATE
+             SET healthy = excluded.healthy, checked_at = excluded.checked_at, reported_at = excluded.reported_at
+             WHERE region_health.checked_at <= excluded.checked_at",
+        )
+        .bind(region)
+        .bind(healthy)
+        .bind(checked_at)
+        .bind(reported_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Upserts the batch's observations in one statement (never moving `observed_at`
+    /// backwards; unknown domains skipped). Returns the domains whose vote changed (a new
+    /// region, or a changed outcome) with the observation's `ok`.
+    pub async fn record(&self, batch: &ObservedBatch) -> sqlx::Result<Vec<(Uuid, bool)>> {
+        if batch.observations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = batch.observations.len();
+        let (mut ids, mut oks, mut kinds, mut codes, mut ats) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        // In domain order, so concurrent upserts (two agents of a region, two replicas) lock
+        // rows in the same order and cannot deadlock.
+        let mut sorted: Vec<&DomainObservation> = batch.observations.iter().collect();
+        sorted.sort_by_key(|o| o.domain_id);
+        for o in sorted {
+            ids.push(o.domain_id);
+            oks.push(o.ok);
+            kinds.push(o.error_kind.clone());
+            codes.push(o.status_code);
+            ats.push(o.observed_at);
+        }
+        let rows: Vec<(Uuid, bool, Option<bool>)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int[], $5::timestamptz[])
+                     AS u(domain_id, ok, error_kind, status_code, observed_at)
+                 WHERE EXISTS (SELECT 1 FROM domains d WHERE d.id = u.domain_id)
+             ),
+             old AS (
+                 SELECT o.domain_id, o.ok FROM region_observations o
+                 WHERE o.region = $6 AND o.domain_id IN (SELECT domain_id FROM input)
+             ),
+             up AS (
+                 INSERT INTO region_observations (domain_id, region, ok, error_kind, status_code, observed_at, agent_id)
+                 SELECT domain_id, $6, ok, error_kind, status_code, observed_at, $7 FROM input ORDER BY domain_id
+                 ON CONFLICT (domain_id, region) DO UPDATE
+                 SET ok = excluded.ok, error_kind = excluded.error_kind, status_code = excluded.status_code,
+                     observed_at = excluded.observed_at, agent_id = excluded.agent_id
+                 WHERE region_observations.observed_at < excluded.observed_at
+                 RETURNING domain_id, ok
+             )
+             SELECT up.domain_id, up.ok, old.ok FROM up LEFT JOIN old USING (domain_id)",
+        )
+        .bind(&ids)
+        .bind(&oks)
+        .bind(&kinds)
+        .bind(&codes)
+        .bind(&ats)
+        .bind(&batch.region)
+        .bind(&batch.agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        // Only a region's new vote or changed vote is evaluated at once. A repeated failure can
+        // matter too (it refreshes a vote that had gone stale), but re-evaluating every repeat
+        // costs a transaction per result: the sweep, which looks at every domain with an
+        // observation disagreeing with its state, takes those within `consensus_sweep_interval_ms`.
+        Ok(rows
+            .into_iter()
+            .filter(|(_, ok, previous)| *previous != Some(*ok))
+            .map(|(id, ok, _)| (id, ok))
+            .collect())
+    }
+
+    /// Re-evaluates every domain that could change state: one without a decided state, or one
+    /// with a fresh observation that disagrees with its state (a failure while up, a success
+    /// while down). A domain whose observations all agree with its state cannot transition, whatever
+    /// goes stale: staleness only removes voters. Returns how many were evaluated.
+    pub async fn sweep(&self) -> anyhow::Result<usize> {
+        use futures::StreamExt;
+        // Only fresh observations can vote, so only they can move a domain.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT o.domain_id FROM region_observations o
+             JOIN domains d ON d.id = o.domain_id
+             LEFT JOIN domain_state s USING (domain_id)
+             WHERE o.observed_at > now() - make_interval(secs => d.interval_s * $1 + 5)
+               AND (s.state IS NULL OR s.state NOT IN ('up', 'down')
+                    OR (s.state = 'up' AND NOT o.ok) OR (s.state = 'down' AND o.ok))
+             ORDER BY o.domain_id",
+        )
+        .bind(self.settings.freshness_factor)
+        .fetch_all(&self.pool)
+        .await?;
+        let now = Utc::now();
+        futures::stream::iter(&ids)
+            .for_each_concurrent(SWEEP_CONCURRENCY, |id| async move {
+                if let Err(error) = self.evaluate(*id, now).await {
+                    self.error("evaluate", &format!("{error:#}"));
+                }
+            })
+            .await;
+        Ok(ids.len())
+    }
+
+    fn remember(&self, domain_id: Uuid, state: State) {
+        self.known.lock().expect("consensus hint lock").insert(domain_id, state);
+    }
+
+    /// The domain's regions: its own, or every configured region when it names none.
+    async fn regions_of(&self, tx: &mut sqlx::PgConnection, own: &[String]) -> sqlx::Result<Vec<String>> {
+        if !own.is_empty() {
+            return Ok(own.to_vec());
+        }
+        sqlx::query_scalar("SELECT name FROM regions ORDER BY name").fetch_all(&mut *tx).await
+    }
+
+    /// Evaluates one domain in one transaction (see the module documentation). `None` when the
+    /// domain does not exist.
+    pub async fn evaluate(&self, domain_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<Option<Evaluated>> {
+        self.metrics.consensus_evaluations.inc();
+        let mut tx = self.pool.begin().await?;
+        // Lock order as for domain writes: the domain row first (KEY SHARE keeps it from being
+        // deleted under us), then its state row.
+        let domain: Option<DomainRow> = sqlx::query_as(
+            "SELECT tenant_id, url, regions, quorum, interval_s, paused FROM domains WHERE id = $1 FOR KEY SHARE",
+        )
+        .bind(domain_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(domain) = domain else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO domain_state (domain_id, state, since) VALUES ($1, 'unknown', $2)
+             ON CONFLICT (domain_id) DO NOTHING",
+        )
+        .bind(domain_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let (state, open_incident): (String, Option<Uuid>) = sqlx::query_as(
+            "SELECT state, open_incident_id FROM domain_state WHERE domain_id = $1 FOR UPDATE",
+        )
+        .bind(domain_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let current = State::parse(&state);
+        let regions = self.regions_of(&mut tx, &domain.regions).await?;
+        let unchanged = Evaluated {
+            state: current,
+            outcome: Outcome::Unchanged,
+            incident: None,
+            regions: regions.clone(),
+        };
+        if domain.paused {
+            tx.commit().await?;
+            return Ok(Some(unchanged));
+        }
+        let observations = observations(&mut tx, domain_id).await?;
+        let health = health(&mut tx).await?;
+        let decision = decide::decide(&decide::Inputs {
+            regions: &regions,
+            quorum: domain.quorum.and_then(|q| u32::try_from(q).ok()),
+            freshness: decide::freshness(domain.interval_s.max(1) as u32, self.settings.freshness_factor),
+            now,
+            observations: &observations,
+            health: &health,
+            current,
+        });
+        let subject = Subject { tenant_id: domain.tenant_id, domain_id, url: domain.url.clone() };
+        let (next, incident) = match decision.outcome {
+            Outcome::Unchanged => {
+                tx.commit().await?;
+                self.remember(domain_id, current);
+                return Ok(Some(unchanged));
+            }
+            Outcome::Down => {
+                let id =
+                    incidents::open(&mut tx, &subject, now, &voters(&decision, Standing::Failing)).await?;
+                (State::Down, Some(id))
+            }
+            Outcome::Up => {
+                let resolved = match open_incident {
+                    Some(id) => {
+                        incidents::resolve(&mut tx, &subject, id, now, &voters(&decision, Standing::Ok))
+                            .await?
+                            .then_some(id)
+                    }
+                    None => None,
+                };
+                (State::Up, resolved)
+            }
+        };
+        sqlx::query(
+            "UPDATE domain_state SET state = $2, since = $3, evaluated_at = $3,
+                 open_incident_id = CASE WHEN $2 = 'down' THEN $4 ELSE NULL END
+             WHERE domain_id = $1",
+        )
+        .bind(domain_id)
+        .bind(next.as_str())
+        .bind(now)
+        .bind(incident)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.metrics.transition(current.as_str(), next.as_str());
+        match decision.outcome {
+            Outcome::Down => self.metrics.incidents_opened.inc(),
+            _ if incident.is_some() => self.metrics.incidents_resolved.inc(),
+            _ => 0,
+        };
+        tracing::info!(
+            domain_id = %domain_id, from = current.as_str(), to = next.as_str(), incident = ?incident,
+            failing = decision.failing, passing = decision.passing, quorum = decision.quorum,
+            "domain state changed"
+        );
+        self.remember(domain_id, next);
+        Ok(Some(Evaluated { state: next, outcome: decision.outcome, incident, regions }))
+    }
+
+    /// Asks the domain's other regions to probe it now, at most once per
+    /// `confirmation_min_interval_ms` per domain (across replicas, through Redis).
+    pub async fn confirm(&self, domain_id: Uuid, region: &str, regions: &[String]) {
+        let others: Vec<String> = regions.iter().filter(|r| *r != region).cloned().collect();
+        if others.is_empty() {
+            return;
+        }
+        let ms = self.settings.confirmation_min_interval.as_millis() as i64;
+        let lock: Result<Option<String>, _> = self
+            .redis
+            .set(
+                self.keys.confirmation_lock(&domain_id.to_string()),
+                1,
+                Some(Expiration::PX(ms.max(1))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await;
+        match lock {
+            Ok(None) => {
+                self.metrics.confirmation("rate_limited");
+                return;
+            }
+            Ok(Some(_)) => {}
+            Err(error) => {
+                self.metrics.confirmation("error");
+                self.error("confirmation", &error);
+                return;
+            }
+        }
+        let request =
+            ProbeRequest { domain_id: DomainId(domain_id), regions: others, reason: "confirmation".into() };
+        let payload = match serde_json::to_string(&request) {
+            Ok(payload) => payload,
+            Err(error) => return self.error("confirmation", &error),
+        };
+        match self.redis.publish::<i64, _, _>(self.keys.probe_requests(), payload).await {
+            Ok(_) => {
+                self.metrics.confirmation("published");
+                tracing::debug!(%domain_id, region, "confirmation probe requested");
+            }
+            Err(error) => {
+                self.metrics.confirmation("error");
+                self.error("confirmation", &error);
+            }
+        }
+    }
+
+    /// Enqueues a `certificate_expiring` notification when `cert` is within a threshold, once
+    /// per (domain, serial, threshold): the dedup key `cert:<domain>:<serial>:<days>` makes it
+    /// once-only; an in-memory set spares the database the repeats.
+    pub async fn certificate(&self, cert: &CertificateFact, now: DateTime<Utc>) -> sqlx::Result<bool> {
+        let Some(days) = self.settings.cert_threshold(cert.not_after, now) else {
+            return Ok(false);
+        };
+        let key = (cert.domain_id, cert.serial.clone(), days);
+        if self.certs_sent.lock().expect("certificate memory").contains(&key) {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await?;
+        let domain: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT tenant_id, url FROM domains WHERE id = $1")
+                .bind(cert.domain_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((tenant_id, url)) = domain else {
+            return Ok(false);
+        };
+        let days_left = cert.not_after.signed_duration_since(now).num_days();
+        let notification = Notification {
+            kind: "certificate_expiring".into(),
+            tenant_id,
+            domain_id: Some(cert.domain_id),
+            url: Some(url.clone()),
+            incident_id: None,
+            summary: format!(
+                "the certificate of {url} expires in {days_left} days ({})",
+                cert.not_after.to_rfc3339()
+            ),
+            details: json!({
+                "serial": cert.serial, "subject": cert.subject, "not_after": cert.not_after,
+                "days_left": days_left, "threshold_days": days,
+            }),
+            occurred_at: now,
+        };
+        let added = notify::enqueue(
+            &mut tx,
+            &notification,
+            &format!("cert:{}:{}:{days}", cert.domain_id, cert.serial),
+        )
+        .await?;
+        tx.commit().await?;
+        if added > 0 {
+            self.metrics.cert_expiry_notifications.inc();
+        }
+        let mut sent = self.certs_sent.lock().expect("certificate memory");
+        if sent.len() >= CERT_MEMORY {
+            sent.clear();
+        }
+        sent.insert(key);
+        Ok(added > 0)
+    }
+}
+
+/// The voting regions with `standing`, as stored on incidents and events.
+fn voters(decision: &Decision, standing: Standing) -> Value {
+    Value::Array(
+        decision
+            .votes
+            .iter()
+            .filter(|v| v.standing == standing)
+            .filter_map(|v| v.observation.as_ref())
+            .map(|o| {
+                json!({
+                    "region": o.region, "error_kind": o.error_kind, "status_code": o.status_code,
+                    "observed_at": o.observed_at, "agent_id": o.agent_id,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A domain's latest observation per region.
+pub async fn observations(tx: &mut sqlx::PgConnection, domain_id: Uuid) -> sqlx::Result<Vec<Observation>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        region: String,
+        ok: bool,
+        error_kind: Option<String>,
+        status_code: Option<i32>,
+        observed_at: DateTime<Utc>,
+        agent_id: String,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT region, ok, error_kind, status_code, observed_at, agent_id FROM region_observations
+         WHERE domain_id = $1 ORDER BY region",
+    )
+    .bind(domain_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Observation {
+            region: r.region,
+            ok: r.ok,
+            error_kind: r.error_kind,
+            status_code: r.status_code,
+            observed_at: r.observed_at,
+            agent_id: r.agent_id,
+        })
+        .collect())
+}
+
+/// Every region's latest agent health.
+pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String, Health>> {
+    let rows: Vec<(String, bool, DateTime<Utc>)> =
+        sqlx::query_as("SELECT region, healthy, reported_at FROM region_health").fetch_all(&mut *tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(region, healthy, reported_at)| (region, Health { healthy, reported_at }))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn merged_batches_keep_the_newest_per_domain_and_agent() {
+        let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let obs = |d: Uuid, ok: bool, s: i64| DomainObservation {
+            domain_id: d,
+            ok,
+            error_kind: None,
+            status_code: None,
+            observed_at: at(s),
+        };
+        let batch = |agent: &str, health: Option<(bool, DateTime<Utc>)>, observations| ObservedBatch {
+            region: "ams".into(),
+            agent_id: agent.into(),
+            health,
+            received_at: at(100),
+            observations,
+            certificates: Vec::new(),
+        };
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let merged = ObservedBatch::merge(vec![
+            batch("ams-1", Some((true, at(1))), vec![obs(a, true, 1), obs(b, true, 1)]),
+            batch("ams-2", None, vec![obs(a, false, 2)]),
+            batch("ams-1", Some((false, at(3))), vec![obs(a, false, 3)]),
+            batch("ams-1", None, vec![obs(b, false, 0)]),
+        ]);
+        assert_eq!(merged.len(), 2);
+        let first = &merged[0];
+        assert_eq!(first.agent_id, "ams-1");
+        assert_eq!(first.health, Some((false, at(3))));
+        let mut seen: Vec<(Uuid, bool)> = first.observations.iter().map(|o| (o.domain_id, o.ok)).collect();
+        seen.sort();
+        let mut want = vec![(a, false), (b, true)];
+        want.sort();
+        assert_eq!(seen, want, "the newest observation of each domain wins");
+        assert_eq!(merged[1].observations.len(), 1);
+    }
+
+    use super::*;
+    use shared::proto::{AgentHealth, Certificate, ProbeResult};
+
+    fn result(domain: Uuid, at_us: i64, ok: bool) -> ProbeResult {
+        ProbeResult {
+            domain_id: domain.as_bytes().to_vec(),
+            started_at_unix_us: at_us,
+            ok,
+            error: if ok { 0 } else { ErrorKind::Connect as i32 },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn newest_observation_per_domain_is_kept() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let base = Utc::now().timestamp_micros();
+        let mut later = result(a, base + 10, false);
+        later.certificate =
+            Some(Certificate { serial: "0a".into(), not_after_unix_s: 2_000_000_000, ..Default::default() });
+        let batch = Batch {
+            results: vec![result(a, base, true), later, result(a, base + 5, true), result(b, base, true)],
+            health: Some(AgentHealth { healthy: false, checked_at_unix_us: base, ..Default::default() }),
+            ..Default::default()
+        };
+        let observed = ObservedBatch::from_batch("ams", "ams-1", &batch, Utc::now());
+        assert_eq!(observed.observations.len(), 2);
+        let a_obs = observed.observations.iter().find(|o| o.domain_id == a).unwrap();
+        assert!(!a_obs.ok);
+        assert_eq!(a_obs.error_kind.as_deref(), Some("connect"));
+        assert_eq!(observed.certificates.len(), 1);
+        assert_eq!(observed.health.map(|h| h.0), Some(false));
+    }
+
+    #[test]
+    fn smallest_crossed_threshold() {
+        let settings = Settings {
+            freshness_factor: 2.5,
+            sweep_interval: Duration::from_secs(5),
+            confirmation_min_interval: Duration::from_secs(10),
+            cert_thresholds_days: vec![1, 7, 14, 30],
+        };
+        let now = Utc::now();
+        let days = |d: i64| now + chrono::Duration::days(d) - chrono::Duration::minutes(1);
+        assert_eq!(settings.cert_threshold(days(60), now), None);
+        assert_eq!(settings.cert_threshold(days(30), now), Some(30));
+        assert_eq!(settings.cert_threshold(days(10), now), Some(14));
+        assert_eq!(settings.cert_threshold(days(5), now), Some(7));
+        assert_eq!(settings.cert_threshold(days(-3), now), Some(1));
+    }
+}

@@ -1,0 +1,337 @@
+//! Incidents: a domain's down period from the transition that opened it to the one that
+//! resolved it, with its events (`opened`, `acknowledged`, `resolved`).
+//!
+//! Every write here takes a transaction from its caller and enqueues the matching notification
+//! (`incident:<id>:<kind>`) in it, so a transition and its outbox rows commit together or not
+//! at all. Reads are scoped by tenant: another tenant's incident is not found.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::notify::{self, Notification};
+
+/// The actor of events the control plane records itself.
+pub const SYSTEM: &str = "system";
+
+/// What an incident is about (for notifications).
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub tenant_id: Uuid,
+    pub domain_id: Uuid,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Incident {
+    pub id: Uuid,
+    pub domain_id: Uuid,
+    pub state: String,
+    pub opened_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by_token: Option<Uuid>,
+    pub ack_note: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub duration_s: Option<i64>,
+    pub opened_regions: Value,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Event {
+    pub id: i64,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub details: Value,
+}
+
+const COLUMNS: &str = "id, domain_id, state, opened_at, acknowledged_at, acknowledged_by_token, ack_note, \
+     resolved_at, duration_s, opened_regions";
+
+async fn event(
+    tx: &mut PgConnection,
+    incident: Uuid,
+    kind: &str,
+    at: DateTime<Utc>,
+    actor: &str,
+    details: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO incident_events (incident_id, kind, at, actor, details) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(incident)
+    .bind(kind)
+    .bind(at)
+    .bind(actor)
+    .bind(details)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// "ams: connect, iad: status 503"
+fn describe(regions: &Value) -> String {
+    regions
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|r| {
+                    let region = r["region"].as_str().unwrap_or("?");
+                    match (r["error_kind"].as_str(), r["status_code"].as_i64()) {
+                        (Some(kind), _) => format!("{region}: {kind}"),
+                        (None, Some(code)) => format!("{region}: status {code}"),
+                        (None, None) => region.to_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// Opens an incident for `subject` with its `opened` event and notification. Returns its id.
+pub async fn open(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    at: DateTime<Utc>,
+    regions: &Value,
+) -> sqlx::Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO incidents (id, tenant_id, domain_id, state, opened_at, opened_regions)
+         VALUES ($1, $2, $3, 'open', $4, $5)",
+    )
+    .bind(id)
+    .bind(subject.tenant_id)
+    .bind(subject.domain_id)
+    .bind(at)
+    .bind(regions)
+    .execute(&mut *tx)
+    .await?;
+    let details = json!({ "regions": regions });
+    event(tx, id, "opened", at, SYSTEM, &details).await?;
+    let notification = Notification {
+        kind: "incident_opened".into(),
+        tenant_id: subject.tenant_id,
+        domain_id: Some(subject.domain_id),
+        url: Some(subject.url.clone()),
+        incident_id: Some(id),
+        summary: format!("{} is down ({})", subject.url, describe(regions)),
+        details,
+        occurred_at: at,
+    };
+    notify::enqueue(tx, &notification, &format!("incident:{id}:opened")).await?;
+    Ok(id)
+}
+
+/// Resolves the incident `id` (open or acknowledged) with its `resolved` event and notification.
+/// Returns false when it was not open.
+pub async fn resolve(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    id: Uuid,
+    at: DateTime<Utc>,
+    regions: &Value,
+) -> sqlx::Result<bool> {
+    let resolved = finish(tx, subject, id, at, ("regions", regions.clone()), |duration_s| {
+        format!("{} is up again after {duration_s} s", subject.url)
+    })
+    .await?;
+    Ok(resolved)
+}
+
+/// Closes the domain's unresolved incident, if any, because monitoring stopped (`reason`:
+/// "monitoring paused", "domain deleted"), and forgets the domain's consensus state so it is
+/// decided afresh when probing resumes. Call it in the transaction that pauses or deletes the
+/// domain, after locking the domain row. Returns the incident closed.
+pub async fn close_for_domain(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    let open: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM incidents WHERE domain_id = $1 AND state <> 'resolved' FOR UPDATE",
+    )
+    .bind(subject.domain_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM domain_state WHERE domain_id = $1")
+        .bind(subject.domain_id)
+        .execute(&mut *tx)
+        .await?;
+    let Some(id) = open else { return Ok(None) };
+    finish(tx, subject, id, at, ("reason", Value::from(reason)), |duration_s| {
+        format!("{}: incident closed after {duration_s} s ({reason})", subject.url)
+    })
+    .await?;
+    Ok(Some(id))
+}
+
+/// Marks the incident resolved (unless it already is) with its duration, then writes the
+/// `resolved` event (details: `why` and the duration) and the `incident_resolved`
+/// notification. Returns false when it was already resolved.
+async fn finish(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    id: Uuid,
+    at: DateTime<Utc>,
+    why: (&str, Value),
+    summary: impl FnOnce(i64) -> String,
+) -> sqlx::Result<bool> {
+    let duration: Option<i64> = sqlx::query_scalar(
+        "UPDATE incidents SET state = 'resolved', resolved_at = $2,
+             duration_s = GREATEST(0, floor(extract(epoch FROM $2 - opened_at)))::bigint
+         WHERE id = $1 AND state <> 'resolved'
+         RETURNING duration_s",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(duration_s) = duration else {
+        return Ok(false);
+    };
+    let mut details = serde_json::Map::new();
+    details.insert(why.0.to_owned(), why.1);
+    details.insert("duration_s".into(), Value::from(duration_s));
+    let details = Value::Object(details);
+    event(tx, id, "resolved", at, SYSTEM, &details).await?;
+    let notification = Notification {
+        kind: "incident_resolved".into(),
+        tenant_id: subject.tenant_id,
+        domain_id: Some(subject.domain_id),
+        url: Some(subject.url.clone()),
+        incident_id: Some(id),
+        summary: summary(duration_s),
+        details,
+        occurred_at: at,
+    };
+    notify::enqueue(tx, &notification, &format!("incident:{id}:resolved")).await?;
+    Ok(true)
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    #[error("incident not found")]
+    NotFound,
+    #[error("the incident is already {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Acknowledges an open incident of `tenant_id` on behalf of `token_id`, with its event and
+/// notification. A resolved or already acknowledged incident is a conflict.
+pub async fn acknowledge(
+    pool: &sqlx::PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+    token_id: Uuid,
+    note: Option<&str>,
+) -> Result<Incident, AckError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, Uuid, String)> = sqlx::query_as(
+        "SELECT i.state, i.domain_id, COALESCE(d.url, '') FROM incidents i
+         LEFT JOIN domains d ON d.id = i.domain_id
+         WHERE i.id = $1 AND i.tenant_id = $2 FOR UPDATE OF i",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (state, domain_id, url) = row.ok_or(AckError::NotFound)?;
+    if state != "open" {
+        return Err(AckError::Conflict(state));
+    }
+    let now = Utc::now();
+    let incident: Incident = sqlx::query_as(&format!(
+        "UPDATE incidents SET state = 'acknowledged', acknowledged_at = $2, acknowledged_by_token = $3,
+             ack_note = $4
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(now)
+    .bind(token_id)
+    .bind(note)
+    .fetch_one(&mut *tx)
+    .await?;
+    let details = json!({ "note": note });
+    event(&mut tx, id, "acknowledged", now, &token_id.to_string(), &details).await?;
+    let notification = Notification {
+        kind: "incident_acknowledged".into(),
+        tenant_id,
+        domain_id: Some(domain_id),
+        url: Some(url.clone()),
+        incident_id: Some(id),
+        summary: match note {
+            Some(note) => format!("{url}: incident acknowledged ({note})"),
+            None => format!("{url}: incident acknowledged"),
+        },
+        details,
+        occurred_at: now,
+    };
+    notify::enqueue(&mut tx, &notification, &format!("incident:{id}:acknowledged")).await?;
+    tx.commit().await?;
+    Ok(incident)
+}
+
+/// Filters of [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `open` (open or acknowledged), `acknowledged`, or `resolved`.
+    pub state: Option<String>,
+    pub domain_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+/// A tenant's incidents, newest first.
+pub async fn list(pool: &sqlx::PgPool, tenant_id: Uuid, filter: &Filter) -> sqlx::Result<Vec<Incident>> {
+    let states: Option<Vec<&str>> = filter.state.as_deref().map(|s| match s {
+        "open" => vec!["open", "acknowledged"],
+        "acknowledged" => vec!["acknowledged"],
+        _ => vec!["resolved"],
+    });
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM incidents
+         WHERE tenant_id = $1
+           AND ($2::text[] IS NULL OR state = ANY($2))
+           AND ($3::uuid IS NULL OR domain_id = $3)
+           AND ($4::timestamptz IS NULL OR opened_at >= $4)
+           AND ($5::timestamptz IS NULL OR opened_at < $5)
+         ORDER BY opened_at DESC, id DESC LIMIT $6"
+    ))
+    .bind(tenant_id)
+    .bind(states)
+    .bind(filter.domain_id)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(i64::from(filter.limit))
+    .fetch_all(pool)
+    .await
+}
+
+/// One incident of a tenant.
+pub async fn get(pool: &sqlx::PgPool, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<Incident>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM incidents WHERE id = $1 AND tenant_id = $2"))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// An incident's events in order.
+pub async fn events(pool: &sqlx::PgPool, id: Uuid) -> sqlx::Result<Vec<Event>> {
+    sqlx::query_as(
+        "SELECT id, kind, at, actor, details FROM incident_events WHERE incident_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

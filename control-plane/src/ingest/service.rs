@@ -1,0 +1,105 @@
+//! The `Ingest` gRPC service: check the agent (from its certificate, never the payload),
+//! validate the batch, hand it to the time-series writers, and acknowledge only once it is
+//! committed. After the commit, the batch's observations go to consensus through a bounded
+//! queue that never blocks the answer.
+
+use std::time::Instant;
+
+use shared::proto::v1::ingest_server::Ingest;
+use shared::proto::{Ack, Batch, MAX_BATCH_RESULTS};
+use tonic::{Request, Response, Status};
+
+use crate::agents::{AgentPeer, AgentRegistry, Refusal};
+use crate::consensus::{ObservationSender, ObservedBatch};
+use crate::metrics::Metrics;
+use crate::timeseries::{IngestBatch, IngestError, Timeseries};
+
+pub struct IngestService {
+    pub registry: AgentRegistry,
+    pub timeseries: Timeseries,
+    pub metrics: Metrics,
+    pub observations: ObservationSender,
+}
+
+impl IngestService {
+    async fn handle(&self, peer: AgentPeer, batch: Batch) -> Result<Ack, Status> {
+        if let Err(refusal) = self.registry.check(&peer, chrono::Utc::now()) {
+            self.metrics.refused(refusal.reason());
+            tracing::warn!(
+                region = %peer.region, agent_id = %peer.agent_id, serial = %peer.serial, %refusal,
+                "batch refused"
+            );
+            return Err(match refusal {
+                Refusal::Expired(_) => Status::unauthenticated(refusal.to_string()),
+                Refusal::Revoked(_) | Refusal::UnknownRegion(_) => {
+                    Status::permission_denied(refusal.to_string())
+                }
+            });
+        }
+        let invalid = |message: String| {
+            self.metrics.batch("invalid");
+            tracing::warn!(region = %peer.region, agent_id = %peer.agent_id, %message, "batch refused as invalid");
+            Status::invalid_argument(message)
+        };
+        let Some(batch_id) = shared::proto::uuid_from_bytes(&batch.batch_id) else {
+            return Err(invalid(format!("batch_id must be 16 bytes, got {}", batch.batch_id.len())));
+        };
+        if batch.results.is_empty() {
+            return Err(invalid("a batch must carry at least one result".into()));
+        }
+        if batch.results.len() > MAX_BATCH_RESULTS {
+            return Err(invalid(format!(
+                "{} results exceed the limit of {MAX_BATCH_RESULTS} per batch",
+                batch.results.len()
+            )));
+        }
+        if !batch.claimed_region.is_empty() && batch.claimed_region != peer.region {
+            self.metrics.ingest_region_mismatch.inc();
+            tracing::warn!(
+                certificate_region = %peer.region, claimed_region = %batch.claimed_region, agent_id = %peer.agent_id,
+                "agent claims another region than its certificate; the certificate's region is used"
+            );
+        }
+        self.registry.seen(&peer, &batch.agent_version);
+        let observed = ObservedBatch::from_batch(&peer.region, &peer.agent_id, &batch, chrono::Utc::now());
+        let stored = self
+            .timeseries
+            .ingest(IngestBatch {
+                region: peer.region.clone(),
+                agent_id: peer.agent_id.clone(),
+                batch_id,
+                results: batch.results,
+            })
+            .await;
+        match stored {
+            Ok(outcome) => {
+                self.metrics.batch(if outcome.duplicate { "duplicate" } else { "stored" });
+                self.metrics.ingest_results.inc_by(u64::from(outcome.stored));
+                if !outcome.duplicate {
+                    self.observations.offer(observed);
+                }
+                Ok(Ack { batch_id: batch.batch_id, stored: outcome.stored, duplicate: outcome.duplicate })
+            }
+            Err(IngestError::Invalid(message)) => Err(invalid(message)),
+            Err(IngestError::Unavailable(message)) => {
+                self.metrics.batch("unavailable");
+                tracing::debug!(region = %peer.region, agent_id = %peer.agent_id, %message, "batch not stored");
+                Err(Status::unavailable(message))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn send_batch(&self, request: Request<Batch>) -> Result<Response<Ack>, Status> {
+        let started = Instant::now();
+        let Some(peer) = request.extensions().get::<AgentPeer>().cloned() else {
+            self.metrics.refused("no_identity");
+            return Err(Status::unauthenticated("no verified agent certificate on this connection"));
+        };
+        let answer = self.handle(peer, request.into_inner()).await;
+        self.metrics.ingest_ack_seconds.observe(started.elapsed().as_secs_f64());
+        answer.map(Response::new)
+    }
+}

@@ -1,0 +1,421 @@
+//! Delivering one notification to one channel: webhook (signed JSON), Slack (incoming-webhook
+//! text) and email (SMTP, multipart text + HTML).
+//!
+//! HTTP deliveries go through a reqwest client whose DNS resolver passes every resolved address
+//! through the SSRF [`TargetPolicy`] and hands reqwest only the allowed ones, so the connection
+//! is made to an address that was checked; a literal IP host is checked before sending. The
+//! client follows no redirects and uses no proxy.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde_json::Value;
+use sha2::Sha256;
+use shared::netguard::TargetPolicy;
+use url::{Host, Url};
+use uuid::Uuid;
+
+use super::Notification;
+use crate::config::{Config, StartTls};
+
+/// Bytes of a failed answer's body kept in `last_error`.
+const ERROR_BODY_BYTES: usize = 200;
+
+/// Header carrying the notification id (also in the body): receivers deduplicate by it.
+pub const HEADER_ID: &str = "x-crosscheck-id";
+/// Header carrying the signing time, unix seconds.
+pub const HEADER_TIMESTAMP: &str = "x-crosscheck-timestamp";
+/// Header carrying `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
+pub const HEADER_SIGNATURE: &str = "x-crosscheck-signature";
+
+/// The signature of a webhook body: hex HMAC-SHA256 keyed with the channel secret (its text as
+/// shown at creation) over `"<timestamp>.<body>"`.
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Why a delivery attempt failed: a short reason for metrics and the message stored as
+/// `last_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl DeliveryError {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// One outbox row ready to go out.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: Uuid,
+    pub dedup_key: String,
+    /// The channel's kind (`webhook`, `slack`, `email`).
+    pub kind: String,
+    /// The channel's `config` column.
+    pub config: Value,
+    pub secret: Option<String>,
+    /// The stored [`Notification`].
+    pub payload: Value,
+}
+
+/// Resolves names for reqwest and keeps only the addresses the policy allows.
+struct GuardedResolver {
+    policy: Arc<TargetPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                resolved.iter().copied().filter(|a| policy.check(a.ip()).is_ok()).collect();
+            if allowed.is_empty() {
+                let why = resolved
+                    .first()
+                    .and_then(|a| policy.check(a.ip()).err())
+                    .map_or("no address".to_owned(), |r| format!("a {r} address"));
+                return Err(format!("{host} resolves to {why}, which notifications may not reach").into());
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+
+/// Sends notifications; one per dispatcher, cheap to clone.
+#[derive(Clone)]
+pub struct Deliverer {
+    http: reqwest::Client,
+    policy: Arc<TargetPolicy>,
+    smtp: Option<(Smtp, Mailbox)>,
+    timeout: Duration,
+}
+
+impl Deliverer {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let policy = Arc::new(TargetPolicy::allowing(config.notify_allow_private.clone()));
+        let timeout = Duration::from_millis(config.notify_timeout_ms);
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(timeout)
+            .user_agent(concat!("crosscheck-notify/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let smtp = match &config.smtp_host {
+            None => None,
+            Some(host) => {
+                let tls = match config.smtp_starttls {
+                    StartTls::Required => Tls::Required(TlsParameters::new(host.clone())?),
+                    StartTls::Opportunistic => Tls::Opportunistic(TlsParameters::new(host.clone())?),
+                    StartTls::Off => Tls::None,
+                };
+                let mut builder = Smtp::builder_dangerous(host.as_str())
+                    .port(config.smtp_port)
+                    .tls(tls)
+                    .timeout(Some(timeout));
+                if let Some(user) = &config.smtp_username {
+                    builder = builder.credentials(Credentials::new(
+                        user.clone(),
+                        config.smtp_password.clone().unwrap_or_default(),
+                    ));
+                }
+                let from: Mailbox = config
+                    .smtp_from
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("smtp_from is required with smtp_host"))?
+                    .parse()?;
+                Some((builder.build(), from))
+            }
+        };
+        Ok(Self { http, policy, smtp, timeout })
+    }
+
+    /// One attempt, bounded by `notify_timeout_ms` as a whole.
+    pub async fn deliver(&self, out: &Outgoing) -> Result<(), DeliveryError> {
+        let attempt = async {
+            match out.kind.as_str() {
+                "webhook" => self.webhook(out).await,
+                "slack" => self.slack(out).await,
+                "email" => self.email(out).await,
+                other => Err(DeliveryError::new("config", format!("unknown channel kind {other:?}"))),
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::new("timeout", format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    fn target_url(&self, out: &Outgoing) -> Result<Url, DeliveryError> {
+        let raw = out
+            .config
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| DeliveryError::new("config", "the channel has no url"))?;
+        let url = Url::parse(raw).map_err(|e| DeliveryError::new("config", format!("invalid url: {e}")))?;
+        // reqwest does not resolve literal addresses, so they are checked here.
+        let literal = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal {
+            if let Err(range) = self.policy.check(ip) {
+                return Err(DeliveryError::new(
+                    "blocked",
+                    format!("{ip} is a {range} address, which notifications may not reach"),
+                ));
+            }
+        }
+        Ok(url)
+    }
+
+    async fn post(&self, request: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
+        let response = request.send().await.map_err(|e| {
+            let reason = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "http"
+            };
+            DeliveryError::new(reason, error_chain(&e))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // The start of the answer helps the operator; the rest is not read.
+        let mut response = response;
+        let mut head = Vec::new();
+        while head.len() < ERROR_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        head.truncate(ERROR_BODY_BYTES);
+        let snippet = String::from_utf8_lossy(&head);
+        Err(DeliveryError::new("status", format!("answered {status}: {}", snippet.trim())))
+    }
+
+    async fn webhook(&self, out: &Outgoing) -> Result<(), DeliveryError> {
+        let url = self.target_url(out)?;
+        let secret =
+            out.secret.as_deref().ok_or_else(|| DeliveryError::new("config", "the webhook has no secret"))?;
+        let body = webhook_body(out);
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = format!("sha256={}", sign(secret, timestamp, &body));
+        self.post(
+            self.http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(HEADER_ID, out.id.to_string())
+                .header(HEADER_TIMESTAMP, timestamp.to_string())
+                .header(HEADER_SIGNATURE, signature)
+                .body(body),
+        )
+        .await
+    }
+
+    async fn slack(&self, out: &Outgoing) -> Result<(), DeliveryError> {
+        let url = self.target_url(out)?;
+        let notification = notification(out)?;
+        let text = render_text(&notification, out.id);
+        self.post(self.http.post(url).json(&serde_json::json!({ "text": text }))).await
+    }
+
+    async fn email(&self, out: &Outgoing) -> Result<(), DeliveryError> {
+        let (transport, from) = self
+            .smtp
+            .as_ref()
+            .ok_or_else(|| DeliveryError::new("config", "email is not configured (smtp_host)"))?;
+        let notification = notification(out)?;
+        let recipients: Vec<Mailbox> = out
+            .config
+            .get("to")
+            .and_then(Value::as_array)
+            .map(|to| to.iter().filter_map(Value::as_str).filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        if recipients.is_empty() {
+            return Err(DeliveryError::new("config", "the channel has no valid recipients"));
+        }
+        let mut builder = Message::builder()
+            .from(from.clone())
+            .subject(format!("[Crosscheck] {}", notification.summary))
+            .message_id(Some(format!("<{}@crosscheck>", out.id)));
+        for to in recipients {
+            builder = builder.to(to);
+        }
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(
+                render_text(&notification, out.id),
+                render_html(&notification, out.id),
+            ))
+            .map_err(|e| DeliveryError::new("config", format!("cannot build the message: {e}")))?;
+        transport.send(message).await.map(|_| ()).map_err(|e| {
+            let reason = if e.is_permanent() || e.is_transient() { "smtp_status" } else { "smtp" };
+            DeliveryError::new(reason, error_chain(&e))
+        })
+    }
+}
+
+fn notification(out: &Outgoing) -> Result<Notification, DeliveryError> {
+    serde_json::from_value(out.payload.clone())
+        .map_err(|e| DeliveryError::new("payload", format!("stored notification is unreadable: {e}")))
+}
+
+/// The webhook body: the stored notification plus `id` and `dedup_key`.
+pub fn webhook_body(out: &Outgoing) -> Vec<u8> {
+    let mut body = match &out.payload {
+        Value::Object(map) => map.clone(),
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("payload".into(), other.clone());
+            map
+        }
+    };
+    body.insert("id".into(), Value::from(out.id.to_string()));
+    body.insert("dedup_key".into(), Value::from(out.dedup_key.clone()));
+    serde_json::to_vec(&body).expect("a JSON map serializes")
+}
+
+fn detail_lines(n: &Notification) -> Vec<(String, String)> {
+    let mut lines = vec![("kind".to_owned(), n.kind.clone())];
+    if let Some(url) = &n.url {
+        lines.push(("url".into(), url.clone()));
+    }
+    if let Some(id) = n.domain_id {
+        lines.push(("domain".into(), id.to_string()));
+    }
+    if let Some(id) = n.incident_id {
+        lines.push(("incident".into(), id.to_string()));
+    }
+    if let Value::Object(details) = &n.details {
+        for (key, value) in details {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            lines.push((key.clone(), text));
+        }
+    }
+    lines.push(("occurred at".into(), n.occurred_at.to_rfc3339()));
+    lines
+}
+
+/// The plain-text rendering (Slack message, email text part).
+pub fn render_text(n: &Notification, id: Uuid) -> String {
+    let mut text = n.summary.clone();
+    for (key, value) in detail_lines(n) {
+        text.push_str(&format!("\n{key}: {value}"));
+    }
+    text.push_str(&format!("\nnotification: {id}"));
+    text
+}
+
+/// The HTML rendering (email HTML part).
+pub fn render_html(n: &Notification, id: Uuid) -> String {
+    let mut html = format!("<html><body><h2>{}</h2><table>", escape(&n.summary));
+    for (key, value) in detail_lines(n) {
+        html.push_str(&format!(
+            "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+            escape(&key),
+            escape(&value)
+        ));
+    }
+    html.push_str(&format!("</table><p><small>notification {id}</small></p></body></html>"));
+    html
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // The signed string is "<timestamp>.<body>".
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"1700000000.{}");
+        assert_eq!(sign("s3cret", 1_700_000_000, b"{}"), hex::encode(mac.finalize().into_bytes()));
+    }
+
+    #[test]
+    fn renderings_carry_the_summary_and_escape_html() {
+        let n = Notification {
+            kind: "test".into(),
+            tenant_id: Uuid::nil(),
+            domain_id: None,
+            url: Some("https://example.com/?a=<b>".into()),
+            incident_id: None,
+            summary: "example.com is down".into(),
+            details: serde_json::json!({"regions": ["ams"]}),
+            occurred_at: chrono::Utc::now(),
+        };
+        let text = render_text(&n, Uuid::nil());
+        assert!(text.starts_with("example.com is down\nkind: test"));
+        assert!(text.contains("regions: [\"ams\"]"));
+        let html = render_html(&n, Uuid::nil());
+        assert!(html.contains("?a=&lt;b&gt;"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Reads, the same SQL in both storage modes: uptime and latency from `rollup_hourly` (a
+//! continuous aggregate or a table with the same columns), recent results from the raw table,
+//! certificates from `certificates`.
+//!
+//! Every window reads the **hourly** roll-up: the buckets starting at or after the start of the
+//! UTC hour `window` ago (so a window covers up to one hour more than its name). Hourly rows are
+//! kept as long as daily ones (`retention_rollup_days`), so 30 days are at most 720 rows per
+//! domain and region; `rollup_daily` serves longer ranges. In plain mode the roll-up lags raw
+//! data by up to `rollup_refresh_interval_s`; in TimescaleDB mode (`materialized_only = false`)
+//! it includes the newest results.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::buckets::{add_into, percentiles, Percentiles};
+use super::writer::hour_of;
+
+/// A read window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Window {
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+}
+
+impl Window {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Day => "24h",
+            Window::Week => "7d",
+            Window::Month => "30d",
+        }
+    }
+
+    pub fn duration(self) -> TimeDelta {
+        match self {
+            Window::Day => TimeDelta::hours(24),
+            Window::Week => TimeDelta::days(7),
+            Window::Month => TimeDelta::days(30),
+        }
+    }
+
+    /// The first hourly bucket the window reads.
+    pub fn start(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        hour_of(now - self.duration())
+    }
+}
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "24h" => Ok(Window::Day),
+            "7d" => Ok(Window::Week),
+            "30d" => Ok(Window::Month),
+            _ => Err("must be one of 24h, 7d, 30d".into()),
+        }
+    }
+}
+
+/// Probes and successes of one region, or of all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UptimeCounts {
+    pub probes: u64,
+    pub successes: u64,
+    /// `None` without probes.
+    pub uptime_percent: Option<f64>,
+}
+
+impl UptimeCounts {
+    fn new(probes: u64, successes: u64) -> Self {
+        let uptime_percent = (probes > 0).then(|| successes as f64 * 100.0 / probes as f64);
+        Self { probes, successes, uptime_percent }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionUptime {
+    pub region: String,
+    #[serde(flatten)]
+    pub counts: UptimeCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Uptime {
+    pub window: Window,
+    pub since: DateTime<Utc>,
+    pub overall: UptimeCounts,
+    pub regions: Vec<RegionUptime>,
+}
+
+/// Percentiles per phase; a phase that never happened in the window is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PhaseLatency {
+    pub total: Option<Percentiles>,
+    pub dns: Option<Percentiles>,
+    pub connect: Option<Percentiles>,
+    pub tls: Option<Percentiles>,
+    pub ttfb: Option<Percentiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionLatency {
+    pub region: String,
+    #[serde(flatten)]
+    pub phases: PhaseLatency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    pub window: Window,
+    pub since: DateTime<Utc>,
+    pub overall: PhaseLatency,
+    pub regions: Vec<RegionLatency>,
+}
+
+/// One raw result as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct StoredResult {
+    pub time: DateTime<Utc>,
+    pub region: String,
+    pub agent_id: String,
+    pub ok: bool,
+    pub error_kind: Option<String>,
+    pub error_detail: Option<String>,
+    pub status_code: Option<i32>,
+    pub dns_us: Option<i32>,
+    pub connect_us: Option<i32>,
+    pub tls_us: Option<i32>,
+    pub ttfb_us: Option<i32>,
+    pub total_us: i32,
+    pub resolved_ip: Option<String>,
+    pub trigger: String,
+    pub config_version: i64,
+}
+
+/// The newest certificate seen from one region.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct CertificateFacts {
+    pub region: String,
+    pub subject: String,
+    pub issuer: String,
+    pub sans: Vec<String>,
+    pub serial: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub valid: bool,
+    pub validation_error: Option<String>,
+    pub observed_at: DateTime<Utc>,
+    /// Whole days from now until `not_after` (negative once expired).
+    #[sqlx(skip)]
+    pub days_left: i64,
+}
+
+pub(crate) async fn uptime(pool: &PgPool, domain: Uuid, window: Window) -> Result<Uptime, sqlx::Error> {
+    let since = window.start(Utc::now());
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT region, sum(probes)::bigint, sum(successes)::bigint FROM rollup_hourly \
+         WHERE domain_id = $1 AND bucket >= $2 GROUP BY region ORDER BY region",
+    )
+    .bind(domain)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    let (mut probes, mut successes) = (0u64, 0u64);
+    let regions = rows
+        .into_iter()
+        .map(|(region, p, s)| {
+            let (p, s) = (p.max(0) as u64, s.max(0) as u64);
+            probes += p;
+            successes += s;
+            RegionUptime { region, counts: UptimeCounts::new(p, s) }
+        })
+        .collect();
+    Ok(Uptime { window, since, overall: UptimeCounts::new(probes, successes), regions })
+}
+
+type HistRow =
+    (String, Option<Vec<i32>>, Option<Vec<i32>>, Option<Vec<i32>>, Option<Vec<i32>>, Option<Vec<i32>>);
+
+pub(crate) async fn latency(pool: &PgPool, domain: Uuid, window: Window) -> Result<Latency, sqlx::Error> {
+    let since = window.start(Utc::now());
+    let rows: Vec<HistRow> = sqlx::query_as(
+        "SELECT region, hist_sum(total_hist), hist_sum(dns_hist), hist_sum(connect_hist), \
+                hist_sum(tls_hist), hist_sum(ttfb_hist) \
+         FROM rollup_hourly WHERE domain_id = $1 AND bucket >= $2 GROUP BY region ORDER BY region",
+    )
+    .bind(domain)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    let mut overall: [Vec<i64>; 5] = Default::default();
+    let mut regions = Vec::with_capacity(rows.len());
+    for (region, total, dns, connect, tls, ttfb) in rows {
+        let mut phases: [Vec<i64>; 5] = Default::default();
+        for (i, hist) in [total, dns, connect, tls, ttfb].into_iter().enumerate() {
+            if let Some(hist) = hist {
+                add_into(&mut phases[i], &hist);
+                add_into(&mut overall[i], &hist);
+            }
+        }
+        regions.push(RegionLatency { region, phases: phase_latency(&phases) });
+    }
+    Ok(Latency { window, since, overall: phase_latency(&overall), regions })
+}
+
+fn phase_latency(h: &[Vec<i64>; 5]) -> PhaseLatency {
+    PhaseLatency {
+        total: percentiles(&h[0]),
+        dns: percentiles(&h[1]),
+        connect: percentiles(&h[2]),
+        tls: percentiles(&h[3]),
+        ttfb: percentiles(&h[4]),
+    }
+}
+
+pub(crate) async fn recent_results(
+    pool: &PgPool,
+    domain: Uuid,
+    limit: u32,
+) -> Result<Vec<StoredResult>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT time, region, agent_id, ok, error_kind, error_detail, status_code, dns_us, connect_us, \
+                tls_us, ttfb_us, total_us, resolved_ip, trigger, config_version \
+         FROM probe_results WHERE domain_id = $1 ORDER BY time DESC LIMIT $2",
+    )
+    .bind(domain)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+}
+
+pub(crate) async fn certificates(pool: &PgPool, domain: Uuid) -> Result<Vec<CertificateFacts>, sqlx::Error> {
+    let mut facts: Vec<CertificateFacts> = sqlx::query_as(
+        "SELECT region, subject, issuer, sans, serial, not_before, not_after, valid, validation_error, \
+                observed_at FROM certificates WHERE domain_id = $1 ORDER BY region",
+    )
+    .bind(domain)
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    for f in &mut facts {
+        f.days_left = (f.not_after - now).num_days();
+    }
+    Ok(facts)
+}

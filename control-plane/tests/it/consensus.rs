@@ -1,0 +1,447 @@
+//! Consensus across regions end to end: batches over real mutual TLS, observations and states
+//! in PostgreSQL, incidents and their outbox rows, confirmation probes on Redis, two replicas
+//! on one database, acknowledgements and certificate expiry notices.
+
+use std::collections::HashMap;
+
+use fred::prelude::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shared::proto::v1::ingest_client::IngestClient;
+use shared::proto::{AgentHealth, Certificate, ErrorKind, ProbeResult};
+use shared::testing::eventually;
+use sqlx::PgPool;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::helpers::{test_config, TestApp, WAIT};
+use crate::ingest::{batch, client, result, spawn_with_ingest, Pki};
+
+const REGIONS: [&str; 3] = ["ams", "iad", "sin"];
+
+/// One connected agent client per region.
+async fn agents(app: &TestApp, pki: &Pki) -> HashMap<&'static str, IngestClient<Channel>> {
+    let mut clients = HashMap::new();
+    for region in REGIONS {
+        let (cert, key) = pki.agent(region, &format!("{region}-1"));
+        clients.insert(region, client(app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap());
+    }
+    clients
+}
+
+fn probe(domain: &str, ok: bool) -> ProbeResult {
+    let mut r = result(domain.parse().unwrap(), ok);
+    if !ok {
+        r.error = ErrorKind::Status as i32;
+    }
+    r
+}
+
+/// Sends one result for `domain` from `region`, with the agent's health when given.
+async fn send(
+    clients: &mut HashMap<&'static str, IngestClient<Channel>>,
+    region: &'static str,
+    results: Vec<ProbeResult>,
+    healthy: Option<bool>,
+) {
+    let mut b = batch(region, results);
+    b.health = healthy.map(|healthy| AgentHealth {
+        healthy,
+        canaries_ok: u32::from(healthy),
+        canaries_total: 1,
+        checked_at_unix_us: chrono::Utc::now().timestamp_micros(),
+    });
+    let ack = clients.get_mut(region).unwrap().send_batch(b).await.unwrap().into_inner();
+    assert!(!ack.duplicate);
+}
+
+async fn report(
+    clients: &mut HashMap<&'static str, IngestClient<Channel>>,
+    region: &'static str,
+    domain: &str,
+    ok: bool,
+) {
+    send(clients, region, vec![probe(domain, ok)], None).await;
+}
+
+async fn state_of(pool: &PgPool, domain: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM domain_state WHERE domain_id = $1")
+        .bind(domain.parse::<Uuid>().unwrap())
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_state(app: &TestApp, domain: &str, want: &str) {
+    eventually(WAIT, &format!("domain {want}"), || async {
+        (state_of(&app.pool, domain).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+async fn incidents_of(pool: &PgPool, domain: &str) -> Vec<(Uuid, String)> {
+    sqlx::query_as("SELECT id, state FROM incidents WHERE domain_id = $1 ORDER BY opened_at")
+        .bind(domain.parse::<Uuid>().unwrap())
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// A webhook channel for the domain's tenant, so notifications land in the outbox.
+async fn channel_for(pool: &PgPool, domain: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO channels (id, tenant_id, name, kind, config)
+         SELECT $1, tenant_id, 'hook', 'webhook', '{\"url\": \"https://hooks.example.com/x\"}' FROM domains WHERE id = $2",
+    )
+    .bind(id)
+    .bind(domain.parse::<Uuid>().unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn outbox(pool: &PgPool, channel: Uuid) -> Vec<(String, String, Value)> {
+    sqlx::query_as("SELECT dedup_key, kind, payload FROM notifications WHERE channel_id = $1 ORDER BY created_at, dedup_key")
+        .bind(channel)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn all_up(app: &TestApp, clients: &mut HashMap<&'static str, IngestClient<Channel>>, domain: &str) {
+    for region in REGIONS {
+        report(clients, region, domain, true).await;
+    }
+    wait_state(app, domain, "up").await;
+}
+
+#[sqlx::test]
+async fn failure_in_two_of_three_regions_opens_one_incident_and_recovery_resolves_it(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+
+    report(&mut clients, "ams", &domain, false).await;
+    report(&mut clients, "iad", &domain, false).await;
+    wait_state(&app, &domain, "down").await;
+    // Evaluating again (as the sweep and other replicas do) opens nothing more.
+    app.consensus.evaluate(domain.parse().unwrap(), chrono::Utc::now()).await.unwrap();
+    app.consensus.sweep().await.unwrap();
+    let incidents = incidents_of(&app.pool, &domain).await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let (id, state) = &incidents[0];
+    assert_eq!(state, "open");
+
+    let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+    let regions: Vec<&str> =
+        body["opened_regions"].as_array().unwrap().iter().map(|r| r["region"].as_str().unwrap()).collect();
+    assert_eq!(regions, ["ams", "iad"], "{body}");
+    assert_eq!(body["opened_regions"][0]["error_kind"], "status");
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
+    assert_eq!(body["events"][0]["kind"], "opened");
+    assert_eq!(body["events"][0]["actor"], "system");
+    assert_eq!(body["events"][0]["details"]["regions"].as_array().unwrap().len(), 2);
+
+    let queued = outbox(&app.pool, channel).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].0, format!("incident:{id}:opened"));
+    assert_eq!(queued[0].1, "incident_opened");
+    assert_eq!(queued[0].2["incident_id"], id.to_string());
+
+    let status: Value =
+        app.get(&format!("/v1/domains/{domain}/status"), &app.token).await.json().await.unwrap();
+    assert_eq!(status["state"], "down");
+    assert_eq!(status["open_incident_id"], id.to_string());
+    assert_eq!(status["quorum"], 2);
+    assert_eq!(status["failing"], 2);
+
+    report(&mut clients, "ams", &domain, true).await;
+    report(&mut clients, "iad", &domain, true).await;
+    wait_state(&app, &domain, "up").await;
+    let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+    assert_eq!(body["state"], "resolved");
+    assert!(body["duration_s"].as_i64().unwrap() >= 0, "{body}");
+    let kinds: Vec<&str> =
+        body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["opened", "resolved"]);
+    let keys: Vec<String> = outbox(&app.pool, channel).await.into_iter().map(|q| q.0).collect();
+    assert!(keys.contains(&format!("incident:{id}:resolved")), "{keys:?}");
+
+    let listed: Value = app
+        .get(&format!("/v1/incidents?state=resolved&domain={domain}"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let open: Value = app.get("/v1/incidents?state=open", &app.token).await.json().await.unwrap();
+    assert!(open["items"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn failure_in_one_region_asks_for_confirmation_once_per_window(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+
+    let subscriber = shared::redis::builder(&app.config.redis_url, Default::default())
+        .unwrap()
+        .build_subscriber_client()
+        .unwrap();
+    subscriber.init().await.unwrap();
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe(format!("{}:probe-requests", app.prefix())).await.unwrap();
+
+    report(&mut clients, "ams", &domain, false).await;
+    let message = tokio::time::timeout(WAIT, messages.recv()).await.expect("a probe request").unwrap();
+    let request: shared::ProbeRequest = serde_json::from_str(&message.value.as_string().unwrap()).unwrap();
+    assert_eq!(request.domain_id.to_string(), domain);
+    assert_eq!(request.reason, "confirmation");
+    assert_eq!(request.regions, ["iad", "sin"]);
+
+    // A new failure inside the window (ams recovers, then fails again) is rate-limited:
+    // counted, nothing published.
+    report(&mut clients, "ams", &domain, true).await;
+    report(&mut clients, "ams", &domain, false).await;
+    eventually(WAIT, "rate-limited confirmation", || async {
+        let text = app.http.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with("control_plane_confirmation_requests_total{outcome=\"rate_limited\"} 1"))
+            .then_some(())
+    })
+    .await;
+    assert!(messages.try_recv().is_err(), "a second probe request was published");
+    assert!(incidents_of(&app.pool, &domain).await.is_empty());
+    assert_eq!(state_of(&app.pool, &domain).await.as_deref(), Some("up"));
+    let _ = subscriber.quit().await;
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn two_replicas_open_exactly_one_incident(pool: PgPool) {
+    let pki = Pki::new();
+    let mut config = test_config(&shared::testing::random_prefix("consensus"), "redis://127.0.0.1:6379");
+    pki.configure(&mut config);
+    let first = TestApp::spawn_with(pool.clone(), config.clone()).await;
+    let second = TestApp::spawn_with(pool, config).await;
+    let domain = first.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut to_first = agents(&first, &pki).await;
+    let mut to_second = agents(&second, &pki).await;
+
+    // Every region's failure reaches both replicas at once.
+    let mut sends = Vec::new();
+    for region in REGIONS {
+        for clients in [&to_first, &to_second] {
+            let mut c = clients[region].clone();
+            let b = batch(region, vec![probe(&domain, false)]);
+            sends.push(tokio::spawn(async move { c.send_batch(b).await.unwrap().into_inner() }));
+        }
+    }
+    // And both evaluate concurrently, again and again.
+    let id: Uuid = domain.parse().unwrap();
+    for _ in 0..5 {
+        for consensus in [first.consensus.clone(), second.consensus.clone()] {
+            sends.push(tokio::spawn(async move {
+                consensus.evaluate(id, chrono::Utc::now()).await.unwrap();
+                shared::proto::Ack::default()
+            }));
+        }
+    }
+    for send in sends {
+        send.await.unwrap();
+    }
+    wait_state(&first, &domain, "down").await;
+    let (a, b) = tokio::join!(first.consensus.sweep(), second.consensus.sweep());
+    a.unwrap();
+    b.unwrap();
+    let incidents = incidents_of(&first.pool, &domain).await;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM incident_events WHERE incident_id = $1")
+        .bind(incidents[0].0)
+        .fetch_one(&first.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+    to_first.clear();
+    to_second.clear();
+    second.shutdown().await;
+    first.stop().await;
+}
+
+#[sqlx::test]
+async fn unhealthy_agents_region_does_not_vote(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+
+    send(&mut clients, "iad", vec![probe(&domain, false)], Some(false)).await;
+    report(&mut clients, "ams", &domain, false).await;
+    eventually(WAIT, "iad unhealthy and ams failing", || async {
+        let status: Value =
+            app.get(&format!("/v1/domains/{domain}/status"), &app.token).await.json().await.ok()?;
+        let regions = status["regions"].as_array()?;
+        let standing = |r: &str| regions.iter().find(|v| v["region"] == r).map(|v| v["standing"].clone());
+        (standing("iad")? == "unhealthy" && standing("ams")? == "failing").then_some(status)
+    })
+    .await;
+    app.consensus.sweep().await.unwrap();
+    assert_eq!(state_of(&app.pool, &domain).await.as_deref(), Some("up"));
+    assert!(incidents_of(&app.pool, &domain).await.is_empty());
+
+    // Once iad's agent is healthy again, its failure counts.
+    send(&mut clients, "iad", vec![probe(&domain, false)], Some(true)).await;
+    wait_state(&app, &domain, "down").await;
+    assert_eq!(incidents_of(&app.pool, &domain).await.len(), 1);
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn acknowledgement_records_the_token_and_note_and_other_tenants_see_nothing(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "regions": ["ams"]})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    let mut clients = agents(&app, &pki).await;
+    report(&mut clients, "ams", &domain, false).await;
+    wait_state(&app, &domain, "down").await;
+    let id = incidents_of(&app.pool, &domain).await[0].0;
+
+    let other = app.other_tenant().await;
+    assert_eq!(app.get(&format!("/v1/incidents/{id}"), &other).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.post(&format!("/v1/incidents/{id}/ack"), &other, &json!({})).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let listed: Value = app.get("/v1/incidents", &other).await.json().await.unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty());
+    assert_eq!(
+        app.get(&format!("/v1/domains/{domain}/status"), &other).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let response = app.post(&format!("/v1/incidents/{id}/ack"), &app.token, &json!({"note": "on it"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let token_id: Uuid = sqlx::query_scalar(
+        "SELECT t.id FROM api_tokens t JOIN domains d ON d.tenant_id = t.tenant_id WHERE d.id = $1",
+    )
+    .bind(domain.parse::<Uuid>().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+    assert_eq!(body["state"], "acknowledged");
+    assert_eq!(body["acknowledged_by_token"], token_id.to_string());
+    assert_eq!(body["ack_note"], "on it");
+    assert_eq!(body["events"][1]["kind"], "acknowledged");
+    assert_eq!(body["events"][1]["actor"], token_id.to_string());
+    let keys: Vec<String> = outbox(&app.pool, channel).await.into_iter().map(|q| q.0).collect();
+    assert!(keys.contains(&format!("incident:{id}:acknowledged")), "{keys:?}");
+
+    // Twice is a conflict; so is acknowledging a resolved incident.
+    let again = app.post(&format!("/v1/incidents/{id}/ack"), &app.token, &json!({})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    report(&mut clients, "ams", &domain, true).await;
+    wait_state(&app, &domain, "up").await;
+    let resolved = app.post(&format!("/v1/incidents/{id}/ack"), &app.token, &json!({})).await;
+    assert_eq!(resolved.status(), StatusCode::CONFLICT);
+    let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+    assert_eq!(body["state"], "resolved");
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn certificate_expiry_is_notified_once_per_threshold(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    let mut clients = agents(&app, &pki).await;
+    let with_cert = |days: i64| {
+        let mut r = probe(&domain, true);
+        r.certificate = Some(Certificate {
+            subject: "CN=example.com".into(),
+            serial: "0abc".into(),
+            not_after_unix_s: (chrono::Utc::now() + chrono::Duration::days(days)).timestamp() - 60,
+            valid: true,
+            ..Default::default()
+        });
+        r
+    };
+    let expiring = |n: usize| {
+        let app = &app;
+        async move {
+            eventually(WAIT, &format!("{n} certificate notices"), || async {
+                let rows = outbox(&app.pool, channel).await;
+                let certs: Vec<_> = rows.into_iter().filter(|r| r.1 == "certificate_expiring").collect();
+                (certs.len() == n).then_some(certs)
+            })
+            .await
+        }
+    };
+    send(&mut clients, "ams", vec![with_cert(10)], None).await;
+    let first = expiring(1).await;
+    assert_eq!(first[0].0, format!("cert:{domain}:0abc:14"));
+    // The same certificate seen again, from another region too: nothing new.
+    send(&mut clients, "iad", vec![with_cert(10)], None).await;
+    send(&mut clients, "ams", vec![with_cert(10)], None).await;
+    let fact = control_plane::consensus::CertificateFact {
+        domain_id: domain.parse().unwrap(),
+        serial: "0abc".into(),
+        subject: "CN=example.com".into(),
+        not_after: chrono::Utc::now() + chrono::Duration::days(10),
+    };
+    assert!(!app.consensus.certificate(&fact, chrono::Utc::now()).await.unwrap());
+    // Closer to expiry: the next threshold, once.
+    send(&mut clients, "sin", vec![with_cert(5)], None).await;
+    let both = expiring(2).await;
+    assert_eq!(both[1].0, format!("cert:{domain}:0abc:7"));
+    assert_eq!(both[1].2["details"]["threshold_days"], 7);
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn pausing_or_deleting_a_down_domain_closes_its_incident(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let mut clients = agents(&app, &pki).await;
+    for stop in ["pause", "delete"] {
+        let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+        let channel = channel_for(&app.pool, &domain).await;
+        all_up(&app, &mut clients, &domain).await;
+        report(&mut clients, "ams", &domain, false).await;
+        report(&mut clients, "iad", &domain, false).await;
+        wait_state(&app, &domain, "down").await;
+        let (id, _) = incidents_of(&app.pool, &domain).await[0];
+
+        let response = if stop == "pause" {
+            app.post(&format!("/v1/domains/{domain}/pause"), &app.token, &json!({})).await
+        } else {
+            app.delete(&format!("/v1/domains/{domain}"), &app.token).await
+        };
+        assert!(response.status().is_success(), "{stop}: {}", response.status());
+        let incidents = incidents_of(&app.pool, &domain).await;
+        assert_eq!(incidents, [(id, "resolved".to_owned())], "{stop}");
+        let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+        let last = body["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["kind"], "resolved", "{stop}: {body}");
+        assert!(last["details"]["reason"].as_str().unwrap().contains(if stop == "pause" {
+            "paused"
+        } else {
+            "deleted"
+        }));
+        let keys: Vec<String> = outbox(&app.pool, channel).await.into_iter().map(|q| q.0).collect();
+        assert!(keys.contains(&format!("incident:{id}:resolved")), "{stop}: {keys:?}");
+        assert_eq!(state_of(&app.pool, &domain).await, None, "{stop}: consensus starts afresh");
+    }
+    app.stop().await;
+}

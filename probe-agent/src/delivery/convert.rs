@@ -1,0 +1,164 @@
+//! From the agent's [`ProbeResult`] to the wire's [`proto::ProbeResult`]: the domain id as 16
+//! bytes, the start time in microseconds since the epoch, phase durations in microseconds
+//! (absent when the phase did not happen), the error kind as the protocol's enum.
+
+use shared::proto;
+
+use crate::probe::{CertInfo, ErrorKind};
+use crate::results::{ProbeResult, Trigger};
+
+/// The wire form of one result.
+pub fn to_proto(result: &ProbeResult) -> proto::ProbeResult {
+    let report = &result.report;
+    let started_at = result.planned_at.timestamp_micros().saturating_add(ms_to_us_i64(result.lag_ms));
+    proto::ProbeResult {
+        domain_id: result.domain_id.0.as_bytes().to_vec(),
+        started_at_unix_us: started_at,
+        config_version: result.config_version,
+        trigger: match result.trigger {
+            Trigger::Scheduled => proto::Trigger::Scheduled,
+            Trigger::OnDemand => proto::Trigger::OnDemand,
+        } as i32,
+        ok: report.ok,
+        error: report.error.map_or(proto::ErrorKind::None, error_kind) as i32,
+        error_detail: report.error_detail.clone().unwrap_or_default(),
+        status_code: report.status.map_or(0, u32::from),
+        dns_us: report.timings.dns_ms.map(ms_to_us),
+        connect_us: report.timings.connect_ms.map(ms_to_us),
+        tls_us: report.timings.tls_ms.map(ms_to_us),
+        ttfb_us: report.timings.ttfb_ms.map(ms_to_us),
+        total_us: ms_to_us(report.timings.total_ms),
+        resolved_ip: report.resolved_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        keyword_matched: report.keyword_matched,
+        body_bytes: report.body_bytes,
+        certificate: report.certificate.as_ref().map(certificate),
+    }
+}
+
+/// Milliseconds (fractional) to whole microseconds, saturating; negative or NaN become 0.
+fn ms_to_us(ms: f64) -> u32 {
+    // `as` saturates float-to-int conversions and maps NaN to 0.
+    (ms * 1000.0).round() as u32
+}
+
+fn ms_to_us_i64(ms: f64) -> i64 {
+    (ms * 1000.0).round() as i64
+}
+
+fn error_kind(kind: ErrorKind) -> proto::ErrorKind {
+    match kind {
+        ErrorKind::InvalidUrl => proto::ErrorKind::InvalidUrl,
+        ErrorKind::Dns => proto::ErrorKind::Dns,
+        ErrorKind::BlockedTarget => proto::ErrorKind::BlockedTarget,
+        ErrorKind::Connect => proto::ErrorKind::Connect,
+        ErrorKind::Tls => proto::ErrorKind::Tls,
+        ErrorKind::Timeout => proto::ErrorKind::Timeout,
+        ErrorKind::Http => proto::ErrorKind::Http,
+        ErrorKind::Redirect => proto::ErrorKind::Redirect,
+        ErrorKind::Status => proto::ErrorKind::Status,
+        ErrorKind::Keyword => proto::ErrorKind::Keyword,
+        ErrorKind::BodyTooLarge => proto::ErrorKind::BodyTooLarge,
+    }
+}
+
+fn certificate(cert: &CertInfo) -> proto::Certificate {
+    proto::Certificate {
+        subject: cert.subject.clone(),
+        issuer: cert.issuer.clone(),
+        sans: cert.sans.clone(),
+        serial: cert.serial.clone(),
+        not_before_unix_s: cert.not_before.timestamp(),
+        not_after_unix_s: cert.not_after.timestamp(),
+        valid: cert.valid,
+        validation_error: cert.validation_error.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::probe::{ProbeReport, Timings};
+    use prost::Message;
+    use shared::DomainId;
+
+    /// A result as a real HTTPS probe produces it; `with_cert` adds a typical web certificate
+    /// (Let's Encrypt issuer, two names).
+    pub(crate) fn realistic(domain_id: DomainId, ok: bool, with_cert: bool) -> ProbeResult {
+        let now = chrono::Utc::now();
+        ProbeResult {
+            domain_id,
+            config_version: 18_734,
+            region: "ams".into(),
+            trigger: Trigger::Scheduled,
+            planned_at: now,
+            lag_ms: 1.734,
+            report: ProbeReport {
+                ok,
+                error: (!ok).then_some(ErrorKind::Status),
+                error_detail: (!ok).then(|| "status 503 outside 200-299".into()),
+                timings: Timings {
+                    dns_ms: Some(12.412),
+                    connect_ms: Some(18.903),
+                    tls_ms: Some(41.227),
+                    ttfb_ms: Some(88.514),
+                    total_ms: 163.302,
+                },
+                status: Some(if ok { 200 } else { 503 }),
+                status_matched: Some(ok),
+                keyword_matched: Some(true),
+                resolved_ip: Some("203.0.113.45".parse().unwrap()),
+                resolved_addrs: vec!["203.0.113.45".parse().unwrap()],
+                redirects: Vec::new(),
+                body_bytes: 48_213,
+                certificate: with_cert.then(|| CertInfo {
+                    subject: "CN=shop.example-customer.com".into(),
+                    issuer: "C=US, O=Let's Encrypt, CN=R11".into(),
+                    sans: vec!["shop.example-customer.com".into(), "www.shop.example-customer.com".into()],
+                    serial: "04:a3:5f:0e:9b:27:c1:d4:88:e2:6f:13:50:7a:9c:b1:2d:44".into(),
+                    not_before: now - chrono::Duration::days(30),
+                    not_after: now + chrono::Duration::days(60),
+                    days_remaining: 60,
+                    valid: true,
+                    validation_error: None,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn converts_every_field() {
+        let result = realistic(DomainId::new(), false, true);
+        let wire = to_proto(&result);
+        assert_eq!(wire.domain_id, result.domain_id.0.as_bytes());
+        assert_eq!(wire.started_at_unix_us, result.planned_at.timestamp_micros() + 1734);
+        assert_eq!(wire.error, proto::ErrorKind::Status as i32);
+        assert_eq!(wire.status_code, 503);
+        assert_eq!(wire.dns_us, Some(12_412));
+        assert_eq!(wire.total_us, 163_302);
+        assert_eq!(wire.resolved_ip, "203.0.113.45");
+        assert_eq!(wire.keyword_matched, Some(true));
+        assert_eq!(wire.certificate.as_ref().unwrap().sans.len(), 2);
+        let plain = to_proto(&ProbeResult {
+            report: ProbeReport {
+                timings: Timings { total_ms: -1.0, ..Timings::default() },
+                ..result.report
+            },
+            ..result
+        });
+        assert_eq!((plain.dns_us, plain.total_us, plain.status_code), (None, 0, 503));
+    }
+
+    /// The sizes behind `DEFAULT_BUFFER_MAX_BYTES` (run with `--nocapture` to see them).
+    #[test]
+    fn encoded_sizes_of_realistic_results() {
+        let sized = |ok, cert| {
+            let wire = to_proto(&realistic(DomainId::new(), ok, cert));
+            // Inside a batch each result also costs a tag and a length prefix.
+            wire.encoded_len() + 1 + prost::length_delimiter_len(wire.encoded_len())
+        };
+        let (plain, failed, with_cert) = (sized(true, false), sized(false, false), sized(true, true));
+        println!("encoded result: {plain} B plain, {failed} B failed, {with_cert} B with a certificate");
+        assert!(with_cert <= super::super::RESULT_BYTES_WITH_CERTIFICATE, "{with_cert}");
+        assert!(failed <= super::super::RESULT_BYTES_WITH_CERTIFICATE, "{failed}");
+    }
+}

@@ -1,0 +1,385 @@
+//! Delivery of probe results to the control plane: batching, a bounded buffer of
+//! unacknowledged batches, and a gRPC sender over mutual TLS.
+//!
+//! ```text
+//! result consumer ──push──▶ Batching (open batch: count / age / status change)
+//!                                │ close: UUID v7 id, encoded once
+//!                                ▼
+//!                 Buffer of unacknowledged batches (bytes + age bounds, oldest dropped first)
+//!                                │ oldest first, up to send_concurrency in flight
+//!                                ▼
+//!                 Sender ──SendBatch over mTLS──▶ control plane
+//!                    OK / duplicate: removed      INVALID_ARGUMENT: dropped (`rejected`)
+//!                    UNAVAILABLE, …: kept, jittered backoff
+//!                    PERMISSION_DENIED / UNAUTHENTICATED: kept, maximum backoff, logged as errors
+//! ```
+//!
+//! Nothing here waits on the network on the probing side: [`Batching::push`] only converts,
+//! appends and (when a batch closes) encodes it and stores it in the buffer; a control plane
+//! that is down fills the buffer, and the buffer drops its oldest batches, counted in
+//! `probe_agent_results_dropped_total{reason}` and logged at most every few seconds.
+//!
+//! - `convert`: agent result → protobuf; `batcher`: the open batch (pure);
+//! - `buffer`: unacknowledged batches (pure); `backoff`: full-jitter exponential backoff;
+//! - `sender`: the channel, the send loop, the outcome of each status code, the shutdown flush.
+
+mod backoff;
+mod batcher;
+mod buffer;
+mod convert;
+mod sender;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use shared::proto;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::Backoff;
+pub use batcher::{Batcher, Closed, Trigger};
+pub use buffer::{Buffer, Dropped, EncodedBatch};
+pub use convert::to_proto;
+pub use sender::{classify, Outcome, Sender};
+
+use crate::canary::HealthWatch;
+use crate::config::Config;
+use crate::metrics::{dropped, Metrics, ReasonLabels};
+use crate::results::ProbeResult;
+
+/// Upper bound of the encoded size of one realistic result with its server certificate,
+/// including its framing inside a batch. Measured by `convert::tests::encoded_sizes_…`: 78 B
+/// for a successful result without a certificate, 106 B for a failed one with an error
+/// detail, 271 B with a typical certificate (two SANs, a Let's Encrypt issuer, a 36-digit
+/// serial).
+pub const RESULT_BYTES_WITH_CERTIFICATE: usize = 320;
+
+/// Default `buffer_max_age_s`: twice the 5-minute outage the buffer is sized for, so results
+/// from the start of such an outage are still buffered while the backlog drains afterwards.
+pub const DEFAULT_BUFFER_MAX_AGE_S: u64 = 600;
+
+/// Default `buffer_max_bytes`, sized to ride out a 5-minute control-plane outage at 1,000
+/// probes/s: 300 s × 1,000 results/s = 300,000 results; at the worst case of every result
+/// carrying a certificate, 300,000 × 320 B ([`RESULT_BYTES_WITH_CERTIFICATE`], itself ~18 %
+/// above the measured 271 B) = 96 MB. 128 MiB (134 MB) leaves ~40 % on top of that for
+/// longer SAN lists and error details: ~8 minutes of results with certificates at the
+/// measured size, ~28 minutes of results without. Batch framing (id, version, region) adds under 100 B
+/// per batch, negligible at 500 results per batch.
+pub const DEFAULT_BUFFER_MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// Drop warnings are logged at most this often (each with the totals since the last one).
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Delivery settings, from the agent configuration. `Debug` leaves the key out (it may be the
+/// PEM text itself).
+#[derive(Clone)]
+pub struct DeliverySettings {
+    pub url: String,
+    /// PEM file paths or PEM text.
+    pub tls_ca: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub server_name: Option<String>,
+    /// Sent as `claimed_region` (informational; the certificate decides).
+    pub region: String,
+    pub batch_max_results: usize,
+    pub batch_max_age: Duration,
+    pub buffer_max_bytes: usize,
+    pub buffer_max_age: Duration,
+    pub send_concurrency: usize,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub shutdown_flush_timeout: Duration,
+}
+
+impl std::fmt::Debug for DeliverySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliverySettings")
+            .field("url", &self.url)
+            .field("server_name", &self.server_name)
+            .field("region", &self.region)
+            .field("batch_max_results", &self.batch_max_results)
+            .field("batch_max_age", &self.batch_max_age)
+            .field("buffer_max_bytes", &self.buffer_max_bytes)
+            .field("buffer_max_age", &self.buffer_max_age)
+            .field("send_concurrency", &self.send_concurrency)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeliverySettings {
+    /// `None` when `control_plane_url` is not set (delivery disabled).
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let url = config.control_plane_url.clone()?;
+        Some(Self {
+            url,
+            tls_ca: config.tls_ca.clone().unwrap_or_default(),
+            tls_cert: config.tls_cert.clone().unwrap_or_default(),
+            tls_key: config.tls_key.clone().unwrap_or_default(),
+            server_name: config.tls_server_name.clone(),
+            region: config.region.clone(),
+            batch_max_results: config.batch_max_results,
+            batch_max_age: Duration::from_millis(config.batch_max_age_ms),
+            buffer_max_bytes: config.buffer_max_bytes,
+            buffer_max_age: Duration::from_secs(config.buffer_max_age_s),
+            send_concurrency: config.send_concurrency,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            connect_timeout: Duration::from_millis(config.delivery_connect_timeout_ms),
+            keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
+            min_backoff: Duration::from_millis(config.resend_min_backoff_ms),
+            max_backoff: Duration::from_millis(config.resend_max_backoff_ms),
+            shutdown_flush_timeout: Duration::from_millis(config.shutdown_flush_timeout_ms),
+        })
+    }
+}
+
+/// Builds both halves of delivery: the batching side for the result consumer and the sender
+/// task. `health` is the agent's latest canary verdict, attached to every batch when it is
+/// encoded. The channel connects lazily, so this works while the control plane is down; it
+/// fails only on unusable TLS material or URL. Must run inside a Tokio runtime.
+pub fn build(
+    settings: DeliverySettings,
+    metrics: Metrics,
+    health: HealthWatch,
+) -> Result<(Batching, Sender), String> {
+    let channel = sender::channel(&settings)?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            buffer: Buffer::new(settings.buffer_max_bytes, settings.buffer_max_age),
+            drops_since_warning: Dropped::default(),
+            last_drop_warning: None,
+        }),
+        wake: Notify::new(),
+        input_closed: CancellationToken::new(),
+        metrics: metrics.clone(),
+    });
+    for trigger in [Trigger::Count, Trigger::Age, Trigger::StatusChange, Trigger::Shutdown] {
+        let _ =
+            metrics.delivery_batches_created.get_or_create(&ReasonLabels { reason: trigger.as_str().into() });
+    }
+    let batching = Batching {
+        batcher: Batcher::new(settings.batch_max_results, settings.batch_max_age),
+        region: settings.region.clone(),
+        health,
+        shared: shared.clone(),
+    };
+    Ok((batching, Sender::new(settings, channel, shared)))
+}
+
+/// State shared by the batching side and the sender.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when a batch is buffered.
+    wake: Notify,
+    /// Cancelled when no more results will come (the result consumer finished).
+    input_closed: CancellationToken,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+struct State {
+    buffer: Buffer,
+    drops_since_warning: Dropped,
+    last_drop_warning: Option<Instant>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts results dropped by a buffer bound and logs them, at most every
+    /// [`DROP_WARNING_EVERY`].
+    fn account_drop(&self, state: &mut State, reason: &'static str, dropped: Dropped, now: Instant) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.metrics.dropped(reason, dropped.results as u64);
+        let pending = &mut state.drops_since_warning;
+        pending.batches += dropped.batches;
+        pending.results += dropped.results;
+        pending.bytes += dropped.bytes;
+        if state.last_drop_warning.is_none_or(|last| now >= last + DROP_WARNING_EVERY) {
+            let pending = std::mem::take(&mut state.drops_since_warning);
+            state.last_drop_warning = Some(now);
+            tracing::warn!(
+                reason,
+                batches = pending.batches,
+                results = pending.results,
+                bytes = pending.bytes,
+                buffered_bytes = state.buffer.bytes(),
+                oldest_buffered_s = state.buffer.oldest_age(now).as_secs(),
+                "delivery buffer full or expired: dropping the oldest unacknowledged results"
+            );
+        }
+    }
+
+    fn update_gauges(&self, state: &State, now: Instant) {
+        let m = &self.metrics;
+        m.delivery_buffered_results.set(state.buffer.results() as i64);
+        m.delivery_buffered_bytes.set(state.buffer.bytes() as i64);
+        m.delivery_oldest_buffered_age.set(state.buffer.oldest_age(now).as_secs_f64());
+    }
+}
+
+/// The batching side, driven by the result consumer. Dropping it tells the sender that no
+/// more results will come (it then flushes and stops).
+#[derive(Debug)]
+pub struct Batching {
+    batcher: Batcher,
+    region: String,
+    /// The agent's latest self-check, attached to each batch as it is encoded.
+    health: HealthWatch,
+    shared: Arc<Shared>,
+}
+
+impl Batching {
+    /// Adds a result to the open batch; closes and buffers the batch when this result fills
+    /// it or changes its domain's status. Never waits.
+    pub fn push(&mut self, result: &ProbeResult) {
+        let now = Instant::now();
+        if let Some(closed) = self.batcher.push(result.domain_id, to_proto(result), now) {
+            self.close(closed, now);
+        }
+    }
+
+    /// When the open batch must be closed for age.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.batcher.deadline()
+    }
+
+    /// Closes the open batch if it is old enough.
+    pub fn flush_due(&mut self) {
+        let now = Instant::now();
+        if let Some(closed) = self.batcher.flush_due(now) {
+            self.close(closed, now);
+        }
+    }
+
+    /// Forgets the last status of domains that are gone.
+    pub fn retain(&mut self, keep: impl Fn(&shared::DomainId) -> bool) {
+        self.batcher.retain(keep);
+    }
+
+    /// Closes the open batch and tells the sender no more results will come.
+    pub fn finish(mut self) {
+        if let Some(closed) = self.batcher.take(Trigger::Shutdown) {
+            self.close(closed, Instant::now());
+        }
+        // Dropping `self` closes the input.
+    }
+
+    fn close(&mut self, closed: Closed, now: Instant) {
+        self.shared
+            .metrics
+            .delivery_batches_created
+            .get_or_create(&ReasonLabels { reason: closed.trigger.as_str().into() })
+            .inc();
+        let health = self.health.borrow().as_ref().map(|h| h.to_proto());
+        let batches = encode(closed.results, &self.region, health, now);
+        let mut state = self.shared.lock();
+        for batch in batches {
+            let dropped = state.buffer.push(batch);
+            self.shared.account_drop(&mut state, dropped::BUFFER_FULL, dropped, now);
+        }
+        self.shared.update_gauges(&state, now);
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for Batching {
+    fn drop(&mut self) {
+        self.shared.input_closed.cancel();
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Encodes results as one batch with a fresh UUID v7, or as several when the encoding would
+/// exceed [`proto::MAX_BATCH_BYTES`] (halving until each fits); each carries `health`.
+pub fn encode(
+    results: Vec<proto::ProbeResult>,
+    region: &str,
+    health: Option<proto::AgentHealth>,
+    now: Instant,
+) -> Vec<EncodedBatch> {
+    let mut out = Vec::new();
+    let mut pending = vec![results];
+    while let Some(mut results) = pending.pop() {
+        let id = uuid::Uuid::now_v7();
+        let batch = proto::Batch {
+            batch_id: id.as_bytes().to_vec(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            claimed_region: region.to_owned(),
+            results,
+            health,
+        };
+        if batch.encoded_len() > proto::MAX_BATCH_BYTES && batch.results.len() > 1 {
+            results = batch.results;
+            let second = results.split_off(results.len() / 2);
+            // Popped in order: first half first.
+            pending.push(second);
+            pending.push(results);
+            continue;
+        }
+        let count = batch.results.len();
+        out.push(EncodedBatch {
+            id,
+            results: count,
+            bytes: Bytes::from(batch.encode_to_vec()),
+            created: now,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_batches_are_split_in_order() {
+        let big = "x".repeat(100_000);
+        let results: Vec<_> = (0..100u64)
+            .map(|i| proto::ProbeResult {
+                config_version: i,
+                error_detail: big.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let health = proto::AgentHealth {
+            healthy: false,
+            canaries_ok: 1,
+            canaries_total: 3,
+            checked_at_unix_us: 1_700_000_000_000_000,
+        };
+        let batches = encode(results, "ams", Some(health), Instant::now());
+        assert!(batches.len() >= 3, "{}", batches.len());
+        let mut versions = Vec::new();
+        for batch in &batches {
+            assert!(batch.bytes.len() <= proto::MAX_BATCH_BYTES);
+            let decoded = proto::Batch::decode(batch.bytes.clone()).unwrap();
+            assert_eq!(decoded.batch_id, batch.id.as_bytes());
+            assert_eq!(decoded.claimed_region, "ams");
+            assert_eq!(decoded.results.len(), batch.results);
+            assert_eq!(decoded.health, Some(health), "every part carries the health");
+            versions.extend(decoded.results.iter().map(|r| r.config_version));
+        }
+        assert_eq!(versions, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn without_a_self_check_batches_carry_no_health() {
+        let batches = encode(vec![proto::ProbeResult::default()], "ams", None, Instant::now());
+        let decoded = proto::Batch::decode(batches[0].bytes.clone()).unwrap();
+        assert_eq!(decoded.health, None);
+    }
+}

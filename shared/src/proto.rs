@@ -1,0 +1,144 @@
+//! The protobuf/gRPC contract between agents and the control plane
+//! (`proto/crosscheck/ingest/v1/ingest.proto`), generated at build time, plus the codec both
+//! sides use and the protocol's fixed limits.
+//!
+//! The codec is prost's, except that a malformed or oversized message is refused with
+//! `INVALID_ARGUMENT` (prost's default codec answers `INTERNAL`, which an agent would retry
+//! forever). A refused message fails only its own call: the HTTP/2 connection carries on.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("crosscheck.ingest.v1");
+}
+
+pub use v1::{Ack, AgentHealth, Batch, Certificate, ErrorKind, ProbeResult, Trigger};
+
+/// Largest encoded batch the control plane accepts, in bytes.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest number of results in one batch.
+pub const MAX_BATCH_RESULTS: usize = 10_000;
+/// The transport's own message limit, set above [`MAX_BATCH_BYTES`] so that a batch between
+/// the two limits reaches the codec and gets `INVALID_ARGUMENT` with a clear message.
+pub const TRANSPORT_MAX_MESSAGE_BYTES: usize = 2 * MAX_BATCH_BYTES;
+
+pub mod codec {
+    //! prost encoding with `INVALID_ARGUMENT` for undecodable or oversized messages.
+
+    use std::marker::PhantomData;
+
+    use bytes::Buf;
+    use tonic::codec::{Codec, DecodeBuf, Decoder};
+    use tonic::Status;
+    use tonic_prost::ProstEncoder;
+
+    /// The codec named in the generated client and server code.
+    #[derive(Debug, Clone)]
+    pub struct IngestCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for IngestCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for IngestCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = CheckedDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::default()
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            CheckedDecoder(PhantomData)
+        }
+    }
+
+    /// Decodes with prost after checking the size against [`super::MAX_BATCH_BYTES`].
+    #[derive(Debug)]
+    pub struct CheckedDecoder<U>(PhantomData<U>);
+
+    impl<U: prost::Message + Default> Decoder for CheckedDecoder<U> {
+        type Item = U;
+        type Error = Status;
+
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+            let len = buf.remaining();
+            if len > super::MAX_BATCH_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "message of {len} bytes exceeds the limit of {} bytes",
+                    super::MAX_BATCH_BYTES
+                )));
+            }
+            U::decode(buf)
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(format!("malformed protobuf message: {e}")))
+        }
+    }
+}
+
+/// A UUID carried as 16 bytes.
+pub fn uuid_from_bytes(bytes: &[u8]) -> Option<uuid::Uuid> {
+    uuid::Uuid::from_slice(bytes).ok()
+}
+
+impl ErrorKind {
+    /// The error kind's name as stored and shown (`dns`, `connect`, …); `None` for no error.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            ErrorKind::None => return None,
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::Dns => "dns",
+            ErrorKind::BlockedTarget => "blocked_target",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Http => "http",
+            ErrorKind::Redirect => "redirect",
+            ErrorKind::Status => "status",
+            ErrorKind::Keyword => "keyword",
+            ErrorKind::BodyTooLarge => "body_too_large",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn batch_round_trips() {
+        let id = uuid::Uuid::now_v7();
+        let batch = Batch {
+            batch_id: id.as_bytes().to_vec(),
+            agent_version: "1".into(),
+            claimed_region: "ams".into(),
+            health: None,
+            results: vec![ProbeResult {
+                domain_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+                ok: true,
+                dns_us: Some(10),
+                total_us: 100,
+                ..Default::default()
+            }],
+        };
+        let decoded = Batch::decode(batch.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, batch);
+        assert_eq!(uuid_from_bytes(&decoded.batch_id), Some(id));
+        assert_eq!(decoded.results[0].tls_us, None);
+    }
+
+    #[test]
+    fn error_kind_labels() {
+        assert_eq!(ErrorKind::None.label(), None);
+        assert_eq!(ErrorKind::BodyTooLarge.label(), Some("body_too_large"));
+        assert_eq!(ErrorKind::try_from(99).ok(), None);
+    }
+}

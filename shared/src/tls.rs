@@ -1,0 +1,165 @@
+//! TLS material for the agent ↔ control-plane channel: PEM loading (a file path, or the PEM
+//! text itself, which is how platform secrets arrive), the control plane's mutual-TLS server
+//! configuration, and reading an agent's identity back out of its certificate.
+//!
+//! Who may connect is decided by the server configuration built here: a client certificate is
+//! required, must chain to the configured CA, must be within its validity period, must carry
+//! the client-auth extended key usage (a server certificate presented as a client is refused),
+//! and must not be on the revocation list. The agents table can revoke further; that check is
+//! the control plane's.
+
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use crate::identity::AgentIdentity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what}: cannot read {path}: {source}")]
+    Read { what: &'static str, path: String, source: std::io::Error },
+    #[error("{what}: {message}")]
+    Invalid { what: &'static str, message: String },
+}
+
+fn invalid(what: &'static str, message: impl Into<String>) -> TlsError {
+    TlsError::Invalid { what, message: message.into() }
+}
+
+/// The PEM bytes of a setting that holds either a path or the PEM text itself.
+pub fn read_pem(what: &'static str, value: &str) -> Result<Vec<u8>, TlsError> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(value.as_bytes().to_vec());
+    }
+    std::fs::read(value).map_err(|source| TlsError::Read { what, path: value.to_owned(), source })
+}
+
+/// Every certificate in a PEM setting; at least one.
+pub fn certificates(what: &'static str, value: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(what, value)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(what, format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid(what, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM setting (PKCS#8, PKCS#1 or SEC1).
+pub fn private_key(what: &'static str, value: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_pem(what, value)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| invalid(what, format!("no usable private key: {e}")))
+}
+
+/// Every revocation list in a PEM setting (possibly none).
+pub fn revocation_lists(
+    what: &'static str,
+    value: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = read_pem(what, value)?;
+    CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(what, format!("bad PEM: {e}")))
+}
+
+/// The crypto provider used everywhere: ring.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The control plane's ingest server configuration: mutual TLS against `ca`, optionally with
+/// revocation lists, ALPN `h2`.
+pub fn mtls_server_config(
+    ca: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<ServerConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        roots.add(cert.clone()).map_err(|e| invalid("ca", e.to_string()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls)
+        .build()
+        .map_err(|e| invalid("client verifier", e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("tls", e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid("server certificate", e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// What the control plane learns from an agent's (already verified) certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCertificate {
+    pub identity: AgentIdentity,
+    /// Serial number, lowercase hex without leading zero bytes.
+    pub serial: String,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+}
+
+/// Lowercase hex without leading zero bytes, so serials compare equal however they were
+/// written (`00ab…`, `AB…`, `ab:…`).
+pub fn normalize_serial(serial: &str) -> String {
+    let hex: String = serial.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let mut s = hex.as_str();
+    while s.len() > 2 && s.starts_with("00") {
+        s = &s[2..];
+    }
+    s.to_owned()
+}
+
+/// Reads the agent identity URI, serial and expiry from a DER certificate.
+pub fn agent_certificate(der: &[u8]) -> Result<AgentCertificate, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subject alternative names: {e}"))?
+        .ok_or("the certificate has no subject alternative names")?;
+    let mut identities = san.value.general_names.iter().filter_map(|name| match name {
+        GeneralName::URI(uri) if uri.starts_with(crate::identity::URI_PREFIX) => Some(*uri),
+        _ => None,
+    });
+    let uri = identities.next().ok_or("the certificate carries no crosscheck://agents/ URI")?;
+    if identities.next().is_some() {
+        return Err("the certificate carries more than one agent identity".into());
+    }
+    let identity = AgentIdentity::from_uri(uri)?;
+    let not_after = chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+        .ok_or("certificate expiry out of range")?;
+    Ok(AgentCertificate { identity, serial: normalize_serial(&hex_encode(cert.raw_serial())), not_after })
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_normalize() {
+        assert_eq!(normalize_serial("00AB:cd"), "abcd");
+        assert_eq!(normalize_serial("0000"), "00");
+        assert_eq!(normalize_serial("7f01"), "7f01");
+    }
+
+    #[test]
+    fn inline_pem_is_not_a_path() {
+        let pem = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+        assert_eq!(read_pem("ca", pem).unwrap(), pem.as_bytes());
+        assert!(matches!(read_pem("ca", "/nonexistent/ca.pem"), Err(TlsError::Read { .. })));
+        assert!(certificates("ca", "-----BEGIN NOTHING-----\n").is_err());
+    }
+}
