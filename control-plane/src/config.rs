@@ -125,6 +125,25 @@ pub struct Config {
     pub smtp_password: Option<String>,
     /// The sender address of notification emails (`Crosscheck <alerts@example.com>`).
     pub smtp_from: Option<String>,
+
+    /// Flap detection on or off for every domain (a domain's own `flap` settings override it).
+    pub flap_enabled: bool,
+    /// The rolling window over which a domain's confirmed transitions are counted, in seconds.
+    pub flap_window_s: u64,
+    /// A domain enters flap mode when at least this many transitions fall in the window.
+    pub flap_enter_transitions: u32,
+    /// A flapping domain leaves flap mode when at most this many transitions remain in the
+    /// window and none happened for `flap_quiet_s` (hysteresis: below the entry threshold).
+    pub flap_leave_transitions: u32,
+    /// The quiet period before a flapping domain may leave flap mode, in seconds.
+    pub flap_quiet_s: u64,
+    /// How often flapping domains are checked for having stabilized, in milliseconds.
+    pub flap_check_interval_ms: u64,
+    /// The digest period in seconds (3600: hourly, at the top of each hour). Periods are
+    /// aligned to multiples of it since the Unix epoch.
+    pub digest_period_s: u64,
+    /// How often the digest scheduler looks for a finished period, in milliseconds.
+    pub digest_check_interval_ms: u64,
 }
 
 /// Whether SMTP connections are upgraded with STARTTLS.
@@ -191,6 +210,14 @@ impl Default for Config {
             smtp_username: None,
             smtp_password: None,
             smtp_from: None,
+            flap_enabled: true,
+            flap_window_s: 3_600,
+            flap_enter_transitions: 6,
+            flap_leave_transitions: 2,
+            flap_quiet_s: 900,
+            flap_check_interval_ms: 5_000,
+            digest_period_s: 3_600,
+            digest_check_interval_ms: 5_000,
         }
     }
 }
@@ -283,6 +310,23 @@ impl Config {
         }
         if self.smtp_password.is_some() && self.smtp_username.is_none() {
             return Err("smtp_password needs smtp_username".into());
+        }
+        if self.flap_window_s == 0 || self.flap_window_s > 7 * 86_400 {
+            return Err("flap_window_s must be between 1 and 604800 (7 days)".into());
+        }
+        if self.flap_enter_transitions < 2 || self.flap_leave_transitions >= self.flap_enter_transitions {
+            return Err(
+                "flap_enter_transitions must be at least 2 and flap_leave_transitions below it".into()
+            );
+        }
+        if self.flap_quiet_s > self.flap_window_s {
+            return Err("flap_quiet_s must not exceed flap_window_s".into());
+        }
+        if self.digest_period_s == 0 || self.digest_period_s > 86_400 {
+            return Err("digest_period_s must be between 1 and 86400".into());
+        }
+        if self.flap_check_interval_ms == 0 || self.digest_check_interval_ms == 0 {
+            return Err("flap_check_interval_ms and digest_check_interval_ms must be positive".into());
         }
         Ok(())
     }
