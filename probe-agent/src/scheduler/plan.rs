@@ -1,11 +1,18 @@
 //! The schedule as pure data: when each domain is due next. No I/O and no clock of its own —
 //! callers pass `now` — so it is tested directly and under paused time.
 //!
-//! Each domain runs on a fixed phase of its interval, anchored to wall-clock time:
-//! `offset = hash(domain id, region) mod interval`, and it is due at every wall instant `t`
-//! with `t ≡ offset (mod interval)`. Domains are therefore spread evenly over each interval,
-//! two regions probe the same domain at different instants, and a restarted agent keeps the
-//! same phases (no burst of first probes at start).
+//! Each domain runs on a fixed phase of its interval, anchored to wall-clock time, and it is due
+//! at every wall instant `t` with `t ≡ offset (mod interval)`:
+//!
+//! - a domain that names its regions staggers them evenly: its `k`-th region (sorted) of `n`
+//!   uses `offset = (hash(domain id) + k·interval/n) mod interval`, so some region probes it
+//!   every `interval/n` and an outage is first seen within `interval/n` of starting, whenever
+//!   it starts (every agent computes the same thing from the same configuration);
+//! - a domain that runs everywhere (no list) cannot know the fleet's regions here and uses
+//!   `offset = hash(domain id, region) mod interval`: independent phases per region.
+//!
+//! Domains are therefore spread evenly over each interval, two regions probe the same domain at
+//! different instants, and a restarted agent keeps the same phases (no burst at start).
 //!
 //! One binary heap holds the next due time of every domain; entries made stale by a change are
 //! skipped lazily by a generation number. 100,000 domains cost a few megabytes and no timers.
@@ -56,10 +63,20 @@ fn stable_hash(parts: &[&[u8]]) -> u64 {
     hash
 }
 
-/// The phase of `id` within its interval for `region`.
-pub fn phase_offset(id: DomainId, region: &str, interval: Duration) -> Duration {
+/// The phase of `config`'s domain within `interval` for `region` (see the module documentation).
+pub fn phase_offset(config: &DomainConfig, region: &str, interval: Duration) -> Duration {
     let interval_ms = interval.as_millis().max(1) as u64;
-    Duration::from_millis(stable_hash(&[id.0.as_bytes(), region.as_bytes()]) % interval_ms)
+    let id = config.id.0.as_bytes();
+    let mut regions: Vec<&str> = config.regions.iter().map(String::as_str).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    match regions.iter().position(|r| *r == region) {
+        Some(rank) => {
+            let stagger = interval_ms * rank as u64 / regions.len() as u64;
+            Duration::from_millis((stable_hash(&[id]) % interval_ms + stagger) % interval_ms)
+        }
+        None => Duration::from_millis(stable_hash(&[id, region.as_bytes()]) % interval_ms),
+    }
 }
 
 /// A probe that is due.
@@ -110,10 +127,10 @@ impl Plan {
         self.entries.is_empty()
     }
 
-    /// The first phase slot of `id` at or after `now`.
-    pub fn next_slot(&self, id: DomainId, interval: Duration, now: Instant) -> Instant {
+    /// The first phase slot of `config`'s domain at or after `now`.
+    pub fn next_slot(&self, config: &DomainConfig, interval: Duration, now: Instant) -> Instant {
         let interval_ms = interval.as_millis().max(1) as u64;
-        let offset = phase_offset(id, &self.region, interval).as_millis() as u64;
+        let offset = phase_offset(config, &self.region, interval).as_millis() as u64;
         let wall = self.anchor.wall(now);
         let into = wall % interval_ms;
         let wait = (offset + interval_ms - into) % interval_ms;
@@ -128,8 +145,9 @@ impl Plan {
         self.entries.insert(id, Entry { config, interval, generation: self.generation, next });
     }
 
-    /// Adds or updates a domain. A new domain, or one whose interval changed, is placed on its
-    /// phase at once; any other change keeps the planned time and uses the new configuration.
+    /// Adds or updates a domain. A new domain, or one whose interval or regions changed (which
+    /// moves its phase), is placed on its phase at once; any other change keeps the planned time
+    /// and uses the new configuration.
     pub fn upsert(&mut self, config: &Arc<DomainConfig>, now: Instant) {
         if config.paused {
             self.remove(config.id);
@@ -137,9 +155,11 @@ impl Plan {
         }
         let interval = Duration::from_secs(u64::from(config.interval_s.max(1)));
         match self.entries.get_mut(&config.id) {
-            Some(entry) if entry.interval == interval => entry.config = config.clone(),
+            Some(entry) if entry.interval == interval && entry.config.regions == config.regions => {
+                entry.config = config.clone()
+            }
             _ => {
-                let next = self.next_slot(config.id, interval, now);
+                let next = self.next_slot(config, interval, now);
                 self.push(config.clone(), next);
             }
         }
@@ -219,14 +239,52 @@ mod tests {
 
     #[test]
     fn offsets_are_stable_and_differ_between_regions() {
-        let id: DomainId = "01900000-0000-7000-8000-000000000001".parse().unwrap();
-        let a = phase_offset(id, "ams", Duration::from_secs(60));
-        assert_eq!(a, phase_offset(id, "ams", Duration::from_secs(60)));
+        let mut c = shared::testing::sample_domain(60, 1);
+        c.id = "01900000-0000-7000-8000-000000000001".parse().unwrap();
+        c.regions = Vec::new();
+        let a = phase_offset(&c, "ams", Duration::from_secs(60));
+        assert_eq!(a, phase_offset(&c, "ams", Duration::from_secs(60)));
         assert!(a < Duration::from_secs(60));
         let regions = ["ams", "iad", "sin", "fra", "syd"];
         let distinct: std::collections::HashSet<_> =
-            regions.iter().map(|r| phase_offset(id, r, Duration::from_secs(60))).collect();
+            regions.iter().map(|r| phase_offset(&c, r, Duration::from_secs(60))).collect();
         assert!(distinct.len() >= 4, "regions should mostly land on different phases");
+    }
+
+    #[test]
+    fn named_regions_are_staggered_evenly_over_the_interval() {
+        let interval = Duration::from_secs(30);
+        for n in 0..50u128 {
+            let mut c = shared::testing::sample_domain(30, 1);
+            c.id = DomainId(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n * 7919));
+            // Listed in any order: every agent sorts them the same way.
+            c.regions = vec!["sin".into(), "ams".into(), "iad".into()];
+            let mut offsets: Vec<u64> = ["ams", "iad", "sin"]
+                .iter()
+                .map(|r| phase_offset(&c, r, interval).as_millis() as u64)
+                .collect();
+            offsets.sort_unstable();
+            let gaps = [offsets[1] - offsets[0], offsets[2] - offsets[1], 30_000 - offsets[2] + offsets[0]];
+            assert!(gaps.iter().all(|g| *g == 10_000), "regions 10 s apart, got {offsets:?}");
+        }
+        // A region outside the list (not probing it anyway) falls back to its own hash.
+        let c = shared::testing::sample_domain(30, 1);
+        assert!(phase_offset(&c, "syd", interval) < interval);
+    }
+
+    #[test]
+    fn a_change_of_regions_moves_the_phase() {
+        let anchor = anchor();
+        let interval = Duration::from_secs(30);
+        let mut plan = Plan::new("iad", anchor);
+        let mut c = shared::testing::sample_domain(30, 1);
+        c.regions = vec!["ams".into(), "iad".into()];
+        plan.upsert(&Arc::new(c.clone()), anchor.instant);
+        assert_eq!(plan.next_due().unwrap(), plan.next_slot(&c, interval, anchor.instant));
+        c.regions.push("sin".into());
+        c.version += 1;
+        plan.upsert(&Arc::new(c.clone()), anchor.instant);
+        assert_eq!(plan.next_due().unwrap(), plan.next_slot(&c, interval, anchor.instant), "placed anew");
     }
 
     #[test]
