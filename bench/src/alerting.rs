@@ -396,12 +396,17 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     }
     let repeated: usize = by_id.values().map(|n| n - 1).sum();
     let duplicates: usize = by_key.values().map(|n| n - 1).sum::<usize>().max(repeated);
+    let mut by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for d in &deliveries {
+        *by_kind.entry(kind_of(d)).or_default() += 1;
+    }
     let plane = std::sync::Arc::into_inner(plane).context("plane still shared")?;
     plane.stop().await?;
     Ok(json!({
         "domains": args.domains,
         "incidents_opened": incidents,
         "notifications_sent": deliveries.len(),
+        "notifications_by_kind": by_kind,
         "duplicates": duplicates,
         "seconds_to_all_notified": (phases[0] * 10.0).round() / 10.0,
         "seconds_to_all_resolved_notified": (phases[1] * 10.0).round() / 10.0,

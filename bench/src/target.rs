@@ -2,8 +2,9 @@
 //! certificate from a throw-away CA (the CA is handed to agents as an extra root), and an HTTPS
 //! server whose certificate is expired and self-signed. Paths choose the behaviour:
 //! `/` and `/ok` answer 200 "ok", `/slow` waits 1.5 s, `/fail` answers 500, `/flap` alternates
-//! between 200 and 503 every 20 s, and `/fail-in/<region>` answers 503 to probes from that
-//! region (agents name their region in the User-Agent) and 200 to the others.
+//! between 200 and 503 every 20 s (`/flap/<n>`: every `n` seconds), and `/fail-in/<region>`
+//! answers 503 to probes from that region (agents name their region in the User-Agent) and 200
+//! to the others.
 //!
 //! `bench target` runs them in a child process so a benchmark's measurements do not share a
 //! runtime with the targets; it prints one JSON line with the addresses, then serves until killed.
@@ -144,20 +145,29 @@ async fn respond(request: Request<hyper::body::Incoming>) -> Result<Response<Ful
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .expect("static response"));
     }
-    let (status, body) = match request.uri().path() {
+    let path = request.uri().path();
+    let flap_every = match path.strip_prefix("/flap") {
+        Some("") => Some(20),
+        Some(rest) => rest.strip_prefix('/').and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0),
+        None => None,
+    };
+    if let Some(every) = flap_every {
+        let (status, body) = if (chrono::Utc::now().timestamp() / every) % 2 == 0 {
+            (StatusCode::OK, "ok")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "flapping")
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("static response"));
+    }
+    let (status, body) = match path {
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             (StatusCode::OK, "ok, slowly")
         }
         "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose"),
-        "/flap" => {
-            let minute_part = chrono::Utc::now().timestamp() / 20;
-            if minute_part % 2 == 0 {
-                (StatusCode::OK, "ok")
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "flapping")
-            }
-        }
         _ => (StatusCode::OK, "ok"),
     };
     Ok(Response::builder()
