@@ -113,8 +113,8 @@ pub struct Metrics {
     /// Failures of the flap exit check, by reason (`check`: listing the periods, `period`: one
     /// domain's check).
     pub flap_sweeper_errors: Family<ReasonLabels, Counter>,
-    /// Evaluations that ignored a domain's stored flap settings because they no longer merge
-    /// with the global ones.
+    /// Times a domain's stored flap settings were ignored (evaluation, exit check, status)
+    /// because they no longer merge with the global ones.
     pub flap_invalid_settings: Counter,
 }
 
@@ -277,7 +277,7 @@ impl Metrics {
         );
         r.register(
             "flap_invalid_settings",
-            "Evaluations that ignored a domain's flap settings because they no longer apply",
+            "Times a domain's flap settings were ignored because they no longer apply",
             self.flap_invalid_settings.clone(),
         );
     }

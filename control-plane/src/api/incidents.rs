@@ -145,7 +145,9 @@ pub async fn status(
 ) -> Result<Json<Value>, ApiError> {
     let id: DomainId = id.parse().map_err(|_| ApiError::NotFound)?;
     let mut conn = state.pool.acquire().await?;
-    let domain: Option<(Vec<String>, Option<i32>, i32, bool, Option<Value>)> = sqlx::query_as(
+    /// Regions, quorum, interval, paused, flap overrides.
+    type DomainRow = (Vec<String>, Option<i32>, i32, bool, Option<Value>);
+    let domain: Option<DomainRow> = sqlx::query_as(
         "SELECT regions, quorum, interval_s, paused, flap FROM domains WHERE id = $1 AND tenant_id = $2",
     )
     .bind(id.0)

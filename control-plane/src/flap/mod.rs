@@ -283,10 +283,9 @@ pub async fn leave(
     }
     let summary = if settings.enabled {
         format!(
-            "{} is no longer flapping and settled {settled}: {score} state changes in the last {}, none for {}; individual alerts resume",
+            "{} is no longer flapping and settled {settled}: {score} state changes in the last {}; individual alerts resume",
             subject.url,
             describe_duration(settings.window_s()),
-            describe_duration(settings.quiet_s()),
         )
     } else {
         format!(
