@@ -6,6 +6,8 @@
 //! - [`publisher`]: applies the change log to Redis in order and repairs Redis from Postgres.
 //! - [`tenants`]: tenants and API tokens. [`regions`]: the region list.
 //! - [`consensus`]: up/down decided across regions; [`incidents`]: incidents and their events.
+//! - [`flap`]: flap detection on confirmed transitions (alerts held while a domain flaps) and
+//!   the periodic check that ends flap mode.
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
 //! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
 
@@ -15,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod consensus;
 pub mod domains;
+pub mod flap;
 pub mod incidents;
 pub mod ingest;
 pub mod metrics;

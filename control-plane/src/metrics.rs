@@ -103,6 +103,19 @@ pub struct Metrics {
     pub notify_outbox_pending: Gauge,
     /// Failures of the dispatcher itself (claiming, recording outcomes, listening), by reason.
     pub notify_errors: Family<ReasonLabels, Counter>,
+    /// Domains that entered flap mode.
+    pub flap_entries: Counter,
+    /// Domains that left flap mode because they were stable (or flap detection was turned off
+    /// for them); pausing or deleting a flapping domain is not counted.
+    pub flap_exits: Counter,
+    /// Incident notifications held because their domain was flapping.
+    pub flap_held_notifications: Counter,
+    /// Failures of the flap exit check, by reason (`check`: listing the periods, `period`: one
+    /// domain's check).
+    pub flap_sweeper_errors: Family<ReasonLabels, Counter>,
+    /// Times a domain's stored flap settings were ignored (evaluation, exit check, status)
+    /// because they no longer merge with the global ones.
+    pub flap_invalid_settings: Counter,
 }
 
 impl Default for Metrics {
@@ -135,6 +148,11 @@ impl Default for Metrics {
             notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
             notify_outbox_pending: Gauge::default(),
             notify_errors: Family::default(),
+            flap_entries: Counter::default(),
+            flap_exits: Counter::default(),
+            flap_held_notifications: Counter::default(),
+            flap_sweeper_errors: Family::default(),
+            flap_invalid_settings: Counter::default(),
         }
     }
 }
@@ -241,6 +259,27 @@ impl Metrics {
             self.notify_outbox_pending.clone(),
         );
         r.register("notify_errors", "Notification dispatcher failures by reason", self.notify_errors.clone());
+        r.register("flap_entries", "Domains that entered flap mode", self.flap_entries.clone());
+        r.register(
+            "flap_exits",
+            "Domains that left flap mode (stable or detection turned off)",
+            self.flap_exits.clone(),
+        );
+        r.register(
+            "flap_held_notifications",
+            "Incident notifications held because the domain was flapping",
+            self.flap_held_notifications.clone(),
+        );
+        r.register(
+            "flap_sweeper_errors",
+            "Failures of the flap exit check by reason",
+            self.flap_sweeper_errors.clone(),
+        );
+        r.register(
+            "flap_invalid_settings",
+            "Times a domain's flap settings were ignored because they no longer apply",
+            self.flap_invalid_settings.clone(),
+        );
     }
 
     pub fn notify_delivery(&self, kind: &str, outcome: &str) {
@@ -251,6 +290,10 @@ impl Metrics {
 
     pub fn notify_error(&self, reason: &str) {
         self.notify_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn flap_sweeper_error(&self, reason: &str) {
+        self.flap_sweeper_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     pub fn handshake_failure(&self, reason: &str) {

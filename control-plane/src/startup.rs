@@ -1,5 +1,5 @@
 //! Building and running the control plane: connect, migrate, seed regions, bind, then serve the
-//! API, the config publisher and the consensus task until shutdown. `Application::build` binds before returning,
+//! API, the config publisher, the consensus task and the flap check until shutdown. `Application::build` binds before returning,
 //! so tests can use port 0 and read the real address.
 
 use std::net::SocketAddr;
@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentRegistry;
 use crate::api::{self, AppState};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::consensus::{Consensus, ObservedBatch, Settings};
+use crate::flap;
 use crate::ingest::IngestServer;
 use crate::metrics::Metrics;
 use crate::notify::Dispatcher;
@@ -62,6 +64,7 @@ pub struct Application {
     consensus: Consensus,
     observations: tokio::sync::mpsc::Receiver<ObservedBatch>,
     dispatcher: Dispatcher,
+    flap: flap::Sweeper,
 }
 
 impl Application {
@@ -74,6 +77,16 @@ impl Application {
 
     /// Like [`Application::build`] with an existing pool (tests hand in their own database).
     pub async fn build_with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, pool, crate::clock::system()).await
+    }
+
+    /// Like [`Application::build_with_pool`] with the clock the flap check reads "now" from
+    /// (tests and benchmarks hand in a `ManualClock`).
+    pub async fn build_with_clock(
+        config: Config,
+        pool: PgPool,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         migrate(&pool).await?;
         crate::regions::seed(&pool, &config.regions).await.context("seeding regions")?;
 
@@ -123,6 +136,7 @@ impl Application {
         };
         let dispatcher = Dispatcher::new(pool.clone(), &config, metrics.clone())
             .context("building the notification dispatcher")?;
+        let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
@@ -145,6 +159,7 @@ impl Application {
             consensus,
             observations,
             dispatcher,
+            flap,
         })
     }
 
@@ -175,6 +190,11 @@ impl Application {
         self.publisher.clone()
     }
 
+    /// The flap check (runs in `run_until`; tests call `check(now)` directly).
+    pub fn flap(&self) -> flap::Sweeper {
+        self.flap.clone()
+    }
+
     /// The notification dispatcher (runs in `run_until` when `notify_dispatch` is set).
     pub fn dispatcher(&self) -> Dispatcher {
         self.dispatcher.clone()
@@ -193,6 +213,7 @@ impl Application {
         let ingest = self.ingest.map(|server| tokio::spawn(server.run(shutdown.child_token())));
         let timeseries = tokio::spawn(self.state.timeseries.clone().run_maintenance(shutdown.child_token()));
         let consensus = tokio::spawn(self.consensus.clone().run(self.observations, shutdown.child_token()));
+        let flap = tokio::spawn(self.flap.clone().run(shutdown.child_token()));
         let dispatcher = if config.notify_dispatch {
             Some(tokio::spawn(self.dispatcher.run(shutdown.child_token())))
         } else {
@@ -222,6 +243,9 @@ impl Application {
         }
         if let Err(error) = consensus.await {
             tracing::error!(%error, "consensus task panicked");
+        }
+        if let Err(error) = flap.await {
+            tracing::error!(%error, "flap check task panicked");
         }
         if let Err(error) = timeseries.await {
             tracing::error!(%error, "time-series maintenance task panicked");

@@ -28,6 +28,7 @@ fn view(domain: &Domain) -> Value {
         "regions": spec.regions,
         "quorum": spec.quorum,
         "paused": spec.paused,
+        "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,
@@ -110,6 +111,8 @@ async fn patch_domain(
     if written.changed {
         state.changed();
         tracing::info!(domain_id = %id, version = written.version, "domain updated");
+    } else if patch.contains_key("flap") {
+        tracing::info!(domain_id = %id, flap = ?written.domain.spec.flap, "domain flap settings written");
     }
     Ok(Json(view(&written.domain)))
 }

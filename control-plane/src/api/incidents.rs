@@ -1,5 +1,5 @@
 //! `/v1/incidents` (list, get with events, acknowledge) and `/v1/domains/{id}/status` (the
-//! consensus state and every region's vote). Tenant-scoped: another tenant's incident or
+//! consensus state, every region's vote and the flap mode). Tenant-scoped: another tenant's incident or
 //! domain is a 404.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{Admin, ApiError, AppState, Auth};
 use crate::consensus::{self, decide};
+use crate::flap;
 use crate::incidents::{self, AckError, Filter};
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -136,7 +137,7 @@ pub async fn ack(
     }
 }
 
-/// The consensus state of a domain, its open incident and every region's vote.
+/// The consensus state of a domain, its open incident, every region's vote and its flap mode.
 pub async fn status(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -144,14 +145,16 @@ pub async fn status(
 ) -> Result<Json<Value>, ApiError> {
     let id: DomainId = id.parse().map_err(|_| ApiError::NotFound)?;
     let mut conn = state.pool.acquire().await?;
-    let domain: Option<(Vec<String>, Option<i32>, i32, bool)> = sqlx::query_as(
-        "SELECT regions, quorum, interval_s, paused FROM domains WHERE id = $1 AND tenant_id = $2",
+    /// Regions, quorum, interval, paused, flap overrides.
+    type DomainRow = (Vec<String>, Option<i32>, i32, bool, Option<Value>);
+    let domain: Option<DomainRow> = sqlx::query_as(
+        "SELECT regions, quorum, interval_s, paused, flap FROM domains WHERE id = $1 AND tenant_id = $2",
     )
     .bind(id.0)
     .bind(p.tenant_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (own, quorum, interval_s, paused) = domain.ok_or(ApiError::NotFound)?;
+    let (own, quorum, interval_s, paused, flap_overrides) = domain.ok_or(ApiError::NotFound)?;
     let current: Option<(String, DateTime<Utc>, Option<Uuid>)> =
         sqlx::query_as("SELECT state, since, open_incident_id FROM domain_state WHERE domain_id = $1")
             .bind(id.0)
@@ -169,11 +172,19 @@ pub async fn status(
         Some((s, since, incident)) => (s, Some(since), incident),
         None => ("unknown".to_owned(), None, None),
     };
+    let now = Utc::now();
+    let flap_settings = flap::settings_for(
+        &flap::Settings::from_config(&state.config),
+        flap_overrides.as_ref(),
+        id.0,
+        &state.metrics,
+    );
+    let flap = flap::status(&mut conn, id.0, &flap_settings, now).await?;
     let decision = decide::decide(&decide::Inputs {
         regions: &regions,
         quorum: quorum.and_then(|q| u32::try_from(q).ok()),
         freshness,
-        now: Utc::now(),
+        now,
         observations: &observations,
         health: &health,
         current: decide::State::parse(&state_name),
@@ -200,5 +211,6 @@ pub async fn status(
         "failing": decision.failing,
         "passing": decision.passing,
         "regions": votes,
+        "flap": flap,
     })))
 }

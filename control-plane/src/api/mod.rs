@@ -60,6 +60,7 @@ impl AppState {
             max_timeout_ms: self.config.max_timeout_ms,
             allow_private_targets: self.config.allow_private_targets,
             regions,
+            flap: crate::flap::Settings::from_config(&self.config),
         })
     }
 

@@ -12,8 +12,10 @@
 //!   per-replica hint skipped.
 //! - [`Consensus::evaluate`]: one transaction per domain that locks its `domain_state` row,
 //!   reads the observations, decides ([`decide`]) and, on a transition, opens or resolves the
-//!   incident and enqueues the notification, all before COMMIT. Replicas serialise on the row
-//!   lock, so one transition opens one incident.
+//!   incident and enqueues the notification, records the transition (`domain_transitions`) and
+//!   applies flap detection ([`crate::flap`]: entering flap mode, holding the notification),
+//!   all before COMMIT. Replicas serialise on the row lock, so one transition opens one
+//!   incident.
 
 pub mod decide;
 
@@ -35,7 +37,8 @@ use uuid::Uuid;
 pub use decide::{Decision, Health, Observation, Outcome, Standing, State, Vote};
 
 use crate::config::Config;
-use crate::incidents::{self, Subject};
+use crate::flap;
+use crate::incidents::{self, Alert, Subject};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notification};
 
@@ -201,6 +204,8 @@ pub struct Settings {
     pub confirmation_min_interval: Duration,
     /// Ascending.
     pub cert_thresholds_days: Vec<u32>,
+    /// The global flap settings (a domain's `flap` overrides are merged over them).
+    pub flap: flap::Settings,
 }
 
 impl Settings {
@@ -213,6 +218,7 @@ impl Settings {
             sweep_interval: Duration::from_millis(config.consensus_sweep_interval_ms),
             confirmation_min_interval: Duration::from_millis(config.confirmation_min_interval_ms),
             cert_thresholds_days: thresholds,
+            flap: flap::Settings::from_config(config),
         }
     }
 
@@ -236,6 +242,9 @@ pub struct Evaluated {
     pub incident: Option<Uuid>,
     /// The domain's regions (expanded).
     pub regions: Vec<String>,
+    /// What flap detection decided on this transition (`Nothing` without one); with `Enter` or
+    /// `Stay` the incident's notification was held.
+    pub flap: flap::Decision,
 }
 
 /// The consensus engine. Cheap to clone.
@@ -262,6 +271,7 @@ struct DomainRow {
     quorum: Option<i32>,
     interval_s: i32,
     paused: bool,
+    flap: Option<Value>,
 }
 
 impl Consensus {
@@ -515,7 +525,7 @@ impl Consensus {
         // Lock order as for domain writes: the domain row first (KEY SHARE keeps it from being
         // deleted under us), then its state row.
         let domain: Option<DomainRow> = sqlx::query_as(
-            "SELECT tenant_id, url, regions, quorum, interval_s, paused FROM domains WHERE id = $1 FOR KEY SHARE",
+            "SELECT tenant_id, url, regions, quorum, interval_s, paused, flap FROM domains WHERE id = $1 FOR KEY SHARE",
         )
         .bind(domain_id)
         .fetch_optional(&mut *tx)
@@ -544,6 +554,7 @@ impl Consensus {
             outcome: Outcome::Unchanged,
             incident: None,
             regions: regions.clone(),
+            flap: flap::Decision::Nothing,
         };
         if domain.paused {
             tx.commit().await?;
@@ -561,29 +572,37 @@ impl Consensus {
             current,
         });
         let subject = Subject { tenant_id: domain.tenant_id, domain_id, url: domain.url.clone() };
-        let (next, incident) = match decision.outcome {
+        let (next, voting) = match decision.outcome {
             Outcome::Unchanged => {
                 tx.commit().await?;
                 self.remember(domain_id, current);
                 return Ok(Some(unchanged));
             }
-            Outcome::Down => {
-                let id =
-                    incidents::open(&mut tx, &subject, now, &voters(&decision, Standing::Failing)).await?;
-                (State::Down, Some(id))
-            }
-            Outcome::Up => {
-                let resolved = match open_incident {
-                    Some(id) => {
-                        incidents::resolve(&mut tx, &subject, id, now, &voters(&decision, Standing::Ok))
-                            .await?
-                            .then_some(id)
-                    }
-                    None => None,
-                };
-                (State::Up, resolved)
-            }
+            Outcome::Down => (State::Down, voters(&decision, Standing::Failing)),
+            Outcome::Up => (State::Up, voters(&decision, Standing::Ok)),
         };
+        // Flap detection first: it decides whether the incident's notification goes out.
+        let flap_settings =
+            flap::settings_for(&self.settings.flap, domain.flap.as_ref(), domain_id, &self.metrics);
+        let assessment = flap::assess(&mut tx, domain_id, current.as_str(), now, &flap_settings).await?;
+        let alert = assessment.alert();
+        let incident = match next {
+            State::Down => Some(incidents::open(&mut tx, &subject, now, &voting, alert).await?),
+            _ => match open_incident {
+                Some(id) => {
+                    incidents::resolve(&mut tx, &subject, id, now, &voting, alert).await?.then_some(id)
+                }
+                None => None,
+            },
+        };
+        let transition = flap::Transition {
+            subject: &subject,
+            at: now,
+            from: current.as_str(),
+            to: next.as_str(),
+            regions: &voting,
+        };
+        let period = flap::record(&mut tx, &transition, incident, &assessment).await?;
         sqlx::query(
             "UPDATE domain_state SET state = $2, since = $3, evaluated_at = $3,
                  open_incident_id = CASE WHEN $2 = 'down' THEN $4 ELSE NULL END
@@ -597,6 +616,20 @@ impl Consensus {
         .await?;
         tx.commit().await?;
         self.metrics.transition(current.as_str(), next.as_str());
+        match assessment.decision {
+            flap::Decision::Enter => {
+                self.metrics.flap_entries.inc();
+                tracing::info!(%domain_id, period = ?period, score = assessment.score, "domain entered flap mode");
+            }
+            flap::Decision::Leave => {
+                self.metrics.flap_exits.inc();
+                tracing::info!(%domain_id, score = assessment.score, settled = next.as_str(), "domain left flap mode");
+            }
+            _ => {}
+        }
+        if alert == Alert::Hold && incident.is_some() {
+            self.metrics.flap_held_notifications.inc();
+        }
         match decision.outcome {
             Outcome::Down => self.metrics.incidents_opened.inc(),
             _ if incident.is_some() => self.metrics.incidents_resolved.inc(),
@@ -605,10 +638,16 @@ impl Consensus {
         tracing::info!(
             domain_id = %domain_id, from = current.as_str(), to = next.as_str(), incident = ?incident,
             failing = decision.failing, passing = decision.passing, quorum = decision.quorum,
-            "domain state changed"
+            flap = ?assessment.decision, "domain state changed"
         );
         self.remember(domain_id, next);
-        Ok(Some(Evaluated { state: next, outcome: decision.outcome, incident, regions }))
+        Ok(Some(Evaluated {
+            state: next,
+            outcome: decision.outcome,
+            incident,
+            regions,
+            flap: assessment.decision,
+        }))
     }
 
     /// Asks the domain's other regions to probe it now, at most once per
@@ -855,6 +894,7 @@ mod tests {
             sweep_interval: Duration::from_secs(5),
             confirmation_min_interval: Duration::from_secs(10),
             cert_thresholds_days: vec![1, 7, 14, 30],
+            flap: flap::Settings::from_config(&Config::default()),
         };
         let now = Utc::now();
         let days = |d: i64| now + chrono::Duration::days(d) - chrono::Duration::minutes(1);

@@ -13,11 +13,23 @@ use shared::netguard;
 use shared::{HttpMethod, StatusRange};
 use url::{Host, Url};
 
+use crate::flap;
+
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 9] =
-    ["url", "method", "expected_status", "keyword", "interval", "timeout_ms", "regions", "quorum", "paused"];
+const KNOWN_FIELDS: [&str; 10] = [
+    "url",
+    "method",
+    "expected_status",
+    "keyword",
+    "interval",
+    "timeout_ms",
+    "regions",
+    "quorum",
+    "paused",
+    "flap",
+];
 const MAX_URL_LEN: usize = 2048;
 const MAX_KEYWORD_LEN: usize = 256;
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
@@ -31,6 +43,8 @@ pub struct Policy {
     pub allow_private_targets: bool,
     /// Every known region.
     pub regions: BTreeSet<String>,
+    /// The global flap settings a domain's `flap` overrides are merged over and checked against.
+    pub flap: flap::Settings,
 }
 
 /// The interval as the operator gave it.
@@ -75,6 +89,9 @@ pub struct DomainSpec {
     pub regions: Vec<String>,
     pub quorum: Option<u32>,
     pub paused: bool,
+    /// Flap settings overriding the global ones (`None`: the global settings). Not part of
+    /// what agents receive.
+    pub flap: Option<flap::Overrides>,
 }
 
 /// Problems found in a request, by field name.
@@ -193,6 +210,19 @@ impl DomainSpec {
             }
         };
 
+        let flap = match field("flap") {
+            None => None,
+            Some(v) => match flap::Overrides::parse(v, &policy.flap) {
+                Ok(overrides) => Some(overrides).filter(|o| !o.is_empty()),
+                Err(problems) => {
+                    for (name, message) in problems {
+                        errors.add(&name, message);
+                    }
+                    None
+                }
+            },
+        };
+
         match (url, method, expected_status, interval, timeout_ms, regions, paused) {
             (
                 Some(url),
@@ -212,6 +242,7 @@ impl DomainSpec {
                 regions,
                 quorum,
                 paused,
+                flap,
             }),
             _ => Err(errors),
         }
@@ -230,6 +261,7 @@ impl DomainSpec {
         map.insert("regions".into(), Value::from(self.regions.clone()));
         map.insert("quorum".into(), self.quorum.map_or(Value::Null, Value::from));
         map.insert("paused".into(), Value::from(self.paused));
+        map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
         map
     }
 }
@@ -369,6 +401,7 @@ mod tests {
             max_timeout_ms: 30_000,
             allow_private_targets: false,
             regions: ["ams", "iad", "sin"].iter().map(|s| s.to_string()).collect(),
+            flap: flap::Settings::from_config(&crate::Config::default()),
         }
     }
 
@@ -505,5 +538,21 @@ mod tests {
         assert!(parse(json!({"url": "https://example.com", "keyword": "ok"})).is_ok());
         assert!(parse(json!({"url": "https://example.com", "keyword": ""})).is_err());
         assert!(parse(json!({"url": "https://example.com", "method": "HEAD", "keyword": "ok"})).is_err());
+    }
+
+    #[test]
+    fn flap_overrides_are_checked_against_the_global_settings() {
+        let spec = parse(
+            json!({"url": "https://example.com", "flap": {"enter_transitions": 3, "leave_transitions": 1}}),
+        )
+        .unwrap();
+        let flap = spec.flap.clone().unwrap();
+        assert_eq!((flap.enter_transitions, flap.leave_transitions), (Some(3), Some(1)));
+        assert_eq!(DomainSpec::parse(&spec.to_request(), &policy()).unwrap(), spec);
+        let e = parse(json!({"url": "https://example.com", "flap": {"leave_transitions": 6}})).unwrap_err();
+        assert_eq!(e.0["flap.leave_transitions"], "must be below enter_transitions (6)");
+        assert!(parse(json!({"url": "https://example.com", "flap": 5})).unwrap_err().0.contains_key("flap"));
+        assert_eq!(parse(json!({"url": "https://example.com", "flap": {}})).unwrap().flap, None);
+        assert_eq!(parse(json!({"url": "https://example.com", "flap": null})).unwrap().flap, None);
     }
 }

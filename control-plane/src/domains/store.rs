@@ -15,6 +15,8 @@ use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;
 
+use crate::incidents::Stopped;
+
 use super::spec::{DomainSpec, FieldErrors, Interval, Policy, TIERS};
 
 /// The Postgres notification channel that wakes publishers.
@@ -74,13 +76,14 @@ struct Row {
     regions: Vec<String>,
     quorum: Option<i32>,
     paused: bool,
+    flap: Option<Value>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
-     interval_s, timeout_ms, regions, quorum, paused, version, created_at, updated_at";
+     interval_s, timeout_ms, regions, quorum, paused, flap, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -102,6 +105,10 @@ impl TryFrom<Row> for Domain {
                 .ok_or_else(|| corrupt("interval tier"))?,
             None => Interval::Seconds(interval_s),
         };
+        let flap = match row.flap {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("flap settings"))?),
+        };
         Ok(Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
@@ -118,6 +125,7 @@ impl TryFrom<Row> for Domain {
                 regions: row.regions,
                 quorum: row.quorum.and_then(|q| u32::try_from(q).ok()),
                 paused: row.paused,
+                flap,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
             created_at: row.created_at,
@@ -131,7 +139,8 @@ impl TryFrom<Row> for Domain {
 pub struct Written {
     pub domain: Domain,
     pub version: u64,
-    /// False when an update changed nothing (no new version, nothing published).
+    /// False when an update changed nothing agents see (no new version, nothing published): a
+    /// change of the flap settings alone is stored without a new version.
     pub changed: bool,
 }
 
@@ -173,13 +182,13 @@ async fn write_row(
 ) -> Result<Domain, sqlx::Error> {
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
-             interval_s, timeout_ms, regions, quorum, paused, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             interval_s, timeout_ms, regions, quorum, paused, flap, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
              timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
-             paused = excluded.paused, version = excluded.version, updated_at = now() \
+             paused = excluded.paused, flap = excluded.flap, version = excluded.version, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -196,6 +205,7 @@ async fn write_row(
     .bind(&spec.regions)
     .bind(spec.quorum.map(|q| q as i32))
     .bind(spec.paused)
+    .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
     .bind(version)
     .fetch_one(&mut **tx)
     .await?;
@@ -223,8 +233,9 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
-/// parsed against `policy`, while the domain row is locked. Only `keyword` and `quorum` may be
-/// `null` (cleared); a `null` elsewhere is an error rather than a silent reset to the default.
+/// parsed against `policy`, while the domain row is locked. Only `keyword`, `quorum` and `flap`
+/// may be `null` (cleared); a `null` elsewhere is an error rather than a silent reset to the
+/// default. A `flap` object replaces the domain's flap overrides as a whole.
 pub async fn update(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -232,12 +243,16 @@ pub async fn update(
     patch: &serde_json::Map<String, Value>,
     policy: &Policy,
 ) -> Result<Written, StoreError> {
-    let nulls: Vec<_> =
-        patch.iter().filter(|(k, v)| v.is_null() && !matches!(k.as_str(), "keyword" | "quorum")).collect();
+    let nulls: Vec<_> = patch
+        .iter()
+        .filter(|(k, v)| v.is_null() && !matches!(k.as_str(), "keyword" | "quorum" | "flap"))
+        .collect();
     if !nulls.is_empty() {
         let mut errors = FieldErrors::default();
         for (key, _) in nulls {
-            errors.0.insert(key.clone(), "cannot be null (only keyword and quorum can be cleared)".into());
+            errors
+                .0
+                .insert(key.clone(), "cannot be null (only keyword, quorum and flap can be cleared)".into());
         }
         return Err(StoreError::Invalid(errors));
     }
@@ -276,8 +291,21 @@ async fn write_if_changed(
         // Nothing changed: no new version, nothing to publish.
         return Ok(Written { version: current.version, domain: current, changed: false });
     }
+    let only_flap = DomainSpec { flap: spec.flap.clone(), ..current.spec.clone() } == spec;
+    if only_flap {
+        // Only the flap settings changed: agents do not see them, so no new version.
+        let row: Row = sqlx::query_as(&format!(
+            "UPDATE domains SET flap = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(id.0)
+        .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Written { version: current.version, domain: row.try_into()?, changed: false });
+    }
     if spec.paused && !current.spec.paused {
-        close_incident(&mut tx, &current, "monitoring paused").await?;
+        close_incident(&mut tx, &current, Stopped::Paused).await?;
     }
     let version = next_version(&mut tx).await?;
     let domain = write_row(&mut tx, id, tenant_id, &spec, version).await?;
@@ -287,13 +315,17 @@ async fn write_if_changed(
 }
 
 /// Closes the domain's open incident when monitoring stops (the domain row is locked).
-async fn close_incident(tx: &mut PgTransaction<'_>, domain: &Domain, reason: &str) -> Result<(), StoreError> {
+async fn close_incident(
+    tx: &mut PgTransaction<'_>,
+    domain: &Domain,
+    stopped: Stopped,
+) -> Result<(), StoreError> {
     let subject = crate::incidents::Subject {
         tenant_id: domain.tenant_id,
         domain_id: domain.id.0,
         url: domain.spec.url.to_string(),
     };
-    crate::incidents::close_for_domain(tx, &subject, chrono::Utc::now(), reason).await?;
+    crate::incidents::close_for_domain(tx, &subject, chrono::Utc::now(), stopped).await?;
     Ok(())
 }
 
@@ -301,7 +333,7 @@ async fn close_incident(tx: &mut PgTransaction<'_>, domain: &Domain, reason: &st
 pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     let current = lock(&mut tx, tenant_id, id).await?;
-    close_incident(&mut tx, &current, "domain deleted").await?;
+    close_incident(&mut tx, &current, Stopped::Deleted).await?;
     let version = next_version(&mut tx).await?;
     sqlx::query("DELETE FROM domains WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
     log_change(&mut tx, version, id, None).await?;

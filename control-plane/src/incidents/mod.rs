@@ -3,7 +3,9 @@
 //!
 //! Every write here takes a transaction from its caller and enqueues the matching notification
 //! (`incident:<id>:<kind>`) in it, so a transition and its outbox rows commit together or not
-//! at all. Reads are scoped by tenant: another tenant's incident is not found.
+//! at all, unless the caller holds it ([`Alert::Hold`]: the domain is flapping), which is then
+//! recorded in the event's details. Reads are scoped by tenant: another tenant's incident is
+//! not found.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,6 +17,42 @@ use crate::notify::{self, Notification};
 
 /// The actor of events the control plane records itself.
 pub const SYSTEM: &str = "system";
+
+/// Whether a transition's notification goes out now or is held (the domain is flapping; see
+/// [`crate::flap`]). Acknowledgements are never held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alert {
+    Send,
+    Hold,
+}
+
+/// What a held notification's event says in its details (`"notification"`).
+pub const HELD: &str = "held: flapping";
+
+/// Why monitoring of a domain stopped ([`close_for_domain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Paused,
+    Deleted,
+}
+
+impl Stopped {
+    /// The reason recorded on the closing event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Stopped::Paused => "monitoring paused",
+            Stopped::Deleted => "domain deleted",
+        }
+    }
+
+    /// What an open flap period is closed with (`flap_periods.settled`).
+    pub fn settled(self) -> &'static str {
+        match self {
+            Stopped::Paused => "paused",
+            Stopped::Deleted => "deleted",
+        }
+    }
+}
 
 /// What an incident is about (for notifications).
 #[derive(Debug, Clone)]
@@ -92,12 +130,27 @@ fn describe(regions: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Opens an incident for `subject` with its `opened` event and notification. Returns its id.
+fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: &Value) -> Notification {
+    Notification {
+        kind: "incident_opened".into(),
+        tenant_id: subject.tenant_id,
+        domain_id: Some(subject.domain_id),
+        url: Some(subject.url.clone()),
+        incident_id: Some(id),
+        summary: format!("{} is down ({})", subject.url, describe(regions)),
+        details: json!({ "regions": regions }),
+        occurred_at: at,
+    }
+}
+
+/// Opens an incident for `subject` with its `opened` event and, unless held, its
+/// notification. Returns its id.
 pub async fn open(
     tx: &mut PgConnection,
     subject: &Subject,
     at: DateTime<Utc>,
     regions: &Value,
+    alert: Alert,
 ) -> sqlx::Result<Uuid> {
     let id = Uuid::now_v7();
     sqlx::query(
@@ -111,48 +164,61 @@ pub async fn open(
     .bind(regions)
     .execute(&mut *tx)
     .await?;
-    let details = json!({ "regions": regions });
+    let mut details = json!({ "regions": regions });
+    if alert == Alert::Hold {
+        details["notification"] = Value::from(HELD);
+    }
     event(tx, id, "opened", at, SYSTEM, &details).await?;
-    let notification = Notification {
-        kind: "incident_opened".into(),
-        tenant_id: subject.tenant_id,
-        domain_id: Some(subject.domain_id),
-        url: Some(subject.url.clone()),
-        incident_id: Some(id),
-        summary: format!("{} is down ({})", subject.url, describe(regions)),
-        details,
-        occurred_at: at,
-    };
-    notify::enqueue(tx, &notification, &format!("incident:{id}:opened")).await?;
+    if alert == Alert::Send {
+        notify::enqueue(tx, &opened_notification(subject, id, at, regions), &format!("incident:{id}:opened"))
+            .await?;
+    }
     Ok(id)
 }
 
-/// Resolves the incident `id` (open or acknowledged) with its `resolved` event and notification.
-/// Returns false when it was not open.
+/// Enqueues the `incident_opened` notification of incident `id` as [`open`] would have (same
+/// dedup key, so it goes out once however often this is called): for an incident whose opening
+/// was held while its domain flapped and that is still unresolved when the domain settles.
+/// Returns the outbox rows added (0 when it was already enqueued or the incident is unknown).
+pub async fn notify_opened(tx: &mut PgConnection, subject: &Subject, id: Uuid) -> sqlx::Result<u64> {
+    let row: Option<(DateTime<Utc>, Value)> =
+        sqlx::query_as("SELECT opened_at, opened_regions FROM incidents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((at, regions)) = row else { return Ok(0) };
+    notify::enqueue(tx, &opened_notification(subject, id, at, &regions), &format!("incident:{id}:opened"))
+        .await
+}
+
+/// Resolves the incident `id` (open or acknowledged) with its `resolved` event and, unless
+/// held, its notification. Returns false when it was not open.
 pub async fn resolve(
     tx: &mut PgConnection,
     subject: &Subject,
     id: Uuid,
     at: DateTime<Utc>,
     regions: &Value,
+    alert: Alert,
 ) -> sqlx::Result<bool> {
-    let resolved = finish(tx, subject, id, at, ("regions", regions.clone()), |duration_s| {
+    let resolved = finish(tx, subject, id, at, ("regions", regions.clone()), alert, |duration_s| {
         format!("{} is up again after {duration_s} s", subject.url)
     })
     .await?;
     Ok(resolved)
 }
 
-/// Closes the domain's unresolved incident, if any, because monitoring stopped (`reason`:
-/// "monitoring paused", "domain deleted"), and forgets the domain's consensus state so it is
-/// decided afresh when probing resumes. Call it in the transaction that pauses or deletes the
-/// domain, after locking the domain row. Returns the incident closed.
+/// Closes the domain's unresolved incident, if any, because monitoring stopped, closes its open
+/// flap period (settled `paused` or `deleted`, without notices), and forgets the domain's
+/// consensus state so it is decided afresh when probing resumes. Call it in the transaction
+/// that pauses or deletes the domain, after locking the domain row. Returns the incident closed.
 pub async fn close_for_domain(
     tx: &mut PgConnection,
     subject: &Subject,
     at: DateTime<Utc>,
-    reason: &str,
+    stopped: Stopped,
 ) -> sqlx::Result<Option<Uuid>> {
+    let reason = stopped.reason();
     let open: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM incidents WHERE domain_id = $1 AND state <> 'resolved' FOR UPDATE",
     )
@@ -163,8 +229,9 @@ pub async fn close_for_domain(
         .bind(subject.domain_id)
         .execute(&mut *tx)
         .await?;
+    crate::flap::close_for_domain(tx, subject.domain_id, at, stopped.settled()).await?;
     let Some(id) = open else { return Ok(None) };
-    finish(tx, subject, id, at, ("reason", Value::from(reason)), |duration_s| {
+    finish(tx, subject, id, at, ("reason", Value::from(reason)), Alert::Send, |duration_s| {
         format!("{}: incident closed after {duration_s} s ({reason})", subject.url)
     })
     .await?;
@@ -172,14 +239,15 @@ pub async fn close_for_domain(
 }
 
 /// Marks the incident resolved (unless it already is) with its duration, then writes the
-/// `resolved` event (details: `why` and the duration) and the `incident_resolved`
-/// notification. Returns false when it was already resolved.
+/// `resolved` event (details: `why` and the duration) and, unless held, the
+/// `incident_resolved` notification. Returns false when it was already resolved.
 async fn finish(
     tx: &mut PgConnection,
     subject: &Subject,
     id: Uuid,
     at: DateTime<Utc>,
     why: (&str, Value),
+    alert: Alert,
     summary: impl FnOnce(i64) -> String,
 ) -> sqlx::Result<bool> {
     let duration: Option<i64> = sqlx::query_scalar(
@@ -198,6 +266,12 @@ async fn finish(
     let mut details = serde_json::Map::new();
     details.insert(why.0.to_owned(), why.1);
     details.insert("duration_s".into(), Value::from(duration_s));
+    if alert == Alert::Hold {
+        details.insert("notification".into(), Value::from(HELD));
+        let details = Value::Object(details);
+        event(tx, id, "resolved", at, SYSTEM, &details).await?;
+        return Ok(true);
+    }
     let details = Value::Object(details);
     event(tx, id, "resolved", at, SYSTEM, &details).await?;
     let notification = Notification {

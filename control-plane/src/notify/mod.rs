@@ -27,7 +27,7 @@ pub const WAKE_CHANNEL: &str = "crosscheck_notifications";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// `incident_opened`, `incident_acknowledged`, `incident_resolved`, `certificate_expiring`,
-    /// `test`, …
+    /// `domain_flapping`, `domain_stabilized`, `test`, …
     pub kind: String,
     pub tenant_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]

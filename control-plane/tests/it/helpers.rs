@@ -24,6 +24,8 @@ pub struct TestApp {
     pub agents: control_plane::agents::AgentRegistry,
     /// The consensus engine of this replica (tests evaluate and sweep directly).
     pub consensus: control_plane::consensus::Consensus,
+    /// The flap exit check of this replica (tests call `check(now)` directly).
+    pub flap: control_plane::flap::Sweeper,
     pub pool: PgPool,
     /// `timeseries_url` points at `timeseries_db`, created for this app and dropped with it.
     pub config: Config,
@@ -67,18 +69,29 @@ impl TestApp {
         Self::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await
     }
 
-    pub async fn spawn_with(pool: PgPool, mut config: Config) -> Self {
+    pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
+        Self::spawn_with_clock(pool, config, control_plane::clock::system()).await
+    }
+
+    /// With the clock the background flap check reads (a `ManualClock` in flap tests).
+    pub async fn spawn_with_clock(
+        pool: PgPool,
+        mut config: Config,
+        clock: std::sync::Arc<dyn control_plane::clock::Clock>,
+    ) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(Default::default());
         }
         let timeseries_db = ScratchDb::create("ts").await;
         config.timeseries_url = timeseries_db.url.clone();
-        let app =
-            Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
+        let app = Application::build_with_clock(config.clone(), pool.clone(), clock)
+            .await
+            .expect("control plane builds");
         let addr = app.local_addr();
         let ingest_addr = app.ingest_addr();
         let agents = app.agents();
         let consensus = app.consensus();
+        let flap = app.flap();
         let publisher = app.publisher();
         let issued = tenants::create_tenant(&pool, &format!("tenant-{}", Uuid::new_v4())).await.unwrap();
         let shutdown = CancellationToken::new();
@@ -90,6 +103,7 @@ impl TestApp {
             ingest_addr,
             agents,
             consensus,
+            flap,
             pool,
             config,
             timeseries_db: Some(timeseries_db),

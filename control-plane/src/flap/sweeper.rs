@@ -1,0 +1,149 @@
+//! The periodic exit check: leaving flap mode needs no transition, only time, so every
+//! `flap_check_interval_ms` each open flap period is looked at and the stable ones are closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{decide, leave, open_period, score, settings_for, Decision, Settings};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::incidents::Subject;
+use crate::metrics::Metrics;
+
+/// Closes flap periods of domains that became stable. Cheap to clone; any number of replicas
+/// may run one (each period is handled under its domain's state row lock, `SKIP LOCKED`).
+#[derive(Clone)]
+pub struct Sweeper {
+    pool: PgPool,
+    metrics: Metrics,
+    settings: Settings,
+    interval: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Sweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweeper").field("settings", &self.settings).field("interval", &self.interval).finish()
+    }
+}
+
+/// What [`Sweeper::check_one`] did with a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    Left,
+    Stayed,
+    /// Its domain's state row was locked (an evaluation or another replica): next time.
+    Busy,
+    /// Closed meanwhile, or its domain is gone.
+    Gone,
+}
+
+impl Sweeper {
+    /// A sweeper with the global flap settings and check interval of `config`, reading "now"
+    /// from `clock` (the system clock in production, a `ManualClock` in tests and benchmarks).
+    pub fn new(pool: PgPool, metrics: Metrics, config: &Config, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            pool,
+            metrics,
+            settings: Settings::from_config(config),
+            interval: Duration::from_millis(config.flap_check_interval_ms.max(1)),
+            clock,
+        }
+    }
+
+    /// Checks every `flap_check_interval_ms` (the first check one interval after start) until
+    /// `shutdown`. Failures are logged and counted.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(error) = self.check(self.clock.now()).await {
+                        self.metrics.flap_sweeper_error("check");
+                        tracing::warn!(error = format!("{error:#}"), "flap check failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One check at `now`: every open flap period whose domain is stable is closed, with its
+    /// notices. Returns how many were closed. A period that fails is logged, counted and left
+    /// for the next check; only failing to list the periods is an error.
+    pub async fn check(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let open: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT id, domain_id FROM flap_periods WHERE left_at IS NULL ORDER BY domain_id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut left = 0;
+        for (period_id, domain_id) in open {
+            match self.check_one(period_id, domain_id, now).await {
+                Ok(Checked::Left) => left += 1,
+                Ok(Checked::Busy) => tracing::debug!(%domain_id, "flap check skipped a locked domain"),
+                Ok(Checked::Stayed | Checked::Gone) => {}
+                Err(error) => {
+                    self.metrics.flap_sweeper_error("period");
+                    tracing::warn!(%domain_id, %period_id, error = format!("{error:#}"), "flap check of a domain failed");
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    async fn check_one(
+        &self,
+        period_id: Uuid,
+        domain_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Checked> {
+        let mut tx = self.pool.begin().await?;
+        // The lock order of evaluate and of domain writes: domain row, then its state row.
+        let domain: Option<(Uuid, String, Option<Value>)> =
+            sqlx::query_as("SELECT tenant_id, url, flap FROM domains WHERE id = $1 FOR KEY SHARE")
+                .bind(domain_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((tenant_id, url, stored)) = domain else { return Ok(Checked::Gone) };
+        let state: Option<(String, Option<Uuid>)> = sqlx::query_as(
+            "SELECT state, open_incident_id FROM domain_state WHERE domain_id = $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(domain_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((state, open_incident)) = state else {
+            // Locked, or gone (pausing deletes it and closes the period in the same commit).
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM domain_state WHERE domain_id = $1)")
+                    .bind(domain_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Ok(if exists { Checked::Busy } else { Checked::Gone });
+        };
+        // Read again under the lock: an evaluation or another replica may have closed it.
+        let Some(period) = open_period(&mut tx, domain_id).await?.filter(|p| p.id == period_id) else {
+            return Ok(Checked::Gone);
+        };
+        let settings = settings_for(&self.settings, stored.as_ref(), domain_id, &self.metrics);
+        let (score, last) = score(&mut tx, domain_id, now, settings.window).await?;
+        if decide(true, score, last, now, &settings) != Decision::Leave {
+            return Ok(Checked::Stayed);
+        }
+        let subject = Subject { tenant_id, domain_id, url };
+        let closed = leave(&mut tx, &subject, &period, now, &state, open_incident, score, &settings).await?;
+        tx.commit().await?;
+        if !closed {
+            return Ok(Checked::Gone);
+        }
+        self.metrics.flap_exits.inc();
+        tracing::info!(%domain_id, period_id = %period.id, settled = state, score, "domain left flap mode");
+        Ok(Checked::Left)
+    }
+}
