@@ -103,6 +103,12 @@ pub struct Metrics {
     pub notify_outbox_pending: Gauge,
     /// Failures of the dispatcher itself (claiming, recording outcomes, listening), by reason.
     pub notify_errors: Family<ReasonLabels, Counter>,
+    /// Flap digests built and stored (one per tenant with a flapping domain and period).
+    pub digests_built: Counter,
+    /// Outbox rows enqueued for flap digests (one per digest and enabled channel).
+    pub digest_notifications: Counter,
+    /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`, …).
+    pub digest_errors: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +141,9 @@ impl Default for Metrics {
             notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
             notify_outbox_pending: Gauge::default(),
             notify_errors: Family::default(),
+            digests_built: Counter::default(),
+            digest_notifications: Counter::default(),
+            digest_errors: Family::default(),
         }
     }
 }
@@ -241,6 +250,13 @@ impl Metrics {
             self.notify_outbox_pending.clone(),
         );
         r.register("notify_errors", "Notification dispatcher failures by reason", self.notify_errors.clone());
+        r.register("digests_built", "Flap digests built and stored", self.digests_built.clone());
+        r.register(
+            "digest_notifications",
+            "Outbox rows enqueued for flap digests",
+            self.digest_notifications.clone(),
+        );
+        r.register("digest_errors", "Digest scheduler failures by reason", self.digest_errors.clone());
     }
 
     pub fn notify_delivery(&self, kind: &str, outcome: &str) {
@@ -251,6 +267,10 @@ impl Metrics {
 
     pub fn notify_error(&self, reason: &str) {
         self.notify_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn digest_error(&self, reason: &str) {
+        self.digest_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     pub fn handshake_failure(&self, reason: &str) {

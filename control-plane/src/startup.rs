@@ -1,5 +1,5 @@
 //! Building and running the control plane: connect, migrate, seed regions, bind, then serve the
-//! API, the config publisher and the consensus task until shutdown. `Application::build` binds before returning,
+//! API, the config publisher, the consensus task and the digest scheduler until shutdown. `Application::build` binds before returning,
 //! so tests can use port 0 and read the real address.
 
 use std::net::SocketAddr;
@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentRegistry;
 use crate::api::{self, AppState};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::consensus::{Consensus, ObservedBatch, Settings};
+use crate::digests;
 use crate::ingest::IngestServer;
 use crate::metrics::Metrics;
 use crate::notify::Dispatcher;
@@ -62,6 +64,7 @@ pub struct Application {
     consensus: Consensus,
     observations: tokio::sync::mpsc::Receiver<ObservedBatch>,
     dispatcher: Dispatcher,
+    digests: digests::Scheduler,
 }
 
 impl Application {
@@ -74,6 +77,16 @@ impl Application {
 
     /// Like [`Application::build`] with an existing pool (tests hand in their own database).
     pub async fn build_with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, pool, crate::clock::system()).await
+    }
+
+    /// Like [`Application::build_with_pool`] with the clock the time-driven parts (the digest
+    /// scheduler) read, e.g. a [`crate::clock::ManualClock`] in tests.
+    pub async fn build_with_clock(
+        config: Config,
+        pool: PgPool,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         migrate(&pool).await?;
         crate::regions::seed(&pool, &config.regions).await.context("seeding regions")?;
 
@@ -123,6 +136,7 @@ impl Application {
         };
         let dispatcher = Dispatcher::new(pool.clone(), &config, metrics.clone())
             .context("building the notification dispatcher")?;
+        let digests = digests::Scheduler::new(pool.clone(), &config, clock, metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
@@ -145,6 +159,7 @@ impl Application {
             consensus,
             observations,
             dispatcher,
+            digests,
         })
     }
 
@@ -180,6 +195,11 @@ impl Application {
         self.dispatcher.clone()
     }
 
+    /// The flap digest scheduler (tests call `run_due` directly; it also runs in `run_until`).
+    pub fn digest_scheduler(&self) -> digests::Scheduler {
+        self.digests.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests and stops the
     /// publisher and the notification dispatcher (deliveries in flight finish first).
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -193,6 +213,7 @@ impl Application {
         let ingest = self.ingest.map(|server| tokio::spawn(server.run(shutdown.child_token())));
         let timeseries = tokio::spawn(self.state.timeseries.clone().run_maintenance(shutdown.child_token()));
         let consensus = tokio::spawn(self.consensus.clone().run(self.observations, shutdown.child_token()));
+        let digests = tokio::spawn(self.digests.run(shutdown.child_token()));
         let dispatcher = if config.notify_dispatch {
             Some(tokio::spawn(self.dispatcher.run(shutdown.child_token())))
         } else {
@@ -225,6 +246,9 @@ impl Application {
         }
         if let Err(error) = timeseries.await {
             tracing::error!(%error, "time-series maintenance task panicked");
+        }
+        if let Err(error) = digests.await {
+            tracing::error!(%error, "digest scheduler task panicked");
         }
         if let Some(dispatcher) = dispatcher {
             if let Err(error) = dispatcher.await {
