@@ -67,14 +67,24 @@ impl TestApp {
         Self::spawn_with(pool, test_config(&prefix, "redis://127.0.0.1:6379")).await
     }
 
-    pub async fn spawn_with(pool: PgPool, mut config: Config) -> Self {
+    pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
+        Self::spawn_with_clock(pool, config, control_plane::clock::system()).await
+    }
+
+    /// With the clock the digest scheduler reads (a `ManualClock` the test moves).
+    pub async fn spawn_with_clock(
+        pool: PgPool,
+        mut config: Config,
+        clock: std::sync::Arc<dyn control_plane::clock::Clock>,
+    ) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(Default::default());
         }
         let timeseries_db = ScratchDb::create("ts").await;
         config.timeseries_url = timeseries_db.url.clone();
-        let app =
-            Application::build_with_pool(config.clone(), pool.clone()).await.expect("control plane builds");
+        let app = Application::build_with_clock(config.clone(), pool.clone(), clock)
+            .await
+            .expect("control plane builds");
         let addr = app.local_addr();
         let ingest_addr = app.ingest_addr();
         let agents = app.agents();
