@@ -340,7 +340,8 @@ pub(crate) mod tests {
     }
 
     pub fn tr(domain_id: Uuid, when: &str, from: &str, to: &str, regions: &[&str]) -> TransitionRow {
-        let error = if to == "down" { json!("connect") } else { Value::Null };
+        let (error, status) =
+            if to == "down" { (json!("connect"), Value::Null) } else { (Value::Null, json!(200)) };
         TransitionRow {
             domain_id,
             at: at(when),
@@ -349,7 +350,7 @@ pub(crate) mod tests {
             regions: Value::Array(
                 regions
                     .iter()
-                    .map(|r| json!({"region": r, "error_kind": error, "status_code": null, "observed_at": when}))
+                    .map(|r| json!({"region": r, "error_kind": error, "status_code": status, "observed_at": when}))
                     .collect(),
             ),
             incident_id: None,

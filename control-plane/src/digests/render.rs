@@ -43,6 +43,15 @@ pub fn duration(seconds: i64) -> String {
     }
 }
 
+/// The length of a timeline slot: `1m`, `30s`, `500ms`.
+fn slot_label(slot_seconds: f64) -> String {
+    if slot_seconds >= 1.0 && slot_seconds.fract() == 0.0 {
+        duration(slot_seconds as i64)
+    } else {
+        format!("{}ms", (slot_seconds * 1000.0).round() as i64)
+    }
+}
+
 /// A time of day within the period, or with its date when outside it.
 fn when(t: DateTime<Utc>, digest: &Digest) -> String {
     if t >= digest.period_start && t < digest.period_end && digest.period_start.date_naive() == t.date_naive()
@@ -67,9 +76,10 @@ fn regions_of(regions: &Value) -> String {
             let name = entry.get("region").and_then(Value::as_str).unwrap_or("?");
             let kind = entry.get("error_kind").and_then(Value::as_str);
             let code = entry.get("status_code").and_then(Value::as_i64);
+            // A passing region's status code says nothing; a failing one's error does.
             match (kind, code) {
-                (None, None) => name.to_owned(),
-                (Some("status") | None, Some(code)) => format!("{name} (HTTP {code})"),
+                (None, _) => name.to_owned(),
+                (Some("status"), Some(code)) => format!("{name} (HTTP {code})"),
                 (Some(kind), Some(code)) => format!("{name} ({kind}, HTTP {code})"),
                 (Some(kind), None) => format!("{name} ({kind})"),
             }
@@ -127,7 +137,7 @@ pub fn text(digest: &Digest) -> String {
         "Period {} to {} UTC. Timeline: one mark per {}, {TEXT_DOWN} down, {TEXT_UP} up.\n",
         digest.period_start.format("%Y-%m-%d %H:%M:%S"),
         digest.period_end.format("%Y-%m-%d %H:%M:%S"),
-        duration(digest.slot_seconds.round() as i64),
+        slot_label(digest.slot_seconds),
     ));
     let label = period_label(digest.period_start, digest.period_end);
     let (from, to) = label.split_once('–').unwrap_or((&label, ""));
@@ -188,7 +198,7 @@ pub fn html(digest: &Digest) -> String {
          <span style=\"color:{COLOUR_UP}\">green</span> up.</p>",
         escape(&digest.period_start.format("%Y-%m-%d %H:%M:%S").to_string()),
         escape(&digest.period_end.format("%Y-%m-%d %H:%M:%S").to_string()),
-        escape(&duration(digest.slot_seconds.round() as i64)),
+        escape(&slot_label(digest.slot_seconds)),
     ));
     let th = "style=\"text-align:left;vertical-align:top;padding:4px 12px 4px 0;white-space:nowrap\"";
     for d in &digest.domains {
@@ -333,6 +343,9 @@ mod tests {
         assert_eq!(duration(23 * 60 + 5), "23m 05s");
         assert_eq!(duration(3600 + 2 * 60 + 9), "1h 02m");
         assert_eq!(duration(60), "1m");
+        assert_eq!(slot_label(60.0), "1m");
+        assert_eq!(slot_label(0.5), "500ms");
+        assert_eq!(slot_label(1.5), "1500ms");
     }
 
     #[test]
