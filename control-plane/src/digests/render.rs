@@ -11,6 +11,14 @@ use crate::notify::channels::escape;
 
 /// Transitions listed per domain; the rest are counted (all are in the JSON content).
 pub const MAX_LISTED: usize = 30;
+/// Domains shown in the renderings (most state changes first), which keeps a message within
+/// what Slack and mail clients take; all are in the JSON content.
+pub const MAX_DOMAINS: usize = 50;
+
+fn more_domains(digest: &Digest) -> Option<String> {
+    let hidden = digest.domains.len().saturating_sub(MAX_DOMAINS);
+    (hidden > 0).then(|| format!("… and {hidden} more domains: the full digest is at /v1/digests"))
+}
 
 const TEXT_DOWN: char = '█';
 const TEXT_UP: char = '▁';
@@ -141,7 +149,7 @@ pub fn text(digest: &Digest) -> String {
     ));
     let label = period_label(digest.period_start, digest.period_end);
     let (from, to) = label.split_once('–').unwrap_or((&label, ""));
-    for d in &digest.domains {
+    for d in digest.domains.iter().take(MAX_DOMAINS) {
         out.push('\n');
         out.push_str(&d.url);
         out.push('\n');
@@ -161,6 +169,9 @@ pub fn text(digest: &Digest) -> String {
         if d.transitions.len() > MAX_LISTED {
             out.push_str(&format!("  … and {} more\n", d.transitions.len() - MAX_LISTED));
         }
+    }
+    if let Some(more) = more_domains(digest) {
+        out.push_str(&format!("\n{more}\n"));
     }
     out
 }
@@ -201,7 +212,7 @@ pub fn html(digest: &Digest) -> String {
         escape(&slot_label(digest.slot_seconds)),
     ));
     let th = "style=\"text-align:left;vertical-align:top;padding:4px 12px 4px 0;white-space:nowrap\"";
-    for d in &digest.domains {
+    for d in digest.domains.iter().take(MAX_DOMAINS) {
         out.push_str(
             "<table cellspacing=\"0\" cellpadding=\"0\" style=\"border-collapse:collapse;margin:16px 0;\
              border-top:1px solid #dadce0\">",
@@ -237,6 +248,9 @@ pub fn html(digest: &Digest) -> String {
             out.push_str("</table></td></tr>");
         }
         out.push_str("</table>");
+    }
+    if let Some(more) = more_domains(digest) {
+        out.push_str(&format!("<p>{}</p>", escape(&more)));
     }
     out.push_str("</body></html>");
     out
@@ -401,6 +415,14 @@ mod tests {
         assert_eq!(digest.domains[0].transitions.len(), 40);
         assert!(text(&digest).contains("… and 10 more"));
         assert!(html(&digest).contains("&hellip; and 10 more"));
+        assert!(!text(&digest).contains("more domains"));
+
+        let mut many = digest.clone();
+        many.domains = (0..MAX_DOMAINS + 3).map(|_| digest.domains[0].clone()).collect();
+        let (text, html) = (text(&many), html(&many));
+        assert_eq!(text.matches("state changes  40").count(), MAX_DOMAINS);
+        assert!(text.ends_with("… and 3 more domains: the full digest is at /v1/digests\n"), "{text}");
+        assert!(html.contains("… and 3 more domains"));
     }
 
     #[test]
