@@ -10,12 +10,14 @@
 //!   the periodic check that ends flap mode.
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
 //! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
+//! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
 
 pub mod agents;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod consensus;
+pub mod digests;
 pub mod domains;
 pub mod flap;
 pub mod incidents;

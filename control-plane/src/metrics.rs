@@ -116,6 +116,12 @@ pub struct Metrics {
     /// Times a domain's stored flap settings were ignored (evaluation, exit check, status)
     /// because they no longer merge with the global ones.
     pub flap_invalid_settings: Counter,
+    /// Flap digests built and stored (one per tenant with a flapping domain and period).
+    pub digests_built: Counter,
+    /// Outbox rows enqueued for flap digests (one per digest and enabled channel).
+    pub digest_notifications: Counter,
+    /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`, …).
+    pub digest_errors: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -153,6 +159,9 @@ impl Default for Metrics {
             flap_held_notifications: Counter::default(),
             flap_sweeper_errors: Family::default(),
             flap_invalid_settings: Counter::default(),
+            digests_built: Counter::default(),
+            digest_notifications: Counter::default(),
+            digest_errors: Family::default(),
         }
     }
 }
@@ -280,6 +289,13 @@ impl Metrics {
             "Times a domain's flap settings were ignored because they no longer apply",
             self.flap_invalid_settings.clone(),
         );
+        r.register("digests_built", "Flap digests built and stored", self.digests_built.clone());
+        r.register(
+            "digest_notifications",
+            "Outbox rows enqueued for flap digests",
+            self.digest_notifications.clone(),
+        );
+        r.register("digest_errors", "Digest scheduler failures by reason", self.digest_errors.clone());
     }
 
     pub fn notify_delivery(&self, kind: &str, outcome: &str) {
@@ -294,6 +310,10 @@ impl Metrics {
 
     pub fn flap_sweeper_error(&self, reason: &str) {
         self.flap_sweeper_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn digest_error(&self, reason: &str) {
+        self.digest_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     pub fn handshake_failure(&self, reason: &str) {

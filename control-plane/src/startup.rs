@@ -1,5 +1,6 @@
 //! Building and running the control plane: connect, migrate, seed regions, bind, then serve the
-//! API, the config publisher, the consensus task and the flap check until shutdown. `Application::build` binds before returning,
+//! API, the config publisher, the consensus task, the flap check and the digest scheduler until
+//! shutdown. `Application::build` binds before returning,
 //! so tests can use port 0 and read the real address.
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::api::{self, AppState};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::consensus::{Consensus, ObservedBatch, Settings};
+use crate::digests;
 use crate::flap;
 use crate::ingest::IngestServer;
 use crate::metrics::Metrics;
@@ -65,6 +67,7 @@ pub struct Application {
     observations: tokio::sync::mpsc::Receiver<ObservedBatch>,
     dispatcher: Dispatcher,
     flap: flap::Sweeper,
+    digests: digests::Scheduler,
 }
 
 impl Application {
@@ -80,8 +83,9 @@ impl Application {
         Self::build_with_clock(config, pool, crate::clock::system()).await
     }
 
-    /// Like [`Application::build_with_pool`] with the clock the flap check reads "now" from
-    /// (tests and benchmarks hand in a `ManualClock`).
+    /// Like [`Application::build_with_pool`] with the clock the time-driven parts (the flap
+    /// check and the digest scheduler) read, e.g. a [`crate::clock::ManualClock`] in tests and
+    /// benchmarks.
     pub async fn build_with_clock(
         config: Config,
         pool: PgPool,
@@ -136,7 +140,8 @@ impl Application {
         };
         let dispatcher = Dispatcher::new(pool.clone(), &config, metrics.clone())
             .context("building the notification dispatcher")?;
-        let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock);
+        let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock.clone());
+        let digests = digests::Scheduler::new(pool.clone(), &config, clock, metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
@@ -160,6 +165,7 @@ impl Application {
             observations,
             dispatcher,
             flap,
+            digests,
         })
     }
 
@@ -200,6 +206,11 @@ impl Application {
         self.dispatcher.clone()
     }
 
+    /// The flap digest scheduler (tests call `run_due` directly; it also runs in `run_until`).
+    pub fn digest_scheduler(&self) -> digests::Scheduler {
+        self.digests.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests and stops the
     /// publisher and the notification dispatcher (deliveries in flight finish first).
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -214,6 +225,7 @@ impl Application {
         let timeseries = tokio::spawn(self.state.timeseries.clone().run_maintenance(shutdown.child_token()));
         let consensus = tokio::spawn(self.consensus.clone().run(self.observations, shutdown.child_token()));
         let flap = tokio::spawn(self.flap.clone().run(shutdown.child_token()));
+        let digests = tokio::spawn(self.digests.run(shutdown.child_token()));
         let dispatcher = if config.notify_dispatch {
             Some(tokio::spawn(self.dispatcher.run(shutdown.child_token())))
         } else {
@@ -249,6 +261,9 @@ impl Application {
         }
         if let Err(error) = timeseries.await {
             tracing::error!(%error, "time-series maintenance task panicked");
+        }
+        if let Err(error) = digests.await {
+            tracing::error!(%error, "digest scheduler task panicked");
         }
         if let Some(dispatcher) = dispatcher {
             if let Err(error) = dispatcher.await {

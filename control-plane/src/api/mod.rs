@@ -4,6 +4,7 @@
 
 mod auth;
 mod channels;
+mod digests;
 mod domains;
 mod error;
 mod history;
@@ -84,6 +85,7 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(history::routes())
         .merge(incidents::routes())
         .merge(channels::routes())
+        .merge(digests::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     Router::new()

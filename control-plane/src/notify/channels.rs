@@ -248,7 +248,10 @@ impl Deliverer {
     async fn slack(&self, out: &Outgoing) -> Result<(), DeliveryError> {
         let url = self.target_url(out)?;
         let notification = notification(out)?;
-        let text = render_text(&notification, out.id);
+        let text = match digest_parts(&notification) {
+            Some((text, _)) => text.to_owned(),
+            None => render_text(&notification, out.id),
+        };
         self.post(self.http.post(url).json(&serde_json::json!({ "text": text }))).await
     }
 
@@ -274,11 +277,12 @@ impl Deliverer {
         for to in recipients {
             builder = builder.to(to);
         }
+        let (text, html) = match digest_parts(&notification) {
+            Some((text, html)) => (text.to_owned(), html.to_owned()),
+            None => (render_text(&notification, out.id), render_html(&notification, out.id)),
+        };
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(
-                render_text(&notification, out.id),
-                render_html(&notification, out.id),
-            ))
+            .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| DeliveryError::new("config", format!("cannot build the message: {e}")))?;
         transport.send(message).await.map(|_| ()).map_err(|e| {
             let reason = if e.is_permanent() || e.is_transient() { "smtp_status" } else { "smtp" };
@@ -290,6 +294,17 @@ impl Deliverer {
 fn notification(out: &Outgoing) -> Result<Notification, DeliveryError> {
     serde_json::from_value(out.payload.clone())
         .map_err(|e| DeliveryError::new("payload", format!("stored notification is unreadable: {e}")))
+}
+
+/// The text and HTML renderings a `flap_digest` notification carries in its details (Slack and
+/// email send them as they are; a webhook gets the whole JSON like any other kind).
+pub fn digest_parts(n: &Notification) -> Option<(&str, &str)> {
+    if n.kind != crate::digests::KIND {
+        return None;
+    }
+    let text = n.details.get("text")?.as_str()?;
+    let html = n.details.get("html")?.as_str()?;
+    Some((text, html))
 }
 
 /// The webhook body: the stored notification plus `id` and `dedup_key`.
@@ -355,7 +370,8 @@ pub fn render_html(n: &Notification, id: Uuid) -> String {
     html
 }
 
-fn escape(text: &str) -> String {
+/// Escapes text for HTML content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -398,6 +414,23 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
         mac.update(b"1700000000.{}");
         assert_eq!(sign("s3cret", 1_700_000_000, b"{}"), hex::encode(mac.finalize().into_bytes()));
+    }
+
+    #[test]
+    fn a_digest_brings_its_own_renderings() {
+        let mut n = Notification {
+            kind: "flap_digest".into(),
+            tenant_id: Uuid::nil(),
+            domain_id: None,
+            url: None,
+            incident_id: None,
+            summary: "Flap digest 10:00–11:00 UTC: 1 domain flapped, 2 state changes".into(),
+            details: serde_json::json!({"text": "the text", "html": "<p>the html</p>", "domains": []}),
+            occurred_at: chrono::Utc::now(),
+        };
+        assert_eq!(digest_parts(&n), Some(("the text", "<p>the html</p>")));
+        n.kind = "incident_opened".into();
+        assert_eq!(digest_parts(&n), None);
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl TestApp {
         Self::spawn_with_clock(pool, config, control_plane::clock::system()).await
     }
 
-    /// With the clock the background flap check reads (a `ManualClock` in flap tests).
+    /// With the clock the flap check and the digest scheduler read (a `ManualClock` the test
+    /// moves).
     pub async fn spawn_with_clock(
         pool: PgPool,
         mut config: Config,

@@ -5,6 +5,7 @@ mod api;
 mod config_path;
 mod consensus;
 mod delivery;
+mod digests;
 mod flap;
 mod helpers;
 mod ingest;

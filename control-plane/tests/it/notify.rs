@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::helpers::{test_config, TestApp, WAIT};
 
-fn notify_config() -> Config {
+pub(crate) fn notify_config() -> Config {
     Config {
         notify_allow_private: vec!["127.0.0.0/8".parse().unwrap()],
         notify_min_backoff_ms: 5,
@@ -186,7 +186,7 @@ async fn a_webhook_delivery_is_signed_as_documented(pool: PgPool) {
 
 /// A minimal SMTP server: enough of RFC 5321 for one client without extensions. Collects the
 /// DATA of each message.
-async fn smtp_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn smtp_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let messages: Arc<Mutex<Vec<String>>> = Arc::default();
