@@ -359,6 +359,9 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
     println!("   incidents for it: {count} (one region alone never pages anyone)");
     anyhow::ensure!(count == 0, "a single region's failure opened an incident");
 
+    step("11. a flapping target (up and down every 4 s): flap mode holds its alerts, a digest sums it up");
+    flapping(&http, &api, &token, web, &receiver).await?;
+
     if args.keep {
         step("running; try the API with the token above. ctrl-c stops everything");
         println!("   curl -H 'authorization: Bearer {token}' {api}/v1/domains");
@@ -369,18 +372,82 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
 
 /// Waits for the webhook announcing an incident for `domain`.
 async fn alerted(receiver: &crate::fleet::Receiver, domain: &str) -> anyhow::Result<crate::fleet::Delivery> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    webhook(receiver, Duration::from_secs(60), "an incident webhook", |d| {
+        d.body["kind"] == "incident_opened" && d.body["domain_id"].as_str() == Some(domain)
+    })
+    .await
+}
+
+/// Waits up to `limit` for the first webhook delivery matching `wanted`.
+async fn webhook(
+    receiver: &crate::fleet::Receiver,
+    limit: Duration,
+    what: &str,
+    wanted: impl Fn(&crate::fleet::Delivery) -> bool,
+) -> anyhow::Result<crate::fleet::Delivery> {
+    let deadline = Instant::now() + limit;
     loop {
-        let found = receiver
-            .all()
-            .into_iter()
-            .find(|d| d.body["kind"] == "incident_opened" && d.body["domain_id"].as_str() == Some(domain));
-        if let Some(delivery) = found {
+        if let Some(delivery) = receiver.all().into_iter().find(|d| wanted(d)) {
             return Ok(delivery);
         }
-        anyhow::ensure!(Instant::now() < deadline, "no incident webhook for {domain} after 60 s");
+        anyhow::ensure!(Instant::now() < deadline, "no {what} after {} s", limit.as_secs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Step 11: a target that changes every 4 s enters flap mode; its individual alerts are held
+/// and the next digest (30 s periods in the demo) sums it up.
+async fn flapping(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    web: std::net::SocketAddr,
+    receiver: &crate::fleet::Receiver,
+) -> anyhow::Result<()> {
+    let (created, _) = call(
+        http,
+        "POST",
+        &format!("{api}/v1/domains"),
+        token,
+        json!({"url": format!("http://{web}/flap/4"), "interval": 2}),
+    )
+    .await?;
+    let domain = created["id"].as_str().context("id")?.to_owned();
+    let for_domain = |d: &crate::fleet::Delivery, kind: &str| {
+        d.body["kind"] == kind && d.body["domain_id"].as_str() == Some(domain.as_str())
+    };
+    let entered =
+        webhook(receiver, Duration::from_secs(120), "flapping notice", |d| for_domain(d, "domain_flapping"))
+            .await?;
+    println!("   webhook: {}", entered.body["summary"].as_str().unwrap_or("?"));
+    let individual =
+        |d: &crate::fleet::Delivery| for_domain(d, "incident_opened") || for_domain(d, "incident_resolved");
+    let before = receiver.all().iter().filter(|d| individual(d) && d.at < entered.at).count();
+    println!("   individual alerts before flap mode: {before}; from now on they are held (the incidents are still recorded)");
+    let digest = webhook(receiver, Duration::from_secs(120), "digest", |d| {
+        d.body["kind"] == "flap_digest"
+            && d.body["details"]["domains"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().any(|x| x["domain_id"].as_str() == Some(domain.as_str())))
+    })
+    .await?;
+    let after = receiver.all().iter().filter(|d| individual(d) && d.at > entered.at).count();
+    println!(
+        "   webhook: {} (individual alerts since flap mode: {after})",
+        digest.body["summary"].as_str().unwrap_or("?")
+    );
+    let id = digest.body["details"]["digest_id"].as_str().context("digest id in the webhook")?;
+    let stored: Value =
+        http.get(format!("{api}/v1/digests/{id}")).bearer_auth(token).send().await?.json().await?;
+    println!("   GET /v1/digests/{id} (text; the email carries it as text and HTML):");
+    for line in stored["text"].as_str().unwrap_or("").lines() {
+        println!("   | {line}");
+    }
+    anyhow::ensure!(after == 0, "{after} individual alerts went out for a flapping domain");
+    // Stop the noise: pausing closes the flap period (and its incident) without more alerts.
+    let (_, _) =
+        call(http, "PATCH", &format!("{api}/v1/domains/{domain}"), token, json!({"paused": true})).await?;
+    Ok(())
 }
 
 /// Waits until every domain has stored results, then prints uptime and latency per region.

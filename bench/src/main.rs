@@ -8,6 +8,7 @@ mod alerting;
 mod cold_load;
 mod demo;
 mod env;
+mod flapping;
 mod fleet;
 mod ingest;
 mod pki;
@@ -46,6 +47,9 @@ enum Scenario {
     DetectLatency(alerting::DetectArgs),
     /// Every target down at once, then up: one incident and notification per domain.
     AlertStorm(alerting::StormArgs),
+    /// A simulated hour (compressed clock) of flapping domains and real outages: flap mode,
+    /// held alerts, digests.
+    FlapHour(flapping::Args),
     /// The end-to-end demo: control plane and three regional agents following live changes.
     Demo(demo::Args),
     /// Internal: serve local probe targets (used by the probing scenarios and the demo).
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::RestartLoss(args) => restart::run(args).await,
             Scenario::DetectLatency(args) => alerting::detect_latency(args).await,
             Scenario::AlertStorm(args) => alerting::alert_storm(args).await,
+            Scenario::FlapHour(args) => flapping::run(args).await,
             Scenario::Demo(args) => demo::run(args).await,
             Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),
