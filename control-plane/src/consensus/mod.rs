@@ -541,12 +541,16 @@ impl Consensus {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let (state, open_incident): (String, Option<Uuid>) = sqlx::query_as(
-            "SELECT state, open_incident_id FROM domain_state WHERE domain_id = $1 FOR UPDATE",
+        let (state, open_incident, since): (String, Option<Uuid>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT state, open_incident_id, since FROM domain_state WHERE domain_id = $1 FOR UPDATE",
         )
         .bind(domain_id)
         .fetch_one(&mut *tx)
         .await?;
+        // `now` was taken before the lock wait: an evaluation that committed meanwhile may have
+        // stamped a later transition. Never record one before it, so transitions (and the flap
+        // score and digests built from them) stay in commit order.
+        let now = now.max(since);
         let current = State::parse(&state);
         let regions = self.regions_of(&mut tx, &domain.regions).await?;
         let unchanged = Evaluated {

@@ -28,6 +28,8 @@ pub enum Alert {
 
 /// What a held notification's event says in its details (`"notification"`).
 pub const HELD: &str = "held: flapping";
+/// What it says once the held opening was sent when the domain settled down.
+pub const SENT_ON_SETTLING: &str = "sent when the domain settled";
 
 /// Why monitoring of a domain stopped ([`close_for_domain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +189,37 @@ pub async fn notify_opened(tx: &mut PgConnection, subject: &Subject, id: Uuid) -
             .fetch_optional(&mut *tx)
             .await?;
     let Some((at, regions)) = row else { return Ok(0) };
-    notify::enqueue(tx, &opened_notification(subject, id, at, &regions), &format!("incident:{id}:opened"))
-        .await
+    let added = notify::enqueue(
+        tx,
+        &opened_notification(subject, id, at, &regions),
+        &format!("incident:{id}:opened"),
+    )
+    .await?;
+    // The opening is announced now: its resolution will be too.
+    sqlx::query(
+        "UPDATE incident_events SET details = jsonb_set(details, '{notification}', to_jsonb($3::text))
+         WHERE incident_id = $1 AND kind = 'opened' AND details->>'notification' = $2",
+    )
+    .bind(id)
+    .bind(HELD)
+    .bind(SENT_ON_SETTLING)
+    .execute(&mut *tx)
+    .await?;
+    Ok(added)
+}
+
+/// Whether incident `id`'s opening was held (its domain was flapping) and never announced
+/// since: its resolution is held too, so nobody hears of the end of an outage they were never
+/// told about.
+async fn opening_unannounced(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM incident_events
+                        WHERE incident_id = $1 AND kind = 'opened' AND details->>'notification' = $2)",
+    )
+    .bind(id)
+    .bind(HELD)
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// Resolves the incident `id` (open or acknowledged) with its `resolved` event and, unless
@@ -263,6 +294,7 @@ async fn finish(
     let Some(duration_s) = duration else {
         return Ok(false);
     };
+    let alert = if alert == Alert::Send && opening_unannounced(tx, id).await? { Alert::Hold } else { alert };
     let mut details = serde_json::Map::new();
     details.insert(why.0.to_owned(), why.1);
     details.insert("duration_s".into(), Value::from(duration_s));

@@ -321,6 +321,13 @@ async fn a_domain_that_settles_down_gets_its_incident_opened_notification_exactl
         assert_eq!(stabilized.len(), 1);
         assert!(stabilized[0].2["summary"].as_str().unwrap().contains("settled down"));
     }
+    // Its opening was announced after all, so its recovery is too.
+    step(&app, &clock, domain, true, minutes(base, 70)).await;
+    let resolved = format!("incident:{held}:resolved");
+    for channel in channels {
+        let queued = outbox(&app.pool, channel).await;
+        assert_eq!(queued.iter().filter(|q| q.0 == resolved).count(), 1, "{queued:?}");
+    }
     app.stop().await;
 }
 
@@ -438,8 +445,15 @@ async fn pausing_a_flapping_domain_closes_its_flap_period_without_notices(pool: 
     flap_until(&app, &clock, domain, base, 7).await;
     assert_eq!(status(&app, domain).await["flap"]["flapping"], true);
 
+    let held = *incidents(&app.pool, domain).await.last().unwrap();
     let response = app.post(&format!("/v1/domains/{domain}/pause"), &app.token, &json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
+    // The incident open at the pause had its opening held: its closing is held too.
+    let closed = events(&app.pool, held).await;
+    assert_eq!(closed.last().unwrap().0, "resolved", "{closed:?}");
+    assert_eq!(closed.last().unwrap().1["notification"], control_plane::incidents::HELD);
+    let queued = outbox(&app.pool, channel).await;
+    assert!(!queued.iter().any(|q| q.0 == format!("incident:{held}:resolved")), "{queued:?}");
     let period = &periods(&app.pool, domain).await[0];
     assert!(period.3.is_some());
     assert_eq!(period.4.as_deref(), Some("paused"));
