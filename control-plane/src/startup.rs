@@ -126,7 +126,8 @@ impl Application {
             RedisKeys::new(config.redis_prefix.clone()),
             metrics.clone(),
             Settings::from_config(&config),
-        );
+        )
+        .with_clock(clock.clone());
         let (sender, observations) =
             crate::consensus::queue(config.observation_queue_capacity, metrics.clone());
         let ingest = if config.ingest_enabled() {
@@ -141,7 +142,7 @@ impl Application {
         let dispatcher = Dispatcher::new(pool.clone(), &config, metrics.clone())
             .context("building the notification dispatcher")?;
         let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock.clone());
-        let digests = digests::Scheduler::new(pool.clone(), &config, clock, metrics.clone());
+        let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot bind {}", config.listen))?;
@@ -152,6 +153,7 @@ impl Application {
             publisher_wake: publisher.waker(),
             timeseries,
             notify_wake: dispatcher.waker(),
+            clock: clock.clone(),
         };
         Ok(Self {
             listener,

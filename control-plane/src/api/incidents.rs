@@ -172,7 +172,7 @@ pub async fn status(
         Some((s, since, incident)) => (s, Some(since), incident),
         None => ("unknown".to_owned(), None, None),
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     let flap_settings = flap::settings_for(
         &flap::Settings::from_config(&state.config),
         flap_overrides.as_ref(),

@@ -49,6 +49,9 @@ pub struct AppState {
     pub timeseries: crate::timeseries::Timeseries,
     /// Wakes this replica's notification dispatcher (other replicas hear the NOTIFY).
     pub notify_wake: Arc<Notify>,
+    /// Where "now" comes from for consensus status and flap scores (the system clock, or the
+    /// `ManualClock` of tests and benchmarks).
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl AppState {

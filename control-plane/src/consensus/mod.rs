@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 pub use decide::{Decision, Health, Observation, Outcome, Standing, State, Vote};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::flap;
 use crate::incidents::{self, Alert, Subject};
@@ -260,6 +261,7 @@ pub struct Consensus {
     /// moved it since), used to skip evaluating a failure of a domain already down. The sweep
     /// corrects whatever a stale hint skipped.
     known: Arc<Mutex<HashMap<Uuid, State>>>,
+    clock: Arc<dyn Clock>,
 }
 
 /// A domain as consensus needs it.
@@ -284,7 +286,15 @@ impl Consensus {
             settings: Arc::new(settings),
             certs_sent: Arc::default(),
             known: Arc::default(),
+            clock: crate::clock::system(),
         }
+    }
+
+    /// The clock evaluations and the sweep take "now" from (the system clock unless set; a
+    /// `ManualClock` in tests and benchmarks, shared with the flap check and digests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn settings(&self) -> &Settings {
@@ -369,7 +379,7 @@ impl Consensus {
         let region = batch.region.as_str();
         futures::stream::iter(changed)
             .for_each_concurrent(EVALUATE_CONCURRENCY, |(domain_id, ok)| async move {
-                match self.evaluate(domain_id, Utc::now()).await {
+                match self.evaluate(domain_id, self.clock.now()).await {
                     Ok(Some(evaluated)) if !ok && evaluated.state != State::Down => {
                         self.confirm(domain_id, region, &evaluated.regions).await;
                     }
@@ -481,20 +491,21 @@ impl Consensus {
     /// goes stale: staleness only removes voters. Returns how many were evaluated.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
         use futures::StreamExt;
+        let now = self.clock.now();
         // Only fresh observations can vote, so only they can move a domain.
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT DISTINCT o.domain_id FROM region_observations o
              JOIN domains d ON d.id = o.domain_id
              LEFT JOIN domain_state s USING (domain_id)
-             WHERE o.observed_at > now() - make_interval(secs => d.interval_s * $1 + 5)
+             WHERE o.observed_at > $2 - make_interval(secs => d.interval_s * $1 + 5)
                AND (s.state IS NULL OR s.state NOT IN ('up', 'down')
                     OR (s.state = 'up' AND NOT o.ok) OR (s.state = 'down' AND o.ok))
              ORDER BY o.domain_id",
         )
         .bind(self.settings.freshness_factor)
+        .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        let now = Utc::now();
         futures::stream::iter(&ids)
             .for_each_concurrent(SWEEP_CONCURRENCY, |id| async move {
                 if let Err(error) = self.evaluate(*id, now).await {
