@@ -234,7 +234,8 @@ fn domain_digest(
     changes.sort_by_key(|(at, _)| *at);
     let down = down_intervals(&state_at_start, &changes, start, until);
     let down_ms: i64 = down.iter().map(|(a, b)| (*b - *a).num_milliseconds()).sum();
-    let state_at_end = changes.last().map_or_else(|| state_at_start.clone(), |(_, state)| (*state).to_owned());
+    let state_at_end =
+        changes.last().map_or_else(|| state_at_start.clone(), |(_, state)| (*state).to_owned());
     // Monitoring stopped and not resumed since (no transition after the stop, up to now).
     let stopped_now = spans
         .iter()
@@ -563,7 +564,11 @@ pub(crate) mod tests {
         let transitions = [tr(d, "2026-03-14T10:10:00Z", "up", "down", &["ams"])];
         let facts = HashMap::from([(
             d,
-            DomainFacts { url: Some("https://p.example/".into()), state_before: Some("up".into()), current_state: None },
+            DomainFacts {
+                url: Some("https://p.example/".into()),
+                state_before: Some("up".into()),
+                current_state: None,
+            },
         )]);
         let mut paused = span(d, "2026-03-14T09:30:00Z", Some("2026-03-14T10:20:00Z"));
         paused.settled = Some("paused".into());

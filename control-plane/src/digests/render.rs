@@ -462,7 +462,11 @@ mod tests {
         let flaps = [paused];
         let facts = HashMap::from([(
             d,
-            DomainFacts { url: Some("https://p.example/".into()), state_before: Some("up".into()), current_state: None },
+            DomainFacts {
+                url: Some("https://p.example/".into()),
+                state_before: Some("up".into()),
+                current_state: None,
+            },
         )]);
         let digest = build(&Input {
             tenant_id: Uuid::nil(),

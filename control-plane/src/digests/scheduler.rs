@@ -254,14 +254,13 @@ impl Scheduler {
     ) -> Result<Built, Failure> {
         let tenants = store::load_period(tx, start, end, now).await.map_err(failed("load"))?;
         // Stored by an earlier attempt at this period that failed for another tenant.
-        let done: HashSet<Uuid> =
-            sqlx::query_scalar("SELECT tenant_id FROM digests WHERE period_start = $1")
-                .bind(start)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(failed("load"))?
-                .into_iter()
-                .collect();
+        let done: HashSet<Uuid> = sqlx::query_scalar("SELECT tenant_id FROM digests WHERE period_start = $1")
+            .bind(start)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(failed("load"))?
+            .into_iter()
+            .collect();
         let mut built = Built::default();
         for (tenant_id, rows) in tenants {
             if done.contains(&tenant_id) {
@@ -353,8 +352,7 @@ async fn store_digest(
         details,
         occurred_at: end,
     };
-    let added = notify::enqueue(tx, &notification, &dedup_key(tenant_id, start))
-        .await
-        .map_err(failed("enqueue"))?;
+    let added =
+        notify::enqueue(tx, &notification, &dedup_key(tenant_id, start)).await.map_err(failed("enqueue"))?;
     Ok(Some(added))
 }

@@ -556,10 +556,12 @@ async fn a_tenant_whose_digest_fails_holds_back_neither_the_others_nor_the_next_
 
     // Failing until the next period is due: given up (logged and counted), and the next period
     // is built for the others in the same step.
-    sqlx::query("CREATE TRIGGER refuse_digest BEFORE INSERT ON digests FOR EACH ROW EXECUTE FUNCTION refuse_digest()")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_digest BEFORE INSERT ON digests FOR EACH ROW EXECUTE FUNCTION refuse_digest()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     clock.set(t("12:01:00"));
     assert_eq!(step(&scheduler).await, 1);
     assert_eq!(cursor(&pool).await, Some(t("11:00:00")));
