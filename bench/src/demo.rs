@@ -109,13 +109,14 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
         // The demo's webhook receiver listens on 127.0.0.1.
         ("CROSSCHECK_NOTIFY_ALLOW_PRIVATE", "[\"127.0.0.0/8\"]".to_owned()),
         // Flap mode and digests on a compressed clock: 4 changes in a minute is flapping, and
-        // a digest covers 30 s instead of an hour.
+        // a digest covers 30 s instead of an hour, built 2 s after its end.
         ("CROSSCHECK_FLAP_WINDOW_S", "60".to_owned()),
         ("CROSSCHECK_FLAP_ENTER_TRANSITIONS", "4".to_owned()),
         ("CROSSCHECK_FLAP_LEAVE_TRANSITIONS", "1".to_owned()),
         ("CROSSCHECK_FLAP_QUIET_S", "20".to_owned()),
         ("CROSSCHECK_FLAP_CHECK_INTERVAL_MS", "1000".to_owned()),
         ("CROSSCHECK_DIGEST_PERIOD_S", "30".to_owned()),
+        ("CROSSCHECK_DIGEST_GRACE_S", "2".to_owned()),
         ("CROSSCHECK_DIGEST_CHECK_INTERVAL_MS", "1000".to_owned()),
     ];
 

@@ -177,13 +177,16 @@ async fn simulate(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
         }
     }
     let evaluate_wall = wall.elapsed();
-    // The top of the next hour: the hour's digests are built.
+    // The top of the next hour, then `digest_grace_s` later: the hour's digests are built (not
+    // before the grace, which lets transitions stamped before the end finish committing).
     let end = start + chrono::Duration::seconds(HOUR);
     clock.set(end);
     sweeper.check(end).await?;
-    let built = digests.run_due(end).await?;
+    let due = end + chrono::Duration::seconds(config.digest_grace_s as i64);
+    clock.set(due);
+    let built = digests.run_due(due).await?;
     // A second pass (another replica, or a restart) builds nothing more.
-    let again = digests.run_due(end).await?;
+    let again = digests.run_due(due).await?;
 
     let counts = count(&pool, &flapping, start, end).await?;
     let evaluate_ms = evaluate_wall.as_secs_f64() * 1000.0;

@@ -142,6 +142,10 @@ pub struct Config {
     /// The digest period in seconds (3600: hourly, at the top of each hour). Periods are
     /// aligned to multiples of it since the Unix epoch.
     pub digest_period_s: u64,
+    /// How long after a period's end its digests are built, in seconds. A transition is stamped
+    /// before its transaction commits, so one stamped just before the end can commit just after
+    /// it; the grace lets it land first. Below `digest_period_s`.
+    pub digest_grace_s: u64,
     /// How often the digest scheduler looks for a finished period, in milliseconds.
     pub digest_check_interval_ms: u64,
 }
@@ -217,6 +221,7 @@ impl Default for Config {
             flap_quiet_s: 900,
             flap_check_interval_ms: 5_000,
             digest_period_s: 3_600,
+            digest_grace_s: 60,
             digest_check_interval_ms: 5_000,
         }
     }
@@ -325,6 +330,9 @@ impl Config {
         if self.digest_period_s == 0 || self.digest_period_s > 86_400 {
             return Err("digest_period_s must be between 1 and 86400".into());
         }
+        if self.digest_grace_s >= self.digest_period_s {
+            return Err("digest_grace_s must be below digest_period_s".into());
+        }
         if self.flap_check_interval_ms == 0 || self.digest_check_interval_ms == 0 {
             return Err("flap_check_interval_ms and digest_check_interval_ms must be positive".into());
         }
@@ -399,6 +407,16 @@ mod tests {
     fn notify_backoff_bounds_are_ordered() {
         let cfg = Config { notify_min_backoff_ms: 10, notify_max_backoff_ms: 5, ..Config::default() };
         assert!(cfg.validate().unwrap_err().contains("notify_min_backoff_ms"));
+    }
+
+    #[test]
+    fn the_digest_grace_is_below_the_period() {
+        let cfg = Config { digest_period_s: 30, digest_grace_s: 2, ..Config::default() };
+        cfg.validate().unwrap();
+        let cfg = Config { digest_period_s: 30, digest_grace_s: 30, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("digest_grace_s"));
+        let cfg = Config { digest_period_s: 1, digest_grace_s: 0, ..Config::default() };
+        cfg.validate().unwrap();
     }
 
     #[test]

@@ -118,9 +118,12 @@ pub struct Metrics {
     pub flap_invalid_settings: Counter,
     /// Flap digests built and stored (one per tenant with a flapping domain and period).
     pub digests_built: Counter,
+    /// Digest periods done (the cursor advanced past them), by this replica.
+    pub digest_periods: Counter,
     /// Outbox rows enqueued for flap digests (one per digest and enabled channel).
     pub digest_notifications: Counter,
-    /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`, …).
+    /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`,
+    /// `savepoint`, `duplicate`: a digest already stored, `skipped`: a tenant's digest given up).
     pub digest_errors: Family<ReasonLabels, Counter>,
 }
 
@@ -160,6 +163,7 @@ impl Default for Metrics {
             flap_sweeper_errors: Family::default(),
             flap_invalid_settings: Counter::default(),
             digests_built: Counter::default(),
+            digest_periods: Counter::default(),
             digest_notifications: Counter::default(),
             digest_errors: Family::default(),
         }
@@ -290,6 +294,11 @@ impl Metrics {
             self.flap_invalid_settings.clone(),
         );
         r.register("digests_built", "Flap digests built and stored", self.digests_built.clone());
+        r.register(
+            "digest_periods",
+            "Digest periods done (the cursor advanced past them)",
+            self.digest_periods.clone(),
+        );
         r.register(
             "digest_notifications",
             "Outbox rows enqueued for flap digests",

@@ -2,9 +2,14 @@
 //! is unit tested.
 //!
 //! A domain belongs to the digest of `[start, end)` when one of its flap periods overlaps it
-//! (`entered_at < end` and `left_at` unset or `>= start`). For each such domain: its transitions
-//! in the period, the time it spent down in the period, the regions involved, its state at the
-//! start, the end and now, whether it is still flapping, and a timeline of [`SLOTS`] slots.
+//! (`entered_at < end` and `left_at` unset or `> start`: a flap period that ended exactly at the
+//! start does not reach into it). For each such domain: its transitions in the period, the time
+//! it spent down in the period, the regions involved, its state at the start, the end and now,
+//! whether it is still flapping, and a timeline of [`SLOTS`] slots.
+//!
+//! A flap period closed as `paused` or `deleted` means monitoring stopped at its `left_at`: the
+//! domain is not counted as down after it (until a later transition shows it monitored again),
+//! and its state from then on is `paused` or `deleted`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -36,6 +41,11 @@ pub struct TransitionRow {
     pub notified: bool,
 }
 
+/// `flap_periods.settled` (and the state reported) when monitoring was paused.
+pub const STOPPED_PAUSED: &str = "paused";
+/// `flap_periods.settled` (and the state reported) when the domain was deleted.
+pub const STOPPED_DELETED: &str = "deleted";
+
 /// One `flap_periods` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlapSpan {
@@ -47,9 +57,18 @@ pub struct FlapSpan {
 }
 
 impl FlapSpan {
-    /// Whether the span overlaps `[start, end)`.
+    /// Whether the span overlaps `[start, end)`: it entered before the end and had not left by
+    /// the start (one that left exactly at the start lies wholly before the period).
     pub fn overlaps(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
-        self.entered_at < end && self.left_at.is_none_or(|left| left >= start)
+        self.entered_at < end && self.left_at.is_none_or(|left| left > start)
+    }
+
+    /// When and why monitoring stopped, if the span was closed by pausing or deleting the domain.
+    pub fn stopped(&self) -> Option<(DateTime<Utc>, &str)> {
+        match (self.left_at, self.settled.as_deref()) {
+            (Some(at), Some(why @ (STOPPED_PAUSED | STOPPED_DELETED))) => Some((at, why)),
+            _ => None,
+        }
     }
 }
 
@@ -60,7 +79,8 @@ pub struct DomainFacts {
     pub url: Option<String>,
     /// `to_state` of its last transition before the period.
     pub state_before: Option<String>,
-    /// Its state now: `domain_state.state`, or else the `to_state` of its latest transition.
+    /// Its state now: `paused` or `deleted` when monitoring is stopped, else
+    /// `domain_state.state`, or else the `to_state` of its latest transition.
     pub current_state: Option<String>,
 }
 
@@ -116,8 +136,9 @@ pub struct DomainDigest {
     pub last_transition_at: Option<DateTime<Utc>>,
     /// `up`, `down` or `unknown`.
     pub state_at_start: String,
+    /// `up`, `down`, `unknown`, or `paused` / `deleted` when monitoring stopped in the period.
     pub state_at_end: String,
-    /// Its state when the digest was built.
+    /// Its state when the digest was built (`paused` / `deleted` when monitoring is stopped).
     pub current_state: String,
     /// Whether it was in flap mode when the digest was built.
     pub still_flapping: bool,
@@ -202,9 +223,26 @@ fn domain_digest(
         .clone()
         .or_else(|| transitions.first().map(|t| t.from_state.clone()))
         .unwrap_or_else(|| "unknown".into());
-    let down = down_intervals(&state_at_start, transitions, start, until);
+    // The state changes: the transitions, and monitoring stopping where a flap period was closed
+    // by pausing or deleting the domain (after a transition at the same instant).
+    let mut changes: Vec<(DateTime<Utc>, &str)> =
+        transitions.iter().map(|t| (t.at, t.to_state.as_str())).collect();
+    let stops: Vec<(DateTime<Utc>, &str)> =
+        spans.iter().filter_map(|s| s.stopped()).filter(|(at, _)| *at >= start && *at < end).collect();
+    changes.extend(stops.iter().copied());
+    // Stable: at equal times transitions stay before stops.
+    changes.sort_by_key(|(at, _)| *at);
+    let down = down_intervals(&state_at_start, &changes, start, until);
     let down_ms: i64 = down.iter().map(|(a, b)| (*b - *a).num_milliseconds()).sum();
-    let state_at_end = transitions.last().map_or_else(|| state_at_start.clone(), |t| t.to_state.clone());
+    let state_at_end =
+        changes.last().map_or_else(|| state_at_start.clone(), |(_, state)| (*state).to_owned());
+    // Monitoring stopped and not resumed since (no transition after the stop, up to now).
+    let stopped_now = spans
+        .iter()
+        .filter_map(|s| s.stopped())
+        .max_by_key(|(at, _)| *at)
+        .filter(|(at, _)| *at <= input.now && transitions.last().is_none_or(|t| t.at <= *at))
+        .map(|(_, why)| why.to_owned());
 
     let mut regions = BTreeSet::new();
     let mut error_kinds = BTreeSet::new();
@@ -230,7 +268,7 @@ fn domain_digest(
         error_kinds: error_kinds.into_iter().collect(),
         first_transition_at: transitions.first().map(|t| t.at),
         last_transition_at: transitions.last().map(|t| t.at),
-        current_state: facts.current_state.clone().unwrap_or_else(|| state_at_end.clone()),
+        current_state: facts.current_state.clone().or(stopped_now).unwrap_or_else(|| state_at_end.clone()),
         state_at_start,
         state_at_end,
         still_flapping,
@@ -253,22 +291,22 @@ fn domain_digest(
 }
 
 /// The intervals in `[start, until)` during which the state was `down`, starting in `initial`
-/// and changing at each of `transitions` (sorted by time).
+/// and changing at each of `changes` (time and new state, sorted by time).
 pub fn down_intervals(
     initial: &str,
-    transitions: &[&TransitionRow],
+    changes: &[(DateTime<Utc>, &str)],
     start: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut intervals = Vec::new();
     let mut state = initial;
     let mut since = start;
-    for t in transitions {
-        let at = t.at.clamp(start, until);
+    for (at, to) in changes {
+        let at = (*at).clamp(start, until);
         if state == "down" && at > since {
             intervals.push((since, at));
         }
-        state = &t.to_state;
+        state = to;
         since = at;
     }
     if state == "down" && until > since {
@@ -406,8 +444,11 @@ pub(crate) mod tests {
         ] {
             assert!(build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).is_none());
         }
-        // One that left exactly at the start still counts.
+        // One that left exactly at the start lies before the period: nothing either.
         let flaps = [span(d, "2026-03-14T08:00:00Z", Some("2026-03-14T10:00:00Z"))];
+        assert!(build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).is_none());
+        // One that left a moment after the start counts.
+        let flaps = [span(d, "2026-03-14T08:00:00Z", Some("2026-03-14T10:00:00.001Z"))];
         assert!(build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).is_some());
     }
 
@@ -514,6 +555,59 @@ pub(crate) mod tests {
         assert_eq!(q.settled.as_deref(), Some("up"));
         assert_eq!(q.timeline, ".".repeat(SLOTS));
         assert_eq!(digest.summary, "Flap digest 10:00–11:00 UTC: 2 domains flapped, 2 state changes");
+    }
+
+    #[test]
+    fn a_domain_paused_or_deleted_while_down_is_not_down_after_monitoring_stopped() {
+        let d = Uuid::new_v4();
+        // Down at 10:10, paused at 10:20 (its domain_state is gone, so no current state).
+        let transitions = [tr(d, "2026-03-14T10:10:00Z", "up", "down", &["ams"])];
+        let facts = HashMap::from([(
+            d,
+            DomainFacts {
+                url: Some("https://p.example/".into()),
+                state_before: Some("up".into()),
+                current_state: None,
+            },
+        )]);
+        let mut paused = span(d, "2026-03-14T09:30:00Z", Some("2026-03-14T10:20:00Z"));
+        paused.settled = Some("paused".into());
+        let flaps = [paused.clone()];
+        let digest = build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).unwrap();
+        let dd = &digest.domains[0];
+        assert_eq!(dd.down_seconds, 10 * 60, "down 10:10–10:20 only");
+        assert_eq!(dd.state_at_end, "paused");
+        assert_eq!(dd.current_state, "paused");
+        assert_eq!(dd.settled.as_deref(), Some("paused"));
+        assert_eq!(dd.timeline, format!("{}{}{}", ".".repeat(10), "#".repeat(10), ".".repeat(40)));
+
+        // Deleted the same way: no URL, no state.
+        let mut deleted = paused.clone();
+        deleted.settled = Some("deleted".into());
+        let flaps = [deleted];
+        let digest = build(&input(&flaps, &transitions, &HashMap::new(), "2026-03-14T11:00:05Z")).unwrap();
+        let dd = &digest.domains[0];
+        assert_eq!(dd.down_seconds, 10 * 60);
+        assert_eq!((dd.state_at_end.as_str(), dd.current_state.as_str()), ("deleted", "deleted"));
+        assert!(dd.deleted);
+
+        // Resumed at 10:40 and down again: monitored, and down, from then on.
+        let transitions = [
+            tr(d, "2026-03-14T10:10:00Z", "up", "down", &["ams"]),
+            tr(d, "2026-03-14T10:40:00Z", "unknown", "down", &["ams"]),
+        ];
+        let flaps = [paused.clone()];
+        let digest = build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).unwrap();
+        let dd = &digest.domains[0];
+        assert_eq!(dd.down_seconds, 30 * 60, "10:10–10:20 and 10:40–11:00");
+        assert_eq!((dd.state_at_end.as_str(), dd.current_state.as_str()), ("down", "down"));
+
+        // A pause at the same instant as a transition wins.
+        let transitions = [tr(d, "2026-03-14T10:20:00Z", "up", "down", &["ams"])];
+        let flaps = [paused];
+        let digest = build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).unwrap();
+        assert_eq!(digest.domains[0].down_seconds, 0);
+        assert_eq!(digest.domains[0].current_state, "paused");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::build::{period_label, Digest, DomainDigest, SLOT_DOWN, SLOT_FUTURE};
+use super::build::{
+    period_label, Digest, DomainDigest, SLOT_DOWN, SLOT_FUTURE, STOPPED_DELETED, STOPPED_PAUSED,
+};
 use crate::notify::channels::escape;
 
 /// Transitions listed per domain; the rest are counted (all are in the JSON content).
@@ -121,9 +123,13 @@ fn figures(d: &DomainDigest, digest: &Digest) -> Vec<(&'static str, String)> {
         format!("since {}, still flapping", when(d.flap_entered_at, digest))
     } else {
         let left = d.flap_left_at.map_or_else(|| "?".into(), |t| when(t, digest));
-        match &d.settled {
-            Some(settled) => format!("from {} to {left}, settled {settled}", when(d.flap_entered_at, digest)),
-            None => format!("from {} to {left}", when(d.flap_entered_at, digest)),
+        let entered = when(d.flap_entered_at, digest);
+        match d.settled.as_deref() {
+            // Monitoring stopped: not a state the domain settled in.
+            Some(STOPPED_PAUSED) => format!("from {entered} to {left}, when monitoring was paused"),
+            Some(STOPPED_DELETED) => format!("from {entered} to {left}, when the domain was deleted"),
+            Some(settled) => format!("from {entered} to {left}, settled {settled}"),
+            None => format!("from {entered} to {left}"),
         }
     };
     lines.push(("flap mode", flap));
@@ -133,6 +139,8 @@ fn figures(d: &DomainDigest, digest: &Digest) -> Vec<(&'static str, String)> {
     ));
     if d.deleted {
         lines.push(("note", "the domain has been deleted".into()));
+    } else if d.current_state == STOPPED_PAUSED {
+        lines.push(("note", "monitoring of the domain is paused".into()));
     }
     lines
 }
@@ -443,6 +451,39 @@ mod tests {
         assert_eq!(cells, 3 * 60, "a cell per slot per domain");
         assert!(html.contains(&format!("background:{COLOUR_DOWN}")));
         assert!(!html.contains("<img") && !html.contains("src="), "no external resources");
+    }
+
+    #[test]
+    fn a_paused_domain_reads_as_paused_not_as_down() {
+        let d = Uuid::new_v4();
+        let transitions = [tr(d, "2026-03-14T10:10:00Z", "up", "down", &["ams"])];
+        let mut paused = span(d, "2026-03-14T09:30:00Z", Some("2026-03-14T10:20:00Z"));
+        paused.settled = Some("paused".into());
+        let flaps = [paused];
+        let facts = HashMap::from([(
+            d,
+            DomainFacts {
+                url: Some("https://p.example/".into()),
+                state_before: Some("up".into()),
+                current_state: None,
+            },
+        )]);
+        let digest = build(&Input {
+            tenant_id: Uuid::nil(),
+            start: at("2026-03-14T10:00:00Z"),
+            end: at("2026-03-14T11:00:00Z"),
+            now: at("2026-03-14T11:00:05Z"),
+            flaps: &flaps,
+            transitions: &transitions,
+            facts: &facts,
+        })
+        .unwrap();
+        let text = text(&digest);
+        assert!(text.contains("down           10m (16% of the period)"), "{text}");
+        assert!(text.contains("from 2026-03-14 09:30:00 to 10:20:00, when monitoring was paused"), "{text}");
+        assert!(text.contains("up at the start, paused at the end, paused now"), "{text}");
+        assert!(text.contains("monitoring of the domain is paused"), "{text}");
+        assert!(html(&digest).contains("paused at the end, paused now"));
     }
 
     #[test]

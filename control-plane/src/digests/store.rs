@@ -1,7 +1,7 @@
 //! Digest storage: loading what a period's digests are built from, writing a digest, and the
 //! tenant-scoped reads behind `/v1/digests`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::build::{DomainFacts, FlapSpan, TransitionRow};
+use super::build::{DomainFacts, FlapSpan, TransitionRow, STOPPED_DELETED, STOPPED_PAUSED};
 
 /// Everything one tenant's digest of a period is built from.
 #[derive(Debug, Clone, Default)]
@@ -23,8 +23,11 @@ type FlapRecord = (Uuid, Uuid, DateTime<Utc>, i32, Option<DateTime<Utc>>, Option
 type TransitionRecord = (Uuid, Uuid, DateTime<Utc>, String, String, Value, Option<Uuid>, bool);
 
 /// The rows behind every tenant's digest of `[start, end)`, by tenant: the flap periods
-/// overlapping it, the transitions of those domains in it, each domain's state before it, its
-/// URL and its state as of `now`. Tenants without a flapping domain are absent.
+/// overlapping it (one that left exactly at `start` does not), the transitions of those domains
+/// in it, each domain's state before it, its URL and its state as of `now`: `paused` or
+/// `deleted` when monitoring is stopped (pausing deletes `domain_state`, so its last transition
+/// would tell a stale state), else `domain_state`, else its latest transition. Tenants without a
+/// flapping domain are absent.
 pub async fn load_period(
     conn: &mut PgConnection,
     start: DateTime<Utc>,
@@ -33,7 +36,7 @@ pub async fn load_period(
 ) -> sqlx::Result<BTreeMap<Uuid, TenantRows>> {
     let flaps: Vec<FlapRecord> = sqlx::query_as(
         "SELECT tenant_id, domain_id, entered_at, entered_score, left_at, settled FROM flap_periods
-         WHERE entered_at < $2 AND (left_at IS NULL OR left_at >= $1)
+         WHERE entered_at < $2 AND (left_at IS NULL OR left_at > $1)
          ORDER BY tenant_id, domain_id, entered_at",
     )
     .bind(start)
@@ -109,22 +112,31 @@ pub async fn load_period(
     for (domain_id, state) in latest {
         facts.entry(domain_id).or_default().current_state = Some(state);
     }
-    let domains: Vec<(Uuid, Uuid, String, Option<String>)> = sqlx::query_as(
-        "SELECT d.id, d.tenant_id, d.url, s.state FROM domains d
+    let domains: Vec<(Uuid, Uuid, String, bool, Option<String>)> = sqlx::query_as(
+        "SELECT d.id, d.tenant_id, d.url, d.paused, s.state FROM domains d
          LEFT JOIN domain_state s ON s.domain_id = d.id
          WHERE d.id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    for (domain_id, tenant_id, url, state) in domains {
+    let mut existing = HashSet::new();
+    for (domain_id, tenant_id, url, paused, state) in domains {
         if owner.get(&domain_id) != Some(&tenant_id) {
             continue;
         }
+        existing.insert(domain_id);
         let entry = facts.entry(domain_id).or_default();
         entry.url = Some(url);
-        if let Some(state) = state {
+        if paused {
+            entry.current_state = Some(STOPPED_PAUSED.to_owned());
+        } else if let Some(state) = state {
             entry.current_state = Some(state);
+        }
+    }
+    for domain_id in &ids {
+        if !existing.contains(domain_id) {
+            facts.entry(*domain_id).or_default().current_state = Some(STOPPED_DELETED.to_owned());
         }
     }
     for (domain_id, fact) in facts {

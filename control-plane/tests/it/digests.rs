@@ -1,7 +1,8 @@
 //! Flap digests against a real database: content built from recorded transitions and flap
 //! periods, exactly once across replicas and restarts, late after downtime, nothing for a quiet
 //! period, the `/v1/digests` API and an email digest. Time is a `ManualClock` moved by the test;
-//! the rows the flap detector writes are inserted directly (the schema is the contract).
+//! the rows the flap detector writes are inserted directly (the schema is the contract). The
+//! default `digest_grace_s` (60 s) applies: a period is built from a minute after its end.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 use control_plane::clock::{Clock, ManualClock};
 use control_plane::config::StartTls;
 use control_plane::digests::Scheduler;
-use control_plane::metrics::Metrics;
+use control_plane::metrics::{Metrics, ReasonLabels};
 use control_plane::{tenants, Config};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -290,14 +291,14 @@ async fn a_digest_reports_the_recorded_transitions_down_time_and_regions(pool: P
     assert_eq!(step(&scheduler).await, 0);
     assert!(digests(&pool).await.is_empty());
 
-    clock.set(t("11:00:05"));
+    clock.set(t("11:01:05"));
     assert_eq!(step(&scheduler).await, 2);
     assert_eq!(cursor(&pool).await, Some(t("11:00:00")));
     let stored = digests(&pool).await;
     assert_eq!(stored.len(), 2);
     let a = stored.iter().find(|d| d.tenant_id == tenant_a).unwrap();
     assert_eq!((a.period_start, a.period_end), (t("10:00:00"), t("11:00:00")));
-    assert_eq!(a.created_at, t("11:00:05"));
+    assert_eq!(a.created_at, t("11:01:05"));
     let c = &a.content;
     assert_eq!(c["summary"], "Flap digest 10:00–11:00 UTC: 2 domains flapped, 6 state changes");
     assert_eq!(c["domain_count"], 2);
@@ -324,6 +325,7 @@ async fn a_digest_reports_the_recorded_transitions_down_time_and_regions(pool: P
     assert_eq!(second["deleted"], true);
     assert_eq!(second["down_seconds"], 24 * 60);
     assert_eq!(second["settled"], "deleted");
+    assert_eq!(second["current_state"], "deleted");
     assert_eq!(second["still_flapping"], false);
     assert!(a.text.starts_with("Flap digest 10:00–11:00 UTC: 2 domains flapped, 6 state changes\n"));
     assert!(a.text.contains("█"), "{}", a.text);
@@ -378,7 +380,7 @@ async fn a_quiet_period_sends_nothing_and_a_fresh_install_skips_the_past(pool: P
 
     // A transition in 10:00–11:00 but no flap mode: a quiet period.
     transition(&pool, tenant_a, d, t("10:45:00"), "up", "down", &["ams"]).await;
-    clock.set(t("11:00:01"));
+    clock.set(t("11:01:01"));
     assert_eq!(step(&scheduler).await, 0);
     assert_eq!(cursor(&pool).await, Some(t("11:00:00")), "the period is done, with nothing to send");
     assert!(digests(&pool).await.is_empty());
@@ -410,16 +412,28 @@ async fn two_replicas_build_each_digest_exactly_once(pool: PgPool) {
     // While one replica holds the cursor, the other leaves at once.
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM digest_cursor WHERE id = 1 FOR UPDATE").execute(&mut *holder).await.unwrap();
-    clock.set(t("14:00:01"));
+    clock.set(t("14:01:01"));
     assert_eq!(step(&b).await, 0);
     holder.rollback().await.unwrap();
+    assert_eq!(metrics_b.digest_periods.get(), 0);
 
-    // Both at once, four periods due: every digest once.
+    // Both at once, four periods due: every period built by one replica only. `ON CONFLICT` and
+    // the dedup keys would hide a period built twice from the stored rows, so what each replica
+    // attempted is counted: periods done and digests found already stored.
     let now = clock.now();
     let (x, y) = tokio::join!(a.run_due(now), b.run_due(now));
     let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x + y, 12, "3 tenants × 4 periods in the concurrent round");
     let (x2, y2) = tokio::join!(b.run_due(now), a.run_due(now));
-    assert_eq!(x + y + x2.unwrap() + y2.unwrap(), 12, "3 tenants × 4 periods");
+    assert_eq!((x2.unwrap(), y2.unwrap()), (0, 0), "nothing left for a second round");
+    assert_eq!(
+        metrics_a.digest_periods.get() + metrics_b.digest_periods.get(),
+        4,
+        "each period built by exactly one replica"
+    );
+    for (name, metrics) in [("a", &metrics_a), ("b", &metrics_b)] {
+        assert_eq!(duplicates(metrics), 0, "replica {name} found a digest it was building already stored");
+    }
     assert_eq!(cursor(&pool).await, Some(t("14:00:00")));
     let stored = digests(&pool).await;
     assert_eq!(stored.len(), 12);
@@ -433,10 +447,134 @@ async fn two_replicas_build_each_digest_exactly_once(pool: PgPool) {
         let starts: Vec<DateTime<Utc>> =
             stored.iter().filter(|d| d.tenant_id == *tenant_id).map(|d| d.period_start).collect();
         assert_eq!(starts, [t("10:00:00"), t("11:00:00"), t("12:00:00"), t("13:00:00")]);
+        // Exactly one outbox row per channel of the tenant and period.
+        for start in &starts {
+            let key = format!("digest:{tenant_id}:{}", start.timestamp());
+            let rows: Vec<&Queued> = queued.iter().filter(|q| q.dedup_key == key).collect();
+            assert_eq!(rows.len(), 2, "{key}");
+            assert!(rows.iter().all(|q| q.tenant_id == *tenant_id));
+            assert_ne!(rows[0].channel_id, rows[1].channel_id, "{key}");
+        }
     }
     assert_eq!(metrics_a.digests_built.get() + metrics_b.digests_built.get(), 12);
     assert_eq!(metrics_a.digest_notifications.get() + metrics_b.digest_notifications.get(), 24);
     other.close().await;
+}
+
+async fn starts_of(pool: &PgPool, tenant_id: Uuid) -> Vec<DateTime<Utc>> {
+    digests(pool).await.into_iter().filter(|d| d.tenant_id == tenant_id).map(|d| d.period_start).collect()
+}
+
+fn errors(metrics: &Metrics, reason: &str) -> u64 {
+    metrics.digest_errors.get_or_create(&ReasonLabels { reason: reason.into() }).get()
+}
+
+fn duplicates(metrics: &Metrics) -> u64 {
+    errors(metrics, "duplicate")
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn a_period_is_built_only_after_its_grace_so_late_commits_are_included(pool: PgPool) {
+    let tenant_a = tenant(&pool).await;
+    channel(&pool, tenant_a, "webhook").await;
+    let d = domain(&pool, tenant_a, "https://a.example.com/").await;
+    let clock = ManualClock::new(t("10:00:10"));
+    let config = Config { digest_grace_s: 45, ..Config::default() };
+    let scheduler = scheduler_with(&pool, &clock, &config, &Metrics::default());
+    assert_eq!(step(&scheduler).await, 0);
+    flap(&pool, tenant_a, d, t("10:02:00"), None).await;
+    flapping(&pool, tenant_a, d, t("10:00:00"), t("10:59:00"), 5).await;
+
+    // The period has ended but the grace has not passed: nothing yet.
+    for now in [t("11:00:00"), t("11:00:30"), at("2026-03-14T11:00:44.999Z")] {
+        clock.set(now);
+        assert_eq!(step(&scheduler).await, 0, "{now}");
+        assert_eq!(cursor(&pool).await, Some(t("10:00:00")), "{now}");
+    }
+    // A transition stamped just before the end whose transaction committed after it.
+    transition(&pool, tenant_a, d, at("2026-03-14T10:59:59.500Z"), "down", "up", &["ams"]).await;
+
+    clock.set(t("11:00:45"));
+    assert_eq!(step(&scheduler).await, 1);
+    assert_eq!(cursor(&pool).await, Some(t("11:00:00")));
+    let stored = digests(&pool).await;
+    assert_eq!(stored.len(), 1);
+    let first = &stored[0].content["domains"][0];
+    assert_eq!(first["transition_count"], 12, "11 every 5 minutes and the late one");
+    assert_eq!(first["last_transition_at"], "2026-03-14T10:59:59.500Z");
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn a_tenant_whose_digest_fails_holds_back_neither_the_others_nor_the_next_period(pool: PgPool) {
+    let clock = ManualClock::new(t("10:00:10"));
+    let metrics = Metrics::default();
+    let scheduler = scheduler_with(&pool, &clock, &Config::default(), &metrics);
+    assert_eq!(step(&scheduler).await, 0);
+    let (bad, good) = (tenant(&pool).await, tenant(&pool).await);
+    for tenant_id in [bad, good] {
+        channel(&pool, tenant_id, "webhook").await;
+        let d = domain(&pool, tenant_id, &format!("https://{tenant_id}.example.com/")).await;
+        flap(&pool, tenant_id, d, t("09:30:00"), None).await;
+        flapping(&pool, tenant_id, d, t("10:00:00"), t("12:00:00"), 7).await;
+    }
+    // A data error storing one tenant's digests.
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse_digest() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.tenant_id = '{bad}' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_digest BEFORE INSERT ON digests FOR EACH ROW EXECUTE FUNCTION refuse_digest();"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let stored_for = |tenant_id: Uuid| starts_of(&pool, tenant_id);
+
+    // The good tenant's digest is stored and sent; the period stays to try the bad one again.
+    clock.set(t("11:01:00"));
+    assert_eq!(step(&scheduler).await, 1);
+    assert_eq!(stored_for(good).await, [t("10:00:00")]);
+    assert!(stored_for(bad).await.is_empty());
+    assert_eq!(cursor(&pool).await, Some(t("10:00:00")));
+    assert_eq!(errors(&metrics, "store"), 1);
+    // Tried again: the good tenant's digest is neither built nor sent twice.
+    clock.set(t("11:30:00"));
+    assert_eq!(step(&scheduler).await, 0);
+    assert_eq!(errors(&metrics, "store"), 2);
+    assert_eq!(outbox(&pool).await.len(), 1);
+    assert_eq!(duplicates(&metrics), 0);
+    assert_eq!(cursor(&pool).await, Some(t("10:00:00")));
+
+    // Fixed before the next period is due: the bad tenant's digest is built late, not skipped.
+    sqlx::query("DROP TRIGGER refuse_digest ON digests").execute(&pool).await.unwrap();
+    clock.set(t("11:40:00"));
+    assert_eq!(step(&scheduler).await, 1);
+    assert_eq!(stored_for(bad).await, [t("10:00:00")]);
+    assert_eq!(cursor(&pool).await, Some(t("11:00:00")));
+    assert_eq!(outbox(&pool).await.len(), 2);
+
+    // Failing until the next period is due: given up (logged and counted), and the next period
+    // is built for the others in the same step.
+    sqlx::query(
+        "CREATE TRIGGER refuse_digest BEFORE INSERT ON digests FOR EACH ROW EXECUTE FUNCTION refuse_digest()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    clock.set(t("12:01:00"));
+    assert_eq!(step(&scheduler).await, 1);
+    assert_eq!(cursor(&pool).await, Some(t("11:00:00")));
+    assert_eq!(errors(&metrics, "skipped"), 0);
+    clock.set(t("13:01:00"));
+    assert_eq!(step(&scheduler).await, 1, "the good tenant's 12:00 digest");
+    assert_eq!(errors(&metrics, "skipped"), 1);
+    assert_eq!(stored_for(good).await, [t("10:00:00"), t("11:00:00"), t("12:00:00")]);
+    assert_eq!(stored_for(bad).await, [t("10:00:00")]);
+    // 12:00 is now held for the bad tenant in turn, until 14:01.
+    assert_eq!(cursor(&pool).await, Some(t("12:00:00")));
+    assert_eq!(metrics.digest_periods.get(), 2);
+    assert_eq!(duplicates(&metrics), 0);
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
@@ -451,17 +589,17 @@ async fn a_restart_at_the_top_of_the_hour_sends_one_digest(pool: PgPool) {
     let clock = ManualClock::new(t("10:00:10"));
     let before = scheduler(&pool, &clock);
     assert_eq!(step(&before).await, 0);
-    clock.set(at("2026-03-14T10:59:59.999Z"));
+    clock.set(at("2026-03-14T11:00:59.999Z"));
     assert_eq!(step(&before).await, 0);
     drop(before);
 
-    // A new instance, the moment the period ends.
-    clock.set(t("11:00:00"));
+    // A new instance, the moment the period is due (its end plus the grace).
+    clock.set(t("11:01:00"));
     let after = scheduler(&pool, &clock);
     assert_eq!(step(&after).await, 1);
     assert_eq!(step(&after).await, 0);
     // And yet another one a little later.
-    clock.set(t("11:00:03"));
+    clock.set(t("11:01:03"));
     assert_eq!(step(&scheduler(&pool, &clock)).await, 0);
 
     assert_eq!(digests(&pool).await.len(), 1);
@@ -504,7 +642,7 @@ async fn periods_missed_while_down_are_sent_late_and_a_changed_period_is_aligned
     assert_eq!(cursor(&pool).await, Some(t("13:00:00")));
 
     // The flap period ended at 12:30: 13:00–14:00 is quiet.
-    clock.set(t("14:00:00"));
+    clock.set(t("14:01:00"));
     assert_eq!(step(&back).await, 0);
     assert_eq!(cursor(&pool).await, Some(t("14:00:00")));
 
@@ -513,9 +651,9 @@ async fn periods_missed_while_down_are_sent_late_and_a_changed_period_is_aligned
     transition(&pool, tenant_a, d, t("13:45:00"), "up", "down", &["ams"]).await;
     let config = Config { digest_period_s: 5_400, ..Config::default() };
     let ninety = scheduler_with(&pool, &clock, &config, &Metrics::default());
-    clock.set(t("14:59:59"));
+    clock.set(t("15:00:59"));
     assert_eq!(step(&ninety).await, 0);
-    clock.set(t("15:00:00"));
+    clock.set(t("15:01:00"));
     assert_eq!(step(&ninety).await, 1);
     let last = digests(&pool).await.pop().unwrap();
     assert_eq!((last.period_start, last.period_end), (t("13:30:00"), t("15:00:00")));
@@ -540,7 +678,7 @@ async fn the_digests_api_shows_a_tenant_only_its_own_digests(pool: PgPool) {
         flap(&pool, tenant_id, d, t("10:10:00"), None).await;
         flapping(&pool, tenant_id, d, t("10:00:00"), t("11:00:00"), 10).await;
     }
-    clock.set(t("11:00:02"));
+    clock.set(t("11:01:02"));
     step(&scheduler).await;
     // The application's scheduler may have taken the period first: wait until it is stored.
     eventually(WAIT, "two digests", || async { (digests(&pool).await.len() == 2).then_some(()) }).await;
@@ -554,7 +692,7 @@ async fn the_digests_api_shows_a_tenant_only_its_own_digests(pool: PgPool) {
     assert_eq!(items[0]["id"], a_id.to_string());
     assert_eq!(items[0]["period_start"], "2026-03-14T10:00:00Z");
     assert_eq!(items[0]["period_end"], "2026-03-14T11:00:00Z");
-    assert_eq!(items[0]["created_at"], "2026-03-14T11:00:02Z");
+    assert_eq!(items[0]["created_at"], "2026-03-14T11:01:02Z");
     assert_eq!(items[0]["domain_count"], 1);
     assert_eq!(items[0]["summary"], "Flap digest 10:00–11:00 UTC: 1 domain flapped, 5 state changes");
 
@@ -669,7 +807,7 @@ async fn an_email_digest_arrives_as_text_and_html(pool: PgPool) {
     flap(&pool, tenant_a, d, t("10:10:00"), None).await;
     flapping(&pool, tenant_a, d, t("10:00:00"), t("11:00:00"), 8).await;
 
-    clock.set(t("11:00:01"));
+    clock.set(t("11:01:01"));
     step(&scheduler).await;
     let message =
         eventually(WAIT, "the digest email", || async { messages.lock().unwrap().first().cloned() }).await;
