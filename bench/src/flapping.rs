@@ -113,7 +113,8 @@ async fn simulate(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
         shared::keys::RedisKeys::new(&config.redis_prefix),
         metrics.clone(),
         control_plane::consensus::Settings::from_config(&config),
-    );
+    )
+    .with_clock(Arc::new(clock.clone()));
     let sweeper =
         control_plane::flap::Sweeper::new(pool.clone(), metrics.clone(), &config, Arc::new(clock.clone()));
     let digests = control_plane::digests::Scheduler::new(
