@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use shared::DomainId;
 use uuid::Uuid;
 
+use super::query::{limit, params, Params};
 use super::{ApiError, AppState, Auth};
 use crate::timeseries::Window;
 
@@ -26,8 +27,6 @@ pub fn routes() -> Router<AppState> {
         .route("/domains/{id}/certificate", get(certificate))
 }
 
-type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
 /// The domain's id if it belongs to the caller's tenant, else 404.
 async fn owned(state: &AppState, tenant_id: Uuid, raw: &str) -> Result<Uuid, ApiError> {
     let id: DomainId = raw.parse().map_err(|_| ApiError::NotFound)?;
@@ -40,19 +39,6 @@ async fn owned(state: &AppState, tenant_id: Uuid, raw: &str) -> Result<Uuid, Api
 }
 
 /// Checks the query for unknown parameters and returns the known ones.
-fn params(query: Params, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    let Query(map) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let unknown: BTreeMap<String, String> = map
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| (k.clone(), "unknown query parameter".to_owned()))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::Validation(unknown));
-    }
-    Ok(map)
-}
-
 fn window(map: &HashMap<String, String>) -> Result<Window, ApiError> {
     match map.get("window") {
         None => Ok(Window::Day),
@@ -93,15 +79,7 @@ pub async fn results(
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let map = params(query, &["limit"])?;
-    let limit = match map.get("limit") {
-        None => DEFAULT_RESULTS,
-        Some(raw) => raw.parse::<u32>().ok().filter(|l| (1..=MAX_RESULTS).contains(l)).ok_or_else(|| {
-            ApiError::Validation(BTreeMap::from([(
-                "limit".to_owned(),
-                format!("must be an integer between 1 and {MAX_RESULTS}"),
-            )]))
-        })?,
-    };
+    let limit = limit(&map, DEFAULT_RESULTS, MAX_RESULTS)?;
     let domain = owned(&state, p.tenant_id, &id).await?;
     let items = state.timeseries.recent_results(domain, limit).await?;
     Ok(Json(json!({ "items": items })))

@@ -2,9 +2,7 @@
 //! consensus state, every region's vote and the flap mode). Tenant-scoped: another tenant's incident or
 //! domain is a 404.
 
-use std::collections::{BTreeMap, HashMap};
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -12,6 +10,7 @@ use serde_json::{json, Value};
 use shared::DomainId;
 use uuid::Uuid;
 
+use super::query::{invalid, limit, params, time, Params};
 use super::{Admin, ApiError, AppState, Auth};
 use crate::consensus::{self, decide};
 use crate::flap;
@@ -30,37 +29,12 @@ pub fn routes() -> Router<AppState> {
         .route("/domains/{id}/status", get(status))
 }
 
-type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Validation(BTreeMap::from([(field.to_owned(), message.into())]))
-}
-
-fn time(map: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    map.get(key)
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| invalid(key, "must be an RFC 3339 time"))
-        })
-        .transpose()
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(map) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let known = ["state", "domain", "since", "until", "limit"];
-    let unknown: BTreeMap<String, String> = map
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| (k.clone(), "unknown query parameter".to_owned()))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::Validation(unknown));
-    }
+    let map = params(query, &["state", "domain", "since", "until", "limit"])?;
     let state_filter = match map.get("state").map(String::as_str) {
         None => None,
         Some(s @ ("open" | "acknowledged" | "resolved")) => Some(s.to_owned()),
@@ -70,14 +44,7 @@ pub async fn list(
         .get("domain")
         .map(|raw| raw.parse::<Uuid>().map_err(|_| invalid("domain", "must be a domain id")))
         .transpose()?;
-    let limit = match map.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| invalid("limit", format!("must be an integer between 1 and {MAX_LIMIT}")))?,
-    };
+    let limit = limit(&map, DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = Filter {
         state: state_filter,
         domain_id,

@@ -9,6 +9,7 @@ mod domains;
 mod error;
 mod history;
 mod incidents;
+mod query;
 mod regions;
 mod tokens;
 

@@ -201,7 +201,10 @@ async fn rollups_match_the_raw_rows_including_late_data() {
     let ts = open(&db.url).await;
     let d = Uuid::now_v7();
     let other = Uuid::now_v7();
-    let hour = Utc::now() - TimeDelta::hours(3);
+    // Ten minutes into an hour, so the late results below fall in that one hour whatever the time.
+    let hour = chrono::DurationRound::duration_trunc(Utc::now() - TimeDelta::hours(3), TimeDelta::hours(1))
+        .unwrap()
+        + TimeDelta::minutes(10);
     // ams: 100 probes, 1 in 10 failing, latencies spread over three decades; iad: 40 probes.
     let ams: Vec<ProbeResult> = (0..100u32)
         .map(|i| result(d, hour + TimeDelta::seconds(i as i64), i % 10 != 0, 1_000 + i * i * 37))
