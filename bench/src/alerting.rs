@@ -365,7 +365,7 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
             args.domains
         );
         let progress = std::cell::Cell::new(Instant::now());
-        until(settle * 3, kind, || async {
+        until(settle * 8, kind, || async {
             let n = receiver.all().iter().filter(|d| kind_of(d) == kind).count();
             if progress.get().elapsed() > Duration::from_secs(5) {
                 eprintln!("  {:>5.1} s: {n} {kind}", switched.elapsed().as_secs_f64());

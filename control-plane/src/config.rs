@@ -78,7 +78,10 @@ pub struct Config {
     pub retention_rollup_days: u32,
     /// Plain-PostgreSQL mode: daily partitions created ahead of time.
     pub partitions_ahead_days: u32,
-    /// Plain-PostgreSQL mode: how often roll-ups are brought up to date, in seconds.
+    /// Plain-PostgreSQL mode: how often roll-ups are brought up to date, in seconds. Every
+    /// refresh re-aggregates each hour that received results, the current one included, so at
+    /// thousands of results a second a short interval keeps a core busy. The default matches the
+    /// TimescaleDB refresh policy's schedule (5 minutes); roll-up reads lag by up to this much.
     pub rollup_refresh_interval_s: u64,
     /// How often partitions and retention are maintained, in seconds.
     pub maintenance_interval_s: u64,
@@ -193,7 +196,7 @@ impl Default for Config {
             retention_raw_days: 90,
             retention_rollup_days: 730,
             partitions_ahead_days: 7,
-            rollup_refresh_interval_s: 30,
+            rollup_refresh_interval_s: 300,
             maintenance_interval_s: 3_600,
             consensus_freshness_factor: 2.5,
             consensus_sweep_interval_ms: 5_000,
