@@ -105,13 +105,22 @@ impl Sweeper {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Checked> {
         let mut tx = self.pool.begin().await?;
-        // The lock order of evaluate and of domain writes: domain row, then its state row.
-        let domain: Option<(Uuid, String, Option<Value>)> =
-            sqlx::query_as("SELECT tenant_id, url, flap FROM domains WHERE id = $1 FOR KEY SHARE")
+        // The lock order of evaluate and of domain writes: domain row, then its state row. A
+        // domain being written is skipped (Busy) rather than waited for, so one slow write does
+        // not hold up the check of every other flapping domain.
+        let domain: Option<(Uuid, String, Option<Value>)> = sqlx::query_as(
+            "SELECT tenant_id, url, flap FROM domains WHERE id = $1 FOR KEY SHARE SKIP LOCKED",
+        )
+        .bind(domain_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((tenant_id, url, stored)) = domain else {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM domains WHERE id = $1)")
                 .bind(domain_id)
-                .fetch_optional(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-        let Some((tenant_id, url, stored)) = domain else { return Ok(Checked::Gone) };
+            return Ok(if exists { Checked::Busy } else { Checked::Gone });
+        };
         let state: Option<(String, Option<Uuid>)> = sqlx::query_as(
             "SELECT state, open_incident_id FROM domain_state WHERE domain_id = $1 FOR UPDATE SKIP LOCKED",
         )
