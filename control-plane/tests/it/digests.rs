@@ -9,7 +9,6 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use control_plane::clock::{Clock, ManualClock};
-use control_plane::config::StartTls;
 use control_plane::digests::Scheduler;
 use control_plane::metrics::{Metrics, ReasonLabels};
 use control_plane::{tenants, Config};
@@ -21,7 +20,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{test_config, TestApp, WAIT};
-use crate::notify::{notify_config, smtp_receiver};
+use crate::notify::{smtp_config, smtp_receiver};
 
 fn at(rfc3339: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
@@ -783,13 +782,7 @@ fn quoted_printable(body: &str) -> String {
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn an_email_digest_arrives_as_text_and_html(pool: PgPool) {
     let (smtp, messages) = smtp_receiver().await;
-    let config = Config {
-        smtp_host: Some(smtp.ip().to_string()),
-        smtp_port: smtp.port(),
-        smtp_starttls: StartTls::Off,
-        smtp_from: Some("Crosscheck <alerts@example.com>".into()),
-        ..notify_config()
-    };
+    let config = smtp_config(smtp);
     let clock = ManualClock::new(t("10:05:00"));
     let app = TestApp::spawn_with_clock(pool.clone(), config.clone(), Arc::new(clock.clone())).await;
     let created = app

@@ -186,6 +186,17 @@ async fn a_webhook_delivery_is_signed_as_documented(pool: PgPool) {
 
 /// A minimal SMTP server: enough of RFC 5321 for one client without extensions. Collects the
 /// DATA of each message.
+/// [`notify_config`] sending email through the test SMTP receiver at `smtp` (no STARTTLS).
+pub(crate) fn smtp_config(smtp: SocketAddr) -> Config {
+    Config {
+        smtp_host: Some(smtp.ip().to_string()),
+        smtp_port: smtp.port(),
+        smtp_starttls: StartTls::Off,
+        smtp_from: Some("Crosscheck <alerts@example.com>".into()),
+        ..notify_config()
+    }
+}
+
 pub(crate) async fn smtp_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -242,13 +253,7 @@ pub(crate) async fn smtp_receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn an_email_channel_sends_text_and_html_over_smtp(pool: PgPool) {
     let (smtp, messages) = smtp_receiver().await;
-    let config = Config {
-        smtp_host: Some(smtp.ip().to_string()),
-        smtp_port: smtp.port(),
-        smtp_starttls: StartTls::Off,
-        smtp_from: Some("Crosscheck <alerts@example.com>".into()),
-        ..notify_config()
-    };
+    let config = smtp_config(smtp);
     let app = TestApp::spawn_with(pool, config).await;
     let created = create_channel(
         &app,
