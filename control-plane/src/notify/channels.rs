@@ -248,10 +248,7 @@ impl Deliverer {
     async fn slack(&self, out: &Outgoing) -> Result<(), DeliveryError> {
         let url = self.target_url(out)?;
         let notification = notification(out)?;
-        let text = match digest_parts(&notification) {
-            Some((text, _)) => text.to_owned(),
-            None => render_text(&notification, out.id),
-        };
+        let text = slack_text(&notification, out.id);
         self.post(self.http.post(url).json(&serde_json::json!({ "text": text }))).await
     }
 
@@ -305,6 +302,27 @@ pub fn digest_parts(n: &Notification) -> Option<(&str, &str)> {
     let text = n.details.get("text")?.as_str()?;
     let html = n.details.get("html")?.as_str()?;
     Some((text, html))
+}
+
+/// The Slack message: the text rendering with `&`, `<` and `>` escaped as Slack requires (a
+/// probed URL or an error text could otherwise read as a link or a mention). A digest keeps its
+/// summary line as text and the rest in a code block, so its columns and timeline line up.
+pub fn slack_text(n: &Notification, id: Uuid) -> String {
+    fn escape(text: &str) -> String {
+        text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    }
+    match digest_parts(n) {
+        Some((text, _)) => {
+            let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+            let rest = rest.trim_matches('\n');
+            if rest.is_empty() {
+                escape(first)
+            } else {
+                format!("{}\n```\n{}\n```", escape(first), escape(rest))
+            }
+        }
+        None => escape(&render_text(n, id)),
+    }
 }
 
 /// The webhook body: the stored notification plus `id` and `dedup_key`.
@@ -429,8 +447,18 @@ mod tests {
             occurred_at: chrono::Utc::now(),
         };
         assert_eq!(digest_parts(&n), Some(("the text", "<p>the html</p>")));
+        n.details["text"] =
+            "Flap digest: 1 domain <b>\n\nhttps://a.example/?x=1&y=2\n  timeline ▁█▁\n".into();
+        assert_eq!(
+            slack_text(&n, Uuid::nil()),
+            "Flap digest: 1 domain &lt;b&gt;\n```\nhttps://a.example/?x=1&amp;y=2\n  timeline ▁█▁\n```"
+        );
         n.kind = "incident_opened".into();
         assert_eq!(digest_parts(&n), None);
+        n.summary = "https://a.example/?x=1&y=2 is down (<@here>)".into();
+        let text = slack_text(&n, Uuid::nil());
+        assert!(text.starts_with("https://a.example/?x=1&amp;y=2 is down (&lt;@here&gt;)"), "{text}");
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
     }
 
     #[test]
