@@ -157,6 +157,23 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
     crate::stats::percentile_ms(&mut durations, p)
 }
 
+/// One agent per region (`<region>-1`) delivering to the plane, able to reach the targets.
+async fn start_agents(
+    pki: &Pki,
+    regions: &[&str],
+    scratch: &Scratch,
+    ingest_port: u16,
+) -> anyhow::Result<Vec<RunningAgent>> {
+    let mut agents = Vec::new();
+    for region in regions {
+        agents.push(
+            RunningAgent::start(pki, region, &format!("{region}-1"), &scratch.prefix, ingest_port, true)
+                .await?,
+        );
+    }
+    Ok(agents)
+}
+
 pub async fn detect_latency(args: DetectArgs) -> anyhow::Result<Value> {
     anyhow::ensure!((1..=REGIONS.len()).contains(&args.regions), "--regions must be 1 to 3");
     let scratch = Scratch::create("detect").await?;
@@ -174,20 +191,7 @@ async fn detect(args: &DetectArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     // Naming the regions staggers them evenly over the interval (see the agent's scheduler).
     let regions = &REGIONS[..args.regions];
     let domain = plane.domain(&format!("http://{}/detect", target.addr), args.interval, regions).await?;
-    let mut agents = Vec::new();
-    for region in &REGIONS[..args.regions] {
-        agents.push(
-            RunningAgent::start(
-                &pki,
-                region,
-                &format!("{region}-1"),
-                &scratch.prefix,
-                plane.ingest_port,
-                true,
-            )
-            .await?,
-        );
-    }
+    let mut agents = start_agents(&pki, regions, scratch, plane.ingest_port).await?;
     let interval = Duration::from_secs(u64::from(args.interval));
     let settle = interval * 4;
 
@@ -324,20 +328,7 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     for task in tasks {
         task.await??;
     }
-    let mut agents = Vec::new();
-    for region in REGIONS {
-        agents.push(
-            RunningAgent::start(
-                &pki,
-                region,
-                &format!("{region}-1"),
-                &scratch.prefix,
-                plane.ingest_port,
-                true,
-            )
-            .await?,
-        );
-    }
+    let agents = start_agents(&pki, &REGIONS, scratch, plane.ingest_port).await?;
     let settle = Duration::from_secs(u64::from(args.interval) * 6 + 60);
     let count_state = |state: &'static str| {
         let pool = plane.pool.clone();

@@ -2,8 +2,6 @@
 //! time-series store. The domain must belong to the caller's tenant (checked in the
 //! transactional database); another tenant's domain is a 404 like every domain route.
 
-use std::collections::{BTreeMap, HashMap};
-
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,7 +9,7 @@ use serde_json::{json, Value};
 use shared::DomainId;
 use uuid::Uuid;
 
-use super::query::{limit, params, Params};
+use super::query::{invalid, limit, params, Params};
 use super::{ApiError, AppState, Auth};
 use crate::timeseries::Window;
 
@@ -38,14 +36,19 @@ async fn owned(state: &AppState, tenant_id: Uuid, raw: &str) -> Result<Uuid, Api
     found.map(|_| id.0).ok_or(ApiError::NotFound)
 }
 
-/// Checks the query for unknown parameters and returns the known ones.
-fn window(map: &HashMap<String, String>) -> Result<Window, ApiError> {
-    match map.get("window") {
-        None => Ok(Window::Day),
-        Some(raw) => {
-            raw.parse().map_err(|e: String| ApiError::Validation(BTreeMap::from([("window".to_owned(), e)])))
-        }
-    }
+/// The caller's domain `raw` and the `?window=` asked for (24 h when absent).
+async fn windowed(
+    state: &AppState,
+    tenant_id: Uuid,
+    raw: &str,
+    query: Params,
+) -> Result<(Uuid, Window), ApiError> {
+    let map = params(query, &["window"])?;
+    let window = match map.get("window") {
+        None => Window::Day,
+        Some(raw) => raw.parse().map_err(|e: String| invalid("window", e))?,
+    };
+    Ok((owned(state, tenant_id, raw).await?, window))
 }
 
 pub async fn uptime(
@@ -54,10 +57,8 @@ pub async fn uptime(
     Path(id): Path<String>,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let window = window(&params(query, &["window"])?)?;
-    let domain = owned(&state, p.tenant_id, &id).await?;
-    let uptime = state.timeseries.uptime(domain, window).await?;
-    Ok(Json(json!(uptime)))
+    let (domain, window) = windowed(&state, p.tenant_id, &id, query).await?;
+    Ok(Json(json!(state.timeseries.uptime(domain, window).await?)))
 }
 
 pub async fn latency(
@@ -66,10 +67,8 @@ pub async fn latency(
     Path(id): Path<String>,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let window = window(&params(query, &["window"])?)?;
-    let domain = owned(&state, p.tenant_id, &id).await?;
-    let latency = state.timeseries.latency(domain, window).await?;
-    Ok(Json(json!(latency)))
+    let (domain, window) = windowed(&state, p.tenant_id, &id, query).await?;
+    Ok(Json(json!(state.timeseries.latency(domain, window).await?)))
 }
 
 pub async fn results(

@@ -20,7 +20,7 @@ pub fn to_proto(result: &ProbeResult) -> proto::ProbeResult {
             Trigger::OnDemand => proto::Trigger::OnDemand,
         } as i32,
         ok: report.ok,
-        error: report.error.map_or(proto::ErrorKind::None, error_kind) as i32,
+        error: report.error.map_or(proto::ErrorKind::None, ErrorKind::to_proto) as i32,
         error_detail: report.error_detail.clone().unwrap_or_default(),
         status_code: report.status.map_or(0, u32::from),
         dns_us: report.timings.dns_ms.map(ms_to_us),
@@ -43,22 +43,6 @@ fn ms_to_us(ms: f64) -> u32 {
 
 fn ms_to_us_i64(ms: f64) -> i64 {
     (ms * 1000.0).round() as i64
-}
-
-fn error_kind(kind: ErrorKind) -> proto::ErrorKind {
-    match kind {
-        ErrorKind::InvalidUrl => proto::ErrorKind::InvalidUrl,
-        ErrorKind::Dns => proto::ErrorKind::Dns,
-        ErrorKind::BlockedTarget => proto::ErrorKind::BlockedTarget,
-        ErrorKind::Connect => proto::ErrorKind::Connect,
-        ErrorKind::Tls => proto::ErrorKind::Tls,
-        ErrorKind::Timeout => proto::ErrorKind::Timeout,
-        ErrorKind::Http => proto::ErrorKind::Http,
-        ErrorKind::Redirect => proto::ErrorKind::Redirect,
-        ErrorKind::Status => proto::ErrorKind::Status,
-        ErrorKind::Keyword => proto::ErrorKind::Keyword,
-        ErrorKind::BodyTooLarge => proto::ErrorKind::BodyTooLarge,
-    }
 }
 
 fn certificate(cert: &CertInfo) -> proto::Certificate {

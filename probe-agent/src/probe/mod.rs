@@ -72,19 +72,26 @@ impl ErrorKind {
         ErrorKind::BodyTooLarge,
     ];
 
+    /// The name shown in results and metrics: the wire enum's label, so the two never differ.
     pub fn as_str(self) -> &'static str {
+        self.to_proto().label().expect("every probe error kind has a wire label")
+    }
+
+    /// The wire (protobuf) error kind.
+    pub fn to_proto(self) -> shared::proto::ErrorKind {
+        use shared::proto::ErrorKind as Wire;
         match self {
-            ErrorKind::InvalidUrl => "invalid_url",
-            ErrorKind::Dns => "dns",
-            ErrorKind::BlockedTarget => "blocked_target",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Http => "http",
-            ErrorKind::Redirect => "redirect",
-            ErrorKind::Status => "status",
-            ErrorKind::Keyword => "keyword",
-            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::InvalidUrl => Wire::InvalidUrl,
+            ErrorKind::Dns => Wire::Dns,
+            ErrorKind::BlockedTarget => Wire::BlockedTarget,
+            ErrorKind::Connect => Wire::Connect,
+            ErrorKind::Tls => Wire::Tls,
+            ErrorKind::Timeout => Wire::Timeout,
+            ErrorKind::Http => Wire::Http,
+            ErrorKind::Redirect => Wire::Redirect,
+            ErrorKind::Status => Wire::Status,
+            ErrorKind::Keyword => Wire::Keyword,
+            ErrorKind::BodyTooLarge => Wire::BodyTooLarge,
         }
     }
 }

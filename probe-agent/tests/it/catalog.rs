@@ -271,21 +271,7 @@ async fn unreadable_entries_are_skipped_and_counted() {
 
 #[tokio::test]
 async fn a_running_agent_probes_what_redis_publishes_and_refuses_private_targets_by_default() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A tiny HTTP target on loopback.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = tcp.read(&mut buf).await;
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                    .await;
-            });
-        }
-    });
+    let port = crate::local_target().await;
 
     let fx = Fixture::new("probing").await;
     let mut target = fx.config(&[], 1);

@@ -11,33 +11,12 @@ use probe_agent::metrics::{requests as outcome, Metrics};
 use serde_json::Value;
 use shared::testing::{delete_prefix, eventually, random_prefix};
 use shared::{DomainConfig, DomainId, ProbeRequest, RedisKeys};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::{local_target, serve};
+
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Serves `200 ok` on `listener` until the test ends.
-fn serve(listener: TcpListener) {
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = tcp.read(&mut buf).await;
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                    .await;
-            });
-        }
-    });
-}
-
-async fn local_target() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    serve(listener);
-    port
-}
 
 async fn redis() -> Client {
     let redis =

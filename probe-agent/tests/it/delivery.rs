@@ -543,21 +543,7 @@ async fn a_certificate_for_another_region_stops_the_agent_from_starting() {
 #[tokio::test]
 async fn a_running_agent_delivers_its_probe_results_and_flushes_at_shutdown() {
     use fred::prelude::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A local HTTP target.
-    let target_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = target_listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = target_listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = tcp.read(&mut buf).await;
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                    .await;
-            });
-        }
-    });
+    let port = crate::local_target().await;
     // The domain, published the way the control plane's publisher writes it.
     let prefix = shared::testing::random_prefix("delivery");
     let redis =

@@ -8,3 +8,29 @@ mod catalog;
 mod confirmation;
 mod delivery;
 mod probe;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Serves `200 ok` on `listener` until the test ends.
+pub(crate) fn serve(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+}
+
+/// A local target answering `200 ok`; returns its port.
+pub(crate) async fn local_target() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    serve(listener);
+    port
+}
