@@ -45,8 +45,8 @@ pub async fn seed(pool: &PgPool, regions: &[String]) -> Result<(), sqlx::Error> 
 }
 
 /// Every known region, sorted by name.
-pub async fn list(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT name FROM regions ORDER BY name").fetch_all(pool).await
+pub async fn list<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM regions ORDER BY name").fetch_all(executor).await
 }
 
 #[cfg(test)]

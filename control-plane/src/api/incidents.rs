@@ -127,11 +127,7 @@ pub async fn status(
             .bind(id.0)
             .fetch_optional(&mut *conn)
             .await?;
-    let regions: Vec<String> = if own.is_empty() {
-        sqlx::query_scalar("SELECT name FROM regions ORDER BY name").fetch_all(&mut *conn).await?
-    } else {
-        own
-    };
+    let regions: Vec<String> = if own.is_empty() { crate::regions::list(&mut *conn).await? } else { own };
     let observations = consensus::observations(&mut conn, id.0).await?;
     let health = consensus::health(&mut conn).await?;
     let freshness = decide::freshness(interval_s.max(1) as u32, state.config.consensus_freshness_factor);

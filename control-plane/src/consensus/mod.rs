@@ -92,23 +92,30 @@ impl ObservedBatch {
     /// Merges batches of the same agent: the newest observation per domain, the newest health,
     /// every certificate. Order of agents is kept.
     pub fn merge(batches: Vec<ObservedBatch>) -> Vec<ObservedBatch> {
-        let mut merged: Vec<ObservedBatch> = Vec::new();
-        for batch in batches {
-            let Some(into) =
-                merged.iter_mut().find(|m| m.region == batch.region && m.agent_id == batch.agent_id)
-            else {
-                merged.push(batch);
-                continue;
+        // Per agent: the merged batch and its newest observation per domain, collected once.
+        let mut merged: Vec<(ObservedBatch, HashMap<Uuid, DomainObservation>)> = Vec::new();
+        for mut batch in batches {
+            let observations = std::mem::take(&mut batch.observations);
+            let found =
+                merged.iter().position(|(m, _)| m.region == batch.region && m.agent_id == batch.agent_id);
+            let at = match found {
+                Some(at) => {
+                    let into = &mut merged[at].0;
+                    into.received_at = into.received_at.max(batch.received_at);
+                    into.health = match (into.health, batch.health) {
+                        (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+                        (a, b) => a.or(b),
+                    };
+                    into.certificates.extend(batch.certificates);
+                    at
+                }
+                None => {
+                    merged.push((batch, HashMap::new()));
+                    merged.len() - 1
+                }
             };
-            into.received_at = into.received_at.max(batch.received_at);
-            into.health = match (into.health, batch.health) {
-                (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
-                (a, b) => a.or(b),
-            };
-            into.certificates.extend(batch.certificates);
-            let mut newest: HashMap<Uuid, DomainObservation> =
-                into.observations.drain(..).map(|o| (o.domain_id, o)).collect();
-            for o in batch.observations {
+            let newest = &mut merged[at].1;
+            for o in observations {
                 match newest.get(&o.domain_id) {
                     Some(existing) if existing.observed_at >= o.observed_at => {}
                     _ => {
@@ -116,9 +123,14 @@ impl ObservedBatch {
                     }
                 }
             }
-            into.observations = newest.into_values().collect();
         }
         merged
+            .into_iter()
+            .map(|(mut batch, newest)| {
+                batch.observations = newest.into_values().collect();
+                batch
+            })
+            .collect()
     }
 
     /// The newest observation (and certificate) per domain of `batch`.
@@ -525,7 +537,7 @@ impl Consensus {
         if !own.is_empty() {
             return Ok(own.to_vec());
         }
-        sqlx::query_scalar("SELECT name FROM regions ORDER BY name").fetch_all(&mut *tx).await
+        crate::regions::list(&mut *tx).await
     }
 
     /// Evaluates one domain in one transaction (see the module documentation). `None` when the

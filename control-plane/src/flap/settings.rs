@@ -92,8 +92,7 @@ impl Settings {
     /// do not parse are ignored in favour of the global settings; the error says why.
     pub fn for_domain(&self, stored: Option<&Value>) -> Result<Settings, (Settings, String)> {
         let Some(value) = stored.filter(|v| !v.is_null()) else { return Ok(*self) };
-        let overrides: Overrides =
-            serde_json::from_value(value.clone()).map_err(|e| (*self, format!("unreadable: {e}")))?;
+        let overrides = Overrides::deserialize(value).map_err(|e| (*self, format!("unreadable: {e}")))?;
         self.merge(&overrides).map_err(|errors| {
             let described: Vec<String> = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect();
             (*self, described.join("; "))

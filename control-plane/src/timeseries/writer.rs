@@ -599,7 +599,6 @@ impl Conn {
     }
 }
 
-/// The start of the UTC hour holding `time`.
 /// Writes a batch's rows into an open binary COPY of `probe_results`.
 async fn copy_rows(
     mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
@@ -648,6 +647,7 @@ pub async fn copy_batch(tx: &tokio_postgres::Transaction<'_>, batch: IngestBatch
     Ok(writer.finish().await?)
 }
 
+/// The start of the UTC hour holding `time`.
 pub(crate) fn hour_of(time: DateTime<Utc>) -> DateTime<Utc> {
     let secs = time.timestamp();
     DateTime::from_timestamp(secs - secs.rem_euclid(3_600), 0).unwrap_or(time)
