@@ -352,7 +352,7 @@ impl Config {
         for (key, url) in [("database_url", &self.database_url), ("timeseries_url", &self.timeseries_url)] {
             url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| format!("{key}: {e}"))?;
         }
-        shared::redis::builder(&self.redis_url, Default::default()).map_err(|e| format!("redis_url: {e}"))?;
+        shared::redis::check_url(&self.redis_url).map_err(|e| format!("redis_url: {e}"))?;
         if self.ingest_enabled() {
             crate::ingest::tls_config(self).map_err(|e| format!("{e:#}"))?;
         }

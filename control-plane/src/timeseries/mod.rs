@@ -263,12 +263,12 @@ impl Timeseries {
 
     /// Uptime over `window`, overall and per region.
     pub async fn uptime(&self, domain: Uuid, window: Window) -> Result<Uptime, sqlx::Error> {
-        read::uptime(&self.inner.pool, domain, window).await
+        read::uptime(&self.inner.pool, self.inner.mode, domain, window).await
     }
 
     /// Latency percentiles over `window`, overall and per region, per phase.
     pub async fn latency(&self, domain: Uuid, window: Window) -> Result<Latency, sqlx::Error> {
-        read::latency(&self.inner.pool, domain, window).await
+        read::latency(&self.inner.pool, self.inner.mode, domain, window).await
     }
 
     /// The newest raw results, newest first.
