@@ -55,7 +55,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return shared::config::exit_for_usage(error),
+    };
     let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::preflight) {
         Ok(config) => config,
         Err(message) => {

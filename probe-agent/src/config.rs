@@ -335,6 +335,13 @@ impl Config {
     }
 
     /// The probe settings this configuration describes; reads `extra_roots_pem`.
+    /// [`Config::validate`], then what the configuration names outside itself: the extra trusted
+    /// roots load. Run before anything connects; the error starts with the key at fault.
+    pub fn preflight(&self) -> Result<(), String> {
+        self.validate()?;
+        self.probe_settings().map(|_| ())
+    }
+
     pub fn probe_settings(&self) -> Result<crate::probe::ProbeSettings, String> {
         let extra_roots = match &self.extra_roots_pem {
             None => Vec::new(),
@@ -342,9 +349,9 @@ impl Config {
                 use rustls_pki_types::pem::PemObject;
                 let roots = rustls_pki_types::CertificateDer::pem_file_iter(path)
                     .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("extra_roots_pem {}: {e}", path.display()))?;
+                    .map_err(|e| format!("extra_roots_pem: cannot read {}: {e}", path.display()))?;
                 if roots.is_empty() {
-                    return Err(format!("extra_roots_pem {}: no certificate found", path.display()));
+                    return Err(format!("extra_roots_pem: no certificate found in {}", path.display()));
                 }
                 roots
             }

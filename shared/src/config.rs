@@ -15,6 +15,17 @@ use serde::Serialize;
 /// Exit code for an invalid configuration or command line (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// Prints a command-line parse result (clap's) and returns the exit status: 0 for `--help` and
+/// `--version`, [`EXIT_CONFIG`] for a usage error (clap's own default would be 2).
+pub fn exit_for_usage(error: clap::Error) -> std::process::ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        std::process::ExitCode::from(EXIT_CONFIG as u8)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
 /// Where a binary's environment variables come from: a prefix, minus keys that belong to
 /// someone else (the control plane's `CROSSCHECK_` must not swallow `CROSSCHECK_AGENT_…`).
 /// The `…CONFIG` variable naming the file is never a key.

@@ -136,9 +136,15 @@ async fn configuration_errors_exit_64_before_anything_is_touched() {
     let output = run(&["--config", &dir.join("nope.toml").display().to_string(), "migrate"], &[]).await;
     assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
     assert!(text(&output.stderr).contains("nope.toml"), "{}", text(&output.stderr));
-    let output =
-        run(&["migrate"], &[("CROSSCHECK_DATABASE_URL", &db), ("CROSSCHECK_TIMESERIES_URL", &ts), ("CROSSCHECK_REDIS_URL", "http://nowhere")])
-            .await;
+    let output = run(
+        &["migrate"],
+        &[
+            ("CROSSCHECK_DATABASE_URL", &db),
+            ("CROSSCHECK_TIMESERIES_URL", &ts),
+            ("CROSSCHECK_REDIS_URL", "http://nowhere"),
+        ],
+    )
+    .await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("redis_url") && stderr.contains("CROSSCHECK_REDIS_URL"), "{stderr}");

@@ -5,6 +5,7 @@
 //! probes and canaries against a running agent and local targets.
 
 mod catalog;
+mod check;
 mod confirmation;
 mod delivery;
 mod probe;
