@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::catalog::sync::CatalogHandle;
 use crate::delivery::Batching;
 use crate::metrics::{dropped, Metrics};
-use crate::probe::{ErrorKind, ProbeReport};
+use crate::probe::{AttemptOutcome, ErrorKind, ProbeReport};
 
 /// Why a probe ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,6 +180,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 fn record(metrics: &Metrics, result: &ProbeResult) {
     metrics.probe(result.outcome());
+    if let Some(reason) = result.report.dns_error {
+        metrics.dns_failure(reason.as_str());
+    }
+    let attempted = result.report.connect_attempts.iter().filter(|a| a.started_ms.is_some());
+    if attempted.clone().any(|a| a.outcome == AttemptOutcome::Connected)
+        && attempted.clone().next().is_some_and(|first| first.outcome != AttemptOutcome::Connected)
+    {
+        metrics.connect_fallbacks.inc();
+    }
     if result.report.error == Some(ErrorKind::BlockedTarget) {
         tracing::warn!(
             domain_id = %result.domain_id,

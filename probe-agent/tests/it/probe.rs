@@ -18,7 +18,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use probe_agent::probe::{ErrorKind, ProbeReport, ProbeSettings, Prober, Resolve, StaticResolver};
+use probe_agent::probe::{
+    Answer, DnsErrorReason, DnsFailure, ErrorKind, ProbeReport, ProbeSettings, Prober, Resolve, StaticResolver,
+};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose,
@@ -562,19 +564,21 @@ async fn unusable_urls_are_invalid() {
 async fn unresolvable_names_are_dns_failures() {
     let prober = prober();
     let report = probe(&prober, &config("http://nowhere.test/")).await;
-    assert_failed(&report, ErrorKind::Dns, "nowhere.test");
+    assert_failed(&report, ErrorKind::Dns, "cannot resolve nowhere.test: nxdomain");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::Nxdomain));
     assert!(report.timings.dns_ms.is_some());
     assert_eq!(report.timings.connect_ms, None);
 
     let report = probe(&prober, &config("http://empty.test/")).await;
-    assert_failed(&report, ErrorKind::Dns, "no address");
+    assert_failed(&report, ErrorKind::Dns, "no_records");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::NoRecords));
 }
 
 /// A resolver that never answers.
 struct Stuck;
 
 impl Resolve for Stuck {
-    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, String>> {
+    fn lookup<'a>(&'a self, _host: &'a str, _budget: Duration) -> BoxFuture<'a, Result<Answer, DnsFailure>> {
         Box::pin(futures::future::pending())
     }
 }
@@ -585,12 +589,15 @@ async fn slow_dns_is_bounded_by_its_limit_and_the_total() {
         ProbeSettings { dns_timeout: Duration::from_millis(100), ..settings(loopback_allowed()) };
     let prober = Prober::with_resolver(dns_limited, Arc::new(Stuck)).unwrap();
     let report = probe(&prober, &config("http://app.test/")).await;
-    assert_failed(&report, ErrorKind::Timeout, "dns resolution timed out after 100 ms");
+    // The resolver failed, not the target: `dns` with reason `timeout`.
+    assert_failed(&report, ErrorKind::Dns, "dns resolution timed out after 100 ms");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::Timeout));
     assert!(report.timings.dns_ms.is_some_and(|ms| ms >= 100.0));
 
     let prober = Prober::with_resolver(settings(loopback_allowed()), Arc::new(Stuck)).unwrap();
     let report = probe(&prober, &DomainConfig { timeout_ms: 150, ..config("http://app.test/") }).await;
-    assert_failed(&report, ErrorKind::Timeout, "total timeout of 150 ms exceeded during dns resolution");
+    assert_failed(&report, ErrorKind::Dns, "total timeout of 150 ms exceeded during dns resolution");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::Timeout));
 }
 
 #[tokio::test]
