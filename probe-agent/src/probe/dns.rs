@@ -209,23 +209,32 @@ impl HickoryResolver {
     ///
     /// Errors: the system configuration cannot be read, or names no server.
     pub fn new(settings: ResolverSettings) -> Result<Self, String> {
-        let (servers, hosts) = if settings.servers.is_empty() {
+        if settings.servers.is_empty() {
             let (system, _) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?;
-            (system.name_servers().to_vec(), ResolveHosts::Always)
-        } else {
-            let servers = settings
-                .servers
-                .iter()
-                .flat_map(|&addr| {
-                    [NameServerConfig::new(addr, Protocol::Udp), NameServerConfig::new(addr, Protocol::Tcp)]
-                })
-                .collect();
-            (servers, ResolveHosts::Never)
-        };
-        if servers.is_empty() {
+            return Self::from_system(&system, settings);
+        }
+        let servers = settings
+            .servers
+            .iter()
+            .flat_map(|&addr| [NameServerConfig::new(addr, Protocol::Udp), NameServerConfig::new(addr, Protocol::Tcp)])
+            .collect();
+        Ok(Self::build(servers, ResolveHosts::Never, settings))
+    }
+
+    /// The resolver for a system configuration as `/etc/resolv.conf` gives it: its name servers
+    /// (and the hosts file, consulted first) are used; its domain, search list and options
+    /// (`ndots`, timeouts, attempts) are not — `settings` has the limits.
+    ///
+    /// Errors: `system` names no name server.
+    pub fn from_system(system: &ResolverConfig, settings: ResolverSettings) -> Result<Self, String> {
+        if system.name_servers().is_empty() {
             return Err("the system resolver configuration names no name server".to_owned());
         }
+        Ok(Self::build(system.name_servers().to_vec(), ResolveHosts::Always, settings))
+    }
+
+    fn build(servers: Vec<NameServerConfig>, hosts: ResolveHosts, settings: ResolverSettings) -> Self {
         // No domain and no search list: monitored names are absolute (and each lookup asks for
         // a fully qualified name, so even a search list would not be used).
         let config = ResolverConfig::from_parts(None, Vec::new(), servers);
@@ -238,7 +247,7 @@ impl HickoryResolver {
         options.attempts = 1;
         options.cache_size = CACHE_RECORDS;
         options.preserve_intermediates = true;
-        Ok(Self { inner: builder.build(), settings })
+        Self { inner: builder.build(), settings }
     }
 
     /// One lookup of both families, bounded by `limit`.

@@ -38,11 +38,11 @@ const HELLO: &str = "hello from the test server";
 // ---------------------------------------------------------------------------------------------
 // Probers and configurations
 
-fn loopback_allowed() -> TargetPolicy {
+pub(crate) fn loopback_allowed() -> TargetPolicy {
     TargetPolicy::allowing(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
 }
 
-fn settings(policy: TargetPolicy) -> ProbeSettings {
+pub(crate) fn settings(policy: TargetPolicy) -> ProbeSettings {
     ProbeSettings { policy, user_agent: USER_AGENT_TEXT.to_owned(), ..ProbeSettings::default() }
 }
 
@@ -74,7 +74,7 @@ fn prober() -> Prober {
     prober_with(settings(loopback_allowed()))
 }
 
-fn config(url: impl Into<String>) -> DomainConfig {
+pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
     DomainConfig {
         id: DomainId::new(),
         url: url.into(),
@@ -94,7 +94,7 @@ fn with_keyword(url: impl Into<String>, keyword: &str) -> DomainConfig {
 }
 
 /// Probes and checks what must hold for every report.
-async fn probe(prober: &Prober, config: &DomainConfig) -> ProbeReport {
+pub(crate) async fn probe(prober: &Prober, config: &DomainConfig) -> ProbeReport {
     let report = prober.probe(config).await;
     check_invariants(&report);
     report
@@ -122,7 +122,7 @@ fn check_invariants(report: &ProbeReport) {
     }
 }
 
-fn assert_failed(report: &ProbeReport, kind: ErrorKind, detail_contains: &str) {
+pub(crate) fn assert_failed(report: &ProbeReport, kind: ErrorKind, detail_contains: &str) {
     assert_eq!(report.error, Some(kind), "{report:#?}");
     assert!(!report.ok);
     let detail = report.error_detail.as_deref().unwrap_or_default();
@@ -194,7 +194,7 @@ where
 }
 
 /// An HTTP server running [`app`] on 127.0.0.1; with `tls`, HTTPS.
-async fn app_server(tls: Option<TlsAcceptor>) -> SocketAddr {
+pub(crate) async fn app_server(tls: Option<TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -284,22 +284,22 @@ async fn silent_server() -> SocketAddr {
 }
 
 /// A listener that is never served: used to prove nothing connected to it.
-struct Tripwire {
+pub(crate) struct Tripwire {
     listener: std::net::TcpListener,
 }
 
 impl Tripwire {
-    fn bind(addr: &str) -> Option<Tripwire> {
+    pub(crate) fn bind(addr: &str) -> Option<Tripwire> {
         let listener = std::net::TcpListener::bind(addr).ok()?;
         listener.set_nonblocking(true).unwrap();
         Some(Tripwire { listener })
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.listener.local_addr().unwrap().port()
     }
 
-    fn assert_untouched(&self) {
+    pub(crate) fn assert_untouched(&self) {
         match self.listener.accept() {
             Err(e) if e.kind() == IoErrorKind::WouldBlock => {}
             Ok((_, peer)) => panic!("{} was connected to from {peer}", self.listener.local_addr().unwrap()),
@@ -312,13 +312,13 @@ impl Tripwire {
 // Certificates
 
 /// A private CA for the tests, trusted through `extra_roots` where a test says so.
-struct TestCa {
-    cert: CertificateDer<'static>,
+pub(crate) struct TestCa {
+    pub(crate) cert: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -329,7 +329,7 @@ impl TestCa {
     }
 
     /// A server for `names` signed by this CA, valid until `not_after`.
-    fn server(&self, names: &[&str], not_after: (i32, u8, u8)) -> TlsAcceptor {
+    pub(crate) fn server(&self, names: &[&str], not_after: (i32, u8, u8)) -> TlsAcceptor {
         let (params, key) = leaf_params(names, not_after);
         let cert = params.signed_by(&key, &self.issuer).unwrap().der().clone();
         acceptor(vec![cert, self.cert.clone()], key)
