@@ -468,14 +468,20 @@ mod tests {
         );
         cfg.validate().unwrap();
         let settings = cfg.probe_settings().unwrap();
-        assert_eq!(settings.resolver.servers, vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(
+            settings.resolver.servers,
+            vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
         assert_eq!(settings.resolver.query_timeout, Duration::from_millis(700));
         assert_eq!(settings.resolver.attempts, 3);
         assert_eq!(settings.connect_attempt_delay, Duration::from_millis(100));
 
         let defaults = Config::default().probe_settings().unwrap();
         assert!(defaults.resolver.servers.is_empty());
-        assert_eq!((defaults.resolver.attempts, defaults.connect_attempt_delay), (2, Duration::from_millis(250)));
+        assert_eq!(
+            (defaults.resolver.attempts, defaults.connect_attempt_delay),
+            (2, Duration::from_millis(250))
+        );
 
         for (bad, key) in [
             ("dns_attempts = 0", "dns_attempts"),

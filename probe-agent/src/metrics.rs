@@ -169,7 +169,11 @@ impl Metrics {
         for reason in crate::probe::DnsErrorReason::ALL {
             let _ = self.dns_failures.get_or_create(&ReasonLabels { reason: reason.as_str().into() });
         }
-        r.register("dns_failures", "Probes whose name resolution failed, by reason", self.dns_failures.clone());
+        r.register(
+            "dns_failures",
+            "Probes whose name resolution failed, by reason",
+            self.dns_failures.clone(),
+        );
         r.register(
             "connect_fallbacks",
             "Probes connected through another address than the first one tried",

@@ -12,7 +12,8 @@ pub mod v1 {
 }
 
 pub use v1::{
-    Ack, AgentHealth, Batch, Certificate, ConnectAttempt, ConnectOutcome, DnsError, ErrorKind, ProbeResult, Trigger,
+    Ack, AgentHealth, Batch, Certificate, ConnectAttempt, ConnectOutcome, DnsError, ErrorKind, ProbeResult,
+    Trigger,
 };
 
 /// Largest encoded batch the control plane accepts, in bytes.

@@ -26,7 +26,7 @@
 mod backoff;
 mod batcher;
 mod buffer;
-mod convert;
+pub(crate) mod convert;
 mod sender;
 
 use std::sync::{Arc, Mutex};

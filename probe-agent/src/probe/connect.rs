@@ -202,7 +202,10 @@ mod tests {
         );
         assert_eq!(order(&ips(&["127.0.0.1", "::1"])), ips(&["::1", "127.0.0.1"]));
         assert_eq!(order(&ips(&["127.0.0.2", "127.0.0.1"])), ips(&["127.0.0.2", "127.0.0.1"]));
-        assert_eq!(order(&ips(&["::1", "::2", "::3", "127.0.0.1"])), ips(&["::1", "127.0.0.1", "::2", "::3"]));
+        assert_eq!(
+            order(&ips(&["::1", "::2", "::3", "127.0.0.1"])),
+            ips(&["::1", "127.0.0.1", "::2", "::3"])
+        );
         assert_eq!(order(&ips(&["::1", "::1", "127.0.0.1", "127.0.0.1"])), ips(&["::1", "127.0.0.1"]));
         assert!(order(&[]).is_empty());
     }
@@ -228,11 +231,8 @@ mod tests {
         let opened = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let log = opened.clone();
-        let (end, attempts) = race(
-            &addrs,
-            Duration::from_millis(delay_ms),
-            Duration::from_millis(limit_ms),
-            move |addr| {
+        let (end, attempts) =
+            race(&addrs, Duration::from_millis(delay_ms), Duration::from_millis(limit_ms), move |addr| {
                 log.lock().unwrap().push(addr);
                 let fake = table[&addr];
                 async move {
@@ -248,9 +248,8 @@ mod tests {
                         Fake::Silent => futures::future::pending().await,
                     }
                 }
-            },
-        )
-        .await;
+            })
+            .await;
         let opened = opened.lock().unwrap().clone();
         assert_eq!(opened, addrs[..attempts.len()], "each attempt opened once, in order");
         (end, attempts, start.elapsed())
@@ -279,8 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_address_is_overtaken_after_the_attempt_delay() {
-        let (end, attempts, took) =
-            run(&[Fake::Silent, Fake::Silent, Fake::Connects(20)], 250, 10_000).await;
+        let (end, attempts, took) = run(&[Fake::Silent, Fake::Silent, Fake::Connects(20)], 250, 10_000).await;
         assert!(matches!(end, RaceEnd::Connected(2, _)));
         assert_eq!(
             outcomes(&attempts),
@@ -301,7 +299,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_address_failing_is_a_failure_with_every_attempt() {
-        let (end, attempts, took) = run(&[Fake::Refuses(1), Fake::Refuses(1), Fake::Refuses(1)], 250, 10_000).await;
+        let (end, attempts, took) =
+            run(&[Fake::Refuses(1), Fake::Refuses(1), Fake::Refuses(1)], 250, 10_000).await;
         assert!(matches!(end, RaceEnd::Failed));
         assert_eq!(outcomes(&attempts), [AttemptOutcome::Refused; 3]);
         assert!(attempts.iter().all(|a| a.detail.as_deref().is_some_and(|d| d.contains("refused"))));

@@ -217,7 +217,9 @@ impl HickoryResolver {
         let servers = settings
             .servers
             .iter()
-            .flat_map(|&addr| [NameServerConfig::new(addr, Protocol::Udp), NameServerConfig::new(addr, Protocol::Tcp)])
+            .flat_map(|&addr| {
+                [NameServerConfig::new(addr, Protocol::Udp), NameServerConfig::new(addr, Protocol::Tcp)]
+            })
             .collect();
         Ok(Self::build(servers, ResolveHosts::Never, settings))
     }
@@ -305,8 +307,7 @@ impl Resolve for HickoryResolver {
 /// `host` as an absolute DNS name.
 fn absolute_name(host: &str) -> Result<Name, DnsFailure> {
     let mut name = Name::from_ascii(host).map_err(|e| {
-        DnsFailure::new(DnsErrorReason::Other, 1)
-            .with_note(&format!("not a valid dns name: {e}"))
+        DnsFailure::new(DnsErrorReason::Other, 1).with_note(&format!("not a valid dns name: {e}"))
     })?;
     name.set_fqdn(true);
     Ok(name)
@@ -352,8 +353,7 @@ fn classify(error: &ResolveError) -> DnsFailure {
             ResponseCode::ServFail => DnsErrorReason::Servfail,
             ResponseCode::Refused => DnsErrorReason::Refused,
             other => {
-                return DnsFailure::new(DnsErrorReason::Other, 1)
-                    .with_note(&format!("response code {other}"))
+                return DnsFailure::new(DnsErrorReason::Other, 1).with_note(&format!("response code {other}"))
             }
         },
         Some(ProtoErrorKind::Timeout) => DnsErrorReason::Timeout,
@@ -476,7 +476,10 @@ mod tests {
     fn details_name_the_reason_first_and_the_attempts() {
         let failure = DnsFailure::new(DnsErrorReason::Servfail, 2);
         assert_eq!(failure.detail(), "servfail (the name server failed) after 2 attempts");
-        assert_eq!(DnsFailure::new(DnsErrorReason::Nxdomain, 1).detail(), "nxdomain (the name does not exist)");
+        assert_eq!(
+            DnsFailure::new(DnsErrorReason::Nxdomain, 1).detail(),
+            "nxdomain (the name does not exist)"
+        );
         let noted = DnsFailure::new(DnsErrorReason::Other, 1).with_note("Response code NotImp");
         assert_eq!(noted.detail(), "other: response code notimp");
         for reason in DnsErrorReason::ALL {

@@ -204,8 +204,12 @@ impl Engine {
                 Ok(answer.addrs)
             }
             Err(failure) => {
-                report.dns =
-                    Some(DnsInfo { name: absolute, attempts: failure.attempts, ttl_s: None, cnames: Vec::new() });
+                report.dns = Some(DnsInfo {
+                    name: absolute,
+                    attempts: failure.attempts,
+                    ttl_s: None,
+                    cnames: Vec::new(),
+                });
                 report.dns_error = Some(failure.reason);
                 let detail = if failure.reason == DnsErrorReason::Timeout {
                     let limit = clock.timeout_detail(Phase::Dns, cap, by_total);

@@ -55,9 +55,9 @@ pub fn screen(policy: &TargetPolicy, addrs: &[IpAddr]) -> Screened {
 /// The check made right before a socket to `ip` opens: a refused address is a
 /// `PermissionDenied` error naming its range (the connect phase records it as blocked).
 pub fn check(policy: &TargetPolicy, ip: IpAddr) -> io::Result<()> {
-    policy
-        .check(ip)
-        .map_err(|range| io::Error::new(io::ErrorKind::PermissionDenied, format!("{ip} is in a {range} range")))
+    policy.check(ip).map_err(|range| {
+        io::Error::new(io::ErrorKind::PermissionDenied, format!("{ip} is in a {range} range"))
+    })
 }
 
 #[cfg(test)]
@@ -80,7 +80,8 @@ mod tests {
     fn names_the_ranges_when_everything_is_refused() {
         let policy = TargetPolicy::default();
         assert_eq!(screen(&policy, &ips(&["127.0.0.1"])).refusal(), "127.0.0.1 is in a loopback range");
-        let screened = screen(&policy, &ips(&["10.0.0.1", "::1", "169.254.169.254", "192.168.0.1", "fc00::1"]));
+        let screened =
+            screen(&policy, &ips(&["10.0.0.1", "::1", "169.254.169.254", "192.168.0.1", "fc00::1"]));
         assert!(screened.allowed.is_empty());
         assert_eq!(
             screened.refusal(),

@@ -158,7 +158,11 @@ fn respond(state: &Mutex<State>, request: &Message) -> (Option<Duration>, Messag
         let addrs = match behaviour {
             Behaviour::Cname(target) => {
                 let target_name = Name::from_ascii(format!("{target}.")).unwrap();
-                response.add_answer(Record::from_rdata(owner.clone(), 60, RData::CNAME(CNAME(target_name.clone()))));
+                response.add_answer(Record::from_rdata(
+                    owner.clone(),
+                    60,
+                    RData::CNAME(CNAME(target_name.clone())),
+                ));
                 owner = target_name;
                 key = target.trim_end_matches('.').to_ascii_lowercase();
                 continue;

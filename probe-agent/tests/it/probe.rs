@@ -19,7 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use probe_agent::probe::{
-    Answer, DnsErrorReason, DnsFailure, ErrorKind, ProbeReport, ProbeSettings, Prober, Resolve, StaticResolver,
+    Answer, DnsErrorReason, DnsFailure, ErrorKind, ProbeReport, ProbeSettings, Prober, Resolve,
+    StaticResolver,
 };
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,

@@ -86,9 +86,10 @@ async fn search_domains_never_capture_a_monitored_name() {
         ("www.target.test", addrs(&["127.0.0.1"])),
     ])
     .await;
-    let (parsed, options) =
-        hickory_resolver::system_conf::parse_resolv_conf("nameserver 127.0.0.1\nsearch corp.test\noptions ndots:5\n")
-            .unwrap();
+    let (parsed, options) = hickory_resolver::system_conf::parse_resolv_conf(
+        "nameserver 127.0.0.1\nsearch corp.test\noptions ndots:5\n",
+    )
+    .unwrap();
     assert_eq!(options.ndots, 5);
     let system = ResolverConfig::from_parts(
         parsed.domain().cloned(),
@@ -97,8 +98,9 @@ async fn search_domains_never_capture_a_monitored_name() {
     );
 
     // The trap is real: a resolver following the search list lands in the wildcard.
-    let naive =
-        TokioResolver::builder_with_config(system.clone(), TokioConnectionProvider::default()).with_options(options).build();
+    let naive = TokioResolver::builder_with_config(system.clone(), TokioConnectionProvider::default())
+        .with_options(options)
+        .build();
     let captured: Vec<IpAddr> = naive.lookup_ip("www.target.test").await.unwrap().iter().collect();
     assert_eq!(captured, ips(&["127.0.0.3"]));
     assert!(dns.names_asked().contains(&"www.target.test.corp.test.".to_owned()), "{:?}", dns.asked());
@@ -126,7 +128,8 @@ async fn https_to_an_absolute_name_checks_the_certificate_without_the_dot() {
     let ca = TestCa::new("Crosscheck Test CA");
     let addr = app_server(Some(ca.server(&["www.target.test"], (2099, 1, 1)))).await;
     let dns = DnsServer::start(&[("www.target.test", addrs(&["127.0.0.1"]))]).await;
-    let prober = prober_with(&dns, ProbeSettings { extra_roots: vec![ca.cert.clone()], ..ProbeSettings::default() });
+    let prober =
+        prober_with(&dns, ProbeSettings { extra_roots: vec![ca.cert.clone()], ..ProbeSettings::default() });
     for host in ["www.target.test", "www.target.test.", "WWW.Target.TEST."] {
         let report = probe(&prober, &config(format!("https://{host}:{}/", addr.port()))).await;
         assert!(report.ok, "{host}: {report:#?}");
@@ -160,7 +163,11 @@ async fn dns_failures_are_named_by_reason() {
         assert_failed(&report, ErrorKind::Dns, &format!("cannot resolve {name}: {text}"));
         assert_eq!(report.dns_error, Some(reason), "{name}");
         let dns_info = report.dns.as_ref().expect("dns recorded");
-        assert_eq!((dns_info.name.as_str(), dns_info.attempts), (format!("{name}.").as_str(), lookups), "{name}");
+        assert_eq!(
+            (dns_info.name.as_str(), dns_info.attempts),
+            (format!("{name}.").as_str(), lookups),
+            "{name}"
+        );
         assert!(report.timings.dns_ms.is_some(), "{name}");
         assert_eq!(report.timings.connect_ms, None, "{name}");
         assert!(report.connect_attempts.is_empty() && report.resolved_ip.is_none(), "{name}");
@@ -186,11 +193,15 @@ async fn a_servfail_once_is_retried_and_the_probe_is_up() {
 /// (reason `timeout`) at the limit, without connecting; the probe is not a `timeout`.
 #[tokio::test]
 async fn a_slow_resolver_is_a_dns_timeout_at_the_dns_limit() {
-    let dns = DnsServer::start(&[("slow.test", Behaviour::Slow(Duration::from_secs(8), ips(&["127.0.0.1"])))]).await;
-    let limited = ProbeSettings { dns_timeout: Duration::from_millis(300), ..ProbeSettings::default() };
-    let report =
-        probe(&prober_with(&dns, limited), &DomainConfig { timeout_ms: 10_000, ..config("http://slow.test/") })
+    let dns =
+        DnsServer::start(&[("slow.test", Behaviour::Slow(Duration::from_secs(8), ips(&["127.0.0.1"])))])
             .await;
+    let limited = ProbeSettings { dns_timeout: Duration::from_millis(300), ..ProbeSettings::default() };
+    let report = probe(
+        &prober_with(&dns, limited),
+        &DomainConfig { timeout_ms: 10_000, ..config("http://slow.test/") },
+    )
+    .await;
     assert_failed(&report, ErrorKind::Dns, "cannot resolve slow.test: timeout");
     assert_failed(&report, ErrorKind::Dns, "dns resolution timed out after 300 ms");
     assert_eq!(report.dns_error, Some(DnsErrorReason::Timeout));
@@ -203,7 +214,11 @@ async fn a_slow_resolver_is_a_dns_timeout_at_the_dns_limit() {
     // With a shorter limit per lookup, the timeout is asked again within the DNS limit.
     let per_lookup = ProbeSettings {
         dns_timeout: Duration::from_secs(5),
-        resolver: ResolverSettings { query_timeout: Duration::from_millis(200), attempts: 2, servers: Vec::new() },
+        resolver: ResolverSettings {
+            query_timeout: Duration::from_millis(200),
+            attempts: 2,
+            servers: Vec::new(),
+        },
         ..ProbeSettings::default()
     };
     let report = probe(&prober_with(&dns, per_lookup), &config("http://slow.test/")).await;
@@ -256,7 +271,8 @@ async fn a_zero_ttl_answer_is_asked_again_by_the_next_probe() {
     let port = one.local_addr().unwrap().port();
     crate::serve(one);
     crate::serve(two);
-    let dns = DnsServer::start(&[("ttl0.test", Behaviour::Addrs { addrs: ips(&["127.0.0.1"]), ttl: 0 })]).await;
+    let dns =
+        DnsServer::start(&[("ttl0.test", Behaviour::Addrs { addrs: ips(&["127.0.0.1"]), ttl: 0 })]).await;
     let prober = prober(&dns);
     let url = format!("http://ttl0.test:{port}/");
     let report = probe(&prober, &config(url.as_str())).await;
@@ -370,9 +386,20 @@ async fn every_address_dead_is_a_connect_failure_naming_each() {
     drop((v4, v6));
     let dns = DnsServer::start(&[("dead.test", addrs(&["127.0.0.2", "::1"]))]).await;
     let report = probe(&prober(&dns), &config(format!("http://dead.test:{port}/"))).await;
-    assert_failed(&report, ErrorKind::Connect, &format!("connect to [::1]:{port} failed: connection refused"));
-    assert_failed(&report, ErrorKind::Connect, &format!("connect to 127.0.0.2:{port} failed: connection refused"));
-    assert_eq!(attempts(&report), [(ip("::1"), AttemptOutcome::Refused), (ip("127.0.0.2"), AttemptOutcome::Refused)]);
+    assert_failed(
+        &report,
+        ErrorKind::Connect,
+        &format!("connect to [::1]:{port} failed: connection refused"),
+    );
+    assert_failed(
+        &report,
+        ErrorKind::Connect,
+        &format!("connect to 127.0.0.2:{port} failed: connection refused"),
+    );
+    assert_eq!(
+        attempts(&report),
+        [(ip("::1"), AttemptOutcome::Refused), (ip("127.0.0.2"), AttemptOutcome::Refused)]
+    );
     // With no connection, the address reported is the first one tried.
     assert_eq!(report.resolved_ip, Some(ip("::1")));
 }
