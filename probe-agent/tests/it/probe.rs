@@ -331,9 +331,19 @@ impl TestCa {
 
     /// A server for `names` signed by this CA, valid until `not_after`.
     pub(crate) fn server(&self, names: &[&str], not_after: (i32, u8, u8)) -> TlsAcceptor {
+        let (chain, key) = self.chain(names, not_after);
+        acceptor(chain, key)
+    }
+
+    /// A certificate chain (leaf, this CA) for `names` and the leaf's key.
+    pub(crate) fn chain(
+        &self,
+        names: &[&str],
+        not_after: (i32, u8, u8),
+    ) -> (Vec<CertificateDer<'static>>, KeyPair) {
         let (params, key) = leaf_params(names, not_after);
         let cert = params.signed_by(&key, &self.issuer).unwrap().der().clone();
-        acceptor(vec![cert, self.cert.clone()], key)
+        (vec![cert, self.cert.clone()], key)
     }
 }
 

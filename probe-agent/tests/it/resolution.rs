@@ -6,7 +6,7 @@
 //! The dual-stack cases need IPv6 loopback; without it they fail saying so.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
@@ -18,9 +18,13 @@ use probe_agent::probe::{
     AttemptOutcome, DnsErrorReason, ErrorKind, HickoryResolver, ProbeReport, ProbeSettings, Prober,
     ResolverSettings,
 };
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::PrivateKeyDer;
 use shared::netguard::TargetPolicy;
 use shared::DomainConfig;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::dns_server::{addrs, ips, Behaviour, DnsServer};
 use crate::probe::{app_server, assert_failed, config, loopback_allowed, probe, settings, TestCa};
@@ -121,21 +125,48 @@ async fn search_domains_never_capture_a_monitored_name() {
     assert!(asked.iter().all(|name| name == "www.target.test."), "{asked:?}");
 }
 
-/// An absolute name's trailing dot is not part of the TLS server name (SNI and certificate
-/// check), and letter case does not matter.
+/// Serves one certificate and records the server name (SNI) of every handshake.
+#[derive(Debug)]
+struct SniLog {
+    key: Arc<CertifiedKey>,
+    seen: Mutex<Vec<Option<String>>>,
+}
+
+impl ResolvesServerCert for SniLog {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.seen.lock().unwrap().push(hello.server_name().map(str::to_owned));
+        Some(self.key.clone())
+    }
+}
+
+/// F20 (b): an absolute name's trailing dot is not part of the TLS server name: the SNI sent
+/// and the certificate check use `www.target.test` (RFC 6066 forbids the dot); letter case
+/// does not matter either.
 #[tokio::test]
-async fn https_to_an_absolute_name_checks_the_certificate_without_the_dot() {
+async fn https_to_an_absolute_name_sends_and_checks_the_name_without_the_dot() {
     let ca = TestCa::new("Crosscheck Test CA");
-    let addr = app_server(Some(ca.server(&["www.target.test"], (2099, 1, 1)))).await;
+    let (chain, key) = ca.chain(&["www.target.test"], (2099, 1, 1));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing = provider.key_provider.load_private_key(PrivateKeyDer::from(key)).unwrap();
+    let log = Arc::new(SniLog { key: Arc::new(CertifiedKey::new(chain, signing)), seen: Mutex::default() });
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(log.clone());
+    let addr = app_server(Some(TlsAcceptor::from(Arc::new(server)))).await;
     let dns = DnsServer::start(&[("www.target.test", addrs(&["127.0.0.1"]))]).await;
     let prober =
         prober_with(&dns, ProbeSettings { extra_roots: vec![ca.cert.clone()], ..ProbeSettings::default() });
-    for host in ["www.target.test", "www.target.test.", "WWW.Target.TEST."] {
+    let hosts = ["www.target.test", "www.target.test.", "WWW.Target.TEST."];
+    for host in hosts {
         let report = probe(&prober, &config(format!("https://{host}:{}/", addr.port()))).await;
         assert!(report.ok, "{host}: {report:#?}");
         let cert = report.certificate.as_ref().expect("certificate recorded");
         assert!(cert.valid, "{host}: {cert:?}");
     }
+    let seen = log.seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![Some("www.target.test".to_owned()); hosts.len()]);
 }
 
 // ---------------------------------------------------------------------------------------------
