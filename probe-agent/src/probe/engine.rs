@@ -189,6 +189,14 @@ impl Engine {
             .await
             .unwrap_or_else(|_| Err(DnsFailure::new(DnsErrorReason::Timeout, 1)));
         report.timings.dns_ms = Some(ms(started.elapsed()));
+        // A resolver answering with no address has found no record, whatever it says.
+        let outcome = outcome.and_then(|answer| {
+            if answer.addrs.is_empty() {
+                Err(DnsFailure::new(DnsErrorReason::NoRecords, answer.attempts))
+            } else {
+                Ok(answer)
+            }
+        });
         match outcome {
             Ok(answer) => {
                 let mut sorted = answer.addrs.clone();

@@ -49,8 +49,11 @@ async fn same_port(first: &str, second: &str) -> (TcpListener, TcpListener) {
     for _ in 0..50 {
         let a = bind(&format!("{first}:0")).await;
         let port = a.local_addr().unwrap().port();
-        if let Ok(b) = TcpListener::bind(format!("{second}:{port}")).await {
-            return (a, b);
+        match TcpListener::bind(format!("{second}:{port}")).await {
+            Ok(b) => return (a, b),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            // Not a busy port: the address itself is unusable (say so, loudly).
+            Err(_) => drop(bind(&format!("{second}:{port}")).await),
         }
     }
     panic!("no port free on both {first} and {second}");
