@@ -221,7 +221,7 @@ impl Engine {
                 report.dns_error = Some(failure.reason);
                 let detail = if failure.reason == DnsErrorReason::Timeout {
                     let limit = clock.timeout_detail(Phase::Dns, cap, by_total);
-                    format!("cannot resolve {name}: {} ({limit})", failure.detail())
+                    format!("cannot resolve {name}: {}; {limit}", failure.detail())
                 } else {
                     format!("cannot resolve {name}: {}", failure.detail())
                 };
