@@ -52,6 +52,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
             timeout_ms: 10_000,
             regions: Vec::new(),
             paused: false,
+            tls_verify: true,
             version: 1,
         };
         batch.push((config.id.to_string(), serde_json::to_string(&config)?));

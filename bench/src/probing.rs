@@ -81,6 +81,7 @@ fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> 
             timeout_ms: 5_000,
             regions: vec![],
             paused: false,
+            tls_verify: true,
             version: 1,
         })
         .collect()

@@ -155,6 +155,7 @@ impl Canaries {
                     timeout_ms,
                     regions: Vec::new(),
                     paused: false,
+                    tls_verify: true,
                     version: 0,
                 })
             })
@@ -263,6 +264,8 @@ mod tests {
             redirects: Vec::new(),
             body_bytes: 0,
             certificate: None,
+            redirect_certificates: Vec::new(),
+            earliest_expiry: None,
         }
     }
 

@@ -55,6 +55,7 @@ impl CheckArgs {
             timeout_ms: self.timeout_ms,
             regions: Vec::new(),
             paused: false,
+            tls_verify: true,
             version: 0,
         }
     }
@@ -172,9 +173,14 @@ mod tests {
             keyword_matched: None,
             resolved_ip: Some("127.0.0.1".parse().unwrap()),
             resolved_addrs: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            dns: None,
+            dns_error: None,
+            connect_attempts: Vec::new(),
             redirects: vec!["http://127.0.0.1/next".into()],
             body_bytes: 12,
             certificate: None,
+            redirect_certificates: Vec::new(),
+            earliest_expiry: None,
         }
     }
 

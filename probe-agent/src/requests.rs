@@ -385,6 +385,8 @@ mod tests {
                     redirects: Vec::new(),
                     body_bytes: 0,
                     certificate: None,
+                    redirect_certificates: Vec::new(),
+                    earliest_expiry: None,
                 }
             })
         }

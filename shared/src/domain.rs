@@ -127,8 +127,21 @@ pub struct DomainConfig {
     pub regions: Vec<String>,
     #[serde(default)]
     pub paused: bool,
+    /// Whether an invalid certificate fails the probe (`true`, the default). With `false`
+    /// (insecure mode) the probe goes on past an invalid certificate; every certificate fact
+    /// (validity, the named problem, days left, expiry alerts) is still recorded.
+    #[serde(default = "tls_verify_default", skip_serializing_if = "is_true")]
+    pub tls_verify: bool,
     /// The config version of the change that produced this configuration.
     pub version: u64,
+}
+
+fn tls_verify_default() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl DomainConfig {
@@ -201,6 +214,7 @@ mod tests {
             timeout_ms: 10_000,
             regions: vec!["ams".into()],
             paused: false,
+            tls_verify: true,
             version: 7,
         }
     }

@@ -12,8 +12,8 @@ pub mod v1 {
 }
 
 pub use v1::{
-    Ack, AgentHealth, Batch, Certificate, ConnectAttempt, ConnectOutcome, DnsError, ErrorKind, ProbeResult,
-    Trigger,
+    Ack, AgentHealth, Batch, CertProblem, Certificate, ChainCertificate, ConnectAttempt, ConnectOutcome,
+    DnsError, ErrorKind, ProbeResult, Trigger,
 };
 
 /// Largest encoded batch the control plane accepts, in bytes.
@@ -107,6 +107,22 @@ impl ErrorKind {
             ErrorKind::Status => "status",
             ErrorKind::Keyword => "keyword",
             ErrorKind::BodyTooLarge => "body_too_large",
+        })
+    }
+}
+
+impl CertProblem {
+    /// The problem's name as stored and shown (`expired`, `unknown_issuer`, …); `None` when
+    /// unspecified.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            CertProblem::Unspecified => return None,
+            CertProblem::Expired => "expired",
+            CertProblem::NotYetValid => "not_yet_valid",
+            CertProblem::UnknownIssuer => "unknown_issuer",
+            CertProblem::NameMismatch => "name_mismatch",
+            CertProblem::Revoked => "revoked",
+            CertProblem::Other => "other",
         })
     }
 }

@@ -142,6 +142,7 @@ pub fn sample_domain(interval_s: u32, version: u64) -> crate::DomainConfig {
         timeout_ms: 1000,
         regions: Vec::new(),
         paused: false,
+        tls_verify: true,
         version,
     }
 }

@@ -15,7 +15,9 @@ use super::connect::{self, AttemptOutcome, ConnectAttempt, RaceEnd};
 use super::dns::{DnsErrorReason, DnsFailure, Resolve};
 use super::target::{Target, TargetHost};
 use super::tls::{CertSlot, SeenCert, TlsClient};
-use super::{guard, http, tls, DnsInfo, ErrorKind, ProbeReport, ProbeSettings, Timings};
+use super::{
+    guard, http, tls, CertInfo, DnsInfo, EarliestExpiry, ErrorKind, ProbeReport, ProbeSettings, Timings,
+};
 
 /// The phases a timeout can interrupt.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +160,7 @@ impl Engine {
         let addrs = self.resolve(target, clock, report).await?;
         let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
-            let stream = self.tls_handshake(target, tcp, clock, report).await?;
+            let stream = self.tls_handshake(config, target, tcp, clock, report).await?;
             self.exchange(config, target, stream, clock, report).await
         } else {
             self.exchange(config, target, tcp, clock, report).await
@@ -304,9 +306,12 @@ impl Engine {
         Ok(tcp)
     }
 
-    /// The handshake, recording the certificate; an invalid certificate stops the hop.
+    /// The handshake, recording the certificate; an invalid certificate stops the hop, unless
+    /// the domain is in insecure mode (`tls_verify: false`), where the facts are recorded and
+    /// the hop goes on.
     async fn tls_handshake(
         &self,
+        config: &shared::DomainConfig,
         target: &Target,
         tcp: TcpStream,
         clock: &Clock,
@@ -318,7 +323,11 @@ impl Engine {
         let (outcome, took) = clock.phase(Phase::Tls, Some(self.settings.tls_timeout), handshake).await;
         report.timings.tls_ms = Some(ms(took));
         let seen = slot.take();
-        report.certificate = seen.as_ref().and_then(|seen| tls::cert_info(seen, chrono::Utc::now()));
+        let info = seen.as_ref().and_then(|seen| tls::cert_info(seen, chrono::Utc::now()));
+        let detail = info.as_ref().and_then(|cert| cert.validation_error.clone());
+        if let Some(info) = info {
+            record_certificate(report, info);
+        }
         let stream = outcome?
             .map_err(|e| Failure::new(ErrorKind::Tls, format!("tls handshake failed: {e}").to_lowercase()))?;
         match seen {
@@ -326,12 +335,13 @@ impl Engine {
             None => Err(Failure::new(ErrorKind::Tls, "the certificate was not verified")),
             Some(SeenCert { error: None, .. }) => Ok(stream),
             Some(SeenCert { error: Some(error), .. }) => {
-                let detail = report
-                    .certificate
-                    .as_ref()
-                    .and_then(|cert| cert.validation_error.clone())
-                    .unwrap_or_else(|| tls::reason(&error, false));
-                Err(Failure::new(ErrorKind::Tls, detail))
+                let detail = detail.unwrap_or_else(|| tls::reason(&error, false));
+                if config.tls_verify {
+                    Err(Failure::new(ErrorKind::Tls, detail))
+                } else {
+                    tracing::debug!(url = %target.url, %detail, "invalid certificate accepted (tls_verify off)");
+                    Ok(stream)
+                }
             }
         }
     }
@@ -443,10 +453,35 @@ fn empty_report() -> ProbeReport {
         redirects: Vec::new(),
         body_bytes: 0,
         certificate: None,
+        redirect_certificates: Vec::new(),
+        earliest_expiry: None,
     }
 }
 
-/// Forgets what the previous hop measured. The certificate stays: it is the last HTTPS hop's.
+/// Keeps a hop's certificate: the first HTTPS hop's is the domain's own, later hops' are
+/// redirect certificates (one per host and serial); the earliest expiry is updated over every
+/// chain.
+fn record_certificate(report: &mut ProbeReport, info: CertInfo) {
+    let earliest = info.chain_earliest();
+    if report.earliest_expiry.as_ref().is_none_or(|e| earliest.not_after < e.not_after) {
+        report.earliest_expiry = Some(EarliestExpiry {
+            host: info.host.clone(),
+            position: earliest.position,
+            subject: earliest.subject,
+            not_after: earliest.not_after,
+            days_remaining: earliest.days_remaining,
+        });
+    }
+    let seen_before = |c: &CertInfo| c.host == info.host && c.serial == info.serial;
+    match &report.certificate {
+        None => report.certificate = Some(info),
+        Some(first) if seen_before(first) => {}
+        Some(_) if report.redirect_certificates.iter().any(seen_before) => {}
+        Some(_) => report.redirect_certificates.push(info),
+    }
+}
+
+/// Forgets what the previous hop measured. The certificates stay: every HTTPS hop's is kept.
 fn start_hop(report: &mut ProbeReport) {
     report.timings = Timings::default();
     report.status = None;

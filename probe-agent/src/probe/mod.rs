@@ -35,6 +35,14 @@ pub use dns::{
 };
 pub use tls::TlsSetupError;
 
+/// How a certificate's position is named in texts: `the leaf` or `intermediate N`.
+pub fn position_name(position: u32) -> String {
+    match position {
+        0 => "the leaf".to_owned(),
+        n => format!("intermediate {n}"),
+    }
+}
+
 /// Why a probe failed. The set is closed so results aggregate cleanly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,10 +123,12 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
-/// What the TLS handshake showed about the server's certificate, recorded even when it is
-/// invalid.
+/// What the TLS handshake of one hop showed about the server's certificate, recorded even when
+/// it is invalid.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CertInfo {
+    /// The host the certificate was presented for (the hop's host, without a trailing dot).
+    pub host: String,
     pub subject: String,
     pub issuer: String,
     /// DNS names and IP addresses from the subject alternative names.
@@ -130,9 +140,107 @@ pub struct CertInfo {
     pub days_remaining: i64,
     /// The chain validates against the trusted roots and the name matches the host.
     pub valid: bool,
-    /// Why validation failed, when it did (e.g. "certificate expired", "unknown issuer",
-    /// "name mismatch").
+    /// Why validation failed, when it did: the kind of [`CertProblem`] first ("certificate
+    /// expired", "certificate not yet valid", "unknown issuer", "self-signed certificate",
+    /// "name mismatch", "certificate revoked", …), then which certificate and why, e.g.
+    /// "certificate expired: intermediate 1 (CN=R11) expired at 2026-01-01T00:00:00Z".
     pub validation_error: Option<String>,
+    /// The certificate at fault when validation failed.
+    pub problem: Option<CertProblem>,
+    /// The chain from the leaf (position 0) up to, not including, the trusted root: the path
+    /// the web PKI verification built when [`CertInfo::chain_verified`], otherwise the
+    /// presented certificates linked by issuer names from the leaf. Presented certificates that
+    /// are not on the path (an extra cross-certificate, a stray old intermediate) are not in it.
+    pub chain: Vec<ChainCert>,
+    /// `chain` is a path whose signatures verified up to a trusted root. A path that failed
+    /// only because a certificate was outside its validity period still counts (it was built
+    /// at that certificate's own limit), so an expired intermediate is named on its real path.
+    pub chain_verified: bool,
+}
+
+impl CertInfo {
+    /// The certificate of [`CertInfo::chain`] that expires first (the leaf when the chain is
+    /// unknown or the leaf expires first).
+    pub fn chain_earliest(&self) -> ChainCert {
+        self.chain.iter().min_by_key(|c| (c.not_after, c.position)).cloned().unwrap_or_else(|| ChainCert {
+            position: 0,
+            subject: self.subject.clone(),
+            issuer: self.issuer.clone(),
+            not_after: self.not_after,
+            days_remaining: self.days_remaining,
+        })
+    }
+}
+
+/// One certificate of a verified (or name-linked) chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainCert {
+    /// 0 for the leaf, N for the Nth intermediate above it.
+    pub position: u32,
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+    /// Whole days from the probe until `not_after` (negative once expired).
+    pub days_remaining: i64,
+}
+
+/// Why a certificate failed validation. The set is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertProblemKind {
+    /// A certificate of the chain is past its `not_after`.
+    Expired,
+    /// A certificate of the chain is before its `not_before`.
+    NotYetValid,
+    /// No path to a trusted root: the issuer is unknown, the chain is incomplete (the server
+    /// did not send an intermediate) or the leaf is self-signed.
+    UnknownIssuer,
+    /// The leaf does not name the host.
+    NameMismatch,
+    /// The certificate is revoked.
+    Revoked,
+    /// Anything else (bad signature, wrong purpose, malformed, unsupported algorithm, …).
+    Other,
+}
+
+impl CertProblemKind {
+    /// The wire (protobuf) kind.
+    pub fn to_proto(self) -> shared::proto::CertProblem {
+        use shared::proto::CertProblem as Wire;
+        match self {
+            CertProblemKind::Expired => Wire::Expired,
+            CertProblemKind::NotYetValid => Wire::NotYetValid,
+            CertProblemKind::UnknownIssuer => Wire::UnknownIssuer,
+            CertProblemKind::NameMismatch => Wire::NameMismatch,
+            CertProblemKind::Revoked => Wire::Revoked,
+            CertProblemKind::Other => Wire::Other,
+        }
+    }
+}
+
+/// The certificate at fault in a failed validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertProblem {
+    pub kind: CertProblemKind,
+    /// Where the certificate sits: 0 for the leaf, N for the Nth intermediate above it (for
+    /// `unknown_issuer`: the highest certificate reached, whose issuer is missing).
+    pub position: u32,
+    pub subject: String,
+    /// For `expired` the certificate's `not_after`, for `not_yet_valid` its `not_before`.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The certificate that expires first over every HTTPS hop of a probe and its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EarliestExpiry {
+    /// The hop's host.
+    pub host: String,
+    /// 0 for the leaf, N for the Nth intermediate above it.
+    pub position: u32,
+    pub subject: String,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+    /// Whole days from the probe until `not_after` (negative once expired).
+    pub days_remaining: i64,
 }
 
 /// What resolving one hop's name showed.
@@ -178,8 +286,15 @@ pub struct ProbeReport {
     /// URLs redirected to, in order.
     pub redirects: Vec<String>,
     pub body_bytes: u64,
-    /// The certificate of the last HTTPS hop.
+    /// The certificate of the first HTTPS hop: the monitored URL's own host when it is https.
+    /// Its days left and validity are the domain's certificate facts.
     pub certificate: Option<CertInfo>,
+    /// The certificates of the later HTTPS hops (redirect targets), in order; a hop that
+    /// presented a certificate already recorded for the same host is not repeated.
+    pub redirect_certificates: Vec<CertInfo>,
+    /// The certificate expiring first over every hop's chain (leaves and verified
+    /// intermediates); `None` when no HTTPS hop presented a certificate.
+    pub earliest_expiry: Option<EarliestExpiry>,
 }
 
 /// How probes behave, from the agent's configuration.

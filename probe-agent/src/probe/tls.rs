@@ -1,7 +1,15 @@
 //! The TLS side of a probe: one rustls client configuration per prober (web PKI roots plus
 //! extra roots, no session resumption so every probe measures a full handshake), a verifier
-//! that records the chain's verdict and the server's certificate instead of aborting, and the
-//! certificate facts reported in [`CertInfo`].
+//! that records the chain's verdict, the presented certificates and the verified path instead
+//! of aborting, and the certificate facts reported in [`CertInfo`] (the chain, and the
+//! certificate at fault in a [`CertProblem`]).
+//!
+//! The verdict is rustls' own web PKI verifier's. The path is learned by asking the same path
+//! builder (`rustls-webpki`, the version rustls uses) for it with the same roots, algorithms and
+//! time; when only a validity period fails, the builder is asked again at that certificate's own
+//! limit, so an expired intermediate is found on its real, signature-checked path. Without any
+//! path (unknown issuer, incomplete chain) the presented certificates are linked by issuer
+//! names from the leaf.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,17 +26,24 @@ use tokio_rustls::TlsConnector;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::CertInfo;
+use super::{position_name, CertInfo, CertProblem, CertProblemKind, ChainCert};
 
 tokio::task_local! {
     /// Where the verifier records what it saw during the handshake being polled.
     static SEEN: CertSlot;
 }
 
-/// The server certificate a handshake presented and the chain verification's verdict.
+/// The server certificate a handshake presented, the chain and the verification's verdict.
 #[derive(Debug, Clone)]
 pub struct SeenCert {
+    /// The name the certificate was checked against.
+    pub server_name: String,
     pub end_entity: CertificateDer<'static>,
+    /// The leaf first, then the certificates above it up to (not including) the trust anchor:
+    /// see [`CertInfo::chain`].
+    pub chain: Vec<CertificateDer<'static>>,
+    /// `chain` is a signature-verified path (see [`CertInfo::chain_verified`]).
+    pub chain_verified: bool,
     pub error: Option<rustls::Error>,
 }
 
@@ -53,6 +68,105 @@ impl CertSlot {
 #[derive(Debug)]
 struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    /// The same roots and algorithms the inner verifier uses, to learn the verified path.
+    roots: Arc<RootCertStore>,
+    algorithms: &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm],
+}
+
+/// How many times the path builder is asked again at a failing certificate's own limit.
+const TIME_RETRIES: usize = 4;
+
+impl RecordingVerifier {
+    /// The chain from `end_entity` up: the verified path if there is one (at `now`, or at the
+    /// validity limit of the certificate that failed only on time), else the presented
+    /// certificates linked by names. The flag says whether it is a verified path.
+    fn chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> (Vec<CertificateDer<'static>>, bool) {
+        if let Some(path) = self.verified_path(end_entity, intermediates, now) {
+            return (path, true);
+        }
+        (linked_by_names(end_entity, intermediates, &self.roots), false)
+    }
+
+    fn verified_path(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Option<Vec<CertificateDer<'static>>> {
+        let leaf = webpki::EndEntityCert::try_from(end_entity).ok()?;
+        let mut time = now;
+        for _ in 0..TIME_RETRIES {
+            let verified = leaf.verify_for_usage(
+                self.algorithms,
+                &self.roots.roots,
+                intermediates,
+                time,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            );
+            match verified {
+                Ok(path) => {
+                    let mut chain = vec![end_entity.clone().into_owned()];
+                    chain.extend(path.intermediate_certificates().map(|cert| cert.der().into_owned()));
+                    return Some(chain);
+                }
+                Err(webpki::Error::CertExpired { not_after, .. }) if not_after != time => time = not_after,
+                Err(webpki::Error::CertNotValidYet { not_before, .. }) if not_before != time => {
+                    time = not_before
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// The leaf, then each presented certificate whose subject is the previous one's issuer, until
+/// a trusted root's name, a self-issued certificate or a missing issuer.
+fn linked_by_names(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    roots: &RootCertStore,
+) -> Vec<CertificateDer<'static>> {
+    let mut chain = vec![end_entity.clone().into_owned()];
+    let mut used = vec![false; intermediates.len()];
+    let mut current = end_entity.as_ref().to_vec();
+    for _ in 0..intermediates.len() {
+        let Ok((_, cert)) = X509Certificate::from_der(&current) else { break };
+        let issuer = cert.issuer().as_raw();
+        if issuer == cert.subject().as_raw()
+            || roots.roots.iter().any(|anchor| anchor.subject.as_ref() == name_value(issuer))
+        {
+            break;
+        }
+        let next = intermediates.iter().enumerate().find(|(index, candidate)| {
+            !used[*index]
+                && X509Certificate::from_der(candidate.as_ref())
+                    .is_ok_and(|(_, c)| c.subject().as_raw() == issuer)
+        });
+        let Some((index, next)) = next else { break };
+        used[index] = true;
+        current = next.as_ref().to_vec();
+        chain.push(next.clone().into_owned());
+    }
+    chain
+}
+
+/// The contents of a DER-encoded name (what a trust anchor's `subject` holds): the bytes after
+/// the SEQUENCE's tag and length.
+fn name_value(der: &[u8]) -> &[u8] {
+    let header = match der.get(1) {
+        Some(len) if *len < 0x80 => 2,
+        Some(len) => 2 + usize::from(len & 0x7f),
+        None => return der,
+    };
+    der.get(header..).unwrap_or(der)
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -66,8 +180,14 @@ impl ServerCertVerifier for RecordingVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let verdict =
             self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
-        let seen =
-            SeenCert { end_entity: end_entity.clone().into_owned(), error: verdict.as_ref().err().cloned() };
+        let (chain, chain_verified) = self.chain(end_entity, intermediates, now);
+        let seen = SeenCert {
+            server_name: server_name.to_str().into_owned(),
+            end_entity: end_entity.clone().into_owned(),
+            chain,
+            chain_verified,
+            error: verdict.as_ref().err().cloned(),
+        };
         match SEEN.try_with(|slot| slot.put(seen)) {
             Ok(()) => Ok(ServerCertVerified::assertion()),
             // Outside a probe's handshake nobody would look at the record: be strict.
@@ -122,10 +242,12 @@ impl TlsClient {
         for root in extra_roots {
             roots.add(root.clone()).map_err(TlsSetupError::ExtraRoot)?;
         }
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+        let roots = Arc::new(roots);
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
+        let algorithms = provider.signature_verification_algorithms.all;
         let mut config = client_config(provider)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(RecordingVerifier { inner }))
+            .with_custom_certificate_verifier(Arc::new(RecordingVerifier { inner, roots, algorithms }))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
@@ -167,25 +289,131 @@ pub fn server_name(host: &super::target::TargetHost) -> Result<ServerName<'stati
     }
 }
 
-/// The certificate facts reported for `seen`, relative to `now`; `None` when the certificate
-/// cannot be parsed.
+/// The certificate facts reported for `seen`, relative to `now`; `None` when the leaf cannot
+/// be parsed. A chain certificate that cannot be parsed ends the reported chain.
 pub fn cert_info(seen: &SeenCert, now: DateTime<Utc>) -> Option<CertInfo> {
     let (_, cert) = X509Certificate::from_der(seen.end_entity.as_ref()).ok()?;
     let validity = cert.validity();
     let not_before = DateTime::from_timestamp(validity.not_before.timestamp(), 0)?;
     let not_after = DateTime::from_timestamp(validity.not_after.timestamp(), 0)?;
     let self_issued = cert.subject().as_raw() == cert.issuer().as_raw();
+    let chain: Vec<Facts> =
+        seen.chain.iter().enumerate().map_while(|(position, der)| facts(der, position, now)).collect();
+    let problem = seen.error.as_ref().map(|error| problem(error, &chain));
+    let validation_error = seen.error.as_ref().map(|error| {
+        let problem = problem.as_ref().expect("a problem for every error");
+        describe(error, problem, &chain, self_issued, &seen.server_name)
+    });
     Some(CertInfo {
+        host: seen.server_name.clone(),
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         sans: sans(&cert),
         serial: cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
         not_before,
         not_after,
-        days_remaining: (not_after - now).num_seconds().div_euclid(86_400),
+        days_remaining: days_until(not_after, now),
         valid: seen.error.is_none(),
-        validation_error: seen.error.as_ref().map(|e| reason(e, self_issued)),
+        validation_error,
+        problem,
+        chain: chain.into_iter().map(|facts| facts.cert).collect(),
+        chain_verified: seen.chain_verified,
     })
+}
+
+/// Whole days from `now` until `at` (negative once past).
+fn days_until(at: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (at - now).num_seconds().div_euclid(86_400)
+}
+
+/// One chain certificate's reported facts and its start of validity.
+struct Facts {
+    cert: ChainCert,
+    not_before: DateTime<Utc>,
+}
+
+fn facts(der: &CertificateDer<'_>, position: usize, now: DateTime<Utc>) -> Option<Facts> {
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+    let not_after = DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)?;
+    let not_before = DateTime::from_timestamp(cert.validity().not_before.timestamp(), 0)?;
+    Some(Facts {
+        cert: ChainCert {
+            position: u32::try_from(position).ok()?,
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_after,
+            days_remaining: days_until(not_after, now),
+        },
+        not_before,
+    })
+}
+
+/// The certificate at fault for `error`, on `chain` (leaf first; positions are indices).
+fn problem(error: &rustls::Error, chain: &[Facts]) -> CertProblem {
+    use CertificateError::*;
+    let at_position = |position: usize, kind: CertProblemKind, at: Option<DateTime<Utc>>| CertProblem {
+        kind,
+        position: position as u32,
+        subject: chain.get(position).map(|f| f.cert.subject.clone()).unwrap_or_default(),
+        at,
+    };
+    let leaf = |kind| at_position(0, kind, None);
+    let rustls::Error::InvalidCertificate(cert_error) = error else { return leaf(CertProblemKind::Other) };
+    match cert_error {
+        ExpiredContext { not_after, .. } => {
+            let limit = DateTime::from_timestamp(not_after.as_secs() as i64, 0);
+            let position = chain.iter().position(|f| Some(f.cert.not_after) == limit);
+            at_position(position.unwrap_or(0), CertProblemKind::Expired, limit)
+        }
+        Expired => {
+            let position = chain.iter().position(|f| f.cert.days_remaining < 0).unwrap_or(0);
+            let at = chain.get(position).map(|f| f.cert.not_after);
+            at_position(position, CertProblemKind::Expired, at)
+        }
+        NotValidYetContext { not_before, .. } => {
+            let limit = DateTime::from_timestamp(not_before.as_secs() as i64, 0);
+            let position = chain.iter().position(|f| Some(f.not_before) == limit);
+            at_position(position.unwrap_or(0), CertProblemKind::NotYetValid, limit)
+        }
+        NotValidYet => {
+            let now = Utc::now();
+            let position = chain.iter().position(|f| f.not_before > now).unwrap_or(0);
+            let at = chain.get(position).map(|f| f.not_before);
+            at_position(position, CertProblemKind::NotYetValid, at)
+        }
+        // The highest certificate reached is the one whose issuer is missing.
+        UnknownIssuer => at_position(chain.len().saturating_sub(1), CertProblemKind::UnknownIssuer, None),
+        NotValidForName | NotValidForNameContext { .. } => leaf(CertProblemKind::NameMismatch),
+        Revoked => leaf(CertProblemKind::Revoked),
+        _ => leaf(CertProblemKind::Other),
+    }
+}
+
+/// The validation error's text: [`reason`]'s short kind, then which certificate and why.
+fn describe(
+    error: &rustls::Error,
+    problem: &CertProblem,
+    chain: &[Facts],
+    self_issued: bool,
+    host: &str,
+) -> String {
+    let short = reason(error, self_issued);
+    let who = format!("{} ({})", position_name(problem.position), problem.subject);
+    let at = problem.at.map(|at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+    match problem.kind {
+        CertProblemKind::Expired => format!("{short}: {who} expired at {at}"),
+        CertProblemKind::NotYetValid => format!("{short}: {who} is valid from {at}"),
+        CertProblemKind::UnknownIssuer if self_issued => format!("{short}: {who} is not a trusted root"),
+        CertProblemKind::UnknownIssuer => {
+            let issuer = chain.get(problem.position as usize).map(|f| f.cert.issuer.as_str()).unwrap_or("");
+            format!(
+                "{short}: {issuer}, the issuer of {who}, is not a trusted root and was not sent \
+                 (incomplete chain or untrusted issuer)"
+            )
+        }
+        CertProblemKind::NameMismatch => format!("{short}: {who} is not valid for {host}"),
+        CertProblemKind::Revoked | CertProblemKind::Other => format!("{short}: {who}"),
+    }
 }
 
 fn sans(cert: &X509Certificate<'_>) -> Vec<String> {

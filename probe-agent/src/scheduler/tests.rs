@@ -46,6 +46,8 @@ impl Probe for FakeProber {
                 redirects: vec![],
                 body_bytes: 0,
                 certificate: None,
+                redirect_certificates: Vec::new(),
+                earliest_expiry: None,
             }
         })
     }

@@ -304,6 +304,8 @@ fn result(domain: DomainId, ok: bool, seq: u64) -> ProbeResult {
             redirects: Vec::new(),
             body_bytes: 2,
             certificate: None,
+            redirect_certificates: Vec::new(),
+            earliest_expiry: None,
         },
     }
 }

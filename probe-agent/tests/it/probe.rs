@@ -86,6 +86,7 @@ pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
         timeout_ms: 5000,
         regions: Vec::new(),
         paused: false,
+        tls_verify: true,
         version: 1,
     }
 }
