@@ -404,6 +404,11 @@ fn describe(
         CertProblemKind::Expired => format!("{short}: {who} expired at {at}"),
         CertProblemKind::NotYetValid => format!("{short}: {who} is valid from {at}"),
         CertProblemKind::UnknownIssuer if self_issued => format!("{short}: {who} is not a trusted root"),
+        CertProblemKind::UnknownIssuer
+            if chain.get(problem.position as usize).is_some_and(|f| f.cert.subject == f.cert.issuer) =>
+        {
+            format!("{short}: {who} is a self-signed root that is not trusted")
+        }
         CertProblemKind::UnknownIssuer => {
             let issuer = chain.get(problem.position as usize).map(|f| f.cert.issuer.as_str()).unwrap_or("");
             format!(

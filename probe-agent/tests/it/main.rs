@@ -6,6 +6,7 @@
 //! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1].
 
 mod catalog;
+mod chains;
 mod check;
 mod confirmation;
 mod delivery;
