@@ -28,6 +28,7 @@ fn view(domain: &Domain) -> Value {
         "regions": spec.regions,
         "quorum": spec.quorum,
         "paused": spec.paused,
+        "tls_verify": spec.tls_verify,
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,

@@ -90,9 +90,20 @@ pub async fn certificate(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let domain = owned(&state, p.tenant_id, &id).await?;
-    let regions = state.timeseries.certificate(domain).await?;
+    let url: String = sqlx::query_scalar("SELECT url FROM domains WHERE id = $1")
+        .bind(domain)
+        .fetch_one(&state.pool)
+        .await?;
+    let host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let regions = state.timeseries.certificate(domain, &host).await?;
     if regions.is_empty() {
         return Err(ApiError::NotRecorded("no certificate has been recorded for this domain yet".into()));
     }
-    Ok(Json(json!({ "regions": regions })))
+    // Over every region: the certificate that expires first, and which region saw it.
+    let earliest = regions
+        .iter()
+        .filter_map(|r| r.earliest_expiry.as_ref().map(|e| (e, &r.region)))
+        .min_by_key(|(e, _)| e.not_after)
+        .map(|(e, region)| json!({ "region": region, "certificate": e }));
+    Ok(Json(json!({ "regions": regions, "earliest_expiry": earliest })))
 }

@@ -27,6 +27,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use shared::proto::{Batch, ErrorKind};
 use shared::{DomainId, ProbeRequest, RedisKeys};
 use sqlx::PgPool;
@@ -67,13 +68,74 @@ pub struct DomainObservation {
     pub observed_at: DateTime<Utc>,
 }
 
-/// The certificate a domain served in a batch.
+/// The certificate that expires first of those a domain's probe saw in a batch: over the first
+/// hop's chain (the leaf and the earliest-expiring certificate above it) and every later hop's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertificateFact {
     pub domain_id: Uuid,
+    /// What notices about this certificate are deduplicated by: a leaf's serial, or for a
+    /// certificate above the leaf (which agents send without its serial) `i<position>-` and a
+    /// digest of its subject and expiry.
     pub serial: String,
     pub subject: String,
     pub not_after: DateTime<Utc>,
+    /// The hop's host; empty: the monitored URL's own host.
+    pub host: String,
+    /// 0 for the leaf, N for the Nth intermediate above it.
+    pub position: u32,
+}
+
+impl CertificateFact {
+    /// The earliest-expiring certificate of `result`'s hops and chains; `None` without a
+    /// certificate (or without a usable leaf serial and expiry).
+    pub fn earliest(domain_id: Uuid, result: &shared::proto::ProbeResult) -> Option<CertificateFact> {
+        let first = result.certificate.as_ref()?;
+        let mut facts = Vec::new();
+        for cert in std::iter::once(first).chain(&result.redirect_certificates) {
+            let Some(not_after) = Utc.timestamp_opt(cert.not_after_unix_s, 0).single() else { continue };
+            if cert.serial.is_empty() {
+                continue;
+            }
+            // The first certificate's host is empty when it is the monitored URL's.
+            let host = cert.host.clone();
+            facts.push(CertificateFact {
+                domain_id,
+                serial: cert.serial.clone(),
+                subject: cert.subject.clone(),
+                not_after,
+                host: host.clone(),
+                position: 0,
+            });
+            let Some(above) = &cert.chain_earliest else { continue };
+            let Some(not_after) = Utc.timestamp_opt(above.not_after_unix_s, 0).single() else { continue };
+            let subject =
+                if above.position == 1 && above.subject.is_empty() { &cert.issuer } else { &above.subject };
+            let digest = Sha256::digest(format!("{subject}\n{}", above.not_after_unix_s));
+            facts.push(CertificateFact {
+                domain_id,
+                serial: format!("i{}-{}", above.position, hex::encode(&digest[..8])),
+                subject: subject.clone(),
+                not_after,
+                host,
+                position: above.position,
+            });
+        }
+        facts.into_iter().min_by_key(|f| (f.not_after, f.position))
+    }
+
+    /// How a notice names the certificate: `the certificate of <url>`, `intermediate 1
+    /// (CN=R11) of the chain of <url>`, `the certificate of b.example (redirect target of
+    /// <url>)`.
+    fn describe(&self, url: &str) -> String {
+        let own =
+            self.host.is_empty() || url::Url::parse(url).is_ok_and(|u| u.host_str() == Some(&self.host));
+        let whose = if own { url.to_owned() } else { format!("{} (redirect target of {url})", self.host) };
+        match self.position {
+            0 if own => format!("the certificate of {whose}"),
+            0 => format!("the certificate of {whose}, {}", self.subject),
+            n => format!("intermediate {n} ({}) of the certificate chain of {whose}", self.subject),
+        }
+    }
 }
 
 /// What consensus takes from one stored batch. Region and agent come from the certificate.
@@ -158,18 +220,7 @@ impl ObservedBatch {
                 status_code: (result.status_code != 0).then_some(result.status_code as i32),
                 observed_at,
             });
-            if let Some(cert) = &result.certificate {
-                if let (false, Some(not_after)) =
-                    (cert.serial.is_empty(), Utc.timestamp_opt(cert.not_after_unix_s, 0).single())
-                {
-                    certificates.push(CertificateFact {
-                        domain_id,
-                        serial: cert.serial.clone(),
-                        subject: cert.subject.clone(),
-                        not_after,
-                    });
-                }
-            }
+            certificates.extend(CertificateFact::earliest(domain_id, result));
         }
         let health = batch.health.as_ref().map(|h| {
             let checked = Utc.timestamp_micros(h.checked_at_unix_us).single().unwrap_or(received_at);
@@ -753,12 +804,19 @@ impl Consensus {
             url: Some(url.clone()),
             incident_id: None,
             summary: format!(
-                "the certificate of {url} expires in {days_left} days ({})",
+                "{} expires in {days_left} days ({})",
+                cert.describe(&url),
                 cert.not_after.to_rfc3339()
             ),
             details: json!({
                 "serial": cert.serial, "subject": cert.subject, "not_after": cert.not_after,
                 "days_left": days_left, "threshold_days": days,
+                "host": if cert.host.is_empty() {
+                    url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned))
+                } else {
+                    Some(cert.host.clone())
+                },
+                "position": cert.position,
             }),
             occurred_at: now,
         };

@@ -18,7 +18,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 10] = [
+const KNOWN_FIELDS: [&str; 11] = [
     "url",
     "method",
     "expected_status",
@@ -29,6 +29,7 @@ const KNOWN_FIELDS: [&str; 10] = [
     "quorum",
     "paused",
     "flap",
+    "tls_verify",
 ];
 const MAX_URL_LEN: usize = 2048;
 const MAX_KEYWORD_LEN: usize = 256;
@@ -89,6 +90,10 @@ pub struct DomainSpec {
     pub regions: Vec<String>,
     pub quorum: Option<u32>,
     pub paused: bool,
+    /// Whether an invalid certificate fails the probe (default `true`); `false` is insecure
+    /// mode: the probe passes despite an invalid certificate, and every certificate fact and
+    /// expiry notice keeps working.
+    pub tls_verify: bool,
     /// Flap settings overriding the global ones (`None`: the global settings). Not part of
     /// what agents receive.
     pub flap: Option<flap::Overrides>,
@@ -209,6 +214,14 @@ impl DomainSpec {
                 None
             }
         };
+        let tls_verify = match field("tls_verify") {
+            None => Some(true),
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                errors.add("tls_verify", "must be true or false");
+                None
+            }
+        };
 
         let flap = match field("flap") {
             None => None,
@@ -223,7 +236,7 @@ impl DomainSpec {
             },
         };
 
-        match (url, method, expected_status, interval, timeout_ms, regions, paused) {
+        match (url, method, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
                 Some(url),
                 Some(method),
@@ -232,6 +245,7 @@ impl DomainSpec {
                 Some(timeout_ms),
                 Some(regions),
                 Some(paused),
+                Some(tls_verify),
             ) if errors.is_empty() => Ok(DomainSpec {
                 url,
                 method,
@@ -242,6 +256,7 @@ impl DomainSpec {
                 regions,
                 quorum,
                 paused,
+                tls_verify,
                 flap,
             }),
             _ => Err(errors),
@@ -261,6 +276,7 @@ impl DomainSpec {
         map.insert("regions".into(), Value::from(self.regions.clone()));
         map.insert("quorum".into(), self.quorum.map_or(Value::Null, Value::from));
         map.insert("paused".into(), Value::from(self.paused));
+        map.insert("tls_verify".into(), Value::from(self.tls_verify));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
         map
     }

@@ -46,6 +46,7 @@ impl Domain {
             timeout_ms: self.spec.timeout_ms,
             regions: self.spec.regions.clone(),
             paused: self.spec.paused,
+            tls_verify: self.spec.tls_verify,
             version: self.version,
         }
     }
@@ -76,6 +77,7 @@ struct Row {
     regions: Vec<String>,
     quorum: Option<i32>,
     paused: bool,
+    tls_verify: bool,
     flap: Option<Value>,
     version: i64,
     created_at: DateTime<Utc>,
@@ -83,7 +85,7 @@ struct Row {
 }
 
 const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
-     interval_s, timeout_ms, regions, quorum, paused, flap, version, created_at, updated_at";
+     interval_s, timeout_ms, regions, quorum, paused, tls_verify, flap, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -125,6 +127,7 @@ impl TryFrom<Row> for Domain {
                 regions: row.regions,
                 quorum: row.quorum.and_then(|q| u32::try_from(q).ok()),
                 paused: row.paused,
+                tls_verify: row.tls_verify,
                 flap,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
@@ -182,13 +185,14 @@ async fn write_row(
 ) -> Result<Domain, sqlx::Error> {
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
-             interval_s, timeout_ms, regions, quorum, paused, flap, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             interval_s, timeout_ms, regions, quorum, paused, flap, version, tls_verify) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
              timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
-             paused = excluded.paused, flap = excluded.flap, version = excluded.version, updated_at = now() \
+             paused = excluded.paused, flap = excluded.flap, version = excluded.version, \
+             tls_verify = excluded.tls_verify, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -207,6 +211,7 @@ async fn write_row(
     .bind(spec.paused)
     .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
     .bind(version)
+    .bind(spec.tls_verify)
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 pub use metrics::TimeseriesMetrics;
 pub use model::{IngestBatch, IngestError, IngestOutcome};
-pub use read::{CertificateFacts, Latency, PhaseLatency, StoredResult, Uptime, Window};
+pub use read::{CertificateFacts, ExpiringCertificate, Latency, PhaseLatency, StoredResult, Uptime, Window};
 pub use rollup::{MaintenanceReport, RefreshReport, Retention};
 pub use writer::{copy_batch, MAX_ROWS_PER_TX};
 
@@ -276,9 +276,15 @@ impl Timeseries {
         read::recent_results(&self.inner.pool, domain, limit).await
     }
 
-    /// The newest certificate per region, with days left from now.
-    pub async fn certificate(&self, domain: Uuid) -> Result<Vec<CertificateFacts>, sqlx::Error> {
-        read::certificates(&self.inner.pool, domain).await
+    /// The newest certificate per region, with days left from now, its chain and the later
+    /// hops' certificates; `url_host` (the monitored URL's host) names the first hop where the
+    /// agent did not.
+    pub async fn certificate(
+        &self,
+        domain: Uuid,
+        url_host: &str,
+    ) -> Result<Vec<CertificateFacts>, sqlx::Error> {
+        read::certificates(&self.inner.pool, domain, url_host).await
     }
 }
 

@@ -2,7 +2,8 @@
 //! [`IngestError`]) and the validation of protobuf results into rows ready for COPY.
 
 use chrono::{DateTime, TimeZone, Utc};
-use shared::proto::{ErrorKind, ProbeResult, Trigger};
+use serde_json::{json, Value};
+use shared::proto::{CertProblem, ErrorKind, ProbeResult, Trigger};
 use uuid::Uuid;
 
 use super::buckets::bucket_index;
@@ -17,6 +18,9 @@ pub const MAX_FUTURE_US: i64 = 24 * 3_600 * 1_000_000;
 pub const MAX_ERROR_DETAIL_BYTES: usize = 512;
 /// Longest accepted text field (resolved address, certificate names, serial).
 pub const MAX_TEXT_BYTES: usize = 4_096;
+/// Most certificates of later hops accepted with one result (agents follow at most a few
+/// redirects).
+pub const MAX_REDIRECT_CERTIFICATES: usize = 32;
 
 /// One batch of results from one agent, as the ingest server hands it over. The region and
 /// agent id come from the agent's certificate.
@@ -82,6 +86,18 @@ pub(crate) struct CertRow {
     pub valid: bool,
     pub validation_error: Option<String>,
     pub observed_at: DateTime<Utc>,
+    /// The host the certificate was presented for; empty: the monitored URL's host.
+    pub host: String,
+    /// `{"length", "verified", "earliest": {"position", "subject", "not_after"} | null}`: the
+    /// chain's length (0: unknown, an older agent) and its earliest-expiring certificate above
+    /// the leaf.
+    pub chain: Value,
+    /// `{"kind", "position", "subject", "at"}`: the certificate at fault; `None` when valid or
+    /// unknown.
+    pub problem: Option<Value>,
+    /// The later HTTPS hops' certificates, in order: `[{"host", "subject", "issuer", "serial",
+    /// "not_before", "not_after", "valid", "validation_error", "chain", "problem"}]`.
+    pub hops: Value,
 }
 
 /// A batch after validation.
@@ -140,20 +156,36 @@ fn certificate(
     domain_id: Uuid,
     observed_at: DateTime<Utc>,
     c: &shared::proto::Certificate,
+    later: &[shared::proto::Certificate],
 ) -> Result<CertRow, String> {
-    for (value, what) in [
-        (&c.subject, "certificate subject"),
-        (&c.issuer, "certificate issuer"),
-        (&c.serial, "certificate serial"),
-    ] {
-        text(value, what)?;
-    }
+    check_certificate(c)?;
     if c.sans.len() > 1_000 {
         return Err("certificate has more than 1000 names".into());
     }
     for san in &c.sans {
         text(san, "certificate name")?;
     }
+    if later.len() > MAX_REDIRECT_CERTIFICATES {
+        return Err(format!("more than {MAX_REDIRECT_CERTIFICATES} redirect certificates"));
+    }
+    let hops = later
+        .iter()
+        .map(|hop| {
+            check_certificate(hop)?;
+            Ok(json!({
+                "host": clean(&hop.host),
+                "subject": clean(&hop.subject),
+                "issuer": clean(&hop.issuer),
+                "serial": clean(&hop.serial),
+                "not_before": seconds(hop.not_before_unix_s, "certificate not_before")?,
+                "not_after": seconds(hop.not_after_unix_s, "certificate not_after")?,
+                "valid": hop.valid,
+                "validation_error": non_empty(&truncate(&hop.validation_error, MAX_ERROR_DETAIL_BYTES)),
+                "chain": chain(hop)?,
+                "problem": problem(hop)?,
+            }))
+        })
+        .collect::<Result<Vec<Value>, String>>()?;
     Ok(CertRow {
         domain_id,
         subject: clean(&c.subject),
@@ -165,7 +197,61 @@ fn certificate(
         valid: c.valid,
         validation_error: non_empty(&truncate(&c.validation_error, MAX_ERROR_DETAIL_BYTES)),
         observed_at,
+        host: clean(&c.host),
+        chain: chain(c)?,
+        problem: problem(c)?,
+        hops: Value::Array(hops),
     })
+}
+
+/// The text fields every certificate carries, checked for length.
+fn check_certificate(c: &shared::proto::Certificate) -> Result<(), String> {
+    let earliest = c.chain_earliest.as_ref().map_or("", |e| e.subject.as_str());
+    for (value, what) in [
+        (&c.subject, "certificate subject"),
+        (&c.issuer, "certificate issuer"),
+        (&c.serial, "certificate serial"),
+        (&c.host, "certificate host"),
+        (&c.problem_subject, "certificate problem subject"),
+    ] {
+        text(value, what)?;
+    }
+    text(earliest, "chain certificate subject")
+}
+
+/// The subject of the certificate at `position` of `c`'s chain, from what the wire carries:
+/// the leaf's subject (0), its issuer (1), or `sent` (2 and up).
+fn subject_at(c: &shared::proto::Certificate, position: u32, sent: &str) -> String {
+    match position {
+        0 => clean(&c.subject),
+        1 if sent.is_empty() => clean(&c.issuer),
+        _ => clean(sent),
+    }
+}
+
+fn chain(c: &shared::proto::Certificate) -> Result<Value, String> {
+    let earliest = match &c.chain_earliest {
+        None => Value::Null,
+        Some(e) => json!({
+            "position": e.position,
+            "subject": subject_at(c, e.position, &e.subject),
+            "not_after": seconds(e.not_after_unix_s, "chain certificate not_after")?,
+        }),
+    };
+    Ok(json!({ "length": c.chain_length, "verified": c.chain_verified, "earliest": earliest }))
+}
+
+fn problem(c: &shared::proto::Certificate) -> Result<Option<Value>, String> {
+    let Some(kind) = CertProblem::try_from(c.problem).ok().and_then(CertProblem::label) else {
+        return Ok(None);
+    };
+    let at = c.problem_at_unix_s.map(|at| seconds(at, "certificate problem time")).transpose()?;
+    Ok(Some(json!({
+        "kind": kind,
+        "position": c.problem_position,
+        "subject": subject_at(c, c.problem_position, &c.problem_subject),
+        "at": at,
+    })))
 }
 
 fn row(r: &ProbeResult, now_us: i64) -> Result<(Row, Option<CertRow>), String> {
@@ -216,7 +302,11 @@ fn row(r: &ProbeResult, now_us: i64) -> Result<(Row, Option<CertRow>), String> {
         tls_b: r.tls_us.map(bucket_index),
         ttfb_b: r.ttfb_us.map(bucket_index),
     };
-    let cert = r.certificate.as_ref().map(|c| certificate(domain_id, time, c)).transpose()?;
+    let cert = r
+        .certificate
+        .as_ref()
+        .map(|c| certificate(domain_id, time, c, &r.redirect_certificates))
+        .transpose()?;
     Ok((row, cert))
 }
 

@@ -145,10 +145,15 @@ pub struct StoredResult {
     pub config_version: i64,
 }
 
-/// The newest certificate seen from one region.
+/// The newest certificate seen from one region: the first HTTPS hop's (the monitored URL's
+/// own host), its chain and fault, the later hops' certificates, and the earliest expiry over
+/// all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct CertificateFacts {
     pub region: String,
+    /// The host the certificate was presented for (the monitored URL's host unless the first
+    /// HTTPS hop was a redirect target).
+    pub host: String,
     pub subject: String,
     pub issuer: String,
     pub sans: Vec<String>,
@@ -157,10 +162,109 @@ pub struct CertificateFacts {
     pub not_after: DateTime<Utc>,
     pub valid: bool,
     pub validation_error: Option<String>,
+    /// The certificate at fault when invalid: `{"kind", "position", "subject", "at"}` with
+    /// `kind` one of `expired`, `not_yet_valid`, `unknown_issuer`, `name_mismatch`,
+    /// `revoked`, `other`, and `position` 0 for the leaf, N for the Nth intermediate.
+    pub problem: Option<serde_json::Value>,
     pub observed_at: DateTime<Utc>,
     /// Whole days from now until `not_after` (negative once expired).
     #[sqlx(skip)]
     pub days_left: i64,
+    /// The stored chain record (see the `certificates` table).
+    #[sqlx(rename = "chain")]
+    #[serde(skip)]
+    pub chain_record: serde_json::Value,
+    /// Certificates on the chain, leaf included, trust anchor excluded; 0 when unknown.
+    #[sqlx(skip)]
+    pub chain_length: u32,
+    /// The chain verified up to a trusted root.
+    #[sqlx(skip)]
+    pub chain_verified: bool,
+    /// The chain's certificates the control plane knows: the leaf (position 0) and the
+    /// earliest-expiring certificate above it (agents send only that one, with the length).
+    #[sqlx(skip)]
+    pub chain: Vec<ExpiringCertificate>,
+    /// The certificate of the chain that expires first.
+    #[sqlx(skip)]
+    pub earliest_chain_expiry: Option<ExpiringCertificate>,
+    /// The later HTTPS hops' certificates (redirect targets), in order, each with `days_left`.
+    #[sqlx(rename = "hops")]
+    pub redirect_certificates: serde_json::Value,
+    /// The certificate that expires first over every hop and chain.
+    #[sqlx(skip)]
+    pub earliest_expiry: Option<ExpiringCertificate>,
+}
+
+/// One certificate named by where it is: the hop's host and its position on that hop's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpiringCertificate {
+    pub host: String,
+    /// 0 for the leaf, N for the Nth intermediate above it.
+    pub position: u32,
+    pub subject: String,
+    pub not_after: DateTime<Utc>,
+    /// Whole days from now until `not_after` (negative once expired).
+    pub days_left: i64,
+}
+
+fn days_left(not_after: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (not_after - now).num_days()
+}
+
+/// The chain's earliest certificate above the leaf from a stored chain record, if any.
+fn stored_earliest(chain: &serde_json::Value, host: &str, now: DateTime<Utc>) -> Option<ExpiringCertificate> {
+    let earliest = chain.get("earliest")?;
+    let not_after: DateTime<Utc> = serde_json::from_value(earliest.get("not_after")?.clone()).ok()?;
+    Some(ExpiringCertificate {
+        host: host.to_owned(),
+        position: u32::try_from(earliest.get("position")?.as_u64()?).ok()?,
+        subject: earliest.get("subject")?.as_str()?.to_owned(),
+        not_after,
+        days_left: days_left(not_after, now),
+    })
+}
+
+impl CertificateFacts {
+    /// Fills the derived fields at `now`; an empty host is `url_host`, the monitored URL's.
+    pub(crate) fn complete(&mut self, url_host: &str, now: DateTime<Utc>) {
+        if self.host.is_empty() {
+            self.host = url_host.to_owned();
+        }
+        self.days_left = days_left(self.not_after, now);
+        let record = &self.chain_record;
+        self.chain_length = record.get("length").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        self.chain_verified = record.get("verified").and_then(|v| v.as_bool()).unwrap_or(false);
+        let leaf = ExpiringCertificate {
+            host: self.host.clone(),
+            position: 0,
+            subject: self.subject.clone(),
+            not_after: self.not_after,
+            days_left: self.days_left,
+        };
+        self.chain = std::iter::once(leaf.clone()).chain(stored_earliest(record, &self.host, now)).collect();
+        self.earliest_chain_expiry = self.chain.iter().min_by_key(|c| (c.not_after, c.position)).cloned();
+        let mut candidates = self.chain.clone();
+        if let Some(hops) = self.redirect_certificates.as_array_mut() {
+            for hop in hops {
+                let host = hop.get("host").and_then(|h| h.as_str()).unwrap_or_default().to_owned();
+                let not_after: Option<DateTime<Utc>> =
+                    hop.get("not_after").and_then(|v| serde_json::from_value(v.clone()).ok());
+                let Some(not_after) = not_after else { continue };
+                hop["days_left"] = days_left(not_after, now).into();
+                candidates.push(ExpiringCertificate {
+                    host: host.clone(),
+                    position: 0,
+                    subject: hop.get("subject").and_then(|s| s.as_str()).unwrap_or_default().to_owned(),
+                    not_after,
+                    days_left: days_left(not_after, now),
+                });
+                if let Some(chain) = hop.get("chain") {
+                    candidates.extend(stored_earliest(chain, &host, now));
+                }
+            }
+        }
+        self.earliest_expiry = candidates.into_iter().min_by_key(|c| c.not_after);
+    }
 }
 
 /// A read-only snapshot to read roll-ups in, and the hours from `since` on that are marked for
@@ -286,17 +390,21 @@ pub(crate) async fn recent_results(
     .await
 }
 
-pub(crate) async fn certificates(pool: &PgPool, domain: Uuid) -> Result<Vec<CertificateFacts>, sqlx::Error> {
+pub(crate) async fn certificates(
+    pool: &PgPool,
+    domain: Uuid,
+    url_host: &str,
+) -> Result<Vec<CertificateFacts>, sqlx::Error> {
     let mut facts: Vec<CertificateFacts> = sqlx::query_as(
-        "SELECT region, subject, issuer, sans, serial, not_before, not_after, valid, validation_error, \
-                observed_at FROM certificates WHERE domain_id = $1 ORDER BY region",
+        "SELECT region, host, subject, issuer, sans, serial, not_before, not_after, valid, validation_error, \
+                problem, observed_at, chain, hops FROM certificates WHERE domain_id = $1 ORDER BY region",
     )
     .bind(domain)
     .fetch_all(pool)
     .await?;
     let now = Utc::now();
     for f in &mut facts {
-        f.days_left = (f.not_after - now).num_days();
+        f.complete(url_host, now);
     }
     Ok(facts)
 }

@@ -72,15 +72,18 @@ const DEDUP: &str = "INSERT INTO ingested_batches (region, agent_id, batch_id) \
     ON CONFLICT DO NOTHING RETURNING region, agent_id, batch_id";
 
 const CERTIFICATES: &str = "INSERT INTO certificates (domain_id, region, subject, issuer, sans, serial, \
-    not_before, not_after, valid, validation_error, observed_at) \
-    SELECT d, r, s, i, ARRAY(SELECT jsonb_array_elements_text(sa::jsonb)), se, nb, na, v, ve, o \
+    not_before, not_after, valid, validation_error, observed_at, host, chain, problem, hops) \
+    SELECT d, r, s, i, ARRAY(SELECT jsonb_array_elements_text(sa::jsonb)), se, nb, na, v, ve, o, \
+        h, c::jsonb, p::jsonb, hp::jsonb \
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-        $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::text[], $11::timestamptz[]) \
-        AS u(d, r, s, i, sa, se, nb, na, v, ve, o) \
+        $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::text[], $11::timestamptz[], \
+        $12::text[], $13::text[], $14::text[], $15::text[]) \
+        AS u(d, r, s, i, sa, se, nb, na, v, ve, o, h, c, p, hp) \
     ON CONFLICT (domain_id, region) DO UPDATE SET subject = EXCLUDED.subject, issuer = EXCLUDED.issuer, \
         sans = EXCLUDED.sans, serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, \
         not_after = EXCLUDED.not_after, valid = EXCLUDED.valid, \
-        validation_error = EXCLUDED.validation_error, observed_at = EXCLUDED.observed_at \
+        validation_error = EXCLUDED.validation_error, observed_at = EXCLUDED.observed_at, \
+        host = EXCLUDED.host, chain = EXCLUDED.chain, problem = EXCLUDED.problem, hops = EXCLUDED.hops \
     WHERE certificates.observed_at <= EXCLUDED.observed_at";
 
 const DIRTY: &str = "INSERT INTO rollup_dirty (hour) SELECT unnest($1::timestamptz[])";
@@ -565,6 +568,11 @@ impl Conn {
             let valid: Vec<bool> = c.iter().map(|(_, v)| v.valid).collect();
             let errors: Vec<Option<&str>> = c.iter().map(|(_, v)| v.validation_error.as_deref()).collect();
             let observed: Vec<DateTime<Utc>> = c.iter().map(|(_, v)| v.observed_at).collect();
+            let hosts: Vec<&str> = c.iter().map(|(_, v)| v.host.as_str()).collect();
+            let chains: Vec<String> = c.iter().map(|(_, v)| v.chain.to_string()).collect();
+            let problems: Vec<Option<String>> =
+                c.iter().map(|(_, v)| v.problem.as_ref().map(ToString::to_string)).collect();
+            let hops: Vec<String> = c.iter().map(|(_, v)| v.hops.to_string()).collect();
             tx.execute(
                 &self.certificates,
                 &[
@@ -579,6 +587,10 @@ impl Conn {
                     &valid,
                     &errors,
                     &observed,
+                    &hosts,
+                    &chains,
+                    &problems,
+                    &hops,
                 ],
             )
             .await?;

@@ -399,6 +399,8 @@ async fn certificate_expiry_is_notified_once_per_threshold(pool: PgPool) {
         serial: "0abc".into(),
         subject: "CN=example.com".into(),
         not_after: chrono::Utc::now() + chrono::Duration::days(10),
+        host: String::new(),
+        position: 0,
     };
     assert!(!app.consensus.certificate(&fact, chrono::Utc::now()).await.unwrap());
     // Closer to expiry: the next threshold, once.

@@ -447,6 +447,7 @@ fn certificate() -> Certificate {
         not_after_unix_s: now + 30 * 86_400 + 3_600,
         valid: true,
         validation_error: String::new(),
+        ..Default::default()
     }
 }
 
