@@ -8,7 +8,7 @@ use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::proto::v1::ingest_client::IngestClient;
-use shared::proto::{AgentHealth, Certificate, ErrorKind, ProbeResult};
+use shared::proto::{AgentHealth, Certificate, ChainCertificate, ErrorKind, ProbeResult};
 use shared::testing::eventually;
 use sqlx::PgPool;
 use tonic::transport::Channel;
@@ -408,6 +408,105 @@ async fn certificate_expiry_is_notified_once_per_threshold(pool: PgPool) {
     let both = expiring(2).await;
     assert_eq!(both[1].0, format!("cert:{domain}:0abc:7"));
     assert_eq!(both[1].2["details"]["threshold_days"], 7);
+    app.stop().await;
+}
+
+/// A certificate expiring in `days` (a minute short, so whole days read as `days`).
+fn expiring_in(days: i64) -> i64 {
+    (chrono::Utc::now() + chrono::Duration::days(days)).timestamp() - 60
+}
+
+#[sqlx::test]
+async fn an_expiring_intermediate_or_redirect_certificate_is_notified_by_name(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    let mut clients = agents(&app, &pki).await;
+    let leaf = |days: i64| Certificate {
+        subject: "CN=example.com".into(),
+        issuer: "CN=Example Intermediate".into(),
+        serial: "0abc".into(),
+        not_after_unix_s: expiring_in(days),
+        valid: true,
+        chain_length: 2,
+        chain_verified: true,
+        ..Default::default()
+    };
+    let notices = |n: usize| {
+        let app = &app;
+        async move {
+            eventually(WAIT, &format!("{n} certificate notices"), || async {
+                let rows = outbox(&app.pool, channel).await;
+                let certs: Vec<_> = rows.into_iter().filter(|r| r.1 == "certificate_expiring").collect();
+                (certs.len() == n).then_some(certs)
+            })
+            .await
+        }
+    };
+
+    // A 60-day leaf under an intermediate expiring in 10 days (sent as the leaf's issuer).
+    let mut r = probe(&domain, true);
+    r.certificate = Some(Certificate {
+        chain_earliest: Some(ChainCertificate {
+            position: 1,
+            subject: String::new(),
+            not_after_unix_s: expiring_in(10),
+        }),
+        ..leaf(60)
+    });
+    send(&mut clients, "ams", vec![r], None).await;
+    let first = notices(1).await;
+    let payload = &first[0].2;
+    assert!(first[0].0.starts_with(&format!("cert:{domain}:i1-")), "{}", first[0].0);
+    assert!(first[0].0.ends_with(":14"), "{}", first[0].0);
+    let summary = payload["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(
+            "intermediate 1 (CN=Example Intermediate) of the certificate chain of https://example.com/health \
+             expires in 9 days"
+        ),
+        "{payload}"
+    );
+    assert_eq!(payload["details"]["subject"], "CN=Example Intermediate");
+    assert_eq!(
+        (&payload["details"]["position"], &payload["details"]["host"]),
+        (&json!(1), &json!("example.com"))
+    );
+
+    // The same intermediate under a renewed leaf: the same certificate, nothing new.
+    let mut r = probe(&domain, true);
+    r.certificate = Some(Certificate {
+        serial: "0abd".into(),
+        chain_earliest: Some(ChainCertificate {
+            position: 1,
+            subject: String::new(),
+            not_after_unix_s: expiring_in(10),
+        }),
+        ..leaf(80)
+    });
+    send(&mut clients, "iad", vec![r], None).await;
+
+    // A redirect target whose own certificate expires in 3 days comes first.
+    let mut r = probe(&domain, true);
+    r.certificate = Some(leaf(60));
+    r.redirect_certificates = vec![Certificate {
+        host: "landing.example.net".into(),
+        subject: "CN=landing.example.net".into(),
+        serial: "77".into(),
+        ..leaf(3)
+    }];
+    send(&mut clients, "sin", vec![r], None).await;
+    let both = notices(2).await;
+    let redirect = both.iter().find(|n| n.0 == format!("cert:{domain}:77:7")).expect("the redirect's notice");
+    let summary = redirect.2["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(
+            "the certificate of landing.example.net (redirect target of https://example.com/health), \
+             CN=landing.example.net expires in 2 days"
+        ),
+        "{summary}"
+    );
     app.stop().await;
 }
 

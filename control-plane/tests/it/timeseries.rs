@@ -13,7 +13,7 @@ use control_plane::Config;
 use prometheus_client::registry::Registry;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shared::proto::{Certificate, ProbeResult};
+use shared::proto::{CertProblem, Certificate, ChainCertificate, ProbeResult};
 use shared::testing::{eventually, free_port};
 use sqlx::{Connection, PgPool};
 use tokio::net::{TcpListener, TcpStream};
@@ -516,6 +516,90 @@ async fn history_api_is_tenant_scoped_and_validated(pool: PgPool) {
         assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "{path}");
     }
     assert_eq!(app.get(&format!("/v1/domains/{id}/uptime"), "nope").await.status(), StatusCode::UNAUTHORIZED);
+    ts.close().await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn certificate_answer_carries_the_chain_the_fault_and_every_hop(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let id = app.create_domain(domain("https://example.com/")).await;
+    let d: Uuid = id.parse().unwrap();
+    let ts = open(&app.config.timeseries_url).await;
+    let now = Utc::now().timestamp();
+    let days = |n: i64| now + n * 86_400 + 3_600;
+
+    // ams: the leaf (60 days) under an intermediate expiring in 10, then a redirect to a host
+    // whose chain has an expired second intermediate.
+    let mut ams = result(d, Utc::now(), false, 10_000);
+    ams.certificate = Some(Certificate {
+        chain_length: 2,
+        chain_verified: true,
+        chain_earliest: Some(ChainCertificate {
+            position: 1,
+            subject: String::new(),
+            not_after_unix_s: days(10),
+        }),
+        not_after_unix_s: days(60),
+        ..certificate()
+    });
+    ams.redirect_certificates = vec![Certificate {
+        host: "landing.example.net".into(),
+        subject: "CN=landing.example.net".into(),
+        serial: "02".into(),
+        not_after_unix_s: days(40),
+        valid: false,
+        validation_error: "certificate expired: intermediate 2 (CN=Old) expired at …".into(),
+        chain_length: 3,
+        chain_verified: true,
+        chain_earliest: Some(ChainCertificate {
+            position: 2,
+            subject: "CN=Old".into(),
+            not_after_unix_s: days(-3),
+        }),
+        problem: CertProblem::Expired as i32,
+        problem_position: 2,
+        problem_subject: "CN=Old".into(),
+        problem_at_unix_s: Some(days(-3)),
+        sans: Vec::new(),
+        ..certificate()
+    }];
+    // iad: an agent that predates chains (length 0, no host).
+    let mut iad = result(d, Utc::now(), true, 10_000);
+    iad.certificate = Some(certificate());
+    ts.ingest(batch("ams", vec![ams])).await.unwrap();
+    ts.ingest(batch("iad", vec![iad])).await.unwrap();
+
+    let cert: Value =
+        app.get(&format!("/v1/domains/{id}/certificate"), &app.token).await.json().await.unwrap();
+    let ams = &cert["regions"][0];
+    assert_eq!((&ams["region"], &ams["host"]), (&json!("ams"), &json!("example.com")), "{cert:#}");
+    assert_eq!((&ams["chain_length"], &ams["chain_verified"]), (&json!(2), &json!(true)));
+    let chain = ams["chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 2, "{ams:#}");
+    assert_eq!((&chain[1]["position"], &chain[1]["subject"]), (&json!(1), &json!("CN=Test CA")));
+    assert_eq!(ams["earliest_chain_expiry"]["days_left"], 10);
+    assert_eq!(ams["earliest_chain_expiry"]["subject"], "CN=Test CA");
+    let hop = &ams["redirect_certificates"][0];
+    assert_eq!((&hop["host"], &hop["days_left"]), (&json!("landing.example.net"), &json!(40)));
+    assert_eq!(
+        hop["problem"],
+        json!({"kind": "expired", "position": 2, "subject": "CN=Old", "at": hop["chain"]["earliest"]["not_after"]})
+    );
+    let earliest = &ams["earliest_expiry"];
+    assert_eq!(
+        (&earliest["host"], &earliest["position"], &earliest["subject"]),
+        (&json!("landing.example.net"), &json!(2), &json!("CN=Old"))
+    );
+    assert!(earliest["days_left"].as_i64().unwrap() < 0, "{earliest}");
+    assert_eq!(cert["earliest_expiry"]["region"], "ams");
+    assert_eq!(cert["earliest_expiry"]["certificate"], *earliest);
+
+    let iad = &cert["regions"][1];
+    assert_eq!((&iad["chain_length"], &iad["problem"]), (&json!(0), &Value::Null));
+    assert_eq!(iad["chain"].as_array().unwrap().len(), 1, "only the leaf is known");
+    assert_eq!(iad["earliest_expiry"]["days_left"], 30);
+    assert_eq!(iad["redirect_certificates"], json!([]));
     ts.close().await;
     app.stop().await;
 }
