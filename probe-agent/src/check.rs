@@ -132,20 +132,42 @@ pub fn render(url: &str, report: &ProbeReport) -> String {
     for (i, hop) in report.redirects.iter().enumerate() {
         let _ = writeln!(out, "  redirect {} -> {hop}", i + 1);
     }
-    if let Some(cert) = &report.certificate {
+    for cert in report.certificate.iter().chain(&report.redirect_certificates) {
         let validity = match (&cert.valid, &cert.validation_error) {
             (true, _) => "valid".to_owned(),
             (false, Some(why)) => format!("INVALID: {why}"),
             (false, None) => "INVALID".to_owned(),
         };
-        let _ = writeln!(out, "  certificate {}", cert.subject);
+        let _ = writeln!(out, "  certificate {} ({})", cert.subject, cert.host);
         let _ = writeln!(out, "    issuer   {}", cert.issuer);
-        let _ = writeln!(out, "    names    {}", cert.sans.join(" "));
+        if !cert.sans.is_empty() {
+            let _ = writeln!(out, "    names    {}", cert.sans.join(" "));
+        }
         let _ = writeln!(
             out,
             "    expires  {} ({} days left), {validity}",
             cert.not_after.format("%Y-%m-%d %H:%M UTC"),
             cert.days_remaining
+        );
+        for above in cert.chain.iter().skip(1) {
+            let _ = writeln!(
+                out,
+                "    chain {}  {} expires {} ({} days left)",
+                above.position,
+                above.subject,
+                above.not_after.format("%Y-%m-%d %H:%M UTC"),
+                above.days_remaining
+            );
+        }
+    }
+    if let Some(earliest) = &report.earliest_expiry {
+        let _ = writeln!(
+            out,
+            "  earliest expiry {} days: {} of {} ({})",
+            earliest.days_remaining,
+            crate::probe::position_name(earliest.position),
+            earliest.host,
+            earliest.subject
         );
     }
     out

@@ -415,6 +415,17 @@ mod tests {
         assert_eq!(spec.timeout_ms, 10_000);
         assert!(spec.regions.is_empty());
         assert!(!spec.paused);
+        assert!(spec.tls_verify, "certificates are verified unless insecure mode is asked for");
+    }
+
+    #[test]
+    fn insecure_mode_is_a_boolean_that_reaches_the_request_form() {
+        let spec = parse(json!({"url": "https://example.com/", "tls_verify": false})).unwrap();
+        assert!(!spec.tls_verify);
+        assert_eq!(spec.to_request()["tls_verify"], json!(false));
+        assert_eq!(DomainSpec::parse(&spec.to_request(), &policy()).unwrap(), spec);
+        let errors = parse(json!({"url": "https://example.com/", "tls_verify": "no"})).unwrap_err();
+        assert_eq!(errors.0["tls_verify"], "must be true or false");
     }
 
     #[test]

@@ -396,6 +396,44 @@ mod tests {
     }
 
     #[test]
+    fn chain_facts_are_completed_from_what_the_wire_leaves_out() {
+        let cert = shared::proto::Certificate {
+            subject: "CN=a.example".into(),
+            issuer: "CN=R11".into(),
+            serial: "01".into(),
+            not_before_unix_s: 1_700_000_000,
+            not_after_unix_s: 1_800_000_000,
+            chain_length: 2,
+            chain_earliest: Some(shared::proto::ChainCertificate {
+                position: 1,
+                subject: String::new(),
+                not_after_unix_s: 1_750_000_000,
+            }),
+            problem: CertProblem::Expired as i32,
+            problem_position: 1,
+            ..Default::default()
+        };
+        let result = ProbeResult { certificate: Some(cert.clone()), ..good() };
+        let valid = validate(batch(vec![result]), Utc::now()).unwrap();
+        let row = &valid.certificates[0];
+        // Position 1 is the leaf's issuer.
+        assert_eq!(row.chain["earliest"]["subject"], "CN=R11");
+        assert_eq!(row.problem.as_ref().unwrap()["subject"], "CN=R11");
+        assert_eq!(row.problem.as_ref().unwrap()["kind"], "expired");
+        assert_eq!(row.hops, json!([]));
+
+        let many = ProbeResult {
+            certificate: Some(cert.clone()),
+            redirect_certificates: vec![cert; MAX_REDIRECT_CERTIFICATES + 1],
+            ..good()
+        };
+        assert!(matches!(
+            validate(batch(vec![many]), Utc::now()),
+            Err(IngestError::Invalid(m)) if m.contains("redirect certificates")
+        ));
+    }
+
+    #[test]
     fn nul_characters_from_probed_servers_are_replaced() {
         let cert = shared::proto::Certificate {
             subject: "CN=evil\0.example".into(),

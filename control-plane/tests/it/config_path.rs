@@ -35,6 +35,14 @@ async fn changes_reach_running_agents_of_the_right_regions(pool: PgPool) {
     app.patch(&format!("/v1/domains/{everywhere}"), &app.token, &json!({"interval": 15})).await;
     let id = everywhere.parse().unwrap();
     sin.wait_for("interval update", |c| c.get(&id).is_some_and(|d| d.interval_s == 15)).await;
+    sin.wait_for("verification on by default", |c| c.get(&id).is_some_and(|d| d.tls_verify)).await;
+
+    // Insecure mode reaches the agent, and the API shows it.
+    let patched =
+        app.patch(&format!("/v1/domains/{everywhere}"), &app.token, &json!({"tls_verify": false})).await;
+    let patched: serde_json::Value = patched.json().await.unwrap();
+    assert_eq!(patched["tls_verify"], false, "{patched}");
+    sin.wait_for("insecure mode", |c| c.get(&id).is_some_and(|d| !d.tls_verify)).await;
 
     // Moving a domain out of a region removes it there.
     app.patch(&format!("/v1/domains/{everywhere}"), &app.token, &json!({"regions": ["ams"]})).await;
