@@ -941,6 +941,48 @@ mod tests {
     use super::*;
     use shared::proto::{AgentHealth, Certificate, ProbeResult};
 
+    #[test]
+    fn the_earliest_certificate_over_chains_and_hops_is_watched_and_named() {
+        let domain_id = Uuid::now_v7();
+        let leaf = |host: &str, serial: &str, not_after: i64| Certificate {
+            host: host.into(),
+            subject: format!("CN={}", if host.is_empty() { "example.com" } else { host }),
+            issuer: "CN=R11".into(),
+            serial: serial.into(),
+            not_after_unix_s: not_after,
+            ..Default::default()
+        };
+        let mut result =
+            ProbeResult { certificate: Some(leaf("", "01", 2_000_000_000)), ..Default::default() };
+        let fact = CertificateFact::earliest(domain_id, &result).unwrap();
+        assert_eq!((fact.serial.as_str(), fact.position), ("01", 0));
+        assert_eq!(fact.describe("https://example.com/"), "the certificate of https://example.com/");
+
+        // An intermediate (the leaf's issuer) expiring first is watched under its own key.
+        result.certificate.as_mut().unwrap().chain_earliest = Some(shared::proto::ChainCertificate {
+            position: 1,
+            subject: String::new(),
+            not_after_unix_s: 1_900_000_000,
+        });
+        let fact = CertificateFact::earliest(domain_id, &result).unwrap();
+        assert_eq!((fact.subject.as_str(), fact.position), ("CN=R11", 1));
+        assert!(fact.serial.starts_with("i1-") && fact.serial.len() == 3 + 16, "{}", fact.serial);
+        assert_eq!(
+            fact.describe("https://example.com/"),
+            "intermediate 1 (CN=R11) of the certificate chain of https://example.com/"
+        );
+
+        // A redirect target's leaf expiring sooner still comes first.
+        result.redirect_certificates = vec![leaf("www.example.net", "77", 1_800_000_000)];
+        let fact = CertificateFact::earliest(domain_id, &result).unwrap();
+        assert_eq!((fact.host.as_str(), fact.serial.as_str()), ("www.example.net", "77"));
+        assert_eq!(
+            fact.describe("https://example.com/"),
+            "the certificate of www.example.net (redirect target of https://example.com/), CN=www.example.net"
+        );
+        assert_eq!(CertificateFact::earliest(domain_id, &ProbeResult::default()), None);
+    }
+
     fn result(domain: Uuid, at_us: i64, ok: bool) -> ProbeResult {
         ProbeResult {
             domain_id: domain.as_bytes().to_vec(),

@@ -480,6 +480,59 @@ mod tests {
     }
 
     #[test]
+    fn name_values_skip_the_sequence_header() {
+        assert_eq!(name_value(&[0x30, 0x02, 0xaa, 0xbb]), [0xaa, 0xbb]);
+        let mut long = vec![0x30, 0x81, 0x80];
+        long.extend(std::iter::repeat_n(0xcc, 0x80));
+        assert_eq!(name_value(&long).len(), 0x80);
+        assert_eq!(name_value(&[0x30]), [0x30]);
+    }
+
+    fn facts_at(position: u32, subject: &str, days: i64) -> Facts {
+        let now = Utc::now();
+        Facts {
+            cert: ChainCert {
+                position,
+                subject: subject.into(),
+                issuer: "CN=Up".into(),
+                not_after: DateTime::from_timestamp((now + chrono::Duration::days(days)).timestamp(), 0)
+                    .unwrap(),
+                days_remaining: days,
+            },
+            not_before: now - chrono::Duration::days(90),
+        }
+    }
+
+    #[test]
+    fn the_problem_names_the_certificate_whose_limit_failed() {
+        let chain = [facts_at(0, "CN=leaf", 30), facts_at(1, "CN=Mid", -2), facts_at(2, "CN=Top", 300)];
+        let limit = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            chain[1].cert.not_after.timestamp() as u64,
+        ));
+        let expired = rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+            time: UnixTime::now(),
+            not_after: limit,
+        });
+        let found = problem(&expired, &chain);
+        assert_eq!(
+            (found.kind, found.position, found.subject.as_str()),
+            (CertProblemKind::Expired, 1, "CN=Mid")
+        );
+        let text = describe(&expired, &found, &chain, false, "a.example");
+        assert!(text.starts_with("certificate expired: intermediate 1 (CN=Mid) expired at "), "{text}");
+        // Without context, the first expired certificate of the chain.
+        let plain = problem(&rustls::Error::InvalidCertificate(CertificateError::Expired), &chain);
+        assert_eq!(plain.position, 1);
+        // An unknown issuer is the top's; a name mismatch the leaf's.
+        let unknown = problem(&rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer), &chain);
+        assert_eq!((unknown.kind, unknown.position), (CertProblemKind::UnknownIssuer, 2));
+        let name = problem(&rustls::Error::InvalidCertificate(CertificateError::NotValidForName), &chain);
+        assert_eq!((name.kind, name.position), (CertProblemKind::NameMismatch, 0));
+        let other = problem(&rustls::Error::InvalidCertificate(CertificateError::BadSignature), &chain);
+        assert_eq!((other.kind, other.position), (CertProblemKind::Other, 0));
+    }
+
+    #[test]
     fn ip_sans_decode() {
         assert_eq!(ip_from_bytes(&[127, 0, 0, 1]), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(ip_from_bytes(&[0; 16]), Some("::".parse().unwrap()));
