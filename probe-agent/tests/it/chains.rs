@@ -326,10 +326,38 @@ async fn a_missing_intermediate_or_an_unknown_issuer_names_the_certificate_whose
 
     // An untrusted root sent along: the chain links up to it by names and names it.
     let report = probe(&prober, &config(format!("https://b.test:{port}/"))).await;
-    assert_failed(&report, ErrorKind::Tls, "unknown issuer");
+    assert_failed(
+        &report,
+        ErrorKind::Tls,
+        "unknown issuer: intermediate 1 (CN=Stranger Root) is a self-signed root that is not trusted",
+    );
     let cert = first_cert(&report);
-    assert_eq!(cert.problem.as_ref().map(|p| p.kind), Some(CertProblemKind::UnknownIssuer));
-    assert!(!cert.chain_verified, "{cert:#?}");
+    assert_eq!(
+        cert.problem.as_ref().map(|p| (p.kind, p.position)),
+        Some((CertProblemKind::UnknownIssuer, 1))
+    );
+    assert!(!cert.chain_verified && cert.chain.len() == 2, "{cert:#?}");
+}
+
+#[tokio::test]
+async fn a_chain_without_a_verified_path_stops_at_a_trusted_roots_name() {
+    let (root, _) = usual();
+    // An impostor root with the trusted root's name but another key, and its intermediate.
+    let impostor = Ca::root("Chain Test Root");
+    let inter = impostor.intermediate("Impostor Intermediate", 400);
+    let server = BySni::default()
+        .with("a.test", inter.leaf("a.test", -30, 60), &[&inter.cert, &impostor.cert])
+        .acceptor();
+    let port = app_server(Some(server)).await.port();
+
+    let report = probe(&trusting(&root), &config(format!("https://a.test:{port}/"))).await;
+    assert_eq!(report.error, Some(ErrorKind::Tls), "{report:#?}");
+    let cert = first_cert(&report);
+    assert!(!cert.valid && !cert.chain_verified, "{cert:#?}");
+    // Linked by names up to the trusted root's name, which is where a path would end: the
+    // impostor root sent along is not part of it.
+    let subjects: Vec<&str> = cert.chain.iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(subjects, ["CN=a.test", "CN=Impostor Intermediate"]);
 }
 
 #[tokio::test]
