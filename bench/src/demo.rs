@@ -463,7 +463,7 @@ async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String])
             let uptime = get(format!("/v1/domains/{id}/uptime?window=24h")).await?;
             // A few probes from every region it runs in, so the percentiles mean something.
             let regions = uptime["regions"].as_array().map_or(0, Vec::len) as u64;
-            if regions > 0 && uptime["overall"]["probes"].as_u64().unwrap_or(0) >= 3 * regions {
+            if regions > 0 && uptime["probes"]["probes"].as_u64().unwrap_or(0) >= 3 * regions {
                 break;
             }
             anyhow::ensure!(
@@ -498,7 +498,7 @@ async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String])
                 us_as_ms(&l["total"]["p99_us"]),
             );
         };
-        row("all", &uptime["overall"], &latency["overall"]);
+        row("all", &uptime["probes"], &latency["overall"]);
         for region in uptime["regions"].as_array().into_iter().flatten() {
             let name = region["region"].as_str().unwrap_or("?");
             let l = latency["regions"]

@@ -298,18 +298,31 @@ pub fn down_intervals(
     start: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    intervals_in("down", initial, changes, start, until)
+}
+
+/// The intervals in `[start, until)` during which the state was `wanted`, starting in `initial`
+/// and changing at each of `changes` (time and new state, sorted by time). Changes before
+/// `start` count as made at `start`, after `until` as made at `until`.
+pub fn intervals_in(
+    wanted: &str,
+    initial: &str,
+    changes: &[(DateTime<Utc>, &str)],
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut intervals = Vec::new();
     let mut state = initial;
     let mut since = start;
     for (at, to) in changes {
         let at = (*at).clamp(start, until);
-        if state == "down" && at > since {
+        if state == wanted && at > since {
             intervals.push((since, at));
         }
         state = to;
         since = at;
     }
-    if state == "down" && until > since {
+    if state == wanted && until > since {
         intervals.push((since, until));
     }
     intervals
