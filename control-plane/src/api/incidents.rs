@@ -214,6 +214,12 @@ pub async fn regional_failures_of(
         .fetch_optional(&mut *conn)
         .await?;
     let current = decide::State::parse(current.as_deref().unwrap_or("unknown"));
-    Ok(consensus::regional_failures(conn, domain, &regions, current, state.config.regional_failure_observations)
-        .await?)
+    Ok(consensus::regional_failures(
+        conn,
+        domain,
+        &regions,
+        current,
+        state.config.regional_failure_observations,
+    )
+    .await?)
 }

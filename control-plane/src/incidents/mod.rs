@@ -272,7 +272,7 @@ pub async fn close_for_domain(
     let why = Why { key: "reason", value: Value::from(reason), recovered: false, actor };
     finish(tx, subject, id, at, why, Alert::Send, |duration_s| {
         format!(
-            "{}: incident closed after {duration_s} s because the {reason}; it had not recovered when monitoring stopped",
+            "{}: incident closed after {duration_s} s ({reason}); it had not recovered when monitoring stopped",
             subject.url
         )
     })

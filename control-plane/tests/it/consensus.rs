@@ -410,38 +410,122 @@ async fn certificate_expiry_is_notified_once_per_threshold(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn pausing_or_deleting_a_down_domain_closes_its_incident(pool: PgPool) {
+async fn deleting_a_down_domain_closes_its_incident_saying_it_had_not_recovered(pool: PgPool) {
     let pki = Pki::new();
     let app = spawn_with_ingest(pool, &pki).await;
     let mut clients = agents(&app, &pki).await;
-    for stop in ["pause", "delete"] {
-        let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
-        let channel = channel_for(&app.pool, &domain).await;
-        all_up(&app, &mut clients, &domain).await;
-        report(&mut clients, "ams", &domain, false).await;
-        report(&mut clients, "iad", &domain, false).await;
-        wait_state(&app, &domain, "down").await;
-        let (id, _) = incidents_of(&app.pool, &domain).await[0];
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    all_up(&app, &mut clients, &domain).await;
+    report(&mut clients, "ams", &domain, false).await;
+    report(&mut clients, "iad", &domain, false).await;
+    wait_state(&app, &domain, "down").await;
+    let (id, _) = incidents_of(&app.pool, &domain).await[0];
 
-        let response = if stop == "pause" {
-            app.post(&format!("/v1/domains/{domain}/pause"), &app.token, &json!({})).await
-        } else {
-            app.delete(&format!("/v1/domains/{domain}"), &app.token).await
-        };
-        assert!(response.status().is_success(), "{stop}: {}", response.status());
-        let incidents = incidents_of(&app.pool, &domain).await;
-        assert_eq!(incidents, [(id, "resolved".to_owned())], "{stop}");
-        let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
-        let last = body["events"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(last["kind"], "resolved", "{stop}: {body}");
-        assert!(last["details"]["reason"].as_str().unwrap().contains(if stop == "pause" {
-            "paused"
-        } else {
-            "deleted"
-        }));
-        let keys: Vec<String> = outbox(&app.pool, channel).await.into_iter().map(|q| q.0).collect();
-        assert!(keys.contains(&format!("incident:{id}:resolved")), "{stop}: {keys:?}");
-        assert_eq!(state_of(&app.pool, &domain).await, None, "{stop}: consensus starts afresh");
-    }
+    let response = app.delete(&format!("/v1/domains/{domain}"), &app.token).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(incidents_of(&app.pool, &domain).await, [(id, "resolved".to_owned())]);
+    let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+    let last = body["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "resolved", "{body}");
+    assert_eq!(last["details"]["reason"], "domain deleted");
+    assert_eq!(last["details"]["recovered"], false);
+    let token_id: Uuid = sqlx::query_scalar("SELECT id FROM api_tokens").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(last["actor"], token_id.to_string(), "who deleted it");
+    // One closing notice, as incident_resolved so pages close, but not claiming a recovery.
+    let queued = outbox(&app.pool, channel).await;
+    let closing: Vec<_> = queued.iter().filter(|q| q.1 == "incident_resolved").collect();
+    assert_eq!(closing.len(), 1, "{queued:?}");
+    assert_eq!(closing[0].0, format!("incident:{id}:resolved"));
+    let summary = closing[0].2["summary"].as_str().unwrap();
+    assert!(summary.contains("(domain deleted)"), "{summary}");
+    assert!(summary.contains("had not recovered"), "{summary}");
+    assert!(!summary.contains("up again"), "{summary}");
+    assert_eq!(closing[0].2["details"]["recovered"], false);
+    assert_eq!(state_of(&app.pool, &domain).await, None);
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn an_expired_certificate_gets_one_expired_notice_never_expires_in_0_days(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    let mut clients = agents(&app, &pki).await;
+    // Expired an hour ago.
+    let not_after = chrono::Utc::now() - chrono::Duration::hours(1);
+    let with_cert = |serial: &str, not_after: chrono::DateTime<chrono::Utc>| {
+        let mut r = probe(&domain, false);
+        r.error = ErrorKind::Tls as i32;
+        r.certificate = Some(Certificate {
+            subject: "CN=example.com".into(),
+            serial: serial.into(),
+            not_after_unix_s: not_after.timestamp(),
+            valid: false,
+            ..Default::default()
+        });
+        r
+    };
+    let certs = |n: usize| {
+        let app = &app;
+        async move {
+            eventually(WAIT, &format!("{n} certificate notices"), || async {
+                let rows = outbox(&app.pool, channel).await;
+                let certs: Vec<_> = rows.into_iter().filter(|r| r.1.starts_with("certificate_")).collect();
+                (certs.len() == n).then_some(certs)
+            })
+            .await
+        }
+    };
+    send(&mut clients, "ams", vec![with_cert("0dead", not_after)], None).await;
+    let first = certs(1).await;
+    let (key, kind, payload) = &first[0];
+    assert_eq!(key, &format!("cert:{domain}:0dead:expired"));
+    assert_eq!(kind, "certificate_expired");
+    let summary = payload["summary"].as_str().unwrap();
+    assert!(summary.contains("expired 1 h ago"), "{summary}");
+    assert!(
+        summary.contains(&not_after.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S").to_string()),
+        "{summary}"
+    );
+    assert!(!summary.contains("expires in"), "{summary}");
+    assert_eq!(payload["details"]["days_left"], -1, "a floor: expired an hour ago is -1, not 0");
+    assert!(payload["details"].get("threshold_days").is_none(), "{payload}");
+    // Seen again from every region, and later: still one notice for this certificate.
+    send(&mut clients, "iad", vec![with_cert("0dead", not_after)], None).await;
+    send(&mut clients, "sin", vec![with_cert("0dead", not_after)], None).await;
+    let fact = control_plane::consensus::CertificateFact {
+        domain_id: domain.parse().unwrap(),
+        serial: "0dead".into(),
+        subject: "CN=example.com".into(),
+        not_after,
+    };
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    assert!(!app.consensus.certificate(&fact, later).await.unwrap());
+    // A second replica (no in-memory memory of it): the dedup key still holds.
+    let mut config = app.config.clone();
+    config.redis_prefix = shared::testing::random_prefix("cert");
+    let pool2 = app.pool.clone();
+    let fresh = control_plane::consensus::Consensus::new(
+        pool2,
+        app.redis.clone(),
+        shared::RedisKeys::new(&config.redis_prefix),
+        control_plane::metrics::Metrics::default(),
+        control_plane::consensus::Settings::from_config(&config),
+    );
+    assert!(!fresh.certificate(&fact, later).await.unwrap());
+    assert_eq!(certs(1).await.len(), 1);
+    // The certificate API agrees: -1 days left.
+    let body: Value =
+        app.get(&format!("/v1/domains/{domain}/certificate"), &app.token).await.json().await.unwrap();
+    assert!(body["regions"].as_array().unwrap().iter().all(|r| r["days_left"] == -1), "{body}");
+    // A renewed certificate (another serial) expiring in 5 days: its own threshold notice.
+    send(&mut clients, "ams", vec![with_cert("0new", chrono::Utc::now() + chrono::Duration::days(5))], None)
+        .await;
+    let both = certs(2).await;
+    assert_eq!(both[1].0, format!("cert:{domain}:0new:7"));
+    assert_eq!(both[1].1, "certificate_expiring");
+    assert!(both[1].2["summary"].as_str().unwrap().contains("expires in 4 days"), "{}", both[1].2);
     app.stop().await;
 }
