@@ -67,6 +67,45 @@ pub struct DomainObservation {
     pub error_kind: Option<String>,
     pub status_code: Option<i32>,
     pub observed_at: DateTime<Utc>,
+    /// The results this observation stands for (it is the newest of them) and the run of
+    /// failures they end with, so a region's failures in a row are counted exactly even when
+    /// a batch holds several results of a domain or queued batches are merged.
+    pub run: Run,
+}
+
+/// A sequence of results of one domain from one region, oldest to newest: how many, how many
+/// failures in a row it ends with, and when the first of those failures was observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub results: u32,
+    pub failures: u32,
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    /// One result.
+    pub fn of(ok: bool, at: DateTime<Utc>) -> Self {
+        Self { results: 1, failures: u32::from(!ok), since: (!ok).then_some(at) }
+    }
+
+    /// Whether every result failed (the run may go on from before it).
+    pub fn all_failed(self) -> bool {
+        self.failures == self.results
+    }
+
+    /// `self` followed by the later `next`.
+    pub fn then(self, next: Run) -> Run {
+        let results = self.results.saturating_add(next.results);
+        if next.all_failed() {
+            Run {
+                results,
+                failures: self.failures.saturating_add(next.failures),
+                since: self.since.or(next.since),
+            }
+        } else {
+            Run { results, ..next }
+        }
+    }
 }
 
 /// The certificate a domain served in a batch.
@@ -117,10 +156,16 @@ impl ObservedBatch {
                 }
             };
             let newest = &mut merged[at].1;
-            for o in observations {
-                match newest.get(&o.domain_id) {
-                    Some(existing) if existing.observed_at >= o.observed_at => {}
-                    _ => {
+            for mut o in observations {
+                match newest.get_mut(&o.domain_id) {
+                    Some(existing) if existing.observed_at >= o.observed_at => {
+                        existing.run = o.run.then(existing.run);
+                    }
+                    Some(existing) => {
+                        o.run = existing.run.then(o.run);
+                        *existing = o;
+                    }
+                    None => {
                         newest.insert(o.domain_id, o);
                     }
                 }
@@ -137,20 +182,21 @@ impl ObservedBatch {
 
     /// The newest observation (and certificate) per domain of `batch`.
     pub fn from_batch(region: &str, agent_id: &str, batch: &Batch, received_at: DateTime<Utc>) -> Self {
-        let mut newest: HashMap<Uuid, (i64, &shared::proto::ProbeResult)> = HashMap::new();
+        let mut per_domain: HashMap<Uuid, Vec<(i64, &shared::proto::ProbeResult)>> = HashMap::new();
         for result in &batch.results {
             let Some(id) = shared::proto::uuid_from_bytes(&result.domain_id) else { continue };
-            let at = result.started_at_unix_us;
-            match newest.get(&id) {
-                Some((seen, _)) if *seen >= at => {}
-                _ => {
-                    newest.insert(id, (at, result));
-                }
-            }
+            per_domain.entry(id).or_default().push((result.started_at_unix_us, result));
         }
-        let mut observations = Vec::with_capacity(newest.len());
+        let mut observations = Vec::with_capacity(per_domain.len());
         let mut certificates = Vec::new();
-        for (domain_id, (at, result)) in newest {
+        for (domain_id, mut results) in per_domain {
+            // Oldest first (stable: of two at the same instant, the later in the batch is newer).
+            results.sort_by_key(|(at, _)| *at);
+            let run = results
+                .iter()
+                .filter_map(|(at, r)| Some(Run::of(r.ok, Utc.timestamp_micros(*at).single()?)))
+                .reduce(Run::then);
+            let (Some(run), Some(&(at, result))) = (run, results.last()) else { continue };
             let Some(observed_at) = Utc.timestamp_micros(at).single() else { continue };
             let error_kind = ErrorKind::try_from(result.error).ok().and_then(ErrorKind::label);
             observations.push(DomainObservation {
@@ -159,6 +205,7 @@ impl ObservedBatch {
                 error_kind: error_kind.map(str::to_owned),
                 status_code: (result.status_code != 0).then_some(result.status_code as i32),
                 observed_at,
+                run,
             });
             if let Some(cert) = &result.certificate {
                 if let (false, Some(not_after)) =
@@ -440,6 +487,8 @@ impl Consensus {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut run_failures, mut run_all_failed, mut run_since) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         // In domain order, so concurrent upserts (two agents of a region, two replicas) lock
         // rows in the same order and cannot deadlock.
         let mut sorted: Vec<&DomainObservation> = batch.observations.iter().collect();
@@ -450,11 +499,15 @@ impl Consensus {
             kinds.push(o.error_kind.clone());
             codes.push(o.status_code);
             ats.push(o.observed_at);
+            run_failures.push(i32::try_from(o.run.failures).unwrap_or(i32::MAX));
+            run_all_failed.push(o.run.all_failed());
+            run_since.push(o.run.since);
         }
         let rows: Vec<(Uuid, bool, Option<bool>)> = sqlx::query_as(
             "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int[], $5::timestamptz[])
-                     AS u(domain_id, ok, error_kind, status_code, observed_at)
+                 SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int[], $5::timestamptz[],
+                                      $8::int[], $9::bool[], $10::timestamptz[])
+                     AS u(domain_id, ok, error_kind, status_code, observed_at, run_failures, run_all_failed, run_since)
                  WHERE EXISTS (SELECT 1 FROM domains d WHERE d.id = u.domain_id)
              ),
              old AS (
@@ -464,16 +517,20 @@ impl Consensus {
              up AS (
                  INSERT INTO region_observations (domain_id, region, ok, error_kind, status_code, observed_at,
                                                   agent_id, failing_since, consecutive_failures)
-                 SELECT domain_id, $6, ok, error_kind, status_code, observed_at, $7,
-                        CASE WHEN ok THEN NULL ELSE observed_at END, CASE WHEN ok THEN 0 ELSE 1 END
+                 SELECT domain_id, $6, ok, error_kind, status_code, observed_at, $7, run_since, run_failures
                  FROM input ORDER BY domain_id
                  ON CONFLICT (domain_id, region) DO UPDATE
                  SET ok = excluded.ok, error_kind = excluded.error_kind, status_code = excluded.status_code,
                      observed_at = excluded.observed_at, agent_id = excluded.agent_id,
-                     failing_since = CASE WHEN excluded.ok THEN NULL
-                         ELSE COALESCE(region_observations.failing_since, excluded.observed_at) END,
-                     consecutive_failures = CASE WHEN excluded.ok THEN 0
-                         ELSE region_observations.consecutive_failures + 1 END
+                     -- The new results continue the stored run when they all failed.
+                     failing_since = CASE
+                         WHEN (SELECT run_all_failed FROM input i WHERE i.domain_id = excluded.domain_id)
+                         THEN COALESCE(region_observations.failing_since, excluded.failing_since)
+                         ELSE excluded.failing_since END,
+                     consecutive_failures = CASE
+                         WHEN (SELECT run_all_failed FROM input i WHERE i.domain_id = excluded.domain_id)
+                         THEN region_observations.consecutive_failures + excluded.consecutive_failures
+                         ELSE excluded.consecutive_failures END
                  WHERE region_observations.observed_at < excluded.observed_at
                  RETURNING domain_id, ok
              )
@@ -486,6 +543,9 @@ impl Consensus {
         .bind(&ats)
         .bind(&batch.region)
         .bind(&batch.agent_id)
+        .bind(&run_failures)
+        .bind(&run_all_failed)
+        .bind(&run_since)
         .fetch_all(&self.pool)
         .await?;
         // Only a region's new vote or changed vote is evaluated at once. A repeated failure can
@@ -933,6 +993,7 @@ mod tests {
             error_kind: None,
             status_code: None,
             observed_at: at(s),
+            run: Run::of(ok, at(s)),
         };
         let batch = |agent: &str, health: Option<(bool, DateTime<Utc>)>, observations| ObservedBatch {
             region: "ams".into(),
@@ -972,6 +1033,51 @@ mod tests {
             error: if ok { 0 } else { ErrorKind::Connect as i32 },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn failures_in_a_row_survive_batching_and_merging() {
+        let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        // ok, fail, fail in one batch: a run of 2 since the first failure.
+        let (d, base) = (Uuid::now_v7(), at(0).timestamp_micros());
+        let batch = Batch {
+            results: vec![
+                result(d, base + 2_000_000, false),
+                result(d, base, true),
+                result(d, base + 1_000_000, false),
+            ],
+            ..Default::default()
+        };
+        let observed = ObservedBatch::from_batch("sin", "sin-1", &batch, at(5));
+        let run = observed.observations[0].run;
+        assert_eq!(run, Run { results: 3, failures: 2, since: Some(at(1)) });
+        assert!(!run.all_failed(), "the run starts inside the batch: it does not continue a stored one");
+        // Two queued batches of failures merged (the older arriving second): one run of both.
+        let one = |s: i64, ok: bool| ObservedBatch {
+            region: "sin".into(),
+            agent_id: "sin-1".into(),
+            health: None,
+            received_at: at(s),
+            observations: vec![DomainObservation {
+                domain_id: d,
+                ok,
+                error_kind: None,
+                status_code: None,
+                observed_at: at(s),
+                run: Run::of(ok, at(s)),
+            }],
+            certificates: Vec::new(),
+        };
+        let merged = ObservedBatch::merge(vec![one(20, false), one(10, false), one(30, false)]);
+        let o = &merged[0].observations[0];
+        assert_eq!(o.observed_at, at(30));
+        assert_eq!(o.run, Run { results: 3, failures: 3, since: Some(at(10)) });
+        assert!(o.run.all_failed());
+        // A success in between ends the run there.
+        let merged = ObservedBatch::merge(vec![one(10, false), one(20, true), one(30, false)]);
+        assert_eq!(merged[0].observations[0].run, Run { results: 3, failures: 1, since: Some(at(30)) });
+        let merged = ObservedBatch::merge(vec![one(10, false), one(20, false), one(30, true)]);
+        assert_eq!(merged[0].observations[0].run, Run { results: 3, failures: 0, since: None });
     }
 
     #[test]

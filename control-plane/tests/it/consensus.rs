@@ -529,3 +529,123 @@ async fn an_expired_certificate_gets_one_expired_notice_never_expires_in_0_days(
     assert!(both[1].2["summary"].as_str().unwrap().contains("expires in 4 days"), "{}", both[1].2);
     app.stop().await;
 }
+
+/// The run of failures consensus recorded for `region`.
+async fn failures_in_a_row(pool: &PgPool, domain: &str, region: &str) -> i32 {
+    sqlx::query_scalar(
+        "SELECT consecutive_failures FROM region_observations WHERE domain_id = $1 AND region = $2",
+    )
+    .bind(domain.parse::<Uuid>().unwrap())
+    .bind(region)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .unwrap_or(0)
+}
+
+#[sqlx::test]
+async fn one_region_failing_every_probe_is_flagged_while_consensus_uptime_stays_at_100(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+    let status_path = format!("/v1/domains/{domain}/status");
+    let uptime_path = format!("/v1/domains/{domain}/uptime");
+
+    // sin fails every probe, ams and iad succeed: no incident, state up.
+    let mut first_failure = None;
+    for round in 1..=3 {
+        report(&mut clients, "ams", &domain, true).await;
+        report(&mut clients, "iad", &domain, true).await;
+        let before = chrono::Utc::now();
+        report(&mut clients, "sin", &domain, false).await;
+        first_failure.get_or_insert(before);
+        eventually(WAIT, &format!("sin's failure {round} recorded"), || async {
+            (failures_in_a_row(&app.pool, &domain, "sin").await == round).then_some(())
+        })
+        .await;
+        let status: Value = app.get(&status_path, &app.token).await.json().await.unwrap();
+        let flagged = status["regional_failures"].as_array().unwrap();
+        if round < 3 {
+            assert!(flagged.is_empty(), "{round} failures are not yet persistent: {status}");
+        } else {
+            assert_eq!(flagged.len(), 1, "{status}");
+            assert_eq!(flagged[0]["region"], "sin");
+            assert_eq!(flagged[0]["consecutive_failures"], 3);
+            let since: chrono::DateTime<chrono::Utc> = flagged[0]["since"].as_str().unwrap().parse().unwrap();
+            let first = first_failure.unwrap();
+            assert!(
+                since >= first - chrono::Duration::seconds(1) && since < first + chrono::Duration::seconds(5),
+                "{status}"
+            );
+            assert_eq!(flagged[0]["status_code"], 503);
+        }
+    }
+    assert_eq!(state_of(&app.pool, &domain).await.as_deref(), Some("up"));
+    assert!(incidents_of(&app.pool, &domain).await.is_empty());
+
+    // Uptime: 100 % by consensus, whatever sin's probes say; the probe ratios show sin's failures.
+    let uptime = eventually(WAIT, "every probe counted", || async {
+        let uptime: Value = app.get(&uptime_path, &app.token).await.json().await.ok()?;
+        (uptime["probes"]["probes"] == 12).then_some(uptime)
+    })
+    .await;
+    assert_eq!(uptime["uptime_percent"], 100.0, "{uptime}");
+    assert_eq!(uptime["consensus"]["uptime_percent"], 100.0);
+    assert_eq!(uptime["consensus"]["down_s"], 0.0);
+    assert!(uptime["consensus"]["monitored_s"].as_f64().unwrap() > 0.0, "{uptime}");
+    assert_eq!(uptime["probes"]["successes"], 9);
+    assert_eq!(uptime["probes"]["uptime_percent"], 75.0, "the raw ratio, named apart");
+    let sin = uptime["regions"].as_array().unwrap().iter().find(|r| r["region"] == "sin").unwrap().clone();
+    assert_eq!((sin["probes"].as_u64(), sin["successes"].as_u64()), (Some(4), Some(1)), "{uptime}");
+    assert_eq!(sin["uptime_percent"], 25.0);
+    assert_eq!(uptime["regional_failures"][0]["region"], "sin", "{uptime}");
+
+    // sin recovers: the flag clears.
+    report(&mut clients, "sin", &domain, true).await;
+    eventually(WAIT, "sin's run ended", || async {
+        (failures_in_a_row(&app.pool, &domain, "sin").await == 0).then_some(())
+    })
+    .await;
+    let status: Value = app.get(&status_path, &app.token).await.json().await.unwrap();
+    assert!(status["regional_failures"].as_array().unwrap().is_empty(), "{status}");
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn a_region_failing_along_with_a_down_domain_is_no_regional_failure(pool: PgPool) {
+    let pki = Pki::new();
+    let config_threshold = 2;
+    let mut config = test_config(&shared::testing::random_prefix("consensus"), "redis://127.0.0.1:6379");
+    config.regional_failure_observations = config_threshold;
+    pki.configure(&mut config);
+    let app = TestApp::spawn_with(pool, config).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+    for _ in 0..config_threshold {
+        for region in REGIONS {
+            report(&mut clients, region, &domain, false).await;
+        }
+    }
+    wait_state(&app, &domain, "down").await;
+    eventually(WAIT, "every failure recorded", || async {
+        for region in REGIONS {
+            if failures_in_a_row(&app.pool, &domain, region).await < config_threshold as i32 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let status: Value =
+        app.get(&format!("/v1/domains/{domain}/status"), &app.token).await.json().await.unwrap();
+    assert!(status["regional_failures"].as_array().unwrap().is_empty(), "the domain is down: {status}");
+    let uptime: Value =
+        app.get(&format!("/v1/domains/{domain}/uptime"), &app.token).await.json().await.unwrap();
+    let percent = uptime["uptime_percent"].as_f64().unwrap();
+    assert!(percent < 100.0 && percent > 0.0, "up, then down: {uptime}");
+    assert!(uptime["consensus"]["down_s"].as_f64().unwrap() > 0.0, "{uptime}");
+    app.stop().await;
+}

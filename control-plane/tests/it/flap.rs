@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use control_plane::clock::ManualClock;
-use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch};
+use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch, Run};
 use control_plane::flap::Decision;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -90,6 +90,7 @@ async fn step(app: &TestApp, clock: &ManualClock, domain: Uuid, ok: bool, at: Da
             error_kind: (!ok).then(|| "status".to_owned()),
             status_code: Some(if ok { 200 } else { 503 }),
             observed_at: at,
+            run: Run::of(ok, at),
         }],
         certificates: Vec::new(),
     };
@@ -479,6 +480,7 @@ async fn observe_and_sweep(app: &TestApp, clock: &ManualClock, domain: Uuid, ok:
             error_kind: (!ok).then(|| "status".to_owned()),
             status_code: Some(if ok { 200 } else { 503 }),
             observed_at: at,
+            run: Run::of(ok, at),
         }],
         certificates: Vec::new(),
     };

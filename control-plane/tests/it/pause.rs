@@ -3,7 +3,7 @@
 //! are recorded and evaluations (or the sweep) driven directly, at the real time.
 
 use chrono::{DateTime, Utc};
-use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch};
+use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch, Run};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::testing::random_prefix;
@@ -57,6 +57,7 @@ async fn observe(app: &TestApp, domain: Uuid, region: &str, ok: bool) -> DateTim
             error_kind: (!ok).then(|| "status".to_owned()),
             status_code: Some(if ok { 200 } else { 503 }),
             observed_at: at,
+            run: Run::of(ok, at),
         }],
         certificates: Vec::new(),
     };
