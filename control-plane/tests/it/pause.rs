@@ -233,3 +233,46 @@ async fn a_domain_going_down_while_paused_opens_its_incident_only_when_probed_ag
     assert_eq!(kinds(&outbox(&app.pool, channel).await), ["incident_opened"]);
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn paused_time_is_left_out_of_consensus_uptime(pool: PgPool) {
+    let app = spawn(pool).await;
+    let regions = ["ams"];
+    let (domain, _) = domain_with_channel(&app, &regions).await;
+    let decided = Utc::now();
+    all(&app, domain, &regions, true).await;
+    all(&app, domain, &regions, false).await;
+    pause(&app, domain, true).await;
+    // Paused for a measurable while (the span is read back, not assumed).
+    let pause_started: DateTime<Utc> =
+        sqlx::query_scalar("SELECT paused_at FROM monitoring_pauses WHERE domain_id = $1")
+            .bind(domain)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    shared::testing::eventually(crate::helpers::WAIT, "some paused time", || async {
+        (Utc::now() - pause_started > chrono::Duration::milliseconds(200)).then_some(())
+    })
+    .await;
+    pause(&app, domain, false).await;
+    all(&app, domain, &regions, true).await;
+
+    let uptime: Value =
+        app.get(&format!("/v1/domains/{domain}/uptime"), &app.token).await.json().await.unwrap();
+    let c = &uptime["consensus"];
+    let (up, down, monitored, paused) = (
+        c["up_s"].as_f64().unwrap(),
+        c["down_s"].as_f64().unwrap(),
+        c["monitored_s"].as_f64().unwrap(),
+        c["paused_s"].as_f64().unwrap(),
+    );
+    assert!(paused >= 0.2, "{uptime}");
+    assert!(up > 0.0 && down > 0.0, "{uptime}");
+    assert!((up + down - monitored).abs() < 1e-6, "{uptime}");
+    let elapsed = (Utc::now() - decided).num_milliseconds() as f64 / 1000.0;
+    assert!(monitored + paused <= elapsed + 0.01, "paused time is not monitored time: {uptime}");
+    let percent = uptime["uptime_percent"].as_f64().unwrap();
+    assert!((percent - up * 100.0 / monitored).abs() < 1e-9, "{uptime}");
+    assert_eq!(uptime["uptime_percent"], c["uptime_percent"]);
+    app.stop().await;
+}
