@@ -527,13 +527,14 @@ async fn delivery_refuses_a_name_that_resolves_to_a_blocked_address(pool: PgPool
     app.stop().await;
 }
 
-/// A webhook receiver that answers 503 to every request while `down` is set, and to requests
-/// whose dedup key is in `refused`; records each request's dedup key and its answer, in order
-/// of arrival.
+/// A webhook receiver that answers 503 to every request while `down` is set, to requests
+/// whose dedup key is in `refused`, and to every other request while `alternate` is set;
+/// records each request's dedup key and its answer, in order of arrival.
 #[derive(Clone)]
 struct FlakyReceiver {
     seen: Arc<Mutex<Vec<(String, u16)>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    alternate: Arc<std::sync::atomic::AtomicBool>,
     refused: Arc<Mutex<Vec<String>>>,
     addr: SocketAddr,
 }
@@ -544,15 +545,20 @@ impl FlakyReceiver {
         let receiver = FlakyReceiver {
             seen: Arc::default(),
             down: Arc::default(),
+            alternate: Arc::default(),
             refused: Arc::default(),
             addr: listener.local_addr().unwrap(),
         };
         async fn hook(State(r): State<FlakyReceiver>, body: Bytes) -> AxumStatus {
             let body: Value = serde_json::from_slice(&body).unwrap();
             let key = body["dedup_key"].as_str().unwrap().to_owned();
-            let refuse = r.down.load(Ordering::SeqCst) || r.refused.lock().unwrap().contains(&key);
+            let mut seen = r.seen.lock().unwrap();
+            let refuse = r.down.load(Ordering::SeqCst)
+                || r.refused.lock().unwrap().contains(&key)
+                || (r.alternate.load(Ordering::SeqCst) && seen.len() % 2 == 0);
             let status = if refuse { 503 } else { 200 };
-            r.seen.lock().unwrap().push((key, status));
+            seen.push((key, status));
+            drop(seen);
             AxumStatus::from_u16(status).unwrap()
         }
         let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(receiver.clone());
@@ -707,4 +713,32 @@ async fn retries_stop_after_notify_max_age_s_and_a_dead_one_no_longer_holds_back
     let (_, attempts, _) = wait_state(&app.pool, &dead_id.to_string(), "delivered").await;
     assert_eq!(attempts, 1);
     app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn two_dispatchers_keep_each_domains_order_through_intermittent_failures(pool: PgPool) {
+    // Every other request is refused; two replicas dispatch at once; five domains each get four
+    // notifications committed in order. Each domain's notifications arrive in that order.
+    let receiver = FlakyReceiver::start().await;
+    receiver.alternate.store(true, Ordering::SeqCst);
+    let a = TestApp::spawn_with(pool.clone(), patient_config()).await;
+    let b = TestApp::spawn_with(pool.clone(), patient_config()).await;
+    create_channel(&a, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    let tenant = tenant_of(&a).await;
+    let domains: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    for step in 0..4 {
+        for (d, domain) in domains.iter().enumerate() {
+            enqueue_for(&pool, tenant, *domain, "incident_opened", &format!("d{d}:{step}")).await;
+        }
+    }
+    let rows = wait_all_delivered(&pool).await;
+    assert_eq!(rows.len(), 20);
+    let accepted = receiver.accepted();
+    for d in 0..domains.len() {
+        let mine: Vec<&String> = accepted.iter().filter(|k| k.starts_with(&format!("d{d}:"))).collect();
+        let want: Vec<String> = (0..4).map(|step| format!("d{d}:{step}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "domain {d}: {accepted:?}");
+    }
+    a.stop().await;
+    b.stop().await;
 }
