@@ -28,7 +28,15 @@ ALTER TABLE domain_state ADD COLUMN announce_after timestamptz;
 -- cause's lock (the domain's state row, the incident row), so per domain it follows the order
 -- of the causes. A notification is not attempted while an earlier pending one of the same
 -- channel and domain exists.
-ALTER TABLE notifications ADD COLUMN seq bigserial;
+-- Rows already queued are numbered in the order they were created.
+ALTER TABLE notifications ADD COLUMN seq bigint;
+CREATE SEQUENCE notifications_seq OWNED BY notifications.seq;
+UPDATE notifications n SET seq = o.rn
+FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS rn FROM notifications) o
+WHERE n.id = o.id;
+SELECT setval('notifications_seq', COALESCE((SELECT max(seq) FROM notifications), 0) + 1, false);
+ALTER TABLE notifications ALTER COLUMN seq SET DEFAULT nextval('notifications_seq'),
+                          ALTER COLUMN seq SET NOT NULL;
 ALTER TABLE notifications ADD COLUMN domain_id uuid;
 UPDATE notifications SET domain_id = (payload->>'domain_id')::uuid WHERE payload ? 'domain_id';
 CREATE INDEX notifications_pending_order ON notifications (channel_id, domain_id, seq) WHERE state = 'pending';
