@@ -561,8 +561,9 @@ impl Consensus {
 
     /// Re-evaluates every domain that could change state: one without a decided state, or one
     /// with a fresh observation that disagrees with its state (a failure while up, a success
-    /// while down), or one resumed with a held incident to announce if it is still down. A domain whose observations all agree with its state cannot transition, whatever
-    /// goes stale: staleness only removes voters. Returns how many were evaluated.
+    /// while down), or one resumed with a held incident to announce if it is still down. A
+    /// domain whose observations all agree with its state cannot transition, whatever goes
+    /// stale: staleness only removes voters. Returns how many were evaluated.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
         use futures::StreamExt;
         let now = self.clock.now();

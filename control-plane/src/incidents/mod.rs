@@ -280,8 +280,10 @@ pub async fn close_for_domain(
     Ok(Some(id))
 }
 
-/// What an event of [`pause`] and [`resume`] says in its details (`"notification"`).
+/// What a `paused` event says in its details (`"notification"`).
 pub const NOT_SENT_PAUSED: &str = "none: the incident stays open while monitoring is paused";
+/// What a `resumed` event says in its details (`"notification"`).
+pub const NOT_SENT_RESUMED: &str = "none: the same incident goes on";
 /// What the `opened` event of a held incident says once it was announced after a resume.
 pub const SENT_AFTER_RESUME: &str = "sent: still down after monitoring resumed";
 
@@ -347,7 +349,7 @@ pub async fn resume(
     .await?;
     let Some(id) = open_incident(tx, subject.domain_id).await? else { return Ok(None) };
     let held = opening_unannounced(tx, id).await?;
-    let mut details = json!({ "reason": "monitoring resumed", "notification": NOT_SENT_PAUSED });
+    let mut details = json!({ "reason": "monitoring resumed", "notification": NOT_SENT_RESUMED });
     if held {
         details["notification"] = Value::from("held: announced if still down once probes resume");
         sqlx::query("UPDATE domain_state SET announce_after = $2 WHERE domain_id = $1")
