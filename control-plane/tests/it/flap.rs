@@ -500,6 +500,16 @@ async fn a_held_incident_still_down_after_a_resume_is_announced_once_then_its_en
     assert_eq!(app.post(&format!("{path}/resume"), &app.token, &json!({})).await.status(), StatusCode::OK);
     let evs = events(&app.pool, held).await;
     assert_eq!(evs.last().unwrap().0, "resumed", "{evs:?}");
+    // The digest of this hour sees the pause end: the span it closed carries the resume.
+    let now = Utc::now();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let rows = control_plane::digests::store::load_period(&mut conn, base, now + Duration::minutes(1), now)
+        .await
+        .unwrap();
+    let span = &rows.values().next().unwrap().flaps[0];
+    assert_eq!(span.settled.as_deref(), Some("paused"));
+    assert!(span.resumed_at.is_some_and(|r| r >= span.left_at.unwrap()), "{span:?}");
+    drop(conn);
     // Nothing is announced on the resume itself, nor by the failures seen before it.
     clock.set(Utc::now());
     app.consensus.sweep().await.unwrap();
