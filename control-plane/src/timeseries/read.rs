@@ -92,11 +92,16 @@ pub struct RegionUptime {
     pub counts: UptimeCounts,
 }
 
+/// Probe success counts of a domain in a window: the raw ratio of successful probes, pooled
+/// over every region (`probes`) and per region. This is not the domain's uptime: one region
+/// failing every probe while the others succeed lowers these ratios, while consensus (and
+/// [`crate::uptime`]) keeps the domain up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Uptime {
     pub window: Window,
     pub since: DateTime<Utc>,
-    pub overall: UptimeCounts,
+    /// Every region's probes together.
+    pub probes: UptimeCounts,
     pub regions: Vec<RegionUptime>,
 }
 
@@ -167,7 +172,8 @@ pub struct CertificateFacts {
     /// `revoked`, `other`, and `position` 0 for the leaf, N for the Nth intermediate.
     pub problem: Option<serde_json::Value>,
     pub observed_at: DateTime<Utc>,
-    /// Whole days from now until `not_after` (negative once expired).
+    /// Whole days from now until `not_after`, rounded down ([`crate::expiry::days_left`]):
+    /// -1 during the first day after expiry.
     #[sqlx(skip)]
     pub days_left: i64,
     /// The stored chain record (see the `certificates` table).
@@ -203,12 +209,12 @@ pub struct ExpiringCertificate {
     pub position: u32,
     pub subject: String,
     pub not_after: DateTime<Utc>,
-    /// Whole days from now until `not_after` (negative once expired).
+    /// Whole days from now until `not_after`, rounded down (negative once expired).
     pub days_left: i64,
 }
 
 fn days_left(not_after: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
-    (not_after - now).num_days()
+    crate::expiry::days_left(not_after, now)
 }
 
 /// The chain's earliest certificate above the leaf from a stored chain record, if any.
@@ -319,7 +325,7 @@ pub(crate) async fn uptime(
             RegionUptime { region, counts: UptimeCounts::new(p, s) }
         })
         .collect();
-    Ok(Uptime { window, since, overall: UptimeCounts::new(probes, successes), regions })
+    Ok(Uptime { window, since, probes: UptimeCounts::new(probes, successes), regions })
 }
 
 type HistRow =

@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const WAIT: Duration = Duration::from_secs(15);
+/// The deadline of every "eventually" wait: generous, since a busy two-core machine can stretch
+/// seconds of background work many times over, and it only matters when a test is failing.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
