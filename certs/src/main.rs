@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("certs: {error:#}");
+            eprintln!("certs: {}", shared::error::Chain(&*error));
             ExitCode::FAILURE
         }
     }

@@ -245,7 +245,7 @@ impl Application {
         if let Some(ingest) = ingest {
             match ingest.await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(error = format!("{error:#}"), "ingest server failed"),
+                Ok(Err(error)) => tracing::error!(error = %shared::error::Chain(&*error), "ingest server failed"),
                 Err(error) => tracing::error!(%error, "ingest server task panicked"),
             }
         }

@@ -36,13 +36,12 @@ fn main() -> ExitCode {
     let mut checked = config.clone();
     if let Err(message) = checked.adopt_certificate_identity() {
         tracing::error!(error = %message, "invalid configuration");
-        eprintln!("probe-agent: invalid configuration: {message}");
         return ExitCode::from(EXIT_CONFIG as u8);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
-            eprintln!("probe-agent: cannot start the runtime: {error}");
+            tracing::error!(%error, "cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -53,8 +52,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "probe agent failed");
-            eprintln!("probe-agent: {error:#}");
+            // Said once, through the log (stderr), like everything after tracing is set up.
+            tracing::error!(error = %shared::error::Chain(&*error), "probe agent failed");
             ExitCode::FAILURE
         }
     }

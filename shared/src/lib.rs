@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod identity;
 pub mod keys;
 pub mod limits;
@@ -55,5 +56,43 @@ mod tidy {
             .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
             .collect();
         assert!(undocumented.is_empty(), "modules without a //! doc comment: {undocumented:?}");
+    }
+
+    /// Each cause is said once: error chains are printed with `shared::error::Chain` (anyhow's
+    /// `{:#}` repeats causes that third-party errors already put in their message), and the
+    /// workspace's own error types show a cause or return it from `source()`, never both.
+    #[test]
+    fn causes_are_said_once() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        for krate in ["shared", "control-plane", "probe-agent", "certs", "bench"] {
+            rust_files(&root.join(krate).join("src"), &mut files);
+        }
+        let mut offences = Vec::new();
+        for file in &files {
+            if file.ends_with("shared/src/error.rs") || file.ends_with("shared/src/lib.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let here = format!("{}:{}", file.display(), i + 1);
+                if line.contains(":#}") {
+                    offences.push(format!("{here}: `{{:#}}` (use shared::error::Chain)"));
+                }
+                if line.trim_start().starts_with("#[error(") {
+                    let says_field = line.contains("{0}") || line.contains("{source}");
+                    let next = lines.get(i + 1).copied().unwrap_or_default();
+                    let is_source = line.contains("{source}")
+                        || next.contains("#[from]")
+                        || next.contains("#[source]")
+                        || next.contains(" source:");
+                    if says_field && is_source {
+                        offences.push(format!("{here}: the message shows the error's own source"));
+                    }
+                }
+            }
+        }
+        assert!(offences.is_empty(), "causes said twice:\n{}", offences.join("\n"));
     }
 }

@@ -19,8 +19,9 @@ use crate::identity::AgentIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{what}: cannot read {path}: {source}")]
-    Read { what: &'static str, path: String, source: std::io::Error },
+    /// The setting names a file that cannot be read (the I/O error is part of the message).
+    #[error("{what}: cannot read {path}: {error}")]
+    Read { what: &'static str, path: String, error: std::io::Error },
     #[error("{what}: {message}")]
     Invalid { what: &'static str, message: String },
 }
@@ -34,7 +35,7 @@ pub fn read_pem(what: &'static str, value: &str) -> Result<Vec<u8>, TlsError> {
     if value.trim_start().starts_with("-----BEGIN") {
         return Ok(value.as_bytes().to_vec());
     }
-    std::fs::read(value).map_err(|source| TlsError::Read { what, path: value.to_owned(), source })
+    std::fs::read(value).map_err(|error| TlsError::Read { what, path: value.to_owned(), error })
 }
 
 /// Every certificate in a PEM setting; at least one.

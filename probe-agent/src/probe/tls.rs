@@ -104,7 +104,7 @@ pub enum TlsSetupError {
     #[error("invalid extra root certificate: {0}")]
     ExtraRoot(rustls::Error),
     #[error("cannot build the certificate verifier: {0}")]
-    Verifier(#[from] rustls::client::VerifierBuilderError),
+    Verifier(rustls::client::VerifierBuilderError),
     #[error("cannot configure tls: {0}")]
     Config(rustls::Error),
 }
@@ -122,7 +122,9 @@ impl TlsClient {
         for root in extra_roots {
             roots.add(root.clone()).map_err(TlsSetupError::ExtraRoot)?;
         }
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(TlsSetupError::Verifier)?;
         let mut config = client_config(provider)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(RecordingVerifier { inner }))
