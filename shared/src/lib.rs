@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod keys;
 pub mod limits;
+pub mod listen;
 pub mod netguard;
 pub mod ops;
 pub mod proto;

@@ -303,7 +303,7 @@ impl Writers {
                     self.metrics.error("write");
                     tracing::error!(
                         writer = id,
-                        error = %shared::error::Chain(&*error),
+                        error = %shared::error::Chain(&error),
                         batches = jobs.len(),
                         "storing results failed"
                     );
