@@ -59,6 +59,46 @@ mod tidy {
         assert!(undocumented.is_empty(), "modules without a //! doc comment: {undocumented:?}");
     }
 
+    /// Markdown tables render as tables: no blank line splits one (the rows after it would
+    /// show as raw text) and every row has the header's number of cells (an unescaped `|`
+    /// inside a cell, even in backticks, starts a new one).
+    #[test]
+    fn markdown_tables_are_whole() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let cells = |line: &str| line.trim().replace("\\|", "").matches('|').count();
+        let mut problems = Vec::new();
+        for doc in ["README.md", "ARCHITECTURE.md", "fly/README.md"] {
+            let text = std::fs::read_to_string(root.join(doc)).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let (mut fenced, mut header) = (false, None);
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim_start().starts_with("```") {
+                    fenced = !fenced;
+                }
+                if fenced || !line.starts_with('|') {
+                    header = None;
+                    continue;
+                }
+                let at = format!("{doc}:{}", i + 1);
+                if header.is_none()
+                    && i >= 2
+                    && lines[i - 1].trim().is_empty()
+                    && lines[i - 2].starts_with('|')
+                {
+                    problems.push(format!("{at}: a blank line splits the table above"));
+                }
+                match header {
+                    None => header = Some(cells(line)),
+                    Some(n) if n != cells(line) => {
+                        problems.push(format!("{at}: {} `|`, the header has {n}", cells(line)))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        assert!(problems.is_empty(), "broken markdown tables:\n{}", problems.join("\n"));
+    }
+
     /// Each cause is said once: error chains are printed with `shared::error::Chain` (anyhow's
     /// `{:#}` repeats causes that third-party errors already put in their message), and the
     /// workspace's own error types show a cause or return it from `source()`, never both.

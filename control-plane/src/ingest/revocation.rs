@@ -105,8 +105,11 @@ pub struct CrlWatcher {
     poll: Duration,
     tx: watch::Sender<Arc<IngestTls>>,
     metrics: Metrics,
-    /// The bytes last read (applied or refused), so an unchanged file is not parsed again.
+    /// The bytes last read (applied or refused), so an unchanged file is not parsed again;
+    /// `None` without a CRL.
     last_read: Option<Vec<u8>>,
+    /// The last read failed (reported once until a read succeeds again).
+    unreadable: bool,
     next_update: Option<DateTime<Utc>>,
     last_alarm: Option<(Standing, Instant)>,
 }
@@ -138,6 +141,7 @@ impl CrlWatcher {
             tx,
             metrics,
             last_read,
+            unreadable: false,
             next_update: None,
             last_alarm: None,
         };
@@ -177,15 +181,16 @@ impl CrlWatcher {
         let pem = match tokio::fs::read(path).await {
             Ok(pem) => pem,
             Err(error) => {
-                // Logged once per failure, not on every poll while the file stays missing.
-                if self.last_read.as_deref() != Some(&[]) {
+                // Reported once, not on every poll while the file stays missing.
+                if !self.unreadable {
+                    self.unreadable = true;
                     self.metrics.crl_load("unreadable");
                     tracing::error!(path = %path.display(), %error, "cannot read tls_crl; the previous revocation list stays in force");
-                    self.last_read = Some(Vec::new());
                 }
                 return;
             }
         };
+        self.unreadable = false;
         if self.last_read.as_ref() == Some(&pem) {
             return;
         }
