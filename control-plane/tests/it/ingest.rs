@@ -259,6 +259,9 @@ async fn a_rewritten_revocation_list_applies_without_a_restart(pool: PgPool) {
         (!accepted(&app, &ca, (&cert, &key)).await).then_some(())
     })
     .await;
+    // That refusal may have come per request (the handshake just before the reload); from now
+    // on the handshake itself fails.
+    refused(&app, &ca, Some((&cert, &key))).await;
     handshake_refused(&app, "revoked").await;
     assert_eq!(metric(&app, "control_plane_ingest_crl_loads_total{outcome=\"applied\"}").await, Some(1.0));
     // The connection it opened before is refused from now on too.
