@@ -257,9 +257,9 @@ mod tests {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let day = chrono::Duration::days(1);
         assert_eq!(standing(None, now), Standing::Current);
-        assert_eq!(standing(Some(now + 7 * day), now), Standing::Current);
-        assert_eq!(standing(Some(now + 2 * day + chrono::Duration::seconds(1)), now), Standing::Current);
-        assert_eq!(standing(Some(now + 2 * day), now), Standing::Expiring);
+        assert_eq!(standing(Some(now + day * 7), now), Standing::Current);
+        assert_eq!(standing(Some(now + day * 2 + chrono::Duration::seconds(1)), now), Standing::Current);
+        assert_eq!(standing(Some(now + day * 2), now), Standing::Expiring);
         assert_eq!(standing(Some(now + chrono::Duration::seconds(1)), now), Standing::Expiring);
         assert_eq!(standing(Some(now), now), Standing::Lapsed);
         assert_eq!(standing(Some(now - day), now), Standing::Lapsed);
