@@ -364,7 +364,7 @@ mod tests {
         let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let (_, crl) = CertificateRevocationList::from_der(&pem.contents).unwrap();
         let serials: Vec<_> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();
-        assert_eq!(serials, [agent.serial.clone()]);
+        assert_eq!(serials, std::slice::from_ref(&agent.serial));
         // What the control plane reads back from it.
         let lists = shared::tls::revocation_lists("tls_crl", &store.crl().display().to_string()).unwrap();
         assert_eq!(
