@@ -374,6 +374,24 @@ mod tests {
         let days = (lists.next_update.unwrap() - chrono::Utc::now()).num_hours();
         assert!((7 * 24 - 1..=7 * 24).contains(&days), "nextUpdate in {days} h");
         assert!(store.revoke("not hex").is_err());
+
+        // The control plane takes this list with its own CA, and refuses another CA's list.
+        let server = store.issue_server(&["localhost".into()], &[], 1).unwrap();
+        let tls = |ca: &Path, crl: &Path| {
+            shared::tls::mtls_server_config(
+                &shared::tls::certificates("tls_ca", &ca.display().to_string()).unwrap(),
+                shared::tls::certificates("tls_cert", &server.cert.display().to_string()).unwrap(),
+                shared::tls::private_key("tls_key", &server.key.display().to_string()).unwrap(),
+                shared::tls::revocation_lists("tls_crl", &crl.display().to_string()).unwrap().ders,
+            )
+        };
+        assert!(tls(&store.ca_cert(), &store.crl()).is_ok());
+        let other = self::store();
+        other.create_ca("other CA", 30, Overwrite::Refuse).unwrap();
+        other.write_crl(7).unwrap();
+        let error = tls(&store.ca_cert(), &other.crl()).unwrap_err().to_string();
+        assert!(error.contains("not by the configured CA") && error.contains("other CA"), "{error}");
+        let _ = fs::remove_dir_all(&other.dir);
         let _ = fs::remove_dir_all(&store.dir);
     }
 }

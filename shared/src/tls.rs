@@ -105,7 +105,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The control plane's ingest server configuration: mutual TLS against `ca`, optionally with
-/// revocation lists, ALPN `h2`.
+/// revocation lists, ALPN `h2`. Errors when a revocation list is not issued by a `ca`
+/// certificate, or the server certificate and key do not fit.
 pub fn mtls_server_config(
     ca: &[CertificateDer<'static>],
     chain: Vec<CertificateDer<'static>>,
@@ -115,6 +116,11 @@ pub fn mtls_server_config(
     let mut roots = RootCertStore::empty();
     for cert in ca {
         roots.add(cert.clone()).map_err(|e| invalid("ca", e.to_string()))?;
+    }
+    // A list of another CA says nothing about this CA's certificates: rustls would then find
+    // every agent's revocation status unknown and refuse them all. Refuse the list instead.
+    for crl in &crls {
+        crl_issued_by(crl, ca)?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls(crls)
@@ -128,6 +134,26 @@ pub fn mtls_server_config(
         .map_err(|e| invalid("server certificate", e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// Checks that `crl` names one of the `ca` certificates' subjects as its issuer.
+fn crl_issued_by(crl: &CertificateRevocationListDer<'_>, ca: &[CertificateDer<'_>]) -> Result<(), TlsError> {
+    use x509_parser::prelude::FromDer;
+    let (_, list) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
+        .map_err(|e| invalid("tls_crl", format!("unparsable revocation list: {e}")))?;
+    let issuer = list.issuer();
+    let known = ca.iter().any(|der| {
+        x509_parser::parse_x509_certificate(der)
+            .is_ok_and(|(_, cert)| cert.subject().as_raw() == issuer.as_raw())
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(invalid(
+            "tls_crl",
+            format!("the revocation list is issued by \"{issuer}\", not by the configured CA"),
+        ))
+    }
 }
 
 /// What the control plane learns from an agent's (already verified) certificate.
