@@ -372,7 +372,7 @@ async fn measure_fanin(args: &FaninArgs, scratch: &Scratch, ts: &ScratchDb) -> a
             Ok(pair) => channels.push(pair),
             Err(error) => {
                 errors += 1;
-                eprintln!("connect failed: {error:#}");
+                eprintln!("connect failed: {}", shared::error::Chain(&*error));
             }
         }
     }

@@ -120,10 +120,12 @@ fn config_keys<T: Serialize + Default>() -> BTreeSet<String> {
     }
 }
 
+/// Fly's private network is IPv6 only; its proxy and checks may come over IPv4: a listener must
+/// be the IPv6 wildcard `[::]`, which the binaries bind dual-stack (`shared::listen`).
 fn assert_reachable(name: &str, key: &str, addr: SocketAddr) {
     assert!(
-        addr.ip().is_unspecified(),
-        "{name}: {key} = {addr} must listen on all addresses (0.0.0.0 or [::]) to be reachable on Fly"
+        addr.is_ipv6() && addr.ip().is_unspecified(),
+        "{name}: {key} = {addr} must listen on [::] (IPv6 and IPv4) to be reachable on Fly"
     );
 }
 

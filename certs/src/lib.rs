@@ -33,6 +33,9 @@ pub struct Issued {
     pub key: PathBuf,
     /// Serial number, lowercase hex.
     pub serial: String,
+    /// The subject alternative names the certificate carries, as `DNS:<name>`, `IP:<address>`
+    /// or `URI:<uri>` (empty for the CA).
+    pub sans: Vec<String>,
 }
 
 fn random_serial() -> (SerialNumber, String) {
@@ -112,7 +115,7 @@ impl Store {
         let cert = params.self_signed(&key)?;
         write_private(&self.ca_key(), &key.serialize_pem())?;
         write_public(&self.ca_cert(), &cert.pem())?;
-        Ok(Issued { cert: self.ca_cert(), key: self.ca_key(), serial: serial_hex })
+        Ok(Issued { cert: self.ca_cert(), key: self.ca_key(), serial: serial_hex, sans: Vec::new() })
     }
 
     fn issuer(&self) -> anyhow::Result<Issuer<'static, KeyPair>> {
@@ -125,7 +128,9 @@ impl Store {
         Issuer::from_ca_cert_pem(&cert_pem, key).context("parsing the CA certificate")
     }
 
-    /// Issues the control plane's server certificate for the given names and addresses.
+    /// Issues the control plane's server certificate for exactly the given names and addresses
+    /// (nothing is added: development names such as `localhost` only when passed). Errors when
+    /// both are empty, a name is not a valid DNS name, or the CA cannot be read.
     pub fn issue_server(&self, dns: &[String], ips: &[IpAddr], days: u32) -> anyhow::Result<Issued> {
         if dns.is_empty() && ips.is_empty() {
             bail!("a server certificate needs at least one --dns name or --ip address");
@@ -147,7 +152,9 @@ impl Store {
         let (cert_path, key_path) = (self.dir.join("server.pem"), self.dir.join("server.key"));
         write_private(&key_path, &key.serialize_pem())?;
         write_public(&cert_path, &cert.pem())?;
-        Ok(Issued { cert: cert_path, key: key_path, serial: serial_hex })
+        let sans =
+            dns.iter().map(|d| format!("DNS:{d}")).chain(ips.iter().map(|ip| format!("IP:{ip}"))).collect();
+        Ok(Issued { cert: cert_path, key: key_path, serial: serial_hex, sans })
     }
 
     /// Issues an agent's client certificate: identity URI SAN, client-auth EKU only.
@@ -188,7 +195,8 @@ impl Store {
         let (cert_path, key_path) = (dir.join(format!("{base}.pem")), dir.join(format!("{base}.key")));
         write_private(&key_path, &key.serialize_pem())?;
         write_public(&cert_path, &cert.pem())?;
-        Ok(Issued { cert: cert_path, key: key_path, serial: serial_hex })
+        let sans = vec![format!("URI:{}", identity.to_uri())];
+        Ok(Issued { cert: cert_path, key: key_path, serial: serial_hex, sans })
     }
 
     /// Serials revoked so far.
@@ -216,7 +224,8 @@ impl Store {
         self.write_crl(7)
     }
 
-    /// Writes `crl.pem` listing every revoked serial, valid for `days`.
+    /// Writes `crl.pem` listing every revoked serial, with its `nextUpdate` `days` from now
+    /// (re-run it before then). The file is replaced atomically.
     pub fn write_crl(&self, days: u32) -> anyhow::Result<PathBuf> {
         let issuer = self.issuer()?;
         let now = OffsetDateTime::now_utc();
@@ -243,7 +252,12 @@ impl Store {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         let crl = params.signed_by(&issuer)?;
-        write_public(&self.crl(), &crl.pem()?)?;
+        // Written aside and renamed over crl.pem, so a control plane re-reading the file never
+        // sees half a list.
+        let partial = self.dir.join("crl.pem.partial");
+        write_public(&partial, &crl.pem()?)?;
+        fs::rename(&partial, self.crl())
+            .with_context(|| format!("replacing {} with {}", self.crl().display(), partial.display()))?;
         Ok(self.crl())
     }
 }
@@ -310,7 +324,17 @@ mod tests {
         assert!(eku.server_auth && !eku.client_auth);
         let names = format!("{:?}", cert.subject_alternative_name().unwrap().unwrap().value.general_names);
         assert!(names.contains("localhost") && names.contains("127"), "{names}");
+        assert_eq!(issued.sans, ["DNS:localhost", "IP:127.0.0.1"]);
         assert!(store.issue_server(&[], &[], 30).is_err());
+
+        // Only what was asked for: no development name slips in.
+        let issued = store.issue_server(&["example.com".into()], &[], 30).unwrap();
+        let der = parse(&issued.cert);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let names = &cert.subject_alternative_name().unwrap().unwrap().value.general_names;
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(matches!(names[0], GeneralName::DNSName("example.com")), "{names:?}");
+        assert_eq!(issued.sans, ["DNS:example.com"]);
         let _ = fs::remove_dir_all(&store.dir);
     }
 
@@ -340,8 +364,34 @@ mod tests {
         let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let (_, crl) = CertificateRevocationList::from_der(&pem.contents).unwrap();
         let serials: Vec<_> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();
-        assert_eq!(serials, [agent.serial]);
+        assert_eq!(serials, std::slice::from_ref(&agent.serial));
+        // What the control plane reads back from it.
+        let lists = shared::tls::revocation_lists("tls_crl", &store.crl().display().to_string()).unwrap();
+        assert_eq!(
+            lists.revoked.into_iter().collect::<Vec<_>>(),
+            [shared::tls::normalize_serial(&agent.serial)]
+        );
+        let days = (lists.next_update.unwrap() - chrono::Utc::now()).num_hours();
+        assert!((7 * 24 - 1..=7 * 24).contains(&days), "nextUpdate in {days} h");
         assert!(store.revoke("not hex").is_err());
+
+        // The control plane takes this list with its own CA, and refuses another CA's list.
+        let server = store.issue_server(&["localhost".into()], &[], 1).unwrap();
+        let tls = |ca: &Path, crl: &Path| {
+            shared::tls::mtls_server_config(
+                &shared::tls::certificates("tls_ca", &ca.display().to_string()).unwrap(),
+                shared::tls::certificates("tls_cert", &server.cert.display().to_string()).unwrap(),
+                shared::tls::private_key("tls_key", &server.key.display().to_string()).unwrap(),
+                shared::tls::revocation_lists("tls_crl", &crl.display().to_string()).unwrap().ders,
+            )
+        };
+        assert!(tls(&store.ca_cert(), &store.crl()).is_ok());
+        let other = self::store();
+        other.create_ca("other CA", 30, Overwrite::Refuse).unwrap();
+        other.write_crl(7).unwrap();
+        let error = tls(&store.ca_cert(), &other.crl()).unwrap_err().to_string();
+        assert!(error.contains("not by the configured CA") && error.contains("other CA"), "{error}");
+        let _ = fs::remove_dir_all(&other.dir);
         let _ = fs::remove_dir_all(&store.dir);
     }
 }

@@ -55,8 +55,13 @@ pub struct Config {
     pub tls_cert: Option<String>,
     /// The ingest server's private key: a PEM file path or the PEM text.
     pub tls_key: Option<String>,
-    /// Optional certificate revocation list(s) of the CA: a PEM file path or the PEM text.
+    /// Optional certificate revocation list(s) of the CA: a PEM file path or the PEM text. A
+    /// path is re-read every `tls_crl_poll_s` seconds and a changed list applies without a
+    /// restart.
     pub tls_crl: Option<String>,
+    /// How often the `tls_crl` file is checked for a new list and its `nextUpdate` against
+    /// the clock, in seconds (at least 1).
+    pub tls_crl_poll_s: u64,
     /// Batches waiting for a time-series writer before new ones wait (back-pressure).
     pub ingest_queue_capacity: usize,
     /// How long a batch may wait for room in the ingest queue before the agent is told
@@ -195,6 +200,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_crl: None,
+            tls_crl_poll_s: 5,
             ingest_queue_capacity: 64,
             ingest_wait_ms: 5_000,
             last_seen_interval_s: 30,
@@ -272,6 +278,9 @@ impl Config {
         }
         if self.tls_crl.is_some() && tls_set == 0 {
             return Err("tls_crl needs tls_ca, tls_cert and tls_key".into());
+        }
+        if self.tls_crl_poll_s == 0 {
+            return Err("tls_crl_poll_s must be at least 1".into());
         }
         if self.ingest_queue_capacity == 0 || self.ingest_wait_ms == 0 || self.last_seen_interval_s == 0 {
             return Err(

@@ -74,15 +74,15 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
-            eprintln!("control-plane: cannot start the runtime: {error}");
+            tracing::error!(%error, "cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Once, through the log (stderr, like every other event).
-            tracing::error!(error = format!("{error:#}"), "control plane failed");
+            // Said once, through the log (stderr), like everything after tracing is set up.
+            tracing::error!(error = %shared::error::Chain(&*error), "control plane failed");
             ExitCode::FAILURE
         }
     }

@@ -76,6 +76,10 @@ pub struct Metrics {
     pub ingest_refused: Family<ReasonLabels, Counter>,
     /// Batches whose claimed region differs from the certificate's.
     pub ingest_region_mismatch: Counter,
+    /// Unix time (seconds) of the ingest CRL's `nextUpdate`; 0 without a CRL or without one.
+    pub ingest_crl_next_update: Gauge,
+    /// Reads of a changed `tls_crl` file by outcome (`applied`, `unreadable`, `invalid`).
+    pub ingest_crl_loads: Family<OutcomeLabels, Counter>,
     /// Time from a batch arriving to its answer.
     pub ingest_ack_seconds: Histogram,
     /// Failures keeping the agents table and the revocation snapshot up to date.
@@ -143,6 +147,8 @@ impl Default for Metrics {
             ingest_results: Counter::default(),
             ingest_refused: Family::default(),
             ingest_region_mismatch: Counter::default(),
+            ingest_crl_next_update: Gauge::default(),
+            ingest_crl_loads: Family::default(),
             ingest_ack_seconds: ack_histogram(),
             agent_registry_errors: Family::default(),
             consensus_evaluations: Counter::default(),
@@ -217,6 +223,16 @@ impl Metrics {
             "ingest_region_mismatch",
             "Batches whose claimed region differs from the certificate's",
             self.ingest_region_mismatch.clone(),
+        );
+        r.register(
+            "ingest_crl_next_update_timestamp_seconds",
+            "Unix time of the ingest CRL's nextUpdate (0: none); certs crl must run before it",
+            self.ingest_crl_next_update.clone(),
+        );
+        r.register(
+            "ingest_crl_loads",
+            "Reads of a changed tls_crl file by outcome (applied, unreadable, invalid)",
+            self.ingest_crl_loads.clone(),
         );
         r.register(
             "ingest_ack_seconds",
@@ -323,6 +339,11 @@ impl Metrics {
 
     pub fn digest_error(&self, reason: &str) {
         self.digest_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Counts a read of a changed `tls_crl` file.
+    pub fn crl_load(&self, outcome: &str) {
+        self.ingest_crl_loads.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
     pub fn handshake_failure(&self, reason: &str) {

@@ -176,9 +176,8 @@ impl Application {
             .context("building the notification dispatcher")?;
         let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock.clone());
         let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot bind {}", config.listen))?;
+        let listener =
+            shared::listen::bind(config.listen).with_context(|| format!("cannot bind {}", config.listen))?;
         let state = AppState {
             pool,
             config: Arc::new(config),
@@ -278,7 +277,9 @@ impl Application {
         if let Some(ingest) = ingest {
             match ingest.await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(error = format!("{error:#}"), "ingest server failed"),
+                Ok(Err(error)) => {
+                    tracing::error!(error = %shared::error::Chain(&*error), "ingest server failed")
+                }
                 Err(error) => tracing::error!(%error, "ingest server task panicked"),
             }
         }

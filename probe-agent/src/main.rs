@@ -60,13 +60,13 @@ fn main() -> ExitCode {
     // configuration error (exit code 64), like any other invalid setting.
     let mut checked = config.clone();
     if let Err(message) = checked.adopt_certificate_identity() {
-        eprintln!("probe-agent: invalid configuration: {message}");
+        tracing::error!(error = %message, "invalid configuration");
         return ExitCode::from(EXIT_CONFIG as u8);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
-            eprintln!("probe-agent: cannot start the runtime: {error}");
+            tracing::error!(%error, "cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -77,8 +77,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Once, through the log (stderr, like every other event).
-            tracing::error!(error = format!("{error:#}"), "probe agent failed");
+            // Said once, through the log (stderr), like everything after tracing is set up.
+            tracing::error!(error = %shared::error::Chain(&*error), "probe agent failed");
             ExitCode::FAILURE
         }
     }

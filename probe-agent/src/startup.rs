@@ -128,9 +128,8 @@ impl Agent {
                 None
             }
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot bind {}", config.listen))?;
+        let listener =
+            shared::listen::bind(config.listen).with_context(|| format!("cannot bind {}", config.listen))?;
         Ok(Self {
             config: Arc::new(config),
             listener,

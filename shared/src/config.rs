@@ -147,6 +147,32 @@ mod tests {
         });
     }
 
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Listener {
+        listen: std::net::SocketAddr,
+    }
+
+    impl Default for Listener {
+        fn default() -> Self {
+            Self { listen: "127.0.0.1:9090".parse().unwrap() }
+        }
+    }
+
+    /// `[::]:9090` starts like a TOML array; figment must still hand it over as a string.
+    #[test]
+    fn ipv6_listen_addresses_parse_from_file_and_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESTCFG_LISTEN", "[::]:9090");
+            let cfg: Listener = load(None, ENV).map_err(|e| *e)?;
+            assert_eq!(cfg.listen, "[::]:9090".parse().unwrap());
+            jail.clear_env();
+            jail.create_file("c.toml", "listen = \"[::1]:8080\"\n")?;
+            let cfg: Listener = load(Some(Path::new("c.toml")), ENV).map_err(|e| *e)?;
+            assert_eq!(cfg.listen, "[::1]:8080".parse().unwrap());
+            Ok(())
+        });
+    }
+
     #[test]
     fn a_failed_check_names_where_the_key_was_set() {
         let check =

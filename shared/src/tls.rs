@@ -19,8 +19,9 @@ use crate::identity::AgentIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{what}: cannot read {path}: {source}")]
-    Read { what: &'static str, path: String, source: std::io::Error },
+    /// The setting names a file that cannot be read (the I/O error is part of the message).
+    #[error("{what}: cannot read {path}: {error}")]
+    Read { what: &'static str, path: String, error: std::io::Error },
     #[error("{what}: {message}")]
     Invalid { what: &'static str, message: String },
 }
@@ -34,7 +35,7 @@ pub fn read_pem(what: &'static str, value: &str) -> Result<Vec<u8>, TlsError> {
     if value.trim_start().starts_with("-----BEGIN") {
         return Ok(value.as_bytes().to_vec());
     }
-    std::fs::read(value).map_err(|source| TlsError::Read { what, path: value.to_owned(), source })
+    std::fs::read(value).map_err(|error| TlsError::Read { what, path: value.to_owned(), error })
 }
 
 /// Every certificate in a PEM setting; at least one.
@@ -55,15 +56,47 @@ pub fn private_key(what: &'static str, value: &str) -> Result<PrivateKeyDer<'sta
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| invalid(what, format!("no usable private key: {e}")))
 }
 
-/// Every revocation list in a PEM setting (possibly none).
-pub fn revocation_lists(
-    what: &'static str,
-    value: &str,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let pem = read_pem(what, value)?;
-    CertificateRevocationListDer::pem_slice_iter(&pem)
+/// The revocation lists of a PEM setting, read and checked.
+#[derive(Debug, Clone)]
+pub struct RevocationLists {
+    /// Every list, as DER for the rustls verifier; at least one.
+    pub ders: Vec<CertificateRevocationListDer<'static>>,
+    /// The earliest `nextUpdate` of the lists: by then a fresh list should have replaced them.
+    /// `None` when no list names one.
+    pub next_update: Option<chrono::DateTime<chrono::Utc>>,
+    /// Serials of the revoked certificates, normalized as [`normalize_serial`] does.
+    pub revoked: std::collections::BTreeSet<String>,
+}
+
+/// Every revocation list in a PEM setting (a path or the PEM text). Errors when the file
+/// cannot be read, holds no revocation list, or a list is not valid DER.
+pub fn revocation_lists(what: &'static str, value: &str) -> Result<RevocationLists, TlsError> {
+    parse_revocation_lists(what, &read_pem(what, value)?)
+}
+
+/// Like [`revocation_lists`], from PEM bytes already read.
+pub fn parse_revocation_lists(what: &'static str, pem: &[u8]) -> Result<RevocationLists, TlsError> {
+    use x509_parser::prelude::FromDer;
+    let ders = CertificateRevocationListDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(what, format!("bad PEM: {e}")))
+        .map_err(|e| invalid(what, format!("bad PEM: {e}")))?;
+    if ders.is_empty() {
+        return Err(invalid(what, "no revocation list found"));
+    }
+    let mut next_update = None;
+    let mut revoked = std::collections::BTreeSet::new();
+    for der in &ders {
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+            .map_err(|e| invalid(what, format!("unparsable revocation list: {e}")))?;
+        if let Some(next) = crl.next_update() {
+            let next = chrono::DateTime::from_timestamp(next.timestamp(), 0)
+                .ok_or_else(|| invalid(what, "nextUpdate out of range"))?;
+            next_update = Some(next_update.map_or(next, |earliest: chrono::DateTime<_>| earliest.min(next)));
+        }
+        revoked
+            .extend(crl.iter_revoked_certificates().map(|r| normalize_serial(&hex_encode(r.raw_serial()))));
+    }
+    Ok(RevocationLists { ders, next_update, revoked })
 }
 
 /// The crypto provider used everywhere: ring.
@@ -72,7 +105,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The control plane's ingest server configuration: mutual TLS against `ca`, optionally with
-/// revocation lists, ALPN `h2`.
+/// revocation lists, ALPN `h2`. Errors when a revocation list is not issued by a `ca`
+/// certificate, or the server certificate and key do not fit.
 pub fn mtls_server_config(
     ca: &[CertificateDer<'static>],
     chain: Vec<CertificateDer<'static>>,
@@ -82,6 +116,11 @@ pub fn mtls_server_config(
     let mut roots = RootCertStore::empty();
     for cert in ca {
         roots.add(cert.clone()).map_err(|e| invalid("ca", e.to_string()))?;
+    }
+    // A list of another CA says nothing about this CA's certificates: rustls would then find
+    // every agent's revocation status unknown and refuse them all. Refuse the list instead.
+    for crl in &crls {
+        crl_issued_by(crl, ca)?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls(crls)
@@ -95,6 +134,26 @@ pub fn mtls_server_config(
         .map_err(|e| invalid("server certificate", e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// Checks that `crl` names one of the `ca` certificates' subjects as its issuer.
+fn crl_issued_by(crl: &CertificateRevocationListDer<'_>, ca: &[CertificateDer<'_>]) -> Result<(), TlsError> {
+    use x509_parser::prelude::FromDer;
+    let (_, list) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl)
+        .map_err(|e| invalid("tls_crl", format!("unparsable revocation list: {e}")))?;
+    let issuer = list.issuer();
+    let known = ca.iter().any(|der| {
+        x509_parser::parse_x509_certificate(der)
+            .is_ok_and(|(_, cert)| cert.subject().as_raw() == issuer.as_raw())
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(invalid(
+            "tls_crl",
+            format!("the revocation list is issued by \"{issuer}\", not by the configured CA"),
+        ))
+    }
 }
 
 /// What the control plane learns from an agent's (already verified) certificate.
@@ -161,5 +220,14 @@ mod tests {
         assert_eq!(read_pem("ca", pem).unwrap(), pem.as_bytes());
         assert!(matches!(read_pem("ca", "/nonexistent/ca.pem"), Err(TlsError::Read { .. })));
         assert!(certificates("ca", "-----BEGIN NOTHING-----\n").is_err());
+    }
+
+    #[test]
+    fn a_setting_without_a_revocation_list_is_an_error() {
+        let err = parse_revocation_lists("tls_crl", b"").unwrap_err();
+        assert!(err.to_string().contains("no revocation list"), "{err}");
+        let garbage = b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
+        let err = parse_revocation_lists("tls_crl", garbage).unwrap_err();
+        assert!(err.to_string().starts_with("tls_crl: unparsable revocation list"), "{err}");
     }
 }

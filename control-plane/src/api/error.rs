@@ -103,7 +103,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if let ApiError::Internal(cause) | ApiError::Unavailable(cause) = &self {
-            tracing::error!(error = format!("{cause:#}"), status = status.as_u16(), "request failed");
+            tracing::error!(error = %shared::error::Chain(cause.as_ref()), status = status.as_u16(), "request failed");
         }
         let mut body = json!({ "code": self.code(), "message": self.to_string() });
         if let ApiError::Validation(fields) = &self {

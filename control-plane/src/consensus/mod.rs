@@ -423,7 +423,7 @@ impl Consensus {
                         _ = shutdown.cancelled() => break,
                         _ = sweep.tick() => {
                             if let Err(error) = this.sweep().await {
-                                this.error("sweep", &format!("{error:#}"));
+                                this.error("sweep", &shared::error::Chain(&*error).to_string());
                             }
                         }
                     }
@@ -488,7 +488,7 @@ impl Consensus {
                         self.confirm(domain_id, region, &evaluated.regions).await;
                     }
                     Ok(_) => {}
-                    Err(error) => self.error("evaluate", &format!("{error:#}")),
+                    Err(error) => self.error("evaluate", &shared::error::Chain(&*error).to_string()),
                 }
             })
             .await;
@@ -635,7 +635,7 @@ impl Consensus {
         futures::stream::iter(&ids)
             .for_each_concurrent(SWEEP_CONCURRENCY, |id| async move {
                 if let Err(error) = self.evaluate(*id, now).await {
-                    self.error("evaluate", &format!("{error:#}"));
+                    self.error("evaluate", &shared::error::Chain(&*error).to_string());
                 }
             })
             .await;

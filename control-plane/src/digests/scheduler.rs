@@ -112,7 +112,7 @@ impl Scheduler {
             Ok(built) => Ok(built),
             Err(Failure { reason, error }) => {
                 self.metrics.digest_error(reason);
-                tracing::error!(reason, error = format!("{error:#}"), "building flap digests failed");
+                tracing::error!(reason, error = %shared::error::Chain(&*error), "building flap digests failed");
                 Err(error.context(format!("building flap digests ({reason})")))
             }
         }
@@ -311,7 +311,7 @@ impl Scheduler {
                         %tenant_id,
                         period_start = %start,
                         reason,
-                        error = format!("{error:#}"),
+                        error = %shared::error::Chain(&*error),
                         "building a tenant's flap digest failed"
                     );
                     built.failed.push(tenant_id);

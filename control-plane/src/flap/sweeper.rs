@@ -68,7 +68,7 @@ impl Sweeper {
                 _ = tick.tick() => {
                     if let Err(error) = self.check(self.clock.now()).await {
                         self.metrics.flap_sweeper_error("check");
-                        tracing::warn!(error = format!("{error:#}"), "flap check failed");
+                        tracing::warn!(error = %shared::error::Chain(&*error), "flap check failed");
                     }
                 }
             }
@@ -91,7 +91,7 @@ impl Sweeper {
                 Ok(Checked::Stayed | Checked::Gone) => {}
                 Err(error) => {
                     self.metrics.flap_sweeper_error("period");
-                    tracing::warn!(%domain_id, %period_id, error = format!("{error:#}"), "flap check of a domain failed");
+                    tracing::warn!(%domain_id, %period_id, error = %shared::error::Chain(&*error), "flap check of a domain failed");
                 }
             }
         }

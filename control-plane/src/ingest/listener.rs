@@ -17,12 +17,13 @@ use std::time::Duration;
 use rustls::CertificateError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use super::revocation::IngestTls;
 use crate::agents::AgentPeer;
 use crate::metrics::Metrics;
 
@@ -111,21 +112,23 @@ pub fn classify(error: &io::Error) -> &'static str {
     }
 }
 
-/// Binds the listener; [`incoming`] then serves it.
-pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds the listener (`[::]` is dual-stack, see [`shared::listen`]); [`incoming`] then
+/// serves it.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    shared::listen::bind(addr)
 }
 
 /// Accepts connections until `shutdown`, completing handshakes concurrently; authenticated
 /// connections come out of the returned channel.
+/// Each handshake uses the TLS configuration `tls` holds when the connection is accepted, so a
+/// new revocation list applies to the next connection without a restart.
 pub fn incoming(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: watch::Receiver<Arc<IngestTls>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<Result<AgentStream, io::Error>> {
     let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
-    let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
@@ -144,7 +147,8 @@ pub fn incoming(
                 }
             };
             let Ok(permit) = handshakes.clone().acquire_owned().await else { break };
-            let (acceptor, metrics, tx) = (acceptor.clone(), metrics.clone(), tx.clone());
+            let acceptor = TlsAcceptor::from(tls.borrow().server.clone());
+            let (metrics, tx) = (metrics.clone(), tx.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 if let Some(stream) = handshake(&acceptor, tcp, remote, &metrics).await {

@@ -2,9 +2,11 @@
 //!
 //! [`IngestServer::bind`] loads the TLS material (the CA agents must chain to, the server's own
 //! certificate, optional revocation lists) and binds; [`IngestServer::run`] serves until
-//! shutdown. Handshakes happen in [`listener`], requests in [`service`].
+//! shutdown while [`revocation`] keeps the revocation list current. Handshakes happen in
+//! [`listener`], requests in [`service`].
 
 pub mod listener;
+pub mod revocation;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use shared::proto::v1::ingest_server::IngestServer as GrpcIngestServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentRegistry;
@@ -21,30 +24,16 @@ use crate::config::Config;
 use crate::consensus::ObservationSender;
 use crate::metrics::Metrics;
 use crate::timeseries::Timeseries;
+use revocation::{CrlWatcher, IngestTls};
 
 /// Keepalive pings on idle agent connections, so dead peers are noticed.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 
 pub struct IngestServer {
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: watch::Receiver<Arc<IngestTls>>,
+    crl: CrlWatcher,
     service: service::IngestService,
-}
-
-/// The mutual-TLS server configuration described by `config` (`tls_ca`, `tls_cert`, `tls_key`,
-/// optional `tls_crl`).
-pub fn tls_config(config: &Config) -> anyhow::Result<rustls::ServerConfig> {
-    let (Some(ca), Some(cert), Some(key)) = (&config.tls_ca, &config.tls_cert, &config.tls_key) else {
-        anyhow::bail!("tls_ca, tls_cert and tls_key are required for ingest");
-    };
-    let ca = shared::tls::certificates("tls_ca", ca)?;
-    let chain = shared::tls::certificates("tls_cert", cert)?;
-    let key = shared::tls::private_key("tls_key", key)?;
-    let crls = match &config.tls_crl {
-        Some(crl) => shared::tls::revocation_lists("tls_crl", crl)?,
-        None => Vec::new(),
-    };
-    Ok(shared::tls::mtls_server_config(&ca, chain, key, crls)?)
 }
 
 impl IngestServer {
@@ -55,14 +44,14 @@ impl IngestServer {
         metrics: Metrics,
         observations: ObservationSender,
     ) -> anyhow::Result<Self> {
-        let tls = Arc::new(tls_config(config)?);
+        let (crl, tls) = CrlWatcher::start(config, metrics.clone())?;
         let listener = listener::bind(config.ingest_listen)
-            .await
             .with_context(|| format!("cannot bind the ingest listener on {}", config.ingest_listen))?;
         Ok(Self {
             listener,
-            tls,
-            service: service::IngestService { registry, timeseries, metrics, observations },
+            tls: tls.clone(),
+            crl,
+            service: service::IngestService { registry, timeseries, metrics, observations, tls },
         })
     }
 
@@ -75,18 +64,20 @@ impl IngestServer {
         let addr = self.local_addr();
         let metrics = self.service.metrics.clone();
         let incoming = listener::incoming(self.listener, self.tls, metrics, shutdown.child_token());
+        let crl = self.crl.run(shutdown.child_token());
         let service = GrpcIngestServer::new(self.service)
             .max_decoding_message_size(shared::proto::TRANSPORT_MAX_MESSAGE_BYTES);
         tracing::info!(%addr, "ingest listening (gRPC, mutual TLS)");
-        tonic::transport::Server::builder()
+        let serve = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::ReceiverStream::new(incoming),
-                shutdown.cancelled_owned(),
-            )
-            .await
-            .context("ingest server failed")
+                shutdown.clone().cancelled_owned(),
+            );
+        // The CRL watcher stops with the same token; it has no failure of its own to report.
+        let (served, ()) = tokio::join!(serve, crl);
+        served.context("ingest server failed")
     }
 }

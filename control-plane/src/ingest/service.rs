@@ -3,12 +3,15 @@
 //! committed. After the commit, the batch's observations go to consensus through a bounded
 //! queue that never blocks the answer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use shared::proto::v1::ingest_server::Ingest;
 use shared::proto::{Ack, Batch, MAX_BATCH_RESULTS};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use super::revocation::IngestTls;
 use crate::agents::{AgentPeer, AgentRegistry, Refusal};
 use crate::consensus::{ObservationSender, ObservedBatch};
 use crate::metrics::Metrics;
@@ -19,11 +22,23 @@ pub struct IngestService {
     pub timeseries: Timeseries,
     pub metrics: Metrics,
     pub observations: ObservationSender,
+    /// The TLS configuration in force; its revocation list is checked on every request, so a
+    /// certificate revoked by a new CRL is refused on connections opened before it too.
+    pub tls: watch::Receiver<Arc<IngestTls>>,
 }
 
 impl IngestService {
+    /// Whether the agent may send: the agents table (expiry, revocation, region), then the CRL.
+    fn check(&self, peer: &AgentPeer) -> Result<(), Refusal> {
+        self.registry.check(peer, chrono::Utc::now())?;
+        if self.tls.borrow().revoked.contains(&peer.serial) {
+            return Err(Refusal::Revoked(peer.serial.clone()));
+        }
+        Ok(())
+    }
+
     async fn handle(&self, peer: AgentPeer, batch: Batch) -> Result<Ack, Status> {
-        if let Err(refusal) = self.registry.check(&peer, chrono::Utc::now()) {
+        if let Err(refusal) = self.check(&peer) {
             self.metrics.refused(refusal.reason());
             tracing::warn!(
                 region = %peer.region, agent_id = %peer.agent_id, serial = %peer.serial, %refusal,

@@ -155,7 +155,7 @@ impl Dispatcher {
                         }
                     }
                     Err(error) => {
-                        tracing::error!(error = format!("{error:#}"), "claiming notifications failed");
+                        tracing::error!(error = %shared::error::Chain(&error), "claiming notifications failed");
                         self.metrics.notify_error("claim");
                     }
                 }

@@ -242,12 +242,12 @@ impl Timeseries {
                 () = shutdown.cancelled() => break,
                 _ = refresh.tick() => {
                     if let Err(error) = self.refresh_rollups().await {
-                        tracing::error!(error = format!("{error:#}"), "roll-up refresh failed");
+                        tracing::error!(error = %shared::error::Chain(&*error), "roll-up refresh failed");
                     }
                 }
                 _ = maintain.tick() => {
                     if let Err(error) = self.maintain(Utc::now()).await {
-                        tracing::error!(error = format!("{error:#}"), "time-series maintenance failed");
+                        tracing::error!(error = %shared::error::Chain(&*error), "time-series maintenance failed");
                     }
                 }
             }

@@ -224,7 +224,7 @@ impl Writers {
                     }
                     Err(error) => {
                         self.metrics.error("connect");
-                        tracing::warn!(writer = id, error = format!("{error:#}"), retry_in = ?backoff, "time-series writer cannot connect");
+                        tracing::warn!(writer = id, error = %shared::error::Chain(&*error), retry_in = ?backoff, "time-series writer cannot connect");
                         if !self.fail_fast_until(Instant::now() + backoff, carry.take()).await {
                             return;
                         }
@@ -306,7 +306,7 @@ impl Writers {
                     self.metrics.error("write");
                     tracing::error!(
                         writer = id,
-                        error = format!("{error:#}"),
+                        error = %shared::error::Chain(&error),
                         batches = jobs.len(),
                         "storing results failed"
                     );

@@ -215,6 +215,73 @@ async fn certificate_on_the_revocation_list_is_refused(pool: PgPool) {
     app.stop().await;
 }
 
+/// Whether a new connection presenting `identity` gets a batch accepted.
+async fn accepted(app: &TestApp, ca_pem: &str, identity: (&str, &str)) -> bool {
+    match client(app, ca_pem, Some(identity)).await {
+        Ok(mut client) => client.send_batch(batch("ams", vec![result(Uuid::now_v7(), true)])).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The value of the metric line starting with `name` (labels included) on `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> Option<f64> {
+    let text = app.http.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+    let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?;
+    line[name.len()..].trim().parse().ok()
+}
+
+#[sqlx::test]
+async fn a_rewritten_revocation_list_applies_without_a_restart(pool: PgPool) {
+    let pki = Pki::new();
+    pki.store.write_crl(7).unwrap();
+    let mut config = test_config(&shared::testing::random_prefix("ingest"), "redis://127.0.0.1:6379");
+    pki.configure(&mut config);
+    config.tls_crl = Some(pki.store.crl().display().to_string());
+    config.tls_crl_poll_s = 1;
+    let app = TestApp::spawn_with(pool, config).await;
+    let ca = pki.ca_pem();
+    let (cert, key) = pki.agent("ams", "ams-1");
+    let (other_cert, other_key) = pki.agent("ams", "ams-2");
+    let serial =
+        shared::tls::agent_certificate(&shared::tls::certificates("cert", &cert).unwrap()[0]).unwrap().serial;
+
+    // The list's nextUpdate (7 days out) is exposed for alerting.
+    let next_update = metric(&app, "control_plane_ingest_crl_next_update_timestamp_seconds").await.unwrap();
+    let in_hours = (next_update - chrono::Utc::now().timestamp() as f64) / 3600.0;
+    assert!((7.0 * 24.0 - 1.0..=7.0 * 24.0).contains(&in_hours), "nextUpdate in {in_hours} h");
+
+    let mut open = client(&app, &ca, Some((&cert, &key))).await.unwrap();
+    open.send_batch(batch("ams", vec![result(Uuid::now_v7(), true)])).await.unwrap();
+
+    // Revoking rewrites crl.pem; the running ingest picks it up.
+    pki.store.revoke(&serial).unwrap();
+    eventually(WAIT, "the revoked agent refused without a restart", || async {
+        (!accepted(&app, &ca, (&cert, &key)).await).then_some(())
+    })
+    .await;
+    // That refusal may have come per request (the handshake just before the reload); from now
+    // on the handshake itself fails.
+    refused(&app, &ca, Some((&cert, &key))).await;
+    handshake_refused(&app, "revoked").await;
+    assert_eq!(metric(&app, "control_plane_ingest_crl_loads_total{outcome=\"applied\"}").await, Some(1.0));
+    // The connection it opened before is refused from now on too.
+    let status = open.send_batch(batch("ams", vec![result(Uuid::now_v7(), true)])).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    assert!(accepted(&app, &ca, (&other_cert, &other_key)).await, "another agent is unaffected");
+
+    // A list that does not parse is refused: the previous one stays in force.
+    std::fs::write(pki.store.crl(), "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n").unwrap();
+    eventually(WAIT, "the unusable list noticed", || async {
+        metric(&app, "control_plane_ingest_crl_loads_total{outcome=\"invalid\"}").await.filter(|n| *n >= 1.0)
+    })
+    .await;
+    assert!(!accepted(&app, &ca, (&cert, &key)).await, "the revocation still holds");
+    assert!(accepted(&app, &ca, (&other_cert, &other_key)).await, "the other agent is still let in");
+    assert_eq!(metric(&app, "control_plane_ingest_crl_loads_total{outcome=\"applied\"}").await, Some(1.0));
+    app.stop().await;
+}
+
 #[sqlx::test]
 async fn agent_revoked_in_the_agents_table_is_refused(pool: PgPool) {
     let pki = Pki::new();

@@ -224,7 +224,7 @@ pub enum TlsSetupError {
     #[error("invalid extra root certificate: {0}")]
     ExtraRoot(rustls::Error),
     #[error("cannot build the certificate verifier: {0}")]
-    Verifier(#[from] rustls::client::VerifierBuilderError),
+    Verifier(rustls::client::VerifierBuilderError),
     #[error("cannot configure tls: {0}")]
     Config(rustls::Error),
 }
@@ -243,7 +243,9 @@ impl TlsClient {
             roots.add(root.clone()).map_err(TlsSetupError::ExtraRoot)?;
         }
         let roots = Arc::new(roots);
-        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(TlsSetupError::Verifier)?;
         let algorithms = provider.signature_verification_algorithms.all;
         let mut config = client_config(provider)?
             .dangerous()

@@ -527,12 +527,18 @@ async fn a_certificate_for_another_region_stops_the_agent_from_starting() {
         .env("CROSSCHECK_AGENT_TLS_KEY", path(&cert.key))
         .env("CROSSCHECK_AGENT_LISTEN", "127.0.0.1:0")
         .env("CROSSCHECK_AGENT_REDIS_URL", "redis://192.0.2.1:6379")
+        .env("CROSSCHECK_AGENT_LOG_FORMAT", "text")
+        .env_remove("NO_COLOR")
         .kill_on_drop(true)
         .output()
         .await
         .unwrap();
-    assert_eq!(output.status.code(), Some(64), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("region"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("region"));
+    // Said once, and in plain text: stderr is a pipe here, not a terminal.
+    assert_eq!(stderr.matches("invalid configuration").count(), 1, "{stderr}");
+    assert!(!output.stderr.contains(&0x1b), "escape codes in a pipe: {stderr:?}");
 
     // With the matching region it starts, and takes the certificate's agent id.
     let cert = cp.agent_cert("ams", "ams-7");
