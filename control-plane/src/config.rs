@@ -376,7 +376,7 @@ impl Config {
         }
         shared::redis::check_url(&self.redis_url).map_err(|e| format!("redis_url: {e}"))?;
         if self.ingest_enabled() {
-            crate::ingest::tls_config(self).map_err(|e| format!("{e:#}"))?;
+            crate::ingest::revocation::check(self).map_err(|e| shared::error::Chain(&*e).to_string())?;
         }
         Ok(())
     }

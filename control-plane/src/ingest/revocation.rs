@@ -114,6 +114,22 @@ pub struct CrlWatcher {
     last_alarm: Option<(Standing, Instant)>,
 }
 
+/// Reads and checks the whole ingest TLS configuration (CA, certificate, key and revocation
+/// list) as [`CrlWatcher::start`] will, without starting anything: what `Config::preflight` runs
+/// before the control plane connects to anything. Errors name the setting.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    let source = TlsSource::load(config)?;
+    let crls = match &config.tls_crl {
+        Some(value) => {
+            let pem = shared::tls::read_pem("tls_crl", value)?;
+            Some(shared::tls::parse_revocation_lists("tls_crl", &pem)?)
+        }
+        None => None,
+    };
+    source.build(crls.as_ref())?;
+    Ok(())
+}
+
 impl CrlWatcher {
     /// Reads the whole TLS configuration from `config` and returns the watcher with the
     /// receiver the listener and the service read from. Errors (unreadable or invalid
