@@ -708,7 +708,13 @@ impl Consensus {
             }
         }
         let request =
-            ProbeRequest { domain_id: DomainId(domain_id), regions: others, reason: "confirmation".into() };
+            ProbeRequest {
+                domain_id: DomainId(domain_id),
+                regions: others,
+                reason: "confirmation".into(),
+                request_id: None,
+                config: None,
+            };
         let payload = match serde_json::to_string(&request) {
             Ok(payload) => payload,
             Err(error) => return self.error("confirmation", &error),

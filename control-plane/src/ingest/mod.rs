@@ -54,6 +54,7 @@ impl IngestServer {
         timeseries: Timeseries,
         metrics: Metrics,
         observations: ObservationSender,
+        checks: crate::checks::ResultPublisher,
     ) -> anyhow::Result<Self> {
         let tls = Arc::new(tls_config(config)?);
         let listener = listener::bind(config.ingest_listen)
@@ -62,7 +63,7 @@ impl IngestServer {
         Ok(Self {
             listener,
             tls,
-            service: service::IngestService { registry, timeseries, metrics, observations },
+            service: service::IngestService { registry, timeseries, metrics, observations, checks },
         })
     }
 
