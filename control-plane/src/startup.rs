@@ -204,7 +204,10 @@ impl Application {
             redis: redis.clone(),
             keys: RedisKeys::new(config.redis_prefix.clone()),
             waiters,
-            limiter: crate::checks::limit::TenantLimiter::new(config.check_test_per_minute, config.check_test_burst),
+            limiter: crate::checks::limit::TenantLimiter::new(
+                config.check_test_per_minute,
+                config.check_test_burst,
+            ),
         };
         let listener = TcpListener::bind(config.listen)
             .await

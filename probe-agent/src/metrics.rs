@@ -102,7 +102,7 @@ pub struct Metrics {
     pub delivery_buffered_bytes: Gauge,
     /// Age of the oldest unacknowledged batch, in seconds (0 when none).
     pub delivery_oldest_buffered_age: Gauge<f64, AtomicU64>,
-    /// Batches closed, by trigger (`count`, `age`, `status_change`, `shutdown`).
+    /// Batches closed, by trigger (`count`, `age`, `status_change`, `test`, `shutdown`).
     pub delivery_batches_created: Family<ReasonLabels, Counter>,
     /// Send attempts by outcome (`stored`, `duplicate`, `retry`, `rejected`, `denied`).
     pub delivery_batches_sent: Family<OutcomeLabels, Counter>,

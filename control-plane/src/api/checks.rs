@@ -60,7 +60,11 @@ pub async fn test(
     answer
 }
 
-async fn run(state: &AppState, tenant_id: uuid::Uuid, mut body: Map<String, Value>) -> Result<Json<Value>, ApiError> {
+async fn run(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    mut body: Map<String, Value>,
+) -> Result<Json<Value>, ApiError> {
     let policy = state.domain_policy().await?;
     let mut errors = FieldErrors::default();
     let wait = match body.remove("wait_ms") {
@@ -121,7 +125,9 @@ async fn saved(
 ) -> Result<Target, ApiError> {
     for key in body.keys() {
         if !SAVED_FIELDS.contains(&key.as_str()) {
-            errors.0.insert(key.clone(), "unknown field; with domain_id only regions and wait_ms apply".into());
+            errors
+                .0
+                .insert(key.clone(), "unknown field; with domain_id only regions and wait_ms apply".into());
         }
     }
     let id = match body.get("domain_id").and_then(Value::as_str).map(str::parse::<DomainId>) {
@@ -169,12 +175,10 @@ async fn probe(state: &AppState, tenant_id: uuid::Uuid, target: Target) -> Resul
         config: Some(target.config),
     };
     let payload = serde_json::to_string(&request).map_err(|e| ApiError::Internal(e.into()))?;
-    let listeners: i64 = state
-        .checks
-        .redis
-        .publish(state.checks.keys.probe_requests(), payload)
-        .await
-        .map_err(|e| ApiError::Unavailable(anyhow::Error::new(e).context("publishing a check test request")))?;
+    let listeners: i64 =
+        state.checks.redis.publish(state.checks.keys.probe_requests(), payload).await.map_err(|e| {
+            ApiError::Unavailable(anyhow::Error::new(e).context("publishing a check test request"))
+        })?;
 
     let deadline = Instant::now() + target.wait;
     let asked: BTreeSet<&str> = target.regions.iter().map(String::as_str).collect();

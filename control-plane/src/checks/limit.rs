@@ -46,7 +46,8 @@ impl TenantLimiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() > PRUNE_ABOVE {
             let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| b.tokens + rate * now.saturating_duration_since(b.at).as_secs_f64() < burst);
+            buckets
+                .retain(|_, b| b.tokens + rate * now.saturating_duration_since(b.at).as_secs_f64() < burst);
         }
         let bucket = buckets.entry(tenant).or_insert(Bucket { tokens: self.burst, at: now });
         let refilled = self.per_second * now.saturating_duration_since(bucket.at).as_secs_f64();

@@ -87,7 +87,12 @@ fn ms(us: u32) -> f64 {
 impl CheckResult {
     /// The answer in a test result from the agent `region`/`agent_id`; `None` when it carries
     /// no valid request id.
-    pub fn from_proto(region: &str, agent_id: &str, result: &proto::ProbeResult, now: DateTime<Utc>) -> Option<Self> {
+    pub fn from_proto(
+        region: &str,
+        agent_id: &str,
+        result: &proto::ProbeResult,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
         let request_id = proto::uuid_from_bytes(result.request_id.as_deref()?)?;
         let error_kind = ErrorKind::try_from(result.error).ok().and_then(ErrorKind::label).map(str::to_owned);
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -341,15 +346,22 @@ mod tests {
     fn a_wire_result_reads_as_the_api_shows_it() {
         let id = Uuid::now_v7();
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let result = CheckResult::from_proto("ams", "ams-1", &wire(Some(id.as_bytes().to_vec())), now).unwrap();
-        assert_eq!((result.request_id, result.region.as_str(), result.agent_id.as_str()), (id, "ams", "ams-1"));
+        let result =
+            CheckResult::from_proto("ams", "ams-1", &wire(Some(id.as_bytes().to_vec())), now).unwrap();
+        assert_eq!(
+            (result.request_id, result.region.as_str(), result.agent_id.as_str()),
+            (id, "ams", "ams-1")
+        );
         assert_eq!(result.error_kind.as_deref(), Some("tls"));
         assert_eq!(result.status_code, None, "no response");
         assert_eq!(result.timings.dns_ms, Some(1.5));
         assert_eq!(result.timings.tls_ms, None);
         assert_eq!(result.timings.total_ms, 4.0);
         let cert = result.certificate.unwrap();
-        assert_eq!((cert.days_left, cert.valid, cert.validation_error.as_deref()), (Some(10), false, Some("expired")));
+        assert_eq!(
+            (cert.days_left, cert.valid, cert.validation_error.as_deref()),
+            (Some(10), false, Some("expired"))
+        );
         assert!(CheckResult::from_proto("ams", "ams-1", &wire(None), now).is_none());
         assert!(CheckResult::from_proto("ams", "ams-1", &wire(Some(vec![1, 2])), now).is_none());
     }
@@ -360,7 +372,8 @@ mod tests {
         let mut waiting = waiters.register();
         let now = Utc::now();
         let result =
-            CheckResult::from_proto("ams", "a", &wire(Some(waiting.request_id.as_bytes().to_vec())), now).unwrap();
+            CheckResult::from_proto("ams", "a", &wire(Some(waiting.request_id.as_bytes().to_vec())), now)
+                .unwrap();
         assert!(waiters.deliver(result.clone()));
         assert_eq!(waiting.results.try_recv().unwrap(), result);
         let other = CheckResult { request_id: Uuid::now_v7(), ..result.clone() };

@@ -58,6 +58,18 @@ async fn test(app: &TestApp, token: &str, body: &Value) -> (StatusCode, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// Waits until the control plane acknowledged each agent's test result (so whatever ingest
+/// would store is committed), then counts the stored results.
+async fn stored_after_acks(app: &TestApp, agents: &[RunningAgent]) -> i64 {
+    for agent in agents {
+        eventually(WAIT, "the test result acknowledged", || async {
+            (agent.metrics.delivery_results_acknowledged.get() >= 1).then_some(())
+        })
+        .await;
+    }
+    timeseries_rows(app).await
+}
+
 async fn timeseries_rows(app: &TestApp) -> i64 {
     let ts = PgPool::connect(&app.config.timeseries_url).await.unwrap();
     let rows = sqlx::query_scalar("SELECT count(*) FROM probe_results").fetch_one(&ts).await.unwrap();
@@ -111,7 +123,7 @@ async fn an_unsaved_domain_is_probed_by_two_regions_and_nothing_is_stored(pool: 
     }
     // The results went through ingest (they reached this request) and were not stored, and
     // nothing reached consensus.
-    assert_eq!(timeseries_rows(&app).await, 0);
+    assert_eq!(stored_after_acks(&app, &agents).await, 0);
     assert_eq!(consensus_rows(&app).await, (0, 0));
 }
 
@@ -125,7 +137,7 @@ async fn a_saved_domain_is_tested_as_stored_without_voting(pool: PgPool) {
         .create_domain(json!({"url": format!("http://127.0.0.1:{}/", target.port()), "regions": ["ams"],
                               "paused": true}))
         .await;
-    let _agents = agents(&app, &pki, &["ams", "iad"]).await;
+    let agents = agents(&app, &pki, &["ams", "iad"]).await;
 
     let (status, answer) = test(&app, &app.token, &json!({"domain_id": id, "wait_ms": 30_000})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -144,9 +156,10 @@ async fn a_saved_domain_is_tested_as_stored_without_voting(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(regions_of(&answer), ["iad"]);
 
-    assert_eq!(timeseries_rows(&app).await, 0);
+    assert_eq!(stored_after_acks(&app, &agents).await, 0);
     assert_eq!(consensus_rows(&app).await, (0, 0), "a failed test opens nothing");
-    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(&app.pool).await.unwrap();
+    let incidents: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(&app.pool).await.unwrap();
     assert_eq!(incidents, 0);
 }
 
