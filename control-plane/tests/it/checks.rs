@@ -25,6 +25,39 @@ async fn target(status: u16) -> std::net::SocketAddr {
     addr
 }
 
+/// A local HTTPS target serving the control plane's own server certificate (for localhost and
+/// 127.0.0.1, issued by the test CA, which agents do not trust) and answering 200 "ok".
+async fn tls_target(pki: &Pki) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = pki.store.ca_cert().parent().unwrap().to_owned();
+    let chain = shared::tls::certificates("cert", &dir.join("server.pem").display().to_string()).unwrap();
+    let key = shared::tls::private_key("key", &dir.join("server.key").display().to_string()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(shared::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut request = [0u8; 4096];
+                let _ = tls.read(&mut request).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// A control plane with ingest, private targets allowed (the target is on 127.0.0.1).
 async fn spawn(pool: PgPool, pki: &Pki) -> TestApp {
     let mut config = agents_config(&random_prefix("checks"), "redis://127.0.0.1:6379");
@@ -161,6 +194,34 @@ async fn a_saved_domain_is_tested_as_stored_without_voting(pool: PgPool) {
     let incidents: i64 =
         sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(&app.pool).await.unwrap();
     assert_eq!(incidents, 0);
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn an_https_target_answers_with_its_certificate_even_when_untrusted(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn(pool, &pki).await;
+    let target = tls_target(&pki).await;
+    let _agents = agents(&app, &pki, &["ams"]).await;
+
+    let (status, answer) = test(
+        &app,
+        &app.token,
+        &json!({"url": format!("https://127.0.0.1:{}/", target.port()), "regions": ["ams"], "wait_ms": 30_000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let result = &answer["results"][0];
+    assert_eq!(result["ok"], false, "the test CA is not among the agent's roots: {result}");
+    assert_eq!(result["error_kind"], "tls");
+    assert!(result["timings"]["tls_ms"].as_f64().is_some(), "{result}");
+    let certificate = &result["certificate"];
+    assert!(certificate["issuer"].as_str().unwrap().contains("it CA"), "{certificate}");
+    assert!(!certificate["subject"].as_str().unwrap().is_empty(), "{certificate}");
+    assert_eq!(certificate["valid"], false);
+    assert!(certificate["validation_error"].is_string(), "{certificate}");
+    assert!(certificate["not_after"].is_string(), "{certificate}");
+    let days_left = certificate["days_left"].as_i64().unwrap();
+    assert!((28..=30).contains(&days_left), "issued for 30 days: {days_left}");
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
