@@ -68,7 +68,8 @@ pub struct Metrics {
     pub ingest_handshake_failures: Family<ReasonLabels, Counter>,
     /// Open agent connections.
     pub ingest_connections: Gauge,
-    /// Batches answered, by outcome (`stored`, `duplicate`, `invalid`, `unavailable`, `refused`).
+    /// Batches answered, by outcome (`stored`, `duplicate`, `invalid`, `unavailable`, `refused`,
+    /// `tests_only`: only check-test results, nothing stored).
     pub ingest_batches: Family<OutcomeLabels, Counter>,
     /// Results stored.
     pub ingest_results: Counter,
@@ -95,7 +96,7 @@ pub struct Metrics {
     pub check_tests: Family<OutcomeLabels, Counter>,
     /// Test probe results by outcome: at ingest `published` or `publish_failed`; on the
     /// replica listening `delivered` (to a waiting request), `unclaimed` (nobody waits: the
-    /// request ended or the result is a duplicate) or `malformed`.
+    /// request ended or the result is a duplicate), `malformed` or `lost` (the subscriber lagged).
     pub check_results: Family<OutcomeLabels, Counter>,
     /// Stored batches whose observations did not fit in the observation queue.
     pub observation_drops: Counter,

@@ -302,3 +302,49 @@ async fn refusals_name_the_field_the_role_the_tenant_and_the_rate(pool: PgPool) 
     let (status, answer) = test(&app, &other, &json!({"url": url, "regions": ["sin"]})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn ingest_splits_test_results_off_and_publishes_them(pool: PgPool) {
+    use crate::ingest::{batch, client, result};
+    let pki = Pki::new();
+    let app = spawn(pool, &pki).await;
+    let subscriber = shared::redis::builder(&app.config.redis_url, Default::default())
+        .unwrap()
+        .build_subscriber_client()
+        .unwrap();
+    subscriber.init().await.unwrap();
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe(format!("{}:check-results", app.prefix())).await.unwrap();
+    let (cert, key) = pki.agent("ams", "ams-1");
+    let mut client = client(&app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap();
+
+    let (scheduled, tested) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let request_id = uuid::Uuid::now_v7();
+    let test_result = shared::proto::ProbeResult {
+        request_id: Some(request_id.as_bytes().to_vec()),
+        ..result(tested, false)
+    };
+    let ack = client
+        .send_batch(batch("ams", vec![result(scheduled, true), test_result.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ack.stored, ack.duplicate), (1, false), "only the scheduled result is stored");
+    let ack = client.send_batch(batch("ams", vec![test_result])).await.unwrap().into_inner();
+    assert_eq!((ack.stored, ack.duplicate), (0, false), "a batch of tests only stores nothing");
+
+    for _ in 0..2 {
+        let message = tokio::time::timeout(WAIT, messages.recv()).await.expect("a published result").unwrap();
+        let published: control_plane::checks::CheckResult =
+            serde_json::from_str(&message.value.as_string().unwrap()).unwrap();
+        assert_eq!(published.request_id, request_id);
+        assert_eq!((published.region.as_str(), published.agent_id.as_str()), ("ams", "ams-1"));
+        assert_eq!((published.ok, published.status_code), (false, Some(503)));
+    }
+    let ts = PgPool::connect(&app.config.timeseries_url).await.unwrap();
+    let stored: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT domain_id FROM probe_results").fetch_all(&ts).await.unwrap();
+    assert_eq!(stored, [scheduled]);
+    ts.close().await;
+    let _ = subscriber.quit().await;
+}
