@@ -99,6 +99,10 @@ pub struct Config {
     pub consensus_sweep_interval_ms: u64,
     /// Smallest time between two confirmation probe requests for one domain, in milliseconds.
     pub confirmation_min_interval_ms: u64,
+    /// Check tests (`POST /v1/checks/test`) a tenant may start per minute, on average.
+    pub check_test_per_minute: u32,
+    /// Check tests a tenant may start at once before the per-minute rate applies.
+    pub check_test_burst: u32,
     /// Days before a certificate's expiry at which a `certificate_expiring` notification is
     /// sent, once per threshold and certificate.
     pub cert_expiry_thresholds_days: Vec<u32>,
@@ -215,6 +219,8 @@ impl Default for Config {
             consensus_freshness_factor: 2.5,
             consensus_sweep_interval_ms: 5_000,
             confirmation_min_interval_ms: 10_000,
+            check_test_per_minute: 6,
+            check_test_burst: 3,
             cert_expiry_thresholds_days: vec![30, 14, 7, 1],
             observation_queue_capacity: 1_024,
             regional_failure_observations: 3,
@@ -315,6 +321,9 @@ impl Config {
             return Err(
                 "consensus_sweep_interval_ms, confirmation_min_interval_ms and observation_queue_capacity must be positive".into()
             );
+        }
+        if self.check_test_per_minute == 0 || self.check_test_burst == 0 {
+            return Err("check_test_per_minute and check_test_burst must be positive".into());
         }
         if self.cert_expiry_thresholds_days.iter().any(|d| *d == 0 || *d > 365) {
             return Err("cert_expiry_thresholds_days must be between 1 and 365".into());

@@ -13,9 +13,12 @@
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
 //! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
+//! - [`checks`]: "try a check now": test probes requested from agents and their results handed
+//!   back across replicas, never stored.
 
 pub mod agents;
 pub mod api;
+pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod consensus;

@@ -68,7 +68,8 @@ pub struct Metrics {
     pub ingest_handshake_failures: Family<ReasonLabels, Counter>,
     /// Open agent connections.
     pub ingest_connections: Gauge,
-    /// Batches answered, by outcome (`stored`, `duplicate`, `invalid`, `unavailable`, `refused`).
+    /// Batches answered, by outcome (`stored`, `duplicate`, `invalid`, `unavailable`, `refused`,
+    /// `tests_only`: only check-test results, nothing stored).
     pub ingest_batches: Family<OutcomeLabels, Counter>,
     /// Results stored.
     pub ingest_results: Counter,
@@ -94,6 +95,13 @@ pub struct Metrics {
     pub incidents_resolved: Counter,
     /// Confirmation probe requests by outcome (`published`, `rate_limited`, `error`).
     pub confirmation_requests: Family<OutcomeLabels, Counter>,
+    /// `POST /v1/checks/test` requests by outcome (`complete`, `partial`, `rate_limited`,
+    /// `invalid`, `not_found`, `error`).
+    pub check_tests: Family<OutcomeLabels, Counter>,
+    /// Test probe results by outcome: at ingest `published` or `publish_failed`; on the
+    /// replica listening `delivered` (to a waiting request), `unclaimed` (nobody waits: the
+    /// request ended or the result is a duplicate), `malformed` or `lost` (the subscriber lagged).
+    pub check_results: Family<OutcomeLabels, Counter>,
     /// Stored batches whose observations did not fit in the observation queue.
     pub observation_drops: Counter,
     /// Certificate expiry notifications enqueued.
@@ -157,6 +165,8 @@ impl Default for Metrics {
             incidents_opened: Counter::default(),
             incidents_resolved: Counter::default(),
             confirmation_requests: Family::default(),
+            check_tests: Family::default(),
+            check_results: Family::default(),
             observation_drops: Counter::default(),
             cert_expiry_notifications: Counter::default(),
             notify_deliveries: Family::default(),
@@ -262,6 +272,8 @@ impl Metrics {
             "Confirmation probe requests by outcome",
             self.confirmation_requests.clone(),
         );
+        r.register("check_tests", "Check tests (POST /v1/checks/test) by outcome", self.check_tests.clone());
+        r.register("check_results", "Test probe results by outcome", self.check_results.clone());
         r.register(
             "observation_drops",
             "Stored batches whose observations the full consensus queue dropped",
@@ -378,6 +390,19 @@ impl Metrics {
 
     pub fn confirmation(&self, outcome: &str) {
         self.confirmation_requests.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    pub fn check_test(&self, outcome: &str) {
+        self.check_tests.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    pub fn check_result(&self, outcome: &str, n: u64) {
+        self.check_results.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc_by(n);
+    }
+
+    /// Check tests counted with `outcome` so far (tests).
+    pub fn check_test_count(&self, outcome: &str) -> u64 {
+        self.check_tests.get_or_create(&OutcomeLabels { outcome: outcome.into() }).get()
     }
 
     pub fn rebuild(&self, reason: &str) {

@@ -101,6 +101,7 @@ pub struct Application {
     dispatcher: Dispatcher,
     flap: flap::Sweeper,
     digests: digests::Scheduler,
+    check_results: crate::checks::ResultListener,
 }
 
 impl Application {
@@ -165,8 +166,19 @@ impl Application {
             crate::consensus::queue(config.observation_queue_capacity, metrics.clone());
         let ingest = if config.ingest_enabled() {
             Some(
-                IngestServer::bind(&config, agents.clone(), timeseries.clone(), metrics.clone(), sender)
-                    .await?,
+                IngestServer::bind(
+                    &config,
+                    agents.clone(),
+                    timeseries.clone(),
+                    metrics.clone(),
+                    sender,
+                    crate::checks::ResultPublisher {
+                        redis: redis.clone(),
+                        keys: RedisKeys::new(config.redis_prefix.clone()),
+                        metrics: metrics.clone(),
+                    },
+                )
+                .await?,
             )
         } else {
             tracing::warn!("tls_ca, tls_cert and tls_key are not set: gRPC ingest is disabled");
@@ -176,6 +188,27 @@ impl Application {
             .context("building the notification dispatcher")?;
         let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock.clone());
         let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
+        let waiters = crate::checks::Waiters::default();
+        let check_results = crate::checks::ResultListener::subscribe(
+            shared::redis::builder(&config.redis_url, Default::default())
+                .context("invalid redis_url")?
+                .build_subscriber_client()
+                .context("building the redis subscriber for check results")?,
+            &RedisKeys::new(config.redis_prefix.clone()),
+            waiters.clone(),
+            metrics.clone(),
+        )
+        .await
+        .context("cannot subscribe to check results in redis")?;
+        let checks = crate::api::Checks {
+            redis: redis.clone(),
+            keys: RedisKeys::new(config.redis_prefix.clone()),
+            waiters,
+            limiter: crate::checks::limit::TenantLimiter::new(
+                config.check_test_per_minute,
+                config.check_test_burst,
+            ),
+        };
         let listener =
             shared::listen::bind(config.listen).with_context(|| format!("cannot bind {}", config.listen))?;
         let state = AppState {
@@ -186,8 +219,10 @@ impl Application {
             timeseries,
             notify_wake: dispatcher.waker(),
             clock: clock.clone(),
+            checks,
         };
         Ok(Self {
+            check_results,
             listener,
             state,
             registry,
@@ -260,6 +295,7 @@ impl Application {
         let consensus = tokio::spawn(self.consensus.clone().run(self.observations, shutdown.child_token()));
         let flap = tokio::spawn(self.flap.clone().run(shutdown.child_token()));
         let digests = tokio::spawn(self.digests.run(shutdown.child_token()));
+        let check_results = tokio::spawn(self.check_results.run(shutdown.child_token()));
         let dispatcher = if config.notify_dispatch {
             Some(tokio::spawn(self.dispatcher.run(shutdown.child_token())))
         } else {
@@ -300,6 +336,9 @@ impl Application {
         }
         if let Err(error) = digests.await {
             tracing::error!(%error, "digest scheduler task panicked");
+        }
+        if let Err(error) = check_results.await {
+            tracing::error!(%error, "check result listener task panicked");
         }
         if let Some(dispatcher) = dispatcher {
             if let Err(error) = dispatcher.await {

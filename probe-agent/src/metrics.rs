@@ -42,17 +42,20 @@ pub mod dropped {
 pub mod requests {
     /// Handed to the scheduler.
     pub const PROBED: &str = "probed";
+    /// An operator's test (`request_id` set), handed to the scheduler.
+    pub const TESTED: &str = "tested";
     /// Addressed to other regions only.
     pub const NOT_MINE: &str = "not_mine";
     /// The domain is not in this agent's catalog (or is paused).
     pub const UNKNOWN_DOMAIN: &str = "unknown_domain";
-    /// The domain already has an on-demand probe queued or running.
+    /// The domain (or, for a test, the same request) already has an on-demand probe queued or
+    /// running.
     pub const COALESCED: &str = "coalesced";
-    /// The payload is not a probe request.
+    /// The payload is not a probe request (or a test's configuration names another domain).
     pub const MALFORMED: &str = "malformed";
     /// `max_on_demand_in_flight` reached, or the scheduler's request queue is full.
     pub const OVERLOADED: &str = "overloaded";
-    pub const ALL: [&str; 6] = [PROBED, NOT_MINE, UNKNOWN_DOMAIN, COALESCED, MALFORMED, OVERLOADED];
+    pub const ALL: [&str; 7] = [PROBED, TESTED, NOT_MINE, UNKNOWN_DOMAIN, COALESCED, MALFORMED, OVERLOADED];
 }
 
 /// Ack latency buckets, in seconds.
@@ -99,7 +102,7 @@ pub struct Metrics {
     pub delivery_buffered_bytes: Gauge,
     /// Age of the oldest unacknowledged batch, in seconds (0 when none).
     pub delivery_oldest_buffered_age: Gauge<f64, AtomicU64>,
-    /// Batches closed, by trigger (`count`, `age`, `status_change`, `shutdown`).
+    /// Batches closed, by trigger (`count`, `age`, `status_change`, `test`, `shutdown`).
     pub delivery_batches_created: Family<ReasonLabels, Counter>,
     /// Send attempts by outcome (`stored`, `duplicate`, `retry`, `rejected`, `denied`).
     pub delivery_batches_sent: Family<OutcomeLabels, Counter>,

@@ -14,6 +14,14 @@
 //! Every request is counted in `probe_agent_probe_requests_total{outcome}`; malformed payloads
 //! and refusals are logged at most every few seconds.
 //!
+//! A request with a `request_id` is an operator's test (`POST /v1/checks/test` on the control
+//! plane): the agent probes the configuration the request carries (or its catalog's, when the
+//! request carries none) without adding it to its catalog, through the same prober (SSRF
+//! guard, limits) and the same on-demand bound, coalesced per request id rather than per
+//! domain; the result carries the request id and is delivered at once (see
+//! [`crate::delivery`]). A test is never coalesced into a confirmation of the same domain, so
+//! the operator always hears from this agent unless it is overloaded.
+//!
 //! Pub/Sub is at-most-once: a request published while the agent is disconnected is lost, which
 //! the control plane tolerates (it decides with the regions that answer).
 
@@ -23,10 +31,11 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use shared::{DomainId, ProbeRequest, RedisKeys};
+use shared::{DomainConfig, DomainId, ProbeRequest, RedisKeys};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::catalog::sync::CatalogHandle;
 use crate::catalog::Catalog;
@@ -37,20 +46,42 @@ use crate::scheduler::{ProbeNow, ProbeNowError};
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a request means for this agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Probe this domain now.
+    /// Probe this catalog domain now (a confirmation).
     Probe(DomainId),
+    /// Probe this configuration now for the test `request_id`; it is not added to the catalog.
+    Test { request_id: Uuid, config: Arc<DomainConfig> },
     /// The request names regions, and this agent's is not one of them.
     NotMine,
-    /// The domain is not in this agent's catalog, or is paused.
+    /// The domain is not in this agent's catalog, or is paused (a confirmation), or a test
+    /// carries no configuration and the domain is not in the catalog.
     UnknownDomain,
+    /// A test whose configuration's id differs from the request's `domain_id`.
+    Malformed,
 }
 
 /// Decides what to do with `request` in `region` with `catalog` (pure).
 pub fn decide(request: &ProbeRequest, region: &str, catalog: &Catalog) -> Decision {
     if !request.regions.is_empty() && !request.regions.iter().any(|r| r == region) {
         return Decision::NotMine;
+    }
+    if let Some(request_id) = request.request_id {
+        let config = match &request.config {
+            Some(config) if config.id != request.domain_id => return Decision::Malformed,
+            Some(config) => Arc::new(config.clone()),
+            None => match catalog.get(&request.domain_id) {
+                Some(config) => config.clone(),
+                None => return Decision::UnknownDomain,
+            },
+        };
+        // An operator tests a paused domain on purpose.
+        let config = if config.paused {
+            Arc::new(DomainConfig { paused: false, ..(*config).clone() })
+        } else {
+            config
+        };
+        return Decision::Test { request_id, config };
     }
     match catalog.get(&request.domain_id) {
         Some(config) if !config.paused => Decision::Probe(request.domain_id),
@@ -67,19 +98,20 @@ pub enum Refusal {
     Full,
 }
 
-/// The domains with an on-demand probe queued or running, at most `capacity` of them.
+/// The domains (confirmations) and test requests with an on-demand probe queued or running, at
+/// most `capacity` of them together. Both are UUIDs, so one set holds them without collisions.
 #[derive(Debug, Clone)]
 pub struct OnDemandLimit {
     capacity: usize,
-    in_flight: Arc<Mutex<HashSet<DomainId>>>,
+    in_flight: Arc<Mutex<HashSet<Uuid>>>,
 }
 
-/// Holds a domain's place in an [`OnDemandLimit`] until dropped (when the probe's result is
-/// queued, or when the request is dropped).
+/// Holds a place in an [`OnDemandLimit`] until dropped (when the probe's result is queued, or
+/// when the request is dropped).
 #[derive(Debug)]
 pub struct InFlight {
-    id: DomainId,
-    in_flight: Arc<Mutex<HashSet<DomainId>>>,
+    id: Uuid,
+    in_flight: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl Drop for InFlight {
@@ -88,7 +120,7 @@ impl Drop for InFlight {
     }
 }
 
-fn lock(set: &Mutex<HashSet<DomainId>>) -> std::sync::MutexGuard<'_, HashSet<DomainId>> {
+fn lock(set: &Mutex<HashSet<Uuid>>) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
     set.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -97,8 +129,18 @@ impl OnDemandLimit {
         Self { capacity: capacity.max(1), in_flight: Arc::default() }
     }
 
-    /// Takes a place for `id`, unless it already holds one or every place is taken.
+    /// Takes a place for a confirmation of `id`, unless it already holds one or every place is
+    /// taken.
     pub fn try_acquire(&self, id: DomainId) -> Result<InFlight, Refusal> {
+        self.acquire(id.0)
+    }
+
+    /// Takes a place for the test `request_id` (coalescing only repeats of the same request).
+    pub fn try_acquire_test(&self, request_id: Uuid) -> Result<InFlight, Refusal> {
+        self.acquire(request_id)
+    }
+
+    fn acquire(&self, id: Uuid) -> Result<InFlight, Refusal> {
         let mut set = lock(&self.in_flight);
         if set.contains(&id) {
             return Err(Refusal::Coalesced);
@@ -166,6 +208,8 @@ impl RequestHandler {
                 tracing::debug!(domain_id = %request.domain_id, "probe request for a domain not in this agent's catalog");
                 return outcome::UNKNOWN_DOMAIN;
             }
+            Decision::Malformed => return outcome::MALFORMED,
+            Decision::Test { request_id, config } => return self.test(request_id, config),
             Decision::Probe(id) => id,
         };
         let ticket = match self.limit.try_acquire(id) {
@@ -177,6 +221,22 @@ impl RequestHandler {
             Ok(()) => {
                 tracing::debug!(domain_id = %id, reason = %request.reason, "on-demand probe requested");
                 outcome::PROBED
+            }
+            Err(ProbeNowError::Busy | ProbeNowError::Stopped) => outcome::OVERLOADED,
+        }
+    }
+
+    fn test(&self, request_id: Uuid, config: Arc<DomainConfig>) -> &'static str {
+        let ticket = match self.limit.try_acquire_test(request_id) {
+            Ok(ticket) => ticket,
+            Err(Refusal::Coalesced) => return outcome::COALESCED,
+            Err(Refusal::Full) => return outcome::OVERLOADED,
+        };
+        let domain_id = config.id;
+        match self.probe_now.request_test(request_id, config, Box::new(ticket)) {
+            Ok(()) => {
+                tracing::info!(%domain_id, %request_id, "test probe requested");
+                outcome::TESTED
             }
             Err(ProbeNowError::Busy | ProbeNowError::Stopped) => outcome::OVERLOADED,
         }
@@ -326,6 +386,8 @@ mod tests {
             domain_id: id,
             regions: regions.iter().map(|r| r.to_string()).collect(),
             reason: "confirmation".into(),
+            request_id: None,
+            config: None,
         }
     }
 
@@ -342,6 +404,52 @@ mod tests {
         assert_eq!(decide(&request(paused.id, &["ams"]), "ams", &catalog), Decision::UnknownDomain);
         // Not run in this region, so not in this agent's catalog.
         assert_eq!(decide(&request(elsewhere.id, &[]), "ams", &catalog), Decision::UnknownDomain);
+    }
+
+    #[test]
+    fn tests_probe_the_given_configuration_or_the_catalogs_even_when_paused() {
+        let known = DomainConfig { paused: true, ..shared::testing::sample_domain(60, 1) };
+        let catalog = catalog(vec![known.clone()]);
+        let request_id = Uuid::now_v7();
+        let test = |id: DomainId, config: Option<DomainConfig>, regions: &[&str]| ProbeRequest {
+            request_id: Some(request_id),
+            config,
+            reason: "test".into(),
+            ..request(id, regions)
+        };
+        // A saved, paused domain without a configuration in the request: the catalog's, unpaused.
+        let Decision::Test { request_id: got, config } = decide(&test(known.id, None, &[]), "ams", &catalog)
+        else {
+            panic!("a test of a catalog domain is probed");
+        };
+        assert_eq!((got, config.id, config.paused), (request_id, known.id, false));
+        // An unsaved domain: the configuration given, not in the catalog.
+        let unsaved =
+            DomainConfig { url: "http://127.0.0.1:9/".into(), ..shared::testing::sample_domain(60, 0) };
+        let Decision::Test { config, .. } =
+            decide(&test(unsaved.id, Some(unsaved.clone()), &["ams"]), "ams", &catalog)
+        else {
+            panic!("an unsaved domain is probed");
+        };
+        assert_eq!(*config, unsaved);
+        assert_eq!(
+            decide(&test(unsaved.id, Some(unsaved.clone()), &["sin"]), "ams", &catalog),
+            Decision::NotMine
+        );
+        assert_eq!(decide(&test(unsaved.id, None, &[]), "ams", &catalog), Decision::UnknownDomain);
+        assert_eq!(decide(&test(DomainId::new(), Some(unsaved), &[]), "ams", &catalog), Decision::Malformed);
+    }
+
+    #[test]
+    fn tests_are_coalesced_by_request_not_by_domain() {
+        let limit = OnDemandLimit::new(3);
+        let domain = DomainId::new();
+        let _confirmation = limit.try_acquire(domain).unwrap();
+        let request = Uuid::now_v7();
+        let _test = limit.try_acquire_test(request).unwrap();
+        assert_eq!(limit.try_acquire_test(request).unwrap_err(), Refusal::Coalesced);
+        let _other = limit.try_acquire_test(Uuid::now_v7()).unwrap();
+        assert_eq!(limit.try_acquire_test(Uuid::now_v7()).unwrap_err(), Refusal::Full, "one bound for both");
     }
 
     #[test]

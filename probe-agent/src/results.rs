@@ -36,6 +36,10 @@ pub struct ProbeResult {
     pub config_version: u64,
     pub region: String,
     pub trigger: Trigger,
+    /// The operator's test this probe answers (`POST /v1/checks/test`); such a result is
+    /// delivered at once and kept out of the latest results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<uuid::Uuid>,
     /// When the probe was planned to start (wall clock).
     pub planned_at: chrono::DateTime<chrono::Utc>,
     /// Actual start minus planned start.
@@ -150,7 +154,15 @@ pub async fn consume(
                 if let Some(batching) = &mut batching {
                     batching.push(&result);
                 }
-                latest.insert(result);
+                if let Some(request_id) = result.request_id {
+                    // A test is not the domain's state: the latest result stays the schedule's.
+                    tracing::info!(
+                        domain_id = %result.domain_id, %request_id, outcome = result.outcome(),
+                        delivered = batching.is_some(), "test probe done"
+                    );
+                } else {
+                    latest.insert(result);
+                }
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 if let Some(batching) = &mut batching {

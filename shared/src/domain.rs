@@ -172,16 +172,34 @@ pub struct ChangeNotice {
     pub op: ChangeOp,
 }
 
-/// A request for an immediate probe, published on `<prefix>:probe-requests` (confirmation
-/// probes). Agents of the listed regions (every region when empty) probe the domain now, through
-/// the scheduler's on-demand entry point, if it is in their catalog.
+/// A request for an immediate probe, published on `<prefix>:probe-requests`. Agents of the
+/// listed regions (every region when empty) probe the domain now, through the scheduler's
+/// on-demand entry point.
+///
+/// Two kinds share the channel:
+/// - a **confirmation** (`request_id` absent): probed only if the domain is in the agent's
+///   catalog; the result is an ordinary on-demand result that is stored and counts in consensus;
+/// - an operator's **test** (`request_id` present, `POST /v1/checks/test`): probed with
+///   `config` when given (an unsaved domain, or the stored domain as the control plane reads
+///   it), else with the catalog's configuration, paused or not; the result carries the request
+///   id, and the control plane hands it to the waiting API request and never stores it.
+///
+/// Agents that predate `request_id` and `config` ignore them and treat a test of a catalog
+/// domain as a confirmation (and skip an unknown one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeRequest {
     pub domain_id: DomainId,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
-    /// Why the probe is requested (`confirmation`), for logs and metrics.
+    /// Why the probe is requested (`confirmation`, `test`), for logs and metrics.
     pub reason: String,
+    /// The test's id, echoed in each result (`ProbeResult.request_id`); absent for confirmations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Uuid>,
+    /// The configuration to probe for a test (its `id` is `domain_id`); never added to the
+    /// agent's catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<DomainConfig>,
 }
 
 #[cfg(test)]
@@ -194,6 +212,8 @@ mod tests {
             domain_id: DomainId::new(),
             regions: vec!["iad".into()],
             reason: "confirmation".into(),
+            request_id: None,
+            config: None,
         };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ProbeRequest>(&json).unwrap(), request);
@@ -201,6 +221,17 @@ mod tests {
             serde_json::from_str(&format!(r#"{{"domain_id":"{}","reason":"x"}}"#, request.domain_id))
                 .unwrap();
         assert!(every.regions.is_empty());
+        assert_eq!(every.request_id, None);
+
+        let test = ProbeRequest {
+            domain_id: request.domain_id,
+            regions: Vec::new(),
+            reason: "test".into(),
+            request_id: Some(Uuid::now_v7()),
+            config: Some(DomainConfig { id: request.domain_id, ..sample() }),
+        };
+        let json = serde_json::to_string(&test).unwrap();
+        assert_eq!(serde_json::from_str::<ProbeRequest>(&json).unwrap(), test);
     }
 
     fn sample() -> DomainConfig {

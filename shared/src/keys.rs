@@ -33,6 +33,13 @@ impl RedisKeys {
         format!("{}:probe-requests", self.prefix)
     }
 
+    /// Pub/Sub channel on which the control-plane replica that ingested a test probe's result
+    /// hands it to the replica whose API request waits for it (payload: JSON of
+    /// `control_plane::checks::CheckResult`).
+    pub fn check_results(&self) -> String {
+        format!("{}:check-results", self.prefix)
+    }
+
     /// Rate-limit key of confirmation probes for one domain (`SET NX PX`).
     pub fn confirmation_lock(&self, domain: &str) -> String {
         format!("{}:confirm:{domain}", self.prefix)
@@ -60,6 +67,7 @@ mod tests {
         assert_eq!(k.version(), "cc:domains:version");
         assert_eq!(k.changes(), "cc:domains:changes");
         assert_eq!(k.probe_requests(), "cc:probe-requests");
+        assert_eq!(k.check_results(), "cc:check-results");
         assert_eq!(k.confirmation_lock("d1"), "cc:confirm:d1");
     }
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod channels;
+mod checks;
 mod digests;
 mod domains;
 mod error;
@@ -53,6 +54,17 @@ pub struct AppState {
     /// Where "now" comes from for consensus status and flap scores (the system clock, or the
     /// `ManualClock` of tests and benchmarks).
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// Check tests: Redis to publish requests, this replica's waiting requests, the rate limit.
+    pub checks: Checks,
+}
+
+/// What `POST /v1/checks/test` needs besides the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Checks {
+    pub redis: fred::prelude::Client,
+    pub keys: shared::RedisKeys,
+    pub waiters: crate::checks::Waiters,
+    pub limiter: crate::checks::limit::TenantLimiter,
 }
 
 impl AppState {
@@ -84,6 +96,7 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .route("/domains/{id}/pause", post(domains::pause))
         .route("/domains/{id}/resume", post(domains::resume))
         .route("/regions", get(regions::list))
+        .route("/checks/test", post(checks::test))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .merge(history::routes())

@@ -841,8 +841,13 @@ impl Consensus {
                 return;
             }
         }
-        let request =
-            ProbeRequest { domain_id: DomainId(domain_id), regions: others, reason: "confirmation".into() };
+        let request = ProbeRequest {
+            domain_id: DomainId(domain_id),
+            regions: others,
+            reason: "confirmation".into(),
+            request_id: None,
+            config: None,
+        };
         let payload = match serde_json::to_string(&request) {
             Ok(payload) => payload,
             Err(error) => return self.error("confirmation", &error),

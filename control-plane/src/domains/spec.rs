@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 use shared::netguard;
-use shared::{HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
 use url::{Host, Url};
 
 use crate::flap;
@@ -263,6 +263,24 @@ impl DomainSpec {
         }
     }
 
+    /// The configuration agents receive for this spec under `id` at config `version` (no
+    /// tenant, nothing secret; flap overrides and quorum are the control plane's own).
+    pub fn agent_config(&self, id: DomainId, version: u64) -> DomainConfig {
+        DomainConfig {
+            id,
+            url: self.url.to_string(),
+            method: self.method,
+            expected_status: self.expected_status,
+            keyword: self.keyword.clone(),
+            interval_s: self.interval.seconds(),
+            timeout_ms: self.timeout_ms,
+            regions: self.regions.clone(),
+            paused: self.paused,
+            tls_verify: self.tls_verify,
+            version,
+        }
+    }
+
     /// The request form of this spec: parsing it again gives the same spec. `PATCH` overlays
     /// its fields on this.
     pub fn to_request(&self) -> Map<String, Value> {
@@ -363,7 +381,9 @@ fn parse_interval(value: &Value, policy: &Policy) -> Result<Interval, String> {
     Ok(interval)
 }
 
-fn parse_regions(value: &Value, policy: &Policy) -> Result<Vec<String>, String> {
+/// A list of known region names, sorted and deduplicated; the error names the unknown ones and
+/// lists the known.
+pub fn parse_regions(value: &Value, policy: &Policy) -> Result<Vec<String>, String> {
     let Value::Array(items) = value else {
         return Err("must be an array of region names".into());
     };

@@ -36,19 +36,7 @@ pub struct Domain {
 impl Domain {
     /// The configuration agents receive (no tenant, nothing secret).
     pub fn agent_config(&self) -> DomainConfig {
-        DomainConfig {
-            id: self.id,
-            url: self.spec.url.to_string(),
-            method: self.spec.method,
-            expected_status: self.spec.expected_status,
-            keyword: self.spec.keyword.clone(),
-            interval_s: self.spec.interval.seconds(),
-            timeout_ms: self.spec.timeout_ms,
-            regions: self.spec.regions.clone(),
-            paused: self.spec.paused,
-            tls_verify: self.spec.tls_verify,
-            version: self.version,
-        }
+        self.spec.agent_config(self.id, self.version)
     }
 }
 

@@ -43,6 +43,7 @@ impl IngestServer {
         timeseries: Timeseries,
         metrics: Metrics,
         observations: ObservationSender,
+        checks: crate::checks::ResultPublisher,
     ) -> anyhow::Result<Self> {
         let (crl, tls) = CrlWatcher::start(config, metrics.clone())?;
         let listener = listener::bind(config.ingest_listen)
@@ -51,7 +52,7 @@ impl IngestServer {
             listener,
             tls: tls.clone(),
             crl,
-            service: service::IngestService { registry, timeseries, metrics, observations, tls },
+            service: service::IngestService { registry, timeseries, metrics, observations, tls, checks },
         })
     }
 

@@ -2,6 +2,11 @@
 //! validate the batch, hand it to the time-series writers, and acknowledge only once it is
 //! committed. After the commit, the batch's observations go to consensus through a bounded
 //! queue that never blocks the answer.
+//!
+//! Results carrying a `request_id` answer an operator's check test: they are taken out of the
+//! batch before anything is stored, never reach the time-series database or consensus, and are
+//! published for the waiting API request ([`crate::checks::ResultPublisher`]). A batch of only
+//! such results is acknowledged with `stored = 0`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +30,7 @@ pub struct IngestService {
     /// The TLS configuration in force; its revocation list is checked on every request, so a
     /// certificate revoked by a new CRL is refused on connections opened before it too.
     pub tls: watch::Receiver<Arc<IngestTls>>,
+    pub checks: crate::checks::ResultPublisher,
 }
 
 impl IngestService {
@@ -37,7 +43,7 @@ impl IngestService {
         Ok(())
     }
 
-    async fn handle(&self, peer: AgentPeer, batch: Batch) -> Result<Ack, Status> {
+    async fn handle(&self, peer: AgentPeer, mut batch: Batch) -> Result<Ack, Status> {
         if let Err(refusal) = self.check(&peer) {
             self.metrics.refused(refusal.reason());
             tracing::warn!(
@@ -76,6 +82,16 @@ impl IngestService {
             );
         }
         self.registry.seen(&peer, &batch.agent_version);
+        let (tests, results): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut batch.results).into_iter().partition(|r| r.request_id.is_some());
+        batch.results = results;
+        if !tests.is_empty() {
+            self.checks.publish(&peer.region, &peer.agent_id, tests);
+            if batch.results.is_empty() {
+                self.metrics.batch("tests_only");
+                return Ok(Ack { batch_id: batch.batch_id, stored: 0, duplicate: false });
+            }
+        }
         let observed = ObservedBatch::from_batch(&peer.region, &peer.agent_id, &batch, chrono::Utc::now());
         let stored = self
             .timeseries

@@ -2,6 +2,7 @@
 //! `#[sqlx::test]`) and real Redis (one key prefix per test), with real probe agents.
 
 mod api;
+mod checks;
 mod cli;
 mod config_path;
 mod consensus;

@@ -3,6 +3,8 @@
 //! at once so state changes reach the control plane without the batching delay. A domain's
 //! first result after start is not a change (there is nothing to compare with): otherwise an
 //! agent with many domains would send one tiny batch per domain for its first interval.
+//! An operator's test result ([`Batcher::push_test`]) closes the batch at once too (someone
+//! waits for it) and leaves the domain's last state alone (a test is not the schedule's view).
 //! Pure logic: time is passed in.
 
 use std::collections::HashMap;
@@ -18,6 +20,8 @@ pub enum Trigger {
     Count,
     Age,
     StatusChange,
+    /// An operator's test result is in the batch.
+    Test,
     Shutdown,
 }
 
@@ -27,6 +31,7 @@ impl Trigger {
             Trigger::Count => "count",
             Trigger::Age => "age",
             Trigger::StatusChange => "status_change",
+            Trigger::Test => "test",
             Trigger::Shutdown => "shutdown",
         }
     }
@@ -74,6 +79,14 @@ impl Batcher {
         } else {
             None
         }
+    }
+
+    /// Adds an operator's test result and closes the batch with it. The domain's last state is
+    /// not touched.
+    pub fn push_test(&mut self, result: proto::ProbeResult) -> Closed {
+        self.open.push(result);
+        self.opened_at = None;
+        Closed { results: std::mem::take(&mut self.open), trigger: Trigger::Test }
     }
 
     /// When the open batch must be closed for age; `None` while it is empty.
@@ -149,6 +162,20 @@ mod tests {
         assert_eq!((closed.results.len(), closed.trigger), (2, Trigger::StatusChange));
         assert!(!closed.results[1].ok);
         assert!(batcher.take(Trigger::Shutdown).is_none());
+    }
+
+    #[test]
+    fn a_test_result_closes_the_batch_and_is_not_a_state() {
+        let now = Instant::now();
+        let mut batcher = Batcher::new(10, Duration::from_secs(1));
+        let a = DomainId::new();
+        assert!(batcher.push(a, result(true), now).is_none());
+        let closed = batcher.push_test(result(false));
+        assert_eq!((closed.results.len(), closed.trigger), (2, Trigger::Test));
+        assert_eq!(batcher.deadline(), None);
+        // The failed test did not change the domain's state: another success is no change.
+        assert!(batcher.push(a, result(true), now).is_none());
+        assert!(batcher.push(a, result(false), now).is_some(), "a real change still closes");
     }
 
     #[test]

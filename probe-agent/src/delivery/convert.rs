@@ -52,6 +52,7 @@ pub fn to_proto(result: &ProbeResult) -> proto::ProbeResult {
             [only] if only.outcome == AttemptOutcome::Connected => Vec::new(),
             attempts => attempts.iter().map(connect_attempt).collect(),
         },
+        request_id: result.request_id.map(|id| id.as_bytes().to_vec()),
     }
 }
 
@@ -120,6 +121,7 @@ pub(crate) mod tests {
             config_version: 18_734,
             region: "ams".into(),
             trigger: Trigger::Scheduled,
+            request_id: None,
             planned_at: now,
             lag_ms: 1.734,
             report: ProbeReport {

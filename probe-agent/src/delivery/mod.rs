@@ -161,7 +161,7 @@ pub fn build(
         input_closed: CancellationToken::new(),
         metrics: metrics.clone(),
     });
-    for trigger in [Trigger::Count, Trigger::Age, Trigger::StatusChange, Trigger::Shutdown] {
+    for trigger in [Trigger::Count, Trigger::Age, Trigger::StatusChange, Trigger::Test, Trigger::Shutdown] {
         let _ =
             metrics.delivery_batches_created.get_or_create(&ReasonLabels { reason: trigger.as_str().into() });
     }
@@ -245,9 +245,13 @@ pub struct Batching {
 impl Batching {
     /// Adds a result to the open batch; closes and buffers the batch when this result fills
     /// it or changes its domain's status. Never waits.
+    /// An operator's test result (`request_id` set) closes the batch at once.
     pub fn push(&mut self, result: &ProbeResult) {
         let now = Instant::now();
-        if let Some(closed) = self.batcher.push(result.domain_id, to_proto(result), now) {
+        if result.request_id.is_some() {
+            let closed = self.batcher.push_test(to_proto(result));
+            self.close(closed, now);
+        } else if let Some(closed) = self.batcher.push(result.domain_id, to_proto(result), now) {
             self.close(closed, now);
         }
     }

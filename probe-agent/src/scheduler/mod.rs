@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ pub type Ticket = Box<dyn std::any::Any + Send + Sync>;
 struct OnDemand {
     id: DomainId,
     ticket: Option<Ticket>,
+    /// An operator's test: its request id and the configuration to probe (not the catalog's).
+    test: Option<(Uuid, Arc<DomainConfig>)>,
 }
 
 impl std::fmt::Debug for OnDemand {
@@ -75,13 +78,25 @@ impl ProbeNow {
     /// Queues an immediate probe of `id`. Unknown or paused domains are ignored by the
     /// scheduler (and logged).
     pub fn request(&self, id: DomainId) -> Result<(), ProbeNowError> {
-        self.send(OnDemand { id, ticket: None })
+        self.send(OnDemand { id, ticket: None, test: None })
     }
 
     /// Like [`ProbeNow::request`], holding `ticket` until the probe's result is queued, or
     /// until the request is dropped (unknown or paused domain, shutdown, or refused here).
     pub fn request_with(&self, id: DomainId, ticket: Ticket) -> Result<(), ProbeNowError> {
-        self.send(OnDemand { id, ticket: Some(ticket) })
+        self.send(OnDemand { id, ticket: Some(ticket), test: None })
+    }
+
+    /// Queues an immediate probe of `config` for the test `request_id`, holding `ticket` like
+    /// [`ProbeNow::request_with`]. The configuration is probed as given (it need not be in the
+    /// catalog, and is not added to it); the result carries `request_id`.
+    pub fn request_test(
+        &self,
+        request_id: Uuid,
+        config: Arc<DomainConfig>,
+        ticket: Ticket,
+    ) -> Result<(), ProbeNowError> {
+        self.send(OnDemand { id: config.id, ticket: Some(ticket), test: Some((request_id, config)) })
     }
 
     fn send(&self, request: OnDemand) -> Result<(), ProbeNowError> {
@@ -114,6 +129,8 @@ struct Job {
     config: Arc<DomainConfig>,
     planned: Instant,
     trigger: Trigger,
+    /// The operator's test this probe answers, if any.
+    request_id: Option<Uuid>,
     /// Released when the job's result is queued.
     ticket: Option<Ticket>,
 }
@@ -173,14 +190,19 @@ impl Scheduler {
                     current = newer;
                     self.metrics.scheduled_domains.set(plan.len() as i64);
                 }
-                Some(OnDemand { id, ticket }) = self.on_demand.recv() => {
-                    match current.get(&id) {
-                        Some(config) if !config.paused => {
+                Some(OnDemand { id, ticket, test }) = self.on_demand.recv() => {
+                    let (request_id, config) = match test {
+                        Some((request_id, config)) => (Some(request_id), Some(config)),
+                        None => (None, current.get(&id).filter(|c| !c.paused).cloned()),
+                    };
+                    match config {
+                        Some(config) => {
                             self.metrics.on_demand_probes.inc();
                             let job = Job {
-                                config: config.clone(),
+                                config,
                                 planned: Instant::now(),
                                 trigger: Trigger::OnDemand,
+                                request_id,
                                 ticket,
                             };
                             if !self.hand_off(&jobs, job, &mut saturation, &cancel).await {
@@ -196,6 +218,7 @@ impl Scheduler {
                             config: due.config,
                             planned: due.planned,
                             trigger: Trigger::Scheduled,
+                            request_id: None,
                             ticket: None,
                         };
                         if !self.hand_off(&jobs, job, &mut saturation, &cancel).await {
@@ -274,6 +297,7 @@ async fn worker(
             config_version: job.config.version,
             region: region.clone(),
             trigger: job.trigger,
+            request_id: job.request_id,
             planned_at,
             lag_ms: lag.as_secs_f64() * 1000.0,
             report,

@@ -86,6 +86,8 @@ fn request(domain_id: DomainId, regions: &[&str]) -> String {
         domain_id,
         regions: regions.iter().map(|r| r.to_string()).collect(),
         reason: "confirmation".into(),
+        request_id: None,
+        config: None,
     })
     .unwrap()
 }

@@ -283,6 +283,7 @@ fn result(domain: DomainId, ok: bool, seq: u64) -> ProbeResult {
         config_version: seq,
         region: "ams".into(),
         trigger: Trigger::Scheduled,
+        request_id: None,
         planned_at: chrono::Utc::now(),
         lag_ms: 0.5,
         report: ProbeReport {
