@@ -381,6 +381,7 @@ mod tests {
                     resolved_addrs: Vec::new(),
                     redirects: Vec::new(),
                     body_bytes: 0,
+                    body_wire_bytes: 0,
                     certificate: None,
                 }
             })

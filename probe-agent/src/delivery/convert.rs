@@ -94,6 +94,7 @@ pub(crate) mod tests {
                 resolved_addrs: vec!["203.0.113.45".parse().unwrap()],
                 redirects: Vec::new(),
                 body_bytes: 48_213,
+                body_wire_bytes: 9_120,
                 certificate: with_cert.then(|| CertInfo {
                     subject: "CN=shop.example-customer.com".into(),
                     issuer: "C=US, O=Let's Encrypt, CN=R11".into(),

@@ -42,6 +42,7 @@ impl Probe for FakeProber {
                 resolved_addrs: vec![],
                 redirects: vec![],
                 body_bytes: 0,
+                body_wire_bytes: 0,
                 certificate: None,
             }
         })

@@ -300,6 +300,7 @@ fn result(domain: DomainId, ok: bool, seq: u64) -> ProbeResult {
             resolved_addrs: vec!["192.0.2.10".parse().unwrap()],
             redirects: Vec::new(),
             body_bytes: 2,
+            body_wire_bytes: 2,
             certificate: None,
         },
     }

@@ -25,7 +25,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use shared::netguard::TargetPolicy;
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, StatusRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -88,7 +88,7 @@ fn config(url: impl Into<String>) -> DomainConfig {
 }
 
 fn with_keyword(url: impl Into<String>, keyword: &str) -> DomainConfig {
-    DomainConfig { keyword: Some(keyword.to_owned()), ..config(url) }
+    DomainConfig { keyword: Some(KeywordCheck::contains(keyword)), ..config(url) }
 }
 
 /// Probes and checks what must hold for every report.
