@@ -2,11 +2,13 @@
 //! tests write Redis the way the control plane's publisher does, and also break the protocol on
 //! purpose (lost notices, skipped versions, flushed keys) to check the agent recovers.
 //! Delivery is tested against an in-test ingest server over real mutual TLS; confirmation
-//! probes and canaries against a running agent and local targets.
+//! probes and canaries against a running agent and local targets. The prober itself is tested
+//! against local servers (`probe`) and hostile raw-TCP servers writing exact bytes (`hostile`).
 
 mod catalog;
 mod confirmation;
 mod delivery;
+mod hostile;
 mod probe;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
