@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use body::{KeywordScanner, Matcher};
+pub use body::KeywordScanner;
 pub use dns::{Resolve, StaticResolver, SystemResolver};
 pub use tls::TlsSetupError;
 
