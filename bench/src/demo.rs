@@ -40,7 +40,7 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     anyhow::ensure!(
         path.exists(),
-        "{} not found; build the workspace first (cargo build --release)",
+        "{} not found; build the binaries first (cargo build --bins, or ./demo.sh)",
         path.display()
     );
     Ok(path)

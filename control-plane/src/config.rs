@@ -342,6 +342,23 @@ impl Config {
         Ok(())
     }
 
+    /// [`Config::validate`], then what the configuration names outside itself that can be checked
+    /// without touching a server: the database and Redis URLs parse, and the ingest TLS files
+    /// (`tls_ca`, `tls_cert`, `tls_key`, `tls_crl`) read and parse. The binary runs it before
+    /// connecting to anything, so a configuration error leaves databases and Redis untouched.
+    /// The error starts with the key at fault.
+    pub fn preflight(&self) -> Result<(), String> {
+        self.validate()?;
+        for (key, url) in [("database_url", &self.database_url), ("timeseries_url", &self.timeseries_url)] {
+            url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| format!("{key}: {e}"))?;
+        }
+        shared::redis::check_url(&self.redis_url).map_err(|e| format!("redis_url: {e}"))?;
+        if self.ingest_enabled() {
+            crate::ingest::tls_config(self).map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
+    }
+
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs(self.reconcile_interval_s)
     }

@@ -25,7 +25,8 @@ struct Cli {
 enum Command {
     /// Serve the API and publish configuration (the default).
     Serve,
-    /// Apply database migrations and exit.
+    /// Create the transactional and time-series databases when they do not exist, apply both
+    /// databases' migrations, and exit.
     Migrate,
     /// Create a tenant and print its first admin API token.
     CreateTenant {
@@ -54,8 +55,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::validate) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return shared::config::exit_for_usage(error),
+    };
+    let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::preflight) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("control-plane: invalid configuration: {message}");
@@ -77,8 +81,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Once, through the log (stderr, like every other event).
             tracing::error!(error = format!("{error:#}"), "control plane failed");
-            eprintln!("control-plane: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -91,9 +95,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             app.run_until(shared::shutdown::on_signal()).await
         }
         Command::Migrate => {
+            for (what, url) in
+                [("transactional", &config.database_url), ("time-series", &config.timeseries_url)]
+            {
+                if startup::ensure_database(what, url).await? {
+                    println!("created the {what} database");
+                }
+            }
             let pool = startup::connect_database(&config).await?;
             startup::migrate(&pool).await?;
-            println!("migrations applied");
+            println!("migrated the transactional database");
+            let mode = control_plane::timeseries::migrate_database(&config).await?;
+            println!("migrated the time-series database ({} storage)", mode.as_str());
             Ok(())
         }
         Command::CreateTenant { name } => {

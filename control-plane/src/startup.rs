@@ -47,7 +47,40 @@ pub async fn connect_with(config: &Config, options: PgConnectOptions) -> anyhow:
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
+        .map_err(missing_database_hint)
         .context("cannot connect to the transactional database")
+}
+
+/// A connection error, with the way out added when the database does not exist (SQLSTATE
+/// `3D000`, `invalid_catalog_name`).
+pub fn missing_database_hint(error: sqlx::Error) -> anyhow::Error {
+    let missing = error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "3D000");
+    let error = anyhow::Error::from(error);
+    if missing {
+        error.context("the database does not exist: `control-plane migrate` creates it")
+    } else {
+        error
+    }
+}
+
+/// Creates the database `url` names unless it exists (connecting to the server's `postgres`
+/// database to look); true when it was created. `what` names it in errors.
+pub async fn ensure_database(what: &str, url: &str) -> anyhow::Result<bool> {
+    use sqlx::migrate::MigrateDatabase;
+    let exists = sqlx::Postgres::database_exists(url)
+        .await
+        .with_context(|| format!("cannot check whether the {what} database exists"))?;
+    if exists {
+        return Ok(false);
+    }
+    match sqlx::Postgres::create_database(url).await {
+        Ok(()) => Ok(true),
+        // Created meanwhile by another `migrate` (SQLSTATE 42P04, duplicate_database).
+        Err(error) if error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "42P04") => {
+            Ok(false)
+        }
+        Err(error) => Err(anyhow::Error::from(error).context(format!("cannot create the {what} database"))),
+    }
 }
 
 /// Runs pending migrations (safe to run from several replicas at once: sqlx takes a lock).

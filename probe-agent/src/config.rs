@@ -53,7 +53,21 @@ pub struct Config {
     /// SSRF guard's allow-list). Empty by default; `["127.0.0.0/8"]` for local tests.
     pub allow_private: Vec<IpNet>,
     /// Per-phase limits of a probe, in milliseconds (each also capped by the domain's timeout).
+    /// `dns_timeout_ms` bounds the whole DNS phase, retries included.
     pub dns_timeout_ms: u64,
+    /// Name servers the agent resolves monitored names with (`"ip:port"`, e.g.
+    /// `"10.0.0.2:53"` or `"[2001:db8::53]:53"`). Empty: the system's, from
+    /// `/etc/resolv.conf`, with the hosts file consulted first. Names are always resolved as
+    /// absolute names: the system's search list and `ndots` are never used.
+    pub dns_servers: Vec<SocketAddr>,
+    /// Limit of one lookup (A and AAAA asked at once), in milliseconds.
+    pub dns_query_timeout_ms: u64,
+    /// Lookups made for a name at most: a SERVFAIL or a timeout is asked again while attempts
+    /// and the DNS phase's time remain.
+    pub dns_attempts: u32,
+    /// How long a connection attempt to one address runs alone before the next address is
+    /// tried as well (RFC 8305's connection attempt delay), in milliseconds.
+    pub connect_attempt_delay_ms: u64,
     pub connect_timeout_ms: u64,
     pub tls_timeout_ms: u64,
     /// Largest response body read: decoded bytes when a keyword is checked (so a small
@@ -151,6 +165,10 @@ impl Default for Config {
             result_queue_capacity: 10_000,
             allow_private: Vec::new(),
             dns_timeout_ms: 5_000,
+            dns_servers: Vec::new(),
+            dns_query_timeout_ms: 2_000,
+            dns_attempts: 2,
+            connect_attempt_delay_ms: 250,
             connect_timeout_ms: 10_000,
             tls_timeout_ms: 10_000,
             max_body_bytes: 1024 * 1024,
@@ -208,6 +226,18 @@ impl Config {
         }
         if self.dns_timeout_ms == 0 || self.connect_timeout_ms == 0 || self.tls_timeout_ms == 0 {
             return Err("dns_timeout_ms, connect_timeout_ms and tls_timeout_ms must be positive".into());
+        }
+        if self.dns_query_timeout_ms == 0 {
+            return Err("dns_query_timeout_ms must be positive".into());
+        }
+        if self.dns_attempts == 0 || self.dns_attempts > 5 {
+            return Err("dns_attempts must be between 1 and 5".into());
+        }
+        if let Some(server) = self.dns_servers.iter().find(|s| s.port() == 0 || s.ip().is_unspecified()) {
+            return Err(format!("dns_servers: {server} is not a name server address"));
+        }
+        if self.connect_attempt_delay_ms < 10 || self.connect_attempt_delay_ms > 10_000 {
+            return Err("connect_attempt_delay_ms must be between 10 and 10000".into());
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());
@@ -359,6 +389,13 @@ impl Config {
     }
 
     /// The probe settings this configuration describes; reads `extra_roots_pem`.
+    /// [`Config::validate`], then what the configuration names outside itself: the extra trusted
+    /// roots load. Run before anything connects; the error starts with the key at fault.
+    pub fn preflight(&self) -> Result<(), String> {
+        self.validate()?;
+        self.probe_settings().map(|_| ())
+    }
+
     pub fn probe_settings(&self) -> Result<crate::probe::ProbeSettings, String> {
         let extra_roots = match &self.extra_roots_pem {
             None => Vec::new(),
@@ -366,15 +403,21 @@ impl Config {
                 use rustls_pki_types::pem::PemObject;
                 let roots = rustls_pki_types::CertificateDer::pem_file_iter(path)
                     .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("extra_roots_pem {}: {e}", path.display()))?;
+                    .map_err(|e| format!("extra_roots_pem: cannot read {}: {e}", path.display()))?;
                 if roots.is_empty() {
-                    return Err(format!("extra_roots_pem {}: no certificate found", path.display()));
+                    return Err(format!("extra_roots_pem: no certificate found in {}", path.display()));
                 }
                 roots
             }
         };
         Ok(crate::probe::ProbeSettings {
             dns_timeout: Duration::from_millis(self.dns_timeout_ms),
+            resolver: crate::probe::ResolverSettings {
+                servers: self.dns_servers.clone(),
+                query_timeout: Duration::from_millis(self.dns_query_timeout_ms),
+                attempts: self.dns_attempts,
+            },
+            connect_attempt_delay: Duration::from_millis(self.connect_attempt_delay_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             tls_timeout: Duration::from_millis(self.tls_timeout_ms),
             max_body_bytes: self.max_body_bytes,
@@ -462,6 +505,40 @@ mod tests {
         {
             let error = toml_config(&format!("{key} = {value}\n")).validate().unwrap_err();
             assert!(error.contains(key), "{error}");
+        }
+    }
+
+    #[test]
+    fn resolver_and_connect_settings_parse_and_are_checked() {
+        let cfg = toml_config(
+            "dns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\ndns_query_timeout_ms = 700\n\
+             dns_attempts = 3\nconnect_attempt_delay_ms = 100",
+        );
+        cfg.validate().unwrap();
+        let settings = cfg.probe_settings().unwrap();
+        assert_eq!(
+            settings.resolver.servers,
+            vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+        assert_eq!(settings.resolver.query_timeout, Duration::from_millis(700));
+        assert_eq!(settings.resolver.attempts, 3);
+        assert_eq!(settings.connect_attempt_delay, Duration::from_millis(100));
+
+        let defaults = Config::default().probe_settings().unwrap();
+        assert!(defaults.resolver.servers.is_empty());
+        assert_eq!(
+            (defaults.resolver.attempts, defaults.connect_attempt_delay),
+            (2, Duration::from_millis(250))
+        );
+
+        for (bad, key) in [
+            ("dns_attempts = 0", "dns_attempts"),
+            ("dns_query_timeout_ms = 0", "dns_query_timeout_ms"),
+            ("dns_servers = [\"0.0.0.0:53\"]", "dns_servers"),
+            ("connect_attempt_delay_ms = 0", "connect_attempt_delay_ms"),
+        ] {
+            let message = toml_config(bad).validate().unwrap_err();
+            assert!(message.contains(key), "{bad}: {message}");
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`scheduler`]: when each domain is probed; [`probe`]: probing one domain once.
 //! - [`results`]: the result record, the bounded result queue, the latest result per domain.
 //! - [`delivery`]: batching results and sending them to the control plane over mutual TLS.
+//! - [`check`]: `probe-agent check <url>`, one probe printed for a person.
 //! - [`requests`]: on-demand (confirmation) probe requests from Redis; [`canary`]: the
 //!   agent's self-check, attached to its batches as its health.
 //!
@@ -12,6 +13,7 @@
 
 pub mod canary;
 pub mod catalog;
+pub mod check;
 pub mod config;
 pub mod delivery;
 pub mod metrics;

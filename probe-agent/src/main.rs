@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use probe_agent::check::CheckArgs;
 use probe_agent::config::{Config, ENV};
 use probe_agent::Agent;
 use shared::config::EXIT_CONFIG;
@@ -13,19 +14,43 @@ use shared::config::EXIT_CONFIG;
 #[command(name = "probe-agent", version, about = "Crosscheck regional probe agent")]
 struct Cli {
     /// TOML configuration file (environment variables CROSSCHECK_AGENT_* override it).
-    #[arg(long, short, env = "CROSSCHECK_AGENT_CONFIG")]
+    #[arg(long, short, env = "CROSSCHECK_AGENT_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: sync the configuration from Redis, probe on schedule, deliver results (the
+    /// default).
+    Run,
+    /// Probe one URL once from here and print the timing breakdown, the certificate and the
+    /// verdict (exit status 0 when it passes, 1 when it fails).
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::validate) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return shared::config::exit_for_usage(error),
+    };
+    let config = match shared::config::load_checked(cli.config.as_deref(), ENV, Config::preflight) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("probe-agent: invalid configuration: {message}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    if let Some(Command::Check(args)) = cli.command {
+        return match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(probe_agent::check::run(config, args)),
+            Err(error) => {
+                eprintln!("probe-agent: cannot start the runtime: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     shared::telemetry::init(config.log_format);
     match shared::limits::raise_open_files() {
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
@@ -35,7 +60,6 @@ fn main() -> ExitCode {
     // configuration error (exit code 64), like any other invalid setting.
     let mut checked = config.clone();
     if let Err(message) = checked.adopt_certificate_identity() {
-        tracing::error!(error = %message, "invalid configuration");
         eprintln!("probe-agent: invalid configuration: {message}");
         return ExitCode::from(EXIT_CONFIG as u8);
     }
@@ -53,8 +77,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Once, through the log (stderr, like every other event).
             tracing::error!(error = format!("{error:#}"), "probe agent failed");
-            eprintln!("probe-agent: {error:#}");
             ExitCode::FAILURE
         }
     }

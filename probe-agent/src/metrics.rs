@@ -76,6 +76,12 @@ pub struct Metrics {
     pub redis_up: Gauge,
     /// Probes finished, by outcome (`ok` or the error kind).
     pub probes: Family<OutcomeLabels, Counter>,
+    /// Probes that failed resolving a name, by reason (`nxdomain`, `servfail`, …: the
+    /// [`crate::probe::DnsErrorReason`] labels).
+    pub dns_failures: Family<ReasonLabels, Counter>,
+    /// Probes whose connection came from another address than the first one tried (Happy
+    /// Eyeballs fallbacks).
+    pub connect_fallbacks: Counter,
     /// Actual start minus planned start of scheduled probes.
     pub schedule_lag: Histogram,
     pub probes_in_flight: Gauge,
@@ -124,6 +130,8 @@ impl Default for Metrics {
             redis_reconnects: Counter::default(),
             redis_up: Gauge::default(),
             probes: Family::default(),
+            dns_failures: Family::default(),
+            connect_fallbacks: Counter::default(),
             schedule_lag: Histogram::new(LAG_BUCKETS),
             probes_in_flight: Gauge::default(),
             scheduler_saturated: Counter::default(),
@@ -158,6 +166,19 @@ impl Metrics {
         r.register("redis_reconnects", "Reconnections to Redis", self.redis_reconnects.clone());
         r.register("redis_up", "Whether the Redis connection is up", self.redis_up.clone());
         r.register("probes", "Probes finished by outcome", self.probes.clone());
+        for reason in crate::probe::DnsErrorReason::ALL {
+            let _ = self.dns_failures.get_or_create(&ReasonLabels { reason: reason.as_str().into() });
+        }
+        r.register(
+            "dns_failures",
+            "Probes whose name resolution failed, by reason",
+            self.dns_failures.clone(),
+        );
+        r.register(
+            "connect_fallbacks",
+            "Probes connected through another address than the first one tried",
+            self.connect_fallbacks.clone(),
+        );
         r.register(
             "schedule_lag_seconds",
             "Actual minus planned start of scheduled probes",
@@ -280,6 +301,16 @@ impl Metrics {
 
     pub fn probe(&self, outcome: &str) {
         self.probes.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    /// Counts a probe whose name resolution failed with `reason`.
+    pub fn dns_failure(&self, reason: &str) {
+        self.dns_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Probes whose name resolution failed with `reason` so far.
+    pub fn dns_failure_count(&self, reason: &str) -> u64 {
+        self.dns_failures.get_or_create(&ReasonLabels { reason: reason.into() }).get()
     }
 
     pub fn resync(&self, reason: &str) {

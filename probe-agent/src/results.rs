@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::catalog::sync::CatalogHandle;
 use crate::delivery::Batching;
 use crate::metrics::{dropped, Metrics};
-use crate::probe::{ErrorKind, ProbeReport};
+use crate::probe::{AttemptOutcome, ErrorKind, ProbeReport};
 
 /// Why a probe ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,11 +180,59 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 fn record(metrics: &Metrics, result: &ProbeResult) {
     metrics.probe(result.outcome());
+    if let Some(reason) = result.report.dns_error {
+        metrics.dns_failure(reason.as_str());
+    }
+    let attempted = result.report.connect_attempts.iter().filter(|a| a.started_ms.is_some());
+    if attempted.clone().any(|a| a.outcome == AttemptOutcome::Connected)
+        && attempted.clone().next().is_some_and(|first| first.outcome != AttemptOutcome::Connected)
+    {
+        metrics.connect_fallbacks.inc();
+    }
     if result.report.error == Some(ErrorKind::BlockedTarget) {
         tracing::warn!(
             domain_id = %result.domain_id,
             detail = result.report.error_detail.as_deref().unwrap_or(""),
             "probe refused by the ssrf guard"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{ConnectAttempt, DnsErrorReason};
+
+    fn attempt(ip: &str, outcome: AttemptOutcome, started: Option<f64>) -> ConnectAttempt {
+        ConnectAttempt { ip: ip.parse().unwrap(), outcome, started_ms: started, took_ms: None, detail: None }
+    }
+
+    #[test]
+    fn dns_reasons_and_connect_fallbacks_are_counted() {
+        let metrics = Metrics::default();
+        let mut result = crate::delivery::convert::tests::realistic(DomainId::new(), false, false);
+        result.report.error = Some(ErrorKind::Dns);
+        result.report.dns_error = Some(DnsErrorReason::Servfail);
+        result.report.connect_attempts.clear();
+        record(&metrics, &result);
+        assert_eq!(metrics.dns_failure_count("servfail"), 1);
+        assert_eq!(metrics.dns_failure_count("nxdomain"), 0);
+
+        let mut result = crate::delivery::convert::tests::realistic(DomainId::new(), true, false);
+        record(&metrics, &result);
+        assert_eq!(metrics.connect_fallbacks.get(), 0, "the first address connected");
+        // A blocked address is not an attempt: connecting to the first one tried is no fallback.
+        result.report.connect_attempts = vec![
+            attempt("::1", AttemptOutcome::Blocked, None),
+            attempt("127.0.0.1", AttemptOutcome::Connected, Some(0.0)),
+        ];
+        record(&metrics, &result);
+        assert_eq!(metrics.connect_fallbacks.get(), 0);
+        result.report.connect_attempts = vec![
+            attempt("::1", AttemptOutcome::Refused, Some(0.0)),
+            attempt("127.0.0.1", AttemptOutcome::Connected, Some(0.3)),
+        ];
+        record(&metrics, &result);
+        assert_eq!(metrics.connect_fallbacks.get(), 1);
     }
 }

@@ -15,6 +15,17 @@ use serde::Serialize;
 /// Exit code for an invalid configuration or command line (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// Prints a command-line parse result (clap's) and returns the exit status: 0 for `--help` and
+/// `--version`, [`EXIT_CONFIG`] for a usage error (clap's own default would be 2).
+pub fn exit_for_usage(error: clap::Error) -> std::process::ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        std::process::ExitCode::from(EXIT_CONFIG as u8)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
 /// Where a binary's environment variables come from: a prefix, minus keys that belong to
 /// someone else (the control plane's `CROSSCHECK_` must not swallow `CROSSCHECK_AGENT_…`).
 /// The `…CONFIG` variable naming the file is never a key.
@@ -52,15 +63,37 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
 }
 
 /// Loads a configuration and runs its own checks; the error is a message naming the problem,
-/// ready for a binary to print before exiting with [`EXIT_CONFIG`].
+/// ready for a binary to print before exiting with [`EXIT_CONFIG`]. A check's message starts
+/// with the key at fault (`tls_crl: cannot read …`); where that key was set (the file, or the
+/// environment variable) is appended, so the operator knows what to edit. Checks must not
+/// touch anything outside the process but files the configuration names.
 pub fn load_checked<T: Serialize + DeserializeOwned + Default>(
     file: Option<&Path>,
     env: EnvSource,
     validate: impl FnOnce(&T) -> Result<(), String>,
 ) -> Result<T, String> {
-    let config = load::<T>(file, env).map_err(|e| e.to_string())?;
-    validate(&config)?;
+    let figment = figment::<T>(file, env);
+    let config: T = figment.extract().map_err(|e| e.to_string())?;
+    validate(&config).map_err(|message| with_origin(&figment, env, message))?;
     Ok(config)
+}
+
+/// `message` with where its leading key was set appended (nothing for a default).
+fn with_origin(figment: &Figment, env: EnvSource, message: String) -> String {
+    let key: String =
+        message.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
+    if key.is_empty() {
+        return message;
+    }
+    let Some(metadata) = figment.find_metadata(&key) else { return message };
+    match &metadata.source {
+        Some(figment::Source::File(path)) => format!("{message} (set in {})", path.display()),
+        _ if metadata.name.contains("environment") => {
+            let var = format!("{}{}", env.prefix, key.to_ascii_uppercase().replace('.', "__"));
+            format!("{message} (set by the environment variable {var})")
+        }
+        _ => message,
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +143,30 @@ mod tests {
             jail.create_file("c.toml", "prot = 8080\n")?;
             let err = load::<Sample>(Some(Path::new("c.toml")), ENV).unwrap_err();
             assert!(err.to_string().contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_failed_check_names_where_the_key_was_set() {
+        let check =
+            |c: &Sample| if c.port == 1 { Ok(()) } else { Err(format!("port: {} is not allowed", c.port)) };
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "port = 8080\n")?;
+            let err = load_checked::<Sample>(Some(Path::new("c.toml")), ENV, check).unwrap_err();
+            assert!(err.starts_with("port: 8080 is not allowed (set in "), "{err}");
+            assert!(err.ends_with("c.toml)"), "{err}");
+            jail.set_env("TESTCFG_PORT", "9");
+            let err = load_checked::<Sample>(Some(Path::new("c.toml")), ENV, check).unwrap_err();
+            assert_eq!(err, "port: 9 is not allowed (set by the environment variable TESTCFG_PORT)");
+            Ok(())
+        });
+        let nested =
+            |c: &Sample| if c.nested.depth == 2 { Ok(()) } else { Err("nested.depth: too deep".into()) };
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("n.toml", "[nested]\ndepth = 5\n")?;
+            let err = load_checked::<Sample>(Some(Path::new("n.toml")), ENV, nested).unwrap_err();
+            assert!(err.starts_with("nested.depth: too deep (set in "), "{err}");
             Ok(())
         });
     }

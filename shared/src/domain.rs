@@ -73,6 +73,33 @@ impl StatusRange {
     }
 }
 
+impl FromStr for StatusRange {
+    type Err = String;
+
+    /// A status code (`200`), an inclusive range (`200-299`) or a class (`2xx`), with codes from
+    /// 100 to 599; the error says which forms are accepted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const HELP: &str = "must be a status code (200), a range (\"200-299\") or a class (\"2xx\")";
+        let s = s.trim();
+        let range = if let Some(class) = s.strip_suffix("xx").and_then(|d| d.parse::<u16>().ok()) {
+            Some(StatusRange { min: class * 100, max: class * 100 + 99 })
+        } else if let Some((lo, hi)) = s.split_once('-') {
+            match (lo.trim().parse(), hi.trim().parse()) {
+                (Ok(min), Ok(max)) => Some(StatusRange { min, max }),
+                _ => None,
+            }
+        } else {
+            s.parse().ok().map(|c| StatusRange { min: c, max: c })
+        };
+        match range {
+            Some(r) if (100..=599).contains(&r.min) && (100..=599).contains(&r.max) && r.min <= r.max => {
+                Ok(r)
+            }
+            _ => Err(HELP.into()),
+        }
+    }
+}
+
 impl fmt::Display for StatusRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.min == self.max {

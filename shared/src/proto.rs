@@ -11,7 +11,10 @@ pub mod v1 {
     tonic::include_proto!("crosscheck.ingest.v1");
 }
 
-pub use v1::{Ack, AgentHealth, Batch, Certificate, ErrorKind, ProbeResult, Trigger};
+pub use v1::{
+    Ack, AgentHealth, Batch, Certificate, ConnectAttempt, ConnectOutcome, DnsError, ErrorKind, ProbeResult,
+    Trigger,
+};
 
 /// Largest encoded batch the control plane accepts, in bytes.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -108,6 +111,38 @@ impl ErrorKind {
     }
 }
 
+impl DnsError {
+    /// The DNS failure's name as stored and shown (`nxdomain`, `servfail`, …); `None` when
+    /// unspecified.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            DnsError::Unspecified => return None,
+            DnsError::Nxdomain => "nxdomain",
+            DnsError::Servfail => "servfail",
+            DnsError::NoRecords => "no_records",
+            DnsError::Timeout => "timeout",
+            DnsError::Refused => "refused",
+            DnsError::Unreachable => "unreachable",
+            DnsError::Other => "other",
+        })
+    }
+}
+
+impl ConnectOutcome {
+    /// The outcome's name as shown (`connected`, `refused`, …); `None` when unspecified.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            ConnectOutcome::Unspecified => return None,
+            ConnectOutcome::Connected => "connected",
+            ConnectOutcome::Refused => "refused",
+            ConnectOutcome::Failed => "failed",
+            ConnectOutcome::TimedOut => "timed_out",
+            ConnectOutcome::Cancelled => "cancelled",
+            ConnectOutcome::Blocked => "blocked",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +175,34 @@ mod tests {
         assert_eq!(ErrorKind::None.label(), None);
         assert_eq!(ErrorKind::BodyTooLarge.label(), Some("body_too_large"));
         assert_eq!(ErrorKind::try_from(99).ok(), None);
+        assert_eq!(DnsError::Unspecified.label(), None);
+        assert_eq!(DnsError::NoRecords.label(), Some("no_records"));
+        assert_eq!(ConnectOutcome::TimedOut.label(), Some("timed_out"));
+    }
+
+    /// A result from an agent that predates the DNS and connection fields decodes with them
+    /// empty (older readers skip the new field numbers, as proto3 readers skip any unknown
+    /// field).
+    #[test]
+    fn dns_and_connect_fields_are_wire_compatible() {
+        let old = ProbeResult { ok: false, error: ErrorKind::Dns as i32, total_us: 5, ..Default::default() };
+        let decoded = ProbeResult::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.dns_error(), DnsError::Unspecified);
+        assert!(decoded.connect_attempts.is_empty() && decoded.dns_ttl_s.is_none());
+
+        let new = ProbeResult {
+            dns_error: DnsError::Servfail as i32,
+            connect_attempts: vec![ConnectAttempt {
+                ip: "::1".into(),
+                outcome: ConnectOutcome::Refused as i32,
+                started_us: Some(0),
+                duration_us: Some(120),
+            }],
+            ..old.clone()
+        };
+        let bytes = new.encode_to_vec();
+        let round = ProbeResult::decode(bytes.as_slice()).unwrap();
+        assert_eq!(round.dns_error(), DnsError::Servfail);
+        assert_eq!(round.connect_attempts[0].outcome(), ConnectOutcome::Refused);
     }
 }

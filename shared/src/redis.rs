@@ -27,6 +27,18 @@ impl Default for RedisOptions {
 }
 
 /// A client builder for `url`; the caller picks `build()` or `build_subscriber_client()`.
+/// Checks a Redis URL as [`builder`] will use it: a `redis://`, `rediss://` (TLS) or Sentinel /
+/// cluster URL that parses. The error names what is wrong.
+pub fn check_url(url: &str) -> Result<(), String> {
+    const SCHEMES: [&str; 6] =
+        ["redis", "rediss", "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster"];
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !scheme.is_some_and(|s| SCHEMES.contains(&s)) {
+        return Err(format!("{url:?} is not a Redis URL (redis://host:port, or rediss:// for TLS)"));
+    }
+    Config::from_url(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
 pub fn builder(url: &str, options: RedisOptions) -> Result<Builder, fred::error::Error> {
     let config = Config::from_url(url)?;
     let mut builder = Builder::from_config(config);

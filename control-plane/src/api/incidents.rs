@@ -164,8 +164,14 @@ pub async fn status(
             })
         })
         .collect();
+    let reason = if paused {
+        "monitoring is paused".to_owned()
+    } else {
+        decision.explain(decide::State::parse(&state_name))
+    };
     Ok(Json(json!({
         "state": state_name,
+        "reason": reason,
         "since": since,
         "paused": paused,
         "open_incident_id": open_incident,

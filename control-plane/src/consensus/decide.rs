@@ -197,9 +197,102 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     Decision { outcome, quorum, failing, passing, votes }
 }
 
+impl Decision {
+    /// One sentence saying why `current` is the domain's state, or why none can be decided:
+    /// what the API's status answers as `reason`. An operator who sees `unknown` learns which
+    /// regions are missing and what to look at (a region with no observation at all usually
+    /// has no agent running, or its agent does not deliver to this control plane).
+    pub fn explain(&self, current: State) -> String {
+        let n = self.votes.len();
+        if n == 0 {
+            return "no regions are configured: add regions to the control plane's `regions`".into();
+        }
+        let q = self.quorum;
+        let voting = self.failing + self.passing;
+        let list = |standing: Standing| -> Vec<&str> {
+            self.votes.iter().filter(|v| v.standing == standing).map(|v| v.region.as_str()).collect()
+        };
+        let mut missing = Vec::new();
+        for (standing, why) in [
+            (Standing::NoObservation, "no result yet (is an agent of that region running and delivering?)"),
+            (Standing::Stale, "results too old to vote (its agents stopped reporting)"),
+            (Standing::Unhealthy, "agents reporting their own network as broken"),
+        ] {
+            let regions = list(standing);
+            if !regions.is_empty() {
+                missing.push(format!("{}: {why}", regions.join(", ")));
+            }
+        }
+        let missing =
+            if missing.is_empty() { String::new() } else { format!("; not voting: {}", missing.join("; ")) };
+        if self.failing >= q {
+            return format!("{} of {n} regions fail (quorum {q}){missing}", self.failing);
+        }
+        if self.passing >= q {
+            return format!("{} of {n} regions pass (quorum {q}){missing}", self.passing);
+        }
+        let kept = match current {
+            State::Unknown => "no state decided yet".to_owned(),
+            state => format!("{} kept", state.as_str()),
+        };
+        if voting < q {
+            format!(
+                "{kept}: {voting} of {n} regions vote and the quorum is {q} ({} pass, {} fail){missing}",
+                self.passing, self.failing
+            )
+        } else {
+            format!(
+                "{kept}: regions disagree ({} pass, {} fail) and neither side reaches the quorum of {q}{missing}",
+                self.passing, self.failing
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explain_names_the_missing_regions_and_the_quorum() {
+        let now = Utc::now();
+        let regions: Vec<String> = ["ams", "iad", "sin"].map(String::from).to_vec();
+        let observations = [obs("ams", true, 1, now)];
+        let health = HashMap::new();
+        let inputs = Inputs {
+            regions: &regions,
+            quorum: None,
+            freshness: Duration::from_secs(60),
+            now,
+            observations: &observations,
+            health: &health,
+            current: State::Unknown,
+        };
+        let decision = decide(&inputs);
+        assert_eq!(
+            decision.explain(State::Unknown),
+            "no state decided yet: 1 of 3 regions vote and the quorum is 2 (1 pass, 0 fail); not voting: \
+             iad, sin: no result yet (is an agent of that region running and delivering?)"
+        );
+        let observations = [obs("ams", true, 1, now), obs("iad", false, 1, now), obs("sin", true, 600, now)];
+        let decision = decide(&Inputs { observations: &observations, current: State::Up, ..inputs.clone() });
+        assert_eq!(
+            decision.explain(State::Up),
+            "up kept: regions disagree (1 pass, 1 fail) and neither side reaches the quorum of 2; not \
+             voting: sin: results too old to vote (its agents stopped reporting)"
+        );
+        let observations = [obs("ams", false, 1, now), obs("iad", false, 1, now), obs("sin", true, 1, now)];
+        let decision =
+            decide(&Inputs { observations: &observations, current: State::Down, ..inputs.clone() });
+        assert_eq!(decision.explain(State::Down), "2 of 3 regions fail (quorum 2)");
+        let one = ["ams".to_owned()];
+        let observations = [obs("ams", true, 1, now)];
+        let decision = decide(&Inputs { regions: &one, observations: &observations, ..inputs.clone() });
+        assert_eq!(decision.explain(State::Up), "1 of 1 regions pass (quorum 1)");
+        let none: [String; 0] = [];
+        let decision = decide(&Inputs { regions: &none, ..inputs });
+        assert!(decision.explain(State::Unknown).starts_with("no regions are configured"));
+    }
 
     fn obs(region: &str, ok: bool, age_s: i64, now: DateTime<Utc>) -> Observation {
         Observation {

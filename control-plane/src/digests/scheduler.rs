@@ -159,6 +159,7 @@ impl Scheduler {
             let Some(cursor) = cursor else {
                 // Another replica is building; it will carry on until it has caught up.
                 tracing::debug!("the digest cursor is locked by another replica");
+                tx.rollback().await.map_err(failed("cursor"))?;
                 break;
             };
             // The period length may have changed since the cursor was written.
@@ -167,6 +168,10 @@ impl Scheduler {
             // Not before the grace has passed: transitions stamped before `end` may still be
             // committing.
             if end + self.grace() > now {
+                // Ended explicitly: a dropped transaction is rolled back by a background task
+                // some time later, and until then the next replica's `SKIP LOCKED` passes the
+                // cursor over and builds nothing.
+                tx.rollback().await.map_err(failed("cursor"))?;
                 break;
             }
             if periods == 0 {
@@ -182,7 +187,16 @@ impl Scheduler {
                     tracing::warn!(cursor = %cursor, aligned = %start, "digest cursor not aligned to digest_period_s; aligned down");
                 }
             }
-            let result = self.build_period(&mut tx, start, end, now).await?;
+            let result = match self.build_period(&mut tx, start, end, now).await {
+                Ok(result) => result,
+                Err(failure) => {
+                    // Release the cursor now, not whenever the pool gets to it.
+                    if let Err(error) = tx.rollback().await {
+                        tracing::warn!(error = %error, "rolling back a failed digest period failed");
+                    }
+                    return Err(failure);
+                }
+            };
             // A tenant whose digest failed (a data error: its savepoint was rolled back, the
             // other tenants' digests stand). Advancing the cursor would skip its digest for good,
             // holding it would hold every tenant's next digests. So: the digests that were built

@@ -277,7 +277,13 @@ pub async fn update(
     for (key, value) in patch {
         request.insert(key.clone(), value.clone());
     }
-    let spec = DomainSpec::parse(&request, policy).map_err(StoreError::Invalid)?;
+    let spec = match DomainSpec::parse(&request, policy) {
+        Ok(spec) => spec,
+        Err(errors) => {
+            tx.rollback().await?;
+            return Err(StoreError::Invalid(errors));
+        }
+    };
     write_if_changed(tx, current, spec).await
 }
 
@@ -303,7 +309,8 @@ async fn write_if_changed(
 ) -> Result<Written, StoreError> {
     let (id, tenant_id) = (current.id, current.tenant_id);
     if spec == current.spec {
-        // Nothing changed: no new version, nothing to publish.
+        // Nothing changed: no new version, nothing to publish. The row lock is released now.
+        tx.rollback().await?;
         return Ok(Written { version: current.version, domain: current, changed: false });
     }
     let only_flap = DomainSpec { flap: spec.flap.clone(), ..current.spec.clone() } == spec;

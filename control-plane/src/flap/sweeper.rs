@@ -119,6 +119,7 @@ impl Sweeper {
                 .bind(domain_id)
                 .fetch_one(&mut *tx)
                 .await?;
+            tx.rollback().await?;
             return Ok(if exists { Checked::Busy } else { Checked::Gone });
         };
         let state: Option<(String, Option<Uuid>)> = sqlx::query_as(
@@ -134,15 +135,20 @@ impl Sweeper {
                     .bind(domain_id)
                     .fetch_one(&mut *tx)
                     .await?;
+            tx.rollback().await?;
             return Ok(if exists { Checked::Busy } else { Checked::Gone });
         };
         // Read again under the lock: an evaluation or another replica may have closed it.
         let Some(period) = open_period(&mut tx, domain_id).await?.filter(|p| p.id == period_id) else {
+            tx.rollback().await?;
             return Ok(Checked::Gone);
         };
         let settings = settings_for(&self.settings, stored.as_ref(), domain_id, &self.metrics);
         let (score, last) = score(&mut tx, domain_id, now, settings.window).await?;
         if decide(true, score, last, now, &settings) != Decision::Leave {
+            // Ended now: a dropped transaction keeps its row locks until the pool's background
+            // rollback, and meanwhile an evaluation waits and another replica's check skips it.
+            tx.rollback().await?;
             return Ok(Checked::Stayed);
         }
         let subject = Subject { tenant_id, domain_id, url };

@@ -352,6 +352,7 @@ pub async fn acknowledge(
     .await?;
     let (state, domain_id, url) = row.ok_or(AckError::NotFound)?;
     if state != "open" {
+        tx.rollback().await?;
         return Err(AckError::Conflict(state));
     }
     let now = Utc::now();

@@ -149,8 +149,12 @@ pub async fn update(
     }
     let spec = match ChannelSpec::parse(&request, policy) {
         Ok(spec) if errors.is_empty() => spec,
-        Ok(_) => return Err(StoreError::Invalid(errors)),
+        Ok(_) => {
+            tx.rollback().await?;
+            return Err(StoreError::Invalid(errors));
+        }
         Err(mut more) => {
+            tx.rollback().await?;
             more.0.extend(errors.0);
             return Err(StoreError::Invalid(more));
         }
@@ -300,6 +304,7 @@ pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Ret
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
+        tx.rollback().await?;
         return Ok(state.map_or(Retry::NotFound, Retry::NotDead));
     };
     sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;

@@ -85,36 +85,62 @@ impl std::fmt::Debug for Timeseries {
     }
 }
 
+/// The read pool of the time-series database (`timeseries_url`, `timeseries_read_connections`).
+async fn read_pool(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config.timeseries_url.parse().context("invalid timeseries_url")?;
+    PgPoolOptions::new()
+        .max_connections(config.timeseries_read_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(crate::startup::missing_database_hint)
+        .context("cannot connect to the time-series database")
+}
+
+fn retention(config: &Config) -> Retention {
+    Retention {
+        raw_days: config.retention_raw_days,
+        rollup_days: config.retention_rollup_days,
+        partitions_ahead_days: config.partitions_ahead_days,
+    }
+}
+
+/// Migrates the time-series database and applies the retention settings (TimescaleDB policies,
+/// or plain-mode partitions); the storage mode the migration chose.
+async fn prepare(pool: &PgPool, config: &Config) -> anyhow::Result<StorageMode> {
+    MIGRATOR.run(pool).await.context("migrating the time-series database")?;
+    let mode = match sqlx::query_scalar::<_, String>("SELECT mode FROM storage_meta").fetch_one(pool).await? {
+        m if m == "timescale" => StorageMode::Timescale,
+        _ => StorageMode::Plain,
+    };
+    let retention = retention(config);
+    match mode {
+        StorageMode::Timescale => apply_retention_policies(pool, retention).await?,
+        StorageMode::Plain => {
+            rollup::maintain(pool, mode, retention, Utc::now()).await.context("creating partitions")?;
+        }
+    }
+    Ok(mode)
+}
+
+/// What `control-plane migrate` does to the time-series database: connect, migrate, apply the
+/// retention settings, disconnect. The storage mode in use.
+pub async fn migrate_database(config: &Config) -> anyhow::Result<StorageMode> {
+    let pool = read_pool(config).await?;
+    let mode = prepare(&pool, config).await;
+    pool.close().await;
+    mode
+}
+
 impl Timeseries {
     /// Connects the read pool, migrates, reads the storage mode, applies the retention policy
     /// (TimescaleDB) or creates partitions ahead (plain), and starts the writers.
     pub async fn connect(config: &Config, registry: &mut Registry) -> anyhow::Result<Timeseries> {
-        let options: PgConnectOptions = config.timeseries_url.parse().context("invalid timeseries_url")?;
         let pg: tokio_postgres::Config =
             config.timeseries_url.parse().context("invalid timeseries_url for the writers")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.timeseries_read_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .context("cannot connect to the time-series database")?;
-        MIGRATOR.run(&pool).await.context("migrating the time-series database")?;
-        let mode =
-            match sqlx::query_scalar::<_, String>("SELECT mode FROM storage_meta").fetch_one(&pool).await? {
-                m if m == "timescale" => StorageMode::Timescale,
-                _ => StorageMode::Plain,
-            };
-        let retention = Retention {
-            raw_days: config.retention_raw_days,
-            rollup_days: config.retention_rollup_days,
-            partitions_ahead_days: config.partitions_ahead_days,
-        };
-        match mode {
-            StorageMode::Timescale => apply_retention_policies(&pool, retention).await?,
-            StorageMode::Plain => {
-                rollup::maintain(&pool, mode, retention, Utc::now()).await.context("creating partitions")?;
-            }
-        }
+        let pool = read_pool(config).await?;
+        let mode = prepare(&pool, config).await?;
+        let retention = retention(config);
 
         let metrics = TimeseriesMetrics::default();
         metrics.register(registry);
@@ -237,12 +263,12 @@ impl Timeseries {
 
     /// Uptime over `window`, overall and per region.
     pub async fn uptime(&self, domain: Uuid, window: Window) -> Result<Uptime, sqlx::Error> {
-        read::uptime(&self.inner.pool, domain, window).await
+        read::uptime(&self.inner.pool, self.inner.mode, domain, window).await
     }
 
     /// Latency percentiles over `window`, overall and per region, per phase.
     pub async fn latency(&self, domain: Uuid, window: Window) -> Result<Latency, sqlx::Error> {
-        read::latency(&self.inner.pool, domain, window).await
+        read::latency(&self.inner.pool, self.inner.mode, domain, window).await
     }
 
     /// The newest raw results, newest first.

@@ -5,19 +5,22 @@
 //! Every window reads the **hourly** roll-up: the buckets starting at or after the start of the
 //! UTC hour `window` ago (so a window covers up to one hour more than its name). Hourly rows are
 //! kept as long as daily ones (`retention_rollup_days`), so 30 days are at most 720 rows per
-//! domain and region; `rollup_daily` serves longer ranges. In plain mode the roll-up lags raw
-//! data by up to `rollup_refresh_interval_s`; in TimescaleDB mode (`materialized_only = false`)
-//! it includes the newest results.
+//! domain and region; `rollup_daily` serves longer ranges. Both modes include the newest
+//! results: TimescaleDB's aggregates are real-time (`materialized_only = false`), and in plain
+//! mode the hours still marked for a refresh are rolled up from the raw rows at read time, in the
+//! same snapshot as the rest (see [`snapshot`]), so `rollup_refresh_interval_s` only sets how
+//! much work reads leave to the refresher.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::buckets::{add_into, percentiles, Percentiles};
 use super::writer::hour_of;
+use super::{rollup, StorageMode};
 
 /// A read window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -160,16 +163,48 @@ pub struct CertificateFacts {
     pub days_left: i64,
 }
 
-pub(crate) async fn uptime(pool: &PgPool, domain: Uuid, window: Window) -> Result<Uptime, sqlx::Error> {
+/// A read-only snapshot to read roll-ups in, and the hours from `since` on that are marked for
+/// a refresh but not rolled up yet: reads compute those from the raw rows in the same snapshot,
+/// so results count as soon as they are stored, as TimescaleDB's real-time aggregates do (with
+/// TimescaleDB the list is empty). In one snapshot, an hour is either still marked or already
+/// rolled up, never both or neither.
+async fn snapshot(
+    pool: &PgPool,
+    mode: StorageMode,
+    since: DateTime<Utc>,
+) -> Result<(Transaction<'static, Postgres>, Vec<DateTime<Utc>>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let pending = match mode {
+        StorageMode::Plain => rollup::pending_hours(&mut tx, since).await?,
+        StorageMode::Timescale => Vec::new(),
+    };
+    Ok((tx, pending))
+}
+
+pub(crate) async fn uptime(
+    pool: &PgPool,
+    mode: StorageMode,
+    domain: Uuid,
+    window: Window,
+) -> Result<Uptime, sqlx::Error> {
     let since = window.start(Utc::now());
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT region, sum(probes)::bigint, sum(successes)::bigint FROM rollup_hourly \
-         WHERE domain_id = $1 AND bucket >= $2 GROUP BY region ORDER BY region",
-    )
+    let (mut tx, pending) = snapshot(pool, mode, since).await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT region, sum(probes)::bigint, sum(successes)::bigint FROM (
+             SELECT region, probes, successes FROM rollup_hourly
+             WHERE domain_id = $1 AND bucket >= $2 AND bucket <> ALL($3)
+             UNION ALL
+             SELECT region, probes, successes FROM ({}) AS fresh
+         ) AS hours GROUP BY region ORDER BY region",
+        rollup::hours_from_raw("$3", Some("$1"))
+    ))
     .bind(domain)
     .bind(since)
-    .fetch_all(pool)
+    .bind(&pending)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let (mut probes, mut successes) = (0u64, 0u64);
     let regions = rows
         .into_iter()
@@ -186,17 +221,30 @@ pub(crate) async fn uptime(pool: &PgPool, domain: Uuid, window: Window) -> Resul
 type HistRow =
     (String, Option<Vec<i32>>, Option<Vec<i32>>, Option<Vec<i32>>, Option<Vec<i32>>, Option<Vec<i32>>);
 
-pub(crate) async fn latency(pool: &PgPool, domain: Uuid, window: Window) -> Result<Latency, sqlx::Error> {
+pub(crate) async fn latency(
+    pool: &PgPool,
+    mode: StorageMode,
+    domain: Uuid,
+    window: Window,
+) -> Result<Latency, sqlx::Error> {
     let since = window.start(Utc::now());
-    let rows: Vec<HistRow> = sqlx::query_as(
+    let (mut tx, pending) = snapshot(pool, mode, since).await?;
+    let rows: Vec<HistRow> = sqlx::query_as(&format!(
         "SELECT region, hist_sum(total_hist), hist_sum(dns_hist), hist_sum(connect_hist), \
-                hist_sum(tls_hist), hist_sum(ttfb_hist) \
-         FROM rollup_hourly WHERE domain_id = $1 AND bucket >= $2 GROUP BY region ORDER BY region",
-    )
+                hist_sum(tls_hist), hist_sum(ttfb_hist) FROM (
+             SELECT region, total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist FROM rollup_hourly
+             WHERE domain_id = $1 AND bucket >= $2 AND bucket <> ALL($3)
+             UNION ALL
+             SELECT region, total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist FROM ({}) AS fresh
+         ) AS hours GROUP BY region ORDER BY region",
+        rollup::hours_from_raw("$3", Some("$1"))
+    ))
     .bind(domain)
     .bind(since)
-    .fetch_all(pool)
+    .bind(&pending)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut overall: [Vec<i64>; 5] = Default::default();
     let mut regions = Vec::with_capacity(rows.len());
     for (region, total, dns, connect, tls, ttfb) in rows {

@@ -55,13 +55,18 @@ pub struct Retention {
     pub partitions_ahead_days: u32,
 }
 
-const ROLL_HOURS: &str = "
-INSERT INTO rollup_hourly (bucket, domain_id, region, probes, successes,
-                           total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist)
+/// Hourly roll-up rows computed from raw results: for the hours in the `timestamptz[]`
+/// parameter `hours`, optionally only of the domain in the `uuid` parameter `domain` (an SQL
+/// expression such as `$1`). The refresher stores them; plain-mode reads use them for hours not
+/// refreshed yet.
+pub(crate) fn hours_from_raw(hours: &str, domain: Option<&str>) -> String {
+    let domain = domain.map(|d| format!(" AND p.domain_id = {d}")).unwrap_or_default();
+    format!(
+        "
 WITH raw AS (
     SELECT p.time, p.domain_id, p.region, p.ok, p.total_b, p.dns_b, p.connect_b, p.tls_b, p.ttfb_b
-    FROM unnest($1::timestamptz[]) AS h(hour)
-    JOIN probe_results p ON p.time >= h.hour AND p.time < h.hour + INTERVAL '1 hour'
+    FROM unnest({hours}::timestamptz[]) AS h(hour)
+    JOIN probe_results p ON p.time >= h.hour AND p.time < h.hour + INTERVAL '1 hour'{domain}
 ), counts AS (
     SELECT date_trunc('hour', time, 'UTC') AS bucket, domain_id, region,
            count(*) AS probes, count(*) FILTER (WHERE ok) AS successes
@@ -79,14 +84,28 @@ WITH raw AS (
     FROM cells GROUP BY 1, 2, 3, 4
 )
 SELECT c.bucket, c.domain_id, c.region, c.probes, c.successes,
-       hist_sum(h.hist) FILTER (WHERE h.phase = 0),
-       hist_sum(h.hist) FILTER (WHERE h.phase = 1),
-       hist_sum(h.hist) FILTER (WHERE h.phase = 2),
-       hist_sum(h.hist) FILTER (WHERE h.phase = 3),
-       hist_sum(h.hist) FILTER (WHERE h.phase = 4)
+       hist_sum(h.hist) FILTER (WHERE h.phase = 0) AS total_hist,
+       hist_sum(h.hist) FILTER (WHERE h.phase = 1) AS dns_hist,
+       hist_sum(h.hist) FILTER (WHERE h.phase = 2) AS connect_hist,
+       hist_sum(h.hist) FILTER (WHERE h.phase = 3) AS tls_hist,
+       hist_sum(h.hist) FILTER (WHERE h.phase = 4) AS ttfb_hist
 FROM counts c
 LEFT JOIN hists h USING (bucket, domain_id, region)
-GROUP BY c.bucket, c.domain_id, c.region, c.probes, c.successes";
+GROUP BY c.bucket, c.domain_id, c.region, c.probes, c.successes"
+    )
+}
+
+/// The hours marked for a refresh that have not been refreshed yet, from `since` on (plain
+/// mode; reads compute these hours from the raw rows).
+pub(crate) async fn pending_hours(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT hour FROM rollup_dirty WHERE hour >= $1 ORDER BY hour")
+        .bind(since)
+        .fetch_all(conn)
+        .await
+}
 
 const ROLL_DAYS: &str = "
 INSERT INTO rollup_daily (bucket, domain_id, region, probes, successes,
@@ -126,7 +145,12 @@ pub(crate) async fn refresh(
     let mut days: Vec<DateTime<Utc>> = hours.iter().copied().map(day_of).collect();
     days.dedup();
     sqlx::query("DELETE FROM rollup_hourly WHERE bucket = ANY($1)").bind(&hours).execute(&mut *tx).await?;
-    sqlx::query(ROLL_HOURS).bind(&hours).execute(&mut *tx).await?;
+    let roll_hours = format!(
+        "INSERT INTO rollup_hourly (bucket, domain_id, region, probes, successes, \
+                                    total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist) {}",
+        hours_from_raw("$1", None)
+    );
+    sqlx::query(&roll_hours).bind(&hours).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM rollup_daily WHERE bucket = ANY($1)").bind(&days).execute(&mut *tx).await?;
     sqlx::query(ROLL_DAYS).bind(&days).execute(&mut *tx).await?;
     tx.commit().await?;

@@ -291,7 +291,14 @@ async fn redis_ahead_of_postgres_or_behind_a_pruned_log_is_rebuilt(pool: PgPool)
     let _: () = app.redis.set(&version_key, 999, None, None, false).await.unwrap();
     let _: () = app.redis.hset(format!("{}:domains", app.prefix()), ("ghost", "{}")).await.unwrap();
     let outcome = app.publisher.catch_up().await.unwrap();
-    assert!(outcome.rebuilt);
+    // The app's own publisher task may get there first (a wake-up from the write above that
+    // arrives late on a busy machine): either way Redis is rebuilt once, for being ahead.
+    let metrics =
+        app.http.get(format!("http://{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        outcome.rebuilt || metrics.contains("config_rebuilds_total{reason=\"ahead\"} 1"),
+        "no rebuild: {metrics}"
+    );
     assert_eq!(app.redis_version().await, Some(1));
     let domains = redis_domains(&app.redis, app.prefix()).await;
     assert_eq!(domains.keys().collect::<Vec<_>>(), [&id]);

@@ -610,6 +610,34 @@ async fn a_restart_at_the_top_of_the_hour_sends_one_digest(pool: PgPool) {
     assert_eq!(channels, expected, "one outbox row per channel");
 }
 
+/// The cause of a restart's missed digest: a step that found nothing due used to leave its
+/// `FOR UPDATE` transaction to the pool's background rollback, so right after it the cursor was
+/// still locked and the next replica's `SKIP LOCKED` built nothing. Every step ends its
+/// transaction before returning: the cursor is free at once.
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn a_step_leaves_the_cursor_unlocked_when_it_returns(pool: PgPool) {
+    let tenant_a = tenant(&pool).await;
+    let d = domain(&pool, tenant_a, "https://a.example.com/").await;
+    flap(&pool, tenant_a, d, t("10:02:00"), None).await;
+    let clock = ManualClock::new(t("10:00:10"));
+    let scheduler = scheduler(&pool, &clock);
+    let free = || async {
+        let mut conn = pool.acquire().await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        let locked = sqlx::query("SELECT 1 FROM digest_cursor WHERE id = 1 FOR UPDATE NOWAIT")
+            .execute(&mut *tx)
+            .await
+            .is_err();
+        tx.rollback().await.unwrap();
+        !locked
+    };
+    for now in [t("10:00:10"), t("10:59:59"), t("11:00:30"), t("11:01:00"), t("11:01:05")] {
+        clock.set(now);
+        step(&scheduler).await;
+        assert!(free().await, "the cursor is still locked right after the step at {now}");
+    }
+}
+
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn periods_missed_while_down_are_sent_late_and_a_changed_period_is_aligned(pool: PgPool) {
     let tenant_a = tenant(&pool).await;

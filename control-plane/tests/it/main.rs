@@ -6,6 +6,7 @@ mod config_path;
 mod consensus;
 mod delivery;
 mod digests;
+mod first_run;
 mod flap;
 mod helpers;
 mod ingest;

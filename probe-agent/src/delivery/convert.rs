@@ -4,7 +4,7 @@
 
 use shared::proto;
 
-use crate::probe::{CertInfo, ErrorKind};
+use crate::probe::{AttemptOutcome, CertInfo, ConnectAttempt, DnsErrorReason, ErrorKind};
 use crate::results::{ProbeResult, Trigger};
 
 /// The wire form of one result.
@@ -32,6 +32,28 @@ pub fn to_proto(result: &ProbeResult) -> proto::ProbeResult {
         keyword_matched: report.keyword_matched,
         body_bytes: report.body_bytes,
         certificate: report.certificate.as_ref().map(certificate),
+        dns_error: report.dns_error.map_or(proto::DnsError::Unspecified, DnsErrorReason::to_proto) as i32,
+        dns_ttl_s: report.dns.as_ref().and_then(|dns| dns.ttl_s),
+        // Left out when they say nothing beyond `resolved_ip` (the common case), to keep
+        // results small.
+        resolved_addrs: if report.resolved_addrs.len() > 1 || report.resolved_ip.is_none() {
+            report.resolved_addrs.iter().map(ToString::to_string).collect()
+        } else {
+            Vec::new()
+        },
+        connect_attempts: match report.connect_attempts.as_slice() {
+            [only] if only.outcome == AttemptOutcome::Connected => Vec::new(),
+            attempts => attempts.iter().map(connect_attempt).collect(),
+        },
+    }
+}
+
+fn connect_attempt(attempt: &ConnectAttempt) -> proto::ConnectAttempt {
+    proto::ConnectAttempt {
+        ip: attempt.ip.to_string(),
+        outcome: attempt.outcome.to_proto() as i32,
+        started_us: attempt.started_ms.map(ms_to_us),
+        duration_us: attempt.took_ms.map(ms_to_us),
     }
 }
 
@@ -92,6 +114,20 @@ pub(crate) mod tests {
                 keyword_matched: Some(true),
                 resolved_ip: Some("203.0.113.45".parse().unwrap()),
                 resolved_addrs: vec!["203.0.113.45".parse().unwrap()],
+                dns: Some(crate::probe::DnsInfo {
+                    name: "shop.example-customer.com.".into(),
+                    attempts: 1,
+                    ttl_s: Some(287),
+                    cnames: Vec::new(),
+                }),
+                dns_error: None,
+                connect_attempts: vec![ConnectAttempt {
+                    ip: "203.0.113.45".parse().unwrap(),
+                    outcome: AttemptOutcome::Connected,
+                    started_ms: Some(0.0),
+                    took_ms: Some(18.903),
+                    detail: None,
+                }],
                 redirects: Vec::new(),
                 body_bytes: 48_213,
                 body_wire_bytes: 9_120,
@@ -131,6 +167,50 @@ pub(crate) mod tests {
             ..result
         });
         assert_eq!((plain.dns_us, plain.total_us, plain.status_code), (None, 0, 503));
+        // One address, connected at once: nothing beyond resolved_ip goes on the wire.
+        assert_eq!(wire.dns_ttl_s, Some(287));
+        assert!(wire.resolved_addrs.is_empty() && wire.connect_attempts.is_empty());
+        assert_eq!(wire.dns_error, proto::DnsError::Unspecified as i32);
+    }
+
+    #[test]
+    fn dns_failures_and_fallbacks_reach_the_wire() {
+        let mut result = realistic(DomainId::new(), false, false);
+        result.report.error = Some(ErrorKind::Dns);
+        result.report.dns_error = Some(DnsErrorReason::Servfail);
+        result.report.resolved_ip = None;
+        result.report.resolved_addrs.clear();
+        let wire = to_proto(&result);
+        assert_eq!(wire.error, proto::ErrorKind::Dns as i32);
+        assert_eq!(wire.dns_error(), proto::DnsError::Servfail);
+
+        let mut result = realistic(DomainId::new(), true, false);
+        result.report.resolved_addrs = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        result.report.resolved_ip = Some("127.0.0.1".parse().unwrap());
+        result.report.connect_attempts = vec![
+            ConnectAttempt {
+                ip: "::1".parse().unwrap(),
+                outcome: AttemptOutcome::Refused,
+                started_ms: Some(0.0),
+                took_ms: Some(0.2),
+                detail: Some("connection refused".into()),
+            },
+            ConnectAttempt {
+                ip: "127.0.0.1".parse().unwrap(),
+                outcome: AttemptOutcome::Connected,
+                started_ms: Some(0.2),
+                took_ms: Some(0.1),
+                detail: None,
+            },
+        ];
+        let wire = to_proto(&result);
+        assert_eq!(wire.resolved_addrs, ["127.0.0.1", "::1"]);
+        let outcomes: Vec<_> = wire.connect_attempts.iter().map(|a| (a.ip.as_str(), a.outcome())).collect();
+        assert_eq!(
+            outcomes,
+            [("::1", proto::ConnectOutcome::Refused), ("127.0.0.1", proto::ConnectOutcome::Connected)]
+        );
+        assert_eq!(wire.connect_attempts[1].started_us, Some(200));
     }
 
     /// The sizes behind `DEFAULT_BUFFER_MAX_BYTES` (run with `--nocapture` to see them).

@@ -26,7 +26,7 @@
 mod backoff;
 mod batcher;
 mod buffer;
-mod convert;
+pub(crate) mod convert;
 mod sender;
 
 use std::sync::{Arc, Mutex};
@@ -51,10 +51,11 @@ use crate::metrics::{dropped, Metrics, ReasonLabels};
 use crate::results::ProbeResult;
 
 /// Upper bound of the encoded size of one realistic result with its server certificate,
-/// including its framing inside a batch. Measured by `convert::tests::encoded_sizes_…`: 78 B
-/// for a successful result without a certificate, 106 B for a failed one with an error
-/// detail, 271 B with a typical certificate (two SANs, a Let's Encrypt issuer, a 36-digit
-/// serial).
+/// including its framing inside a batch. Measured by `convert::tests::encoded_sizes_…`: 82 B
+/// for a successful result without a certificate, 110 B for a failed one with an error
+/// detail, 275 B with a typical certificate (two SANs, a Let's Encrypt issuer, a 36-digit
+/// serial); the answer's TTL is included, the answer set and the connection attempts only
+/// when there was more than one address or attempt.
 pub const RESULT_BYTES_WITH_CERTIFICATE: usize = 320;
 
 /// Default `buffer_max_age_s`: twice the 5-minute outage the buffer is sized for, so results

@@ -11,13 +11,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{self, BodyCheck, CheckEnd, ReadEnd};
+use super::connect::{self, AttemptOutcome, ConnectAttempt, RaceEnd};
 use super::decode::Coding;
-use super::dns::Resolve;
+use super::dns::{DnsErrorReason, DnsFailure, Resolve};
 use super::head::{self, HeadLimits, Recording};
 use super::target::{Target, TargetHost};
 use super::text::Declared;
 use super::tls::{CertSlot, SeenCert, TlsClient};
-use super::{guard, http, tls, ErrorKind, ProbeReport, ProbeSettings, Timings};
+use super::{guard, http, tls, DnsInfo, ErrorKind, ProbeReport, ProbeSettings, Timings};
 
 /// The phases a timeout can interrupt.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,26 @@ struct Clock {
 }
 
 impl Clock {
+    /// The time a phase may take: its own `limit` or what is left of the total, whichever is
+    /// shorter; and whether the total is the one that binds.
+    fn cap(&self, limit: Duration) -> (Duration, bool) {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if limit < remaining {
+            (limit, false)
+        } else {
+            (remaining, true)
+        }
+    }
+
+    /// The detail of a phase that ran out of time under [`Clock::cap`].
+    fn timeout_detail(&self, phase: Phase, cap: Duration, by_total: bool) -> String {
+        if by_total {
+            format!("total timeout of {} ms exceeded during {}", self.total.as_millis(), phase.as_str())
+        } else {
+            format!("{} timed out after {} ms", phase.as_str(), cap.as_millis())
+        }
+    }
+
     /// Runs one phase under `limit` (if any) and the remaining total budget; returns the
     /// outcome and how long the phase ran, also when it timed out.
     async fn phase<F: Future>(
@@ -70,19 +91,10 @@ impl Clock {
         work: F,
     ) -> (Result<F::Output, Failure>, Duration) {
         let started = Instant::now();
-        let remaining = self.deadline.saturating_duration_since(started);
-        let (cap, by_total) = match limit {
-            Some(limit) if limit < remaining => (limit, false),
-            _ => (remaining, true),
-        };
-        let outcome = tokio::time::timeout(cap, work).await.map_err(|_| {
-            let detail = if by_total {
-                format!("total timeout of {} ms exceeded during {}", self.total.as_millis(), phase.as_str())
-            } else {
-                format!("{} timed out after {} ms", phase.as_str(), cap.as_millis())
-            };
-            Failure::new(ErrorKind::Timeout, detail)
-        });
+        let (cap, by_total) = self.cap(limit.unwrap_or(Duration::MAX));
+        let outcome = tokio::time::timeout(cap, work)
+            .await
+            .map_err(|_| Failure::new(ErrorKind::Timeout, self.timeout_detail(phase, cap, by_total)));
         (outcome, started.elapsed())
     }
 }
@@ -146,8 +158,8 @@ impl Engine {
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<HopEnd, Failure> {
-        let ip = self.resolve_and_check(target, clock, report).await?;
-        let tcp = self.connect(SocketAddr::new(ip, target.port), clock, report).await?;
+        let addrs = self.resolve(target, clock, report).await?;
+        let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
             let stream = self.tls_handshake(target, tcp, clock, report).await?;
             self.exchange(config, target, stream, clock, report).await
@@ -156,51 +168,138 @@ impl Engine {
         }
     }
 
-    /// DNS (unless the host is an address) and the SSRF guard: the one address to connect to.
-    async fn resolve_and_check(
+    /// DNS, unless the host is an address: every address of the name, as answered.
+    ///
+    /// The lookup gets the DNS limit or what is left of the total, whichever is shorter; running
+    /// out of it is a `dns` failure with reason `timeout` (the resolver, not the target, failed).
+    async fn resolve(
         &self,
         target: &Target,
         clock: &Clock,
         report: &mut ProbeReport,
-    ) -> Result<IpAddr, Failure> {
-        let mut addrs = match &target.host {
-            TargetHost::Ip(ip) => vec![*ip],
-            TargetHost::Name(name) => {
-                let lookup = self.resolver.lookup(name);
-                let (outcome, took) = clock.phase(Phase::Dns, Some(self.settings.dns_timeout), lookup).await;
-                report.timings.dns_ms = Some(ms(took));
-                match outcome? {
-                    Ok(addrs) if !addrs.is_empty() => addrs,
-                    Ok(_) => {
-                        return Err(Failure::new(ErrorKind::Dns, format!("{name} resolved to no address")))
-                    }
-                    Err(e) => {
-                        return Err(Failure::new(ErrorKind::Dns, format!("cannot resolve {name}: {e}")))
-                    }
-                }
+    ) -> Result<Vec<IpAddr>, Failure> {
+        let name = match &target.host {
+            TargetHost::Ip(ip) => {
+                report.resolved_addrs = vec![*ip];
+                return Ok(vec![*ip]);
             }
+            TargetHost::Name(name) => name,
         };
-        addrs.sort();
-        addrs.dedup();
-        report.resolved_addrs.clone_from(&addrs);
-        let ip = guard::pick(&self.settings.policy, &addrs)
-            .map_err(|e| Failure::new(ErrorKind::BlockedTarget, e))?;
-        report.resolved_ip = Some(ip);
-        Ok(ip)
+        let absolute = format!("{}.", name.trim_end_matches('.'));
+        let started = Instant::now();
+        let (cap, by_total) = clock.cap(self.settings.dns_timeout);
+        let outcome = tokio::time::timeout(cap, self.resolver.lookup(name, cap))
+            .await
+            .unwrap_or_else(|_| Err(DnsFailure::new(DnsErrorReason::Timeout, 1)));
+        report.timings.dns_ms = Some(ms(started.elapsed()));
+        // A resolver answering with no address has found no record, whatever it says.
+        let outcome = outcome.and_then(|answer| {
+            if answer.addrs.is_empty() {
+                Err(DnsFailure::new(DnsErrorReason::NoRecords, answer.attempts))
+            } else {
+                Ok(answer)
+            }
+        });
+        match outcome {
+            Ok(answer) => {
+                let mut sorted = answer.addrs.clone();
+                sorted.sort();
+                sorted.dedup();
+                report.resolved_addrs = sorted;
+                report.dns = Some(DnsInfo {
+                    name: absolute,
+                    attempts: answer.attempts,
+                    ttl_s: answer.ttl_s,
+                    cnames: answer.cnames,
+                });
+                Ok(answer.addrs)
+            }
+            Err(failure) => {
+                report.dns = Some(DnsInfo {
+                    name: absolute,
+                    attempts: failure.attempts,
+                    ttl_s: None,
+                    cnames: Vec::new(),
+                });
+                report.dns_error = Some(failure.reason);
+                let detail = if failure.reason == DnsErrorReason::Timeout {
+                    let limit = clock.timeout_detail(Phase::Dns, cap, by_total);
+                    format!("cannot resolve {name}: {}; {limit}", failure.detail())
+                } else {
+                    format!("cannot resolve {name}: {}", failure.detail())
+                };
+                Err(Failure::new(ErrorKind::Dns, detail))
+            }
+        }
     }
 
+    /// The SSRF guard, then TCP to the allowed addresses, Happy Eyeballs style (see
+    /// [`connect`]): the connection of the first address that answers. Each address is checked
+    /// by the guard again right before its socket opens.
     async fn connect(
         &self,
-        addr: SocketAddr,
+        addrs: &[IpAddr],
+        port: u16,
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<TcpStream, Failure> {
-        let connect = TcpStream::connect(addr);
-        let (outcome, took) = clock.phase(Phase::Connect, Some(self.settings.connect_timeout), connect).await;
-        report.timings.connect_ms = Some(ms(took));
-        let tcp = outcome?.map_err(|e| {
-            Failure::new(ErrorKind::Connect, format!("connect to {addr} failed: {e}").to_lowercase())
-        })?;
+        let screened = guard::screen(&self.settings.policy, addrs);
+        if screened.allowed.is_empty() {
+            return Err(Failure::new(ErrorKind::BlockedTarget, screened.refusal()));
+        }
+        report.connect_attempts = screened
+            .refused
+            .iter()
+            .map(|(ip, range)| ConnectAttempt {
+                ip: *ip,
+                outcome: AttemptOutcome::Blocked,
+                started_ms: None,
+                took_ms: None,
+                detail: Some(format!("{ip} is in a {range} range")),
+            })
+            .collect();
+        let ordered: Vec<SocketAddr> =
+            connect::order(&screened.allowed).into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        report.resolved_ip = ordered.first().map(SocketAddr::ip);
+
+        let policy = &self.settings.policy;
+        let started = Instant::now();
+        let (cap, by_total) = clock.cap(self.settings.connect_timeout);
+        let (end, attempts) =
+            connect::race(&ordered, self.settings.connect_attempt_delay, cap, |addr| async move {
+                guard::check(policy, addr.ip())?;
+                TcpStream::connect(addr).await
+            })
+            .await;
+        report.timings.connect_ms = Some(ms(started.elapsed()));
+        report.connect_attempts.extend(attempts);
+        let tcp = match end {
+            RaceEnd::Connected(index, tcp) => {
+                report.resolved_ip = Some(ordered[index].ip());
+                tcp
+            }
+            RaceEnd::TimedOut => {
+                let tried = report.connect_attempts.iter().filter(|a| a.started_ms.is_some()).count();
+                let mut detail = clock.timeout_detail(Phase::Connect, cap, by_total);
+                if tried > 1 {
+                    detail.push_str(&format!(" ({tried} addresses tried)"));
+                }
+                return Err(Failure::new(ErrorKind::Timeout, detail));
+            }
+            RaceEnd::Failed => {
+                let detail = report
+                    .connect_attempts
+                    .iter()
+                    .filter(|a| a.started_ms.is_some())
+                    .map(|a| {
+                        let why = a.detail.as_deref().unwrap_or("failed");
+                        format!("connect to {} failed: {why}", SocketAddr::new(a.ip, port))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(Failure::new(ErrorKind::Connect, detail));
+            }
+        };
         // Only a latency tweak: a failure here does not make the target unhealthy.
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set tcp_nodelay");
@@ -469,6 +568,9 @@ fn empty_report() -> ProbeReport {
         keyword_matched: None,
         resolved_ip: None,
         resolved_addrs: Vec::new(),
+        dns: None,
+        dns_error: None,
+        connect_attempts: Vec::new(),
         redirects: Vec::new(),
         body_bytes: 0,
         body_wire_bytes: 0,
@@ -484,6 +586,9 @@ fn start_hop(report: &mut ProbeReport) {
     report.keyword_matched = None;
     report.resolved_ip = None;
     report.resolved_addrs.clear();
+    report.dns = None;
+    report.dns_error = None;
+    report.connect_attempts.clear();
     report.body_bytes = 0;
     report.body_wire_bytes = 0;
 }

@@ -6,14 +6,17 @@
 //! [`ProbeReport`] with an [`ErrorKind`] from a closed set.
 //!
 //! - `engine`: the hop loop, the time budget and how each phase's outcome becomes a report;
-//! - `target`: URLs and redirect locations; `dns`: the [`Resolve`] seam and its implementations;
-//! - `guard`: the SSRF check on resolved addresses; `tls`: client configuration, the recording
+//! - `target`: URLs and redirect locations; `dns`: the [`Resolve`] seam and its implementations
+//!   (absolute names, named failures, retries);
+//! - `guard`: the SSRF check on resolved addresses; `connect`: Happy Eyeballs (RFC 8305) over
+//!   every allowed address; `tls`: client configuration, the recording
 //!   certificate verifier and [`CertInfo`]; `http`: the request and redirect rules;
 //! - `head`: the recorded response head and what is wrong with one hyper refused;
 //! - `body`: the bounded body read and the body check; `decode`: content codings (gzip,
 //!   deflate, br, zstd) with the decoded size bounded; `text`: charsets and decoding to UTF-8.
 
 mod body;
+mod connect;
 mod decode;
 mod dns;
 mod engine;
@@ -31,7 +34,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use body::KeywordScanner;
-pub use dns::{Resolve, StaticResolver, SystemResolver};
+pub use connect::{AttemptOutcome, ConnectAttempt};
+pub use dns::{
+    Answer, DnsErrorReason, DnsFailure, HickoryResolver, Resolve, ResolverSettings, StaticResolver,
+};
 pub use tls::TlsSetupError;
 
 /// Why a probe failed. The set is closed so results aggregate cleanly.
@@ -135,6 +141,19 @@ pub struct CertInfo {
     pub validation_error: Option<String>,
 }
 
+/// What resolving one hop's name showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsInfo {
+    /// The absolute name asked, with its trailing dot (`www.example.com.`).
+    pub name: String,
+    /// Lookups made (more than 1 after a retried SERVFAIL or timeout).
+    pub attempts: u32,
+    /// The lowest remaining TTL of the answer, in seconds (`None` when failed or unknown).
+    pub ttl_s: Option<u32>,
+    /// CNAME targets followed to the addresses, in order.
+    pub cnames: Vec<String>,
+}
+
 /// Everything one probe measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeReport {
@@ -151,10 +170,19 @@ pub struct ProbeReport {
     /// verdict: in `not_contains` mode `Some(true)` is a failure. `None` when no keyword is
     /// configured or the body check did not finish.
     pub keyword_matched: Option<bool>,
-    /// The address connected to (of the last hop).
+    /// The address that served the last hop; when no connection was made, the first address
+    /// tried.
     pub resolved_ip: Option<IpAddr>,
     /// Every address the last hop's name resolved to, sorted.
     pub resolved_addrs: Vec<IpAddr>,
+    /// How the last hop's name was resolved; `None` for an address literal or a hop that
+    /// never got to DNS.
+    pub dns: Option<DnsInfo>,
+    /// Why the last hop's name could not be resolved (with `error = dns`).
+    pub dns_error: Option<DnsErrorReason>,
+    /// Every address the last hop's connect phase considered, in the order tried (IPv6 and
+    /// IPv4 interleaved), blocked ones first; see [`ConnectAttempt`].
+    pub connect_attempts: Vec<ConnectAttempt>,
     /// URLs redirected to, in order.
     pub redirects: Vec<String>,
     /// Body bytes read, after content decoding when the body was checked (the limit applies
@@ -169,7 +197,14 @@ pub struct ProbeReport {
 /// How probes behave, from the agent's configuration.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
+    /// Limit of the DNS phase (every attempt included), also capped by what is left of the
+    /// probe's timeout.
     pub dns_timeout: Duration,
+    /// The resolver [`Prober::new`] builds (servers, per-lookup limit, attempts).
+    pub resolver: ResolverSettings,
+    /// How long a connection attempt runs alone before the next address is tried as well
+    /// (RFC 8305's connection attempt delay).
+    pub connect_attempt_delay: Duration,
     pub connect_timeout: Duration,
     pub tls_timeout: Duration,
     /// Largest body read: decoded bytes when the body is checked, wire bytes otherwise.
@@ -190,6 +225,8 @@ impl Default for ProbeSettings {
     fn default() -> Self {
         Self {
             dns_timeout: Duration::from_secs(5),
+            resolver: ResolverSettings::default(),
+            connect_attempt_delay: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(10),
             tls_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
@@ -226,10 +263,13 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
-    /// A prober resolving names with the system configuration (`/etc/resolv.conf` and the hosts
-    /// file), caching answers for their TTL.
+    /// A prober resolving names with `settings.resolver`: its name servers, or the system's
+    /// (`/etc/resolv.conf`, and the hosts file first), caching answers for their TTL.
+    ///
+    /// Errors: the resolver cannot be set up ([`ProberError::Resolver`]) or the TLS roots are
+    /// unusable ([`ProberError::Tls`]).
     pub fn new(settings: ProbeSettings) -> Result<Prober, ProberError> {
-        let resolver = SystemResolver::from_system_conf().map_err(ProberError::Resolver)?;
+        let resolver = HickoryResolver::new(settings.resolver.clone()).map_err(ProberError::Resolver)?;
         Prober::with_resolver(settings, Arc::new(resolver))
     }
 

@@ -160,9 +160,10 @@ fn client_config(
 pub fn server_name(host: &super::target::TargetHost) -> Result<ServerName<'static>, String> {
     match host {
         super::target::TargetHost::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
-        super::target::TargetHost::Name(name) => {
-            ServerName::try_from(name.clone()).map_err(|_| format!("{name:?} is not a valid tls server name"))
-        }
+        // An absolute name's trailing dot is not part of the server name: SNI never carries
+        // it (RFC 6066 §3) and certificates do not name it.
+        super::target::TargetHost::Name(name) => ServerName::try_from(name.trim_end_matches('.').to_owned())
+            .map_err(|_| format!("{name:?} is not a valid tls server name")),
     }
 }
 

@@ -2,14 +2,19 @@
 //! tests write Redis the way the control plane's publisher does, and also break the protocol on
 //! purpose (lost notices, skipped versions, flushed keys) to check the agent recovers.
 //! Delivery is tested against an in-test ingest server over real mutual TLS; confirmation
-//! probes and canaries against a running agent and local targets. The prober itself is tested
-//! against local servers (`probe`) and hostile raw-TCP servers writing exact bytes (`hostile`).
+//! probes and canaries against a running agent and local targets. Name resolution and
+//! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1];
+//! the prober's HTTP side against local servers (`probe`) and hostile raw-TCP servers writing
+//! exact bytes (`hostile`).
 
 mod catalog;
+mod check;
 mod confirmation;
 mod delivery;
+mod dns_server;
 mod hostile;
 mod probe;
+mod resolution;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -18,7 +18,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use probe_agent::probe::{ErrorKind, ProbeReport, ProbeSettings, Prober, Resolve, StaticResolver};
+use probe_agent::probe::{
+    Answer, DnsErrorReason, DnsFailure, ErrorKind, ProbeReport, ProbeSettings, Prober, Resolve,
+    StaticResolver,
+};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose,
@@ -36,11 +39,11 @@ const HELLO: &str = "hello from the test server";
 // ---------------------------------------------------------------------------------------------
 // Probers and configurations
 
-fn loopback_allowed() -> TargetPolicy {
+pub(crate) fn loopback_allowed() -> TargetPolicy {
     TargetPolicy::allowing(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
 }
 
-fn settings(policy: TargetPolicy) -> ProbeSettings {
+pub(crate) fn settings(policy: TargetPolicy) -> ProbeSettings {
     ProbeSettings { policy, user_agent: USER_AGENT_TEXT.to_owned(), ..ProbeSettings::default() }
 }
 
@@ -72,7 +75,7 @@ fn prober() -> Prober {
     prober_with(settings(loopback_allowed()))
 }
 
-fn config(url: impl Into<String>) -> DomainConfig {
+pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
     DomainConfig {
         id: DomainId::new(),
         url: url.into(),
@@ -92,7 +95,7 @@ fn with_keyword(url: impl Into<String>, keyword: &str) -> DomainConfig {
 }
 
 /// Probes and checks what must hold for every report.
-async fn probe(prober: &Prober, config: &DomainConfig) -> ProbeReport {
+pub(crate) async fn probe(prober: &Prober, config: &DomainConfig) -> ProbeReport {
     let report = prober.probe(config).await;
     check_invariants(&report);
     report
@@ -120,7 +123,7 @@ pub(crate) fn check_invariants(report: &ProbeReport) {
     }
 }
 
-fn assert_failed(report: &ProbeReport, kind: ErrorKind, detail_contains: &str) {
+pub(crate) fn assert_failed(report: &ProbeReport, kind: ErrorKind, detail_contains: &str) {
     assert_eq!(report.error, Some(kind), "{report:#?}");
     assert!(!report.ok);
     let detail = report.error_detail.as_deref().unwrap_or_default();
@@ -192,7 +195,7 @@ where
 }
 
 /// An HTTP server running [`app`] on 127.0.0.1; with `tls`, HTTPS.
-async fn app_server(tls: Option<TlsAcceptor>) -> SocketAddr {
+pub(crate) async fn app_server(tls: Option<TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -282,22 +285,22 @@ async fn silent_server() -> SocketAddr {
 }
 
 /// A listener that is never served: used to prove nothing connected to it.
-struct Tripwire {
+pub(crate) struct Tripwire {
     listener: std::net::TcpListener,
 }
 
 impl Tripwire {
-    fn bind(addr: &str) -> Option<Tripwire> {
+    pub(crate) fn bind(addr: &str) -> Option<Tripwire> {
         let listener = std::net::TcpListener::bind(addr).ok()?;
         listener.set_nonblocking(true).unwrap();
         Some(Tripwire { listener })
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.listener.local_addr().unwrap().port()
     }
 
-    fn assert_untouched(&self) {
+    pub(crate) fn assert_untouched(&self) {
         match self.listener.accept() {
             Err(e) if e.kind() == IoErrorKind::WouldBlock => {}
             Ok((_, peer)) => panic!("{} was connected to from {peer}", self.listener.local_addr().unwrap()),
@@ -310,13 +313,13 @@ impl Tripwire {
 // Certificates
 
 /// A private CA for the tests, trusted through `extra_roots` where a test says so.
-struct TestCa {
-    cert: CertificateDer<'static>,
+pub(crate) struct TestCa {
+    pub(crate) cert: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -327,10 +330,20 @@ impl TestCa {
     }
 
     /// A server for `names` signed by this CA, valid until `not_after`.
-    fn server(&self, names: &[&str], not_after: (i32, u8, u8)) -> TlsAcceptor {
+    pub(crate) fn server(&self, names: &[&str], not_after: (i32, u8, u8)) -> TlsAcceptor {
+        let (chain, key) = self.chain(names, not_after);
+        acceptor(chain, key)
+    }
+
+    /// A certificate chain (leaf, this CA) for `names` and the leaf's key.
+    pub(crate) fn chain(
+        &self,
+        names: &[&str],
+        not_after: (i32, u8, u8),
+    ) -> (Vec<CertificateDer<'static>>, KeyPair) {
         let (params, key) = leaf_params(names, not_after);
         let cert = params.signed_by(&key, &self.issuer).unwrap().der().clone();
-        acceptor(vec![cert, self.cert.clone()], key)
+        (vec![cert, self.cert.clone()], key)
     }
 }
 
@@ -562,19 +575,21 @@ async fn unusable_urls_are_invalid() {
 async fn unresolvable_names_are_dns_failures() {
     let prober = prober();
     let report = probe(&prober, &config("http://nowhere.test/")).await;
-    assert_failed(&report, ErrorKind::Dns, "nowhere.test");
+    assert_failed(&report, ErrorKind::Dns, "cannot resolve nowhere.test: nxdomain");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::Nxdomain));
     assert!(report.timings.dns_ms.is_some());
     assert_eq!(report.timings.connect_ms, None);
 
     let report = probe(&prober, &config("http://empty.test/")).await;
-    assert_failed(&report, ErrorKind::Dns, "no address");
+    assert_failed(&report, ErrorKind::Dns, "no_records");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::NoRecords));
 }
 
 /// A resolver that never answers.
 struct Stuck;
 
 impl Resolve for Stuck {
-    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, String>> {
+    fn lookup<'a>(&'a self, _host: &'a str, _budget: Duration) -> BoxFuture<'a, Result<Answer, DnsFailure>> {
         Box::pin(futures::future::pending())
     }
 }
@@ -585,12 +600,15 @@ async fn slow_dns_is_bounded_by_its_limit_and_the_total() {
         ProbeSettings { dns_timeout: Duration::from_millis(100), ..settings(loopback_allowed()) };
     let prober = Prober::with_resolver(dns_limited, Arc::new(Stuck)).unwrap();
     let report = probe(&prober, &config("http://app.test/")).await;
-    assert_failed(&report, ErrorKind::Timeout, "dns resolution timed out after 100 ms");
+    // The resolver failed, not the target: `dns` with reason `timeout`.
+    assert_failed(&report, ErrorKind::Dns, "dns resolution timed out after 100 ms");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::Timeout));
     assert!(report.timings.dns_ms.is_some_and(|ms| ms >= 100.0));
 
     let prober = Prober::with_resolver(settings(loopback_allowed()), Arc::new(Stuck)).unwrap();
     let report = probe(&prober, &DomainConfig { timeout_ms: 150, ..config("http://app.test/") }).await;
-    assert_failed(&report, ErrorKind::Timeout, "total timeout of 150 ms exceeded during dns resolution");
+    assert_failed(&report, ErrorKind::Dns, "total timeout of 150 ms exceeded during dns resolution");
+    assert_eq!(report.dns_error, Some(DnsErrorReason::Timeout));
 }
 
 #[tokio::test]

@@ -1,0 +1,84 @@
+//! `probe-agent check <url>` as an operator runs it: against a local server that answers, one
+//! that refuses, and one the SSRF guard blocks without `--allow-private`.
+
+use std::process::Output;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A server answering every connection with `200` and `body`, until the test ends.
+async fn serve(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+async fn check(args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe-agent"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CROSSCHECK_AGENT_") {
+            command.env_remove(key);
+        }
+    }
+    command.arg("check").args(args).env("RUST_LOG", "warn").output().await.expect("run probe-agent check")
+}
+
+#[tokio::test]
+async fn check_prints_the_verdict_and_exits_by_it() {
+    let port = serve("all systems nominal").await;
+    let url = format!("http://127.0.0.1:{port}/");
+
+    let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--keyword", "nominal"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with(&format!("UP  {url}\n")), "{stdout}");
+    assert!(stdout.contains("  status     200\n") && stdout.contains("  keyword    found\n"), "{stdout}");
+
+    let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--keyword", "outage"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with(&format!("DOWN (keyword)  {url}\n")), "{stdout}");
+
+    // The SSRF guard holds unless the network is allowed.
+    let output = check(&[&url]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("DOWN (blocked_target)"), "{stdout}");
+
+    // JSON: the full report.
+    let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the report as JSON");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["status"], 200);
+}
+
+#[tokio::test]
+async fn check_reports_a_refused_connection_and_usage_errors_exit_64() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let output = check(&[&format!("http://127.0.0.1:{closed}/"), "--allow-private", "127.0.0.0/8"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("DOWN (connect)"), "{stdout}");
+    assert!(stdout.contains("  why        "), "{stdout}");
+
+    for args in [&[][..], &["http://a.test/", "--expected-status", "700"][..]] {
+        let output = check(args).await;
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
