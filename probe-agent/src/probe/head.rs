@@ -119,20 +119,32 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
 pub fn diagnose(recorded: &[u8], limits: HeadLimits, too_large: bool) -> Option<String> {
     let end = head_end(recorded);
     let head = &recorded[..end.unwrap_or(recorded.len())];
-    let mut lines = head.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let _status = lines.next();
-    let fields: Vec<&[u8]> = lines.filter(|l| !l.is_empty() && !matches!(l[0], b' ' | b'\t')).collect();
+    let mut lines: Vec<&[u8]> = head.split(|b| *b == b'\n').collect();
+    if end.is_none() {
+        // The last line may be cut short; only whole lines count.
+        lines.pop();
+    }
+    let fields: Vec<&[u8]> = lines
+        .into_iter()
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty() && !matches!(l[0], b' ' | b'\t'))
+        .collect();
     if too_large {
-        if end.is_none_or(|e| e > limits.max_bytes) {
+        let size = end.unwrap_or(recorded.len());
+        if size > limits.max_bytes {
             return Some(format!(
                 "the response head is larger than the limit of {} bytes (max_header_bytes)",
                 limits.max_bytes
             ));
         }
         if fields.len() > limits.max_headers {
+            let count = match end {
+                Some(_) => format!("{} header fields", fields.len()),
+                None => format!("at least {} header fields", fields.len()),
+            };
             return Some(format!(
-                "the response has {} header fields, more than the limit of {} (max_response_headers)",
-                fields.len(),
+                "the response has {count}, more than the limit of {} (max_response_headers)",
                 limits.max_headers
             ));
         }
@@ -200,6 +212,13 @@ mod tests {
         let big = [b"HTTP/1.1 200 OK\r\nx: ".as_slice(), &[b'a'; 300]].concat();
         let reason = diagnose(&big, LIMITS, true).unwrap();
         assert!(reason.contains("limit of 200 bytes (max_header_bytes)"), "{reason}");
+        // hyper can give up on the count before the head has fully arrived.
+        let partial = b"HTTP/1.1 200 OK\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\nf: 6";
+        let reason = diagnose(partial, LIMITS, true).unwrap();
+        assert!(
+            reason.contains("at least 5 header fields") && reason.contains("max_response_headers"),
+            "{reason}"
+        );
         let folded = b"HTTP/1.1 200 OK\r\na: 1\r\n  continued\r\nb: 2\r\n\r\n";
         assert_eq!(diagnose(folded, LIMITS, true), None, "continuation lines are not fields");
     }

@@ -622,6 +622,16 @@ async fn too_many_headers_name_the_limit() {
     );
     let roomy = prober_with(ProbeSettings { max_response_headers: 400, ..settings() });
     assert_up(&probe(&roomy, &plain(server.url())).await);
+
+    // The same head arriving in pieces: the parser may give up before the head is complete.
+    let pieces: Vec<Vec<u8>> = response(&headers, b"OK").chunks(1000).map(<[u8]>::to_vec).collect();
+    let dripping = Hostile::start(pieces, Duration::from_millis(5), Then::Close).await;
+    let report = probe(&prober(), &plain(dripping.url())).await;
+    assert_failed(
+        &report,
+        ErrorKind::Http,
+        &["header fields, more than the limit of 256 (max_response_headers)"],
+    );
 }
 
 #[tokio::test]
