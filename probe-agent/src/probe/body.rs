@@ -61,10 +61,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
 }
 
-/// A regular expression is tried again on the text so far once the text has grown by this
-/// much (or doubled, whichever is more), so the work stays linear in the body size.
-const PATTERN_RECHECK_BYTES: usize = 64 * 1024;
-
 /// Matches a [`KeywordCheck`]'s keyword or pattern in text fed piece by piece.
 #[derive(Debug)]
 pub enum Matcher {
@@ -74,7 +70,9 @@ pub enum Matcher {
     /// just before it. Every keyword character matches exactly one character of at most 4
     /// bytes, so no match is longer than `window` bytes and a match across pieces is seen.
     Folded { regex: regex::Regex, tail: String, window: usize },
-    /// A regular expression, run over all the text so far.
+    /// A regular expression, run over all the text so far: on the first piece and again each
+    /// time the text has doubled since the last run (so the work stays linear in the body
+    /// size, and a match early in a short page that then stalls is still seen), and at the end.
     Pattern { regex: regex::Regex, text: String, checked: usize },
 }
 
@@ -109,7 +107,7 @@ impl Matcher {
             }
             Matcher::Pattern { regex, text, checked } => {
                 text.push_str(piece);
-                if text.len() - *checked < PATTERN_RECHECK_BYTES.max(*checked) {
+                if text.len() < 2 * *checked {
                     return false;
                 }
                 *checked = text.len();
@@ -188,6 +186,7 @@ impl BodyCheck {
         })
     }
 
+    /// The content coding being undone.
     pub fn coding(&self) -> Coding {
         self.decoder.coding()
     }
@@ -425,7 +424,7 @@ mod tests {
         assert!(!matches(&version, &["version: x"]));
         let tail = check(r"done$", KeywordMode::Regex, false);
         let mut matcher = Matcher::new(&tail).unwrap();
-        let long = "x".repeat(PATTERN_RECHECK_BYTES);
+        let long = "x".repeat(64 * 1024);
         assert!(!matcher.feed(&format!("{long}done")), "`$` at the end of a prefix is not certain");
         assert!(!matcher.feed(" and more"));
         assert!(!matcher.finish(true));
@@ -437,7 +436,11 @@ mod tests {
         assert!(!cut.finish(false), "a body cut at the limit does not end there");
         let early = check(r"(?i)STATUS:\s+OK\b", KeywordMode::Regex, false);
         let mut matcher = Matcher::new(&early).unwrap();
-        assert!(matcher.feed(&format!("status: ok {long}")), "decided as soon as the text has grown enough");
+        assert!(matcher.feed(&format!("status: ok {long}")), "decided on the first piece");
+        let mut matcher = Matcher::new(&early).unwrap();
+        assert!(!matcher.feed("twenty bytes of text"));
+        assert!(!matcher.feed("status: ok "), "not yet run again: the text has not doubled");
+        assert!(matcher.feed(&long), "run again once it has");
     }
 
     #[test]

@@ -158,6 +158,7 @@ impl Decoder {
         Ok(Decoder { coding, state })
     }
 
+    /// The coding this decoder undoes.
     pub fn coding(&self) -> Coding {
         self.coding
     }

@@ -45,6 +45,8 @@ pub struct Recorder<IO> {
 }
 
 impl<IO> Recorder<IO> {
+    /// Wraps `inner`, recording at most `cap` bytes; the recording is read through the
+    /// returned handle.
     pub fn new(inner: IO, cap: usize) -> (Recorder<IO>, Recording) {
         let recording = Recording::default();
         (Recorder { inner, recording: recording.clone(), cap, done: false }, recording)

@@ -184,6 +184,7 @@ pub struct TextDecoder {
 }
 
 impl TextDecoder {
+    /// A decoder for a body whose `Content-Type` said `declared`.
     pub fn new(declared: Declared) -> TextDecoder {
         let (pending, decoder, chosen, source) = match declared.encoding {
             Some(encoding) => (None, Some(encoding.new_decoder()), encoding, "content-type"),

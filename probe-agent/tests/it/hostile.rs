@@ -573,6 +573,12 @@ async fn the_verdict_ends_the_probe_even_if_the_body_then_stalls() {
         report.timings
     );
 
+    // So does a pattern.
+    let pattern = checking(server.url(), r"status: \w+", KeywordMode::Regex, false);
+    let report = probe(&prober(), &DomainConfig { timeout_ms, ..pattern }).await;
+    assert_up(&report);
+    assert!(report.timings.total_ms < f64::from(timeout_ms) / 2.0, "{:?}", report.timings);
+
     // A forbidden keyword seen early fails at once too.
     let forbidden = checking(server.url(), "healthy", KeywordMode::NotContains, false);
     let report = probe(&prober(), &DomainConfig { timeout_ms, ..forbidden }).await;
