@@ -445,7 +445,8 @@ async fn flapping(
         println!("   | {line}");
     }
     anyhow::ensure!(after == 0, "{after} individual alerts went out for a flapping domain");
-    // Stop the noise: pausing closes the flap period (and its incident) without more alerts.
+    // Stop the noise: pausing closes the flap period without more alerts (an open incident stays
+    // open, with nothing sent).
     let (_, _) =
         call(http, "PATCH", &format!("{api}/v1/domains/{domain}"), token, json!({"paused": true})).await?;
     Ok(())
@@ -463,7 +464,7 @@ async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String])
             let uptime = get(format!("/v1/domains/{id}/uptime?window=24h")).await?;
             // A few probes from every region it runs in, so the percentiles mean something.
             let regions = uptime["regions"].as_array().map_or(0, Vec::len) as u64;
-            if regions > 0 && uptime["overall"]["probes"].as_u64().unwrap_or(0) >= 3 * regions {
+            if regions > 0 && uptime["probes"]["probes"].as_u64().unwrap_or(0) >= 3 * regions {
                 break;
             }
             anyhow::ensure!(
@@ -475,7 +476,7 @@ async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String])
     }
     println!(
         "   {:<28} {:<7} {:>6} {:>8} {:>9} {:>9} {:>9}",
-        "url", "region", "probes", "uptime", "p50 ms", "p95 ms", "p99 ms"
+        "url", "region", "probes", "ok", "p50 ms", "p95 ms", "p99 ms"
     );
     for id in ids {
         let domain = get(format!("/v1/domains/{id}")).await?;
@@ -498,7 +499,7 @@ async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String])
                 us_as_ms(&l["total"]["p99_us"]),
             );
         };
-        row("all", &uptime["overall"], &latency["overall"]);
+        row("all", &uptime["probes"], &latency["overall"]);
         for region in uptime["regions"].as_array().into_iter().flatten() {
             let name = region["region"].as_str().unwrap_or("?");
             let l = latency["regions"]
@@ -508,6 +509,29 @@ async fn history(http: &reqwest::Client, api: &str, token: &str, ids: &[String])
                 .unwrap_or(Value::Null);
             row(name, region, &l);
         }
+        let consensus =
+            uptime["uptime_percent"].as_f64().map_or_else(|| "-".to_owned(), |p| format!("{p:.1}%"));
+        let flagged: Vec<String> = uptime["regional_failures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{} since {}",
+                    f["region"].as_str().unwrap_or("?"),
+                    f["since"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        println!(
+            "   {:<28} uptime by consensus {consensus} (the rows above are probe success ratios){}",
+            url,
+            if flagged.is_empty() {
+                String::new()
+            } else {
+                format!("; failing alone: {}", flagged.join(", "))
+            }
+        );
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use control_plane::clock::{Clock, ManualClock};
-use control_plane::consensus::{Consensus, DomainObservation, ObservedBatch};
+use control_plane::consensus::{Consensus, DomainObservation, ObservedBatch, Run};
 
 use crate::env::{redis_client, Scratch};
 use crate::stats::percentile_ms;
@@ -262,6 +262,7 @@ async fn observe(consensus: &Consensus, batch: &[(Uuid, bool)], now: DateTime<Ut
                 error_kind: (!up).then(|| "connect".to_owned()),
                 status_code: None,
                 observed_at: now,
+                run: Run::of(*up, now),
             })
             .collect();
         consensus

@@ -97,6 +97,9 @@ pub struct Config {
     /// Days before a certificate's expiry at which a `certificate_expiring` notification is
     /// sent, once per threshold and certificate.
     pub cert_expiry_thresholds_days: Vec<u32>,
+    /// Failed observations in a row after which a region failing while its domain is up is
+    /// reported as a persistent regional failure (status and uptime answers).
+    pub regional_failure_observations: u32,
     /// Stored batches waiting for consensus; beyond it their observations are dropped and
     /// counted (the sweep and the next batch catch up).
     pub observation_queue_capacity: usize,
@@ -111,8 +114,13 @@ pub struct Config {
     pub notify_min_backoff_ms: u64,
     /// Largest backoff between attempts, in milliseconds.
     pub notify_max_backoff_ms: u64,
-    /// Attempts before a notification is moved to `dead`.
+    /// Attempts after which a failing notification is moved to `dead`; 0 (the default): no
+    /// limit by count, only `notify_max_age_s`.
     pub notify_max_attempts: u32,
+    /// How long a failing notification is retried, counted from its first attempt, in seconds
+    /// (default 6 hours: a realistic outage of a receiver); the first failure after that makes
+    /// it `dead`.
+    pub notify_max_age_s: u64,
     /// Deliveries in flight at once per replica.
     pub notify_concurrency: usize,
     /// Fallback interval at which the dispatcher looks for due notifications without a wake-up,
@@ -203,12 +211,14 @@ impl Default for Config {
             confirmation_min_interval_ms: 10_000,
             cert_expiry_thresholds_days: vec![30, 14, 7, 1],
             observation_queue_capacity: 1_024,
+            regional_failure_observations: 3,
             notify_dispatch: true,
             notify_allow_private: Vec::new(),
             notify_timeout_ms: 10_000,
             notify_min_backoff_ms: 1_000,
             notify_max_backoff_ms: 300_000,
-            notify_max_attempts: 8,
+            notify_max_attempts: 0,
+            notify_max_age_s: 21_600,
             notify_concurrency: 16,
             notify_poll_ms: 5_000,
             smtp_host: None,
@@ -300,14 +310,17 @@ impl Config {
         if self.cert_expiry_thresholds_days.iter().any(|d| *d == 0 || *d > 365) {
             return Err("cert_expiry_thresholds_days must be between 1 and 365".into());
         }
+        if self.regional_failure_observations == 0 {
+            return Err("regional_failure_observations must be at least 1".into());
+        }
         if self.notify_timeout_ms < 100 {
             return Err("notify_timeout_ms must be at least 100".into());
         }
         if self.notify_min_backoff_ms == 0 || self.notify_min_backoff_ms > self.notify_max_backoff_ms {
             return Err("notify_min_backoff_ms must be positive and at most notify_max_backoff_ms".into());
         }
-        if self.notify_max_attempts == 0 || self.notify_concurrency == 0 || self.notify_poll_ms == 0 {
-            return Err("notify_max_attempts, notify_concurrency and notify_poll_ms must be positive".into());
+        if self.notify_max_age_s == 0 || self.notify_concurrency == 0 || self.notify_poll_ms == 0 {
+            return Err("notify_max_age_s, notify_concurrency and notify_poll_ms must be positive".into());
         }
         if self.smtp_host.as_deref().is_some_and(|h| h.trim().is_empty()) {
             return Err("smtp_host must not be empty (leave it unset to disable email)".into());

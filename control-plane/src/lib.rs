@@ -6,6 +6,8 @@
 //! - [`publisher`]: applies the change log to Redis in order and repairs Redis from Postgres.
 //! - [`tenants`]: tenants and API tokens. [`regions`]: the region list.
 //! - [`consensus`]: up/down decided across regions; [`incidents`]: incidents and their events.
+//! - [`expiry`]: certificate days left (a floor) and the expiry notice due.
+//! - [`uptime`]: consensus uptime (time up over time monitored) from the transition history.
 //! - [`flap`]: flap detection on confirmed transitions (alerts held while a domain flaps) and
 //!   the periodic check that ends flap mode.
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod consensus;
 pub mod digests;
 pub mod domains;
+pub mod expiry;
 pub mod flap;
 pub mod incidents;
 pub mod ingest;
@@ -29,6 +32,7 @@ pub mod regions;
 pub mod startup;
 pub mod tenants;
 pub mod timeseries;
+pub mod uptime;
 
 pub use config::Config;
 pub use startup::Application;

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
 
 use crate::config::Config;
-use crate::probe::{ProbeReport, Prober};
+use crate::probe::{AttemptOutcome, ProbeReport, Prober};
 
 /// What to check and how; the rest comes from the agent's configuration.
 #[derive(Debug, Clone, clap::Args)]
@@ -131,7 +131,22 @@ pub fn render(url: &str, report: &ProbeReport) -> String {
         let _ = writeln!(out, "  keyword    {}", if found { "found" } else { "missing" });
     }
     let t = &report.timings;
-    let _ = writeln!(out, "  dns        {}", ms(t.dns_ms));
+    let dns = match (&report.dns, report.dns_error) {
+        (_, Some(reason)) => format!("  ({})", reason.as_str()),
+        (Some(info), None) => {
+            let ttl = info.ttl_s.map(|s| format!(", ttl {s} s")).unwrap_or_default();
+            let cnames = if info.cnames.is_empty() {
+                String::new()
+            } else {
+                format!(", via {}", info.cnames.join(" "))
+            };
+            let tries =
+                if info.attempts > 1 { format!(", {} lookups", info.attempts) } else { String::new() };
+            format!("  {}{ttl}{cnames}{tries}", info.name)
+        }
+        (None, None) => String::new(),
+    };
+    let _ = writeln!(out, "  dns        {}{dns}", ms(t.dns_ms));
     let _ = writeln!(out, "  connect    {}", ms(t.connect_ms));
     let _ = writeln!(out, "  tls        {}", ms(t.tls_ms));
     let _ = writeln!(out, "  first byte {}", ms(t.ttfb_ms));
@@ -140,6 +155,20 @@ pub fn render(url: &str, report: &ProbeReport) -> String {
         let all: Vec<String> = report.resolved_addrs.iter().map(ToString::to_string).collect();
         let used = report.resolved_ip.map(|ip| format!(", used {ip}")).unwrap_or_default();
         let _ = writeln!(out, "  addresses  {}{used}", all.join(" "));
+    }
+    if report.connect_attempts.len() > 1
+        || report.connect_attempts.iter().any(|a| a.outcome != AttemptOutcome::Connected)
+    {
+        for attempt in &report.connect_attempts {
+            let took = attempt.took_ms.map(|v| format!(" after {v:.1} ms")).unwrap_or_default();
+            let detail = attempt.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {:<15} {}{took}{detail}",
+                attempt.ip.to_string(),
+                attempt.outcome.as_str()
+            );
+        }
     }
     for (i, hop) in report.redirects.iter().enumerate() {
         let _ = writeln!(out, "  redirect {} -> {hop}", i + 1);
@@ -185,10 +214,10 @@ mod tests {
             keyword_matched: None,
             resolved_ip: Some("127.0.0.1".parse().unwrap()),
             resolved_addrs: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
-            redirects: vec!["http://127.0.0.1/next".into()],
             dns: None,
             dns_error: None,
             connect_attempts: Vec::new(),
+            redirects: vec!["http://127.0.0.1/next".into()],
             body_bytes: 12,
             body_wire_bytes: 12,
             certificate: None,
@@ -212,6 +241,34 @@ mod tests {
         assert_eq!(lines.next(), Some("DOWN (status)  http://127.0.0.1/"));
         assert_eq!(lines.next(), Some("  why        status 503 is not in 200-299"));
         assert_eq!(lines.next(), Some("  status     503 (not expected)"));
+    }
+
+    #[test]
+    fn every_address_tried_and_the_dns_reason_are_shown() {
+        use crate::probe::{ConnectAttempt, DnsErrorReason};
+        let mut r = report(true);
+        r.connect_attempts = vec![
+            ConnectAttempt {
+                ip: "::1".parse().unwrap(),
+                outcome: AttemptOutcome::Refused,
+                started_ms: Some(0.0),
+                took_ms: Some(0.25),
+                detail: Some("connection refused".into()),
+            },
+            ConnectAttempt {
+                ip: "127.0.0.1".parse().unwrap(),
+                outcome: AttemptOutcome::Connected,
+                started_ms: Some(0.3),
+                took_ms: Some(0.5),
+                detail: None,
+            },
+        ];
+        let text = render("http://a.test/", &r);
+        assert!(text.contains("    ::1             refused after 0.2 ms: connection refused\n"), "{text}");
+        assert!(text.contains("    127.0.0.1       connected after 0.5 ms\n"), "{text}");
+        let mut r = report(false);
+        r.dns_error = Some(DnsErrorReason::Nxdomain);
+        assert!(render("http://a.test/", &r).contains("  dns        1.2 ms  (nxdomain)\n"));
     }
 
     #[test]

@@ -99,17 +99,18 @@ pub async fn update(
     Path(id): Path<String>,
     JsonObject(patch): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    patch_domain(&state, p.tenant_id, parse_id(&id)?, patch).await
+    patch_domain(&state, &p, parse_id(&id)?, patch).await
 }
 
 async fn patch_domain(
     state: &AppState,
-    tenant_id: uuid::Uuid,
+    p: &crate::tenants::Principal,
     id: DomainId,
     patch: Map<String, Value>,
 ) -> Result<Json<Value>, ApiError> {
     let policy = state.domain_policy().await?;
-    let written = store::update(&state.pool, tenant_id, id, &patch, &policy).await?;
+    let written =
+        store::update(&state.pool, p.tenant_id, id, &patch, &policy, &p.token_id.to_string()).await?;
     if written.changed {
         state.changed();
         tracing::info!(domain_id = %id, version = written.version, "domain updated");
@@ -124,7 +125,7 @@ pub async fn pause(
     Admin(p): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    set_paused(&state, p.tenant_id, parse_id(&id)?, true).await
+    set_paused(&state, &p, parse_id(&id)?, true).await
 }
 
 pub async fn resume(
@@ -132,16 +133,16 @@ pub async fn resume(
     Admin(p): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    set_paused(&state, p.tenant_id, parse_id(&id)?, false).await
+    set_paused(&state, &p, parse_id(&id)?, false).await
 }
 
 async fn set_paused(
     state: &AppState,
-    tenant_id: uuid::Uuid,
+    p: &crate::tenants::Principal,
     id: DomainId,
     paused: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let written = store::set_paused(&state.pool, tenant_id, id, paused).await?;
+    let written = store::set_paused(&state.pool, p.tenant_id, id, paused, &p.token_id.to_string()).await?;
     if written.changed {
         state.changed();
         tracing::info!(domain_id = %id, version = written.version, paused, "domain pause state changed");
@@ -155,7 +156,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    let version = store::delete(&state.pool, p.tenant_id, id).await?;
+    let version = store::delete(&state.pool, p.tenant_id, id, &p.token_id.to_string()).await?;
     state.changed();
     tracing::info!(domain_id = %id, version, "domain deleted");
     Ok(StatusCode::NO_CONTENT)

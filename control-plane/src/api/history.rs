@@ -51,6 +51,11 @@ async fn windowed(
     Ok((owned(state, tenant_id, raw).await?, window))
 }
 
+/// The domain's uptime over the window, in two definitions named apart: `uptime_percent` (and
+/// `consensus`) is the time consensus held it up over the time it was monitored (not paused,
+/// decided), from the transition history; `probes` and `regions` are the raw probe success
+/// ratios, every region together and per region. `regional_failures` lists regions failing
+/// persistently while the domain is up.
 pub async fn uptime(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -58,7 +63,21 @@ pub async fn uptime(
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let (domain, window) = windowed(&state, p.tenant_id, &id, query).await?;
-    Ok(Json(json!(state.timeseries.uptime(domain, window).await?)))
+    let probes = state.timeseries.uptime(domain, window).await?;
+    let now = state.clock.now();
+    let mut conn = state.pool.acquire().await?;
+    let consensus = crate::uptime::load(&mut conn, domain, probes.since, now).await?;
+    let regional_failures = super::incidents::regional_failures_of(&state, &mut conn, domain).await?;
+    Ok(Json(json!({
+        "window": probes.window,
+        "since": probes.since,
+        "until": now,
+        "uptime_percent": consensus.uptime_percent,
+        "consensus": consensus,
+        "probes": probes.probes,
+        "regions": probes.regions,
+        "regional_failures": regional_failures,
+    })))
 }
 
 pub async fn latency(

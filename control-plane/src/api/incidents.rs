@@ -104,7 +104,9 @@ pub async fn ack(
     }
 }
 
-/// The consensus state of a domain, its open incident, every region's vote and its flap mode.
+/// The consensus state of a domain, its open incident, every region's vote, its flap mode and
+/// its persistent regional failures (`regional_failures`: regions whose latest
+/// `regional_failure_observations` observations all failed while the domain is up).
 pub async fn status(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -169,6 +171,19 @@ pub async fn status(
     } else {
         decision.explain(decide::State::parse(&state_name))
     };
+    // A paused domain is not being probed: nothing it shows is current.
+    let regional_failures = if paused {
+        Vec::new()
+    } else {
+        consensus::regional_failures(
+            &mut conn,
+            id.0,
+            &regions,
+            decide::State::parse(&state_name),
+            state.config.regional_failure_observations,
+        )
+        .await?
+    };
     Ok(Json(json!({
         "state": state_name,
         "reason": reason,
@@ -181,5 +196,39 @@ pub async fn status(
         "passing": decision.passing,
         "regions": votes,
         "flap": flap,
+        "regional_failures": regional_failures,
     })))
+}
+
+/// The persistent regional failures of a domain of the caller's tenant (already checked), as
+/// the status answer lists them: regions whose latest `regional_failure_observations`
+/// observations or more all failed while consensus holds the domain up (none while paused).
+pub async fn regional_failures_of(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    domain: Uuid,
+) -> Result<Vec<consensus::RegionalFailure>, ApiError> {
+    let (own, paused): (Vec<String>, bool) =
+        sqlx::query_as("SELECT regions, paused FROM domains WHERE id = $1")
+            .bind(domain)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    if paused {
+        return Ok(Vec::new());
+    }
+    let regions = if own.is_empty() { crate::regions::list(&mut *conn).await? } else { own };
+    let current: Option<String> = sqlx::query_scalar("SELECT state FROM domain_state WHERE domain_id = $1")
+        .bind(domain)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let current = decide::State::parse(current.as_deref().unwrap_or("unknown"));
+    Ok(consensus::regional_failures(
+        conn,
+        domain,
+        &regions,
+        current,
+        state.config.regional_failure_observations,
+    )
+    .await?)
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
+use serde::Serialize;
 use serde_json::{json, Value};
 use shared::proto::{Batch, ErrorKind};
 use shared::{DomainId, ProbeRequest, RedisKeys};
@@ -38,6 +39,7 @@ pub use decide::{Decision, Health, Observation, Outcome, Standing, State, Vote};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::expiry;
 use crate::flap;
 use crate::incidents::{self, Alert, Subject};
 use crate::metrics::Metrics;
@@ -65,6 +67,45 @@ pub struct DomainObservation {
     pub error_kind: Option<String>,
     pub status_code: Option<i32>,
     pub observed_at: DateTime<Utc>,
+    /// The results this observation stands for (it is the newest of them) and the run of
+    /// failures they end with, so a region's failures in a row are counted exactly even when
+    /// a batch holds several results of a domain or queued batches are merged.
+    pub run: Run,
+}
+
+/// A sequence of results of one domain from one region, oldest to newest: how many, how many
+/// failures in a row it ends with, and when the first of those failures was observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub results: u32,
+    pub failures: u32,
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    /// One result.
+    pub fn of(ok: bool, at: DateTime<Utc>) -> Self {
+        Self { results: 1, failures: u32::from(!ok), since: (!ok).then_some(at) }
+    }
+
+    /// Whether every result failed (the run may go on from before it).
+    pub fn all_failed(self) -> bool {
+        self.failures == self.results
+    }
+
+    /// `self` followed by the later `next`.
+    pub fn then(self, next: Run) -> Run {
+        let results = self.results.saturating_add(next.results);
+        if next.all_failed() {
+            Run {
+                results,
+                failures: self.failures.saturating_add(next.failures),
+                since: self.since.or(next.since),
+            }
+        } else {
+            Run { results, ..next }
+        }
+    }
 }
 
 /// The certificate a domain served in a batch.
@@ -115,10 +156,16 @@ impl ObservedBatch {
                 }
             };
             let newest = &mut merged[at].1;
-            for o in observations {
-                match newest.get(&o.domain_id) {
-                    Some(existing) if existing.observed_at >= o.observed_at => {}
-                    _ => {
+            for mut o in observations {
+                match newest.get_mut(&o.domain_id) {
+                    Some(existing) if existing.observed_at >= o.observed_at => {
+                        existing.run = o.run.then(existing.run);
+                    }
+                    Some(existing) => {
+                        o.run = existing.run.then(o.run);
+                        *existing = o;
+                    }
+                    None => {
                         newest.insert(o.domain_id, o);
                     }
                 }
@@ -135,20 +182,21 @@ impl ObservedBatch {
 
     /// The newest observation (and certificate) per domain of `batch`.
     pub fn from_batch(region: &str, agent_id: &str, batch: &Batch, received_at: DateTime<Utc>) -> Self {
-        let mut newest: HashMap<Uuid, (i64, &shared::proto::ProbeResult)> = HashMap::new();
+        let mut per_domain: HashMap<Uuid, Vec<(i64, &shared::proto::ProbeResult)>> = HashMap::new();
         for result in &batch.results {
             let Some(id) = shared::proto::uuid_from_bytes(&result.domain_id) else { continue };
-            let at = result.started_at_unix_us;
-            match newest.get(&id) {
-                Some((seen, _)) if *seen >= at => {}
-                _ => {
-                    newest.insert(id, (at, result));
-                }
-            }
+            per_domain.entry(id).or_default().push((result.started_at_unix_us, result));
         }
-        let mut observations = Vec::with_capacity(newest.len());
+        let mut observations = Vec::with_capacity(per_domain.len());
         let mut certificates = Vec::new();
-        for (domain_id, (at, result)) in newest {
+        for (domain_id, mut results) in per_domain {
+            // Oldest first (stable: of two at the same instant, the later in the batch is newer).
+            results.sort_by_key(|(at, _)| *at);
+            let run = results
+                .iter()
+                .filter_map(|(at, r)| Some(Run::of(r.ok, Utc.timestamp_micros(*at).single()?)))
+                .reduce(Run::then);
+            let (Some(run), Some(&(at, result))) = (run, results.last()) else { continue };
             let Some(observed_at) = Utc.timestamp_micros(at).single() else { continue };
             let error_kind = ErrorKind::try_from(result.error).ok().and_then(ErrorKind::label);
             observations.push(DomainObservation {
@@ -157,6 +205,7 @@ impl ObservedBatch {
                 error_kind: error_kind.map(str::to_owned),
                 status_code: (result.status_code != 0).then_some(result.status_code as i32),
                 observed_at,
+                run,
             });
             if let Some(cert) = &result.certificate {
                 if let (false, Some(not_after)) =
@@ -234,15 +283,6 @@ impl Settings {
             flap: flap::Settings::from_config(config),
         }
     }
-
-    /// The smallest threshold (days) the certificate is within at `now`, if any.
-    pub fn cert_threshold(&self, not_after: DateTime<Utc>, now: DateTime<Utc>) -> Option<u32> {
-        let left = not_after.signed_duration_since(now);
-        self.cert_thresholds_days
-            .iter()
-            .copied()
-            .find(|days| left <= chrono::Duration::days(i64::from(*days)))
-    }
 }
 
 /// The result of one evaluation.
@@ -268,7 +308,8 @@ pub struct Consensus {
     keys: RedisKeys,
     metrics: Metrics,
     settings: Arc<Settings>,
-    certs_sent: Arc<Mutex<HashSet<(Uuid, String, u32)>>>,
+    /// Dedup keys of certificate notices already enqueued.
+    certs_sent: Arc<Mutex<HashSet<String>>>,
     /// The state this replica last saw each domain in: a hint only (another replica may have
     /// moved it since), used to skip evaluating a failure of a domain already down. The sweep
     /// corrects whatever a stale hint skipped.
@@ -431,7 +472,8 @@ impl Consensus {
     }
 
     /// Upserts the batch's observations in one statement (never moving `observed_at`
-    /// backwards; unknown domains skipped). Returns the domains whose vote changed (a new
+    /// backwards; unknown domains skipped), keeping each region's run of failures (how many in
+    /// a row, since when; reset by a success). Returns the domains whose vote changed (a new
     /// region, or a changed outcome) with the observation's `ok`.
     pub async fn record(&self, batch: &ObservedBatch) -> sqlx::Result<Vec<(Uuid, bool)>> {
         if batch.observations.is_empty() {
@@ -445,6 +487,8 @@ impl Consensus {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut run_failures, mut run_all_failed, mut run_since) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         // In domain order, so concurrent upserts (two agents of a region, two replicas) lock
         // rows in the same order and cannot deadlock.
         let mut sorted: Vec<&DomainObservation> = batch.observations.iter().collect();
@@ -455,11 +499,15 @@ impl Consensus {
             kinds.push(o.error_kind.clone());
             codes.push(o.status_code);
             ats.push(o.observed_at);
+            run_failures.push(i32::try_from(o.run.failures).unwrap_or(i32::MAX));
+            run_all_failed.push(o.run.all_failed());
+            run_since.push(o.run.since);
         }
         let rows: Vec<(Uuid, bool, Option<bool>)> = sqlx::query_as(
             "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int[], $5::timestamptz[])
-                     AS u(domain_id, ok, error_kind, status_code, observed_at)
+                 SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int[], $5::timestamptz[],
+                                      $8::int[], $9::bool[], $10::timestamptz[])
+                     AS u(domain_id, ok, error_kind, status_code, observed_at, run_failures, run_all_failed, run_since)
                  WHERE EXISTS (SELECT 1 FROM domains d WHERE d.id = u.domain_id)
              ),
              old AS (
@@ -467,11 +515,22 @@ impl Consensus {
                  WHERE o.region = $6 AND o.domain_id IN (SELECT domain_id FROM input)
              ),
              up AS (
-                 INSERT INTO region_observations (domain_id, region, ok, error_kind, status_code, observed_at, agent_id)
-                 SELECT domain_id, $6, ok, error_kind, status_code, observed_at, $7 FROM input ORDER BY domain_id
+                 INSERT INTO region_observations (domain_id, region, ok, error_kind, status_code, observed_at,
+                                                  agent_id, failing_since, consecutive_failures)
+                 SELECT domain_id, $6, ok, error_kind, status_code, observed_at, $7, run_since, run_failures
+                 FROM input ORDER BY domain_id
                  ON CONFLICT (domain_id, region) DO UPDATE
                  SET ok = excluded.ok, error_kind = excluded.error_kind, status_code = excluded.status_code,
-                     observed_at = excluded.observed_at, agent_id = excluded.agent_id
+                     observed_at = excluded.observed_at, agent_id = excluded.agent_id,
+                     -- The new results continue the stored run when they all failed.
+                     failing_since = CASE
+                         WHEN (SELECT run_all_failed FROM input i WHERE i.domain_id = excluded.domain_id)
+                         THEN COALESCE(region_observations.failing_since, excluded.failing_since)
+                         ELSE excluded.failing_since END,
+                     consecutive_failures = CASE
+                         WHEN (SELECT run_all_failed FROM input i WHERE i.domain_id = excluded.domain_id)
+                         THEN region_observations.consecutive_failures + excluded.consecutive_failures
+                         ELSE excluded.consecutive_failures END
                  WHERE region_observations.observed_at < excluded.observed_at
                  RETURNING domain_id, ok
              )
@@ -484,6 +543,9 @@ impl Consensus {
         .bind(&ats)
         .bind(&batch.region)
         .bind(&batch.agent_id)
+        .bind(&run_failures)
+        .bind(&run_all_failed)
+        .bind(&run_since)
         .fetch_all(&self.pool)
         .await?;
         // Only a region's new vote or changed vote is evaluated at once. A repeated failure can
@@ -499,8 +561,9 @@ impl Consensus {
 
     /// Re-evaluates every domain that could change state: one without a decided state, or one
     /// with a fresh observation that disagrees with its state (a failure while up, a success
-    /// while down). A domain whose observations all agree with its state cannot transition, whatever
-    /// goes stale: staleness only removes voters. Returns how many were evaluated.
+    /// while down), or one resumed with a held incident to announce if it is still down. A
+    /// domain whose observations all agree with its state cannot transition, whatever goes
+    /// stale: staleness only removes voters. Returns how many were evaluated.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
         use futures::StreamExt;
         let now = self.clock.now();
@@ -510,7 +573,7 @@ impl Consensus {
              JOIN domains d ON d.id = o.domain_id
              LEFT JOIN domain_state s USING (domain_id)
              WHERE o.observed_at > $2 - make_interval(secs => d.interval_s * $1 + 5)
-               AND (s.state IS NULL OR s.state NOT IN ('up', 'down')
+               AND (s.state IS NULL OR s.state NOT IN ('up', 'down') OR s.announce_after IS NOT NULL
                     OR (s.state = 'up' AND NOT o.ok) OR (s.state = 'down' AND o.ok))
              ORDER BY o.domain_id",
         )
@@ -564,8 +627,10 @@ impl Consensus {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let (state, open_incident, since): (String, Option<Uuid>, DateTime<Utc>) = sqlx::query_as(
-            "SELECT state, open_incident_id, since FROM domain_state WHERE domain_id = $1 FOR UPDATE",
+        type StateRow = (String, Option<Uuid>, DateTime<Utc>, Option<DateTime<Utc>>);
+        let (state, open_incident, since, announce_after): StateRow = sqlx::query_as(
+            "SELECT state, open_incident_id, since, announce_after FROM domain_state
+             WHERE domain_id = $1 FOR UPDATE",
         )
         .bind(domain_id)
         .fetch_one(&mut *tx)
@@ -601,6 +666,24 @@ impl Consensus {
         let subject = Subject { tenant_id: domain.tenant_id, domain_id, url: domain.url.clone() };
         let (next, voting) = match decision.outcome {
             Outcome::Unchanged => {
+                if let (Some(after), Some(incident), State::Down) = (announce_after, open_incident, current) {
+                    // Resumed while its incident's opening was held: announce it once a failure
+                    // quorum observed after the resume confirms the outage goes on.
+                    let confirmed = decision
+                        .votes
+                        .iter()
+                        .filter(|v| v.standing == Standing::Failing)
+                        .filter(|v| v.observation.as_ref().is_some_and(|o| o.observed_at >= after))
+                        .count() as u32;
+                    if confirmed >= decision.quorum {
+                        let added = incidents::announce_after_resume(&mut tx, &subject, incident).await?;
+                        sqlx::query("UPDATE domain_state SET announce_after = NULL WHERE domain_id = $1")
+                            .bind(domain_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        tracing::info!(%domain_id, %incident, added, "held incident announced: still down after monitoring resumed");
+                    }
+                }
                 tx.commit().await?;
                 self.remember(domain_id, current);
                 return Ok(Some(unchanged));
@@ -631,7 +714,7 @@ impl Consensus {
         };
         let period = flap::record(&mut tx, &transition, incident, &assessment).await?;
         sqlx::query(
-            "UPDATE domain_state SET state = $2, since = $3, evaluated_at = $3,
+            "UPDATE domain_state SET state = $2, since = $3, evaluated_at = $3, announce_after = NULL,
                  open_incident_id = CASE WHEN $2 = 'down' THEN $4 ELSE NULL END
              WHERE domain_id = $1",
         )
@@ -725,15 +808,17 @@ impl Consensus {
         }
     }
 
-    /// Enqueues a `certificate_expiring` notification when `cert` is within a threshold, once
-    /// per (domain, serial, threshold): the dedup key `cert:<domain>:<serial>:<days>` makes it
-    /// once-only; an in-memory set spares the database the repeats.
+    /// Enqueues the expiry notice `cert` is due ([`crate::expiry::due`]): a
+    /// `certificate_expiring` notification once per (domain, serial, threshold), or a
+    /// `certificate_expired` one once per (domain, serial) after `not_after`. The dedup key
+    /// `cert:<domain>:<serial>:<days | expired>` makes each once-only; an in-memory set spares
+    /// the database the repeats. Returns whether outbox rows were added.
     pub async fn certificate(&self, cert: &CertificateFact, now: DateTime<Utc>) -> sqlx::Result<bool> {
-        let Some(days) = self.settings.cert_threshold(cert.not_after, now) else {
+        let Some(notice) = expiry::due(&self.settings.cert_thresholds_days, cert.not_after, now) else {
             return Ok(false);
         };
-        let key = (cert.domain_id, cert.serial.clone(), days);
-        if self.certs_sent.lock().expect("certificate memory").contains(&key) {
+        let dedup_key = format!("cert:{}:{}:{}", cert.domain_id, cert.serial, notice.key_part());
+        if self.certs_sent.lock().expect("certificate memory").contains(&dedup_key) {
             return Ok(false);
         }
         let mut tx = self.pool.begin().await?;
@@ -743,31 +828,32 @@ impl Consensus {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((tenant_id, url)) = domain else {
+            tx.rollback().await?;
             return Ok(false);
         };
-        let days_left = cert.not_after.signed_duration_since(now).num_days();
+        let days_left = expiry::days_left(cert.not_after, now);
+        let mut details = json!({
+            "serial": cert.serial, "subject": cert.subject, "not_after": cert.not_after,
+            "days_left": days_left,
+        });
+        match notice {
+            expiry::Notice::Expiring { threshold_days } => details["threshold_days"] = json!(threshold_days),
+            expiry::Notice::Expired => {
+                details["expired_at"] = json!(cert.not_after);
+                details["expired_for_s"] = json!((now - cert.not_after).num_seconds().max(0));
+            }
+        }
         let notification = Notification {
-            kind: "certificate_expiring".into(),
+            kind: notice.kind().into(),
             tenant_id,
             domain_id: Some(cert.domain_id),
             url: Some(url.clone()),
             incident_id: None,
-            summary: format!(
-                "the certificate of {url} expires in {days_left} days ({})",
-                cert.not_after.to_rfc3339()
-            ),
-            details: json!({
-                "serial": cert.serial, "subject": cert.subject, "not_after": cert.not_after,
-                "days_left": days_left, "threshold_days": days,
-            }),
+            summary: expiry::summary(notice, &url, cert.not_after, now),
+            details,
             occurred_at: now,
         };
-        let added = notify::enqueue(
-            &mut tx,
-            &notification,
-            &format!("cert:{}:{}:{days}", cert.domain_id, cert.serial),
-        )
-        .await?;
+        let added = notify::enqueue(&mut tx, &notification, &dedup_key).await?;
         tx.commit().await?;
         if added > 0 {
             self.metrics.cert_expiry_notifications.inc();
@@ -776,7 +862,7 @@ impl Consensus {
         if sent.len() >= CERT_MEMORY {
             sent.clear();
         }
-        sent.insert(key);
+        sent.insert(dedup_key);
         Ok(added > 0)
     }
 }
@@ -797,6 +883,62 @@ fn voters(decision: &Decision, standing: Standing) -> Value {
             })
             .collect(),
     )
+}
+
+/// A region failing persistently while consensus holds its domain up: its latest
+/// `consecutive_failures` observations (at least the configured
+/// `regional_failure_observations`) all failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionalFailure {
+    pub region: String,
+    /// The first failure of the current run.
+    pub since: DateTime<Utc>,
+    /// Failed observations in a row, counted as consensus records them (the newest result of
+    /// a batch per domain: one per probe unless batches were merged under load).
+    pub consecutive_failures: u32,
+    /// The latest failure: when, and what failed.
+    pub last_observed_at: DateTime<Utc>,
+    pub error_kind: Option<String>,
+    pub status_code: Option<i32>,
+}
+
+/// The regions of `regions` whose latest `threshold` or more observations of the domain all
+/// failed, when the domain's consensus state is `up` (a domain down, or not decided, has no
+/// *regional* failure: every failing region is part of the state). Oldest run first.
+pub async fn regional_failures(
+    conn: &mut sqlx::PgConnection,
+    domain_id: Uuid,
+    regions: &[String],
+    state: State,
+    threshold: u32,
+) -> sqlx::Result<Vec<RegionalFailure>> {
+    if state != State::Up {
+        return Ok(Vec::new());
+    }
+    type Row = (String, DateTime<Utc>, i32, DateTime<Utc>, Option<String>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT region, failing_since, consecutive_failures, observed_at, error_kind, status_code
+         FROM region_observations
+         WHERE domain_id = $1 AND region = ANY($2) AND NOT ok AND failing_since IS NOT NULL
+           AND consecutive_failures >= $3
+         ORDER BY failing_since, region",
+    )
+    .bind(domain_id)
+    .bind(regions)
+    .bind(i32::try_from(threshold).unwrap_or(i32::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(region, since, count, last, error_kind, status_code)| RegionalFailure {
+            region,
+            since,
+            consecutive_failures: u32::try_from(count).unwrap_or(0),
+            last_observed_at: last,
+            error_kind,
+            status_code,
+        })
+        .collect())
 }
 
 /// A domain's latest observation per region.
@@ -852,6 +994,7 @@ mod tests {
             error_kind: None,
             status_code: None,
             observed_at: at(s),
+            run: Run::of(ok, at(s)),
         };
         let batch = |agent: &str, health: Option<(bool, DateTime<Utc>)>, observations| ObservedBatch {
             region: "ams".into(),
@@ -894,6 +1037,51 @@ mod tests {
     }
 
     #[test]
+    fn failures_in_a_row_survive_batching_and_merging() {
+        let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        // ok, fail, fail in one batch: a run of 2 since the first failure.
+        let (d, base) = (Uuid::now_v7(), at(0).timestamp_micros());
+        let batch = Batch {
+            results: vec![
+                result(d, base + 2_000_000, false),
+                result(d, base, true),
+                result(d, base + 1_000_000, false),
+            ],
+            ..Default::default()
+        };
+        let observed = ObservedBatch::from_batch("sin", "sin-1", &batch, at(5));
+        let run = observed.observations[0].run;
+        assert_eq!(run, Run { results: 3, failures: 2, since: Some(at(1)) });
+        assert!(!run.all_failed(), "the run starts inside the batch: it does not continue a stored one");
+        // Two queued batches of failures merged (the older arriving second): one run of both.
+        let one = |s: i64, ok: bool| ObservedBatch {
+            region: "sin".into(),
+            agent_id: "sin-1".into(),
+            health: None,
+            received_at: at(s),
+            observations: vec![DomainObservation {
+                domain_id: d,
+                ok,
+                error_kind: None,
+                status_code: None,
+                observed_at: at(s),
+                run: Run::of(ok, at(s)),
+            }],
+            certificates: Vec::new(),
+        };
+        let merged = ObservedBatch::merge(vec![one(20, false), one(10, false), one(30, false)]);
+        let o = &merged[0].observations[0];
+        assert_eq!(o.observed_at, at(30));
+        assert_eq!(o.run, Run { results: 3, failures: 3, since: Some(at(10)) });
+        assert!(o.run.all_failed());
+        // A success in between ends the run there.
+        let merged = ObservedBatch::merge(vec![one(10, false), one(20, true), one(30, false)]);
+        assert_eq!(merged[0].observations[0].run, Run { results: 3, failures: 1, since: Some(at(30)) });
+        let merged = ObservedBatch::merge(vec![one(10, false), one(20, false), one(30, true)]);
+        assert_eq!(merged[0].observations[0].run, Run { results: 3, failures: 0, since: None });
+    }
+
+    #[test]
     fn newest_observation_per_domain_is_kept() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let base = Utc::now().timestamp_micros();
@@ -912,23 +1100,5 @@ mod tests {
         assert_eq!(a_obs.error_kind.as_deref(), Some("connect"));
         assert_eq!(observed.certificates.len(), 1);
         assert_eq!(observed.health.map(|h| h.0), Some(false));
-    }
-
-    #[test]
-    fn smallest_crossed_threshold() {
-        let settings = Settings {
-            freshness_factor: 2.5,
-            sweep_interval: Duration::from_secs(5),
-            confirmation_min_interval: Duration::from_secs(10),
-            cert_thresholds_days: vec![1, 7, 14, 30],
-            flap: flap::Settings::from_config(&Config::default()),
-        };
-        let now = Utc::now();
-        let days = |d: i64| now + chrono::Duration::days(d) - chrono::Duration::minutes(1);
-        assert_eq!(settings.cert_threshold(days(60), now), None);
-        assert_eq!(settings.cert_threshold(days(30), now), Some(30));
-        assert_eq!(settings.cert_threshold(days(10), now), Some(14));
-        assert_eq!(settings.cert_threshold(days(5), now), Some(7));
-        assert_eq!(settings.cert_threshold(days(-3), now), Some(1));
     }
 }

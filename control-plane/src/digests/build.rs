@@ -8,8 +8,9 @@
 //! whether it is still flapping, and a timeline of [`SLOTS`] slots.
 //!
 //! A flap period closed as `paused` or `deleted` means monitoring stopped at its `left_at`: the
-//! domain is not counted as down after it (until a later transition shows it monitored again),
-//! and its state from then on is `paused` or `deleted`.
+//! domain is not counted as down after it, and its state from then on is `paused` or `deleted`,
+//! until monitoring resumed (`resumed_at`: the domain is back in the state it was paused in,
+//! which pausing keeps) or a later transition shows it monitored again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -45,6 +46,8 @@ pub struct TransitionRow {
 pub const STOPPED_PAUSED: &str = "paused";
 /// `flap_periods.settled` (and the state reported) when the domain was deleted.
 pub const STOPPED_DELETED: &str = "deleted";
+/// A change marker: monitoring resumed (replaced by the state the domain was paused in).
+const RESUMED: &str = "resumed";
 
 /// One `flap_periods` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +57,8 @@ pub struct FlapSpan {
     pub entered_score: i32,
     pub left_at: Option<DateTime<Utc>>,
     pub settled: Option<String>,
+    /// When monitoring resumed after the pause that closed this span (`monitoring_pauses`).
+    pub resumed_at: Option<DateTime<Utc>>,
 }
 
 impl FlapSpan {
@@ -230,19 +235,40 @@ fn domain_digest(
     let stops: Vec<(DateTime<Utc>, &str)> =
         spans.iter().filter_map(|s| s.stopped()).filter(|(at, _)| *at >= start && *at < end).collect();
     changes.extend(stops.iter().copied());
-    // Stable: at equal times transitions stay before stops.
+    // Monitoring resuming after a pause: back in the state it was paused in.
+    let resumes: Vec<DateTime<Utc>> = spans
+        .iter()
+        .filter(|s| s.stopped().is_some_and(|(_, why)| why == STOPPED_PAUSED))
+        .filter_map(|s| s.resumed_at)
+        .filter(|at| *at < end)
+        .collect();
+    changes.extend(resumes.iter().map(|at| (*at, RESUMED)));
+    // Stable: at equal times transitions stay before stops, and stops before resumes.
     changes.sort_by_key(|(at, _)| *at);
+    let mut monitored = state_at_start.as_str();
+    for change in &mut changes {
+        match change.1 {
+            RESUMED => change.1 = monitored,
+            STOPPED_PAUSED | STOPPED_DELETED => {}
+            state => monitored = state,
+        }
+    }
     let down = down_intervals(&state_at_start, &changes, start, until);
     let down_ms: i64 = down.iter().map(|(a, b)| (*b - *a).num_milliseconds()).sum();
     let state_at_end =
         changes.last().map_or_else(|| state_at_start.clone(), |(_, state)| (*state).to_owned());
-    // Monitoring stopped and not resumed since (no transition after the stop, up to now).
+    // Monitoring stopped and not resumed since (no resume and no transition after the stop, up
+    // to now).
     let stopped_now = spans
         .iter()
-        .filter_map(|s| s.stopped())
-        .max_by_key(|(at, _)| *at)
-        .filter(|(at, _)| *at <= input.now && transitions.last().is_none_or(|t| t.at <= *at))
-        .map(|(_, why)| why.to_owned());
+        .filter_map(|s| s.stopped().map(|stop| (stop, s.resumed_at)))
+        .max_by_key(|((at, _), _)| *at)
+        .filter(|((at, _), resumed)| {
+            *at <= input.now
+                && transitions.last().is_none_or(|t| t.at <= *at)
+                && resumed.is_none_or(|r| r > input.now)
+        })
+        .map(|((_, why), _)| why.to_owned());
 
     let mut regions = BTreeSet::new();
     let mut error_kinds = BTreeSet::new();
@@ -298,18 +324,31 @@ pub fn down_intervals(
     start: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    intervals_in("down", initial, changes, start, until)
+}
+
+/// The intervals in `[start, until)` during which the state was `wanted`, starting in `initial`
+/// and changing at each of `changes` (time and new state, sorted by time). Changes before
+/// `start` count as made at `start`, after `until` as made at `until`.
+pub fn intervals_in(
+    wanted: &str,
+    initial: &str,
+    changes: &[(DateTime<Utc>, &str)],
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut intervals = Vec::new();
     let mut state = initial;
     let mut since = start;
     for (at, to) in changes {
         let at = (*at).clamp(start, until);
-        if state == "down" && at > since {
+        if state == wanted && at > since {
             intervals.push((since, at));
         }
         state = to;
         since = at;
     }
-    if state == "down" && until > since {
+    if state == wanted && until > since {
         intervals.push((since, until));
     }
     intervals
@@ -403,6 +442,7 @@ pub(crate) mod tests {
             entered_score: 6,
             left_at: left.map(at),
             settled: left.map(|_| "up".to_owned()),
+            resumed_at: None,
         }
     }
 
@@ -601,6 +641,32 @@ pub(crate) mod tests {
         let dd = &digest.domains[0];
         assert_eq!(dd.down_seconds, 30 * 60, "10:10–10:20 and 10:40–11:00");
         assert_eq!((dd.state_at_end.as_str(), dd.current_state.as_str()), ("down", "down"));
+
+        // Resumed at 10:40 with no transition since (pausing keeps the state): down again from
+        // the resume, as it was when paused, and no longer `paused` now.
+        let transitions = [tr(d, "2026-03-14T10:10:00Z", "up", "down", &["ams"])];
+        let mut resumed = paused.clone();
+        resumed.resumed_at = Some(at("2026-03-14T10:40:00Z"));
+        let flaps = [resumed];
+        let facts_down = HashMap::from([(
+            d,
+            DomainFacts { current_state: Some("down".into()), ..facts.get(&d).unwrap().clone() },
+        )]);
+        let digest = build(&input(&flaps, &transitions, &facts_down, "2026-03-14T11:00:05Z")).unwrap();
+        let dd = &digest.domains[0];
+        assert_eq!(dd.down_seconds, 30 * 60, "10:10–10:20 and 10:40–11:00");
+        assert_eq!((dd.state_at_end.as_str(), dd.current_state.as_str()), ("down", "down"));
+        assert_eq!(
+            dd.timeline,
+            format!("{}{}{}{}", ".".repeat(10), "#".repeat(10), ".".repeat(20), "#".repeat(20))
+        );
+        // A resume after the period does not reach into it.
+        let mut later = paused.clone();
+        later.resumed_at = Some(at("2026-03-14T11:30:00Z"));
+        let flaps = [later];
+        let digest = build(&input(&flaps, &transitions, &facts, "2026-03-14T11:00:05Z")).unwrap();
+        assert_eq!(digest.domains[0].down_seconds, 10 * 60);
+        assert_eq!(digest.domains[0].current_state, "paused");
 
         // A pause at the same instant as a transition wins.
         let transitions = [tr(d, "2026-03-14T10:20:00Z", "up", "down", &["ams"])];

@@ -25,9 +25,9 @@ type TransitionRecord = (Uuid, Uuid, DateTime<Utc>, String, String, Value, Optio
 /// The rows behind every tenant's digest of `[start, end)`, by tenant: the flap periods
 /// overlapping it (one that left exactly at `start` does not), the transitions of those domains
 /// in it, each domain's state before it, its URL and its state as of `now`: `paused` or
-/// `deleted` when monitoring is stopped (pausing deletes `domain_state`, so its last transition
-/// would tell a stale state), else `domain_state`, else its latest transition. Tenants without a
-/// flapping domain are absent.
+/// `deleted` when monitoring is stopped, else `domain_state`, else its latest transition; and
+/// for a span closed by a pause, when monitoring resumed (`monitoring_pauses`). Tenants without
+/// a flapping domain are absent.
 pub async fn load_period(
     conn: &mut PgConnection,
     start: DateTime<Utc>,
@@ -53,12 +53,33 @@ pub async fn load_period(
             entered_score,
             left_at,
             settled,
+            resumed_at: None,
         });
     }
     if owner.is_empty() {
         return Ok(tenants);
     }
     let ids: Vec<Uuid> = owner.keys().copied().collect();
+
+    // A span closed by a pause was closed at the pause's own time (same transaction).
+    let resumes: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT domain_id, paused_at, resumed_at FROM monitoring_pauses
+         WHERE domain_id = ANY($1) AND resumed_at IS NOT NULL AND resumed_at > $2 AND paused_at < $3",
+    )
+    .bind(&ids)
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    let resumed: HashMap<(Uuid, DateTime<Utc>), DateTime<Utc>> =
+        resumes.into_iter().map(|(domain, paused, resumed)| ((domain, paused), resumed)).collect();
+    for rows in tenants.values_mut() {
+        for span in &mut rows.flaps {
+            if span.settled.as_deref() == Some(STOPPED_PAUSED) {
+                span.resumed_at = span.left_at.and_then(|left| resumed.get(&(span.domain_id, left)).copied());
+            }
+        }
+    }
 
     let transitions: Vec<TransitionRecord> = sqlx::query_as(
         "SELECT tenant_id, domain_id, at, from_state, to_state, regions, incident_id, notified

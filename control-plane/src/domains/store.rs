@@ -252,13 +252,16 @@ const CLEARABLE: [&str; 5] = ["keyword", "keyword_mode", "keyword_case_insensiti
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
 /// parsed against `policy`, while the domain row is locked. Only `keyword` (with its options),
 /// `quorum` and `flap` may be `null` (cleared; `null` options return to their defaults); a
-/// `null` elsewhere is an error rather than a silent reset to the default. A `flap` object replaces the domain's flap overrides as a whole.
+/// `null` elsewhere is an error rather than a silent reset to the default. A `flap` object
+/// replaces the domain's flap overrides as a whole. `actor` (a token id) is recorded on the
+/// incident events of a pause or resume made through `paused`.
 pub async fn update(
     pool: &PgPool,
     tenant_id: Uuid,
     id: DomainId,
     patch: &serde_json::Map<String, Value>,
     policy: &Policy,
+    actor: &str,
 ) -> Result<Written, StoreError> {
     let nulls: Vec<_> =
         patch.iter().filter(|(k, v)| v.is_null() && !CLEARABLE.contains(&k.as_str())).collect();
@@ -284,28 +287,32 @@ pub async fn update(
             return Err(StoreError::Invalid(errors));
         }
     };
-    write_if_changed(tx, current, spec).await
+    write_if_changed(tx, current, spec, actor).await
 }
 
-/// Pauses or resumes a domain. Unlike [`update`] it does not re-check the rest of the domain
-/// against today's policy: a domain that no longer passes (say, after the minimum interval was
-/// raised) can still be paused.
+/// Pauses or resumes a domain on behalf of `actor` (a token id). Unlike [`update`] it does not
+/// re-check the rest of the domain against today's policy: a domain that no longer passes (say,
+/// after the minimum interval was raised) can still be paused. An open incident stays open
+/// through the pause and nothing is sent ([`crate::incidents::pause`],
+/// [`crate::incidents::resume`]).
 pub async fn set_paused(
     pool: &PgPool,
     tenant_id: Uuid,
     id: DomainId,
     paused: bool,
+    actor: &str,
 ) -> Result<Written, StoreError> {
     let mut tx = pool.begin().await?;
     let current = lock(&mut tx, tenant_id, id).await?;
     let spec = DomainSpec { paused, ..current.spec.clone() };
-    write_if_changed(tx, current, spec).await
+    write_if_changed(tx, current, spec, actor).await
 }
 
 async fn write_if_changed(
     mut tx: PgTransaction<'_>,
     current: Domain,
     spec: DomainSpec,
+    actor: &str,
 ) -> Result<Written, StoreError> {
     let (id, tenant_id) = (current.id, current.tenant_id);
     if spec == current.spec {
@@ -326,8 +333,13 @@ async fn write_if_changed(
         tx.commit().await?;
         return Ok(Written { version: current.version, domain: row.try_into()?, changed: false });
     }
-    if spec.paused && !current.spec.paused {
-        close_incident(&mut tx, &current, Stopped::Paused).await?;
+    if spec.paused != current.spec.paused {
+        let (subject, now) = (subject(&current), chrono::Utc::now());
+        if spec.paused {
+            crate::incidents::pause(&mut tx, &subject, now, actor).await?;
+        } else {
+            crate::incidents::resume(&mut tx, &subject, now, actor).await?;
+        }
     }
     let version = next_version(&mut tx).await?;
     let domain = write_row(&mut tx, id, tenant_id, &spec, version).await?;
@@ -336,26 +348,22 @@ async fn write_if_changed(
     Ok(Written { domain, version: version as u64, changed: true })
 }
 
-/// Closes the domain's open incident when monitoring stops (the domain row is locked).
-async fn close_incident(
-    tx: &mut PgTransaction<'_>,
-    domain: &Domain,
-    stopped: Stopped,
-) -> Result<(), StoreError> {
-    let subject = crate::incidents::Subject {
+fn subject(domain: &Domain) -> crate::incidents::Subject {
+    crate::incidents::Subject {
         tenant_id: domain.tenant_id,
         domain_id: domain.id.0,
         url: domain.spec.url.to_string(),
-    };
-    crate::incidents::close_for_domain(tx, &subject, chrono::Utc::now(), stopped).await?;
-    Ok(())
+    }
 }
 
-/// Deletes a domain; returns the config version of the deletion.
-pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: DomainId) -> Result<u64, StoreError> {
+/// Deletes a domain on behalf of `actor` (a token id); its open incident is closed
+/// ([`crate::incidents::close_for_domain`]). Returns the config version of the deletion.
+pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: DomainId, actor: &str) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     let current = lock(&mut tx, tenant_id, id).await?;
-    close_incident(&mut tx, &current, Stopped::Deleted).await?;
+    let subject = subject(&current);
+    crate::incidents::close_for_domain(&mut tx, &subject, chrono::Utc::now(), Stopped::Deleted, actor)
+        .await?;
     let version = next_version(&mut tx).await?;
     sqlx::query("DELETE FROM domains WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
     log_change(&mut tx, version, id, None).await?;

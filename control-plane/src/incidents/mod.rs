@@ -1,5 +1,7 @@
 //! Incidents: a domain's down period from the transition that opened it to the one that
-//! resolved it, with its events (`opened`, `acknowledged`, `resolved`).
+//! resolved it, with its events (`opened`, `acknowledged`, `paused`, `resumed`, `resolved`).
+//! Pausing a domain keeps its incident open and sends nothing ([`pause`], [`resume`]);
+//! deleting it closes the incident ([`close_for_domain`]).
 //!
 //! Every write here takes a transaction from its caller and enqueues the matching notification
 //! (`incident:<id>:<kind>`) in it, so a transition and its outbox rows commit together or not
@@ -31,7 +33,7 @@ pub const HELD: &str = "held: flapping";
 /// What it says once the held opening was sent when the domain settled down.
 pub const SENT_ON_SETTLING: &str = "sent when the domain settled";
 
-/// Why monitoring of a domain stopped ([`close_for_domain`]).
+/// Why monitoring of a domain stopped: paused ([`pause`]) or deleted ([`close_for_domain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     Paused,
@@ -232,22 +234,27 @@ pub async fn resolve(
     regions: &Value,
     alert: Alert,
 ) -> sqlx::Result<bool> {
-    let resolved = finish(tx, subject, id, at, ("regions", regions.clone()), alert, |duration_s| {
+    let why = Why { key: "regions", value: regions.clone(), recovered: true, actor: SYSTEM };
+    let resolved = finish(tx, subject, id, at, why, alert, |duration_s| {
         format!("{} is up again after {duration_s} s", subject.url)
     })
     .await?;
     Ok(resolved)
 }
 
-/// Closes the domain's unresolved incident, if any, because monitoring stopped, closes its open
-/// flap period (settled `paused` or `deleted`, without notices), and forgets the domain's
-/// consensus state so it is decided afresh when probing resumes. Call it in the transaction
-/// that pauses or deletes the domain, after locking the domain row. Returns the incident closed.
+/// Closes the domain's unresolved incident, if any, because the domain is deleted (`stopped`),
+/// closes its open flap period (settled `deleted`, without notices) and forgets its consensus
+/// state. The closing is an `incident_resolved` notification (so receivers close the page)
+/// whose details say `"recovered": false` and the reason, and whose summary says the incident
+/// was closed because the domain was deleted, not that the target recovered; it is held when
+/// the opening was. Call it in the transaction that deletes the domain, after locking the
+/// domain row; `actor` is who deleted it. Returns the incident closed.
 pub async fn close_for_domain(
     tx: &mut PgConnection,
     subject: &Subject,
     at: DateTime<Utc>,
     stopped: Stopped,
+    actor: &str,
 ) -> sqlx::Result<Option<Uuid>> {
     let reason = stopped.reason();
     let open: Option<Uuid> = sqlx::query_scalar(
@@ -262,22 +269,134 @@ pub async fn close_for_domain(
         .await?;
     crate::flap::close_for_domain(tx, subject.domain_id, at, stopped.settled()).await?;
     let Some(id) = open else { return Ok(None) };
-    finish(tx, subject, id, at, ("reason", Value::from(reason)), Alert::Send, |duration_s| {
-        format!("{}: incident closed after {duration_s} s ({reason})", subject.url)
+    let why = Why { key: "reason", value: Value::from(reason), recovered: false, actor };
+    finish(tx, subject, id, at, why, Alert::Send, |duration_s| {
+        format!(
+            "{}: incident closed after {duration_s} s ({reason}); it had not recovered when monitoring stopped",
+            subject.url
+        )
     })
     .await?;
     Ok(Some(id))
 }
 
+/// What a `paused` event says in its details (`"notification"`).
+pub const NOT_SENT_PAUSED: &str = "none: the incident stays open while monitoring is paused";
+/// What a `resumed` event says in its details (`"notification"`).
+pub const NOT_SENT_RESUMED: &str = "none: the same incident goes on";
+/// What the `opened` event of a held incident says once it was announced after a resume.
+pub const SENT_AFTER_RESUME: &str = "sent: still down after monitoring resumed";
+
+/// The domain's open incident, if any, locked.
+async fn open_incident(tx: &mut PgConnection, domain_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM incidents WHERE domain_id = $1 AND state <> 'resolved' FOR UPDATE")
+        .bind(domain_id)
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+/// Monitoring of the domain is paused by `actor` at `at`: the pause is recorded
+/// (`monitoring_pauses`), an open flap period is closed (settled `paused`, without notices),
+/// and an open incident **stays open** with a `paused` event (who, when) and **nothing is
+/// sent**: the target may well still be failing, and a pause is not a recovery. The consensus
+/// state is kept, so resuming continues the same incident. Call it in the transaction that
+/// pauses the domain, after locking the domain row. Returns the open incident.
+pub async fn pause(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    at: DateTime<Utc>,
+    actor: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query(
+        "INSERT INTO monitoring_pauses (tenant_id, domain_id, paused_at, paused_by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (domain_id) WHERE resumed_at IS NULL DO NOTHING",
+    )
+    .bind(subject.tenant_id)
+    .bind(subject.domain_id)
+    .bind(at)
+    .bind(actor)
+    .execute(&mut *tx)
+    .await?;
+    crate::flap::close_for_domain(tx, subject.domain_id, at, Stopped::Paused.settled()).await?;
+    let Some(id) = open_incident(tx, subject.domain_id).await? else { return Ok(None) };
+    let details = json!({ "reason": Stopped::Paused.reason(), "notification": NOT_SENT_PAUSED });
+    event(tx, id, "paused", at, actor, &details).await?;
+    Ok(Some(id))
+}
+
+/// Monitoring of the domain is resumed by `actor` at `at`: the pause is closed, and an open
+/// incident gets a `resumed` event and **nothing is sent**: consensus goes on from the state
+/// kept at the pause, so an outage that continues stays the same incident (no second
+/// `incident_opened`), and one that ended meanwhile is resolved by the next evaluation with
+/// one `incident_resolved`. An incident whose opening was held (the domain was flapping when
+/// it was paused; the pause ended flap mode) is marked to be announced by the first evaluation
+/// that finds a failure quorum observed after `at`, as a domain that settles down is.
+/// Returns the open incident.
+pub async fn resume(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    at: DateTime<Utc>,
+    actor: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query(
+        "UPDATE monitoring_pauses SET resumed_at = GREATEST($2, paused_at), resumed_by = $3
+         WHERE domain_id = $1 AND resumed_at IS NULL",
+    )
+    .bind(subject.domain_id)
+    .bind(at)
+    .bind(actor)
+    .execute(&mut *tx)
+    .await?;
+    let Some(id) = open_incident(tx, subject.domain_id).await? else { return Ok(None) };
+    let held = opening_unannounced(tx, id).await?;
+    let mut details = json!({ "reason": "monitoring resumed", "notification": NOT_SENT_RESUMED });
+    if held {
+        details["notification"] = Value::from("held: announced if still down once probes resume");
+        sqlx::query("UPDATE domain_state SET announce_after = $2 WHERE domain_id = $1")
+            .bind(subject.domain_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    event(tx, id, "resumed", at, actor, &details).await?;
+    Ok(Some(id))
+}
+
+/// Announces incident `id`, whose opening was held, because its domain was found still down
+/// after monitoring resumed: its `incident_opened` notification (same dedup key as [`open`],
+/// so once only) and the opening event marked [`SENT_AFTER_RESUME`]. Returns outbox rows added.
+pub async fn announce_after_resume(tx: &mut PgConnection, subject: &Subject, id: Uuid) -> sqlx::Result<u64> {
+    let added = notify_opened(tx, subject, id).await?;
+    sqlx::query(
+        "UPDATE incident_events SET details = jsonb_set(details, '{notification}', to_jsonb($3::text))
+         WHERE incident_id = $1 AND kind = 'opened' AND details->>'notification' = $2",
+    )
+    .bind(id)
+    .bind(SENT_ON_SETTLING)
+    .bind(SENT_AFTER_RESUME)
+    .execute(&mut *tx)
+    .await?;
+    Ok(added)
+}
+
+/// Why an incident is finished: the detail key and value, whether the target recovered, and
+/// who finished it.
+struct Why<'a> {
+    key: &'static str,
+    value: Value,
+    recovered: bool,
+    actor: &'a str,
+}
+
 /// Marks the incident resolved (unless it already is) with its duration, then writes the
-/// `resolved` event (details: `why` and the duration) and, unless held, the
+/// `resolved` event (details: `why`, `recovered` and the duration) and, unless held, the
 /// `incident_resolved` notification. Returns false when it was already resolved.
 async fn finish(
     tx: &mut PgConnection,
     subject: &Subject,
     id: Uuid,
     at: DateTime<Utc>,
-    why: (&str, Value),
+    why: Why<'_>,
     alert: Alert,
     summary: impl FnOnce(i64) -> String,
 ) -> sqlx::Result<bool> {
@@ -296,16 +415,17 @@ async fn finish(
     };
     let alert = if alert == Alert::Send && opening_unannounced(tx, id).await? { Alert::Hold } else { alert };
     let mut details = serde_json::Map::new();
-    details.insert(why.0.to_owned(), why.1);
+    details.insert(why.key.to_owned(), why.value);
+    details.insert("recovered".into(), Value::from(why.recovered));
     details.insert("duration_s".into(), Value::from(duration_s));
     if alert == Alert::Hold {
         details.insert("notification".into(), Value::from(HELD));
         let details = Value::Object(details);
-        event(tx, id, "resolved", at, SYSTEM, &details).await?;
+        event(tx, id, "resolved", at, why.actor, &details).await?;
         return Ok(true);
     }
     let details = Value::Object(details);
-    event(tx, id, "resolved", at, SYSTEM, &details).await?;
+    event(tx, id, "resolved", at, why.actor, &details).await?;
     let notification = Notification {
         kind: "incident_resolved".into(),
         tenant_id: subject.tenant_id,

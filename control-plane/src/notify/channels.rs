@@ -462,6 +462,46 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_certificate_reads_as_expired_in_every_rendering() {
+        use chrono::TimeZone;
+        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 14, 10, 0, 0).unwrap();
+        let not_after = now - chrono::Duration::hours(1);
+        let url = "https://example.com/";
+        let notice = crate::expiry::Notice::Expired;
+        let n = Notification {
+            kind: notice.kind().into(),
+            tenant_id: Uuid::nil(),
+            domain_id: Some(Uuid::nil()),
+            url: Some(url.into()),
+            incident_id: None,
+            summary: crate::expiry::summary(notice, url, not_after, now),
+            details: serde_json::json!({
+                "serial": "0a", "not_after": not_after, "expired_at": not_after,
+                "days_left": crate::expiry::days_left(not_after, now),
+            }),
+            occurred_at: now,
+        };
+        let out = Outgoing {
+            id: Uuid::nil(),
+            dedup_key: "cert:x:0a:expired".into(),
+            kind: "webhook".into(),
+            config: Value::Null,
+            secret: None,
+            payload: serde_json::to_value(&n).unwrap(),
+        };
+        let body: Value = serde_json::from_slice(&webhook_body(&out)).unwrap();
+        assert_eq!(body["kind"], "certificate_expired");
+        assert_eq!(body["details"]["days_left"], -1);
+        assert_eq!(body["details"]["expired_at"], "2026-03-14T09:00:00Z");
+        for text in [slack_text(&n, Uuid::nil()), render_text(&n, Uuid::nil()), render_html(&n, Uuid::nil())]
+        {
+            assert!(text.contains("expired 1 h ago (at 2026-03-14T09:00:00+00:00)"), "{text}");
+            assert!(text.contains("certificate_expired"), "{text}");
+            assert!(!text.contains("expires in"), "{text}");
+        }
+    }
+
+    #[test]
     fn renderings_carry_the_summary_and_escape_html() {
         let n = Notification {
             kind: "test".into(),

@@ -2,15 +2,23 @@
 //! that runs one.
 //!
 //! - **Claim** in one short statement: due `pending` rows are locked with `FOR UPDATE SKIP
-//!   LOCKED` (so replicas never claim the same row at once), their `attempts` incremented and
-//!   `next_attempt_at` pushed past the attempt's time limit. That push is a lease: if this
-//!   replica dies mid-delivery, the row becomes due again when the lease runs out and another
-//!   dispatcher takes it.
+//!   LOCKED` (so replicas never claim the same row at once), their `attempts` incremented,
+//!   `first_attempt_at` set on the first claim, and `next_attempt_at` pushed past the attempt's
+//!   time limit. That push is a lease: if this replica dies mid-delivery, the row becomes due
+//!   again when the lease runs out and another dispatcher takes it.
+//! - **In order per channel and domain**: a row is not claimed while an earlier (`seq`) row of
+//!   the same channel and domain is still `pending` (waiting for a retry, or claimed and in
+//!   flight), so a recovery never reaches a channel before the outage it ends. Rows of other
+//!   domains, and rows without a domain (tests, digests), do not wait for each other: one
+//!   domain's stuck notification never holds up the rest of the channel. `seq` is taken at
+//!   insert, in the transaction holding the cause's lock, so it follows the causes' order.
 //! - **Deliver** outside any transaction, at most `notify_concurrency` at once, each bounded by
 //!   `notify_timeout_ms`.
 //! - **Record** the outcome only if the row is still the one claimed (same `attempts`, still
 //!   `pending`): `delivered` with `delivered_at`, or a retry after exponential backoff with full
-//!   jitter, or `dead` after `notify_max_attempts`, with `last_error`.
+//!   jitter capped at `notify_max_backoff_ms`, or `dead` ([`is_dead`]: retried for
+//!   `notify_max_age_s` since its first attempt, or `notify_max_attempts` when set), with
+//!   `last_error`. A dead row no longer holds back the rows after it.
 //!
 //! Delivery is at least once: a notification delivered just before a crash (or whose outcome
 //! could not be recorded) is sent again when its lease expires, so a receiver may see one id
@@ -19,8 +27,8 @@
 //! recorded.
 //!
 //! Wake-ups: `LISTEN crosscheck_notifications` (notified at commit by `enqueue`), the in-process
-//! [`Dispatcher::waker`], a poll tick (`notify_poll_ms`), and the earliest retry this replica
-//! scheduled itself.
+//! [`Dispatcher::waker`], a poll tick (`notify_poll_ms`), the earliest retry this replica
+//! scheduled itself, and the end of each delivery (which may free the next row of its domain).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,9 +55,17 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, rng: &mut impl Rng) -
     Duration::from_millis(rng.gen_range(0..=ceiling.as_millis() as u64))
 }
 
+/// Whether a notification whose attempt number `attempts` just failed, `age` after its first
+/// attempt, is dead: `age` reached `max_age`, or `attempts` reached `max_attempts` when that is
+/// set (non-zero).
+pub fn is_dead(attempts: u32, age: Duration, max_attempts: u32, max_age: Duration) -> bool {
+    age >= max_age || (max_attempts > 0 && attempts >= max_attempts)
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     max_attempts: u32,
+    max_age: Duration,
     min_backoff: Duration,
     max_backoff: Duration,
     concurrency: usize,
@@ -67,10 +83,12 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
 }
 
-/// A claimed row: what to send, and the attempt number that identifies this claim.
+/// A claimed row: what to send, the attempt number that identifies this claim, and how long
+/// ago its first attempt was made.
 struct Claimed {
     out: Outgoing,
     attempts: i32,
+    age: Duration,
 }
 
 impl Dispatcher {
@@ -78,6 +96,7 @@ impl Dispatcher {
         let timeout = Duration::from_millis(config.notify_timeout_ms);
         let settings = Settings {
             max_attempts: config.notify_max_attempts,
+            max_age: Duration::from_secs(config.notify_max_age_s),
             min_backoff: Duration::from_millis(config.notify_min_backoff_ms),
             max_backoff: Duration::from_millis(config.notify_max_backoff_ms),
             concurrency: config.notify_concurrency,
@@ -168,20 +187,27 @@ impl Dispatcher {
         }
     }
 
-    /// Claims up to `limit` due rows (leasing them) and returns them.
+    /// Claims up to `limit` due rows (leasing them) and returns them: the oldest due first, and
+    /// none with an earlier pending row of the same channel and domain.
     async fn claim(&self, limit: usize) -> sqlx::Result<Vec<Claimed>> {
-        type Row = (Uuid, String, Value, i32, String, Value, Option<String>);
+        type Row = (Uuid, String, Value, i32, f64, String, Value, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
             "WITH due AS (
-                 SELECT id FROM notifications
-                 WHERE state = 'pending' AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
+                 SELECT n.id FROM notifications n
+                 WHERE n.state = 'pending' AND n.next_attempt_at <= now()
+                   AND NOT EXISTS (
+                       SELECT 1 FROM notifications e
+                       WHERE e.channel_id = n.channel_id AND e.domain_id = n.domain_id
+                         AND e.state = 'pending' AND e.seq < n.seq)
+                 ORDER BY n.next_attempt_at LIMIT $1
+                 FOR UPDATE OF n SKIP LOCKED)
              UPDATE notifications n
-             SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+             SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2),
+                 first_attempt_at = COALESCE(n.first_attempt_at, now())
              FROM due, channels c
              WHERE n.id = due.id AND c.id = n.channel_id
-             RETURNING n.id, n.dedup_key, n.payload, n.attempts, c.kind, c.config, c.secret",
+             RETURNING n.id, n.dedup_key, n.payload, n.attempts,
+                 extract(epoch FROM now() - n.first_attempt_at)::float8, c.kind, c.config, c.secret",
         )
         .bind(limit as i64)
         .bind(self.settings.lease.as_secs_f64())
@@ -189,9 +215,10 @@ impl Dispatcher {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, dedup_key, payload, attempts, kind, config, secret)| Claimed {
+            .map(|(id, dedup_key, payload, attempts, age_s, kind, config, secret)| Claimed {
                 out: Outgoing { id, dedup_key, kind, config, secret, payload },
                 attempts,
+                age: Duration::from_secs_f64(age_s.max(0.0)),
             })
             .collect())
     }
@@ -229,9 +256,9 @@ impl Dispatcher {
     async fn failed(&self, row: &Claimed, kind: &str, error: DeliveryError) -> Option<Instant> {
         let message: String = error.to_string().chars().take(1000).collect();
         let id = row.out.id;
-        if row.attempts as u32 >= self.settings.max_attempts {
+        if is_dead(row.attempts as u32, row.age, self.settings.max_attempts, self.settings.max_age) {
             self.metrics.notify_delivery(kind, "dead");
-            tracing::error!(notification_id = %id, kind, attempts = row.attempts, reason = error.reason, error = %error.message, "notification dead after its last attempt");
+            tracing::error!(notification_id = %id, kind, attempts = row.attempts, failing_for_s = row.age.as_secs(), reason = error.reason, error = %error.message, "notification dead after its last attempt");
             self.record(
                 sqlx::query(
                     "UPDATE notifications SET state = 'dead', last_error = $3
@@ -369,6 +396,23 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, metrics: Metrics, shutdown: Can
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_retries_outlast_a_realistic_channel_outage() {
+        let config = Config::default();
+        let (attempts, age) = (config.notify_max_attempts, Duration::from_secs(config.notify_max_age_s));
+        // A receiver answering 503 for 90 s (or an hour) does not kill anything, at any attempt.
+        for failing_for in [Duration::from_secs(52), Duration::from_secs(90), Duration::from_secs(3_600)] {
+            assert!(!is_dead(8, failing_for, attempts, age), "{failing_for:?}");
+            assert!(!is_dead(1_000, failing_for, attempts, age), "no count limit by default");
+        }
+        assert!(is_dead(3, Duration::from_secs(6 * 3_600), attempts, age), "6 h: dead");
+        // The wait between attempts is capped at 5 minutes: a receiver back up is reached soon.
+        assert_eq!(config.notify_max_backoff_ms, 300_000);
+        // With a count limit, whichever comes first.
+        assert!(is_dead(3, Duration::from_secs(1), 3, age));
+        assert!(!is_dead(2, Duration::from_secs(1), 3, age));
+    }
 
     #[test]
     fn backoff_is_bounded_by_the_doubling_ceiling() {

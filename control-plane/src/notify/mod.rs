@@ -27,6 +27,7 @@ pub const WAKE_CHANNEL: &str = "crosscheck_notifications";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// `incident_opened`, `incident_acknowledged`, `incident_resolved`, `certificate_expiring`,
+    /// `certificate_expired`,
     /// `domain_flapping`, `domain_stabilized`, `test`, …
     pub kind: String,
     pub tenant_id: Uuid,
@@ -46,7 +47,9 @@ pub struct Notification {
 
 /// Writes `notification` to the outbox for every enabled channel of its tenant, once per
 /// `dedup_key` (a second call with the same key adds nothing), and wakes the dispatchers at
-/// commit. Returns the rows added. Call it inside the transaction that records the cause.
+/// commit. Returns the rows added. Call it inside the transaction that records the cause (and
+/// holds its lock): the rows' `seq` then follows the causes' order, which is the order each
+/// channel receives a domain's notifications in.
 pub async fn enqueue(
     tx: &mut sqlx::PgConnection,
     notification: &Notification,
@@ -54,15 +57,17 @@ pub async fn enqueue(
 ) -> sqlx::Result<u64> {
     let payload = serde_json::to_value(notification).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let added = sqlx::query(
-        "INSERT INTO notifications (id, tenant_id, channel_id, dedup_key, kind, payload)
-         SELECT gen_random_uuid(), c.tenant_id, c.id, $2, $3, $4
+        "INSERT INTO notifications (id, tenant_id, channel_id, dedup_key, kind, payload, domain_id)
+         SELECT gen_random_uuid(), c.tenant_id, c.id, $2, $3, $4, $5
          FROM channels c WHERE c.tenant_id = $1 AND c.enabled
+         ORDER BY c.id
          ON CONFLICT (channel_id, dedup_key) DO NOTHING",
     )
     .bind(notification.tenant_id)
     .bind(dedup_key)
     .bind(&notification.kind)
     .bind(payload)
+    .bind(notification.domain_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();

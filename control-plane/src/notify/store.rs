@@ -285,12 +285,14 @@ pub enum Retry {
     NotFound,
 }
 
-/// Moves a dead notification back to `pending`, attempts reset and due now, and wakes the
-/// dispatchers.
+/// Moves a dead notification back to `pending`, attempts and retry time span reset and due
+/// now, and wakes the dispatchers. It keeps its place in its channel and domain's order, so
+/// later notifications of that domain still pending wait for it again.
 pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Retry> {
     let mut tx = pool.begin().await?;
     let row: Option<NotificationRow> = sqlx::query_as(&format!(
-        "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now()
+        "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now(),
+             first_attempt_at = NULL
          WHERE tenant_id = $1 AND id = $2 AND state = 'dead' RETURNING {NOTIFICATION_COLUMNS}"
     ))
     .bind(tenant_id)

@@ -261,7 +261,8 @@ impl Timeseries {
         self.inner.pool.close().await;
     }
 
-    /// Uptime over `window`, overall and per region.
+    /// Probe success counts over `window`, every region together and per region (the raw
+    /// probe ratio; the domain's uptime is [`crate::uptime`]'s, from consensus).
     pub async fn uptime(&self, domain: Uuid, window: Window) -> Result<Uptime, sqlx::Error> {
         read::uptime(&self.inner.pool, self.inner.mode, domain, window).await
     }

@@ -92,11 +92,16 @@ pub struct RegionUptime {
     pub counts: UptimeCounts,
 }
 
+/// Probe success counts of a domain in a window: the raw ratio of successful probes, pooled
+/// over every region (`probes`) and per region. This is not the domain's uptime: one region
+/// failing every probe while the others succeed lowers these ratios, while consensus (and
+/// [`crate::uptime`]) keeps the domain up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Uptime {
     pub window: Window,
     pub since: DateTime<Utc>,
-    pub overall: UptimeCounts,
+    /// Every region's probes together.
+    pub probes: UptimeCounts,
     pub regions: Vec<RegionUptime>,
 }
 
@@ -158,7 +163,8 @@ pub struct CertificateFacts {
     pub valid: bool,
     pub validation_error: Option<String>,
     pub observed_at: DateTime<Utc>,
-    /// Whole days from now until `not_after` (negative once expired).
+    /// Whole days from now until `not_after`, rounded down ([`crate::expiry::days_left`]):
+    /// -1 during the first day after expiry.
     #[sqlx(skip)]
     pub days_left: i64,
 }
@@ -215,7 +221,7 @@ pub(crate) async fn uptime(
             RegionUptime { region, counts: UptimeCounts::new(p, s) }
         })
         .collect();
-    Ok(Uptime { window, since, overall: UptimeCounts::new(probes, successes), regions })
+    Ok(Uptime { window, since, probes: UptimeCounts::new(probes, successes), regions })
 }
 
 type HistRow =
@@ -296,7 +302,7 @@ pub(crate) async fn certificates(pool: &PgPool, domain: Uuid) -> Result<Vec<Cert
     .await?;
     let now = Utc::now();
     for f in &mut facts {
-        f.days_left = (f.not_after - now).num_days();
+        f.days_left = crate::expiry::days_left(f.not_after, now);
     }
     Ok(facts)
 }

@@ -175,7 +175,7 @@ async fn changes_committed_while_no_publisher_ran_are_published_at_start(pool: P
     for i in 0..3 {
         ids.push(commit_directly(&pool, tenant, &format!("https://192.0.2.1/{i}")).await);
     }
-    store::delete(&pool, tenant, ids[0].parse().unwrap()).await.unwrap();
+    store::delete(&pool, tenant, ids[0].parse().unwrap(), "test").await.unwrap();
 
     let prefix = random_prefix("crash");
     let agent = TestAgent::spawn("redis://127.0.0.1:6379", &prefix, "ams").await;

@@ -410,38 +410,242 @@ async fn certificate_expiry_is_notified_once_per_threshold(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn pausing_or_deleting_a_down_domain_closes_its_incident(pool: PgPool) {
+async fn deleting_a_down_domain_closes_its_incident_saying_it_had_not_recovered(pool: PgPool) {
     let pki = Pki::new();
     let app = spawn_with_ingest(pool, &pki).await;
     let mut clients = agents(&app, &pki).await;
-    for stop in ["pause", "delete"] {
-        let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
-        let channel = channel_for(&app.pool, &domain).await;
-        all_up(&app, &mut clients, &domain).await;
-        report(&mut clients, "ams", &domain, false).await;
-        report(&mut clients, "iad", &domain, false).await;
-        wait_state(&app, &domain, "down").await;
-        let (id, _) = incidents_of(&app.pool, &domain).await[0];
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    all_up(&app, &mut clients, &domain).await;
+    report(&mut clients, "ams", &domain, false).await;
+    report(&mut clients, "iad", &domain, false).await;
+    wait_state(&app, &domain, "down").await;
+    let (id, _) = incidents_of(&app.pool, &domain).await[0];
 
-        let response = if stop == "pause" {
-            app.post(&format!("/v1/domains/{domain}/pause"), &app.token, &json!({})).await
+    let response = app.delete(&format!("/v1/domains/{domain}"), &app.token).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(incidents_of(&app.pool, &domain).await, [(id, "resolved".to_owned())]);
+    let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
+    let last = body["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "resolved", "{body}");
+    assert_eq!(last["details"]["reason"], "domain deleted");
+    assert_eq!(last["details"]["recovered"], false);
+    let token_id: Uuid = sqlx::query_scalar("SELECT id FROM api_tokens").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(last["actor"], token_id.to_string(), "who deleted it");
+    // One closing notice, as incident_resolved so pages close, but not claiming a recovery.
+    let queued = outbox(&app.pool, channel).await;
+    let closing: Vec<_> = queued.iter().filter(|q| q.1 == "incident_resolved").collect();
+    assert_eq!(closing.len(), 1, "{queued:?}");
+    assert_eq!(closing[0].0, format!("incident:{id}:resolved"));
+    let summary = closing[0].2["summary"].as_str().unwrap();
+    assert!(summary.contains("(domain deleted)"), "{summary}");
+    assert!(summary.contains("had not recovered"), "{summary}");
+    assert!(!summary.contains("up again"), "{summary}");
+    assert_eq!(closing[0].2["details"]["recovered"], false);
+    assert_eq!(state_of(&app.pool, &domain).await, None);
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn an_expired_certificate_gets_one_expired_notice_never_expires_in_0_days(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let channel = channel_for(&app.pool, &domain).await;
+    let mut clients = agents(&app, &pki).await;
+    // Expired an hour ago.
+    let not_after = chrono::Utc::now() - chrono::Duration::hours(1);
+    let with_cert = |serial: &str, not_after: chrono::DateTime<chrono::Utc>| {
+        let mut r = probe(&domain, false);
+        r.error = ErrorKind::Tls as i32;
+        r.certificate = Some(Certificate {
+            subject: "CN=example.com".into(),
+            serial: serial.into(),
+            not_after_unix_s: not_after.timestamp(),
+            valid: false,
+            ..Default::default()
+        });
+        r
+    };
+    let certs = |n: usize| {
+        let app = &app;
+        async move {
+            eventually(WAIT, &format!("{n} certificate notices"), || async {
+                let rows = outbox(&app.pool, channel).await;
+                let certs: Vec<_> = rows.into_iter().filter(|r| r.1.starts_with("certificate_")).collect();
+                (certs.len() == n).then_some(certs)
+            })
+            .await
+        }
+    };
+    send(&mut clients, "ams", vec![with_cert("0dead", not_after)], None).await;
+    let first = certs(1).await;
+    let (key, kind, payload) = &first[0];
+    assert_eq!(key, &format!("cert:{domain}:0dead:expired"));
+    assert_eq!(kind, "certificate_expired");
+    let summary = payload["summary"].as_str().unwrap();
+    assert!(summary.contains("expired 1 h ago"), "{summary}");
+    assert!(
+        summary.contains(&not_after.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S").to_string()),
+        "{summary}"
+    );
+    assert!(!summary.contains("expires in"), "{summary}");
+    assert_eq!(payload["details"]["days_left"], -1, "a floor: expired an hour ago is -1, not 0");
+    assert!(payload["details"].get("threshold_days").is_none(), "{payload}");
+    // Seen again from every region, and later: still one notice for this certificate.
+    send(&mut clients, "iad", vec![with_cert("0dead", not_after)], None).await;
+    send(&mut clients, "sin", vec![with_cert("0dead", not_after)], None).await;
+    let fact = control_plane::consensus::CertificateFact {
+        domain_id: domain.parse().unwrap(),
+        serial: "0dead".into(),
+        subject: "CN=example.com".into(),
+        not_after,
+    };
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    assert!(!app.consensus.certificate(&fact, later).await.unwrap());
+    // A second replica (no in-memory memory of it): the dedup key still holds.
+    let mut config = app.config.clone();
+    config.redis_prefix = shared::testing::random_prefix("cert");
+    let pool2 = app.pool.clone();
+    let fresh = control_plane::consensus::Consensus::new(
+        pool2,
+        app.redis.clone(),
+        shared::RedisKeys::new(&config.redis_prefix),
+        control_plane::metrics::Metrics::default(),
+        control_plane::consensus::Settings::from_config(&config),
+    );
+    assert!(!fresh.certificate(&fact, later).await.unwrap());
+    assert_eq!(certs(1).await.len(), 1);
+    // The certificate API agrees: -1 days left.
+    let body: Value =
+        app.get(&format!("/v1/domains/{domain}/certificate"), &app.token).await.json().await.unwrap();
+    assert!(body["regions"].as_array().unwrap().iter().all(|r| r["days_left"] == -1), "{body}");
+    // A renewed certificate (another serial) expiring in 5 days: its own threshold notice.
+    send(&mut clients, "ams", vec![with_cert("0new", chrono::Utc::now() + chrono::Duration::days(5))], None)
+        .await;
+    let both = certs(2).await;
+    assert_eq!(both[1].0, format!("cert:{domain}:0new:7"));
+    assert_eq!(both[1].1, "certificate_expiring");
+    assert!(both[1].2["summary"].as_str().unwrap().contains("expires in 4 days"), "{}", both[1].2);
+    app.stop().await;
+}
+
+/// The run of failures consensus recorded for `region`.
+async fn failures_in_a_row(pool: &PgPool, domain: &str, region: &str) -> i32 {
+    sqlx::query_scalar(
+        "SELECT consecutive_failures FROM region_observations WHERE domain_id = $1 AND region = $2",
+    )
+    .bind(domain.parse::<Uuid>().unwrap())
+    .bind(region)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .unwrap_or(0)
+}
+
+#[sqlx::test]
+async fn one_region_failing_every_probe_is_flagged_while_consensus_uptime_stays_at_100(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+    let status_path = format!("/v1/domains/{domain}/status");
+    let uptime_path = format!("/v1/domains/{domain}/uptime");
+
+    // sin fails every probe, ams and iad succeed: no incident, state up.
+    let mut first_failure = None;
+    for round in 1..=3 {
+        report(&mut clients, "ams", &domain, true).await;
+        report(&mut clients, "iad", &domain, true).await;
+        let before = chrono::Utc::now();
+        report(&mut clients, "sin", &domain, false).await;
+        first_failure.get_or_insert(before);
+        eventually(WAIT, &format!("sin's failure {round} recorded"), || async {
+            (failures_in_a_row(&app.pool, &domain, "sin").await == round).then_some(())
+        })
+        .await;
+        let status: Value = app.get(&status_path, &app.token).await.json().await.unwrap();
+        let flagged = status["regional_failures"].as_array().unwrap();
+        if round < 3 {
+            assert!(flagged.is_empty(), "{round} failures are not yet persistent: {status}");
         } else {
-            app.delete(&format!("/v1/domains/{domain}"), &app.token).await
-        };
-        assert!(response.status().is_success(), "{stop}: {}", response.status());
-        let incidents = incidents_of(&app.pool, &domain).await;
-        assert_eq!(incidents, [(id, "resolved".to_owned())], "{stop}");
-        let body: Value = app.get(&format!("/v1/incidents/{id}"), &app.token).await.json().await.unwrap();
-        let last = body["events"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(last["kind"], "resolved", "{stop}: {body}");
-        assert!(last["details"]["reason"].as_str().unwrap().contains(if stop == "pause" {
-            "paused"
-        } else {
-            "deleted"
-        }));
-        let keys: Vec<String> = outbox(&app.pool, channel).await.into_iter().map(|q| q.0).collect();
-        assert!(keys.contains(&format!("incident:{id}:resolved")), "{stop}: {keys:?}");
-        assert_eq!(state_of(&app.pool, &domain).await, None, "{stop}: consensus starts afresh");
+            assert_eq!(flagged.len(), 1, "{status}");
+            assert_eq!(flagged[0]["region"], "sin");
+            assert_eq!(flagged[0]["consecutive_failures"], 3);
+            let since: chrono::DateTime<chrono::Utc> = flagged[0]["since"].as_str().unwrap().parse().unwrap();
+            let first = first_failure.unwrap();
+            assert!(
+                since >= first - chrono::Duration::seconds(1) && since < first + chrono::Duration::seconds(5),
+                "{status}"
+            );
+            assert_eq!(flagged[0]["status_code"], 503);
+        }
     }
+    assert_eq!(state_of(&app.pool, &domain).await.as_deref(), Some("up"));
+    assert!(incidents_of(&app.pool, &domain).await.is_empty());
+
+    // Uptime: 100 % by consensus, whatever sin's probes say; the probe ratios show sin's failures.
+    let uptime = eventually(WAIT, "every probe counted", || async {
+        let uptime: Value = app.get(&uptime_path, &app.token).await.json().await.ok()?;
+        (uptime["probes"]["probes"] == 12).then_some(uptime)
+    })
+    .await;
+    assert_eq!(uptime["uptime_percent"], 100.0, "{uptime}");
+    assert_eq!(uptime["consensus"]["uptime_percent"], 100.0);
+    assert_eq!(uptime["consensus"]["down_s"], 0.0);
+    assert!(uptime["consensus"]["monitored_s"].as_f64().unwrap() > 0.0, "{uptime}");
+    assert_eq!(uptime["probes"]["successes"], 9);
+    assert_eq!(uptime["probes"]["uptime_percent"], 75.0, "the raw ratio, named apart");
+    let sin = uptime["regions"].as_array().unwrap().iter().find(|r| r["region"] == "sin").unwrap().clone();
+    assert_eq!((sin["probes"].as_u64(), sin["successes"].as_u64()), (Some(4), Some(1)), "{uptime}");
+    assert_eq!(sin["uptime_percent"], 25.0);
+    assert_eq!(uptime["regional_failures"][0]["region"], "sin", "{uptime}");
+
+    // sin recovers: the flag clears.
+    report(&mut clients, "sin", &domain, true).await;
+    eventually(WAIT, "sin's run ended", || async {
+        (failures_in_a_row(&app.pool, &domain, "sin").await == 0).then_some(())
+    })
+    .await;
+    let status: Value = app.get(&status_path, &app.token).await.json().await.unwrap();
+    assert!(status["regional_failures"].as_array().unwrap().is_empty(), "{status}");
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn a_region_failing_along_with_a_down_domain_is_no_regional_failure(pool: PgPool) {
+    let pki = Pki::new();
+    let config_threshold = 2;
+    let mut config = test_config(&shared::testing::random_prefix("consensus"), "redis://127.0.0.1:6379");
+    config.regional_failure_observations = config_threshold;
+    pki.configure(&mut config);
+    let app = TestApp::spawn_with(pool, config).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+    for _ in 0..config_threshold {
+        for region in REGIONS {
+            report(&mut clients, region, &domain, false).await;
+        }
+    }
+    wait_state(&app, &domain, "down").await;
+    eventually(WAIT, "every failure recorded", || async {
+        for region in REGIONS {
+            if failures_in_a_row(&app.pool, &domain, region).await < config_threshold as i32 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let status: Value =
+        app.get(&format!("/v1/domains/{domain}/status"), &app.token).await.json().await.unwrap();
+    assert!(status["regional_failures"].as_array().unwrap().is_empty(), "the domain is down: {status}");
+    let uptime: Value =
+        app.get(&format!("/v1/domains/{domain}/uptime"), &app.token).await.json().await.unwrap();
+    let percent = uptime["uptime_percent"].as_f64().unwrap();
+    assert!(percent < 100.0 && percent > 0.0, "up, then down: {uptime}");
+    assert!(uptime["consensus"]["down_s"].as_f64().unwrap() > 0.0, "{uptime}");
     app.stop().await;
 }

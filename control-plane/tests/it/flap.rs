@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use control_plane::clock::ManualClock;
-use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch};
+use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch, Run};
 use control_plane::flap::Decision;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -90,6 +90,7 @@ async fn step(app: &TestApp, clock: &ManualClock, domain: Uuid, ok: bool, at: Da
             error_kind: (!ok).then(|| "status".to_owned()),
             status_code: Some(if ok { 200 } else { 503 }),
             observed_at: at,
+            run: Run::of(ok, at),
         }],
         certificates: Vec::new(),
     };
@@ -448,12 +449,12 @@ async fn pausing_a_flapping_domain_closes_its_flap_period_without_notices(pool: 
     let held = *incidents(&app.pool, domain).await.last().unwrap();
     let response = app.post(&format!("/v1/domains/{domain}/pause"), &app.token, &json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
-    // The incident open at the pause had its opening held: its closing is held too.
-    let closed = events(&app.pool, held).await;
-    assert_eq!(closed.last().unwrap().0, "resolved", "{closed:?}");
-    assert_eq!(closed.last().unwrap().1["notification"], control_plane::incidents::HELD);
+    // The incident open at the pause stays open (its opening was held; nothing is sent).
+    let evs = events(&app.pool, held).await;
+    assert_eq!(evs.last().unwrap().0, "paused", "{evs:?}");
+    assert_eq!(evs[0].1["notification"], control_plane::incidents::HELD);
     let queued = outbox(&app.pool, channel).await;
-    assert!(!queued.iter().any(|q| q.0 == format!("incident:{held}:resolved")), "{queued:?}");
+    assert!(!queued.iter().any(|q| q.0.starts_with(&format!("incident:{held}:"))), "{queued:?}");
     let period = &periods(&app.pool, domain).await[0];
     assert!(period.3.is_some());
     assert_eq!(period.4.as_deref(), Some("paused"));
@@ -461,5 +462,76 @@ async fn pausing_a_flapping_domain_closes_its_flap_period_without_notices(pool: 
     let queued = outbox(&app.pool, channel).await;
     assert!(of_kind(&queued, "domain_stabilized").is_empty(), "{queued:?}");
     assert_eq!(status(&app, domain).await["flap"]["flapping"], false);
+    app.stop().await;
+}
+
+/// Records one `ams` observation at `at` without evaluating (as ingest does for a repeated
+/// failure), then runs the sweep at `at`.
+async fn observe_and_sweep(app: &TestApp, clock: &ManualClock, domain: Uuid, ok: bool, at: DateTime<Utc>) {
+    clock.set(at);
+    let batch = ObservedBatch {
+        region: "ams".into(),
+        agent_id: "ams-1".into(),
+        health: None,
+        received_at: at,
+        observations: vec![DomainObservation {
+            domain_id: domain,
+            ok,
+            error_kind: (!ok).then(|| "status".to_owned()),
+            status_code: Some(if ok { 200 } else { 503 }),
+            observed_at: at,
+            run: Run::of(ok, at),
+        }],
+        certificates: Vec::new(),
+    };
+    app.consensus.record(&batch).await.unwrap();
+    app.consensus.sweep().await.unwrap();
+}
+
+#[sqlx::test]
+async fn a_held_incident_still_down_after_a_resume_is_announced_once_then_its_end_too(pool: PgPool) {
+    let (app, clock, base) = spawn(pool).await;
+    let domain = domain(&app, json!({})).await;
+    let channel = channel(&app.pool, domain, "a").await;
+    flap_until(&app, &clock, domain, base, 7).await;
+    let held = *incidents(&app.pool, domain).await.last().unwrap();
+    let path = format!("/v1/domains/{domain}");
+    assert_eq!(app.post(&format!("{path}/pause"), &app.token, &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(app.post(&format!("{path}/resume"), &app.token, &json!({})).await.status(), StatusCode::OK);
+    let evs = events(&app.pool, held).await;
+    assert_eq!(evs.last().unwrap().0, "resumed", "{evs:?}");
+    // The digest of this hour sees the pause end: the span it closed carries the resume.
+    let now = Utc::now();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let rows = control_plane::digests::store::load_period(&mut conn, base, now + Duration::minutes(1), now)
+        .await
+        .unwrap();
+    let span = &rows.values().next().unwrap().flaps[0];
+    assert_eq!(span.settled.as_deref(), Some("paused"));
+    assert!(span.resumed_at.is_some_and(|r| r >= span.left_at.unwrap()), "{span:?}");
+    drop(conn);
+    // Nothing is announced on the resume itself, nor by the failures seen before it.
+    clock.set(Utc::now());
+    app.consensus.sweep().await.unwrap();
+    let opened = format!("incident:{held}:opened");
+    assert!(!outbox(&app.pool, channel).await.iter().any(|q| q.0 == opened));
+
+    // A failure observed after the resume: the pause ended flap mode and the domain is still
+    // down, so the incident is announced, once (the sweep finds it; ingest would not evaluate
+    // a repeated failure).
+    observe_and_sweep(&app, &clock, domain, false, Utc::now()).await;
+    observe_and_sweep(&app, &clock, domain, false, Utc::now()).await;
+    let queued = outbox(&app.pool, channel).await;
+    assert_eq!(queued.iter().filter(|q| q.0 == opened).count(), 1, "{queued:?}");
+    let evs = events(&app.pool, held).await;
+    assert_eq!(evs[0].1["notification"], control_plane::incidents::SENT_AFTER_RESUME, "{evs:?}");
+    assert_eq!(incidents(&app.pool, domain).await.last(), Some(&held), "the same incident");
+
+    // Its end is announced too, since its beginning was (an hour on, when the earlier changes
+    // have left the window, so the recovery does not start a new flap period).
+    let evaluated = step(&app, &clock, domain, true, Utc::now() + Duration::minutes(61)).await;
+    assert_eq!(evaluated.state.as_str(), "up");
+    let queued = outbox(&app.pool, channel).await;
+    assert!(queued.iter().any(|q| q.0 == format!("incident:{held}:resolved")), "{queued:?}");
     app.stop().await;
 }

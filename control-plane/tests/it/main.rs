@@ -11,4 +11,5 @@ mod flap;
 mod helpers;
 mod ingest;
 mod notify;
+mod pause;
 mod timeseries;

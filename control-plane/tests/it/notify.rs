@@ -526,3 +526,219 @@ async fn delivery_refuses_a_name_that_resolves_to_a_blocked_address(pool: PgPool
     assert_eq!(receiver.count(), 0);
     app.stop().await;
 }
+
+/// A webhook receiver that answers 503 to every request while `down` is set, to requests
+/// whose dedup key is in `refused`, and to every other request while `alternate` is set;
+/// records each request's dedup key and its answer, in order of arrival.
+#[derive(Clone)]
+struct FlakyReceiver {
+    seen: Arc<Mutex<Vec<(String, u16)>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    alternate: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<Mutex<Vec<String>>>,
+    addr: SocketAddr,
+}
+
+impl FlakyReceiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = FlakyReceiver {
+            seen: Arc::default(),
+            down: Arc::default(),
+            alternate: Arc::default(),
+            refused: Arc::default(),
+            addr: listener.local_addr().unwrap(),
+        };
+        async fn hook(State(r): State<FlakyReceiver>, body: Bytes) -> AxumStatus {
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            let key = body["dedup_key"].as_str().unwrap().to_owned();
+            let mut seen = r.seen.lock().unwrap();
+            let refuse = r.down.load(Ordering::SeqCst)
+                || r.refused.lock().unwrap().contains(&key)
+                || (r.alternate.load(Ordering::SeqCst) && seen.len() % 2 == 0);
+            let status = if refuse { 503 } else { 200 };
+            seen.push((key, status));
+            drop(seen);
+            AxumStatus::from_u16(status).unwrap()
+        }
+        let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn seen(&self) -> Vec<(String, u16)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The dedup keys accepted (answered 200), in order.
+    fn accepted(&self) -> Vec<String> {
+        self.seen().into_iter().filter(|(_, s)| *s == 200).map(|(k, _)| k).collect()
+    }
+
+    async fn wait_requests(&self, key: &str, n: usize) {
+        eventually(WAIT, &format!("{n} requests for {key}"), || async {
+            (self.seen().iter().filter(|(k, _)| k == key).count() >= n).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Retries spanning far more than the test takes, driven fast: backoff of a few milliseconds.
+fn patient_config() -> Config {
+    Config { notify_max_attempts: 0, notify_max_age_s: 3_600, ..notify_config() }
+}
+
+/// A notification about `domain`, enqueued in a transaction of its own.
+async fn enqueue_for(pool: &PgPool, tenant_id: Uuid, domain: Uuid, kind: &str, dedup_key: &str) {
+    let mut n = notification(tenant_id);
+    n.domain_id = Some(domain);
+    n.kind = kind.into();
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(notify::enqueue(&mut tx, &n, dedup_key).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+}
+
+async fn states(pool: &PgPool) -> Vec<(String, String, i32)> {
+    sqlx::query_as("SELECT dedup_key, state, attempts FROM notifications ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_all_delivered(pool: &PgPool) -> Vec<(String, String, i32)> {
+    eventually(WAIT, "every notification delivered", || async {
+        let rows = states(pool).await;
+        rows.iter().all(|r| r.1 == "delivered").then_some(rows)
+    })
+    .await
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn a_recovery_never_reaches_a_channel_before_its_outage_and_a_long_channel_outage_kills_nothing(
+    pool: PgPool,
+) {
+    // The field case: the receiver answers 503 while the target goes down and comes back; with
+    // the old defaults both notices went dead. Here the receiver is down for many more attempts
+    // than the old limit (8), the recovery is enqueued in the middle of it, and both arrive, in
+    // order, once the receiver is back.
+    let receiver = FlakyReceiver::start().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let app = TestApp::spawn_with(pool, patient_config()).await;
+    create_channel(&app, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    let tenant = tenant_of(&app).await;
+    let domain = Uuid::now_v7();
+    enqueue_for(&app.pool, tenant, domain, "incident_opened", "incident:1:opened").await;
+    receiver.wait_requests("incident:1:opened", 3).await;
+    enqueue_for(&app.pool, tenant, domain, "incident_resolved", "incident:1:resolved").await;
+    receiver.wait_requests("incident:1:opened", 12).await;
+    assert!(
+        receiver.seen().iter().all(|(k, _)| k == "incident:1:opened"),
+        "the recovery was attempted while its outage was undelivered: {:?}",
+        receiver.seen()
+    );
+    assert!(states(&app.pool).await.iter().all(|r| r.1 == "pending"), "nothing is dead");
+
+    receiver.down.store(false, Ordering::SeqCst);
+    let rows = wait_all_delivered(&app.pool).await;
+    assert!(rows[0].2 > 8, "more attempts than the old limit, none dead: {rows:?}");
+    assert_eq!(receiver.accepted(), ["incident:1:opened", "incident:1:resolved"]);
+    let first_resolved = receiver.seen().iter().position(|(k, _)| k == "incident:1:resolved").unwrap();
+    let last_opened = receiver.seen().iter().rposition(|(k, _)| k == "incident:1:opened").unwrap();
+    assert!(last_opened < first_resolved, "{:?}", receiver.seen());
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn one_domains_stuck_notification_does_not_hold_up_other_domains(pool: PgPool) {
+    let receiver = FlakyReceiver::start().await;
+    receiver.refused.lock().unwrap().push("incident:a:opened".into());
+    let app = TestApp::spawn_with(pool, patient_config()).await;
+    create_channel(&app, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    let tenant = tenant_of(&app).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    enqueue_for(&app.pool, tenant, a, "incident_opened", "incident:a:opened").await;
+    enqueue_for(&app.pool, tenant, a, "incident_resolved", "incident:a:resolved").await;
+    enqueue_for(&app.pool, tenant, b, "incident_opened", "incident:b:opened").await;
+    enqueue_for(&app.pool, tenant, b, "incident_resolved", "incident:b:resolved").await;
+    // Domain b's two go out, in order, while a's first keeps failing and its second waits.
+    eventually(WAIT, "domain b delivered", || async {
+        (receiver.accepted() == ["incident:b:opened", "incident:b:resolved"]).then_some(())
+    })
+    .await;
+    receiver.wait_requests("incident:a:opened", 5).await;
+    assert!(!receiver.seen().iter().any(|(k, _)| k == "incident:a:resolved"), "{:?}", receiver.seen());
+    receiver.refused.lock().unwrap().clear();
+    wait_all_delivered(&app.pool).await;
+    let accepted = receiver.accepted();
+    assert_eq!(&accepted[2..], ["incident:a:opened", "incident:a:resolved"], "{accepted:?}");
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn retries_stop_after_notify_max_age_s_and_a_dead_one_no_longer_holds_back_the_next(pool: PgPool) {
+    let receiver = FlakyReceiver::start().await;
+    receiver.refused.lock().unwrap().push("incident:1:opened".into());
+    let config = Config { notify_max_attempts: 0, notify_max_age_s: 1, ..notify_config() };
+    let app = TestApp::spawn_with(pool, config).await;
+    create_channel(&app, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    let tenant = tenant_of(&app).await;
+    let domain = Uuid::now_v7();
+    let started = std::time::Instant::now();
+    enqueue_for(&app.pool, tenant, domain, "incident_opened", "incident:1:opened").await;
+    enqueue_for(&app.pool, tenant, domain, "incident_resolved", "incident:1:resolved").await;
+    let rows = eventually(WAIT, "the first dead, the second delivered", || async {
+        let rows = states(&app.pool).await;
+        (rows[0].1 == "dead" && rows[1].1 == "delivered").then_some(rows)
+    })
+    .await;
+    // Dead by time, not by count: retried (many times, with millisecond backoff) for a second.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert!(rows[0].2 > 3, "{rows:?}");
+    let first_resolved = receiver.seen().iter().position(|(k, _)| k == "incident:1:resolved").unwrap();
+    let last_opened = receiver.seen().iter().rposition(|(k, _)| k == "incident:1:opened").unwrap();
+    assert!(last_opened < first_resolved, "the second waited for the first to die: {:?}", receiver.seen());
+
+    // The operator's retry of the dead one still works, with a fresh time span.
+    receiver.refused.lock().unwrap().clear();
+    let dead_id: Uuid = sqlx::query_scalar("SELECT id FROM notifications WHERE state = 'dead'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let retried = app.post(&format!("/v1/notifications/{dead_id}/retry"), &app.token, &json!({})).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let (_, attempts, _) = wait_state(&app.pool, &dead_id.to_string(), "delivered").await;
+    assert_eq!(attempts, 1);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn two_dispatchers_keep_each_domains_order_through_intermittent_failures(pool: PgPool) {
+    // Every other request is refused; two replicas dispatch at once; five domains each get four
+    // notifications committed in order. Each domain's notifications arrive in that order.
+    let receiver = FlakyReceiver::start().await;
+    receiver.alternate.store(true, Ordering::SeqCst);
+    let a = TestApp::spawn_with(pool.clone(), patient_config()).await;
+    let b = TestApp::spawn_with(pool.clone(), patient_config()).await;
+    create_channel(&a, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    let tenant = tenant_of(&a).await;
+    let domains: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    for step in 0..4 {
+        for (d, domain) in domains.iter().enumerate() {
+            enqueue_for(&pool, tenant, *domain, "incident_opened", &format!("d{d}:{step}")).await;
+        }
+    }
+    let rows = wait_all_delivered(&pool).await;
+    assert_eq!(rows.len(), 20);
+    let accepted = receiver.accepted();
+    for d in 0..domains.len() {
+        let mine: Vec<&String> = accepted.iter().filter(|k| k.starts_with(&format!("d{d}:"))).collect();
+        let want: Vec<String> = (0..4).map(|step| format!("d{d}:{step}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "domain {d}: {accepted:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -188,8 +188,8 @@ async fn check_against_raw(ts: &Timeseries, d: Uuid) {
         all.extend(totals);
         all_ok += ok;
     }
-    assert_eq!(uptime.overall.probes, all.len() as u64);
-    assert_eq!(uptime.overall.successes, all_ok);
+    assert_eq!(uptime.probes.probes, all.len() as u64);
+    assert_eq!(uptime.probes.successes, all_ok);
     let overall = latency.overall.total.unwrap();
     assert_eq!(overall.p95_us, expected_percentile(all.clone(), 0.95), "overall p95");
     assert_eq!(overall.p99_us, expected_percentile(all, 0.99), "overall p99");
@@ -239,7 +239,7 @@ async fn rollups_match_the_raw_rows_including_late_data() {
     );
     check_against_raw(&ts, d).await;
     let uptime = ts.uptime(d, Window::Day).await.unwrap();
-    assert_eq!(uptime.overall.probes, 170);
+    assert_eq!(uptime.probes.probes, 170);
 
     // The daily roll-up holds the same totals as the hourly one, for every window.
     let daily: (i64, i64) = sqlx::query_as(
@@ -249,12 +249,12 @@ async fn rollups_match_the_raw_rows_including_late_data() {
     .fetch_one(ts.pool())
     .await
     .unwrap();
-    assert_eq!(daily, (uptime.overall.probes as i64, uptime.overall.successes as i64));
+    assert_eq!(daily, (uptime.probes.probes as i64, uptime.probes.successes as i64));
     for window in [Window::Week, Window::Month] {
-        assert_eq!(ts.uptime(d, window).await.unwrap().overall, uptime.overall);
+        assert_eq!(ts.uptime(d, window).await.unwrap().probes, uptime.probes);
     }
     // Another domain's results are not counted.
-    assert_eq!(ts.uptime(other, Window::Day).await.unwrap().overall.probes, 1);
+    assert_eq!(ts.uptime(other, Window::Day).await.unwrap().probes.probes, 1);
     ts.close().await;
     db.drop_now().await;
 }
@@ -469,8 +469,8 @@ async fn history_api_is_tenant_scoped_and_validated(pool: PgPool) {
 
     let uptime: Value = app.get(&format!("/v1/domains/{id}/uptime"), &app.token).await.json().await.unwrap();
     assert_eq!(uptime["window"], "24h");
-    assert_eq!(uptime["overall"]["probes"], 8);
-    assert_eq!(uptime["overall"]["successes"], 7);
+    assert_eq!(uptime["probes"]["probes"], 8);
+    assert_eq!(uptime["probes"]["successes"], 7);
     assert_eq!(uptime["regions"][0]["region"], "ams");
     let week: Value =
         app.get(&format!("/v1/domains/{id}/uptime?window=7d"), &app.token).await.json().await.unwrap();
@@ -553,7 +553,7 @@ async fn refreshes_racing_ingest_lose_no_dirty_hour() {
     ts.refresh_rollups().await.unwrap();
     assert!(refreshes > 1, "the refresher ran while results arrived");
     check_against_raw(&ts, d).await;
-    assert_eq!(ts.uptime(d, Window::Day).await.unwrap().overall.probes, 800);
+    assert_eq!(ts.uptime(d, Window::Day).await.unwrap().probes.probes, 800);
     ts.close().await;
     db.drop_now().await;
 }
