@@ -47,7 +47,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
             url: format!("https://192.0.2.{}/site-{i}", i % 250 + 1),
             method: HttpMethod::Get,
             expected_status: StatusRange::SUCCESS,
-            keyword: (i % 4 == 0).then(|| "ok".to_owned()),
+            keyword: (i % 4 == 0).then(|| shared::KeywordCheck::contains("ok")),
             interval_s: 60,
             timeout_ms: 10_000,
             regions: Vec::new(),

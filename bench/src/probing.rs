@@ -76,7 +76,7 @@ fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> 
             url: urls[i % urls.len()].clone(),
             method: HttpMethod::Get,
             expected_status: StatusRange::SUCCESS,
-            keyword: Some("ok".into()),
+            keyword: Some(shared::KeywordCheck::contains("ok")),
             interval_s,
             timeout_ms: 5_000,
             regions: vec![],

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use ipnet::IpNet;
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
 
 use crate::config::Config;
 use crate::probe::{AttemptOutcome, ProbeReport, Prober};
@@ -28,9 +28,15 @@ pub struct CheckArgs {
     /// Statuses that pass: a code (200), a range (200-399) or a class (2xx).
     #[arg(long, default_value = "200-299", value_parser = |s: &str| s.parse::<StatusRange>())]
     pub expected_status: StatusRange,
-    /// Text the body must contain (GET only).
+    /// Text the body must contain (GET only), matched on the decoded text.
     #[arg(long)]
     pub keyword: Option<String>,
+    /// How the keyword is matched: contains, not_contains (fails when present) or regex.
+    #[arg(long, default_value = "contains", value_parser = ["contains", "not_contains", "regex"])]
+    pub keyword_mode: String,
+    /// Match the keyword without regard to letter case (Unicode simple case folding).
+    #[arg(long)]
+    pub keyword_case_insensitive: bool,
     /// Limit of the whole probe, redirects included, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u32,
@@ -50,7 +56,14 @@ impl CheckArgs {
             url: self.url.clone(),
             method: if self.method == "HEAD" { HttpMethod::Head } else { HttpMethod::Get },
             expected_status: self.expected_status,
-            keyword: self.keyword.clone(),
+            keyword: self.keyword.clone().map(|pattern| KeywordCheck {
+                pattern,
+                mode: KeywordMode::ALL
+                    .into_iter()
+                    .find(|m| m.as_str() == self.keyword_mode)
+                    .unwrap_or(KeywordMode::Contains),
+                case_insensitive: self.keyword_case_insensitive,
+            }),
             interval_s: self.timeout_ms.div_ceil(1000).max(1) + 1,
             timeout_ms: self.timeout_ms,
             regions: Vec::new(),
@@ -229,6 +242,7 @@ mod tests {
             connect_attempts: Vec::new(),
             redirects: vec!["http://127.0.0.1/next".into()],
             body_bytes: 12,
+            body_wire_bytes: 12,
             certificate: None,
             redirect_certificates: Vec::new(),
             earliest_expiry: None,
@@ -295,7 +309,20 @@ mod tests {
                 .unwrap();
         let domain = cli.args.domain();
         assert_eq!(domain.expected_status, StatusRange { min: 200, max: 299 });
-        assert_eq!(domain.keyword.as_deref(), Some("hi"));
+        assert_eq!(domain.keyword, Some(KeywordCheck::contains("hi")));
+        let cli = Cli::try_parse_from([
+            "x",
+            "https://a.test/",
+            "--keyword",
+            "v\\d+",
+            "--keyword-mode",
+            "regex",
+            "--keyword-case-insensitive",
+        ])
+        .unwrap();
+        let check = cli.args.domain().keyword.unwrap();
+        assert_eq!((check.mode, check.case_insensitive), (KeywordMode::Regex, true));
+        assert!(Cli::try_parse_from(["x", "https://a.test/", "--keyword-mode", "fuzzy"]).is_err());
         assert!(domain.interval_s * 1000 > domain.timeout_ms);
         assert!(Cli::try_parse_from(["x", "https://a.test/", "--expected-status", "700"]).is_err());
     }

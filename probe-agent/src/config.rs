@@ -70,8 +70,15 @@ pub struct Config {
     pub connect_attempt_delay_ms: u64,
     pub connect_timeout_ms: u64,
     pub tls_timeout_ms: u64,
-    /// Largest response body read while looking for a keyword.
+    /// Largest response body read: decoded bytes when a keyword is checked (so a small
+    /// compressed body that expands past it is `body_too_large`), wire bytes otherwise.
     pub max_body_bytes: u64,
+    /// Most header fields accepted in a response head (hyper's own default is 100; real
+    /// sites send 150 `Set-Cookie` headers). More is an `http` failure naming this key.
+    pub max_response_headers: usize,
+    /// Most bytes accepted in a response head, status line included; at least 8192. More is
+    /// an `http` failure naming this key.
+    pub max_header_bytes: usize,
     /// Redirects followed before a probe fails with `redirect`.
     pub max_redirects: u32,
     /// A PEM file of extra root certificates to trust besides the web PKI (private CAs).
@@ -131,6 +138,13 @@ pub struct Config {
 pub const MAX_CANARIES: usize = 32;
 
 /// The region used when none is configured: `$FLY_REGION` when set and not empty.
+/// The bounds of `max_response_headers`: hyper allocates room for this many fields per response.
+const MAX_RESPONSE_HEADERS: usize = 10_000;
+/// The bounds of `max_header_bytes`: hyper's read buffer cannot be smaller than 8 KiB, and a
+/// head beyond 16 MiB is not a web page.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
+
 fn default_region(fly_region: Option<String>) -> String {
     fly_region.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).unwrap_or_else(|| "local".into())
 }
@@ -158,6 +172,8 @@ impl Default for Config {
             connect_timeout_ms: 10_000,
             tls_timeout_ms: 10_000,
             max_body_bytes: 1024 * 1024,
+            max_response_headers: 256,
+            max_header_bytes: 64 * 1024,
             max_redirects: 5,
             extra_roots_pem: None,
             control_plane_url: None,
@@ -225,6 +241,14 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());
+        }
+        if !(1..=MAX_RESPONSE_HEADERS).contains(&self.max_response_headers) {
+            return Err(format!("max_response_headers must be between 1 and {MAX_RESPONSE_HEADERS}"));
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            return Err(format!(
+                "max_header_bytes must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"
+            ));
         }
         if self.max_on_demand_in_flight == 0 {
             return Err("max_on_demand_in_flight must be positive".into());
@@ -397,6 +421,8 @@ impl Config {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             tls_timeout: Duration::from_millis(self.tls_timeout_ms),
             max_body_bytes: self.max_body_bytes,
+            max_response_headers: self.max_response_headers,
+            max_header_bytes: self.max_header_bytes,
             max_redirects: self.max_redirects,
             policy: shared::netguard::TargetPolicy::allowing(self.allow_private.clone()),
             extra_roots,
@@ -465,6 +491,21 @@ mod tests {
             .merge(Toml::string(text))
             .extract()
             .unwrap()
+    }
+
+    #[test]
+    fn header_limits_parse_and_are_bounded() {
+        let config = toml_config("max_response_headers = 500\nmax_header_bytes = 131072\n");
+        let settings = config.probe_settings().unwrap();
+        assert_eq!((settings.max_response_headers, settings.max_header_bytes), (500, 131_072));
+        let defaults = Config::default().probe_settings().unwrap();
+        assert_eq!((defaults.max_response_headers, defaults.max_header_bytes), (256, 65_536));
+        for (key, value) in
+            [("max_response_headers", 0), ("max_header_bytes", 4096), ("max_header_bytes", 1 << 30)]
+        {
+            let error = toml_config(&format!("{key} = {value}\n")).validate().unwrap_err();
+            assert!(error.contains(key), "{error}");
+        }
     }
 
     #[test]

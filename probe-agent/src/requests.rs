@@ -492,6 +492,7 @@ mod tests {
                     connect_attempts: Vec::new(),
                     redirects: Vec::new(),
                     body_bytes: 0,
+                    body_wire_bytes: 0,
                     certificate: None,
                     redirect_certificates: Vec::new(),
                     earliest_expiry: None,

@@ -110,6 +110,114 @@ impl fmt::Display for StatusRange {
     }
 }
 
+/// How a domain's keyword is checked against the response body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeywordMode {
+    /// The body must contain the keyword.
+    #[default]
+    Contains,
+    /// The body must not contain the keyword (the check fails when it is present).
+    NotContains,
+    /// The body must match the keyword as a regular expression (`regex` crate syntax).
+    Regex,
+}
+
+impl KeywordMode {
+    pub const ALL: [KeywordMode; 3] = [KeywordMode::Contains, KeywordMode::NotContains, KeywordMode::Regex];
+
+    /// The name used in JSON (`contains`, `not_contains`, `regex`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeywordMode::Contains => "contains",
+            KeywordMode::NotContains => "not_contains",
+            KeywordMode::Regex => "regex",
+        }
+    }
+}
+
+/// The largest compiled regular expression a keyword may become, in bytes of the compiled
+/// program (the `regex` crate's `size_limit`); larger patterns are refused.
+pub const KEYWORD_REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// A body check: a keyword (or pattern), how it is matched and whether letter case matters.
+/// Matching runs on the body after content decoding (gzip, br, …) and charset decoding to
+/// UTF-8 text, never on raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeywordCheck {
+    /// The keyword, or the regular expression in [`KeywordMode::Regex`]. Never empty.
+    pub pattern: String,
+    #[serde(default)]
+    pub mode: KeywordMode,
+    /// Compare with Unicode simple case folding (`É` matches `é`).
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+impl KeywordCheck {
+    /// The plain check: the body must contain `keyword`, letter case counts.
+    pub fn contains(keyword: impl Into<String>) -> Self {
+        Self { pattern: keyword.into(), mode: KeywordMode::Contains, case_insensitive: false }
+    }
+
+    /// Whether this check means the same to agents that only know the `keyword` field.
+    pub fn is_plain(&self) -> bool {
+        self.mode == KeywordMode::Contains && !self.case_insensitive
+    }
+
+    /// The regular expression this check runs, when it needs one: the pattern itself in regex
+    /// mode, the escaped keyword for a case-insensitive keyword; `None` for a case-sensitive
+    /// keyword (matched as bytes). Errors name what is wrong with the pattern, including a
+    /// pattern whose compiled form exceeds [`KEYWORD_REGEX_SIZE_LIMIT`].
+    pub fn regex(&self) -> Result<Option<regex::Regex>, regex::Error> {
+        let source = match (self.mode, self.case_insensitive) {
+            (KeywordMode::Regex, _) => self.pattern.clone(),
+            (_, true) => regex::escape(&self.pattern),
+            (_, false) => return Ok(None),
+        };
+        regex::RegexBuilder::new(&source)
+            .case_insensitive(self.case_insensitive)
+            .size_limit(KEYWORD_REGEX_SIZE_LIMIT)
+            .dfa_size_limit(4 * KEYWORD_REGEX_SIZE_LIMIT)
+            .build()
+            .map(Some)
+    }
+}
+
+/// The keyword fields of [`DomainConfig`] in its JSON. A plain check is written as the
+/// `keyword` string every agent understands; any other check as a `keyword_check` object and
+/// no `keyword`, so an agent too old to know the object probes without a body check during a
+/// rolling deploy instead of applying the wrong one (an inverted or literal-regex check would
+/// report healthy sites down). Reading accepts either; the object wins when both are present.
+mod keyword_json {
+    use super::KeywordCheck;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Fields {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keyword: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keyword_check: Option<KeywordCheck>,
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<KeywordCheck>, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = match value {
+            None => Fields::default(),
+            Some(check) if check.is_plain() => {
+                Fields { keyword: Some(check.pattern.clone()), keyword_check: None }
+            }
+            Some(check) => Fields { keyword: None, keyword_check: Some(check.clone()) },
+        };
+        fields.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<KeywordCheck>, D::Error> {
+        let fields = Fields::deserialize(deserializer)?;
+        Ok(fields.keyword_check.or(fields.keyword.map(KeywordCheck::contains)))
+    }
+}
+
 /// What an agent needs to probe one domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainConfig {
@@ -117,9 +225,9 @@ pub struct DomainConfig {
     pub url: String,
     pub method: HttpMethod,
     pub expected_status: StatusRange,
-    /// A substring the response body must contain, when set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyword: Option<String>,
+    /// The body check, when set (JSON: `keyword` or `keyword_check`, see `keyword_json`).
+    #[serde(flatten, with = "keyword_json")]
+    pub keyword: Option<KeywordCheck>,
     pub interval_s: u32,
     pub timeout_ms: u32,
     /// Regions that probe this domain; empty means every region.
@@ -240,7 +348,7 @@ mod tests {
             url: "https://example.com/health".into(),
             method: HttpMethod::Get,
             expected_status: StatusRange { min: 200, max: 299 },
-            keyword: Some("ok".into()),
+            keyword: Some(KeywordCheck::contains("ok")),
             interval_s: 60,
             timeout_ms: 10_000,
             regions: vec!["ams".into()],
@@ -265,6 +373,82 @@ mod tests {
         value["future_field"] = serde_json::json!(true);
         let back: DomainConfig = serde_json::from_value(value).unwrap();
         assert_eq!(back.interval_s, 60);
+    }
+
+    #[test]
+    fn a_plain_keyword_is_written_as_the_string_older_agents_read() {
+        let cfg = sample();
+        let value = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(value["keyword"], "ok");
+        assert!(value.get("keyword_check").is_none());
+        let mut none = sample();
+        none.keyword = None;
+        let value = serde_json::to_value(&none).unwrap();
+        assert!(value.get("keyword").is_none() && value.get("keyword_check").is_none());
+        assert_eq!(serde_json::from_value::<DomainConfig>(value).unwrap().keyword, None);
+    }
+
+    #[test]
+    fn other_checks_are_written_only_as_the_object() {
+        for (mode, case_insensitive) in [
+            (KeywordMode::NotContains, false),
+            (KeywordMode::Regex, false),
+            (KeywordMode::Contains, true),
+            (KeywordMode::Regex, true),
+        ] {
+            let mut cfg = sample();
+            cfg.keyword = Some(KeywordCheck { pattern: "o+k".into(), mode, case_insensitive });
+            let value = serde_json::to_value(&cfg).unwrap();
+            assert!(value.get("keyword").is_none(), "an older agent must not see {mode:?} as contains");
+            assert_eq!(value["keyword_check"]["mode"], mode.as_str());
+            assert_eq!(serde_json::from_value::<DomainConfig>(value).unwrap(), cfg);
+        }
+    }
+
+    #[test]
+    fn the_check_object_wins_and_its_defaults_are_the_plain_check() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["keyword_check"] = serde_json::json!({"pattern": "absent", "mode": "not_contains"});
+        let cfg: DomainConfig = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(
+            cfg.keyword,
+            Some(KeywordCheck {
+                pattern: "absent".into(),
+                mode: KeywordMode::NotContains,
+                case_insensitive: false
+            })
+        );
+        value["keyword_check"] = serde_json::json!({"pattern": "x"});
+        let cfg: DomainConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(cfg.keyword, Some(KeywordCheck::contains("x")));
+    }
+
+    #[test]
+    fn regexes_are_built_for_patterns_and_folded_keywords_only() {
+        assert!(KeywordCheck::contains("a.b").regex().unwrap().is_none());
+        let folded =
+            KeywordCheck { pattern: "a.b".into(), mode: KeywordMode::Contains, case_insensitive: true };
+        let regex = folded.regex().unwrap().unwrap();
+        assert!(regex.is_match("xA.By") && !regex.is_match("axb"), "escaped, case-insensitive");
+        let greek =
+            KeywordCheck {
+                pattern: "ΣΟΦΙΑ".into(), mode: KeywordMode::NotContains, case_insensitive: true
+            };
+        assert!(greek.regex().unwrap().unwrap().is_match("η σοφια"));
+        let pattern = KeywordCheck {
+            pattern: "v\\d+\\.\\d+".into(),
+            mode: KeywordMode::Regex,
+            case_insensitive: false,
+        };
+        assert!(pattern.regex().unwrap().unwrap().is_match("build v1.2"));
+        let broken = KeywordCheck { pattern: "(".into(), mode: KeywordMode::Regex, case_insensitive: false };
+        assert!(broken.regex().is_err());
+        let huge = KeywordCheck {
+            pattern: "\\w{1000}".repeat(10),
+            mode: KeywordMode::Regex,
+            case_insensitive: false,
+        };
+        assert!(huge.regex().unwrap_err().to_string().contains("size limit"));
     }
 
     #[test]

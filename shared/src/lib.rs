@@ -23,7 +23,10 @@ pub mod telemetry;
 pub mod testing;
 pub mod tls;
 
-pub use domain::{ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, ProbeRequest, StatusRange};
+pub use domain::{
+    ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, ProbeRequest,
+    StatusRange,
+};
 pub use keys::RedisKeys;
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 use shared::netguard;
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
 use url::{Host, Url};
 
 use crate::flap;
@@ -18,11 +18,13 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 11] = [
+const KNOWN_FIELDS: [&str; 13] = [
     "url",
     "method",
     "expected_status",
     "keyword",
+    "keyword_mode",
+    "keyword_case_insensitive",
     "interval",
     "timeout_ms",
     "regions",
@@ -33,6 +35,9 @@ const KNOWN_FIELDS: [&str; 11] = [
 ];
 const MAX_URL_LEN: usize = 2048;
 const MAX_KEYWORD_LEN: usize = 256;
+/// A regular expression may be longer than a keyword; its compiled size is bounded too
+/// ([`shared::domain::KEYWORD_REGEX_SIZE_LIMIT`]).
+const MAX_PATTERN_LEN: usize = 1024;
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
 
 /// The rules a domain is checked against; built from the configuration and the region table.
@@ -83,7 +88,8 @@ pub struct DomainSpec {
     pub url: Url,
     pub method: HttpMethod,
     pub expected_status: StatusRange,
-    pub keyword: Option<String>,
+    /// The body check: `keyword`, `keyword_mode` and `keyword_case_insensitive` of the request.
+    pub keyword: Option<KeywordCheck>,
     pub interval: Interval,
     pub timeout_ms: u32,
     /// Sorted, deduplicated; empty = every region.
@@ -144,16 +150,53 @@ impl DomainSpec {
             None => Some(StatusRange::SUCCESS),
             Some(v) => parse_status(v).map_err(|m| errors.add("expected_status", m)).ok(),
         };
+        let keyword_mode = match field("keyword_mode") {
+            None => Some(KeywordMode::Contains),
+            Some(Value::String(s)) if KeywordMode::ALL.iter().any(|m| m.as_str() == s) => {
+                KeywordMode::ALL.into_iter().find(|m| m.as_str() == s)
+            }
+            Some(_) => {
+                errors.add("keyword_mode", "must be \"contains\", \"not_contains\" or \"regex\"");
+                None
+            }
+        };
+        let case_insensitive = match field("keyword_case_insensitive") {
+            None => Some(false),
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                errors.add("keyword_case_insensitive", "must be true or false");
+                None
+            }
+        };
+        let max_len = match keyword_mode {
+            Some(KeywordMode::Regex) => MAX_PATTERN_LEN,
+            _ => MAX_KEYWORD_LEN,
+        };
         let keyword = match field("keyword") {
             None => None,
-            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_KEYWORD_LEN => {
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max_len => {
                 if method == Some(HttpMethod::Head) {
                     errors.add("keyword", "a HEAD response has no body to search; use GET");
                 }
-                Some(s.clone())
+                match (keyword_mode, case_insensitive) {
+                    (Some(mode), Some(case_insensitive)) => {
+                        let check = KeywordCheck { pattern: s.clone(), mode, case_insensitive };
+                        match check.regex() {
+                            Ok(_) => Some(check),
+                            Err(e) => {
+                                errors.add(
+                                    "keyword",
+                                    format!("not a valid regular expression: {}", regex_error(&e)),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                }
             }
             Some(_) => {
-                errors.add("keyword", format!("must be a string of 1 to {MAX_KEYWORD_LEN} characters"));
+                errors.add("keyword", format!("must be a string of 1 to {max_len} characters"));
                 None
             }
         };
@@ -288,7 +331,15 @@ impl DomainSpec {
         map.insert("url".into(), Value::from(self.url.as_str()));
         map.insert("method".into(), Value::from(self.method.as_str()));
         map.insert("expected_status".into(), Value::from(self.expected_status.to_string()));
-        map.insert("keyword".into(), self.keyword.clone().map_or(Value::Null, Value::from));
+        map.insert(
+            "keyword".into(),
+            self.keyword.as_ref().map_or(Value::Null, |k| Value::from(k.pattern.as_str())),
+        );
+        // Only with a keyword, so clearing the keyword in a PATCH clears its options too.
+        if let Some(check) = &self.keyword {
+            map.insert("keyword_mode".into(), Value::from(check.mode.as_str()));
+            map.insert("keyword_case_insensitive".into(), Value::from(check.case_insensitive));
+        }
         map.insert("interval".into(), self.interval.to_json());
         map.insert("timeout_ms".into(), Value::from(self.timeout_ms));
         map.insert("regions".into(), Value::from(self.regions.clone()));
@@ -297,6 +348,20 @@ impl DomainSpec {
         map.insert("tls_verify".into(), Value::from(self.tls_verify));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
         map
+    }
+}
+
+/// A regex error on one line: the crate's message is a multi-line picture of the pattern.
+fn regex_error(error: &regex::Error) -> String {
+    match error {
+        regex::Error::CompiledTooBig(limit) => {
+            format!("the compiled pattern exceeds the size limit of {limit} bytes")
+        }
+        other => {
+            let text = other.to_string();
+            let reason = text.lines().rev().find(|l| l.trim_start().starts_with("error:")).unwrap_or(&text);
+            reason.trim().trim_start_matches("error:").trim().to_owned()
+        }
     }
 }
 
@@ -563,9 +628,59 @@ mod tests {
 
     #[test]
     fn keyword_rules() {
-        assert!(parse(json!({"url": "https://example.com", "keyword": "ok"})).is_ok());
+        let spec = parse(json!({"url": "https://example.com", "keyword": "ok"})).unwrap();
+        assert_eq!(spec.keyword, Some(KeywordCheck::contains("ok")));
         assert!(parse(json!({"url": "https://example.com", "keyword": ""})).is_err());
         assert!(parse(json!({"url": "https://example.com", "method": "HEAD", "keyword": "ok"})).is_err());
+    }
+
+    #[test]
+    fn keyword_modes_and_case() {
+        let spec = parse(json!({
+            "url": "https://example.com", "keyword": "Maintenance", "keyword_mode": "not_contains",
+            "keyword_case_insensitive": true
+        }))
+        .unwrap();
+        let check = spec.keyword.clone().unwrap();
+        assert_eq!((check.mode, check.case_insensitive), (KeywordMode::NotContains, true));
+        assert_eq!(parse(Value::Object(spec.to_request())).unwrap(), spec, "the request form round-trips");
+
+        let regex = parse(json!({"url": "https://example.com", "keyword": "v\\d+", "keyword_mode": "regex"}))
+            .unwrap();
+        assert_eq!(regex.keyword.unwrap().mode, KeywordMode::Regex);
+
+        let bad = parse(json!({"url": "https://example.com", "keyword": "(open", "keyword_mode": "regex"}))
+            .unwrap_err();
+        let message = &bad.0["keyword"];
+        assert!(
+            message.starts_with("not a valid regular expression") && !message.contains('\n'),
+            "{message}"
+        );
+        let huge = parse(
+            json!({"url": "https://example.com", "keyword": "\\w{500}\\w{500}", "keyword_mode": "regex"}),
+        )
+        .unwrap_err();
+        assert!(huge.0["keyword"].contains("size limit"), "{:?}", huge.0);
+        // A literal keyword is never a regex, whatever it holds.
+        assert!(parse(
+            json!({"url": "https://example.com", "keyword": "(open", "keyword_case_insensitive": true})
+        )
+        .is_ok());
+
+        let errors = parse(json!({
+            "url": "https://example.com", "keyword": "x", "keyword_mode": "fuzzy", "keyword_case_insensitive": "yes"
+        }))
+        .unwrap_err();
+        assert!(errors.0.contains_key("keyword_mode") && errors.0.contains_key("keyword_case_insensitive"));
+        let long = "k".repeat(MAX_KEYWORD_LEN + 1);
+        assert!(parse(json!({"url": "https://example.com", "keyword": long})).is_err());
+        assert!(
+            parse(json!({"url": "https://example.com", "keyword": long, "keyword_mode": "regex"})).is_ok()
+        );
+        // Options without a keyword check nothing and are not kept.
+        let none = parse(json!({"url": "https://example.com", "keyword_mode": "regex"})).unwrap();
+        assert_eq!(none.keyword, None);
+        assert!(!none.to_request().contains_key("keyword_mode"));
     }
 
     #[test]

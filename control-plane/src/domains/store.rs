@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;
 
@@ -59,6 +59,8 @@ struct Row {
     status_min: i32,
     status_max: i32,
     keyword: Option<String>,
+    keyword_mode: String,
+    keyword_case_insensitive: bool,
     interval_tier: Option<String>,
     interval_s: i32,
     timeout_ms: i32,
@@ -72,8 +74,9 @@ struct Row {
     updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
-     interval_s, timeout_ms, regions, quorum, paused, tls_verify, flap, version, created_at, updated_at";
+const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
+     keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, flap, \
+     version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -95,6 +98,15 @@ impl TryFrom<Row> for Domain {
                 .ok_or_else(|| corrupt("interval tier"))?,
             None => Interval::Seconds(interval_s),
         };
+        let keyword_mode = KeywordMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == row.keyword_mode)
+            .ok_or_else(|| corrupt("keyword mode"))?;
+        let keyword = row.keyword.map(|pattern| KeywordCheck {
+            pattern,
+            mode: keyword_mode,
+            case_insensitive: row.keyword_case_insensitive,
+        });
         let flap = match row.flap {
             None | Some(Value::Null) => None,
             Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("flap settings"))?),
@@ -109,7 +121,7 @@ impl TryFrom<Row> for Domain {
                     min: u16::try_from(row.status_min).map_err(|_| corrupt("status"))?,
                     max: u16::try_from(row.status_max).map_err(|_| corrupt("status"))?,
                 },
-                keyword: row.keyword,
+                keyword,
                 interval,
                 timeout_ms: u32::try_from(row.timeout_ms).map_err(|_| corrupt("timeout"))?,
                 regions: row.regions,
@@ -172,11 +184,13 @@ async fn write_row(
     version: i64,
 ) -> Result<Domain, sqlx::Error> {
     let row: Row = sqlx::query_as(&format!(
-        "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, interval_tier, \
-             interval_s, timeout_ms, regions, quorum, paused, flap, version, tls_verify) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+        "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
+             keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
+             tls_verify) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
+             keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
              interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
              timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
              paused = excluded.paused, flap = excluded.flap, version = excluded.version, \
@@ -190,7 +204,9 @@ async fn write_row(
     .bind(spec.method.as_str())
     .bind(i32::from(spec.expected_status.min))
     .bind(i32::from(spec.expected_status.max))
-    .bind(spec.keyword.as_deref())
+    .bind(spec.keyword.as_ref().map(|k| k.pattern.as_str()))
+    .bind(spec.keyword.as_ref().map_or(KeywordMode::Contains, |k| k.mode).as_str())
+    .bind(spec.keyword.as_ref().is_some_and(|k| k.case_insensitive))
     .bind(spec.interval.tier())
     .bind(spec.interval.seconds() as i32)
     .bind(spec.timeout_ms as i32)
@@ -225,11 +241,15 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
     Ok(row.ok_or(StoreError::NotFound)?.try_into()?)
 }
 
+/// The request fields a `PATCH` may set to `null`.
+const CLEARABLE: [&str; 5] = ["keyword", "keyword_mode", "keyword_case_insensitive", "quorum", "flap"];
+
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
-/// parsed against `policy`, while the domain row is locked. Only `keyword`, `quorum` and `flap`
-/// may be `null` (cleared); a `null` elsewhere is an error rather than a silent reset to the
-/// default. A `flap` object replaces the domain's flap overrides as a whole. `actor` (a token
-/// id) is recorded on the incident events of a pause or resume made through `paused`.
+/// parsed against `policy`, while the domain row is locked. Only `keyword` (with its options),
+/// `quorum` and `flap` may be `null` (cleared; `null` options return to their defaults); a
+/// `null` elsewhere is an error rather than a silent reset to the default. A `flap` object
+/// replaces the domain's flap overrides as a whole. `actor` (a token id) is recorded on the
+/// incident events of a pause or resume made through `paused`.
 pub async fn update(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -238,16 +258,14 @@ pub async fn update(
     policy: &Policy,
     actor: &str,
 ) -> Result<Written, StoreError> {
-    let nulls: Vec<_> = patch
-        .iter()
-        .filter(|(k, v)| v.is_null() && !matches!(k.as_str(), "keyword" | "quorum" | "flap"))
-        .collect();
+    let nulls: Vec<_> =
+        patch.iter().filter(|(k, v)| v.is_null() && !CLEARABLE.contains(&k.as_str())).collect();
     if !nulls.is_empty() {
         let mut errors = FieldErrors::default();
         for (key, _) in nulls {
             errors
                 .0
-                .insert(key.clone(), "cannot be null (only keyword, quorum and flap can be cleared)".into());
+                .insert(key.clone(), "cannot be null (only keyword, keyword_mode, keyword_case_insensitive, quorum and flap can be cleared)".into());
         }
         return Err(StoreError::Invalid(errors));
     }

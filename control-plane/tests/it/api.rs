@@ -46,6 +46,68 @@ async fn create_get_update_pause_and_delete_a_domain(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn keyword_modes_are_stored_published_and_validated(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let id = app
+        .create_domain(json!({
+            "url": "https://example.com/", "keyword": "build v\\d+", "keyword_mode": "regex",
+            "keyword_case_insensitive": true
+        }))
+        .await;
+    let got: Value = app.get(&format!("/v1/domains/{id}"), &app.token).await.json().await.unwrap();
+    assert_eq!(
+        (&got["keyword"], &got["keyword_mode"], &got["keyword_case_insensitive"]),
+        (&json!("build v\\d+"), &json!("regex"), &json!(true))
+    );
+    // Agents get the check as an object; an agent that only knows `keyword` sees no check.
+    let config: Value = sqlx::query_scalar("SELECT config FROM config_changes ORDER BY version DESC LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        config["keyword_check"],
+        json!({"pattern": "build v\\d+", "mode": "regex", "case_insensitive": true})
+    );
+    assert!(config.get("keyword").is_none(), "{config}");
+
+    let response =
+        app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"keyword": "(unclosed"})).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["fields"]["keyword"].as_str().unwrap();
+    assert!(message.starts_with("not a valid regular expression"), "{body}");
+
+    let plain: Value = app
+        .patch(
+            &format!("/v1/domains/{id}"),
+            &app.token,
+            &json!({"keyword": "OK", "keyword_mode": null, "keyword_case_insensitive": null}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&plain["keyword_mode"], &plain["keyword_case_insensitive"]),
+        (&json!("contains"), &json!(false))
+    );
+    let config: Value = sqlx::query_scalar("SELECT config FROM config_changes ORDER BY version DESC LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(config["keyword"], "OK", "a plain check is the string every agent reads");
+
+    let cleared: Value = app
+        .patch(&format!("/v1/domains/{id}"), &app.token, &json!({"keyword": null}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&cleared["keyword"], &cleared["keyword_mode"]), (&Value::Null, &Value::Null));
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn invalid_requests_name_every_bad_field_and_write_nothing(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let version_before = app.pg_version().await;

@@ -158,6 +158,7 @@ pub(crate) mod tests {
                 body_bytes: 48_213,
                 redirect_certificates: Vec::new(),
                 earliest_expiry: None,
+                body_wire_bytes: 9_120,
                 certificate: with_cert.then(|| CertInfo {
                     host: "shop.example-customer.com".into(),
                     subject: "CN=shop.example-customer.com".into(),

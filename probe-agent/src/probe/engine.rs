@@ -10,10 +10,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::{BodyEnd, BodyReader};
+use super::body::{self, BodyCheck, CheckEnd, ReadEnd};
 use super::connect::{self, AttemptOutcome, ConnectAttempt, RaceEnd};
+use super::decode::Coding;
 use super::dns::{DnsErrorReason, DnsFailure, Resolve};
+use super::head::{self, HeadLimits, Recording};
 use super::target::{Target, TargetHost};
+use super::text::Declared;
 use super::tls::{CertSlot, SeenCert, TlsClient};
 use super::{
     guard, http, tls, CertInfo, DnsInfo, EarliestExpiry, ErrorKind, ProbeReport, ProbeSettings, Timings,
@@ -360,10 +363,13 @@ impl Engine {
     {
         let request = http::request(config.method, target, &self.settings.user_agent)
             .map_err(|e| Failure::new(ErrorKind::Http, e))?;
-        let (mut sender, driver) = http::start(io).await.map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let limits = self.head_limits();
+        let (mut sender, driver, recording) =
+            http::start(io, limits).await.map_err(|e| Failure::new(ErrorKind::Http, e))?;
         let (outcome, took) = clock.phase(Phase::Request, None, sender.send_request(request)).await;
         report.timings.ttfb_ms = Some(ms(took));
-        let response = outcome?.map_err(|e| Failure::new(ErrorKind::Http, http::describe(&e)))?;
+        let response =
+            outcome?.map_err(|e| Failure::new(ErrorKind::Http, head_error(&e, &recording, limits)))?;
 
         let status = response.status();
         let matched = config.expected_status.contains(status.as_u16());
@@ -385,55 +391,180 @@ impl Engine {
                 Some(_) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
             };
         }
-        let read = self.read_body(config, response.into_body(), clock, report).await;
-        if read.is_ok() {
-            driver.finish();
+        let (parts, body) = response.into_parts();
+        match keyword(config) {
+            None => self.read_body(&parts.headers, body, driver, clock, report).await,
+            Some(check) => self.check_body(check, &parts.headers, body, driver, clock, report).await,
         }
-        read.map(|()| HopEnd::Final)
+        .map(|()| HopEnd::Final)
     }
 
+    fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_headers: self.settings.max_response_headers,
+            max_bytes: self.settings.max_header_bytes,
+        }
+    }
+
+    /// Without a body check: the body is read to its end (at most `max_body_bytes` wire bytes,
+    /// not decoded), so a body that stalls is a timeout, not a pass.
     async fn read_body(
         &self,
-        config: &shared::DomainConfig,
+        headers: &::http::HeaderMap,
         mut body: hyper::body::Incoming,
+        driver: http::Driver,
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<(), Failure> {
-        let keyword = keyword(config);
-        let mut reader = BodyReader::new(self.settings.max_body_bytes, keyword);
-        let (outcome, _) = clock.phase(Phase::Body, None, reader.run(&mut body)).await;
-        report.body_bytes = reader.read;
-        // Once the verdict is known (no keyword to look for, or the keyword seen), a body that
-        // is still streaming when time runs out (server-sent events, long polls, slow links)
-        // does not turn a passing probe into a timeout.
-        let verdict_known = keyword.is_none() || reader.found;
-        let end = match outcome {
-            Err(_) if verdict_known => {
-                if keyword.is_some() {
-                    report.keyword_matched = Some(true);
-                }
-                return Ok(());
+        let mut read = 0;
+        let reading = body::read_to_end(&mut body, self.settings.max_body_bytes, &mut read);
+        let (outcome, _) = clock.phase(Phase::Body, None, reading).await;
+        report.body_bytes = read;
+        report.body_wire_bytes = read;
+        match outcome {
+            Err(timeout) => Err(stalled(timeout, read, headers)),
+            Ok(Err(e)) => Err(Failure::new(ErrorKind::Http, e)),
+            Ok(Ok(ReadEnd::Ended | ReadEnd::LimitReached)) => {
+                driver.finish();
+                Ok(())
             }
-            outcome => outcome?.map_err(|e| Failure::new(ErrorKind::Http, e.to_lowercase()))?,
-        };
-        if keyword.is_none() {
-            return Ok(());
         }
-        report.keyword_matched = Some(end == BodyEnd::Found);
+    }
+
+    /// With a body check: decoded (content coding, then charset) and matched until the
+    /// verdict, which ends the probe; the rest of a body is drained in the background.
+    async fn check_body(
+        &self,
+        check: &shared::KeywordCheck,
+        headers: &::http::HeaderMap,
+        mut body: hyper::body::Incoming,
+        driver: http::Driver,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<(), Failure> {
+        let limit = self.settings.max_body_bytes;
+        let coding = Coding::parse(headers.get(::http::header::CONTENT_ENCODING).map(|v| v.as_bytes()))
+            .map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let declared =
+            Declared::from_content_type(headers.get(::http::header::CONTENT_TYPE).map(|v| v.as_bytes()));
+        let mut checker = BodyCheck::new(check, coding, declared, limit)
+            .map_err(|e| Failure::new(ErrorKind::Keyword, e))?;
+        let (outcome, _) = clock.phase(Phase::Body, None, body::check_body(&mut body, &mut checker)).await;
+        report.body_bytes = checker.decoded;
+        report.body_wire_bytes = checker.wire;
+        let end = match outcome {
+            Err(timeout) => return Err(stalled(timeout, checker.wire, headers)),
+            Ok(Err(e)) => return Err(Failure::new(ErrorKind::Http, e)),
+            Ok(Ok(end)) => end,
+        };
+        let what = match check.mode {
+            shared::KeywordMode::Regex => "pattern",
+            shared::KeywordMode::Contains | shared::KeywordMode::NotContains => "keyword",
+        };
         match end {
-            BodyEnd::Found => Ok(()),
-            BodyEnd::Ended => Err(Failure::new(ErrorKind::Keyword, "the body does not contain the keyword")),
-            BodyEnd::LimitReached => Err(Failure::new(
-                ErrorKind::BodyTooLarge,
-                format!("the keyword is not in the first {} bytes of the body", self.settings.max_body_bytes),
+            CheckEnd::Found => {
+                report.keyword_matched = Some(true);
+                driver.finish_draining(body, limit.saturating_sub(checker.wire));
+                match check.mode {
+                    shared::KeywordMode::NotContains => Err(Failure::new(
+                        ErrorKind::Keyword,
+                        format!(
+                            "the body contains the keyword, which it must not ({})",
+                            body_facts(&checker)
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            CheckEnd::NotFound => {
+                report.keyword_matched = Some(false);
+                driver.finish();
+                match check.mode {
+                    shared::KeywordMode::NotContains => Ok(()),
+                    shared::KeywordMode::Regex => Err(Failure::new(
+                        ErrorKind::Keyword,
+                        format!("the body does not match the pattern ({})", body_facts(&checker)),
+                    )),
+                    shared::KeywordMode::Contains => Err(Failure::new(
+                        ErrorKind::Keyword,
+                        format!("the body does not contain the keyword ({})", body_facts(&checker)),
+                    )),
+                }
+            }
+            CheckEnd::TooLarge => {
+                report.keyword_matched = Some(false);
+                let absence = match check.mode {
+                    shared::KeywordMode::NotContains => "; its absence from the rest cannot be confirmed",
+                    _ => "",
+                };
+                let detail = match coding {
+                    Coding::Identity => format!(
+                        "the {what} is not in the first {limit} bytes of the body (max_body_bytes){absence}"
+                    ),
+                    coding => format!(
+                        "the {} body decodes to more than {limit} bytes (max_body_bytes) from {} bytes on the \
+                         wire, without the {what} in them{absence}",
+                        coding.as_str(),
+                        checker.wire
+                    ),
+                };
+                Err(Failure::new(ErrorKind::BodyTooLarge, detail))
+            }
+            CheckEnd::Corrupt(reason) => Err(Failure::new(
+                ErrorKind::Http,
+                format!(
+                    "the {} body cannot be decoded after {} bytes on the wire: {reason}",
+                    coding.as_str(),
+                    checker.wire
+                ),
             )),
         }
     }
 }
 
-/// The configured keyword, if any (an empty one means none).
-fn keyword(config: &shared::DomainConfig) -> Option<&str> {
-    config.keyword.as_deref().filter(|k| !k.is_empty())
+/// What hyper refused about a response head, named precisely from the recorded bytes when
+/// they show it (the limit hit, the offending header), else hyper's reason.
+fn head_error(error: &hyper::Error, recording: &Recording, limits: HeadLimits) -> String {
+    if error.is_parse() || error.is_parse_too_large() {
+        let diagnosis = head::diagnose(&recording.bytes(), limits, error.is_parse_too_large());
+        if let Some(reason) = diagnosis {
+            tracing::debug!(%error, %reason, "response head refused");
+            return reason;
+        }
+    }
+    http::describe(error)
+}
+
+/// A body that stopped arriving: the phase's timeout, with how much of it came.
+fn stalled(timeout: Failure, received: u64, headers: &::http::HeaderMap) -> Failure {
+    let expected = headers
+        .get(::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let progress = match expected {
+        Some(length) => format!("{received} of {length} body bytes received"),
+        None => format!("{received} body bytes received"),
+    };
+    Failure::new(timeout.kind, format!("{} ({progress})", timeout.detail))
+}
+
+/// Sizes, coding and charset of a checked body, for messages.
+fn body_facts(checker: &BodyCheck) -> String {
+    match checker.coding() {
+        Coding::Identity => format!("{} bytes read as {}", checker.decoded, checker.charset()),
+        coding => format!(
+            "{} bytes decoded from {} bytes of {}, read as {}",
+            checker.decoded,
+            checker.wire,
+            coding.as_str(),
+            checker.charset()
+        ),
+    }
+}
+
+/// The configured body check, if any (an empty keyword means none).
+fn keyword(config: &shared::DomainConfig) -> Option<&shared::KeywordCheck> {
+    config.keyword.as_ref().filter(|k| !k.pattern.is_empty())
 }
 
 fn empty_report() -> ProbeReport {
@@ -452,6 +583,7 @@ fn empty_report() -> ProbeReport {
         connect_attempts: Vec::new(),
         redirects: Vec::new(),
         body_bytes: 0,
+        body_wire_bytes: 0,
         certificate: None,
         redirect_certificates: Vec::new(),
         earliest_expiry: None,
@@ -493,6 +625,7 @@ fn start_hop(report: &mut ProbeReport) {
     report.dns_error = None;
     report.connect_attempts.clear();
     report.body_bytes = 0;
+    report.body_wire_bytes = 0;
 }
 
 fn finish(report: &mut ProbeReport, outcome: Result<(), Failure>) {

@@ -2,7 +2,7 @@
 //! connection driver task (aborted when the hop ends), and what counts as a redirect.
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONNECTION, HOST, LOCATION, USER_AGENT};
+use http::header::{ACCEPT, ACCEPT_ENCODING, CONNECTION, HOST, LOCATION, USER_AGENT};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -10,6 +10,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
+use super::body;
+use super::decode::ACCEPT_ENCODING as CODINGS;
+use super::head::{HeadLimits, Recorder, Recording};
 use super::target::Target;
 
 /// The task driving the connection. Dropped, it aborts the task, which closes the connection
@@ -27,6 +30,22 @@ pub struct Driver {
 pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Driver {
+    /// After a verdict reached before the body ended: reads and discards the rest of `body`
+    /// (at most `limit` more bytes, for at most [`LINGER`]) in the background so a server
+    /// that finishes its response closes first, then [`Driver::finish`]es; a body that does
+    /// not end in time closes the connection. The probe's result does not wait for this.
+    pub fn finish_draining(self, mut body: hyper::body::Incoming, limit: u64) {
+        tokio::spawn(async move {
+            let mut read = 0;
+            match tokio::time::timeout(LINGER, body::read_to_end(&mut body, limit, &mut read)).await {
+                Ok(Ok(body::ReadEnd::Ended)) => self.finish(),
+                outcome => {
+                    tracing::debug!(read, ?outcome, "rest of the body not drained; connection closed");
+                }
+            }
+        });
+    }
+
     pub fn finish(mut self) {
         if let Some(finished) = self.finished.take() {
             let _ = finished.send(());
@@ -43,13 +62,28 @@ impl Drop for Driver {
     }
 }
 
-/// Starts HTTP/1.1 on `io`: the request sender and the task driving the connection.
-pub async fn start<IO>(io: IO) -> Result<(SendRequest<Empty<Bytes>>, Driver), String>
+/// hyper's smallest read buffer; the buffer must hold a whole head.
+const MIN_BUF_SIZE: usize = 8192;
+
+/// Starts HTTP/1.1 on `io` with the head `limits`: the request sender, the task driving the
+/// connection, and the recording of the response head (for [`super::head::diagnose`]).
+pub async fn start<IO>(
+    io: IO,
+    limits: HeadLimits,
+) -> Result<(SendRequest<Empty<Bytes>>, Driver, Recording), String>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) =
-        http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("http handshake failed: {e}"))?;
+    // One byte past the limit shows that it was exceeded.
+    let (io, recording) = Recorder::new(io, limits.max_bytes.saturating_add(1));
+    let (sender, connection) = http1::Builder::new()
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_bytes)
+        // The read buffer must be able to hold a head of the limit and the start of the body.
+        .max_buf_size(limits.max_bytes.saturating_add(MIN_BUF_SIZE).max(MIN_BUF_SIZE))
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("http handshake failed: {e}"))?;
     let (finished, finished_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(async move {
         // Until the exchange is over the probe's own deadlines bound this task (it is aborted
@@ -70,11 +104,13 @@ where
             () = linger => tracing::debug!("server kept the connection open after the response; closed"),
         }
     });
-    Ok((sender, Driver { task: Some(driver), finished: Some(finished) }))
+    Ok((sender, Driver { task: Some(driver), finished: Some(finished) }, recording))
 }
 
 /// The probe's request: origin-form target, `Host` (with a non-default port), the configured
-/// user agent, `Accept: */*`, and `Connection: close` (connections are never reused).
+/// user agent, `Accept: */*`, `Connection: close` (connections are never reused) and, for GET,
+/// `Accept-Encoding` with every coding the prober decodes (what a browser sends; some servers
+/// stall or misbehave without it). A HEAD request needs no body and advertises none.
 pub fn request(
     method: shared::HttpMethod,
     target: &Target,
@@ -84,12 +120,16 @@ pub fn request(
         shared::HttpMethod::Get => Method::GET,
         shared::HttpMethod::Head => Method::HEAD,
     };
-    Request::builder()
-        .method(method)
+    let mut builder = Request::builder()
+        .method(method.clone())
         .uri(target.path_and_query.as_str())
         .header(HOST, target.authority.as_str())
         .header(USER_AGENT, user_agent)
-        .header(ACCEPT, "*/*")
+        .header(ACCEPT, "*/*");
+    if method == Method::GET {
+        builder = builder.header(ACCEPT_ENCODING, CODINGS);
+    }
+    builder
         .header(CONNECTION, "close")
         .body(Empty::new())
         .map_err(|e| format!("cannot build the request: {e}").to_lowercase())
@@ -152,5 +192,8 @@ mod tests {
         assert_eq!(request.headers()[USER_AGENT], "Crosscheck/test");
         assert_eq!(request.headers()[CONNECTION], "close");
         assert_eq!(request.headers()[ACCEPT], "*/*");
+        assert!(request.headers().get(ACCEPT_ENCODING).is_none(), "a head request needs no coding");
+        let request = super::request(shared::HttpMethod::Get, &target, "Crosscheck/test").unwrap();
+        assert_eq!(request.headers()[ACCEPT_ENCODING], "gzip, deflate, br, zstd");
     }
 }

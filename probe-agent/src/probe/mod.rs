@@ -11,15 +11,20 @@
 //! - `guard`: the SSRF check on resolved addresses; `connect`: Happy Eyeballs (RFC 8305) over
 //!   every allowed address; `tls`: client configuration, the recording
 //!   certificate verifier and [`CertInfo`]; `http`: the request and redirect rules;
-//! - `body`: the bounded body read and the streaming keyword search.
+//! - `head`: the recorded response head and what is wrong with one hyper refused;
+//! - `body`: the bounded body read and the body check; `decode`: content codings (gzip,
+//!   deflate, br, zstd) with the decoded size bounded; `text`: charsets and decoding to UTF-8.
 
 mod body;
 mod connect;
+mod decode;
 mod dns;
 mod engine;
 mod guard;
+mod head;
 mod http;
 mod target;
+mod text;
 mod tls;
 
 use std::net::IpAddr;
@@ -65,9 +70,10 @@ pub enum ErrorKind {
     Redirect,
     /// The final status is outside the expected range.
     Status,
-    /// The body does not contain the expected keyword.
+    /// The body check failed: the keyword (or pattern) is missing, or present in
+    /// `not_contains` mode.
     Keyword,
-    /// The body exceeded the read limit before the keyword was found.
+    /// The decoded body exceeded the read limit before the body check could decide.
     BodyTooLarge,
 }
 
@@ -268,7 +274,9 @@ pub struct ProbeReport {
     /// Final HTTP status, when a response arrived.
     pub status: Option<u16>,
     pub status_matched: Option<bool>,
-    /// `None` when no keyword is configured or no body was read.
+    /// Whether the keyword (or pattern) was found in the decoded body — a fact, not the
+    /// verdict: in `not_contains` mode `Some(true)` is a failure. `None` when no keyword is
+    /// configured or the body check did not finish.
     pub keyword_matched: Option<bool>,
     /// The address that served the last hop; when no connection was made, the first address
     /// tried.
@@ -285,7 +293,11 @@ pub struct ProbeReport {
     pub connect_attempts: Vec<ConnectAttempt>,
     /// URLs redirected to, in order.
     pub redirects: Vec<String>,
+    /// Body bytes read, after content decoding when the body was checked (the limit applies
+    /// to these); without a body check the body is not decoded and this is the wire count.
     pub body_bytes: u64,
+    /// Body bytes received on the wire (compressed, when a content coding was used).
+    pub body_wire_bytes: u64,
     /// The certificate of the first HTTPS hop: the monitored URL's own host when it is https.
     /// Its days left and validity are the domain's certificate facts.
     pub certificate: Option<CertInfo>,
@@ -310,8 +322,12 @@ pub struct ProbeSettings {
     pub connect_attempt_delay: Duration,
     pub connect_timeout: Duration,
     pub tls_timeout: Duration,
-    /// Largest body read while looking for the keyword.
+    /// Largest body read: decoded bytes when the body is checked, wire bytes otherwise.
     pub max_body_bytes: u64,
+    /// Most header fields accepted in a response head.
+    pub max_response_headers: usize,
+    /// Most bytes accepted in a response head, status line included (at least 8192).
+    pub max_header_bytes: usize,
     pub max_redirects: u32,
     pub user_agent: String,
     /// Blocked ranges minus the allow-list.
@@ -329,6 +345,8 @@ impl Default for ProbeSettings {
             connect_timeout: Duration::from_secs(10),
             tls_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
+            max_response_headers: 256,
+            max_header_bytes: 64 * 1024,
             max_redirects: 5,
             user_agent: concat!("Crosscheck/", env!("CARGO_PKG_VERSION")).to_owned(),
             policy: Default::default(),
@@ -382,8 +400,11 @@ impl Prober {
     /// - Redirects (301, 302, 303, 307, 308 with a `Location`) are followed up to
     ///   `max_redirects`, each as a new hop (new resolution, guard check and connection) —
     ///   unless the redirect status itself is expected.
-    /// - The body is read only for a GET whose final status is expected; without a keyword it
-    ///   is read up to `max_body_bytes` and the rest ignored.
+    /// - The body is read only for a GET whose final status is expected. Without a keyword it
+    ///   is read to its end (or `max_body_bytes` wire bytes), undecoded, so a stalled body is a
+    ///   timeout. With one it is decoded (content coding, then charset) and checked until the
+    ///   verdict; `total_ms` ends at the verdict, and the rest of the body is drained in the
+    ///   background.
     /// - A phase that ran and failed (refused, timed out) reports the time it ran.
     pub async fn probe(&self, config: &shared::DomainConfig) -> ProbeReport {
         self.engine.probe(config).await

@@ -45,6 +45,7 @@ impl Probe for FakeProber {
                 connect_attempts: Vec::new(),
                 redirects: vec![],
                 body_bytes: 0,
+                body_wire_bytes: 0,
                 certificate: None,
                 redirect_certificates: Vec::new(),
                 earliest_expiry: None,

@@ -279,7 +279,7 @@ async fn a_running_agent_probes_what_redis_publishes_and_refuses_private_targets
     let mut target = fx.config(&[], 1);
     target.url = format!("http://127.0.0.1:{port}/health");
     target.interval_s = 1;
-    target.keyword = Some("ok".into());
+    target.keyword = Some(shared::KeywordCheck::contains("ok"));
     fx.put(&target, false).await;
 
     // Without an allow-list the guard refuses the loopback target before connecting.

@@ -306,6 +306,7 @@ fn result(domain: DomainId, ok: bool, seq: u64) -> ProbeResult {
             connect_attempts: Vec::new(),
             redirects: Vec::new(),
             body_bytes: 2,
+            body_wire_bytes: 2,
             certificate: None,
             redirect_certificates: Vec::new(),
             earliest_expiry: None,

@@ -3,7 +3,9 @@
 //! purpose (lost notices, skipped versions, flushed keys) to check the agent recovers.
 //! Delivery is tested against an in-test ingest server over real mutual TLS; confirmation
 //! probes and canaries against a running agent and local targets. Name resolution and
-//! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1].
+//! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1];
+//! the prober's HTTP side against local servers (`probe`) and hostile raw-TCP servers writing
+//! exact bytes (`hostile`).
 
 mod catalog;
 mod chains;
@@ -11,6 +13,7 @@ mod check;
 mod confirmation;
 mod delivery;
 mod dns_server;
+mod hostile;
 mod probe;
 mod resolution;
 

@@ -28,7 +28,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use shared::netguard::TargetPolicy;
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, StatusRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -92,7 +92,7 @@ pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
 }
 
 fn with_keyword(url: impl Into<String>, keyword: &str) -> DomainConfig {
-    DomainConfig { keyword: Some(keyword.to_owned()), ..config(url) }
+    DomainConfig { keyword: Some(KeywordCheck::contains(keyword)), ..config(url) }
 }
 
 /// Probes and checks what must hold for every report.
@@ -102,7 +102,7 @@ pub(crate) async fn probe(prober: &Prober, config: &DomainConfig) -> ProbeReport
     report
 }
 
-fn check_invariants(report: &ProbeReport) {
+pub(crate) fn check_invariants(report: &ProbeReport) {
     assert_eq!(report.ok, report.error.is_none(), "{report:#?}");
     assert_eq!(report.error.is_some(), report.error_detail.is_some(), "{report:#?}");
     if let Some(detail) = &report.error_detail {
@@ -540,7 +540,7 @@ async fn reading_stops_at_the_keyword_and_at_the_limit() {
     let report = probe(&limited, &with_keyword(format!("http://{addr}/"), "healthy")).await;
     assert!(report.ok, "{report:#?}");
     assert_eq!(report.keyword_matched, Some(true));
-    assert_eq!(report.body_bytes, 20_000, "found early, then read up to the limit and stopped");
+    assert!(report.body_bytes < 20_000, "the verdict ends the probe: {}", report.body_bytes);
 
     let small = prober_with(ProbeSettings { max_body_bytes: 10_000, ..settings(loopback_allowed()) });
     let report = probe(&small, &config(format!("http://{addr}/"))).await;
@@ -883,7 +883,7 @@ async fn stalled_body_server(first: &'static str) -> SocketAddr {
 }
 
 #[tokio::test]
-async fn a_body_still_streaming_at_the_deadline_does_not_fail_a_probe_whose_verdict_is_known() {
+async fn a_body_still_streaming_at_the_deadline_fails_only_a_probe_without_a_verdict() {
     let addr = stalled_body_server("event: status healthy").await;
     let url = format!("http://{addr}/events");
 
@@ -892,9 +892,11 @@ async fn a_body_still_streaming_at_the_deadline_does_not_fail_a_probe_whose_verd
     assert!(report.ok, "{report:#?}");
     assert_eq!(report.keyword_matched, Some(true));
 
+    // Without a keyword the body must end: one that stalls is not a healthy page.
     let no_keyword = DomainConfig { timeout_ms: 300, ..config(url.clone()) };
     let report = probe(&prober(), &no_keyword).await;
-    assert!(report.ok, "{report:#?}");
+    assert_failed(&report, ErrorKind::Timeout, "reading the body");
+    assert_eq!(report.status, Some(200));
 
     let missing = DomainConfig { timeout_ms: 300, ..with_keyword(url, "absent") };
     let report = probe(&prober(), &missing).await;
