@@ -97,7 +97,8 @@ step "2/3 building control-plane, probe-agent, certs and the demo runner (dev pr
 if [ -x target/debug/bench ]; then
   echo "   incremental: seconds unless the sources changed"
 else
-  echo "   first build: about 4 minutes on 2 cores (dependencies included); later builds take seconds"
+  echo "   first build: about 4 minutes on 2 idle cores, up to 9 when they are busy (dependencies"
+  echo "   included); later builds take seconds"
 fi
 started=$(date +%s)
 cargo build --bins -p control-plane -p probe-agent -p certs -p bench
