@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use control_plane::clock::ManualClock;
-use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch, Run};
+use control_plane::consensus::Evaluated;
 use control_plane::flap::Decision;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -79,21 +79,7 @@ fn of_kind<'a>(queued: &'a [(String, String, Value)], kind: &str) -> Vec<&'a (St
 /// Records an observation of the domain from `ams` at `at` and evaluates it at `at`.
 async fn step(app: &TestApp, clock: &ManualClock, domain: Uuid, ok: bool, at: DateTime<Utc>) -> Evaluated {
     clock.set(at);
-    let batch = ObservedBatch {
-        region: "ams".into(),
-        agent_id: "ams-1".into(),
-        health: None,
-        received_at: at,
-        observations: vec![DomainObservation {
-            domain_id: domain,
-            ok,
-            error_kind: (!ok).then(|| "status".to_owned()),
-            status_code: Some(if ok { 200 } else { 503 }),
-            observed_at: at,
-            run: Run::of(ok, at),
-        }],
-        certificates: Vec::new(),
-    };
+    let batch = crate::helpers::observed("ams", domain, ok, at);
     app.consensus.record(&batch).await.unwrap();
     app.consensus.evaluate(domain, at).await.unwrap().expect("domain exists")
 }
@@ -469,21 +455,7 @@ async fn pausing_a_flapping_domain_closes_its_flap_period_without_notices(pool: 
 /// failure), then runs the sweep at `at`.
 async fn observe_and_sweep(app: &TestApp, clock: &ManualClock, domain: Uuid, ok: bool, at: DateTime<Utc>) {
     clock.set(at);
-    let batch = ObservedBatch {
-        region: "ams".into(),
-        agent_id: "ams-1".into(),
-        health: None,
-        received_at: at,
-        observations: vec![DomainObservation {
-            domain_id: domain,
-            ok,
-            error_kind: (!ok).then(|| "status".to_owned()),
-            status_code: Some(if ok { 200 } else { 503 }),
-            observed_at: at,
-            run: Run::of(ok, at),
-        }],
-        certificates: Vec::new(),
-    };
+    let batch = crate::helpers::observed("ams", domain, ok, at);
     app.consensus.record(&batch).await.unwrap();
     app.consensus.sweep().await.unwrap();
 }

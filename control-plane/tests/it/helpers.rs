@@ -326,3 +326,29 @@ impl Drop for TestAgent {
 pub fn domain(url: &str) -> Value {
     json!({ "url": url })
 }
+
+/// One agent's batch holding one observation of `domain` at `at` from `region` (agent
+/// `<region>-1`): `200` when `ok`, else `503` (`status`).
+pub fn observed(
+    region: &str,
+    domain: Uuid,
+    ok: bool,
+    at: chrono::DateTime<chrono::Utc>,
+) -> control_plane::consensus::ObservedBatch {
+    use control_plane::consensus::{DomainObservation, ObservedBatch, Run};
+    ObservedBatch {
+        region: region.into(),
+        agent_id: format!("{region}-1"),
+        health: None,
+        received_at: at,
+        observations: vec![DomainObservation {
+            domain_id: domain,
+            ok,
+            error_kind: (!ok).then(|| "status".to_owned()),
+            status_code: Some(if ok { 200 } else { 503 }),
+            observed_at: at,
+            run: Run::of(ok, at),
+        }],
+        certificates: Vec::new(),
+    }
+}

@@ -3,7 +3,7 @@
 //! are recorded and evaluations (or the sweep) driven directly, at the real time.
 
 use chrono::{DateTime, Utc};
-use control_plane::consensus::{DomainObservation, Evaluated, ObservedBatch, Run};
+use control_plane::consensus::Evaluated;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::testing::random_prefix;
@@ -46,21 +46,7 @@ async fn domain_with_channel(app: &TestApp, regions: &[&str]) -> (Uuid, Uuid) {
 /// Records `region`'s observation of the domain now.
 async fn observe(app: &TestApp, domain: Uuid, region: &str, ok: bool) -> DateTime<Utc> {
     let at = Utc::now();
-    let batch = ObservedBatch {
-        region: region.into(),
-        agent_id: format!("{region}-1"),
-        health: None,
-        received_at: at,
-        observations: vec![DomainObservation {
-            domain_id: domain,
-            ok,
-            error_kind: (!ok).then(|| "status".to_owned()),
-            status_code: Some(if ok { 200 } else { 503 }),
-            observed_at: at,
-            run: Run::of(ok, at),
-        }],
-        certificates: Vec::new(),
-    };
+    let batch = crate::helpers::observed(region, domain, ok, at);
     app.consensus.record(&batch).await.unwrap();
     at
 }
