@@ -108,7 +108,8 @@ fn ms(duration: Duration) -> f64 {
 /// How a hop ended when it did not fail.
 enum HopEnd {
     Final,
-    Redirect(Target),
+    /// A redirect with its status.
+    Redirect(Target, u16),
 }
 
 /// Shared by every clone of a prober.
@@ -137,16 +138,19 @@ impl Engine {
         report: &mut ProbeReport,
     ) -> Result<(), Failure> {
         let mut target = Target::parse(&config.url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e))?;
+        let origin = target.url.origin();
+        let mut sending = http::Sending::first(&config.request);
         loop {
             start_hop(report);
-            match self.hop(config, &target, clock, report).await? {
+            match self.hop(config, sending, &target, clock, report).await? {
                 HopEnd::Final => return Ok(()),
-                HopEnd::Redirect(next) => {
+                HopEnd::Redirect(next, status) => {
                     if report.redirects.len() >= self.settings.max_redirects as usize {
                         let detail = format!("more than {} redirects", self.settings.max_redirects);
                         return Err(Failure::new(ErrorKind::Redirect, detail));
                     }
                     report.redirects.push(next.url.to_string());
+                    sending = sending.redirected(status, next.url.origin() == origin);
                     target = next;
                 }
             }
@@ -156,6 +160,7 @@ impl Engine {
     async fn hop(
         &self,
         config: &shared::DomainConfig,
+        sending: http::Sending,
         target: &Target,
         clock: &Clock,
         report: &mut ProbeReport,
@@ -164,9 +169,9 @@ impl Engine {
         let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
             let stream = self.tls_handshake(config, target, tcp, clock, report).await?;
-            self.exchange(config, target, stream, clock, report).await
+            self.exchange(config, sending, target, stream, clock, report).await
         } else {
-            self.exchange(config, target, tcp, clock, report).await
+            self.exchange(config, sending, target, tcp, clock, report).await
         }
     }
 
@@ -349,10 +354,12 @@ impl Engine {
         }
     }
 
-    /// Request, response head, and (for a final, expected response to GET) the body.
+    /// Request, response head, and (for a final, expected response to anything but HEAD) the
+    /// body.
     async fn exchange<IO>(
         &self,
         config: &shared::DomainConfig,
+        sending: http::Sending,
         target: &Target,
         io: IO,
         clock: &Clock,
@@ -361,7 +368,7 @@ impl Engine {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let request = http::request(config.method, target, &self.settings.user_agent)
+        let request = http::request(&config.request, sending, target, &self.settings.user_agent)
             .map_err(|e| Failure::new(ErrorKind::Http, e))?;
         let limits = self.head_limits();
         let (mut sender, driver, recording) =
@@ -379,13 +386,13 @@ impl Engine {
             if let Some(location) = http::redirect_location(status, response.headers()) {
                 let location = location.map_err(|e| Failure::new(ErrorKind::Redirect, e))?;
                 let next = target.follow(location).map_err(|e| Failure::new(ErrorKind::Redirect, e))?;
-                return Ok(HopEnd::Redirect(next));
+                return Ok(HopEnd::Redirect(next, status.as_u16()));
             }
             let detail =
                 format!("status {} is outside the expected {}", status.as_u16(), config.expected_status);
             return Err(Failure::new(ErrorKind::Status, detail));
         }
-        if config.method == shared::HttpMethod::Head {
+        if sending.method == shared::HttpMethod::Head {
             return match keyword(config) {
                 None => Ok(HopEnd::Final),
                 Some(_) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
