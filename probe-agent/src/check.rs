@@ -105,8 +105,7 @@ impl CheckArgs {
         }
         let auth = match (&self.basic, &self.bearer) {
             (Some(pair), _) => {
-                let (username, password) =
-                    pair.split_once(':').ok_or("--basic: must be 'user:password'")?;
+                let (username, password) = pair.split_once(':').ok_or("--basic: must be 'user:password'")?;
                 rules::check_username(username).map_err(|e| format!("--basic: the user name {e}"))?;
                 rules::check_password(password).map_err(|e| format!("--basic: the password {e}"))?;
                 Some(Auth::Basic { username: username.to_owned(), password: Secret::new(password) })
@@ -443,7 +442,10 @@ mod tests {
         .unwrap();
         assert_eq!(posted.method, HttpMethod::Post, "--data alone means POST, as with curl");
         assert_eq!(posted.body, Some(RequestBody { text: "{}".into(), secret: false }));
-        assert_eq!(posted.headers[1], RequestHeader { name: "X-Api-Key".into(), value: "k".into(), secret: true });
+        assert_eq!(
+            posted.headers[1],
+            RequestHeader { name: "X-Api-Key".into(), value: "k".into(), secret: true }
+        );
         assert!(!posted.headers[0].secret);
         assert_eq!(
             posted.auth,

@@ -220,8 +220,18 @@ pub fn always_secret(name: &str) -> bool {
 /// `cookie`, `signature` or `credential` (`X-Api-Key`, `X-Auth-Token`, …). Hiding a value
 /// that was not secret costs only its display; showing a credential cannot be undone.
 pub fn secret_by_default(name: &str) -> bool {
-    const WORDS: [&str; 10] =
-        ["auth", "token", "key", "secret", "password", "passwd", "session", "cookie", "signature", "credential"];
+    const WORDS: [&str; 10] = [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "session",
+        "cookie",
+        "signature",
+        "credential",
+    ];
     let lower = name.to_ascii_lowercase();
     always_secret(name) || WORDS.iter().any(|w| lower.contains(w))
 }
@@ -387,7 +397,9 @@ mod tests {
         }
         assert!(check_header_value("").is_ok());
         assert!(check_header_value("a\tb c").is_ok());
-        for bad in ["a\r\nInjected: 1", "nul\0", " lead", "trail ", "é", &"v".repeat(MAX_HEADER_VALUE_LEN + 1)] {
+        for bad in
+            ["a\r\nInjected: 1", "nul\0", " lead", "trail ", "é", &"v".repeat(MAX_HEADER_VALUE_LEN + 1)]
+        {
             let message = check_header_value(bad).unwrap_err();
             assert!(!message.contains(bad), "the message must not echo the value: {message}");
         }

@@ -153,7 +153,11 @@ fn parse_headers(
 }
 
 /// `Some(None)`: no authentication; `None`: a problem was recorded.
-fn parse_auth(value: Option<&Value>, kept: Option<&RequestConfig>, errors: &mut FieldErrors) -> Option<Option<Auth>> {
+fn parse_auth(
+    value: Option<&Value>,
+    kept: Option<&RequestConfig>,
+    errors: &mut FieldErrors,
+) -> Option<Option<Auth>> {
     const SHAPE: &str =
         "must be {\"kind\": \"basic\", \"username\", \"password\"} or {\"kind\": \"bearer\", \"token\"}";
     let entry = match value {
@@ -178,7 +182,10 @@ fn parse_auth(value: Option<&Value>, kept: Option<&RequestConfig>, errors: &mut 
         errors.add(&format!("auth.{key}"), format!("unknown field; {SHAPE}"));
     }
     // A secret: given (and checked), or kept from the stored authentication of the same kind.
-    let secret = |key: &str, stored: Option<&Secret>, check: fn(&str) -> Result<(), String>, errors: &mut FieldErrors| {
+    let secret = |key: &str,
+                  stored: Option<&Secret>,
+                  check: fn(&str) -> Result<(), String>,
+                  errors: &mut FieldErrors| {
         match (entry.get(key), stored) {
             (Some(Value::String(value)), _) => match check(value) {
                 Ok(()) => Some(Secret::new(value.clone())),
@@ -387,8 +394,12 @@ mod tests {
         assert!(!format!("{errors:?}").contains("leaked-value"));
         let too_many: Vec<Value> =
             (0..=MAX_HEADERS).map(|i| json!({"name": format!("X-{i}"), "value": "v"})).collect();
-        assert_eq!(parse_value(json!({"headers": too_many}), None).unwrap_err().0["headers"], "at most 32 headers");
-        let large: Vec<Value> = (0..5).map(|i| json!({"name": format!("X-{i}"), "value": "v".repeat(4000)})).collect();
+        assert_eq!(
+            parse_value(json!({"headers": too_many}), None).unwrap_err().0["headers"],
+            "at most 32 headers"
+        );
+        let large: Vec<Value> =
+            (0..5).map(|i| json!({"name": format!("X-{i}"), "value": "v".repeat(4000)})).collect();
         assert!(parse_value(json!({"headers": large}), None).unwrap_err().0["headers"].contains("total"));
         assert!(parse_value(json!({"headers": {"X-A": "1"}}), None).unwrap_err().0.contains_key("headers"));
     }

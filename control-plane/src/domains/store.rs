@@ -293,9 +293,10 @@ pub async fn update(
     if !nulls.is_empty() {
         let mut errors = FieldErrors::default();
         for (key, _) in nulls {
-            errors
-                .0
-                .insert(key.clone(), format!("cannot be null (only {} can be cleared)", CLEARABLE.join(", ")));
+            errors.0.insert(
+                key.clone(),
+                format!("cannot be null (only {} can be cleared)", CLEARABLE.join(", ")),
+            );
         }
         return Err(StoreError::Invalid(errors));
     }

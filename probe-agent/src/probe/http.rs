@@ -9,9 +9,9 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
-use shared::{Auth, HttpMethod, RequestConfig};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use shared::{Auth, HttpMethod, RequestConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
@@ -315,7 +315,10 @@ mod tests {
                 header("Cookie", "sid=1", false),
                 header("X-Trace", "t", false),
             ],
-            auth: Some(Auth::Basic { username: "Aladdin".into(), password: shared::Secret::new("open sesame") }),
+            auth: Some(Auth::Basic {
+                username: "Aladdin".into(),
+                password: shared::Secret::new("open sesame"),
+            }),
             body: Some(shared::RequestBody { text: "{\"a\":1}".into(), secret: false }),
         }
     }
