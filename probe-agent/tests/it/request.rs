@@ -325,6 +325,10 @@ async fn credentials_stay_on_the_monitored_origin() {
 struct CapturedLogs {
     lines: Arc<Mutex<Vec<u8>>>,
     _guard: tracing::subscriber::DefaultGuard,
+    /// A second registered dispatcher. With only one, tracing asks the *calling thread's*
+    /// subscriber whether a new callsite is of interest, so a callsite first reached by another
+    /// test's thread would be cached as uninteresting for this one too.
+    _second: tracing::Dispatch,
 }
 
 impl CapturedLogs {
@@ -340,6 +344,7 @@ impl CapturedLogs {
                 Ok(())
             }
         }
+        let second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Sink(lines.clone());
         let subscriber = tracing_subscriber::fmt()
@@ -347,7 +352,7 @@ impl CapturedLogs {
             .with_ansi(false)
             .with_writer(move || sink.clone())
             .finish();
-        Self { lines, _guard: tracing::subscriber::set_default(subscriber) }
+        Self { lines, _guard: tracing::subscriber::set_default(subscriber), _second: second }
     }
 
     fn text(&self) -> String {
