@@ -41,14 +41,14 @@ pub struct CheckArgs {
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
     /// Basic authentication, 'user:password' (split at the first colon).
-    #[arg(long, value_name = "USER:PASSWORD", env = "CROSSCHECK_CHECK_BASIC", hide_env_values = true)]
+    #[arg(long, value_name = "USER:PASSWORD", env = "CROSSCHECK_AGENT_CHECK_BASIC", hide_env_values = true)]
     pub basic: Option<String>,
     /// Bearer authentication with this token.
     #[arg(
         long,
         value_name = "TOKEN",
         conflicts_with = "basic",
-        env = "CROSSCHECK_CHECK_BEARER",
+        env = "CROSSCHECK_AGENT_CHECK_BEARER",
         hide_env_values = true
     )]
     pub bearer: Option<String>,

@@ -204,6 +204,10 @@ pub fn request(
         builder = builder.header(ACCEPT_ENCODING, CODINGS);
     }
     for header in &config.headers {
+        // The control plane never publishes these; a configuration written by hand might.
+        if let Some(reason) = shared::request::reserved_header(&header.name) {
+            return Err(format!("request header {} cannot be sent: {reason}", header.name));
+        }
         let credential = header.secret || shared::request::always_secret(&header.name);
         let content = header.name.len() > 8 && header.name[..8].eq_ignore_ascii_case("content-");
         if (credential && !sending.credentials) || (content && !sending.content) {
@@ -346,6 +350,11 @@ mod tests {
         assert_eq!(build(&bearer, Sending::first(&bearer)).headers()[AUTHORIZATION], "Bearer abc.def");
         let empty = RequestConfig::new(HttpMethod::Put);
         assert_eq!(build(&empty, Sending::first(&empty)).headers()[CONTENT_LENGTH], "0");
+        let owned =
+            RequestConfig { headers: vec![header("host", "other.test", false)], ..RequestConfig::default() };
+        let target = Target::parse("http://example.com/").unwrap();
+        let error = super::request(&owned, Sending::first(&owned), &target, "ua").unwrap_err();
+        assert!(error.starts_with("request header host cannot be sent: the prober sets Host"), "{error}");
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn check_sends_the_request_options() {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe-agent"));
     let output = command
         .args(["check", &server.url("/api"), "--allow-private", "127.0.0.0/8", "--method", "delete"])
-        .env("CROSSCHECK_CHECK_BEARER", "env-token")
+        .env("CROSSCHECK_AGENT_CHECK_BEARER", "env-token")
         .env("RUST_LOG", "warn")
         .output()
         .await
