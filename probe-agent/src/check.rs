@@ -59,7 +59,7 @@ pub struct CheckArgs {
     /// Statuses that pass: a code (200), a range (200-399) or a class (2xx).
     #[arg(long, default_value = "200-299", value_parser = |s: &str| s.parse::<StatusRange>())]
     pub expected_status: StatusRange,
-    /// Text the body must contain (GET only), matched on the decoded text.
+    /// Text the body must contain (not with HEAD), matched on the decoded text.
     #[arg(long)]
     pub keyword: Option<String>,
     /// How the keyword is matched: contains, not_contains (fails when present) or regex.
