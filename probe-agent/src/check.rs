@@ -69,6 +69,7 @@ impl CheckArgs {
             regions: Vec::new(),
             paused: false,
             tls_verify: true,
+            http_version: shared::HttpVersion::Auto,
             version: 0,
         }
     }
@@ -240,6 +241,7 @@ mod tests {
             dns: None,
             dns_error: None,
             connect_attempts: Vec::new(),
+            http_version: None,
             redirects: vec!["http://127.0.0.1/next".into()],
             body_bytes: 12,
             body_wire_bytes: 12,

@@ -13,7 +13,7 @@ pub mod v1 {
 
 pub use v1::{
     Ack, AgentHealth, Batch, CertProblem, Certificate, ChainCertificate, ConnectAttempt, ConnectOutcome,
-    DnsError, ErrorKind, ProbeResult, Trigger,
+    DnsError, ErrorKind, HttpVersion, ProbeResult, Trigger,
 };
 
 /// Largest encoded batch the control plane accepts, in bytes.

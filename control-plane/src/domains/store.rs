@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
+use shared::{DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, StatusRange};
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;
 
@@ -68,6 +68,7 @@ struct Row {
     quorum: Option<i32>,
     paused: bool,
     tls_verify: bool,
+    http_version: String,
     flap: Option<Value>,
     version: i64,
     created_at: DateTime<Utc>,
@@ -75,8 +76,8 @@ struct Row {
 }
 
 const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
-     keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, flap, \
-     version, created_at, updated_at";
+     keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
+     flap, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -107,6 +108,7 @@ impl TryFrom<Row> for Domain {
             mode: keyword_mode,
             case_insensitive: row.keyword_case_insensitive,
         });
+        let http_version = HttpVersion::parse(&row.http_version).ok_or_else(|| corrupt("http version"))?;
         let flap = match row.flap {
             None | Some(Value::Null) => None,
             Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("flap settings"))?),
@@ -128,6 +130,7 @@ impl TryFrom<Row> for Domain {
                 quorum: row.quorum.and_then(|q| u32::try_from(q).ok()),
                 paused: row.paused,
                 tls_verify: row.tls_verify,
+                http_version,
                 flap,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
@@ -186,15 +189,15 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+             tls_verify, http_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
              interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
              timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
              paused = excluded.paused, flap = excluded.flap, version = excluded.version, \
-             tls_verify = excluded.tls_verify, updated_at = now() \
+             tls_verify = excluded.tls_verify, http_version = excluded.http_version, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -216,6 +219,7 @@ async fn write_row(
     .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
     .bind(version)
     .bind(spec.tls_verify)
+    .bind(spec.http_version.as_str())
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
