@@ -111,6 +111,17 @@ impl ErrorKind {
     }
 }
 
+impl HttpVersion {
+    /// The version's name as stored and shown (`HTTP/1.1`, `HTTP/2`); `None` when unspecified.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            HttpVersion::Unspecified => return None,
+            HttpVersion::HttpVersion11 => "HTTP/1.1",
+            HttpVersion::HttpVersion2 => "HTTP/2",
+        })
+    }
+}
+
 impl CertProblem {
     /// The problem's name as stored and shown (`expired`, `unknown_issuer`, …); `None` when
     /// unspecified.

@@ -106,6 +106,12 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// An established connection and the HTTP version it speaks.
+struct Connection<IO> {
+    io: IO,
+    protocol: http::Protocol,
+}
+
 /// How a hop ended when it did not fail.
 enum HopEnd {
     Final,
@@ -182,14 +188,14 @@ impl Engine {
                     "the server did not select http/2 (alpn h2), which the domain requires (http_version: http2)",
                 ));
             }
-            self.exchange(config, target, stream, protocol, cookies, clock, report).await
+            self.exchange(config, target, Connection { io: stream, protocol }, cookies, clock, report).await
         } else {
             // Plain HTTP has no negotiation: HTTP/2 there is prior knowledge (h2c).
             let protocol = match config.http_version {
                 shared::HttpVersion::Http2 => http::Protocol::Http2,
                 shared::HttpVersion::Auto | shared::HttpVersion::Http1 => http::Protocol::Http1,
             };
-            self.exchange(config, target, tcp, protocol, cookies, clock, report).await
+            self.exchange(config, target, Connection { io: tcp, protocol }, cookies, clock, report).await
         }
     }
 
@@ -377,8 +383,7 @@ impl Engine {
         &self,
         config: &shared::DomainConfig,
         target: &Target,
-        io: IO,
-        protocol: http::Protocol,
+        connection: Connection<IO>,
         cookies: &mut CookieStore,
         clock: &Clock,
         report: &mut ProbeReport,
@@ -386,6 +391,7 @@ impl Engine {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Connection { io, protocol } = connection;
         let mut request = http::request(config.method, target, &self.settings.user_agent, protocol)
             .map_err(|e| Failure::new(ErrorKind::Http, e))?;
         let sent = cookie_header(cookies, &target.url);
