@@ -53,6 +53,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
             regions: Vec::new(),
             paused: false,
             tls_verify: true,
+            http_version: shared::HttpVersion::Auto,
             version: 1,
         };
         batch.push((config.id.to_string(), serde_json::to_string(&config)?));

@@ -82,6 +82,7 @@ fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> 
             regions: vec![],
             paused: false,
             tls_verify: true,
+            http_version: shared::HttpVersion::Auto,
             version: 1,
         })
         .collect()

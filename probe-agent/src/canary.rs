@@ -156,6 +156,7 @@ impl Canaries {
                     regions: Vec::new(),
                     paused: false,
                     tls_verify: true,
+                    http_version: shared::HttpVersion::Auto,
                     version: 0,
                 })
             })
@@ -261,6 +262,7 @@ mod tests {
             dns: None,
             dns_error: None,
             connect_attempts: Vec::new(),
+            http_version: None,
             redirects: Vec::new(),
             body_bytes: 0,
             body_wire_bytes: 0,

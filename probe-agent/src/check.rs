@@ -68,6 +68,10 @@ pub struct CheckArgs {
     /// Match the keyword without regard to letter case (Unicode simple case folding).
     #[arg(long)]
     pub keyword_case_insensitive: bool,
+    /// The HTTP version: auto (ALPN offers h2 and http/1.1), http1, or http2 (over plain
+    /// http: prior knowledge).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "http1", "http2"])]
+    pub http_version: String,
     /// Limit of the whole probe, redirects included, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u32,
@@ -151,6 +155,7 @@ impl CheckArgs {
             regions: Vec::new(),
             paused: false,
             tls_verify: true,
+            http_version: shared::HttpVersion::parse(&self.http_version).unwrap_or_default(),
             version: 0,
         })
     }
@@ -215,7 +220,8 @@ pub fn render(url: &str, report: &ProbeReport) -> String {
             Some(false) => " (not expected)",
             _ => "",
         };
-        let _ = writeln!(out, "  status     {status}{matched}");
+        let version = report.http_version.map(|v| format!(" over {}", v.as_str())).unwrap_or_default();
+        let _ = writeln!(out, "  status     {status}{matched}{version}");
     }
     if let Some(found) = report.keyword_matched {
         let _ = writeln!(out, "  keyword    {}", if found { "found" } else { "missing" });
@@ -329,6 +335,7 @@ mod tests {
             dns: None,
             dns_error: None,
             connect_attempts: Vec::new(),
+            http_version: Some(crate::probe::HttpProtocol::Http2),
             redirects: vec!["http://127.0.0.1/next".into()],
             body_bytes: 12,
             body_wire_bytes: 12,
@@ -343,7 +350,7 @@ mod tests {
         let text = render("http://127.0.0.1/", &report(true));
         assert_eq!(
             text,
-            "UP  http://127.0.0.1/\n  status     200\n  dns        1.2 ms\n  connect    2.0 ms\n  tls        -\n  \
+            "UP  http://127.0.0.1/\n  status     200 over HTTP/2\n  dns        1.2 ms\n  connect    2.0 ms\n  tls        -\n  \
              first byte 3.5 ms\n  total      7.0 ms  (12 body bytes)\n  addresses  127.0.0.1 ::1, used 127.0.0.1\n  redirect 1 -> http://127.0.0.1/next\n"
         );
     }
@@ -354,7 +361,7 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("DOWN (status)  http://127.0.0.1/"));
         assert_eq!(lines.next(), Some("  why        status 503 is not in 200-299"));
-        assert_eq!(lines.next(), Some("  status     503 (not expected)"));
+        assert_eq!(lines.next(), Some("  status     503 (not expected) over HTTP/2"));
     }
 
     #[test]

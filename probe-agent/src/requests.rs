@@ -490,6 +490,7 @@ mod tests {
                     dns: None,
                     dns_error: None,
                     connect_attempts: Vec::new(),
+                    http_version: None,
                     redirects: Vec::new(),
                     body_bytes: 0,
                     body_wire_bytes: 0,

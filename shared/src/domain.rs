@@ -90,6 +90,43 @@ impl HttpMethod {
     }
 }
 
+/// The HTTP version a probe may speak (JSON `"auto"`, `"http1"`, `"http2"`).
+///
+/// - `auto` (the default): over TLS, offer `h2` and `http/1.1` by ALPN and speak what the server
+///   picks; plain `http://` speaks HTTP/1.1.
+/// - `http1`: offer and speak only HTTP/1.1.
+/// - `http2`: offer only `h2` over TLS (a server that does not select it fails the probe, kind
+///   `http`); plain `http://` speaks HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+impl HttpVersion {
+    pub const ALL: [HttpVersion; 3] = [HttpVersion::Auto, HttpVersion::Http1, HttpVersion::Http2];
+
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http1 => "http1",
+            HttpVersion::Http2 => "http2",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HttpVersion> {
+        HttpVersion::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == HttpVersion::Auto
+    }
+}
+
 /// An inclusive range of acceptable HTTP status codes (a single code is `min == max`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StatusRange {
@@ -313,6 +350,9 @@ pub struct DomainConfig {
     /// (validity, the named problem, days left, expiry alerts) is still recorded.
     #[serde(default = "tls_verify_default", skip_serializing_if = "is_true")]
     pub tls_verify: bool,
+    /// The HTTP version the probe may speak; `auto` (ALPN decides) when absent.
+    #[serde(default, skip_serializing_if = "HttpVersion::is_auto")]
+    pub http_version: HttpVersion,
     /// The config version of the change that produced this configuration.
     pub version: u64,
 }
@@ -438,6 +478,7 @@ mod tests {
             regions: vec!["ams".into()],
             paused: false,
             tls_verify: true,
+            http_version: HttpVersion::Auto,
             version: 7,
         }
     }

@@ -25,8 +25,8 @@ pub mod testing;
 pub mod tls;
 
 pub use domain::{
-    ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, ProbeRequest,
-    StatusRange,
+    ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode,
+    ProbeRequest, StatusRange,
 };
 pub use keys::RedisKeys;
 pub use request::{Auth, RequestBody, RequestConfig, RequestHeader, Secret};

@@ -13,7 +13,7 @@ pub mod v1 {
 
 pub use v1::{
     Ack, AgentHealth, Batch, CertProblem, Certificate, ChainCertificate, ConnectAttempt, ConnectOutcome,
-    DnsError, ErrorKind, ProbeResult, Trigger,
+    DnsError, ErrorKind, HttpVersion, ProbeResult, Trigger,
 };
 
 /// Largest encoded batch the control plane accepts, in bytes.
@@ -107,6 +107,17 @@ impl ErrorKind {
             ErrorKind::Status => "status",
             ErrorKind::Keyword => "keyword",
             ErrorKind::BodyTooLarge => "body_too_large",
+        })
+    }
+}
+
+impl HttpVersion {
+    /// The version's name as stored and shown (`HTTP/1.1`, `HTTP/2`); `None` when unspecified.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            HttpVersion::Unspecified => return None,
+            HttpVersion::HttpVersion11 => "HTTP/1.1",
+            HttpVersion::HttpVersion2 => "HTTP/2",
         })
     }
 }

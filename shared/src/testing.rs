@@ -143,6 +143,7 @@ pub fn sample_domain(interval_s: u32, version: u64) -> crate::DomainConfig {
         regions: Vec::new(),
         paused: false,
         tls_verify: true,
+        http_version: crate::HttpVersion::Auto,
         version,
     }
 }

@@ -229,6 +229,7 @@ fn view(result: &CheckResult) -> Value {
         "status_code": result.status_code,
         "timings": result.timings,
         "resolved_ip": result.resolved_ip,
+        "http_version": result.http_version,
         "certificate": result.certificate,
         "started_at": result.started_at,
     })

@@ -32,6 +32,7 @@ fn view(domain: &Domain) -> Value {
         "quorum": spec.quorum,
         "paused": spec.paused,
         "tls_verify": spec.tls_verify,
+        "http_version": spec.http_version.as_str(),
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,

@@ -53,6 +53,9 @@ pub struct CheckResult {
     pub status_code: Option<u16>,
     pub timings: Timings,
     pub resolved_ip: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2`, of the last hop; `None` when no exchange started.
+    #[serde(default)]
+    pub http_version: Option<String>,
     pub certificate: Option<Certificate>,
     pub started_at: Option<DateTime<Utc>>,
 }
@@ -123,6 +126,10 @@ impl CheckResult {
                 total_ms: ms(result.total_us),
             },
             resolved_ip: non_empty(&result.resolved_ip),
+            http_version: proto::HttpVersion::try_from(result.http_version)
+                .ok()
+                .and_then(proto::HttpVersion::label)
+                .map(str::to_owned),
             certificate,
             started_at: DateTime::from_timestamp_micros(result.started_at_unix_us),
         })

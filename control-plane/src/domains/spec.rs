@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 use shared::netguard;
-use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, RequestConfig, StatusRange};
+use shared::{
+    DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestConfig, StatusRange,
+};
 use url::{Host, Url};
 
 use super::request;
@@ -19,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 17] = [
+const KNOWN_FIELDS: [&str; 18] = [
     "url",
     "method",
     "headers",
@@ -37,6 +39,7 @@ const KNOWN_FIELDS: [&str; 17] = [
     "paused",
     "flap",
     "tls_verify",
+    "http_version",
 ];
 const MAX_URL_LEN: usize = 2048;
 const MAX_KEYWORD_LEN: usize = 256;
@@ -107,6 +110,8 @@ pub struct DomainSpec {
     /// mode: the probe passes despite an invalid certificate, and every certificate fact and
     /// expiry notice keeps working.
     pub tls_verify: bool,
+    /// The HTTP version the probe may speak (default `auto`: ALPN decides).
+    pub http_version: HttpVersion,
     /// Flap settings overriding the global ones (`None`: the global settings). Not part of
     /// what agents receive.
     pub flap: Option<flap::Overrides>,
@@ -275,6 +280,14 @@ impl DomainSpec {
                 None
             }
         };
+        // Never `None`: a bad value is an error, which stops the parse below anyway.
+        let http_version = match field("http_version") {
+            None => HttpVersion::Auto,
+            Some(v) => v.as_str().and_then(HttpVersion::parse).unwrap_or_else(|| {
+                errors.add("http_version", "must be \"auto\", \"http1\" or \"http2\"");
+                HttpVersion::Auto
+            }),
+        };
 
         let flap = match field("flap") {
             None => None,
@@ -310,6 +323,7 @@ impl DomainSpec {
                 quorum,
                 paused,
                 tls_verify,
+                http_version,
                 flap,
             }),
             _ => Err(errors),
@@ -331,6 +345,7 @@ impl DomainSpec {
             regions: self.regions.clone(),
             paused: self.paused,
             tls_verify: self.tls_verify,
+            http_version: self.http_version,
             version,
         }
     }
@@ -357,6 +372,7 @@ impl DomainSpec {
         map.insert("quorum".into(), self.quorum.map_or(Value::Null, Value::from));
         map.insert("paused".into(), Value::from(self.paused));
         map.insert("tls_verify".into(), Value::from(self.tls_verify));
+        map.insert("http_version".into(), Value::from(self.http_version.as_str()));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
         map
     }
@@ -522,6 +538,23 @@ mod tests {
         assert_eq!(DomainSpec::parse(&spec.to_request(), &policy()).unwrap(), spec);
         let errors = parse(json!({"url": "https://example.com/", "tls_verify": "no"})).unwrap_err();
         assert_eq!(errors.0["tls_verify"], "must be true or false");
+    }
+
+    #[test]
+    fn http_version_defaults_to_auto_and_names_bad_values() {
+        let spec = parse(json!({"url": "https://example.com/"})).unwrap();
+        assert_eq!(spec.http_version, HttpVersion::Auto);
+        for version in HttpVersion::ALL {
+            let spec =
+                parse(json!({"url": "https://example.com/", "http_version": version.as_str()})).unwrap();
+            assert_eq!(spec.http_version, version);
+            assert_eq!(spec.to_request()["http_version"], json!(version.as_str()));
+            assert_eq!(spec.agent_config(DomainId::new(), 1).http_version, version);
+        }
+        for bad in [json!("h2"), json!("HTTP2"), json!(2), json!(true)] {
+            let errors = parse(json!({"url": "https://example.com/", "http_version": bad})).unwrap_err();
+            assert_eq!(errors.0["http_version"], "must be \"auto\", \"http1\" or \"http2\"", "{bad}");
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{
-    Auth, DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, RequestBody, RequestConfig,
-    RequestHeader, StatusRange,
+    Auth, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestBody,
+    RequestConfig, RequestHeader, StatusRange,
 };
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;
@@ -71,6 +71,7 @@ struct Row {
     quorum: Option<i32>,
     paused: bool,
     tls_verify: bool,
+    http_version: String,
     flap: Option<Value>,
     request_headers: Value,
     request_auth: Option<Value>,
@@ -82,8 +83,8 @@ struct Row {
 }
 
 const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
-     keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, flap, \
-     request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
+     keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
+     flap, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -118,6 +119,7 @@ impl TryFrom<Row> for Domain {
             mode: keyword_mode,
             case_insensitive: row.keyword_case_insensitive,
         });
+        let http_version = HttpVersion::parse(&row.http_version).ok_or_else(|| corrupt("http version"))?;
         let flap = match row.flap {
             None | Some(Value::Null) => None,
             Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("flap settings"))?),
@@ -139,6 +141,7 @@ impl TryFrom<Row> for Domain {
                 quorum: row.quorum.and_then(|q| u32::try_from(q).ok()),
                 paused: row.paused,
                 tls_verify: row.tls_verify,
+                http_version,
                 flap,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
@@ -197,18 +200,19 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify, request_headers, request_auth, request_body, request_body_secret) \
+             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22) \
+             $22, $23) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
              interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
              timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
              paused = excluded.paused, flap = excluded.flap, version = excluded.version, \
-             tls_verify = excluded.tls_verify, request_headers = excluded.request_headers, \
-             request_auth = excluded.request_auth, request_body = excluded.request_body, \
-             request_body_secret = excluded.request_body_secret, updated_at = now() \
+             tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
+             request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
+             request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
+             updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -230,6 +234,7 @@ async fn write_row(
     .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
     .bind(version)
     .bind(spec.tls_verify)
+    .bind(spec.http_version.as_str())
     .bind(serde_json::to_value(&spec.request.headers).expect("headers serialize"))
     .bind(spec.request.auth.as_ref().map(|a| serde_json::to_value(a).expect("auth serializes")))
     .bind(spec.request.body.as_ref().map(|b| b.text.as_str()))

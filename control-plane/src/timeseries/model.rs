@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
-use shared::proto::{CertProblem, ErrorKind, ProbeResult, Trigger};
+use shared::proto::{CertProblem, ErrorKind, HttpVersion, ProbeResult, Trigger};
 use uuid::Uuid;
 
 use super::buckets::bucket_index;
@@ -64,6 +64,8 @@ pub(crate) struct Row {
     pub ttfb_us: Option<i32>,
     pub total_us: i32,
     pub resolved_ip: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2`; `None` when no exchange started (or an older agent).
+    pub http_version: Option<&'static str>,
     pub trigger: &'static str,
     pub config_version: i64,
     pub total_b: i16,
@@ -294,6 +296,9 @@ fn row(r: &ProbeResult, now_us: i64) -> Result<(Row, Option<CertRow>), String> {
         ttfb_us: duration(r.ttfb_us, "ttfb_us")?,
         total_us: r.total_us as i32,
         resolved_ip: non_empty(&clean(&r.resolved_ip)),
+        http_version: HttpVersion::try_from(r.http_version)
+            .map_err(|_| format!("unknown http_version {}", r.http_version))?
+            .label(),
         trigger,
         config_version,
         total_b: bucket_index(r.total_us),

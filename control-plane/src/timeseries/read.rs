@@ -146,6 +146,8 @@ pub struct StoredResult {
     pub ttfb_us: Option<i32>,
     pub total_us: i32,
     pub resolved_ip: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2`; `None` when no exchange started (or stored before it was kept).
+    pub http_version: Option<String>,
     pub trigger: String,
     pub config_version: i64,
 }
@@ -387,7 +389,7 @@ pub(crate) async fn recent_results(
 ) -> Result<Vec<StoredResult>, sqlx::Error> {
     sqlx::query_as(
         "SELECT time, region, agent_id, ok, error_kind, error_detail, status_code, dns_us, connect_us, \
-                tls_us, ttfb_us, total_us, resolved_ip, trigger, config_version \
+                tls_us, ttfb_us, total_us, resolved_ip, http_version, trigger, config_version \
          FROM probe_results WHERE domain_id = $1 ORDER BY time DESC LIMIT $2",
     )
     .bind(domain)

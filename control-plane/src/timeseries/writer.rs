@@ -40,9 +40,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 const COPY: &str = "COPY probe_results (time, domain_id, region, agent_id, batch_id, ok, error_kind, \
     error_detail, status_code, dns_us, connect_us, tls_us, ttfb_us, total_us, resolved_ip, trigger, \
-    config_version, total_b, dns_b, connect_b, tls_b, ttfb_b) FROM STDIN (FORMAT binary)";
+    config_version, total_b, dns_b, connect_b, tls_b, ttfb_b, http_version) FROM STDIN (FORMAT binary)";
 
-const COPY_TYPES: [Type; 22] = [
+const COPY_TYPES: [Type; 23] = [
     Type::TIMESTAMPTZ,
     Type::UUID,
     Type::TEXT,
@@ -65,6 +65,7 @@ const COPY_TYPES: [Type; 22] = [
     Type::INT2,
     Type::INT2,
     Type::INT2,
+    Type::TEXT,
 ];
 
 const DEDUP: &str = "INSERT INTO ingested_batches (region, agent_id, batch_id) \
@@ -642,6 +643,7 @@ async fn copy_rows(
                 &r.connect_b,
                 &r.tls_b,
                 &r.ttfb_b,
+                &r.http_version,
             ])
             .await?;
     }

@@ -147,6 +147,7 @@ async fn an_unsaved_domain_is_probed_by_two_regions_and_nothing_is_stored(pool: 
         assert_eq!(result["error_kind"], Value::Null);
         assert_eq!(result["status_code"], 200);
         assert_eq!(result["resolved_ip"], "127.0.0.1");
+        assert_eq!(result["http_version"], "HTTP/1.1", "{result}");
         assert!(result["timings"]["total_ms"].as_f64().unwrap() > 0.0, "{result}");
         assert!(result["timings"]["connect_ms"].as_f64().is_some(), "{result}");
         assert_eq!(result["certificate"], Value::Null, "plain HTTP");

@@ -44,6 +44,17 @@ async fn changes_reach_running_agents_of_the_right_regions(pool: PgPool) {
     assert_eq!(patched["tls_verify"], false, "{patched}");
     sin.wait_for("insecure mode", |c| c.get(&id).is_some_and(|d| !d.tls_verify)).await;
 
+    // So does a forced HTTP version.
+    assert_eq!(patched["http_version"], "auto", "{patched}");
+    let patched =
+        app.patch(&format!("/v1/domains/{everywhere}"), &app.token, &json!({"http_version": "http2"})).await;
+    let patched: serde_json::Value = patched.json().await.unwrap();
+    assert_eq!(patched["http_version"], "http2", "{patched}");
+    sin.wait_for("http/2 forced", |c| {
+        c.get(&id).is_some_and(|d| d.http_version == shared::HttpVersion::Http2)
+    })
+    .await;
+
     // Moving a domain out of a region removes it there.
     app.patch(&format!("/v1/domains/{everywhere}"), &app.token, &json!({"regions": ["ams"]})).await;
     sin.wait_for("domain moved away from sin", |c| c.is_empty()).await;

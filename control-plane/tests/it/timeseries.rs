@@ -274,13 +274,19 @@ async fn partitions_ahead_default_partition_and_retention() {
     // A result older than every partition lands in the DEFAULT partition and is kept.
     let d = Uuid::now_v7();
     let old = now - TimeDelta::days(20);
-    ts.ingest(batch("ams", vec![result(d, old, true, 10), result(d, now, true, 20)])).await.unwrap();
+    let over_h2 = ProbeResult {
+        http_version: shared::proto::HttpVersion::HttpVersion2 as i32,
+        ..result(d, now, true, 20)
+    };
+    ts.ingest(batch("ams", vec![result(d, old, true, 10), over_h2])).await.unwrap();
     let in_default: i64 =
         sqlx::query_scalar("SELECT count(*) FROM probe_results_default").fetch_one(ts.pool()).await.unwrap();
     assert_eq!(in_default, 1);
     let recent = ts.recent_results(d, 10).await.unwrap();
     assert_eq!(recent.len(), 2);
     assert!(recent[0].time > recent[1].time, "newest first");
+    assert_eq!(recent[0].http_version.as_deref(), Some("HTTP/2"), "the version is kept");
+    assert_eq!(recent[1].http_version, None, "no version sent, none stored");
 
     // Maintenance "20 days ago" creates that day's partition and moves the row into it.
     let report = ts.maintain(old).await.unwrap();

@@ -4,6 +4,7 @@
 
 use shared::proto;
 
+use crate::probe::HttpProtocol as Protocol;
 use crate::probe::{AttemptOutcome, CertInfo, ConnectAttempt, DnsErrorReason, ErrorKind};
 use crate::results::{ProbeResult, Trigger};
 
@@ -52,6 +53,11 @@ pub fn to_proto(result: &ProbeResult) -> proto::ProbeResult {
             [only] if only.outcome == AttemptOutcome::Connected => Vec::new(),
             attempts => attempts.iter().map(connect_attempt).collect(),
         },
+        http_version: match report.http_version {
+            None => proto::HttpVersion::Unspecified,
+            Some(Protocol::Http1) => proto::HttpVersion::HttpVersion11,
+            Some(Protocol::Http2) => proto::HttpVersion::HttpVersion2,
+        } as i32,
         request_id: result.request_id.map(|id| id.as_bytes().to_vec()),
     }
 }
@@ -154,6 +160,7 @@ pub(crate) mod tests {
                     took_ms: Some(18.903),
                     detail: None,
                 }],
+                http_version: Some(Protocol::Http2),
                 redirects: Vec::new(),
                 body_bytes: 48_213,
                 redirect_certificates: Vec::new(),
@@ -206,6 +213,7 @@ pub(crate) mod tests {
         assert_eq!(wire.resolved_ip, "203.0.113.45");
         assert_eq!(wire.keyword_matched, Some(true));
         assert_eq!(wire.certificate.as_ref().unwrap().sans.len(), 2);
+        assert_eq!(wire.http_version(), proto::HttpVersion::HttpVersion2);
         let plain = to_proto(&ProbeResult {
             report: ProbeReport {
                 timings: Timings { total_ms: -1.0, ..Timings::default() },

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cookie_store::CookieStore;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -105,6 +106,13 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// An established connection, the HTTP version it speaks, and what the hop sends over it.
+struct Connection<IO> {
+    io: IO,
+    protocol: http::Protocol,
+    sending: http::Sending,
+}
+
 /// How a hop ended when it did not fail.
 enum HopEnd {
     Final,
@@ -140,17 +148,27 @@ impl Engine {
         let mut target = Target::parse(&config.url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e))?;
         let origin = target.url.origin();
         let mut sending = http::Sending::first(&config.request);
+        let mut cookies = CookieStore::new();
+        // Each request of the chain: its URL, the cookies it sent and its method (a POST
+        // answered 303 to its own URL is followed by a GET of it, not a loop).
+        let mut requested = vec![(target.url.to_string(), String::new(), sending.method)];
         loop {
             start_hop(report);
-            match self.hop(config, sending, &target, clock, report).await? {
+            match self.hop(config, sending, &target, &mut cookies, clock, report).await? {
                 HopEnd::Final => return Ok(()),
                 HopEnd::Redirect(next, status) => {
+                    sending = sending.redirected(status, next.url.origin() == origin);
+                    let request = (next.url.to_string(), cookie_header(&cookies, &next.url), sending.method);
+                    if let Some(hop) = requested.iter().position(|seen| *seen == request) {
+                        report.redirects.push(request.0);
+                        return Err(Failure::new(ErrorKind::Redirect, redirect_loop(&requested, hop)));
+                    }
                     if report.redirects.len() >= self.settings.max_redirects as usize {
                         let detail = format!("more than {} redirects", self.settings.max_redirects);
                         return Err(Failure::new(ErrorKind::Redirect, detail));
                     }
-                    report.redirects.push(next.url.to_string());
-                    sending = sending.redirected(status, next.url.origin() == origin);
+                    report.redirects.push(request.0.clone());
+                    requested.push(request);
                     target = next;
                 }
             }
@@ -162,6 +180,7 @@ impl Engine {
         config: &shared::DomainConfig,
         sending: http::Sending,
         target: &Target,
+        cookies: &mut CookieStore,
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<HopEnd, Failure> {
@@ -169,9 +188,30 @@ impl Engine {
         let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
             let stream = self.tls_handshake(config, target, tcp, clock, report).await?;
-            self.exchange(config, sending, target, stream, clock, report).await
+            let protocol = tls::negotiated(&stream);
+            if config.http_version == shared::HttpVersion::Http2 && protocol != http::Protocol::Http2 {
+                return Err(Failure::new(
+                    ErrorKind::Http,
+                    "the server did not select http/2 (alpn h2), which the domain requires (http_version: http2)",
+                ));
+            }
+            self.exchange(
+                config,
+                target,
+                Connection { io: stream, protocol, sending },
+                cookies,
+                clock,
+                report,
+            )
+            .await
         } else {
-            self.exchange(config, sending, target, tcp, clock, report).await
+            // Plain HTTP has no negotiation: HTTP/2 there is prior knowledge (h2c).
+            let protocol = match config.http_version {
+                shared::HttpVersion::Http2 => http::Protocol::Http2,
+                shared::HttpVersion::Auto | shared::HttpVersion::Http1 => http::Protocol::Http1,
+            };
+            self.exchange(config, target, Connection { io: tcp, protocol, sending }, cookies, clock, report)
+                .await
         }
     }
 
@@ -327,7 +367,7 @@ impl Engine {
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
         let name = tls::server_name(&target.host).map_err(|e| Failure::new(ErrorKind::Tls, e))?;
         let slot = CertSlot::default();
-        let handshake = self.tls.handshake(name, tcp, &slot);
+        let handshake = self.tls.handshake(name, tcp, &slot, config.http_version);
         let (outcome, took) = clock.phase(Phase::Tls, Some(self.settings.tls_timeout), handshake).await;
         report.timings.tls_ms = Some(ms(took));
         let seen = slot.take();
@@ -336,8 +376,8 @@ impl Engine {
         if let Some(info) = info {
             record_certificate(report, info);
         }
-        let stream = outcome?
-            .map_err(|e| Failure::new(ErrorKind::Tls, format!("tls handshake failed: {e}").to_lowercase()))?;
+        let stream =
+            outcome?.map_err(|e| Failure::new(ErrorKind::Tls, handshake_error(&e, config.http_version)))?;
         match seen {
             // A completed handshake always went through the verifier.
             None => Err(Failure::new(ErrorKind::Tls, "the certificate was not verified")),
@@ -359,24 +399,79 @@ impl Engine {
     async fn exchange<IO>(
         &self,
         config: &shared::DomainConfig,
-        sending: http::Sending,
         target: &Target,
-        io: IO,
+        connection: Connection<IO>,
+        cookies: &mut CookieStore,
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<HopEnd, Failure>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let request = http::request(&config.request, sending, target, &self.settings.user_agent)
-            .map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let Connection { io, protocol, sending } = connection;
+        let mut request =
+            http::request(&config.request, sending, target, &self.settings.user_agent, protocol)
+                .map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let sent = cookie_header(cookies, &target.url);
+        if !sent.is_empty() {
+            let value = ::http::HeaderValue::from_str(&sent).map_err(|_| {
+                Failure::new(
+                    ErrorKind::Http,
+                    "a cookie set earlier in the redirect chain cannot be sent back",
+                )
+            })?;
+            // After the domain's own `Cookie` header, when it goes on this hop.
+            let value = match request.headers().get(::http::header::COOKIE) {
+                None => value,
+                Some(configured) => {
+                    let mut joined = configured.as_bytes().to_vec();
+                    joined.extend_from_slice(b"; ");
+                    joined.extend_from_slice(value.as_bytes());
+                    let mut joined = ::http::HeaderValue::from_bytes(&joined).map_err(|_| {
+                        Failure::new(ErrorKind::Http, "the cookies of the redirect chain cannot be sent")
+                    })?;
+                    joined.set_sensitive(true);
+                    joined
+                }
+            };
+            request.headers_mut().insert(::http::header::COOKIE, value);
+        }
         let limits = self.head_limits();
-        let (mut sender, driver, recording) =
-            http::start(io, limits).await.map_err(|e| Failure::new(ErrorKind::Http, e))?;
-        let (outcome, took) = clock.phase(Phase::Request, None, sender.send_request(request)).await;
+        report.http_version = Some(protocol);
+        // The HTTP/2 connection preface and settings exchange are part of the wait for the
+        // response (HTTP/1.1 has no handshake of its own).
+        let exchange = async {
+            let (mut sender, driver, recording) = http::start(io, limits, protocol).await?;
+            let response =
+                sender.send_request(request).await.map_err(|e| head_error(&e, recording.as_ref(), limits))?;
+            Ok::<_, String>((response, driver))
+        };
+        let (outcome, took) = clock.phase(Phase::Request, None, exchange).await;
         report.timings.ttfb_ms = Some(ms(took));
-        let response =
-            outcome?.map_err(|e| Failure::new(ErrorKind::Http, head_error(&e, &recording, limits)))?;
+        let (response, driver) = outcome?.map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        // HTTP/1.1 checks both limits while parsing; HTTP/2 refuses only heads far past the
+        // size limit (see `http::start`), so both are checked here.
+        if protocol == http::Protocol::Http2 && http2_head_size(response.headers()) > limits.max_bytes {
+            return Err(Failure::new(
+                ErrorKind::Http,
+                format!(
+                    "the response head is larger than the limit of {} bytes (max_header_bytes)",
+                    limits.max_bytes
+                ),
+            ));
+        }
+        if response.headers().len() > limits.max_headers {
+            return Err(Failure::new(
+                ErrorKind::Http,
+                format!(
+                    "the response has {} header fields, more than the limit of {} (max_response_headers)",
+                    response.headers().len(),
+                    limits.max_headers
+                ),
+            ));
+        }
+
+        keep_cookies(cookies, &target.url, response.headers());
 
         let status = response.status();
         let matched = config.expected_status.contains(status.as_u16());
@@ -531,8 +626,8 @@ impl Engine {
 
 /// What hyper refused about a response head, named precisely from the recorded bytes when
 /// they show it (the limit hit, the offending header), else hyper's reason.
-fn head_error(error: &hyper::Error, recording: &Recording, limits: HeadLimits) -> String {
-    if error.is_parse() || error.is_parse_too_large() {
+fn head_error(error: &hyper::Error, recording: Option<&Recording>, limits: HeadLimits) -> String {
+    if let Some(recording) = recording.filter(|_| error.is_parse() || error.is_parse_too_large()) {
         let diagnosis = head::diagnose(&recording.bytes(), limits, error.is_parse_too_large());
         if let Some(reason) = diagnosis {
             tracing::debug!(%error, %reason, "response head refused");
@@ -540,6 +635,70 @@ fn head_error(error: &hyper::Error, recording: &Recording, limits: HeadLimits) -
         }
     }
     http::describe(error)
+}
+
+/// Why a TLS handshake failed, lowercase; a refusal of every offered ALPN protocol names them.
+fn handshake_error(error: &std::io::Error, version: shared::HttpVersion) -> String {
+    let alert = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)) = alert {
+        let offered = match version {
+            shared::HttpVersion::Auto => "h2 and http/1.1",
+            shared::HttpVersion::Http1 => "http/1.1",
+            shared::HttpVersion::Http2 => "h2",
+        };
+        return format!(
+            "tls handshake failed: the server supports none of the offered application protocols \
+             (alpn {offered}, http_version: {})",
+            version.as_str()
+        );
+    }
+    format!("tls handshake failed: {error}").to_lowercase()
+}
+
+/// The size of an HTTP/2 response head as `SETTINGS_MAX_HEADER_LIST_SIZE` counts it: each
+/// field's name and value plus 32 bytes (RFC 9113 §6.5.2), `:status` included.
+fn http2_head_size(headers: &::http::HeaderMap) -> usize {
+    let status = ":status".len() + 3 + 32;
+    headers.iter().fold(status, |size, (name, value)| size + name.as_str().len() + value.len() + 32)
+}
+
+/// The `Cookie` header a request to `url` carries: the chain's cookies that match it, in the
+/// store's order (empty when none).
+fn cookie_header(cookies: &CookieStore, url: &url::Url) -> String {
+    let mut pairs: Vec<String> =
+        cookies.get_request_values(url).map(|(name, value)| format!("{name}={value}")).collect();
+    // The store's order is not stable across insertions; the loop check compares these.
+    pairs.sort();
+    pairs.join("; ")
+}
+
+/// Keeps the cookies a response sets, for the rest of the probe's redirect chain (a session
+/// cookie set before a redirect to the same URL is what makes it not a loop). One that does not
+/// parse or is refused (a domain the host may not set) is left out.
+fn keep_cookies(cookies: &mut CookieStore, url: &url::Url, headers: &::http::HeaderMap) {
+    for value in headers.get_all(::http::header::SET_COOKIE) {
+        let Ok(text) = value.to_str() else {
+            tracing::debug!(%url, "set-cookie header that is not text ignored");
+            continue;
+        };
+        if let Err(error) = cookies.parse(text, url) {
+            tracing::debug!(%url, %error, "set-cookie header ignored");
+        }
+    }
+}
+
+/// The detail of a redirect back to `requested[hop]`, with the same cookies: what repeats.
+fn redirect_loop(requested: &[(String, String, shared::HttpMethod)], hop: usize) -> String {
+    let (url, cookies, _) = &requested[hop];
+    let from = &requested[requested.len() - 1].0;
+    let with = if cookies.is_empty() { "" } else { " with the same cookies" };
+    if hop + 1 == requested.len() {
+        format!("redirect loop: {url} redirects to itself{with}")
+    } else if hop == 0 {
+        format!("redirect loop: {from} redirects back to the monitored url {url}{with}")
+    } else {
+        format!("redirect loop: {from} redirects back to {url} (redirect {hop}){with}")
+    }
 }
 
 /// A body that stopped arriving: the phase's timeout, with how much of it came.
@@ -588,6 +747,7 @@ fn empty_report() -> ProbeReport {
         dns: None,
         dns_error: None,
         connect_attempts: Vec::new(),
+        http_version: None,
         redirects: Vec::new(),
         body_bytes: 0,
         body_wire_bytes: 0,
@@ -631,6 +791,7 @@ fn start_hop(report: &mut ProbeReport) {
     report.dns = None;
     report.dns_error = None;
     report.connect_attempts.clear();
+    report.http_version = None;
     report.body_bytes = 0;
     report.body_wire_bytes = 0;
 }

@@ -1,6 +1,6 @@
-//! HTTP/1.1 over an established connection (plain or TLS): the request a probe sends (and what
-//! of it a redirect keeps), the connection driver task (aborted when the hop ends), and what
-//! counts as a redirect.
+//! HTTP/1.1 or HTTP/2 over an established connection (plain or TLS): the request a probe
+//! sends (and what of it a redirect keeps), the connection driver task (aborted when the hop
+//! ends), and what counts as a redirect.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -9,8 +9,10 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use shared::{Auth, HttpMethod, RequestConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
@@ -70,27 +72,98 @@ impl Drop for Driver {
 /// hyper's smallest read buffer; the buffer must hold a whole head.
 const MIN_BUF_SIZE: usize = 8192;
 
-/// Starts HTTP/1.1 on `io` with the head `limits`: the request sender, the task driving the
-/// connection, and the recording of the response head (for [`super::head::diagnose`]).
+/// The HTTP version spoken on a connection (JSON `"HTTP/1.1"` or `"HTTP/2"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Protocol {
+    #[serde(rename = "HTTP/1.1")]
+    Http1,
+    #[serde(rename = "HTTP/2")]
+    Http2,
+}
+
+impl Protocol {
+    /// The name in results: `"HTTP/1.1"` or `"HTTP/2"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        }
+    }
+}
+
+/// Sends the probe's one request, over whichever version the connection speaks.
+pub enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    pub async fn send_request(&mut self, request: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Sender::Http1(sender) => sender.send_request(request).await,
+            Sender::Http2(sender) => sender.send_request(request).await,
+        }
+    }
+}
+
+/// Starts `protocol` on `io` with the head `limits`: the request sender, the task driving the
+/// connection, and (HTTP/1.1 only: an HTTP/2 head is compressed) the recording of the response
+/// head for [`super::head::diagnose`].
+///
+/// HTTP/2 decodes a head of up to [`http2_head_cap`] (`SETTINGS_MAX_HEADER_LIST_SIZE`), past
+/// which the stream is refused with a bare protocol error; the caller checks the head against
+/// `limits` itself, so that a head over them is named as such.
 pub async fn start<IO>(
     io: IO,
     limits: HeadLimits,
-) -> Result<(SendRequest<Full<Bytes>>, Driver, Recording), String>
+    protocol: Protocol,
+) -> Result<(Sender, Driver, Option<Recording>), String>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // One byte past the limit shows that it was exceeded.
-    let (io, recording) = Recorder::new(io, limits.max_bytes.saturating_add(1));
-    let (sender, connection) = http1::Builder::new()
-        .max_headers(limits.max_headers)
-        .max_header_size(limits.max_bytes)
-        // The read buffer must be able to hold a head of the limit and the start of the body.
-        .max_buf_size(limits.max_bytes.saturating_add(MIN_BUF_SIZE).max(MIN_BUF_SIZE))
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("http handshake failed: {e}"))?;
     let (finished, finished_rx) = tokio::sync::oneshot::channel::<()>();
-    let driver = tokio::spawn(async move {
+    let (sender, driver, recording) = match protocol {
+        Protocol::Http1 => {
+            // One byte past the limit shows that it was exceeded.
+            let (io, recording) = Recorder::new(io, limits.max_bytes.saturating_add(1));
+            let (sender, connection) = http1::Builder::new()
+                .max_headers(limits.max_headers)
+                .max_header_size(limits.max_bytes)
+                // The read buffer must be able to hold a head of the limit and the start of the body.
+                .max_buf_size(limits.max_bytes.saturating_add(MIN_BUF_SIZE).max(MIN_BUF_SIZE))
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| format!("http handshake failed: {e}"))?;
+            (Sender::Http1(sender), drive(connection, finished_rx), Some(recording))
+        }
+        Protocol::Http2 => {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(http2_head_cap(limits))
+                // One request per connection: no stream concurrency to negotiate.
+                .initial_max_send_streams(1)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| format!("http/2 handshake failed: {e}"))?;
+            (Sender::Http2(sender), drive(connection, finished_rx), None)
+        }
+    };
+    Ok((sender, Driver { task: Some(driver), finished: Some(finished) }, recording))
+}
+
+/// The largest HTTP/2 head decoded: four times `max_header_bytes`, at least 1 MiB.
+pub fn http2_head_cap(limits: HeadLimits) -> u32 {
+    u32::try_from(limits.max_bytes.saturating_mul(4).max(1 << 20)).unwrap_or(u32::MAX)
+}
+
+/// Spawns the task driving `connection`, which ends with it, or [`LINGER`] after the exchange
+/// is reported finished.
+fn drive<C, E>(connection: C, finished_rx: tokio::sync::oneshot::Receiver<()>) -> JoinHandle<()>
+where
+    C: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send,
+{
+    tokio::spawn(async move {
         // Until the exchange is over the probe's own deadlines bound this task (it is aborted
         // with the hop); after it, the server gets `LINGER` to close.
         let linger = async {
@@ -108,8 +181,7 @@ where
             }
             () = linger => tracing::debug!("server kept the connection open after the response; closed"),
         }
-    });
-    Ok((sender, Driver { task: Some(driver), finished: Some(finished) }, recording))
+    })
 }
 
 /// What one hop sends of the configured request. The first hop sends all of it; a redirect
@@ -175,25 +247,37 @@ pub fn authorization(auth: &Auth) -> Result<HeaderValue, String> {
     Ok(value)
 }
 
-/// The probe's request for one hop: origin-form target, `Host` (with a non-default port),
-/// `User-Agent` (the configured one) and `Accept: */*` unless the domain's headers set them,
-/// `Accept-Encoding` with every coding the prober decodes unless the method is HEAD (what a
-/// browser sends; some servers stall or misbehave without it), the domain's headers in their
-/// order, `Authorization` from its `auth`, `Connection: close` (connections are never reused)
-/// and the body; what [`Sending`] leaves out is left out. POST, PUT and PATCH without a body
-/// send `Content-Length: 0`. Credential headers are marked sensitive. Errors name a header,
-/// never its value.
+/// The probe's request for one hop: `User-Agent` (the configured one) and `Accept: */*` unless
+/// the domain's headers set them, `Accept-Encoding` with every coding the prober decodes unless
+/// the method is HEAD (what a browser sends; some servers stall or misbehave without it), the
+/// domain's headers in their order, `Authorization` from its `auth`, and the body; what
+/// [`Sending`] leaves out is left out. POST, PUT and PATCH without a body send
+/// `Content-Length: 0`. Credential headers are marked sensitive. Errors name a header, never
+/// its value.
+///
+/// HTTP/1.1: origin-form target, `Host` (with a non-default port) and `Connection: close`
+/// (connections are never reused). HTTP/2: the absolute URL, from which the `:scheme` and
+/// `:authority` pseudo-headers are taken; no connection-specific header (RFC 9113 §8.2.2).
 pub fn request(
     config: &RequestConfig,
     sending: Sending,
     target: &Target,
     user_agent: &str,
+    protocol: Protocol,
 ) -> Result<Request<Full<Bytes>>, String> {
     let set = |name: &HeaderName| config.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name.as_str()));
-    let mut builder = Request::builder()
-        .method(http_method(sending.method))
-        .uri(target.path_and_query.as_str())
-        .header(HOST, target.authority.as_str());
+    let mut builder = match protocol {
+        Protocol::Http1 => {
+            Request::builder().uri(target.path_and_query.as_str()).header(HOST, target.authority.as_str())
+        }
+        Protocol::Http2 => {
+            let scheme = if target.tls { "https" } else { "http" };
+            Request::builder()
+                .version(http::Version::HTTP_2)
+                .uri(format!("{scheme}://{}{}", target.authority, target.path_and_query))
+        }
+    };
+    builder = builder.method(http_method(sending.method));
     if !set(&USER_AGENT) {
         builder = builder.header(USER_AGENT, user_agent);
     }
@@ -230,10 +314,10 @@ pub fn request(
     if body.is_empty() && sending.method.takes_body() {
         builder = builder.header(CONTENT_LENGTH, "0");
     }
-    builder
-        .header(CONNECTION, "close")
-        .body(Full::new(body))
-        .map_err(|e| format!("cannot build the request: {e}").to_lowercase())
+    if protocol == Protocol::Http1 {
+        builder = builder.header(CONNECTION, "close");
+    }
+    builder.body(Full::new(body)).map_err(|e| format!("cannot build the request: {e}").to_lowercase())
 }
 
 /// For a redirect status, the `Location` to follow (`Err` when it is missing or unreadable);
@@ -285,7 +369,7 @@ mod tests {
 
     fn build(config: &RequestConfig, sending: Sending) -> Request<Full<Bytes>> {
         let target = Target::parse("http://example.com:8080/a?b=c").unwrap();
-        request(config, sending, &target, "Crosscheck/test").unwrap()
+        request(config, sending, &target, "Crosscheck/test", Protocol::Http1).unwrap()
     }
 
     #[test]
@@ -353,7 +437,8 @@ mod tests {
         let owned =
             RequestConfig { headers: vec![header("host", "other.test", false)], ..RequestConfig::default() };
         let target = Target::parse("http://example.com/").unwrap();
-        let error = super::request(&owned, Sending::first(&owned), &target, "ua").unwrap_err();
+        let error =
+            super::request(&owned, Sending::first(&owned), &target, "ua", Protocol::Http1).unwrap_err();
         assert!(error.starts_with("request header host cannot be sent: the prober sets Host"), "{error}");
     }
 
@@ -383,5 +468,36 @@ mod tests {
         }
         assert_eq!(headers["x-trace"], "t");
         assert_eq!(hyper::body::Body::size_hint(request.body()).exact(), Some(0), "the body stays");
+    }
+
+    #[test]
+    fn http2_requests_carry_the_absolute_url_and_no_connection_headers() {
+        let target = Target::parse("https://example.com:8443/a?b=c").unwrap();
+        let get = RequestConfig::default();
+        let request =
+            super::request(&get, Sending::first(&get), &target, "Crosscheck/test", Protocol::Http2).unwrap();
+        assert_eq!(request.version(), http::Version::HTTP_2);
+        assert_eq!(request.uri(), "https://example.com:8443/a?b=c");
+        assert!(request.headers().get(HOST).is_none(), ":authority carries the host");
+        assert!(request.headers().get(CONNECTION).is_none(), "connection headers are illegal in h2");
+        assert_eq!(request.headers()[USER_AGENT], "Crosscheck/test");
+        assert_eq!(request.headers()[ACCEPT_ENCODING], "gzip, deflate, br, zstd");
+        let plain = Target::parse("http://example.com/").unwrap();
+        let head = RequestConfig::new(HttpMethod::Head);
+        let request =
+            super::request(&head, Sending::first(&head), &plain, "Crosscheck/test", Protocol::Http2).unwrap();
+        assert_eq!(request.uri(), "http://example.com/");
+        // The configured request over HTTP/2: the same headers and body, still no connection
+        // headers.
+        let config = post();
+        let request =
+            super::request(&config, Sending::first(&config), &target, "Crosscheck/test", Protocol::Http2)
+                .unwrap();
+        let headers = request.headers();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(headers[AUTHORIZATION], "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(headers["x-api-key"], "k3y");
+        assert!(headers.get(HOST).is_none() && headers.get(CONNECTION).is_none());
+        assert_eq!(hyper::body::Body::size_hint(request.body()).exact(), Some(7));
     }
 }

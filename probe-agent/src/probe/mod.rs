@@ -38,6 +38,7 @@ pub use connect::{AttemptOutcome, ConnectAttempt};
 pub use dns::{
     Answer, DnsErrorReason, DnsFailure, HickoryResolver, Resolve, ResolverSettings, StaticResolver,
 };
+pub use http::Protocol as HttpProtocol;
 pub use tls::TlsSetupError;
 
 /// How a certificate's position is named in texts: `the leaf` or `intermediate N`.
@@ -291,6 +292,9 @@ pub struct ProbeReport {
     /// Every address the last hop's connect phase considered, in the order tried (IPv6 and
     /// IPv4 interleaved), blocked ones first; see [`ConnectAttempt`].
     pub connect_attempts: Vec<ConnectAttempt>,
+    /// The HTTP version the last hop spoke (`None` when no exchange started): HTTP/2 when
+    /// the server selected `h2` by ALPN (or `http_version: http2` on plain HTTP), else HTTP/1.1.
+    pub http_version: Option<http::Protocol>,
     /// URLs redirected to, in order.
     pub redirects: Vec<String>,
     /// Body bytes read, after content decoding when the body was checked (the limit applies

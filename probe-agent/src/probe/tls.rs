@@ -232,7 +232,12 @@ pub enum TlsSetupError {
 /// Makes TLS connections for probes; built once per prober.
 #[derive(Clone)]
 pub struct TlsClient {
-    connector: TlsConnector,
+    /// Offering `h2` and `http/1.1` (`http_version: auto`).
+    any: TlsConnector,
+    /// Offering `http/1.1` only.
+    http1: TlsConnector,
+    /// Offering `h2` only.
+    http2: TlsConnector,
 }
 
 impl TlsClient {
@@ -251,24 +256,54 @@ impl TlsClient {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(RecordingVerifier { inner, roots, algorithms }))
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
-        Ok(TlsClient { connector: TlsConnector::from(Arc::new(config)) })
+        let offering = |protocols: &[&[u8]]| {
+            let mut config = config.clone();
+            config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(config))
+        };
+        Ok(TlsClient {
+            any: offering(&[ALPN_H2, ALPN_HTTP1]),
+            http1: offering(&[ALPN_HTTP1]),
+            http2: offering(&[ALPN_H2]),
+        })
     }
 
     /// Runs a handshake over `io`. The certificate the server presented (and whether its chain
     /// verified) lands in `slot` even when the chain is invalid, as soon as it has been seen —
     /// so it is available when the handshake later fails or is abandoned.
+    ///
+    /// The ALPN offer follows `version`: `h2` and `http/1.1` for `auto`, else only the forced
+    /// one; [`negotiated`] reads the server's choice.
     pub async fn handshake<IO>(
         &self,
         name: ServerName<'static>,
         io: IO,
         slot: &CertSlot,
+        version: shared::HttpVersion,
     ) -> std::io::Result<TlsStream<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        SEEN.scope(slot.clone(), self.connector.connect(name, io)).await
+        let connector = match version {
+            shared::HttpVersion::Auto => &self.any,
+            shared::HttpVersion::Http1 => &self.http1,
+            shared::HttpVersion::Http2 => &self.http2,
+        };
+        SEEN.scope(slot.clone(), connector.connect(name, io)).await
+    }
+}
+
+/// The ALPN protocol IDs (RFC 7301, IANA registry).
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// The protocol the server selected by ALPN: `h2` is HTTP/2; `http/1.1`, or no selection (a
+/// server without ALPN), is HTTP/1.1.
+pub fn negotiated<IO>(stream: &TlsStream<IO>) -> super::http::Protocol {
+    match stream.get_ref().1.alpn_protocol() {
+        Some(ALPN_H2) => super::http::Protocol::Http2,
+        _ => super::http::Protocol::Http1,
     }
 }
 

@@ -43,6 +43,7 @@ impl Probe for FakeProber {
                 dns: None,
                 dns_error: None,
                 connect_attempts: Vec::new(),
+                http_version: None,
                 redirects: vec![],
                 body_bytes: 0,
                 body_wire_bytes: 0,

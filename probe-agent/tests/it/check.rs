@@ -46,7 +46,10 @@ async fn check_prints_the_verdict_and_exits_by_it() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.starts_with(&format!("UP  {url}\n")), "{stdout}");
-    assert!(stdout.contains("  status     200\n") && stdout.contains("  keyword    found\n"), "{stdout}");
+    assert!(
+        stdout.contains("  status     200 over HTTP/1.1\n") && stdout.contains("  keyword    found\n"),
+        "{stdout}"
+    );
 
     let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--keyword", "outage"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);

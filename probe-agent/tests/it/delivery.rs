@@ -304,6 +304,7 @@ fn result(domain: DomainId, ok: bool, seq: u64) -> ProbeResult {
             dns: None,
             dns_error: None,
             connect_attempts: Vec::new(),
+            http_version: None,
             redirects: Vec::new(),
             body_bytes: 2,
             body_wire_bytes: 2,

@@ -246,6 +246,7 @@ fn plain(url: String) -> DomainConfig {
         regions: Vec::new(),
         paused: false,
         tls_verify: true,
+        http_version: shared::HttpVersion::Auto,
         version: 1,
     }
 }

@@ -15,6 +15,7 @@ mod delivery;
 mod dns_server;
 mod hostile;
 mod probe;
+mod protocols;
 mod request;
 mod resolution;
 

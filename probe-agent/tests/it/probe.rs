@@ -87,6 +87,7 @@ pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
         regions: Vec::new(),
         paused: false,
         tls_verify: true,
+        http_version: shared::HttpVersion::Auto,
         version: 1,
     }
 }
@@ -830,10 +831,19 @@ async fn redirects_are_followed_and_recorded() {
 async fn too_many_redirects_fail() {
     let addr = app_server(None).await;
     let three = prober_with(ProbeSettings { max_redirects: 3, ..settings(loopback_allowed()) });
-    let report = probe(&three, &config(format!("http://{addr}/loop"))).await;
+    let report = probe(&three, &config(format!("http://{addr}/redirect/5"))).await;
     assert_failed(&report, ErrorKind::Redirect, "more than 3 redirects");
     assert_eq!(report.redirects.len(), 3);
     assert_eq!(report.status, Some(302));
+
+    // A loop is one before the limit: at its first repeated request.
+    let report = probe(&three, &config(format!("http://{addr}/loop"))).await;
+    assert_failed(
+        &report,
+        ErrorKind::Redirect,
+        &format!("redirect loop: http://{addr}/loop redirects to itself"),
+    );
+    assert_eq!(report.redirects.len(), 1);
 
     let report = probe(&three, &config(format!("http://{addr}/redirect/2"))).await;
     assert!(report.ok, "exactly the limit is fine: {report:#?}");

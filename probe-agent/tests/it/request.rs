@@ -45,14 +45,14 @@ impl Received {
 }
 
 /// A server on 127.0.0.1 that records every request (head and `Content-Length` body) and
-/// answers with `route(path)`: a status and extra header lines.
+/// answers with `route(request, own address)`: a status and extra header lines.
 pub(crate) struct Recorder {
     pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Recorder {
-    pub(crate) async fn start(route: fn(&str, SocketAddr) -> (u16, String)) -> Self {
+    pub(crate) async fn start(route: fn(&Received, SocketAddr) -> (u16, String)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -62,7 +62,7 @@ impl Recorder {
                 let log = log.clone();
                 tokio::spawn(async move {
                     let Some(received) = read_request(&mut tcp).await else { return };
-                    let (status, extra) = route(&received.target, addr);
+                    let (status, extra) = route(&received, addr);
                     log.lock().unwrap().push(received);
                     let response = format!(
                         "HTTP/1.1 {status} X\r\n{extra}content-length: 2\r\nconnection: close\r\n\r\nok"
@@ -119,7 +119,7 @@ async fn read_request(tcp: &mut tokio::net::TcpStream) -> Option<Received> {
     Some(Received { method, target, headers, body })
 }
 
-pub(crate) fn ok(_: &str, _: SocketAddr) -> (u16, String) {
+pub(crate) fn ok(_: &Received, _: SocketAddr) -> (u16, String) {
     (200, String::new())
 }
 
@@ -219,7 +219,8 @@ async fn every_method_and_bearer_authentication() {
 /// Redirects by path: `/303`, `/302`, `/301`, `/307`, `/308` to `/landing` on this server;
 /// `/away-<code>?port=<p>` to `/elsewhere?back=<this server's port>` on the server at port
 /// `p`; anything else is `200`.
-fn redirects(target: &str, addr: SocketAddr) -> (u16, String) {
+fn redirects(request: &Received, addr: SocketAddr) -> (u16, String) {
+    let target = request.target.as_str();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if let Some(code) = path.strip_prefix("/away-") {
         let port = query.strip_prefix("port=").unwrap();
@@ -233,8 +234,8 @@ fn redirects(target: &str, addr: SocketAddr) -> (u16, String) {
 }
 
 /// `/elsewhere?back=<p>` answers 307 to `/home` on the server at port `p`.
-fn bounce(target: &str, _: SocketAddr) -> (u16, String) {
-    let port = target.split_once("?back=").map(|(_, p)| p).unwrap_or_default();
+fn bounce(request: &Received, _: SocketAddr) -> (u16, String) {
+    let port = request.target.split_once("?back=").map(|(_, p)| p).unwrap_or_default();
     (307, format!("location: http://127.0.0.1:{port}/home\r\n"))
 }
 
@@ -437,4 +438,43 @@ async fn a_running_agent_sends_the_secrets_it_never_shows() {
             assert!(!text.contains(secret), "{secret} in {what}");
         }
     }
+}
+
+/// A POST answers 303 to its own URL (post/redirect/get); at `/cookie` it also sets a cookie,
+/// and `/again` answers 307 (keep the method) to itself with the cookie; a GET answers 200.
+fn post_redirect_get(request: &Received, _: SocketAddr) -> (u16, String) {
+    let cookie = "set-cookie: jar=from-chain; Path=/\r\n";
+    match (request.method.as_str(), request.target.as_str()) {
+        ("POST", "/again") => (307, format!("location: /again\r\n{cookie}")),
+        ("POST", "/cookie") => (303, format!("location: /cookie\r\n{cookie}")),
+        ("POST", target) => (303, format!("location: {target}\r\n")),
+        _ => (200, String::new()),
+    }
+}
+
+#[tokio::test]
+async fn post_redirect_get_to_the_same_url_is_not_a_loop_and_cookies_join_the_domains() {
+    let server = Recorder::start(post_redirect_get).await;
+    let domain = DomainConfig { request: full_post(), ..config(server.url("/form")) };
+    let report = probe(&prober(), &domain).await;
+    assert!(report.ok, "the GET after a 303 is another request than the POST: {report:#?}");
+    let seen = server.requests();
+    assert_eq!(seen.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["POST", "GET"]);
+    assert_eq!(seen[1].target, "/form");
+
+    let with_cookie = DomainConfig { request: full_post(), ..config(server.url("/cookie")) };
+    assert!(probe(&prober(), &with_cookie).await.ok);
+    let seen = &server.requests()[2..];
+    assert_eq!(seen[0].header("cookie"), Some("session=cookie-secret"));
+    assert_eq!(
+        seen[1].header("cookie"),
+        Some("session=cookie-secret; jar=from-chain"),
+        "the chain's cookies follow the domain's own, in one header"
+    );
+    // Without a method change it is a loop, found at its first repeated request (the second
+    // POST already carried the chain's cookie).
+    let again = DomainConfig { request: full_post(), ..config(server.url("/again")) };
+    let report = probe(&prober(), &again).await;
+    crate::probe::assert_failed(&report, probe_agent::probe::ErrorKind::Redirect, "redirect loop");
+    assert_eq!(report.redirects.len(), 2, "{report:#?}");
 }
