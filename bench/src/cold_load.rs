@@ -9,7 +9,7 @@ use anyhow::Context;
 use fred::prelude::*;
 use serde_json::{json, Value};
 use shared::testing::{delete_prefix, free_port, random_prefix};
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, RequestConfig, StatusRange};
 
 use crate::env::{redis_client, redis_url};
 
@@ -45,7 +45,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
         let config = DomainConfig {
             id: DomainId::new(),
             url: format!("https://192.0.2.{}/site-{i}", i % 250 + 1),
-            method: HttpMethod::Get,
+            request: RequestConfig::default(),
             expected_status: StatusRange::SUCCESS,
             keyword: (i % 4 == 0).then(|| shared::KeywordCheck::contains("ok")),
             interval_s: 60,

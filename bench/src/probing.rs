@@ -21,7 +21,7 @@ use probe_agent::probe::{ProbeSettings, Prober};
 use probe_agent::results;
 use probe_agent::scheduler::{Scheduler, SchedulerSettings};
 use serde_json::{json, Value};
-use shared::{DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{DomainConfig, DomainId, RequestConfig, StatusRange};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +74,7 @@ fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> 
         .map(|i| DomainConfig {
             id: DomainId::new(),
             url: urls[i % urls.len()].clone(),
-            method: HttpMethod::Get,
+            request: RequestConfig::default(),
             expected_status: StatusRange::SUCCESS,
             keyword: Some(shared::KeywordCheck::contains("ok")),
             interval_s,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use shared::{proto, DomainConfig, DomainId, HttpMethod, StatusRange};
+use shared::{proto, DomainConfig, DomainId, RequestConfig, StatusRange};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -148,7 +148,7 @@ impl Canaries {
                 Arc::new(DomainConfig {
                     id: DomainId::new(),
                     url: url.clone(),
-                    method: HttpMethod::Get,
+                    request: RequestConfig::default(),
                     expected_status: StatusRange::SUCCESS,
                     keyword: None,
                     interval_s: u32::try_from(settings.interval.as_secs()).unwrap_or(u32::MAX).max(1),

@@ -2,13 +2,18 @@
 //! phase, the addresses, the redirects, the certificate and the verdict — or as the report's
 //! JSON. The probe is the agent's own ([`crate::probe::Prober`] with the agent's configuration:
 //! the same SSRF guard, limits and trusted roots), so what it says is what the agent would
-//! report from this machine.
+//! report from this machine. The request options (`--method`, `--header`, `--basic`,
+//! `--bearer`, `--data`) follow the rules of a domain's request fields.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use ipnet::IpNet;
-use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
+use shared::request as rules;
+use shared::{
+    Auth, DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, RequestBody, RequestConfig,
+    RequestHeader, Secret, StatusRange,
+};
 
 use crate::config::Config;
 use crate::probe::{AttemptOutcome, ProbeReport, Prober};
@@ -17,18 +22,44 @@ use crate::probe::{AttemptOutcome, ProbeReport, Prober};
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  probe-agent check https://example.com/\n  \
     probe-agent check https://example.com/health --keyword ok --expected-status 200-399\n  \
-    probe-agent check http://127.0.0.1:8000/ --allow-private 127.0.0.0/8 --json\n\n\
+    probe-agent check http://127.0.0.1:8000/ --allow-private 127.0.0.0/8 --json\n  \
+    probe-agent check https://api.example.com/v1/ping --header 'Accept: application/json' --bearer \"$TOKEN\"\n  \
+    probe-agent check https://example.com/login --data 'user=probe' \\\n      \
+    --header 'Content-Type: application/x-www-form-urlencoded' --keyword welcome\n\n\
     Exit status: 0 when the check passes, 1 when it fails, 64 for a usage or configuration error.")]
 pub struct CheckArgs {
     /// The URL to probe (http or https).
     pub url: String,
-    /// HTTP method: GET or HEAD.
-    #[arg(long, default_value = "GET", value_parser = ["GET", "HEAD"])]
-    pub method: String,
+    /// HTTP method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS [default: GET, or POST
+    /// with --data].
+    #[arg(long, ignore_case = true, value_parser = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])]
+    pub method: Option<String>,
+    /// A request header, 'Name: value' (repeatable). Host, Content-Length, Transfer-Encoding,
+    /// Connection and Accept-Encoding are the prober's; User-Agent and Accept replace its own.
+    /// Credential headers (Authorization, Cookie, names with key, token, auth, secret, …) are
+    /// not sent to another origin after a redirect.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Basic authentication, 'user:password' (split at the first colon).
+    #[arg(long, value_name = "USER:PASSWORD", env = "CROSSCHECK_AGENT_CHECK_BASIC", hide_env_values = true)]
+    pub basic: Option<String>,
+    /// Bearer authentication with this token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        conflicts_with = "basic",
+        env = "CROSSCHECK_AGENT_CHECK_BEARER",
+        hide_env_values = true
+    )]
+    pub bearer: Option<String>,
+    /// The request body (POST, PUT or PATCH), sent as given; no Content-Type is added, set one
+    /// with --header.
+    #[arg(long, value_name = "BODY")]
+    pub data: Option<String>,
     /// Statuses that pass: a code (200), a range (200-399) or a class (2xx).
     #[arg(long, default_value = "200-299", value_parser = |s: &str| s.parse::<StatusRange>())]
     pub expected_status: StatusRange,
-    /// Text the body must contain (GET only), matched on the decoded text.
+    /// Text the body must contain (not with HEAD), matched on the decoded text.
     #[arg(long)]
     pub keyword: Option<String>,
     /// How the keyword is matched: contains, not_contains (fails when present) or regex.
@@ -54,11 +85,62 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
-    fn domain(&self) -> DomainConfig {
-        DomainConfig {
+    /// The request the options describe, checked by the rules of a domain's request fields;
+    /// the error names the option.
+    fn request(&self) -> Result<RequestConfig, String> {
+        let default = if self.data.is_some() { HttpMethod::Post } else { HttpMethod::Get };
+        let method = self.method.as_deref().and_then(HttpMethod::parse).unwrap_or(default);
+        let mut headers: Vec<RequestHeader> = Vec::new();
+        for raw in &self.headers {
+            let (name, value) =
+                raw.split_once(':').ok_or_else(|| format!("--header {raw:?}: must be 'Name: value'"))?;
+            let name = name.trim();
+            rules::check_header_name(name).map_err(|e| format!("--header {name}: {e}"))?;
+            let value = value.trim();
+            rules::check_header_value(value).map_err(|e| format!("--header {name}: value {e}"))?;
+            if headers.iter().any(|h| h.name.eq_ignore_ascii_case(name)) {
+                return Err(format!("--header {name}: given twice; combine its values in one header"));
+            }
+            let secret = rules::secret_by_default(name);
+            headers.push(RequestHeader { name: name.to_owned(), value: value.to_owned(), secret });
+        }
+        if headers.len() > rules::MAX_HEADERS {
+            return Err(format!("--header: at most {} headers", rules::MAX_HEADERS));
+        }
+        let auth = match (&self.basic, &self.bearer) {
+            (Some(pair), _) => {
+                let (username, password) = pair.split_once(':').ok_or("--basic: must be 'user:password'")?;
+                rules::check_username(username).map_err(|e| format!("--basic: the user name {e}"))?;
+                rules::check_password(password).map_err(|e| format!("--basic: the password {e}"))?;
+                Some(Auth::Basic { username: username.to_owned(), password: Secret::new(password) })
+            }
+            (None, Some(token)) => {
+                rules::check_token(token).map_err(|e| format!("--bearer: the token {e}"))?;
+                Some(Auth::Bearer { token: Secret::new(token.as_str()) })
+            }
+            (None, None) => None,
+        };
+        if auth.is_some() && headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization")) {
+            return Err("--basic/--bearer: not with an Authorization header".into());
+        }
+        let body = match &self.data {
+            None => None,
+            Some(_) if !method.takes_body() => {
+                return Err(format!("--data: only POST, PUT and PATCH send a body, not {}", method.as_str()))
+            }
+            Some(text) => {
+                rules::check_body(text).map_err(|e| format!("--data: {e}"))?;
+                Some(RequestBody { text: text.clone(), secret: false })
+            }
+        };
+        Ok(RequestConfig { method, headers, auth, body })
+    }
+
+    fn domain(&self) -> Result<DomainConfig, String> {
+        Ok(DomainConfig {
             id: DomainId::new(),
             url: self.url.clone(),
-            method: if self.method == "HEAD" { HttpMethod::Head } else { HttpMethod::Get },
+            request: self.request()?,
             expected_status: self.expected_status,
             keyword: self.keyword.clone().map(|pattern| KeywordCheck {
                 pattern,
@@ -75,7 +157,7 @@ impl CheckArgs {
             tls_verify: true,
             http_version: shared::HttpVersion::parse(&self.http_version).unwrap_or_default(),
             version: 0,
-        }
+        })
     }
 }
 
@@ -90,7 +172,14 @@ pub async fn run(mut config: Config, args: CheckArgs) -> ExitCode {
             return ExitCode::from(shared::config::EXIT_CONFIG as u8);
         }
     };
-    let report = prober.probe(&args.domain()).await;
+    let domain = match args.domain() {
+        Ok(domain) => domain,
+        Err(message) => {
+            eprintln!("probe-agent: {message}");
+            return ExitCode::from(shared::config::EXIT_CONFIG as u8);
+        }
+    };
+    let report = prober.probe(&domain).await;
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
@@ -314,7 +403,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["x", "https://a.test/", "--expected-status", "2xx", "--keyword", "hi"])
                 .unwrap();
-        let domain = cli.args.domain();
+        let domain = cli.args.domain().unwrap();
         assert_eq!(domain.expected_status, StatusRange { min: 200, max: 299 });
         assert_eq!(domain.keyword, Some(KeywordCheck::contains("hi")));
         let cli = Cli::try_parse_from([
@@ -327,10 +416,64 @@ mod tests {
             "--keyword-case-insensitive",
         ])
         .unwrap();
-        let check = cli.args.domain().keyword.unwrap();
+        let check = cli.args.domain().unwrap().keyword.unwrap();
         assert_eq!((check.mode, check.case_insensitive), (KeywordMode::Regex, true));
         assert!(Cli::try_parse_from(["x", "https://a.test/", "--keyword-mode", "fuzzy"]).is_err());
         assert!(domain.interval_s * 1000 > domain.timeout_ms);
         assert!(Cli::try_parse_from(["x", "https://a.test/", "--expected-status", "700"]).is_err());
+    }
+
+    #[test]
+    fn request_options_make_the_request_sent() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CheckArgs,
+        }
+        let request = |args: &[&str]| {
+            let mut all = vec!["x", "https://a.test/"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map_err(|e| e.to_string()).and_then(|cli| cli.args.request())
+        };
+        let posted = request(&[
+            "--data",
+            "{}",
+            "-H",
+            "Content-Type: application/json",
+            "--header",
+            "X-Api-Key:  k ",
+            "--basic",
+            "ops:pa:ss",
+        ])
+        .unwrap();
+        assert_eq!(posted.method, HttpMethod::Post, "--data alone means POST, as with curl");
+        assert_eq!(posted.body, Some(RequestBody { text: "{}".into(), secret: false }));
+        assert_eq!(
+            posted.headers[1],
+            RequestHeader { name: "X-Api-Key".into(), value: "k".into(), secret: true }
+        );
+        assert!(!posted.headers[0].secret);
+        assert_eq!(
+            posted.auth,
+            Some(Auth::Basic { username: "ops".into(), password: Secret::new("pa:ss") }),
+            "split at the first colon"
+        );
+        let put = request(&["--method", "put", "--bearer", "tok"]).unwrap();
+        assert_eq!((put.method, put.auth.map(|a| a.kind())), (HttpMethod::Put, Some("bearer")));
+        for (args, says) in [
+            (&["--data", "x", "--method", "GET"][..], "--data: only POST"),
+            (&["--header", "Host: evil.test"][..], "--header Host: Host cannot be set"),
+            (&["--header", "no colon"][..], "must be 'Name: value'"),
+            (&["--header", "X-A: 1", "--header", "x-a: 2"][..], "given twice"),
+            (&["--basic", "nocolon"][..], "--basic: must be 'user:password'"),
+            (&["--bearer", "two words"][..], "--bearer: the token must be printable"),
+            (&["--bearer", "t", "-H", "Authorization: x"][..], "not with an Authorization header"),
+            (&["--method", "TRACE"][..], "invalid value"),
+        ] {
+            let error = request(args).unwrap_err();
+            assert!(error.contains(says), "{args:?}: {error}");
+            assert!(!error.contains("two words"), "a token is never repeated: {error}");
+        }
     }
 }

@@ -17,9 +17,11 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shared::telemetry::LogFormat;
 
-/// Environment variables for agent settings (`CROSSCHECK_AGENT_REGION`, …).
+/// Environment variables for agent settings (`CROSSCHECK_AGENT_REGION`, …); the credentials of
+/// `probe-agent check` (`CROSSCHECK_AGENT_CHECK_BASIC`, `…_BEARER`) share the prefix and are
+/// left alone.
 pub const ENV: shared::config::EnvSource =
-    shared::config::EnvSource { prefix: "CROSSCHECK_AGENT_", exclude: &[] };
+    shared::config::EnvSource { prefix: "CROSSCHECK_AGENT_", exclude: &["check_"] };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -27,7 +27,7 @@ enum Command {
     Run,
     /// Probe one URL once from here and print the timing breakdown, the certificate and the
     /// verdict (exit status 0 when it passes, 1 when it fails).
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Check(args)) = cli.command {
         return match tokio::runtime::Runtime::new() {
-            Ok(runtime) => runtime.block_on(probe_agent::check::run(config, args)),
+            Ok(runtime) => runtime.block_on(probe_agent::check::run(config, *args)),
             Err(error) => {
                 eprintln!("probe-agent: cannot start the runtime: {error}");
                 ExitCode::FAILURE

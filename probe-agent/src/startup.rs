@@ -260,10 +260,11 @@ fn ops_router(state: DebugState, registry: Arc<Registry>) -> Router {
         .merge(shared::ops::router(registry, ready))
 }
 
-/// The catalog as this agent holds it: region, version and every domain configuration.
+/// The catalog as this agent holds it: region, version and every domain configuration, with
+/// each request in its redacted form (secrets shown as set, never their values).
 async fn debug_catalog(State(state): State<DebugState>) -> Json<Value> {
     let catalog = state.handle.current();
-    let domains: Vec<_> = catalog.iter().map(|c| c.as_ref()).collect();
+    let domains: Vec<_> = catalog.iter().map(|c| c.redacted_json()).collect();
     Json(json!({
         "region": state.config.region,
         "agent_id": state.config.agent_id,

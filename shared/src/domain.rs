@@ -11,6 +11,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::request::RequestConfig;
+
 /// A domain's identity: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -47,14 +49,44 @@ impl FromStr for DomainId {
 pub enum HttpMethod {
     Get,
     Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
 }
 
 impl HttpMethod {
+    pub const ALL: [HttpMethod; 7] = [
+        HttpMethod::Get,
+        HttpMethod::Head,
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Patch,
+        HttpMethod::Delete,
+        HttpMethod::Options,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HttpMethod::Get => "GET",
             HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
         }
+    }
+
+    /// The method named `name`, in any letter case.
+    pub fn parse(name: &str) -> Option<HttpMethod> {
+        Self::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a request body may be configured: POST, PUT and PATCH.
+    pub fn takes_body(self) -> bool {
+        matches!(self, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch)
     }
 }
 
@@ -255,12 +287,53 @@ mod keyword_json {
     }
 }
 
+/// The request fields of [`DomainConfig`] in its JSON. A plain request (GET or HEAD and
+/// nothing else) is written as the `method` string every agent understands; any other as a
+/// `request` object and no `method`, so an agent too old to know the object cannot read the
+/// domain and skips it (counted as a decode error) during a rolling deploy instead of probing
+/// without the headers, credentials or body it needs (a false "down"). Reading accepts either;
+/// the object wins when both are present.
+mod request_json {
+    use crate::request::RequestConfig;
+    use crate::HttpMethod;
+    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Fields {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<HttpMethod>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestConfig>,
+    }
+
+    pub fn serialize<S: Serializer>(value: &RequestConfig, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = if value.is_plain() {
+            Fields { method: Some(value.method), request: None }
+        } else {
+            Fields { method: None, request: Some(value.clone()) }
+        };
+        fields.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<RequestConfig, D::Error> {
+        let fields = Fields::deserialize(deserializer)?;
+        match (fields.request, fields.method) {
+            (Some(request), _) => Ok(request),
+            (None, Some(method)) => Ok(RequestConfig::new(method)),
+            (None, None) => Err(de::Error::missing_field("method")),
+        }
+    }
+}
+
 /// What an agent needs to probe one domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainConfig {
     pub id: DomainId,
     pub url: String,
-    pub method: HttpMethod,
+    /// What the probe sends (JSON: `method` or `request`, see `request_json`). Carries the
+    /// domain's secrets in plain text: show [`RequestConfig::redacted`] instead.
+    #[serde(flatten, with = "request_json")]
+    pub request: RequestConfig,
     pub expected_status: StatusRange,
     /// The body check, when set (JSON: `keyword` or `keyword_check`, see `keyword_json`).
     #[serde(flatten, with = "keyword_json")]
@@ -296,6 +369,17 @@ impl DomainConfig {
     /// Whether an agent of `region` should keep this domain in its catalog.
     pub fn runs_in(&self, region: &str) -> bool {
         self.regions.is_empty() || self.regions.iter().any(|r| r == region)
+    }
+
+    /// The configuration as JSON without any secret, for display: the request fields become
+    /// a `request` object in [`RequestConfig::redacted`] form.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("domain config serializes");
+        if let Some(map) = value.as_object_mut() {
+            map.remove("method");
+            map.insert("request".into(), serde_json::Value::Object(self.request.redacted()));
+        }
+        value
     }
 }
 
@@ -386,7 +470,7 @@ mod tests {
         DomainConfig {
             id: DomainId::new(),
             url: "https://example.com/health".into(),
-            method: HttpMethod::Get,
+            request: RequestConfig::default(),
             expected_status: StatusRange { min: 200, max: 299 },
             keyword: Some(KeywordCheck::contains("ok")),
             interval_s: 60,
@@ -490,6 +574,68 @@ mod tests {
             case_insensitive: false,
         };
         assert!(huge.regex().unwrap_err().to_string().contains("size limit"));
+    }
+
+    #[test]
+    fn a_plain_request_is_the_method_older_agents_read() {
+        let value = serde_json::to_value(sample()).unwrap();
+        assert_eq!(value["method"], "GET");
+        assert!(value.get("request").is_none());
+        let head = DomainConfig { request: RequestConfig::new(HttpMethod::Head), ..sample() };
+        assert_eq!(serde_json::to_value(&head).unwrap()["method"], "HEAD");
+    }
+
+    #[test]
+    fn any_other_request_is_only_the_object_so_older_agents_skip_the_domain() {
+        use crate::request::{Auth, RequestHeader, Secret};
+        /// The fields an agent before request options requires.
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct OlderAgent {
+            method: String,
+            url: String,
+        }
+        let requests = [
+            RequestConfig::new(HttpMethod::Post),
+            RequestConfig {
+                auth: Some(Auth::Bearer { token: Secret::new("t0ken") }),
+                ..RequestConfig::default()
+            },
+            RequestConfig {
+                headers: vec![RequestHeader { name: "X-A".into(), value: "1".into(), secret: false }],
+                ..RequestConfig::new(HttpMethod::Head)
+            },
+        ];
+        for request in requests {
+            let cfg = DomainConfig { request: request.clone(), ..sample() };
+            let value = serde_json::to_value(&cfg).unwrap();
+            assert!(value.get("method").is_none(), "{value}");
+            assert_eq!(value["request"]["method"], request.method.as_str());
+            assert!(serde_json::from_value::<OlderAgent>(value.clone()).is_err());
+            assert_eq!(serde_json::from_value::<DomainConfig>(value).unwrap(), cfg);
+        }
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value.as_object_mut().unwrap().remove("method");
+        assert!(serde_json::from_value::<DomainConfig>(value).unwrap_err().to_string().contains("method"));
+    }
+
+    #[test]
+    fn the_redacted_json_has_no_secret() {
+        use crate::request::{Auth, Secret};
+        let cfg = DomainConfig {
+            request: RequestConfig {
+                auth: Some(Auth::Basic { username: "u".into(), password: Secret::new("pa55word") }),
+                ..RequestConfig::new(HttpMethod::Post)
+            },
+            ..sample()
+        };
+        assert!(serde_json::to_string(&cfg).unwrap().contains("pa55word"), "agents need it");
+        let shown = cfg.redacted_json();
+        assert!(!shown.to_string().contains("pa55word"), "{shown}");
+        assert_eq!(shown["request"]["auth"]["password_set"], true);
+        assert_eq!(shown["request"]["method"], "POST");
+        assert!(shown.get("method").is_none());
+        assert_eq!(shown["url"], cfg.url);
     }
 
     #[test]

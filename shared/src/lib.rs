@@ -17,6 +17,7 @@ pub mod netguard;
 pub mod ops;
 pub mod proto;
 pub mod redis;
+pub mod request;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
@@ -28,6 +29,7 @@ pub use domain::{
     ProbeRequest, StatusRange,
 };
 pub use keys::RedisKeys;
+pub use request::{Auth, RequestBody, RequestConfig, RequestHeader, Secret};
 
 #[cfg(test)]
 mod tidy {

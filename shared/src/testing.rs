@@ -135,7 +135,7 @@ pub fn sample_domain(interval_s: u32, version: u64) -> crate::DomainConfig {
     crate::DomainConfig {
         id: crate::DomainId::new(),
         url: format!("https://192.0.2.1/{version}"),
-        method: crate::HttpMethod::Get,
+        request: crate::RequestConfig::default(),
         expected_status: crate::StatusRange::SUCCESS,
         keyword: None,
         interval_s,

@@ -14,12 +14,13 @@ use crate::domains::{store, Domain, DomainSpec};
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
+/// A domain as the API shows it. The request fields (`method`, `headers`, `auth`, `body`,
+/// `body_secret`) are in their redacted form: a secret is shown as set, never its value.
 fn view(domain: &Domain) -> Value {
     let spec = &domain.spec;
-    json!({
+    let mut view = json!({
         "id": domain.id,
         "url": spec.url.as_str(),
-        "method": spec.method.as_str(),
         "expected_status": spec.expected_status.to_string(),
         "keyword": spec.keyword.as_ref().map(|k| k.pattern.as_str()),
         "keyword_mode": spec.keyword.as_ref().map(|k| k.mode.as_str()),
@@ -36,7 +37,11 @@ fn view(domain: &Domain) -> Value {
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,
-    })
+    });
+    if let Some(map) = view.as_object_mut() {
+        map.extend(spec.request.redacted());
+    }
+    view
 }
 
 fn parse_id(raw: &str) -> Result<DomainId, ApiError> {

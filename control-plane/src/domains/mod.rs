@@ -1,6 +1,7 @@
-//! Domains: the request model ([`spec`]) and their storage with the config change log
-//! ([`store`]).
+//! Domains: the request model ([`spec`], with what a probe sends in [`request`]) and their
+//! storage with the config change log ([`store`]).
 
+pub mod request;
 pub mod spec;
 pub mod store;
 

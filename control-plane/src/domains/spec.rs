@@ -10,17 +10,24 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 use shared::netguard;
-use shared::{DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, StatusRange};
+use shared::{
+    DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestConfig, StatusRange,
+};
 use url::{Host, Url};
 
+use super::request;
 use crate::flap;
 
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 14] = [
+const KNOWN_FIELDS: [&str; 18] = [
     "url",
     "method",
+    "headers",
+    "auth",
+    "body",
+    "body_secret",
     "expected_status",
     "keyword",
     "keyword_mode",
@@ -87,7 +94,9 @@ impl Interval {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
     pub url: Url,
-    pub method: HttpMethod,
+    /// What the probe sends: `method`, `headers`, `auth`, `body` and `body_secret` of the
+    /// request (see [`super::request`]). Holds secrets: show [`RequestConfig::redacted`].
+    pub request: RequestConfig,
     pub expected_status: StatusRange,
     /// The body check: `keyword`, `keyword_mode` and `keyword_case_insensitive` of the request.
     pub keyword: Option<KeywordCheck>,
@@ -113,7 +122,7 @@ pub struct DomainSpec {
 pub struct FieldErrors(pub BTreeMap<String, String>);
 
 impl FieldErrors {
-    fn add(&mut self, field: &str, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.entry(field.to_owned()).or_insert_with(|| message.into());
     }
 
@@ -125,6 +134,16 @@ impl FieldErrors {
 impl DomainSpec {
     /// Parses a request object against `policy`.
     pub fn parse(request: &Map<String, Value>, policy: &Policy) -> Result<Self, FieldErrors> {
+        Self::parse_update(request, policy, None)
+    }
+
+    /// Parses a request object against `policy` as an update of `kept` (the stored request
+    /// of the domain): secrets the request leaves out are kept (see [`super::request`]).
+    pub fn parse_update(
+        request: &Map<String, Value>,
+        policy: &Policy,
+        kept: Option<&RequestConfig>,
+    ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         for key in request.keys() {
             if !KNOWN_FIELDS.contains(&key.as_str()) {
@@ -140,15 +159,8 @@ impl DomainSpec {
             }
             Some(v) => parse_url(v, policy).map_err(|m| errors.add("url", m)).ok(),
         };
-        let method = match field("method") {
-            None => Some(HttpMethod::Get),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("GET") => Some(HttpMethod::Get),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("HEAD") => Some(HttpMethod::Head),
-            Some(_) => {
-                errors.add("method", "must be \"GET\" or \"HEAD\"");
-                None
-            }
-        };
+        let method = request::parse_method(field("method"), &mut errors);
+        let sent = request::parse(request, method, kept, &mut errors);
         let expected_status = match field("expected_status") {
             None => Some(StatusRange::SUCCESS),
             Some(v) => parse_status(v).map_err(|m| errors.add("expected_status", m)).ok(),
@@ -290,10 +302,10 @@ impl DomainSpec {
             },
         };
 
-        match (url, method, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
+        match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
                 Some(url),
-                Some(method),
+                Some(sent),
                 Some(expected_status),
                 Some(interval),
                 Some(timeout_ms),
@@ -302,7 +314,7 @@ impl DomainSpec {
                 Some(tls_verify),
             ) if errors.is_empty() => Ok(DomainSpec {
                 url,
-                method,
+                request: sent,
                 expected_status,
                 keyword,
                 interval,
@@ -319,12 +331,13 @@ impl DomainSpec {
     }
 
     /// The configuration agents receive for this spec under `id` at config `version` (no
-    /// tenant, nothing secret; flap overrides and quorum are the control plane's own).
+    /// tenant; the request's secrets, which agents send; flap overrides and quorum are the
+    /// control plane's own).
     pub fn agent_config(&self, id: DomainId, version: u64) -> DomainConfig {
         DomainConfig {
             id,
             url: self.url.to_string(),
-            method: self.method,
+            request: self.request.clone(),
             expected_status: self.expected_status,
             keyword: self.keyword.clone(),
             interval_s: self.interval.seconds(),
@@ -338,11 +351,11 @@ impl DomainSpec {
     }
 
     /// The request form of this spec: parsing it again gives the same spec. `PATCH` overlays
-    /// its fields on this.
+    /// its fields on this. It holds the request's secrets: it is never shown.
     pub fn to_request(&self) -> Map<String, Value> {
         let mut map = Map::new();
         map.insert("url".into(), Value::from(self.url.as_str()));
-        map.insert("method".into(), Value::from(self.method.as_str()));
+        request::to_request(&self.request, &mut map);
         map.insert("expected_status".into(), Value::from(self.expected_status.to_string()));
         map.insert(
             "keyword".into(),
@@ -508,7 +521,7 @@ mod tests {
     #[test]
     fn minimal_request_gets_defaults() {
         let spec = parse(json!({"url": "https://example.com/"})).unwrap();
-        assert_eq!(spec.method, HttpMethod::Get);
+        assert_eq!(spec.request, RequestConfig::default());
         assert_eq!(spec.expected_status, StatusRange::SUCCESS);
         assert_eq!(spec.interval, Interval::Tier("standard", 60));
         assert_eq!(spec.timeout_ms, 10_000);
@@ -560,7 +573,7 @@ mod tests {
     #[test]
     fn every_bad_field_is_named() {
         let errors = parse(json!({
-            "url": "ftp://example.com", "method": "POST", "expected_status": "abc", "interval": 1,
+            "url": "ftp://example.com", "method": "TRACE", "expected_status": "abc", "interval": 1,
             "timeout_ms": 0, "regions": ["mars"], "quorum": 0, "paused": "yes", "colour": "blue"
         }))
         .unwrap_err();

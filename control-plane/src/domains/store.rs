@@ -11,7 +11,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shared::{DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, StatusRange};
+use shared::{
+    Auth, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestBody,
+    RequestConfig, RequestHeader, StatusRange,
+};
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;
 
@@ -34,7 +37,7 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// The configuration agents receive (no tenant, nothing secret).
+    /// The configuration agents receive (no tenant; the request's secrets, which agents send).
     pub fn agent_config(&self) -> DomainConfig {
         self.spec.agent_config(self.id, self.version)
     }
@@ -70,6 +73,10 @@ struct Row {
     tls_verify: bool,
     http_version: String,
     flap: Option<Value>,
+    request_headers: Value,
+    request_auth: Option<Value>,
+    request_body: Option<String>,
+    request_body_secret: bool,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -77,7 +84,7 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, version, created_at, updated_at";
+     flap, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -85,11 +92,15 @@ impl TryFrom<Row> for Domain {
     fn try_from(row: Row) -> Result<Self, Self::Error> {
         let corrupt = |what: &str| sqlx::Error::Decode(format!("domain {}: bad {what}", row.id).into());
         let url = url::Url::parse(&row.url).map_err(|_| corrupt("url"))?;
-        let method = match row.method.as_str() {
-            "GET" => HttpMethod::Get,
-            "HEAD" => HttpMethod::Head,
-            _ => return Err(corrupt("method")),
+        let method = HttpMethod::parse(&row.method).ok_or_else(|| corrupt("method"))?;
+        // Decoding errors are not passed on: their text could quote a secret.
+        let headers: Vec<RequestHeader> =
+            serde_json::from_value(row.request_headers).map_err(|_| corrupt("request headers"))?;
+        let auth: Option<Auth> = match row.request_auth {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("request auth"))?),
         };
+        let body = row.request_body.map(|text| RequestBody { text, secret: row.request_body_secret });
         let interval_s = u32::try_from(row.interval_s).map_err(|_| corrupt("interval"))?;
         let interval = match row.interval_tier.as_deref() {
             Some(name) => TIERS
@@ -118,7 +129,7 @@ impl TryFrom<Row> for Domain {
             tenant_id: row.tenant_id,
             spec: DomainSpec {
                 url,
-                method,
+                request: RequestConfig { method, headers, auth, body },
                 expected_status: StatusRange {
                     min: u16::try_from(row.status_min).map_err(|_| corrupt("status"))?,
                     max: u16::try_from(row.status_max).map_err(|_| corrupt("status"))?,
@@ -189,22 +200,26 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify, http_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+             $22, $23) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
              interval_tier = excluded.interval_tier, interval_s = excluded.interval_s, \
              timeout_ms = excluded.timeout_ms, regions = excluded.regions, quorum = excluded.quorum, \
              paused = excluded.paused, flap = excluded.flap, version = excluded.version, \
-             tls_verify = excluded.tls_verify, http_version = excluded.http_version, updated_at = now() \
+             tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
+             request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
+             request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
+             updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
     .bind(id.0)
     .bind(tenant_id)
     .bind(spec.url.as_str())
-    .bind(spec.method.as_str())
+    .bind(spec.request.method.as_str())
     .bind(i32::from(spec.expected_status.min))
     .bind(i32::from(spec.expected_status.max))
     .bind(spec.keyword.as_ref().map(|k| k.pattern.as_str()))
@@ -220,6 +235,10 @@ async fn write_row(
     .bind(version)
     .bind(spec.tls_verify)
     .bind(spec.http_version.as_str())
+    .bind(serde_json::to_value(&spec.request.headers).expect("headers serialize"))
+    .bind(spec.request.auth.as_ref().map(|a| serde_json::to_value(a).expect("auth serializes")))
+    .bind(spec.request.body.as_ref().map(|b| b.text.as_str()))
+    .bind(spec.request.body.as_ref().is_some_and(|b| b.secret))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -246,13 +265,25 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 5] = ["keyword", "keyword_mode", "keyword_case_insensitive", "quorum", "flap"];
+const CLEARABLE: [&str; 9] = [
+    "keyword",
+    "keyword_mode",
+    "keyword_case_insensitive",
+    "quorum",
+    "flap",
+    "headers",
+    "auth",
+    "body",
+    "body_secret",
+];
 
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
 /// parsed against `policy`, while the domain row is locked. Only `keyword` (with its options),
-/// `quorum` and `flap` may be `null` (cleared; `null` options return to their defaults); a
-/// `null` elsewhere is an error rather than a silent reset to the default. A `flap` object
-/// replaces the domain's flap overrides as a whole. `actor` (a token id) is recorded on the
+/// `quorum`, `flap`, `headers`, `auth` and `body` (with `body_secret`) may be `null` (cleared;
+/// `null` options return to their defaults); a `null` elsewhere is an error rather than a
+/// silent reset to the default. A `flap` object replaces the domain's flap overrides as a
+/// whole, and so do `headers` and `auth`, except that secrets left out are kept
+/// ([`DomainSpec::parse_update`]). `actor` (a token id) is recorded on the
 /// incident events of a pause or resume made through `paused`.
 pub async fn update(
     pool: &PgPool,
@@ -267,9 +298,10 @@ pub async fn update(
     if !nulls.is_empty() {
         let mut errors = FieldErrors::default();
         for (key, _) in nulls {
-            errors
-                .0
-                .insert(key.clone(), "cannot be null (only keyword, keyword_mode, keyword_case_insensitive, quorum and flap can be cleared)".into());
+            errors.0.insert(
+                key.clone(),
+                format!("cannot be null (only {} can be cleared)", CLEARABLE.join(", ")),
+            );
         }
         return Err(StoreError::Invalid(errors));
     }
@@ -279,7 +311,7 @@ pub async fn update(
     for (key, value) in patch {
         request.insert(key.clone(), value.clone());
     }
-    let spec = match DomainSpec::parse(&request, policy) {
+    let spec = match DomainSpec::parse_update(&request, policy, Some(&current.spec.request)) {
         Ok(spec) => spec,
         Err(errors) => {
             tx.rollback().await?;

@@ -115,7 +115,7 @@ async fn invalid_requests_name_every_bad_field_and_write_nothing(pool: PgPool) {
         .post(
             "/v1/domains",
             &app.token,
-            &json!({"url": "gopher://x", "method": "PUT", "interval": 0, "regions": ["mars"], "colour": 1}),
+            &json!({"url": "gopher://x", "method": "TRACE", "interval": 0, "regions": ["mars"], "colour": 1}),
         )
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);

@@ -349,3 +349,81 @@ async fn ingest_splits_test_results_off_and_publishes_them(pool: PgPool) {
     ts.close().await;
     let _ = subscriber.quit().await;
 }
+
+/// A local target that answers 200 "ok" only to `POST /api` with bearer `token` and the JSON
+/// body `{"ping":1}`, and 401 otherwise.
+async fn guarded_target(token: &'static str) -> std::net::SocketAddr {
+    use axum::http::{HeaderMap, Method, StatusCode as Code};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app =
+        axum::Router::new().fallback(move |method: Method, headers: HeaderMap, body: String| async move {
+            let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+            let typed = headers.get("content-type").and_then(|v| v.to_str().ok());
+            let expected = format!("Bearer {token}");
+            let good = method == Method::POST
+                && bearer == Some(expected.as_str())
+                && typed == Some("application/json")
+                && body == "{\"ping\":1}";
+            if good {
+                (Code::OK, "ok")
+            } else {
+                (Code::UNAUTHORIZED, "who are you")
+            }
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn tests_send_the_request_options_and_a_saved_domains_secrets_without_showing_them(pool: PgPool) {
+    const TOKEN: &str = "check-token-secret";
+    let pki = Pki::new();
+    let app = spawn(pool, &pki).await;
+    let target = target_url(guarded_target(TOKEN).await);
+    let _agents = agents(&app, &pki, &["ams"]).await;
+    let spec = json!({
+        "url": target, "method": "POST", "regions": ["ams"], "keyword": "ok",
+        "headers": [{"name": "Content-Type", "value": "application/json"}],
+        "auth": {"kind": "bearer", "token": TOKEN}, "body": "{\"ping\":1}"
+    });
+
+    // An unsaved spec, parsed by the domain rules: the agent sends all of it.
+    let mut unsaved = spec.clone();
+    unsaved["wait_ms"] = json!(30_000);
+    let (status, answer) = test(&app, &app.token, &unsaved).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["results"][0]["ok"], true, "{answer}");
+    assert!(!answer.to_string().contains(TOKEN), "{answer}");
+    let (status, answer) = test(&app, &app.token, &json!({"url": target, "body": "x"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer["error"]["fields"]["body"].is_string(), "{answer}");
+
+    // A saved domain (paused, so only the tests probe it) is tested with its stored secrets.
+    let mut saved = spec.clone();
+    saved["paused"] = json!(true);
+    let id = app.create_domain(saved).await;
+    let (status, answer) = test(&app, &app.token, &json!({"domain_id": id, "wait_ms": 30_000})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["results"][0]["ok"], true, "{answer}");
+    assert!(!answer.to_string().contains(TOKEN), "{answer}");
+
+    // The wrong token: the agent reports the 401, and nothing of the token.
+    let patched = app
+        .patch(
+            &format!("/v1/domains/{id}"),
+            &app.token,
+            &json!({"auth": {"kind": "bearer", "token": "wrong-one"}}),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let (status, answer) = test(&app, &app.token, &json!({"domain_id": id, "wait_ms": 30_000})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let result = &answer["results"][0];
+    assert_eq!((&result["ok"], &result["status_code"]), (&json!(false), &json!(401)), "{answer}");
+    assert!(!answer.to_string().contains("wrong-one"), "{answer}");
+}
+
+fn target_url(addr: std::net::SocketAddr) -> String {
+    format!("http://127.0.0.1:{}/api", addr.port())
+}

@@ -183,7 +183,12 @@ impl CatalogSync {
             Some(Ok(config)) => Some(config),
             Some(Err(error)) => {
                 self.metrics.error("decode");
-                tracing::warn!(domain_id = %id, %error, "unreadable domain config in redis; resyncing");
+                // The category and position only: serde's message can quote a value, and a
+                // configuration holds secrets.
+                tracing::warn!(
+                    domain_id = %id, category = ?error.classify(), line = error.line(), column = error.column(),
+                    "unreadable domain config in redis; resyncing"
+                );
                 return self.resync("decode").await;
             }
         };

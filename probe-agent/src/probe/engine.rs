@@ -106,16 +106,18 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// An established connection and the HTTP version it speaks.
+/// An established connection, the HTTP version it speaks, and what the hop sends over it.
 struct Connection<IO> {
     io: IO,
     protocol: http::Protocol,
+    sending: http::Sending,
 }
 
 /// How a hop ended when it did not fail.
 enum HopEnd {
     Final,
-    Redirect(Target),
+    /// A redirect with its status.
+    Redirect(Target, u16),
 }
 
 /// Shared by every clone of a prober.
@@ -144,15 +146,19 @@ impl Engine {
         report: &mut ProbeReport,
     ) -> Result<(), Failure> {
         let mut target = Target::parse(&config.url).map_err(|e| Failure::new(ErrorKind::InvalidUrl, e))?;
+        let origin = target.url.origin();
+        let mut sending = http::Sending::first(&config.request);
         let mut cookies = CookieStore::new();
-        // Each request of the chain: its URL and the cookies it sent.
-        let mut requested = vec![(target.url.to_string(), String::new())];
+        // Each request of the chain: its URL, the cookies it sent and its method (a POST
+        // answered 303 to its own URL is followed by a GET of it, not a loop).
+        let mut requested = vec![(target.url.to_string(), String::new(), sending.method)];
         loop {
             start_hop(report);
-            match self.hop(config, &target, &mut cookies, clock, report).await? {
+            match self.hop(config, sending, &target, &mut cookies, clock, report).await? {
                 HopEnd::Final => return Ok(()),
-                HopEnd::Redirect(next) => {
-                    let request = (next.url.to_string(), cookie_header(&cookies, &next.url));
+                HopEnd::Redirect(next, status) => {
+                    sending = sending.redirected(status, next.url.origin() == origin);
+                    let request = (next.url.to_string(), cookie_header(&cookies, &next.url), sending.method);
                     if let Some(hop) = requested.iter().position(|seen| *seen == request) {
                         report.redirects.push(request.0);
                         return Err(Failure::new(ErrorKind::Redirect, redirect_loop(&requested, hop)));
@@ -172,6 +178,7 @@ impl Engine {
     async fn hop(
         &self,
         config: &shared::DomainConfig,
+        sending: http::Sending,
         target: &Target,
         cookies: &mut CookieStore,
         clock: &Clock,
@@ -188,14 +195,23 @@ impl Engine {
                     "the server did not select http/2 (alpn h2), which the domain requires (http_version: http2)",
                 ));
             }
-            self.exchange(config, target, Connection { io: stream, protocol }, cookies, clock, report).await
+            self.exchange(
+                config,
+                target,
+                Connection { io: stream, protocol, sending },
+                cookies,
+                clock,
+                report,
+            )
+            .await
         } else {
             // Plain HTTP has no negotiation: HTTP/2 there is prior knowledge (h2c).
             let protocol = match config.http_version {
                 shared::HttpVersion::Http2 => http::Protocol::Http2,
                 shared::HttpVersion::Auto | shared::HttpVersion::Http1 => http::Protocol::Http1,
             };
-            self.exchange(config, target, Connection { io: tcp, protocol }, cookies, clock, report).await
+            self.exchange(config, target, Connection { io: tcp, protocol, sending }, cookies, clock, report)
+                .await
         }
     }
 
@@ -378,7 +394,8 @@ impl Engine {
         }
     }
 
-    /// Request, response head, and (for a final, expected response to GET) the body.
+    /// Request, response head, and (for a final, expected response to anything but HEAD) the
+    /// body.
     async fn exchange<IO>(
         &self,
         config: &shared::DomainConfig,
@@ -391,9 +408,10 @@ impl Engine {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { io, protocol } = connection;
-        let mut request = http::request(config.method, target, &self.settings.user_agent, protocol)
-            .map_err(|e| Failure::new(ErrorKind::Http, e))?;
+        let Connection { io, protocol, sending } = connection;
+        let mut request =
+            http::request(&config.request, sending, target, &self.settings.user_agent, protocol)
+                .map_err(|e| Failure::new(ErrorKind::Http, e))?;
         let sent = cookie_header(cookies, &target.url);
         if !sent.is_empty() {
             let value = ::http::HeaderValue::from_str(&sent).map_err(|_| {
@@ -402,6 +420,20 @@ impl Engine {
                     "a cookie set earlier in the redirect chain cannot be sent back",
                 )
             })?;
+            // After the domain's own `Cookie` header, when it goes on this hop.
+            let value = match request.headers().get(::http::header::COOKIE) {
+                None => value,
+                Some(configured) => {
+                    let mut joined = configured.as_bytes().to_vec();
+                    joined.extend_from_slice(b"; ");
+                    joined.extend_from_slice(value.as_bytes());
+                    let mut joined = ::http::HeaderValue::from_bytes(&joined).map_err(|_| {
+                        Failure::new(ErrorKind::Http, "the cookies of the redirect chain cannot be sent")
+                    })?;
+                    joined.set_sensitive(true);
+                    joined
+                }
+            };
             request.headers_mut().insert(::http::header::COOKIE, value);
         }
         let limits = self.head_limits();
@@ -449,13 +481,13 @@ impl Engine {
             if let Some(location) = http::redirect_location(status, response.headers()) {
                 let location = location.map_err(|e| Failure::new(ErrorKind::Redirect, e))?;
                 let next = target.follow(location).map_err(|e| Failure::new(ErrorKind::Redirect, e))?;
-                return Ok(HopEnd::Redirect(next));
+                return Ok(HopEnd::Redirect(next, status.as_u16()));
             }
             let detail =
                 format!("status {} is outside the expected {}", status.as_u16(), config.expected_status);
             return Err(Failure::new(ErrorKind::Status, detail));
         }
-        if config.method == shared::HttpMethod::Head {
+        if sending.method == shared::HttpMethod::Head {
             return match keyword(config) {
                 None => Ok(HopEnd::Final),
                 Some(_) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
@@ -656,8 +688,8 @@ fn keep_cookies(cookies: &mut CookieStore, url: &url::Url, headers: &::http::Hea
 }
 
 /// The detail of a redirect back to `requested[hop]`, with the same cookies: what repeats.
-fn redirect_loop(requested: &[(String, String)], hop: usize) -> String {
-    let (url, cookies) = &requested[hop];
+fn redirect_loop(requested: &[(String, String, shared::HttpMethod)], hop: usize) -> String {
+    let (url, cookies, _) = &requested[hop];
     let from = &requested[requested.len() - 1].0;
     let with = if cookies.is_empty() { "" } else { " with the same cookies" };
     if hop + 1 == requested.len() {

@@ -1,5 +1,6 @@
 //! `probe-agent check <url>` as an operator runs it: against a local server that answers, one
-//! that refuses, and one the SSRF guard blocks without `--allow-private`.
+//! that refuses, and one the SSRF guard blocks without `--allow-private`; with request options
+//! against a recording server.
 
 use std::process::Output;
 
@@ -45,7 +46,10 @@ async fn check_prints_the_verdict_and_exits_by_it() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.starts_with(&format!("UP  {url}\n")), "{stdout}");
-    assert!(stdout.contains("  status     200 over HTTP/1.1\n") && stdout.contains("  keyword    found\n"), "{stdout}");
+    assert!(
+        stdout.contains("  status     200 over HTTP/1.1\n") && stdout.contains("  keyword    found\n"),
+        "{stdout}"
+    );
 
     let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--keyword", "outage"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -80,5 +84,62 @@ async fn check_reports_a_refused_connection_and_usage_errors_exit_64() {
     for args in [&[][..], &["http://a.test/", "--expected-status", "700"][..]] {
         let output = check(args).await;
         assert_eq!(output.status.code(), Some(64), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+#[tokio::test]
+async fn check_sends_the_request_options() {
+    use crate::request::{ok, Recorder};
+    let server = Recorder::start(ok).await;
+    let url = server.url("/login");
+    let output = check(&[
+        &url,
+        "--allow-private",
+        "127.0.0.0/8",
+        "--data",
+        "user=probe&x=1",
+        "--header",
+        "Content-Type: application/x-www-form-urlencoded",
+        "-H",
+        "X-Trace: 7",
+        "--basic",
+        "probe:s3cr:et",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let got = &server.requests()[0];
+    assert_eq!(got.method, "POST", "--data without --method posts, as with curl");
+    assert_eq!(got.body, b"user=probe&x=1");
+    assert_eq!(got.header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(got.header("x-trace"), Some("7"));
+    // base64("probe:s3cr:et")
+    assert_eq!(got.header("authorization"), Some("Basic cHJvYmU6czNjcjpldA=="));
+
+    // The token from the environment, so it is not in the process list.
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe-agent"));
+    let output = command
+        .args(["check", &server.url("/api"), "--allow-private", "127.0.0.0/8", "--method", "delete"])
+        .env("CROSSCHECK_AGENT_CHECK_BEARER", "env-token")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let got = &server.requests()[1];
+    assert_eq!((got.method.as_str(), got.header("authorization")), ("DELETE", Some("Bearer env-token")));
+
+    // A refused option exits 64 naming it, and never echoes a secret.
+    for (args, says) in [
+        (&["--header", "Host: other.test"][..], "--header Host: Host cannot be set"),
+        (&["--data", "x", "--method", "GET"][..], "--data: only POST, PUT and PATCH send a body"),
+        (&["--bearer", "bad token"][..], "--bearer: the token must be printable ASCII without spaces"),
+    ] {
+        let mut all = vec![url.as_str()];
+        all.extend_from_slice(args);
+        let output = check(&all).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(says) && !stderr.contains("bad token"), "{args:?}: {stderr}");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use probe_agent::probe::{ErrorKind, ProbeReport, ProbeSettings, Prober, StaticResolver};
 use shared::netguard::TargetPolicy;
-use shared::{DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, StatusRange};
+use shared::{DomainConfig, DomainId, KeywordCheck, KeywordMode, StatusRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -238,7 +238,7 @@ fn plain(url: String) -> DomainConfig {
     DomainConfig {
         id: DomainId::new(),
         url,
-        method: HttpMethod::Get,
+        request: shared::RequestConfig::default(),
         expected_status: StatusRange::SUCCESS,
         keyword: None,
         interval_s: 60,

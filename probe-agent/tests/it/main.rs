@@ -5,7 +5,7 @@
 //! probes and canaries against a running agent and local targets. Name resolution and
 //! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1];
 //! the prober's HTTP side against local servers (`probe`) and hostile raw-TCP servers writing
-//! exact bytes (`hostile`).
+//! exact bytes (`hostile`); what a probe sends against a recording server (`request`).
 
 mod catalog;
 mod chains;
@@ -16,6 +16,7 @@ mod dns_server;
 mod hostile;
 mod probe;
 mod protocols;
+mod request;
 mod resolution;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -79,7 +79,7 @@ pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
     DomainConfig {
         id: DomainId::new(),
         url: url.into(),
-        method: HttpMethod::Get,
+        request: shared::RequestConfig::default(),
         expected_status: StatusRange::SUCCESS,
         keyword: None,
         interval_s: 60,
@@ -552,7 +552,10 @@ async fn reading_stops_at_the_keyword_and_at_the_limit() {
 #[tokio::test]
 async fn head_requests_read_no_body() {
     let addr = app_server(None).await;
-    let head = DomainConfig { method: HttpMethod::Head, ..config(format!("http://{addr}/only-head")) };
+    let head = DomainConfig {
+        request: shared::RequestConfig::new(HttpMethod::Head),
+        ..config(format!("http://{addr}/only-head"))
+    };
     let report = probe(&prober(), &head).await;
     assert!(report.ok, "{report:#?}");
     assert_eq!(report.status, Some(200));
