@@ -315,7 +315,9 @@ impl Config {
             return Err("consensus_freshness_factor must be a number of at least 1".into());
         }
         if self.consensus_sweep_interval_ms == 0 || self.confirmation_min_interval_ms == 0 {
-            return Err("consensus_sweep_interval_ms and confirmation_min_interval_ms must be positive".into());
+            return Err(
+                "consensus_sweep_interval_ms and confirmation_min_interval_ms must be positive".into()
+            );
         }
         if self.consensus_db_connections < 2 {
             return Err("consensus_db_connections must be at least 2".into());

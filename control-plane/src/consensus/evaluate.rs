@@ -120,7 +120,11 @@ impl Consensus {
     /// Evaluates each domain at its instant (a domain listed twice: at the later one) in one
     /// transaction (see the module documentation). Callers split large sets into batches of
     /// [`EVALUATE_BATCH`]. On error nothing was written.
-    pub async fn evaluate_many(&self, items: &[(Uuid, DateTime<Utc>)], claim: Claim) -> anyhow::Result<Round> {
+    pub async fn evaluate_many(
+        &self,
+        items: &[(Uuid, DateTime<Utc>)],
+        claim: Claim,
+    ) -> anyhow::Result<Round> {
         let mut wanted: BTreeMap<Uuid, DateTime<Utc>> = BTreeMap::new();
         for (id, at) in items {
             let entry = wanted.entry(*id).or_insert(*at);
@@ -219,10 +223,12 @@ impl Consensus {
             let absent: Vec<Uuid> = ids.iter().copied().filter(|id| !claimed.contains(id)).collect();
             let existing: Vec<Uuid> = match claim {
                 Claim::Wait => Vec::new(),
-                Claim::Skip => sqlx::query_scalar("SELECT id FROM domains WHERE id = ANY($1)")
-                    .bind(&absent)
-                    .fetch_all(&mut *tx)
-                    .await?,
+                Claim::Skip => {
+                    sqlx::query_scalar("SELECT id FROM domains WHERE id = ANY($1)")
+                        .bind(&absent)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }
             };
             for id in absent {
                 if existing.contains(&id) {
@@ -294,7 +300,8 @@ impl Consensus {
             // flap score and digests built from them) stay in commit order.
             let now = wanted[&domain.id].max(state.since);
             let current = State::parse(&state.state);
-            let regions = if domain.regions.is_empty() { every_region.clone() } else { domain.regions.clone() };
+            let regions =
+                if domain.regions.is_empty() { every_region.clone() } else { domain.regions.clone() };
             let unchanged = Evaluated {
                 state: current,
                 outcome: Outcome::Unchanged,
@@ -315,7 +322,8 @@ impl Consensus {
                 health: &health,
                 current,
             });
-            let subject = Subject { tenant_id: domain.tenant_id, domain_id: domain.id, url: domain.url.clone() };
+            let subject =
+                Subject { tenant_id: domain.tenant_id, domain_id: domain.id, url: domain.url.clone() };
             let (to, voting) = match decision.outcome {
                 Outcome::Unchanged => {
                     if let (Some(after), Some(incident), State::Down) =
@@ -339,7 +347,8 @@ impl Consensus {
                 Outcome::Down => (State::Down, voters(&decision, Standing::Failing)),
                 Outcome::Up => (State::Up, voters(&decision, Standing::Ok)),
             };
-            let flap = flap::settings_for(&self.settings.flap, domain.flap.as_ref(), domain.id, &self.metrics);
+            let flap =
+                flap::settings_for(&self.settings.flap, domain.flap.as_ref(), domain.id, &self.metrics);
             changes.push(Change {
                 subject,
                 at: now,

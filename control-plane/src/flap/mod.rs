@@ -168,7 +168,10 @@ pub struct Candidate<'a> {
 /// Step one of the transitions of a batch of domains (inside evaluate's transaction, under
 /// their row locks), in one statement: scores each domain with its transition included and
 /// decides. One assessment per candidate, in order.
-pub async fn assess_many(tx: &mut PgConnection, candidates: &[Candidate<'_>]) -> sqlx::Result<Vec<Assessment>> {
+pub async fn assess_many(
+    tx: &mut PgConnection,
+    candidates: &[Candidate<'_>],
+) -> sqlx::Result<Vec<Assessment>> {
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
@@ -196,7 +199,9 @@ pub async fn assess_many(tx: &mut PgConnection, candidates: &[Candidate<'_>]) ->
     let mut assessments = Vec::with_capacity(candidates.len());
     for (c, (_, earlier, period_id, entered_at, entered_score)) in candidates.iter().zip(rows) {
         let period = match (period_id, entered_at, entered_score) {
-            (Some(id), Some(entered_at), Some(entered_score)) => Some(Period { id, entered_at, entered_score }),
+            (Some(id), Some(entered_at), Some(entered_score)) => {
+                Some(Period { id, entered_at, entered_score })
+            }
             _ => None,
         };
         let earlier = u32::try_from(earlier).unwrap_or(u32::MAX);

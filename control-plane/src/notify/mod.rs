@@ -68,8 +68,13 @@ pub async fn enqueue_many(
         return Ok(0);
     }
     let n = notifications.len();
-    let (mut tenants, mut keys, mut kinds, mut payloads, mut domains) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut tenants, mut keys, mut kinds, mut payloads, mut domains) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for (notification, dedup_key) in notifications {
         tenants.push(notification.tenant_id);
         keys.push(*dedup_key);
