@@ -83,10 +83,9 @@ pub struct Config {
     pub retention_rollup_days: u32,
     /// Plain-PostgreSQL mode: daily partitions created ahead of time.
     pub partitions_ahead_days: u32,
-    /// Plain-PostgreSQL mode: how often roll-ups are brought up to date, in seconds. Every
-    /// refresh re-aggregates each hour that received results, the current one included, so at
-    /// thousands of results a second a short interval keeps a core busy. The default matches the
-    /// TimescaleDB refresh policy's schedule (5 minutes); roll-up reads lag by up to this much.
+    /// Plain-PostgreSQL mode: how often hours marked for a refresh by an older control plane
+    /// (this one adds each batch to its roll-ups as it stores it) are re-aggregated from the raw
+    /// rows, in seconds. Reads never wait for it.
     pub rollup_refresh_interval_s: u64,
     /// How often partitions and retention are maintained, in seconds.
     pub maintenance_interval_s: u64,
