@@ -270,6 +270,12 @@ impl Consensus {
             run_all_failed.push(o.run.all_failed());
             run_since.push(o.run.since);
         }
+        // Existing rows are locked in domain order first (concurrent upserts of two agents of a
+        // region, or two replicas, cannot deadlock), then updated through a join: an
+        // `ON CONFLICT DO UPDATE` would need the run of each row from the input by a correlated
+        // lookup, quadratic in the batch (10,000 observations: 30 s instead of 0.8 s). Rows new
+        // to the snapshot are inserted; one inserted meanwhile by another transaction takes the
+        // conflict path, with that lookup for it alone.
         let rows: Vec<(Uuid, bool, Option<bool>)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int[], $5::timestamptz[],
@@ -277,19 +283,33 @@ impl Consensus {
                      AS u(domain_id, ok, error_kind, status_code, observed_at, run_failures, run_all_failed, run_since)
                  WHERE EXISTS (SELECT 1 FROM domains d WHERE d.id = u.domain_id)
              ),
-             old AS (
+             old AS MATERIALIZED (
                  SELECT o.domain_id, o.ok FROM region_observations o
                  WHERE o.region = $6 AND o.domain_id IN (SELECT domain_id FROM input)
+                 ORDER BY o.domain_id FOR UPDATE
              ),
-             up AS (
+             updated AS (
+                 UPDATE region_observations o
+                 SET ok = i.ok, error_kind = i.error_kind, status_code = i.status_code,
+                     observed_at = i.observed_at, agent_id = $7,
+                     -- The new results continue the stored run when they all failed.
+                     failing_since = CASE WHEN i.run_all_failed THEN COALESCE(o.failing_since, i.run_since)
+                                          ELSE i.run_since END,
+                     consecutive_failures = CASE WHEN i.run_all_failed THEN o.consecutive_failures + i.run_failures
+                                                 ELSE i.run_failures END
+                 FROM input i JOIN old USING (domain_id)
+                 WHERE o.region = $6 AND o.domain_id = i.domain_id AND o.observed_at < i.observed_at
+                 RETURNING o.domain_id, o.ok, old.ok AS previous
+             ),
+             inserted AS (
                  INSERT INTO region_observations (domain_id, region, ok, error_kind, status_code, observed_at,
                                                   agent_id, failing_since, consecutive_failures)
                  SELECT domain_id, $6, ok, error_kind, status_code, observed_at, $7, run_since, run_failures
-                 FROM input ORDER BY domain_id
+                 FROM input i WHERE NOT EXISTS (SELECT 1 FROM old WHERE old.domain_id = i.domain_id)
+                 ORDER BY domain_id
                  ON CONFLICT (domain_id, region) DO UPDATE
                  SET ok = excluded.ok, error_kind = excluded.error_kind, status_code = excluded.status_code,
                      observed_at = excluded.observed_at, agent_id = excluded.agent_id,
-                     -- The new results continue the stored run when they all failed.
                      failing_since = CASE
                          WHEN (SELECT run_all_failed FROM input i WHERE i.domain_id = excluded.domain_id)
                          THEN COALESCE(region_observations.failing_since, excluded.failing_since)
@@ -301,7 +321,8 @@ impl Consensus {
                  WHERE region_observations.observed_at < excluded.observed_at
                  RETURNING domain_id, ok
              )
-             SELECT up.domain_id, up.ok, old.ok FROM up LEFT JOIN old USING (domain_id)",
+             SELECT domain_id, ok, previous FROM updated
+             UNION ALL SELECT domain_id, ok, NULL FROM inserted",
         )
         .bind(&ids)
         .bind(&oks)

@@ -558,13 +558,15 @@ async fn an_expiring_intermediate_or_redirect_certificate_is_notified_by_name(po
         }
     };
 
-    // A 60-day leaf under an intermediate expiring in 10 days (sent as the leaf's issuer).
+    // A 60-day leaf under an intermediate expiring in 10 days (sent as the leaf's issuer). Its
+    // expiry is taken once: the same intermediate must carry the same `not_after` below.
+    let intermediate = expiring_in(10);
     let mut r = probe(&domain, true);
     r.certificate = Some(Certificate {
         chain_earliest: Some(ChainCertificate {
             position: 1,
             subject: String::new(),
-            not_after_unix_s: expiring_in(10),
+            not_after_unix_s: intermediate,
         }),
         ..leaf(60)
     });
@@ -594,7 +596,7 @@ async fn an_expiring_intermediate_or_redirect_certificate_is_notified_by_name(po
         chain_earliest: Some(ChainCertificate {
             position: 1,
             subject: String::new(),
-            not_after_unix_s: expiring_in(10),
+            not_after_unix_s: intermediate,
         }),
         ..leaf(80)
     });
