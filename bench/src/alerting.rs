@@ -2,10 +2,15 @@
 //! agents delivering over mutual TLS, switchable local targets and a local webhook receiver.
 //!
 //! - `detect-latency`: a target goes down at a random moment; time to the incident and to the
-//!   webhook, over several trials; then a control run in which one region alone fails (its agent
-//!   cannot reach the target) and no incident may open.
+//!   webhook, over several trials, each with a domain of its own (created for the trial and
+//!   deleted after it, so no trial inherits the last one's transitions: a domain that changed
+//!   state at every trial would enter flap mode and have its alerts held); then a control run
+//!   in which one region alone fails (its agent cannot reach the target) and no incident may
+//!   open.
 //! - `alert-storm`: every domain's target goes down at once, then comes back: one incident and
-//!   one notification per domain and transition, no duplicates.
+//!   one notification per domain and transition, no duplicates. A webhook body that groups
+//!   several transitions (a JSON object with a `transitions` array, each element the body one
+//!   notification would have had) counts as one message carrying that many transitions.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -42,6 +47,12 @@ pub struct StormArgs {
     /// Probe interval of every domain, in seconds.
     #[arg(long, default_value_t = 10)]
     interval: u32,
+    /// Create the webhook channel with storm control off (`"storm_window_s": 0`), so every
+    /// transition is its own message. Without it the channel's default applies. A control
+    /// plane that does not know the setting refuses it; the run then goes on without it and
+    /// says so (`storm_control: "unsupported"`).
+    #[arg(long)]
+    ungrouped: bool,
 }
 
 /// A control plane in this process with its API, ingest and webhook-friendly settings.
@@ -95,6 +106,26 @@ impl Plane {
         Ok(())
     }
 
+    /// A webhook channel with storm control off; false when this control plane does not
+    /// know `storm_window_s` (the channel is then created without it).
+    async fn ungrouped_webhook(&self, url: &str) -> anyhow::Result<bool> {
+        let body = json!({"name": "bench", "kind": "webhook", "url": url, "storm_window_s": 0});
+        match self.call(reqwest::Method::POST, "/v1/channels", Some(body)).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.to_string().contains("storm_window_s") => {
+                eprintln!("this control plane does not know storm_window_s: {error}");
+                self.webhook(url).await?;
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn delete(&self, domain: Uuid) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/domains/{domain}"), None).await?;
+        Ok(())
+    }
+
     /// Creates a domain; `regions` empty runs it everywhere.
     async fn domain(&self, url: &str, interval: u32, regions: &[&str]) -> anyhow::Result<Uuid> {
         let mut body = json!({"url": url, "interval": interval});
@@ -143,12 +174,13 @@ where
     }
 }
 
-fn kind_of(delivery: &Delivery) -> &str {
-    delivery.body["kind"].as_str().unwrap_or("")
-}
-
-fn domain_of(delivery: &Delivery) -> Option<Uuid> {
-    delivery.body["domain_id"].as_str().and_then(|d| d.parse().ok())
+/// The notification bodies one delivery carries: the elements of its `transitions` array when
+/// it groups several, else the body itself.
+fn carried(delivery: &Delivery) -> Vec<&Value> {
+    match delivery.body.get("transitions").and_then(Value::as_array) {
+        Some(transitions) => transitions.iter().collect(),
+        None => vec![&delivery.body],
+    }
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -188,21 +220,32 @@ async fn detect(args: &DetectArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     let receiver = Receiver::start().await?;
     plane.webhook(&receiver.url).await?;
     let target = Switch::start().await?;
-    // Naming the regions staggers them evenly over the interval (see the agent's scheduler).
     let regions = &REGIONS[..args.regions];
-    let domain = plane.domain(&format!("http://{}/detect", target.addr), args.interval, regions).await?;
     let mut agents = start_agents(&pki, regions, scratch, plane.ingest_port).await?;
     let interval = Duration::from_secs(u64::from(args.interval));
-    let settle = interval * 4;
+    let settle = interval * 4 + Duration::from_secs(10);
+    // Naming the regions staggers them evenly over the interval (see the agent's scheduler).
+    // Each trial has a domain of its own: one domain going down and up at every trial would
+    // enter flap mode from the fourth and have its alerts held.
+    let fresh = |name: String| {
+        let plane = &plane;
+        let target = &target;
+        async move {
+            let domain =
+                plane.domain(&format!("http://{}/{name}", target.addr), args.interval, regions).await?;
+            until(settle, "every region to see the new domain up", || async {
+                Ok(plane.all_regions_up(domain).await?.then_some(()))
+            })
+            .await?;
+            anyhow::Ok(domain)
+        }
+    };
 
     let (mut detect_ms, mut notify_ms, mut confirm_ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut first_failure_notify_ms = Vec::new();
     for trial in 0..args.trials {
         target.set_up(true);
-        until(settle, "every region to see the domain up", || async {
-            Ok(plane.all_regions_up(domain).await?.then_some(()))
-        })
-        .await?;
+        let domain = fresh(format!("detect/{trial}")).await?;
         let wait = rand::thread_rng().gen_range(0..interval.as_millis() as u64);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let seen = receiver.all().len();
@@ -212,7 +255,11 @@ async fn detect(args: &DetectArgs, scratch: &Scratch) -> anyhow::Result<Value> {
         let delivery = until(settle, "the incident webhook", || async {
             Ok(receiver.all()[seen..]
                 .iter()
-                .find(|d| kind_of(d) == "incident_opened" && domain_of(d) == Some(domain))
+                .find(|d| {
+                    carried(d)
+                        .iter()
+                        .any(|n| n["kind"] == "incident_opened" && n["domain_id"] == json!(domain))
+                })
                 .cloned())
         })
         .await?;
@@ -238,10 +285,13 @@ async fn detect(args: &DetectArgs, scratch: &Scratch) -> anyhow::Result<Value> {
             Ok((plane.state(domain).await? == "up").then_some(()))
         })
         .await?;
+        // Resolved: deleting it now sends nothing, and its agents stop probing it.
+        plane.delete(domain).await?;
     }
 
     // Control: the last region's agent cannot reach the target (its own network trouble)
     // while the target is up. No incident may open.
+    let domain = fresh("detect/control".into()).await?;
     let last = agents.pop().context("at least one agent")?;
     let region = last.region.clone();
     last.stop().await?;
@@ -263,6 +313,11 @@ async fn detect(args: &DetectArgs, scratch: &Scratch) -> anyhow::Result<Value> {
             .bind(control_started)
             .fetch_one(&plane.pool)
             .await?;
+    // Held notifications would mean a trial's domain entered flap mode: then it did not
+    // measure what it names.
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM domain_transitions WHERE NOT notified")
+        .fetch_one(&plane.pool)
+        .await?;
 
     for agent in agents {
         agent.stop().await?;
@@ -279,6 +334,7 @@ async fn detect(args: &DetectArgs, scratch: &Scratch) -> anyhow::Result<Value> {
         "p95_first_failure_to_incident_ms": percentile(&mut confirm_ms, 95.0),
         "p95_first_failure_to_notify_ms": percentile(&mut first_failure_notify_ms, 95.0),
         "control_incidents": control_incidents,
+        "held_notifications": held,
     }))
 }
 
@@ -311,7 +367,14 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     let pki = Pki::create("storm")?;
     let plane = std::sync::Arc::new(Plane::start(scratch, &pki, REGIONS.len()).await?);
     let receiver = Receiver::start().await?;
-    plane.webhook(&receiver.url).await?;
+    let storm_control = if !args.ungrouped {
+        plane.webhook(&receiver.url).await?;
+        "default"
+    } else if plane.ungrouped_webhook(&receiver.url).await? {
+        "off"
+    } else {
+        "unsupported"
+    };
     let target = Switch::start().await?;
     eprintln!("creating {} domains", args.domains);
     let created = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
@@ -357,7 +420,8 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
         );
         let progress = std::cell::Cell::new(Instant::now());
         until(settle * 8, kind, || async {
-            let n = receiver.all().iter().filter(|d| kind_of(d) == kind).count();
+            let n: usize =
+                receiver.all().iter().map(|d| carried(d).iter().filter(|n| n["kind"] == kind).count()).sum();
             if progress.get().elapsed() > Duration::from_secs(5) {
                 eprintln!("  {:>5.1} s: {n} {kind}", switched.elapsed().as_secs_f64());
                 progress.set(Instant::now());
@@ -374,32 +438,53 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     }
     let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(&plane.pool).await?;
     let deliveries = receiver.all();
-    let mut by_key: HashMap<(String, Option<Uuid>, String), usize> = HashMap::new();
-    for d in &deliveries {
-        *by_key
-            .entry((kind_of(d).to_owned(), domain_of(d), d.body["incident_id"].to_string()))
-            .or_default() += 1;
+    let notifications: Vec<&Value> = deliveries.iter().flat_map(carried).collect();
+    let field = |n: &Value, key: &str| n[key].as_str().unwrap_or_default().to_owned();
+    let mut by_key: HashMap<(String, String, String), usize> = HashMap::new();
+    for n in &notifications {
+        *by_key.entry((field(n, "kind"), field(n, "domain_id"), field(n, "incident_id"))).or_default() += 1;
     }
-    // A delivery repeated (same notification id), or two notifications for one transition.
+    // A delivery repeated (same message id), or two notifications for one transition.
     let mut by_id: HashMap<&str, usize> = HashMap::new();
     for d in &deliveries {
         *by_id.entry(d.id.as_str()).or_default() += 1;
     }
     let repeated: usize = by_id.values().map(|n| n - 1).sum();
     let duplicates: usize = by_key.values().map(|n| n - 1).sum::<usize>().max(repeated);
-    let mut by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for d in &deliveries {
-        *by_kind.entry(kind_of(d)).or_default() += 1;
+    let mut by_kind: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for n in &notifications {
+        *by_kind.entry(field(n, "kind")).or_default() += 1;
     }
     let plane = std::sync::Arc::into_inner(plane).context("plane still shared")?;
+    let (evaluations, batches) = consensus_batches(&plane).await.unwrap_or((0.0, 0.0));
     plane.stop().await?;
-    Ok(json!({
+    let notified = (phases[0] * 10.0).round() / 10.0;
+    let mut result = json!({
         "domains": args.domains,
+        "storm_control": storm_control,
         "incidents_opened": incidents,
-        "notifications_sent": deliveries.len(),
+        "messages_delivered": deliveries.len(),
+        "transitions_delivered": notifications.len(),
         "notifications_by_kind": by_kind,
         "duplicates": duplicates,
-        "seconds_to_all_notified": (phases[0] * 10.0).round() / 10.0,
+        "seconds_to_all_notified": notified,
         "seconds_to_all_resolved_notified": (phases[1] * 10.0).round() / 10.0,
-    }))
+        "consensus_evaluations": evaluations,
+        "consensus_batches": batches,
+    });
+    if args.ungrouped {
+        result["seconds_to_all_notified_ungrouped"] = json!(notified);
+    }
+    Ok(result)
+}
+
+/// Domains evaluated and evaluation transactions, from the control plane's own metrics.
+async fn consensus_batches(plane: &Plane) -> anyhow::Result<(f64, f64)> {
+    let text = plane.http.get(format!("{}/metrics", plane.api)).send().await?.text().await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    };
+    Ok((value("control_plane_consensus_batch_size_sum"), value("control_plane_consensus_batch_size_count")))
 }

@@ -4,7 +4,10 @@
 //!
 //! Every region's observations are written with simulated timestamps and each domain is
 //! evaluated at its simulated instant; the flap sweeper and the digest scheduler read the same
-//! manual clock. Domains are inserted directly (no agent reads them) and nothing is delivered:
+//! manual clock. Changes reach consensus in rounds of `--round-s` simulated seconds, as the
+//! observation queue hands consensus whatever arrived since its last round: one upsert per
+//! region for the round's observations, then one evaluation transaction per
+//! [`EVALUATE_BATCH`] domains, each domain at its own instant. Domains are inserted directly (no agent reads them) and nothing is delivered:
 //! what would be sent is the outbox (one webhook channel per tenant), counted per kind.
 //!
 //! Targets: no individual alert for a flapping domain once it is in flap mode, one digest per
@@ -17,14 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use fred::interfaces::ClientLike;
-use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use control_plane::clock::{Clock, ManualClock};
-use control_plane::consensus::{Consensus, DomainObservation, ObservedBatch, Run};
+use control_plane::consensus::{Claim, Consensus, DomainObservation, ObservedBatch, Run, EVALUATE_BATCH};
 
 use crate::env::{redis_client, Scratch};
 use crate::stats::percentile_ms;
@@ -43,9 +45,10 @@ pub struct Args {
     /// Tenants the domains are spread over (one webhook channel each).
     #[arg(long, default_value_t = 10)]
     tenants: usize,
-    /// Evaluations run at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    /// Simulated seconds of changes that reach consensus together (one round); 1 evaluates
+    /// every second's changes on their own. The flap check runs every 30 simulated seconds.
+    #[arg(long, default_value_t = 30)]
+    round_s: i64,
 }
 
 /// One domain's planned changes: (second of the hour, up?).
@@ -57,6 +60,7 @@ struct Plan {
 
 pub async fn run(args: Args) -> anyhow::Result<Value> {
     anyhow::ensure!(args.tenants >= 1 && args.domains + args.outages >= args.tenants, "too few domains");
+    anyhow::ensure!((1..=30).contains(&args.round_s), "--round-s must be 1 to 30");
     let scratch = Scratch::create("flap").await?;
     let result = simulate(&args, &scratch).await;
     scratch.cleanup().await?;
@@ -95,7 +99,6 @@ async fn simulate(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
         allow_private_targets: true,
         ..control_plane::Config::default()
     };
-    config.database_max_connections = (args.concurrency as u32 + 4).max(8);
     config.redis_url = crate::env::redis_url();
     let pool = control_plane::startup::connect_database(&config).await?;
     control_plane::startup::migrate(&pool).await?;
@@ -143,37 +146,40 @@ async fn simulate(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
     // The digest scheduler starts before the hour, so the hour is its first full period.
     digests.run_due(clock.now()).await?;
     let wall = Instant::now();
-    let mut evaluations = Vec::with_capacity(changes);
+    let mut rounds = Vec::new();
+    let mut evaluations = 0;
     let mut last_sweep = 0;
     let mut progress = Instant::now();
+    // The round being gathered: (domain, up, second), each domain once.
+    let mut round: Vec<(Uuid, bool, i64)> = Vec::new();
     for second in 0..=HOUR {
-        let now = start + chrono::Duration::seconds(second);
-        clock.set(now);
         if let Some(batch) = due.get(&second) {
-            observe(&consensus, batch, now).await?;
-            let timings: Vec<anyhow::Result<Duration>> =
-                futures::stream::iter(batch.iter().map(|(id, _)| {
-                    let consensus = consensus.clone();
-                    let id = *id;
-                    async move {
-                        let started = Instant::now();
-                        consensus.evaluate(id, now).await?;
-                        Ok(started.elapsed())
-                    }
-                }))
-                .buffer_unordered(args.concurrency)
-                .collect()
-                .await;
-            for timing in timings {
-                evaluations.push(timing?);
+            if batch.iter().any(|(id, _)| round.iter().any(|(r, _, _)| r == id)) {
+                // A domain changing twice within a round: the earlier change goes first.
+                let (took, n) = consensus_round(&consensus, &round, start).await?;
+                rounds.push(took);
+                evaluations += n;
+                round.clear();
             }
+            round.extend(batch.iter().map(|(id, up)| (*id, *up, second)));
+        }
+        if second % args.round_s == 0 || second == HOUR {
+            clock.set(start + chrono::Duration::seconds(second));
+            let (took, n) = consensus_round(&consensus, &round, start).await?;
+            if n > 0 {
+                rounds.push(took);
+            }
+            evaluations += n;
+            round.clear();
         }
         if second - last_sweep >= 30 {
+            let now = start + chrono::Duration::seconds(second);
+            clock.set(now);
             sweeper.check(now).await?;
             last_sweep = second;
         }
         if progress.elapsed() > Duration::from_secs(5) {
-            eprintln!("  simulated {:>2} min, {} evaluations", second / 60, evaluations.len());
+            eprintln!("  simulated {:>2} min, {evaluations} evaluations", second / 60);
             progress = Instant::now();
         }
     }
@@ -191,7 +197,8 @@ async fn simulate(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
 
     let counts = count(&pool, &flapping, start, end).await?;
     let evaluate_ms = evaluate_wall.as_secs_f64() * 1000.0;
-    let p99 = percentile_ms(&mut evaluations, 99.0);
+    let round_count = rounds.len();
+    let p99 = percentile_ms(&mut rounds, 99.0);
     redis.quit().await.ok();
     pool.close().await;
     let targets_met = counts.individual_after_flap == 0
@@ -214,7 +221,10 @@ async fn simulate(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
         "digests_built_on_second_pass": again,
         "down_alerts": counts.down_alerts,
         "evaluate_ms": (evaluate_ms).round(),
-        "p99_evaluation_ms": p99,
+        "round_s": args.round_s,
+        "rounds": round_count,
+        "evaluations": evaluations,
+        "p99_round_ms": p99,
     }))
 }
 
@@ -251,18 +261,29 @@ async fn create_domains(pool: &PgPool, args: &Args) -> anyhow::Result<Vec<Uuid>>
     Ok(ids)
 }
 
-/// Every region observes each domain's new status at `now`.
-async fn observe(consensus: &Consensus, batch: &[(Uuid, bool)], now: DateTime<Utc>) -> anyhow::Result<()> {
+/// One consensus round: every region observes each domain's new status at its second of the
+/// hour (one upsert per region), then the domains are evaluated, each at its own instant, one
+/// transaction per [`EVALUATE_BATCH`]. Returns its wall time and the domains evaluated.
+async fn consensus_round(
+    consensus: &Consensus,
+    round: &[(Uuid, bool, i64)],
+    start: DateTime<Utc>,
+) -> anyhow::Result<(Duration, usize)> {
+    if round.is_empty() {
+        return Ok((Duration::ZERO, 0));
+    }
+    let started = Instant::now();
+    let at = |second: i64| start + chrono::Duration::seconds(second);
     for region in REGIONS {
-        let observations = batch
+        let observations = round
             .iter()
-            .map(|(id, up)| DomainObservation {
+            .map(|(id, up, second)| DomainObservation {
                 domain_id: *id,
                 ok: *up,
                 error_kind: (!up).then(|| "connect".to_owned()),
                 status_code: None,
-                observed_at: now,
-                run: Run::of(*up, now),
+                observed_at: at(*second),
+                run: Run::of(*up, at(*second)),
             })
             .collect();
         consensus
@@ -270,13 +291,21 @@ async fn observe(consensus: &Consensus, batch: &[(Uuid, bool)], now: DateTime<Ut
                 region: region.to_owned(),
                 agent_id: format!("{region}-1"),
                 health: None,
-                received_at: now,
+                received_at: at(round[round.len() - 1].2),
                 observations,
                 certificates: Vec::new(),
             })
             .await?;
     }
-    Ok(())
+    let mut evaluated = 0;
+    for chunk in round.chunks(EVALUATE_BATCH) {
+        let items: Vec<(Uuid, DateTime<Utc>)> =
+            chunk.iter().map(|(id, _, second)| (*id, at(*second))).collect();
+        let done = consensus.evaluate_many(&items, Claim::Wait).await?;
+        anyhow::ensure!(done.evaluated.len() == items.len(), "a domain was not evaluated: {done:?}");
+        evaluated += done.evaluated.len();
+    }
+    Ok((started.elapsed(), evaluated))
 }
 
 struct Counts {

@@ -324,7 +324,7 @@ async fn measure_fanin(args: &FaninArgs, scratch: &Scratch, ts: &ScratchDb) -> a
     let env = child_env(scratch, ts, &pki, api, ingest);
     let defaults = control_plane::Config::default();
     let ts_pool = defaults.timeseries_write_connections + defaults.timeseries_read_connections;
-    let control_pool = defaults.database_max_connections;
+    let control_pool = defaults.database_max_connections + defaults.consensus_db_connections;
     let mut child = spawn_control_plane(&env).await?;
     wait_ready(&format!("http://127.0.0.1:{api}/readyz"), Duration::from_secs(60)).await?;
     let addr: SocketAddr = format!("127.0.0.1:{ingest}").parse()?;

@@ -83,10 +83,9 @@ pub struct Config {
     pub retention_rollup_days: u32,
     /// Plain-PostgreSQL mode: daily partitions created ahead of time.
     pub partitions_ahead_days: u32,
-    /// Plain-PostgreSQL mode: how often roll-ups are brought up to date, in seconds. Every
-    /// refresh re-aggregates each hour that received results, the current one included, so at
-    /// thousands of results a second a short interval keeps a core busy. The default matches the
-    /// TimescaleDB refresh policy's schedule (5 minutes); roll-up reads lag by up to this much.
+    /// Plain-PostgreSQL mode: how often hours marked for a refresh by an older control plane
+    /// (this one adds each batch to its roll-ups as it stores it) are re-aggregated from the raw
+    /// rows, in seconds. Reads never wait for it.
     pub rollup_refresh_interval_s: u64,
     /// How often partitions and retention are maintained, in seconds.
     pub maintenance_interval_s: u64,
@@ -97,6 +96,9 @@ pub struct Config {
     /// How often every observed domain is re-evaluated (staleness can change the outcome), in
     /// milliseconds.
     pub consensus_sweep_interval_ms: u64,
+    /// Connections of consensus's own pool to the transactional database (observation rounds,
+    /// evaluations, the sweep, certificate notices), apart from `database_max_connections`.
+    pub consensus_db_connections: u32,
     /// Smallest time between two confirmation probe requests for one domain, in milliseconds.
     pub confirmation_min_interval_ms: u64,
     /// Check tests (`POST /v1/checks/test`) a tenant may start per minute, on average.
@@ -109,9 +111,6 @@ pub struct Config {
     /// Failed observations in a row after which a region failing while its domain is up is
     /// reported as a persistent regional failure (status and uptime answers).
     pub regional_failure_observations: u32,
-    /// Stored batches waiting for consensus; beyond it their observations are dropped and
-    /// counted (the sweep and the next batch catch up).
-    pub observation_queue_capacity: usize,
     /// Whether this replica runs a notification dispatcher (any number of replicas may).
     pub notify_dispatch: bool,
     /// Networks webhook and Slack deliveries may reach although they are private, loopback, …
@@ -218,11 +217,11 @@ impl Default for Config {
             maintenance_interval_s: 3_600,
             consensus_freshness_factor: 2.5,
             consensus_sweep_interval_ms: 5_000,
+            consensus_db_connections: 4,
             confirmation_min_interval_ms: 10_000,
             check_test_per_minute: 6,
             check_test_burst: 3,
             cert_expiry_thresholds_days: vec![30, 14, 7, 1],
-            observation_queue_capacity: 1_024,
             regional_failure_observations: 3,
             notify_dispatch: true,
             notify_allow_private: Vec::new(),
@@ -314,13 +313,13 @@ impl Config {
         if !(self.consensus_freshness_factor.is_finite() && self.consensus_freshness_factor >= 1.0) {
             return Err("consensus_freshness_factor must be a number of at least 1".into());
         }
-        if self.consensus_sweep_interval_ms == 0
-            || self.confirmation_min_interval_ms == 0
-            || self.observation_queue_capacity == 0
-        {
+        if self.consensus_sweep_interval_ms == 0 || self.confirmation_min_interval_ms == 0 {
             return Err(
-                "consensus_sweep_interval_ms, confirmation_min_interval_ms and observation_queue_capacity must be positive".into()
+                "consensus_sweep_interval_ms and confirmation_min_interval_ms must be positive".into()
             );
+        }
+        if self.consensus_db_connections < 2 {
+            return Err("consensus_db_connections must be at least 2".into());
         }
         if self.check_test_per_minute == 0 || self.check_test_burst == 0 {
             return Err("check_test_per_minute and check_test_burst must be positive".into());
@@ -440,8 +439,8 @@ mod tests {
         assert!(cfg.validate().unwrap_err().contains("consensus_freshness_factor"));
         let cfg = Config { cert_expiry_thresholds_days: vec![30, 0], ..Config::default() };
         assert!(cfg.validate().unwrap_err().contains("cert_expiry_thresholds_days"));
-        let cfg = Config { observation_queue_capacity: 0, ..Config::default() };
-        assert!(cfg.validate().unwrap_err().contains("observation_queue_capacity"));
+        let cfg = Config { consensus_db_connections: 1, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("consensus_db_connections"));
     }
 
     #[test]

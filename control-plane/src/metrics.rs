@@ -50,6 +50,11 @@ fn ack_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// Domains per evaluation round trip: 1 to 4096.
+fn batch_size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
@@ -102,8 +107,19 @@ pub struct Metrics {
     /// replica listening `delivered` (to a waiting request), `unclaimed` (nobody waits: the
     /// request ended or the result is a duplicate), `malformed` or `lost` (the subscriber lagged).
     pub check_results: Family<OutcomeLabels, Counter>,
-    /// Stored batches whose observations did not fit in the observation queue.
-    pub observation_drops: Counter,
+    /// Domains evaluated together in one transaction (one evaluation round trip).
+    pub consensus_batch_size: Histogram,
+    /// Duration of one evaluation transaction over a batch of domains, commit included.
+    pub consensus_batch_seconds: Histogram,
+    /// Domains an evaluation passed over because another evaluation (this replica's sweep,
+    /// another replica, the flap check) or a domain write held their rows; they are queued
+    /// again for the next round.
+    pub consensus_skipped_locked: Counter,
+    /// Observations waiting for consensus (one per agent and domain at most).
+    pub observations_pending: Gauge,
+    /// Queued observations replaced by a newer one of the same agent and domain before
+    /// consensus recorded them (their results still count in the run of failures).
+    pub observations_coalesced: Counter,
     /// Certificate expiry notifications enqueued.
     pub cert_expiry_notifications: Counter,
     /// Notification delivery attempts by channel kind and outcome (`delivered`, `failed`: a
@@ -167,7 +183,11 @@ impl Default for Metrics {
             confirmation_requests: Family::default(),
             check_tests: Family::default(),
             check_results: Family::default(),
-            observation_drops: Counter::default(),
+            consensus_batch_size: batch_size_histogram(),
+            consensus_batch_seconds: ack_histogram(),
+            consensus_skipped_locked: Counter::default(),
+            observations_pending: Gauge::default(),
+            observations_coalesced: Counter::default(),
             cert_expiry_notifications: Counter::default(),
             notify_deliveries: Family::default(),
             notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
@@ -275,9 +295,29 @@ impl Metrics {
         r.register("check_tests", "Check tests (POST /v1/checks/test) by outcome", self.check_tests.clone());
         r.register("check_results", "Test probe results by outcome", self.check_results.clone());
         r.register(
-            "observation_drops",
-            "Stored batches whose observations the full consensus queue dropped",
-            self.observation_drops.clone(),
+            "consensus_batch_size",
+            "Domains evaluated together in one transaction",
+            self.consensus_batch_size.clone(),
+        );
+        r.register(
+            "consensus_batch_seconds",
+            "Duration of one evaluation transaction over a batch of domains",
+            self.consensus_batch_seconds.clone(),
+        );
+        r.register(
+            "consensus_skipped_locked",
+            "Domains an evaluation passed over because their rows were locked (queued again)",
+            self.consensus_skipped_locked.clone(),
+        );
+        r.register(
+            "observations_pending",
+            "Observations waiting for consensus (at most one per agent and domain)",
+            self.observations_pending.clone(),
+        );
+        r.register(
+            "observations_coalesced",
+            "Queued observations replaced by a newer one of the same agent and domain",
+            self.observations_coalesced.clone(),
         );
         r.register(
             "cert_expiry_notifications",

@@ -20,7 +20,7 @@ use crate::agents::AgentRegistry;
 use crate::api::{self, AppState};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::consensus::{Consensus, ObservedBatch, Settings};
+use crate::consensus::{Consensus, ObservationReceiver, Settings};
 use crate::digests;
 use crate::flap;
 use crate::ingest::IngestServer;
@@ -97,7 +97,7 @@ pub struct Application {
     agents: AgentRegistry,
     ingest: Option<IngestServer>,
     consensus: Consensus,
-    observations: tokio::sync::mpsc::Receiver<ObservedBatch>,
+    observations: ObservationReceiver,
     dispatcher: Dispatcher,
     flap: flap::Sweeper,
     digests: digests::Scheduler,
@@ -154,16 +154,21 @@ impl Application {
         )
         .await
         .context("loading agents and revoked certificates")?;
+        // Consensus's own connections, to the same database: its rounds and sweeps never take a
+        // connection the API or ingest is waiting for.
+        let consensus_pool = PgPoolOptions::new()
+            .max_connections(config.consensus_db_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with((*pool.connect_options()).clone());
         let consensus = Consensus::new(
-            pool.clone(),
+            consensus_pool,
             redis.clone(),
             RedisKeys::new(config.redis_prefix.clone()),
             metrics.clone(),
             Settings::from_config(&config),
         )
         .with_clock(clock.clone());
-        let (sender, observations) =
-            crate::consensus::queue(config.observation_queue_capacity, metrics.clone());
+        let (sender, observations) = crate::consensus::queue(metrics.clone());
         let ingest = if config.ingest_enabled() {
             Some(
                 IngestServer::bind(

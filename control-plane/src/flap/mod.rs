@@ -14,10 +14,13 @@
 //! one threshold cannot switch modes back and forth.
 //!
 //! Where it runs:
-//! - [`assess`] and [`record`] run inside [`crate::consensus::Consensus::evaluate`], in the
-//!   transaction that holds the domain's `domain_state` row lock: every transition into `up` or
-//!   `down` becomes a `domain_transitions` row (`notified = false` when held), and entering (or,
-//!   with a zero quiet period, leaving) happens there.
+//! - [`assess_many`] and [`record_many`] run inside consensus's evaluation of a batch of
+//!   domains ([`crate::consensus::Consensus::evaluate_many`]), in the transaction that holds
+//!   their `domain_state` row locks: every transition into `up` or `down` becomes a
+//!   `domain_transitions` row (`notified = false` when held), and entering (or, with a zero
+//!   quiet period, leaving) happens there. Scores and open periods are read for the whole batch
+//!   in one statement and the rows written in another; entering and leaving, once per flap
+//!   period, are written per domain.
 //! - [`Sweeper`] leaves flap mode, which needs no transition: every `flap_check_interval_ms`
 //!   it takes each open `flap_periods` row under the same row lock (`SKIP LOCKED`, so replicas
 //!   and evaluations never wait on each other) and closes the stable ones.
@@ -152,48 +155,113 @@ impl Assessment {
     }
 }
 
-/// Step one of a transition (inside evaluate's transaction, under the row lock): scores the
-/// domain with this transition included and decides.
-pub async fn assess(
-    tx: &mut PgConnection,
-    domain_id: Uuid,
-    from: &str,
-    at: DateTime<Utc>,
-    settings: &Settings,
-) -> sqlx::Result<Assessment> {
-    let period = open_period(tx, domain_id).await?;
-    let (earlier, _) = score(tx, domain_id, at, settings.window).await?;
-    let score = earlier.saturating_add(u32::from(matches!(from, "up" | "down")));
-    let decision = decide(period.is_some(), score, Some(at), at, settings);
-    Ok(Assessment { settings: *settings, score, period, decision })
+/// A transition about to be written, as flap detection needs it: the domain, the state it
+/// leaves (`unknown`, `up` or `down`), when, and the domain's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub domain_id: Uuid,
+    pub from: &'a str,
+    pub at: DateTime<Utc>,
+    pub settings: &'a Settings,
 }
 
-/// Step two, after the incident was opened or resolved with [`Assessment::alert`]: writes the
-/// `domain_transitions` row and applies the decision (a new flap period and its
-/// `domain_flapping` notice, or the period closed with its `domain_stabilized` notice). Returns
-/// the new flap period on entry.
-pub async fn record(
+/// Step one of the transitions of a batch of domains (inside evaluate's transaction, under
+/// their row locks), in one statement: scores each domain with its transition included and
+/// decides. One assessment per candidate, in order.
+pub async fn assess_many(
     tx: &mut PgConnection,
-    transition: &Transition<'_>,
-    incident: Option<Uuid>,
-    assessment: &Assessment,
-) -> sqlx::Result<Option<Uuid>> {
-    let subject = transition.subject;
+    candidates: &[Candidate<'_>],
+) -> sqlx::Result<Vec<Assessment>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = candidates.iter().map(|c| c.domain_id).collect();
+    let ats: Vec<DateTime<Utc>> = candidates.iter().map(|c| c.at).collect();
+    let starts: Vec<DateTime<Utc>> = candidates
+        .iter()
+        .map(|c| c.at - chrono::Duration::from_std(c.settings.window).unwrap_or(chrono::Duration::MAX))
+        .collect();
+    type Row = (i64, i64, Option<Uuid>, Option<DateTime<Utc>>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT u.ord,
+                (SELECT count(*) FILTER (WHERE t.from_state IN ('up', 'down')) FROM domain_transitions t
+                 WHERE t.domain_id = u.domain_id AND t.at > u.start AND t.at <= u.at),
+                p.id, p.entered_at, p.entered_score
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS u(domain_id, start, at, ord)
+         LEFT JOIN flap_periods p ON p.domain_id = u.domain_id AND p.left_at IS NULL
+         ORDER BY u.ord",
+    )
+    .bind(&ids)
+    .bind(&starts)
+    .bind(&ats)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut assessments = Vec::with_capacity(candidates.len());
+    for (c, (_, earlier, period_id, entered_at, entered_score)) in candidates.iter().zip(rows) {
+        let period = match (period_id, entered_at, entered_score) {
+            (Some(id), Some(entered_at), Some(entered_score)) => {
+                Some(Period { id, entered_at, entered_score })
+            }
+            _ => None,
+        };
+        let earlier = u32::try_from(earlier).unwrap_or(u32::MAX);
+        let score = earlier.saturating_add(u32::from(matches!(c.from, "up" | "down")));
+        let decision = decide(period.is_some(), score, Some(c.at), c.at, c.settings);
+        assessments.push(Assessment { settings: *c.settings, score, period, decision });
+    }
+    Ok(assessments)
+}
+
+/// Step two, after the incidents were opened or resolved with [`Assessment::alert`]: writes
+/// every transition's `domain_transitions` row (one statement), then applies each decision (a
+/// new flap period and its `domain_flapping` notice, or the period closed with its
+/// `domain_stabilized` notice). Returns the new flap period of each transition that entered.
+pub async fn record_many(
+    tx: &mut PgConnection,
+    transitions: &[(Transition<'_>, Option<Uuid>, &Assessment)],
+) -> sqlx::Result<Vec<Option<Uuid>>> {
+    if transitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = transitions.iter().map(|(t, _, _)| t.subject.tenant_id).collect();
+    let domains: Vec<Uuid> = transitions.iter().map(|(t, _, _)| t.subject.domain_id).collect();
+    let ats: Vec<DateTime<Utc>> = transitions.iter().map(|(t, _, _)| t.at).collect();
+    let froms: Vec<&str> = transitions.iter().map(|(t, _, _)| t.from).collect();
+    let tos: Vec<&str> = transitions.iter().map(|(t, _, _)| t.to).collect();
+    let regions: Vec<&Value> = transitions.iter().map(|(t, _, _)| t.regions).collect();
+    let incidents: Vec<Option<Uuid>> = transitions.iter().map(|(_, i, _)| *i).collect();
+    let notified: Vec<bool> = transitions.iter().map(|(_, _, a)| a.alert() == Alert::Send).collect();
     sqlx::query(
         "INSERT INTO domain_transitions
              (tenant_id, domain_id, at, from_state, to_state, regions, incident_id, notified)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[],
+                              $6::jsonb[], $7::uuid[], $8::bool[])",
     )
-    .bind(subject.tenant_id)
-    .bind(subject.domain_id)
-    .bind(transition.at)
-    .bind(transition.from)
-    .bind(transition.to)
-    .bind(transition.regions)
-    .bind(incident)
-    .bind(assessment.alert() == Alert::Send)
+    .bind(&tenants)
+    .bind(&domains)
+    .bind(&ats)
+    .bind(&froms)
+    .bind(&tos)
+    .bind(&regions)
+    .bind(&incidents)
+    .bind(&notified)
     .execute(&mut *tx)
     .await?;
+    let mut entered = Vec::with_capacity(transitions.len());
+    for (transition, _, assessment) in transitions {
+        entered.push(apply(tx, transition, assessment).await?);
+    }
+    Ok(entered)
+}
+
+/// Applies one transition's flap decision: entering opens a period with its notice, leaving
+/// closes it with its notice. Returns the period entered.
+async fn apply(
+    tx: &mut PgConnection,
+    transition: &Transition<'_>,
+    assessment: &Assessment,
+) -> sqlx::Result<Option<Uuid>> {
+    let subject = transition.subject;
     match (assessment.decision, &assessment.period) {
         (Decision::Enter, _) => {
             let id = Uuid::now_v7();

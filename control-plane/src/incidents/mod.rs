@@ -17,6 +17,10 @@ use uuid::Uuid;
 
 use crate::notify::{self, Notification};
 
+mod bulk;
+
+pub use bulk::{open_many, resolve_many, Opening, Resolution};
+
 /// The actor of events the control plane records itself.
 pub const SYSTEM: &str = "system";
 
@@ -147,40 +151,7 @@ fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: 
     }
 }
 
-/// Opens an incident for `subject` with its `opened` event and, unless held, its
-/// notification. Returns its id.
-pub async fn open(
-    tx: &mut PgConnection,
-    subject: &Subject,
-    at: DateTime<Utc>,
-    regions: &Value,
-    alert: Alert,
-) -> sqlx::Result<Uuid> {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO incidents (id, tenant_id, domain_id, state, opened_at, opened_regions)
-         VALUES ($1, $2, $3, 'open', $4, $5)",
-    )
-    .bind(id)
-    .bind(subject.tenant_id)
-    .bind(subject.domain_id)
-    .bind(at)
-    .bind(regions)
-    .execute(&mut *tx)
-    .await?;
-    let mut details = json!({ "regions": regions });
-    if alert == Alert::Hold {
-        details["notification"] = Value::from(HELD);
-    }
-    event(tx, id, "opened", at, SYSTEM, &details).await?;
-    if alert == Alert::Send {
-        notify::enqueue(tx, &opened_notification(subject, id, at, regions), &format!("incident:{id}:opened"))
-            .await?;
-    }
-    Ok(id)
-}
-
-/// Enqueues the `incident_opened` notification of incident `id` as [`open`] would have (same
+/// Enqueues the `incident_opened` notification of incident `id` as [`open_many`] would have (same
 /// dedup key, so it goes out once however often this is called): for an incident whose opening
 /// was held while its domain flapped and that is still unresolved when the domain settles.
 /// Returns the outbox rows added (0 when it was already enqueued or the incident is unknown).
@@ -222,24 +193,6 @@ async fn opening_unannounced(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<bo
     .bind(HELD)
     .fetch_one(&mut *tx)
     .await
-}
-
-/// Resolves the incident `id` (open or acknowledged) with its `resolved` event and, unless
-/// held, its notification. Returns false when it was not open.
-pub async fn resolve(
-    tx: &mut PgConnection,
-    subject: &Subject,
-    id: Uuid,
-    at: DateTime<Utc>,
-    regions: &Value,
-    alert: Alert,
-) -> sqlx::Result<bool> {
-    let why = Why { key: "regions", value: regions.clone(), recovered: true, actor: SYSTEM };
-    let resolved = finish(tx, subject, id, at, why, alert, |duration_s| {
-        format!("{} is up again after {duration_s} s", subject.url)
-    })
-    .await?;
-    Ok(resolved)
 }
 
 /// Closes the domain's unresolved incident, if any, because the domain is deleted (`stopped`),
@@ -363,7 +316,7 @@ pub async fn resume(
 }
 
 /// Announces incident `id`, whose opening was held, because its domain was found still down
-/// after monitoring resumed: its `incident_opened` notification (same dedup key as [`open`],
+/// after monitoring resumed: its `incident_opened` notification (same dedup key as [`open_many`],
 /// so once only) and the opening event marked [`SENT_AFTER_RESUME`]. Returns outbox rows added.
 pub async fn announce_after_resume(tx: &mut PgConnection, subject: &Subject, id: Uuid) -> sqlx::Result<u64> {
     let added = notify_opened(tx, subject, id).await?;

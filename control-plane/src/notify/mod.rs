@@ -55,19 +55,47 @@ pub async fn enqueue(
     notification: &Notification,
     dedup_key: &str,
 ) -> sqlx::Result<u64> {
-    let payload = serde_json::to_value(notification).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    enqueue_many(tx, &[(notification, dedup_key)]).await
+}
+
+/// [`enqueue`] for many notifications in one statement (one `pg_notify` at most): their rows
+/// take `seq` in the order given, so a domain's notifications keep the order of their causes.
+pub async fn enqueue_many(
+    tx: &mut sqlx::PgConnection,
+    notifications: &[(&Notification, &str)],
+) -> sqlx::Result<u64> {
+    if notifications.is_empty() {
+        return Ok(0);
+    }
+    let n = notifications.len();
+    let (mut tenants, mut keys, mut kinds, mut payloads, mut domains) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (notification, dedup_key) in notifications {
+        tenants.push(notification.tenant_id);
+        keys.push(*dedup_key);
+        kinds.push(notification.kind.as_str());
+        payloads.push(serde_json::to_value(notification).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        domains.push(notification.domain_id);
+    }
     let added = sqlx::query(
         "INSERT INTO notifications (id, tenant_id, channel_id, dedup_key, kind, payload, domain_id)
-         SELECT gen_random_uuid(), c.tenant_id, c.id, $2, $3, $4, $5
-         FROM channels c WHERE c.tenant_id = $1 AND c.enabled
-         ORDER BY c.id
+         SELECT gen_random_uuid(), c.tenant_id, c.id, u.dedup_key, u.kind, u.payload, u.domain_id
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::uuid[]) WITH ORDINALITY
+             AS u(tenant_id, dedup_key, kind, payload, domain_id, ord)
+         JOIN channels c ON c.tenant_id = u.tenant_id AND c.enabled
+         ORDER BY u.ord, c.id
          ON CONFLICT (channel_id, dedup_key) DO NOTHING",
     )
-    .bind(notification.tenant_id)
-    .bind(dedup_key)
-    .bind(&notification.kind)
-    .bind(payload)
-    .bind(notification.domain_id)
+    .bind(&tenants)
+    .bind(&keys)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&domains)
     .execute(&mut *tx)
     .await?
     .rows_affected();

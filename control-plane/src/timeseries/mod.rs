@@ -4,9 +4,11 @@
 //!
 //! - [`Timeseries::ingest`]: validate a batch, queue it (bounded, `ingest_queue_capacity`,
 //!   waiting at most `ingest_wait_ms`), store it through one of `timeseries_write_connections`
-//!   group-commit writers ([`writer`]), answer after COMMIT. Idempotent per batch id.
+//!   group-commit writers ([`writer`]; in plain mode its counts and latency buckets are added to
+//!   the roll-ups in the same transaction), answer after COMMIT. Idempotent per batch id.
 //! - [`Timeseries::refresh_rollups`] and [`Timeseries::maintain`] ([`rollup`]): plain-mode
-//!   roll-ups, partitions and retention; [`Timeseries::run_maintenance`] runs both periodically.
+//!   re-aggregation of hours an older control plane marked, partitions and retention;
+//!   [`Timeseries::run_maintenance`] runs both periodically.
 //! - [`Timeseries::uptime`], [`Timeseries::latency`], [`Timeseries::recent_results`],
 //!   [`Timeseries::certificate`] ([`read`]): through a pool of `timeseries_read_connections`.
 //! - [`buckets`]: the fixed log-scale latency buckets and percentiles.
@@ -205,8 +207,9 @@ impl Timeseries {
         answer.await.unwrap_or_else(|_| Err(IngestError::Unavailable("the writer stopped".into())))
     }
 
-    /// Plain mode: recomputes the hours that received results since the last refresh, and
-    /// their days. TimescaleDB mode: nothing (its refresh policies do it).
+    /// Plain mode: recomputes the hours an older control plane marked in `rollup_dirty` (this
+    /// one adds to the roll-ups as it stores results), and their days; nothing when none is
+    /// marked. TimescaleDB mode: nothing (its refresh policies do it).
     pub async fn refresh_rollups(&self) -> anyhow::Result<RefreshReport> {
         if self.inner.mode == StorageMode::Timescale {
             return Ok(RefreshReport::default());

@@ -7,9 +7,9 @@
 //! kept as long as daily ones (`retention_rollup_days`), so 30 days are at most 720 rows per
 //! domain and region; `rollup_daily` serves longer ranges. Both modes include the newest
 //! results: TimescaleDB's aggregates are real-time (`materialized_only = false`), and in plain
-//! mode the hours still marked for a refresh are rolled up from the raw rows at read time, in the
-//! same snapshot as the rest (see [`snapshot`]), so `rollup_refresh_interval_s` only sets how
-//! much work reads leave to the refresher.
+//! mode the writer adds every batch to its roll-up rows as it stores it; hours an older control
+//! plane marked for a refresh are rolled up from the raw rows at read time until the refresher
+//! has done them, in the same snapshot as the rest (see [`snapshot`]).
 
 use std::str::FromStr;
 

@@ -1,11 +1,21 @@
 //! Plain-mode roll-ups and maintenance (TimescaleDB does both itself through its policies).
 //!
-//! **Refresh.** Ingest appends the hours it wrote to `rollup_dirty`. The refresher, in one
-//! transaction under an advisory lock, deletes the marks its snapshot sees, recomputes those
-//! hours of `rollup_hourly` from the raw rows, then the days holding them in `rollup_daily`
-//! from the hourly rows. A mark committed after the DELETE's snapshot is not deleted and is
-//! handled next round; every mark deleted belongs to a transaction whose rows the later
-//! statements see. Hours older than raw retention are not recomputed (their raw rows are gone).
+//! **Added at ingest.** The writer adds each batch's counts and histogram buckets to the
+//! `rollup_hourly` and `rollup_daily` rows of its hours and days in the transaction that stores
+//! it (see [`super::writer`]): roll-ups are sums, so they stay equal to an aggregation of the
+//! raw rows, late results included, with no refresh.
+//!
+//! **Refresh, for hours an older control plane marked.** Control planes before roll-ups were
+//! added at ingest appended the hours they wrote to `rollup_dirty` instead (during a rolling
+//! deploy some still may). The refresher, in one transaction under an advisory lock, does
+//! nothing when there is no mark; otherwise it locks both roll-up tables against writers
+//! (`SHARE ROW EXCLUSIVE`: a writer's addition waits, and one in progress finishes first, so
+//! every addition is either in the raw rows the recomputation reads or made on top of it),
+//! deletes the marks, recomputes those hours of `rollup_hourly` from the raw rows, then the
+//! days holding them in `rollup_daily` from the hourly rows. A mark committed after the
+//! DELETE's snapshot is not deleted and is handled next round; every mark deleted belongs to a
+//! transaction whose rows the later statements see. Hours older than raw retention are not
+//! recomputed (their raw rows are gone).
 //!
 //! **Maintenance.** Daily partitions `probe_results_pYYYYMMDD` from yesterday to
 //! `partitions_ahead_days` ahead (rows already in the DEFAULT partition for that day are moved
@@ -123,14 +133,21 @@ pub(crate) fn day_of(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(secs - secs.rem_euclid(86_400), 0).unwrap_or(time)
 }
 
-/// Recomputes the dirty hours and their days (plain mode).
+/// Recomputes the hours marked by an older control plane and their days (plain mode).
 pub(crate) async fn refresh(
     pool: &PgPool,
     now: DateTime<Utc>,
     raw_days: u32,
 ) -> Result<RefreshReport, sqlx::Error> {
+    let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rollup_dirty)").fetch_one(pool).await?;
+    if !any {
+        return Ok(RefreshReport::default());
+    }
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REFRESH_LOCK).execute(&mut *tx).await?;
+    sqlx::query("LOCK TABLE rollup_hourly, rollup_daily IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
     let marked: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "WITH d AS (DELETE FROM rollup_dirty RETURNING hour) SELECT DISTINCT hour FROM d ORDER BY hour",
     )

@@ -4,14 +4,17 @@
 //! A writer takes every batch queued at that moment (up to [`MAX_ROWS_PER_TX`] results) and
 //! stores them in one transaction: batch ids into `ingested_batches` (`ON CONFLICT DO NOTHING
 //! RETURNING` tells which are new), a binary COPY of the new batches' rows, one upsert of the
-//! newest certificate per (domain, region), the touched hours into `rollup_dirty` (plain mode),
-//! COMMIT. Only then is each batch answered. Keys are written in sorted order so that two
-//! writers never lock the same rows in opposite orders.
+//! newest certificate per (domain, region), and in plain mode the new rows' counts and latency
+//! buckets added to their `rollup_hourly` and `rollup_daily` rows (one upsert each, summed per
+//! (domain, hour or day, region) first, so late results land in their own hour), COMMIT. Only
+//! then is each batch answered. Keys are written in sorted order so that two writers never
+//! lock the same rows in opposite orders; the roll-up rows, which two writers may share, are
+//! written last, so they are held only until the commit.
 //!
 //! A writer whose connection is down answers every batch it takes with `Unavailable` at once
 //! and reconnects with exponential backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,7 +90,41 @@ const CERTIFICATES: &str = "INSERT INTO certificates (domain_id, region, subject
         host = EXCLUDED.host, chain = EXCLUDED.chain, problem = EXCLUDED.problem, hops = EXCLUDED.hops \
     WHERE certificates.observed_at <= EXCLUDED.observed_at";
 
-const DIRTY: &str = "INSERT INTO rollup_dirty (hour) SELECT unnest($1::timestamptz[])";
+/// Adds counts and histogram cells to the roll-up rows of `table` (plain mode): `$1`–`$5` one
+/// entry per row (domain, bucket, region, probes, successes) in key order, `$6`–`$9` the cells
+/// (1-based entry, phase 0–4 for total, dns, connect, tls, ttfb, bucket index, count).
+fn add_to_rollup(table: &str) -> String {
+    let phase = |p: u8| {
+        format!("hist_from_cells(array_agg(idx) FILTER (WHERE phase = {p}), array_agg(n) FILTER (WHERE phase = {p}))")
+    };
+    format!(
+        "WITH k AS (
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[])
+                 WITH ORDINALITY AS k(domain_id, bucket, region, probes, successes, entry)
+         ), h AS (
+             SELECT entry, {} AS total_hist, {} AS dns_hist, {} AS connect_hist, {} AS tls_hist, {} AS ttfb_hist
+             FROM unnest($6::int[], $7::smallint[], $8::smallint[], $9::int[]) AS c(entry, phase, idx, n)
+             GROUP BY entry
+         )
+         INSERT INTO {table} AS r (bucket, domain_id, region, probes, successes,
+                                   total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist)
+         SELECT k.bucket, k.domain_id, k.region, k.probes, k.successes,
+                h.total_hist, h.dns_hist, h.connect_hist, h.tls_hist, h.ttfb_hist
+         FROM k LEFT JOIN h USING (entry) ORDER BY k.entry
+         ON CONFLICT (domain_id, bucket, region) DO UPDATE SET
+             probes = r.probes + excluded.probes, successes = r.successes + excluded.successes,
+             total_hist = hist_add(r.total_hist, excluded.total_hist),
+             dns_hist = hist_add(r.dns_hist, excluded.dns_hist),
+             connect_hist = hist_add(r.connect_hist, excluded.connect_hist),
+             tls_hist = hist_add(r.tls_hist, excluded.tls_hist),
+             ttfb_hist = hist_add(r.ttfb_hist, excluded.ttfb_hist)",
+        phase(0),
+        phase(1),
+        phase(2),
+        phase(3),
+        phase(4)
+    )
+}
 
 pub(crate) type Reply = oneshot::Sender<Result<IngestOutcome, IngestError>>;
 
@@ -217,7 +254,7 @@ impl Writers {
         loop {
             if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
                 conn = None;
-                match Conn::open(&self.pg, &self.metrics.write_connections).await {
+                match Conn::open(&self.pg, &self.metrics.write_connections, self.mode).await {
                     Ok(c) => {
                         tracing::info!(writer = id, "time-series writer connected");
                         conn = Some(c);
@@ -256,7 +293,7 @@ impl Writers {
             }
             let Some(c) = conn.as_mut() else { continue };
             let started = Instant::now();
-            match tokio::time::timeout(TX_TIMEOUT, c.write(&jobs, self.mode)).await {
+            match tokio::time::timeout(TX_TIMEOUT, c.write(&jobs)).await {
                 Ok(Ok(outcomes)) => {
                     self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -270,7 +307,7 @@ impl Writers {
                     tracing::warn!(writer = id, %error, batches = jobs.len(), "a batch's data was refused; writing the group one by one");
                     for job in jobs {
                         let alone = std::slice::from_ref(&job);
-                        match tokio::time::timeout(TX_TIMEOUT, c.write(alone, self.mode)).await {
+                        match tokio::time::timeout(TX_TIMEOUT, c.write(alone)).await {
                             Ok(Ok(mut outcomes)) => {
                                 let outcome = outcomes.pop().expect("one outcome per job");
                                 self.stored(job, outcome);
@@ -381,7 +418,8 @@ struct Conn {
     copy: Statement,
     dedup: Statement,
     certificates: Statement,
-    dirty: Statement,
+    /// Plain mode: the additions to `rollup_hourly` and `rollup_daily`.
+    rollups: Option<(Statement, Statement)>,
     gauge: Gauge,
 }
 
@@ -453,7 +491,7 @@ where
 }
 
 impl Conn {
-    async fn open(pg: &tokio_postgres::Config, gauge: &Gauge) -> anyhow::Result<Self> {
+    async fn open(pg: &tokio_postgres::Config, gauge: &Gauge, mode: StorageMode) -> anyhow::Result<Self> {
         let mut pg = pg.clone();
         pg.connect_timeout(CONNECT_TIMEOUT);
         // libpq's semantics: `sslmode=disable` connects in clear; `prefer` (the default) and
@@ -473,26 +511,29 @@ impl Conn {
             client
         };
         let prepare = async {
+            let rollups = match mode {
+                StorageMode::Plain => Some((
+                    client.prepare(&add_to_rollup("rollup_hourly")).await?,
+                    client.prepare(&add_to_rollup("rollup_daily")).await?,
+                )),
+                StorageMode::Timescale => None,
+            };
             Ok::<_, tokio_postgres::Error>((
                 client.prepare(COPY).await?,
                 client.prepare(DEDUP).await?,
                 client.prepare(CERTIFICATES).await?,
-                client.prepare(DIRTY).await?,
+                rollups,
             ))
         };
-        let (copy, dedup, certificates, dirty) = tokio::time::timeout(CONNECT_TIMEOUT, prepare)
+        let (copy, dedup, certificates, rollups) = tokio::time::timeout(CONNECT_TIMEOUT, prepare)
             .await
             .map_err(|_| anyhow::anyhow!("prepare timed out"))??;
         gauge.inc();
-        Ok(Self { client, copy, dedup, certificates, dirty, gauge: gauge.clone() })
+        Ok(Self { client, copy, dedup, certificates, rollups, gauge: gauge.clone() })
     }
 
     /// Stores `jobs` in one transaction; one outcome per job, in order.
-    async fn write(
-        &mut self,
-        jobs: &[Job],
-        mode: StorageMode,
-    ) -> Result<Vec<IngestOutcome>, tokio_postgres::Error> {
+    async fn write(&mut self, jobs: &[Job]) -> Result<Vec<IngestOutcome>, tokio_postgres::Error> {
         // The first occurrence of a batch id in this group is a candidate; later ones are
         // duplicates of it.
         let mut seen = HashSet::new();
@@ -529,7 +570,8 @@ impl Conn {
             })
             .collect();
 
-        let mut hours = BTreeSet::new();
+        let mut hourly = Rollup::default();
+        let mut daily = Rollup::default();
         let mut certs: BTreeMap<(Uuid, &str), &CertRow> = BTreeMap::new();
         if is_new.iter().any(|n| *n) {
             let sink = tx.copy_in(&self.copy).await?;
@@ -538,8 +580,9 @@ impl Conn {
             for (job, _) in jobs.iter().zip(&is_new).filter(|(_, n)| **n) {
                 let b = &job.batch;
                 copy_rows(writer.as_mut(), b).await?;
-                if mode == StorageMode::Plain {
-                    hours.extend(b.rows.iter().map(|r| hour_of(r.time)));
+                if self.rollups.is_some() {
+                    hourly.add(b, hour_of);
+                    daily.add(b, super::rollup::day_of);
                 }
                 for cert in &b.certificates {
                     let key = (cert.domain_id, b.region.as_str());
@@ -596,9 +639,9 @@ impl Conn {
             )
             .await?;
         }
-        if !hours.is_empty() {
-            let hours: Vec<DateTime<Utc>> = hours.into_iter().collect();
-            tx.execute(&self.dirty, &[&hours]).await?;
+        if let Some((add_hourly, add_daily)) = &self.rollups {
+            hourly.write(&tx, add_hourly).await?;
+            daily.write(&tx, add_daily).await?;
         }
         tx.commit().await?;
         Ok(jobs
@@ -609,6 +652,77 @@ impl Conn {
                 duplicate: !new,
             })
             .collect())
+    }
+}
+
+/// What a transaction adds to one roll-up table (plain mode): per (domain, bucket, region), in
+/// key order, the results' count, successes and per phase the count of each latency bucket.
+#[derive(Default)]
+struct Rollup<'a> {
+    rows: BTreeMap<(Uuid, DateTime<Utc>, &'a str), RollupRow>,
+}
+
+#[derive(Default)]
+struct RollupRow {
+    probes: i64,
+    successes: i64,
+    /// (phase, bucket index) → results.
+    cells: BTreeMap<(i16, i16), i32>,
+}
+
+impl<'a> Rollup<'a> {
+    /// Adds every row of `batch` to its bucket (`bucket_of` its time).
+    fn add(&mut self, batch: &'a ValidBatch, bucket_of: fn(DateTime<Utc>) -> DateTime<Utc>) {
+        for r in &batch.rows {
+            let row = self.rows.entry((r.domain_id, bucket_of(r.time), batch.region.as_str())).or_default();
+            row.probes += 1;
+            row.successes += i64::from(r.ok);
+            let phases = [Some(r.total_b), r.dns_b, r.connect_b, r.tls_b, r.ttfb_b];
+            for (phase, idx) in phases.into_iter().enumerate() {
+                if let Some(idx) = idx {
+                    *row.cells.entry((phase as i16, idx)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        add: &Statement,
+    ) -> Result<(), tokio_postgres::Error> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let n = self.rows.len();
+        let (mut domains, mut buckets, mut regions, mut probes, mut successes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut entries, mut phases, mut idxs, mut counts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, ((domain, bucket, region), row)) in self.rows.iter().enumerate() {
+            domains.push(*domain);
+            buckets.push(*bucket);
+            regions.push(*region);
+            probes.push(row.probes);
+            successes.push(row.successes);
+            for ((phase, idx), count) in &row.cells {
+                entries.push(i as i32 + 1);
+                phases.push(*phase);
+                idxs.push(*idx);
+                counts.push(*count);
+            }
+        }
+        tx.execute(
+            add,
+            &[&domains, &buckets, &regions, &probes, &successes, &entries, &phases, &idxs, &counts],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -276,6 +276,119 @@ async fn two_replicas_open_exactly_one_incident(pool: PgPool) {
     first.stop().await;
 }
 
+/// Every region's results for `domains`, in batches of `per_batch`, sent at once to both
+/// replicas (as two agents of each region would, one delivering to each).
+async fn storm(
+    replicas: [&HashMap<&'static str, IngestClient<Channel>>; 2],
+    domains: &[String],
+    ok: bool,
+    per_batch: usize,
+) {
+    let mut sends = Vec::new();
+    for region in REGIONS {
+        for chunk in domains.chunks(per_batch) {
+            for clients in replicas {
+                let mut c = clients[region].clone();
+                let b = batch(region, chunk.iter().map(|d| probe(d, ok)).collect());
+                sends.push(tokio::spawn(async move { c.send_batch(b).await.unwrap().into_inner() }));
+            }
+        }
+    }
+    for send in sends {
+        assert!(!send.await.unwrap().duplicate);
+    }
+}
+
+#[sqlx::test]
+async fn two_replicas_during_a_storm_open_exactly_one_incident_per_domain(pool: PgPool) {
+    const DOMAINS: usize = 120;
+    let pki = Pki::new();
+    let mut config = test_config(&shared::testing::random_prefix("storm"), "redis://127.0.0.1:6379");
+    pki.configure(&mut config);
+    let first = TestApp::spawn_with(pool.clone(), config.clone()).await;
+    let second = TestApp::spawn_with(pool, config).await;
+    let mut domains = Vec::new();
+    for i in 0..DOMAINS {
+        domains.push(
+            first.create_domain(json!({"url": format!("https://d{i}.example.com/"), "interval": 60})).await,
+        );
+    }
+    let channel = channel_for(&first.pool, &domains[0]).await;
+    let to_first = agents(&first, &pki).await;
+    let to_second = agents(&second, &pki).await;
+    let count = |state: &'static str| {
+        let pool = first.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM domain_state WHERE state = $1")
+                .bind(state)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n as usize
+        }
+    };
+    storm([&to_first, &to_second], &domains, true, 7).await;
+    eventually(WAIT, "every domain up", || async { (count("up").await == DOMAINS).then_some(()) }).await;
+
+    // Everything fails at once, reported to both replicas, which evaluate in batches while
+    // their sweeps run too.
+    storm([&to_first, &to_second], &domains, false, 7).await;
+    let (a, b) = tokio::join!(first.consensus.sweep(), second.consensus.sweep());
+    a.unwrap();
+    b.unwrap();
+    eventually(WAIT, "every domain down", || async { (count("down").await == DOMAINS).then_some(()) }).await;
+    let per_domain: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT domain_id, count(*) FROM incidents GROUP BY domain_id ORDER BY domain_id")
+            .fetch_all(&first.pool)
+            .await
+            .unwrap();
+    assert_eq!(per_domain.len(), DOMAINS);
+    assert!(per_domain.iter().all(|(_, n)| *n == 1), "{per_domain:?}");
+    let opened: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE channel_id = $1 AND kind = 'incident_opened'",
+    )
+    .bind(channel)
+    .fetch_one(&first.pool)
+    .await
+    .unwrap();
+    assert_eq!(opened, DOMAINS as i64, "one notification per incident");
+    let transitions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM domain_transitions WHERE to_state = 'down'")
+            .fetch_one(&first.pool)
+            .await
+            .unwrap();
+    assert_eq!(transitions, DOMAINS as i64);
+
+    // And back: each incident resolved once.
+    storm([&to_first, &to_second], &domains, true, 7).await;
+    eventually(WAIT, "every domain up again", || async { (count("up").await == DOMAINS).then_some(()) })
+        .await;
+    let (open, resolved): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state <> 'resolved'), count(*) FILTER (WHERE state = 'resolved') FROM incidents",
+    )
+    .fetch_one(&first.pool)
+    .await
+    .unwrap();
+    assert_eq!((open, resolved), (0, DOMAINS as i64));
+    let notified: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT dedup_key) FROM notifications WHERE channel_id = $1 AND kind = 'incident_resolved'",
+    )
+    .bind(channel)
+    .fetch_one(&first.pool)
+    .await
+    .unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE channel_id = $1 AND kind = 'incident_resolved'",
+    )
+    .bind(channel)
+    .fetch_one(&first.pool)
+    .await
+    .unwrap();
+    assert_eq!((notified, rows), (DOMAINS as i64, DOMAINS as i64));
+    second.shutdown().await;
+    first.stop().await;
+}
+
 #[sqlx::test]
 async fn unhealthy_agents_region_does_not_vote(pool: PgPool) {
     let pki = Pki::new();
@@ -445,13 +558,15 @@ async fn an_expiring_intermediate_or_redirect_certificate_is_notified_by_name(po
         }
     };
 
-    // A 60-day leaf under an intermediate expiring in 10 days (sent as the leaf's issuer).
+    // A 60-day leaf under an intermediate expiring in 10 days (sent as the leaf's issuer). Its
+    // expiry is taken once: the same intermediate must carry the same `not_after` below.
+    let intermediate = expiring_in(10);
     let mut r = probe(&domain, true);
     r.certificate = Some(Certificate {
         chain_earliest: Some(ChainCertificate {
             position: 1,
             subject: String::new(),
-            not_after_unix_s: expiring_in(10),
+            not_after_unix_s: intermediate,
         }),
         ..leaf(60)
     });
@@ -481,7 +596,7 @@ async fn an_expiring_intermediate_or_redirect_certificate_is_notified_by_name(po
         chain_earliest: Some(ChainCertificate {
             position: 1,
             subject: String::new(),
-            not_after_unix_s: expiring_in(10),
+            not_after_unix_s: intermediate,
         }),
         ..leaf(80)
     });

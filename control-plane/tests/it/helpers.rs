@@ -49,6 +49,8 @@ pub fn test_config(prefix: &str, redis_url: &str) -> Config {
         min_interval_s: 1,
         publish_poll_ms: 200,
         reconcile_interval_s: 1,
+        // Tests run side by side on one server: consensus's own pool at its smallest.
+        consensus_db_connections: 2,
         ..Config::default()
     }
 }

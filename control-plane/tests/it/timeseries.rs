@@ -195,8 +195,72 @@ async fn check_against_raw(ts: &Timeseries, d: Uuid) {
     assert_eq!(overall.p99_us, expected_percentile(all, 0.99), "overall p99");
 }
 
+/// A roll-up row: probes, successes, and the five phase histograms (130 counts, or none).
+type RollupRow = (i64, i64, [Option<Vec<i32>>; 5]);
+
+/// Every row of a roll-up table, by (bucket, domain, region).
+async fn rollup_table(ts: &Timeseries, table: &str) -> BTreeMap<(DateTime<Utc>, Uuid, String), RollupRow> {
+    type Row = (
+        DateTime<Utc>,
+        Uuid,
+        String,
+        i64,
+        i64,
+        Option<Vec<i32>>,
+        Option<Vec<i32>>,
+        Option<Vec<i32>>,
+        Option<Vec<i32>>,
+        Option<Vec<i32>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT bucket, domain_id, region, probes, successes, total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist
+         FROM {table}"
+    ))
+    .fetch_all(ts.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(b, d, r, p, s, t, dn, c, tl, tt)| ((b, d, r), (p, s, [t, dn, c, tl, tt])))
+        .collect()
+}
+
+/// The roll-ups computed here, from the raw rows, with `bucket_of` cutting time into hours or
+/// days: what the tables must hold.
+async fn rollups_from_raw(
+    ts: &Timeseries,
+    bucket_of: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+) -> BTreeMap<(DateTime<Utc>, Uuid, String), RollupRow> {
+    type Raw = (DateTime<Utc>, Uuid, String, bool, i16, Option<i16>, Option<i16>, Option<i16>, Option<i16>);
+    let raw: Vec<Raw> = sqlx::query_as(
+        "SELECT time, domain_id, region, ok, total_b, dns_b, connect_b, tls_b, ttfb_b FROM probe_results",
+    )
+    .fetch_all(ts.pool())
+    .await
+    .unwrap();
+    let mut expected: BTreeMap<(DateTime<Utc>, Uuid, String), RollupRow> = BTreeMap::new();
+    for (time, domain, region, ok, total, dns, connect, tls, ttfb) in raw {
+        let row = expected.entry((bucket_of(time), domain, region)).or_default();
+        row.0 += 1;
+        row.1 += i64::from(ok);
+        for (hist, idx) in row.2.iter_mut().zip([Some(total), dns, connect, tls, ttfb]) {
+            if let Some(idx) = idx {
+                hist.get_or_insert_with(|| vec![0; 130])[idx as usize + 1] += 1;
+            }
+        }
+    }
+    expected
+}
+
+/// Both roll-up tables hold exactly what the raw rows add up to.
+async fn check_rollups_against_raw(ts: &Timeseries) {
+    let hour = |t: DateTime<Utc>| chrono::DurationRound::duration_trunc(t, TimeDelta::hours(1)).unwrap();
+    let day = |t: DateTime<Utc>| chrono::DurationRound::duration_trunc(t, TimeDelta::days(1)).unwrap();
+    assert_eq!(rollup_table(ts, "rollup_hourly").await, rollups_from_raw(ts, hour).await, "hourly");
+    assert_eq!(rollup_table(ts, "rollup_daily").await, rollups_from_raw(ts, day).await, "daily");
+}
+
 #[tokio::test]
-async fn rollups_match_the_raw_rows_including_late_data() {
+async fn rollups_are_added_at_ingest_and_match_the_raw_rows_including_late_data() {
     let db = ScratchDb::create("ts").await;
     let ts = open(&db.url).await;
     let d = Uuid::now_v7();
@@ -205,7 +269,8 @@ async fn rollups_match_the_raw_rows_including_late_data() {
     let hour = chrono::DurationRound::duration_trunc(Utc::now() - TimeDelta::hours(3), TimeDelta::hours(1))
         .unwrap()
         + TimeDelta::minutes(10);
-    // ams: 100 probes, 1 in 10 failing, latencies spread over three decades; iad: 40 probes.
+    // ams: 100 probes, 1 in 10 failing, latencies spread over three decades; iad: 40 probes
+    // over the 40 minutes before, so across an hour (and maybe a day) boundary.
     let ams: Vec<ProbeResult> = (0..100u32)
         .map(|i| result(d, hour + TimeDelta::seconds(i as i64), i % 10 != 0, 1_000 + i * i * 37))
         .collect();
@@ -216,27 +281,25 @@ async fn rollups_match_the_raw_rows_including_late_data() {
     ts.ingest(batch("iad", iad)).await.unwrap();
     ts.ingest(batch("ams", vec![result(other, hour, false, 5)])).await.unwrap();
 
-    // Counted as soon as stored: hours not rolled up yet are read from the raw rows.
+    // Rolled up in the transaction that stored them: nothing is left for a refresh.
     let pending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM rollup_dirty").fetch_one(ts.pool()).await.unwrap();
-    assert!(pending > 0, "the hours are still marked for a refresh");
+    assert_eq!(pending, 0, "no hour is marked for a refresh");
+    check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
-    let report = ts.refresh_rollups().await.unwrap();
-    assert!(!report.hours.is_empty());
-    check_against_raw(&ts, d).await;
-    assert_eq!(ts.refresh_rollups().await.unwrap().hours.len(), 0, "nothing is left dirty");
+    assert_eq!(ts.refresh_rollups().await.unwrap().hours.len(), 0, "nothing to refresh");
 
-    // Late results (an agent that buffered them) into an hour already rolled up.
+    // Late results (an agent that buffered them) into an hour already rolled up, a resent
+    // batch stored once, and for the other domain a TLS phase no earlier result had.
     let late: Vec<ProbeResult> =
         (0..30u32).map(|i| result(d, hour + TimeDelta::seconds(200 + i as i64), false, 3_000_000)).collect();
-    ts.ingest(batch("ams", late)).await.unwrap();
-    // Before the refresh: the re-marked hour is read from the raw rows alone, not counted twice.
-    check_against_raw(&ts, d).await;
-    let report = ts.refresh_rollups().await.unwrap();
-    assert_eq!(
-        report.hours,
-        vec![control_plane::timeseries::read::Window::Day.start(hour + TimeDelta::hours(24))]
-    );
+    let late = batch("ams", late);
+    ts.ingest(late.clone()).await.unwrap();
+    assert!(ts.ingest(late).await.unwrap().duplicate);
+    let tls =
+        ProbeResult { tls_us: Some(40_000), ..result(other, hour + TimeDelta::seconds(300), true, 50_000) };
+    ts.ingest(batch("ams", vec![tls])).await.unwrap();
+    check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
     let uptime = ts.uptime(d, Window::Day).await.unwrap();
     assert_eq!(uptime.probes.probes, 170);
@@ -253,8 +316,20 @@ async fn rollups_match_the_raw_rows_including_late_data() {
     for window in [Window::Week, Window::Month] {
         assert_eq!(ts.uptime(d, window).await.unwrap().probes, uptime.probes);
     }
-    // Another domain's results are not counted.
-    assert_eq!(ts.uptime(other, Window::Day).await.unwrap().probes.probes, 1);
+    // Another domain's results are counted apart.
+    assert_eq!(ts.uptime(other, Window::Day).await.unwrap().probes.probes, 2);
+
+    // An hour marked by an older control plane (which stored results without adding them) is
+    // read from the raw rows until the refresher re-aggregates it, which gives the same rows.
+    sqlx::query("INSERT INTO rollup_dirty (hour) VALUES ($1)")
+        .bind(chrono::DurationRound::duration_trunc(hour, TimeDelta::hours(1)).unwrap())
+        .execute(ts.pool())
+        .await
+        .unwrap();
+    check_against_raw(&ts, d).await;
+    assert_eq!(ts.refresh_rollups().await.unwrap().hours.len(), 1);
+    check_rollups_against_raw(&ts).await;
+    check_against_raw(&ts, d).await;
     ts.close().await;
     db.drop_now().await;
 }
@@ -611,38 +686,56 @@ async fn certificate_answer_carries_the_chain_the_fault_and_every_hop(pool: PgPo
 }
 
 #[tokio::test]
-async fn refreshes_racing_ingest_lose_no_dirty_hour() {
+async fn concurrent_writers_and_refreshes_add_every_result_exactly_once() {
     let db = ScratchDb::create("ts").await;
     let ts = open(&db.url).await;
     let d = Uuid::now_v7();
     let now = Utc::now();
-    let writer = {
-        let ts = ts.clone();
-        tokio::spawn(async move {
-            for i in 0..40i64 {
-                // Spread over four hours, so most batches land in hours already rolled up.
-                let results = (0..20)
-                    .map(|j| {
-                        result(
-                            d,
-                            now - TimeDelta::minutes((i * 37 + j * 11) % 240),
-                            j % 3 != 0,
-                            500 + (i * j) as u32 * 40,
-                        )
-                    })
-                    .collect();
-                ts.ingest(batch(if i % 2 == 0 { "ams" } else { "sin" }, results)).await.unwrap();
-            }
+    let hours: Vec<DateTime<Utc>> = (0..4)
+        .map(|h| {
+            chrono::DurationRound::duration_trunc(now - TimeDelta::hours(h), TimeDelta::hours(1)).unwrap()
         })
-    };
+        .collect();
+    // Four senders at once into the same rows (one domain, two regions, four hours): the
+    // writers' additions to shared roll-up rows must neither deadlock nor lose a result.
+    let senders: Vec<_> = (0..4i64)
+        .map(|sender| {
+            let ts = ts.clone();
+            tokio::spawn(async move {
+                for i in 0..10i64 {
+                    let results = (0..20)
+                        .map(|j| {
+                            result(
+                                d,
+                                now - TimeDelta::minutes((sender * 13 + i * 37 + j * 11) % 240),
+                                j % 3 != 0,
+                                500 + (i * j) as u32 * 40,
+                            )
+                        })
+                        .collect();
+                    ts.ingest(batch(if (i + sender) % 2 == 0 { "ams" } else { "sin" }, results))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    // Meanwhile hours marked by an older control plane are re-aggregated again and again.
     let mut refreshes = 0;
-    while !writer.is_finished() {
+    while senders.iter().any(|s| !s.is_finished()) {
+        sqlx::query("INSERT INTO rollup_dirty (hour) SELECT unnest($1::timestamptz[])")
+            .bind(&hours)
+            .execute(ts.pool())
+            .await
+            .unwrap();
         ts.refresh_rollups().await.unwrap();
         refreshes += 1;
     }
-    writer.await.unwrap();
-    ts.refresh_rollups().await.unwrap();
+    for sender in senders {
+        sender.await.unwrap();
+    }
     assert!(refreshes > 1, "the refresher ran while results arrived");
+    check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
     assert_eq!(ts.uptime(d, Window::Day).await.unwrap().probes.probes, 800);
     ts.close().await;

@@ -1,0 +1,183 @@
+//! Every benchmark scenario in its short form (seconds, tiny sizes), through the `bench`
+//! binary as a user runs it: each must end with a `RESULT {json}` line whose outcome holds
+//! (nothing lost, no duplicate, no false incident, targets met). The figures themselves are
+//! not checked here (the machine running the tests may be busy); the point is that a
+//! scenario broken by a later change fails here instead of at the next measurement.
+//!
+//! Needs PostgreSQL and Redis on 127.0.0.1, like the scenarios themselves. The scenarios run
+//! one at a time (they measure, and some start many tasks).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Longest a short form may take before it is killed and the test fails.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs `bench <args>` and returns its `RESULT` JSON.
+fn run(args: &str) -> Value {
+    let _one = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args.split_whitespace())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the bench binary starts");
+    // Read both pipes on threads so a chatty scenario never blocks on a full pipe.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the bench binary") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`bench {args}` did not finish within {DEADLINE:?}:\n{}", err.join().unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    assert!(status.success(), "`bench {args}` failed ({status}):\n{err}\n{out}");
+    let line = out.lines().last().unwrap_or_default();
+    let json =
+        line.strip_prefix("RESULT ").unwrap_or_else(|| panic!("`bench {args}` ended without RESULT:\n{out}"));
+    let result: Value = serde_json::from_str(json).expect("RESULT is JSON");
+    eprintln!("bench {args} ({:.1} s): {result}", started.elapsed().as_secs_f64());
+    result
+}
+
+/// The scenarios with a short form below. `demo` is the walkthrough `./demo.sh` runs (the
+/// `control-plane`, `probe-agent` and `certs` binaries as child processes, for minutes), not a
+/// measurement.
+const SHORT_FORMS: [&str; 10] = [
+    "config-propagation",
+    "catalog-cold-load",
+    "probe-throughput",
+    "schedule-lag",
+    "ingest",
+    "ingest-fanin",
+    "restart-loss",
+    "detect-latency",
+    "alert-storm",
+    "flap-hour",
+];
+
+#[test]
+fn every_scenario_has_a_short_form_here() {
+    let help = Command::new(env!("CARGO_BIN_EXE_bench")).arg("--help").output().expect("bench --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !["demo", "help"].contains(name))
+        .collect();
+    assert_eq!(listed, SHORT_FORMS, "a scenario was added or renamed: give it a short form in this file");
+}
+
+#[test]
+fn config_propagation() {
+    let r = run("config-propagation --agents 2 --updates 20 --domains 5");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["updates"], 20, "{r}");
+}
+
+#[test]
+fn catalog_cold_load() {
+    let r = run("catalog-cold-load --domains 1000");
+    assert_eq!(r["domains"], 1000, "{r}");
+    assert!(r["load_ms"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn probe_throughput() {
+    for tls in ["", " --tls"] {
+        let r = run(&format!("probe-throughput --concurrency 16 --seconds 2{tls}"));
+        assert_eq!(r["probe_errors"], 0, "{r}");
+        assert!(r["probes_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["baseline_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+#[test]
+fn schedule_lag() {
+    let r = run("schedule-lag --domains 1000 --interval 2 --seconds 3 --concurrency 16");
+    assert_eq!(r["probe_errors"], 0, "{r}");
+    assert!(r["probes"].as_u64().unwrap() >= 1000, "every domain probed at least once: {r}");
+}
+
+#[test]
+fn ingest() {
+    let r = run("ingest --agents 2 --seconds 2 --batch 50 --domains 50");
+    assert_eq!((r["lost"].as_u64(), r["duplicated"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert!(r["rows"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn ingest_fanin() {
+    let r = run("ingest-fanin --agents 50 --batches 2 --batch 5");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["batches"], 100, "{r}");
+    assert!(r["max_db_connections"].as_i64() <= r["db_pool"].as_i64(), "{r}");
+    assert!(r["max_control_db_connections"].as_i64() <= r["control_db_pool"].as_i64(), "{r}");
+}
+
+#[test]
+fn restart_loss() {
+    let r = run("restart-loss --domains 10 --seconds 6 --down-ms 500");
+    assert_eq!((r["lost"].as_u64(), r["duplicated"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(r["restarts"], 2, "{r}");
+    assert!(r["stored"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn detect_latency() {
+    // Four trials on one-second probes: each trial's outage must be notified (one domain for
+    // every trial would reach flap mode's six changes in the third and have its alerts held
+    // from then on), and the region failing alone opens nothing.
+    let r = run("detect-latency --regions 3 --interval 1 --trials 4");
+    assert_eq!(r["trials"], 4, "{r}");
+    assert_eq!(r["control_incidents"], 0, "{r}");
+    assert_eq!(r["held_notifications"], 0, "{r}");
+}
+
+#[test]
+fn alert_storm() {
+    let r = run("alert-storm --domains 30 --interval 2");
+    assert_eq!(r["incidents_opened"], 30, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert_eq!(r["transitions_delivered"], 60, "one opened and one resolved per domain: {r}");
+    let r = run("alert-storm --domains 10 --interval 2 --ungrouped");
+    assert_eq!(r["incidents_opened"], 10, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert!(r["seconds_to_all_notified_ungrouped"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn flap_hour() {
+    let r = run("flap-hour --domains 20 --outages 5 --tenants 2");
+    assert_eq!(r["targets_met"], true, "{r}");
+    assert_eq!(r["digests"], 2, "{r}");
+    assert_eq!(r["down_alerts"], 5, "{r}");
+}

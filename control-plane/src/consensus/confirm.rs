@@ -1,0 +1,65 @@
+//! Confirmation probes: a failure of a domain that is not (yet) down asks its other regions to
+//! probe it now (`<prefix>:probe-requests`), at most once per `confirmation_min_interval_ms`
+//! per domain across replicas (a `SET NX PX` lock in Redis).
+
+use fred::prelude::*;
+use fred::types::{Expiration, SetOptions};
+use shared::{DomainId, ProbeRequest};
+use uuid::Uuid;
+
+use super::Consensus;
+
+impl Consensus {
+    /// Asks the domain's regions other than `failing` to probe it now, at most once per
+    /// `confirmation_min_interval_ms` per domain (across replicas, through Redis).
+    pub async fn confirm(&self, domain_id: Uuid, failing: &[String], regions: &[String]) {
+        let others: Vec<String> = regions.iter().filter(|r| !failing.contains(r)).cloned().collect();
+        if others.is_empty() {
+            return;
+        }
+        let ms = self.settings.confirmation_min_interval.as_millis() as i64;
+        let lock: Result<Option<String>, _> = self
+            .redis
+            .set(
+                self.keys.confirmation_lock(&domain_id.to_string()),
+                1,
+                Some(Expiration::PX(ms.max(1))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await;
+        match lock {
+            Ok(None) => {
+                self.metrics.confirmation("rate_limited");
+                return;
+            }
+            Ok(Some(_)) => {}
+            Err(error) => {
+                self.metrics.confirmation("error");
+                self.error("confirmation", &error);
+                return;
+            }
+        }
+        let request = ProbeRequest {
+            domain_id: DomainId(domain_id),
+            regions: others,
+            reason: "confirmation".into(),
+            request_id: None,
+            config: None,
+        };
+        let payload = match serde_json::to_string(&request) {
+            Ok(payload) => payload,
+            Err(error) => return self.error("confirmation", &error),
+        };
+        match self.redis.publish::<i64, _, _>(self.keys.probe_requests(), payload).await {
+            Ok(_) => {
+                self.metrics.confirmation("published");
+                tracing::debug!(%domain_id, ?failing, "confirmation probe requested");
+            }
+            Err(error) => {
+                self.metrics.confirmation("error");
+                self.error("confirmation", &error);
+            }
+        }
+    }
+}
