@@ -32,6 +32,11 @@ pub struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -104,6 +109,9 @@ pub struct Metrics {
     pub check_results: Family<OutcomeLabels, Counter>,
     /// Stored batches whose observations did not fit in the observation queue.
     pub observation_drops: Counter,
+    /// Failures set aside as unknown because the agent that observed them was saturated, by
+    /// region.
+    pub consensus_saturated_failures: Family<RegionLabels, Counter>,
     /// Certificate expiry notifications enqueued.
     pub cert_expiry_notifications: Counter,
     /// Notification delivery attempts by channel kind and outcome (`delivered`, `failed`: a
@@ -168,6 +176,7 @@ impl Default for Metrics {
             check_tests: Family::default(),
             check_results: Family::default(),
             observation_drops: Counter::default(),
+            consensus_saturated_failures: Family::default(),
             cert_expiry_notifications: Counter::default(),
             notify_deliveries: Family::default(),
             notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
@@ -280,6 +289,11 @@ impl Metrics {
             self.observation_drops.clone(),
         );
         r.register(
+            "consensus_saturated_failures",
+            "Failures set aside as unknown (no vote) because the agent that observed them was saturated, by region",
+            self.consensus_saturated_failures.clone(),
+        );
+        r.register(
             "cert_expiry_notifications",
             "Certificate expiry notifications enqueued",
             self.cert_expiry_notifications.clone(),
@@ -380,6 +394,15 @@ impl Metrics {
 
     pub fn consensus_error(&self, reason: &str) {
         self.consensus_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn saturated_failures(&self, region: &str, n: u64) {
+        self.consensus_saturated_failures.get_or_create(&RegionLabels { region: region.into() }).inc_by(n);
+    }
+
+    /// Failures set aside for saturation in `region` so far (tests).
+    pub fn saturated_failure_count(&self, region: &str) -> u64 {
+        self.consensus_saturated_failures.get_or_create(&RegionLabels { region: region.into() }).get()
     }
 
     pub fn transition(&self, from: &str, to: &str) {

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use decide::{Decision, Health, Observation, Outcome, Standing, State, Vote};
+pub use decide::{AgentSaturation, Decision, Health, Observation, Outcome, Standing, State, Vote};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -179,13 +179,58 @@ impl CertificateFact {
     }
 }
 
+/// What a batch says of its agent's own health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchHealth {
+    /// The canary self-check: healthy, and when it ran; `None` without canaries.
+    pub canary: Option<(bool, DateTime<Utc>)>,
+    /// The agent's saturation report; `None` from an agent that predates it.
+    pub saturation: Option<AgentSaturation>,
+}
+
+impl BatchHealth {
+    /// The health a batch carries: the canary verdict when it names canaries or a check time,
+    /// the saturation when its fields were taken (`saturation_checked_at_unix_us`).
+    pub fn from_proto(
+        health: &shared::proto::AgentHealth,
+        agent_id: &str,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        let at = |us: i64| Utc.timestamp_micros(us).single();
+        let canary = (health.canaries_total > 0 || health.checked_at_unix_us != 0)
+            .then(|| (health.healthy, at(health.checked_at_unix_us).unwrap_or(received_at)));
+        let saturation = (health.saturation_checked_at_unix_us != 0).then(|| AgentSaturation {
+            agent_id: agent_id.to_owned(),
+            saturated: health.saturated,
+            since: health.saturated_since_unix_us.and_then(at),
+            until: health.saturated_until_unix_us.and_then(at),
+            lag_p95_ms: f64::from(health.lag_p95_us) / 1000.0,
+            checked_at: at(health.saturation_checked_at_unix_us).unwrap_or(received_at),
+        });
+        Self { canary, saturation }
+    }
+
+    /// `self` and a report of the same agent, the newest part of each kept.
+    fn newest(self, other: BatchHealth) -> BatchHealth {
+        let canary = match (self.canary, other.canary) {
+            (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        let saturation = match (self.saturation, other.saturation) {
+            (Some(a), Some(b)) => Some(if b.checked_at >= a.checked_at { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        BatchHealth { canary, saturation }
+    }
+}
+
 /// What consensus takes from one stored batch. Region and agent come from the certificate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedBatch {
     pub region: String,
     pub agent_id: String,
-    /// The agent's self-check: healthy, and when it ran.
-    pub health: Option<(bool, DateTime<Utc>)>,
+    /// The agent's self-check and saturation.
+    pub health: Option<BatchHealth>,
     pub received_at: DateTime<Utc>,
     pub observations: Vec<DomainObservation>,
     pub certificates: Vec<CertificateFact>,
@@ -205,8 +250,8 @@ impl ObservedBatch {
                 Some(at) => {
                     let into = &mut merged[at].0;
                     into.received_at = into.received_at.max(batch.received_at);
-                    into.health = match (into.health, batch.health) {
-                        (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+                    into.health = match (into.health.take(), batch.health) {
+                        (Some(a), Some(b)) => Some(a.newest(b)),
                         (a, b) => a.or(b),
                     };
                     into.certificates.extend(batch.certificates);
@@ -271,10 +316,7 @@ impl ObservedBatch {
             });
             certificates.extend(CertificateFact::earliest(domain_id, result));
         }
-        let health = batch.health.as_ref().map(|h| {
-            let checked = Utc.timestamp_micros(h.checked_at_unix_us).single().unwrap_or(received_at);
-            (h.healthy, checked)
-        });
+        let health = batch.health.as_ref().map(|h| BatchHealth::from_proto(h, agent_id, received_at));
         Self {
             region: region.to_owned(),
             agent_id: agent_id.to_owned(),
@@ -461,11 +503,37 @@ impl Consensus {
     /// logged and counted.
     pub async fn process(&self, batch: ObservedBatch) {
         use futures::StreamExt;
-        if let Some((healthy, checked_at)) = batch.health {
-            if let Err(error) =
-                self.record_health(&batch.region, healthy, checked_at, batch.received_at).await
-            {
-                self.error("health", &error);
+        if let Some(health) = &batch.health {
+            if let Some((healthy, checked_at)) = health.canary {
+                if let Err(error) =
+                    self.record_health(&batch.region, healthy, checked_at, batch.received_at).await
+                {
+                    self.error("health", &error);
+                }
+            }
+            if let Some(saturation) = &health.saturation {
+                // Before the observations are recorded and evaluated: their votes read it.
+                if let Err(error) = self.record_saturation(&batch.region, saturation, batch.received_at).await
+                {
+                    self.error("saturation", &error);
+                }
+                let set_aside = batch
+                    .observations
+                    .iter()
+                    .filter(|o| {
+                        !o.ok
+                            && decide::saturation_can_cause(o.error_kind.as_deref())
+                            && saturation.covers(o.observed_at)
+                    })
+                    .count();
+                if set_aside > 0 {
+                    self.metrics.saturated_failures(&batch.region, set_aside as u64);
+                    tracing::info!(
+                        region = batch.region, agent_id = batch.agent_id, failures = set_aside,
+                        since = ?saturation.since, until = ?saturation.until, lag_p95_ms = saturation.lag_p95_ms,
+                        "failures observed while the agent was saturated: unknown, not votes"
+                    );
+                }
             }
         }
         let changed = match self.record(&batch).await {
@@ -516,6 +584,36 @@ impl Consensus {
         .bind(region)
         .bind(healthy)
         .bind(checked_at)
+        .bind(reported_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an agent's saturation report (the newest report of each agent wins; the agent
+    /// never shrinks a window it reported, and starts a new one only for a later episode).
+    pub async fn record_saturation(
+        &self,
+        region: &str,
+        saturation: &AgentSaturation,
+        reported_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO agent_saturation (region, agent_id, saturated, since, until, lag_p95_ms, checked_at, reported_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (region, agent_id) DO UPDATE
+             SET saturated = excluded.saturated, since = excluded.since, until = excluded.until,
+                 lag_p95_ms = excluded.lag_p95_ms, checked_at = excluded.checked_at,
+                 reported_at = excluded.reported_at
+             WHERE agent_saturation.checked_at <= excluded.checked_at",
+        )
+        .bind(region)
+        .bind(&saturation.agent_id)
+        .bind(saturation.saturated)
+        .bind(saturation.since)
+        .bind(saturation.until)
+        .bind(saturation.lag_p95_ms)
+        .bind(saturation.checked_at)
         .bind(reported_at)
         .execute(&self.pool)
         .await?;
@@ -1033,14 +1131,41 @@ pub async fn observations(tx: &mut sqlx::PgConnection, domain_id: Uuid) -> sqlx:
         .collect())
 }
 
-/// Every region's latest agent health.
+/// Every region's latest agent health: the canary verdict and each agent's saturation (a
+/// region with saturation reports but no verdict counts as healthy).
 pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String, Health>> {
     let rows: Vec<(String, bool, DateTime<Utc>)> =
         sqlx::query_as("SELECT region, healthy, reported_at FROM region_health").fetch_all(&mut *tx).await?;
-    Ok(rows
+    let mut health: HashMap<String, Health> = rows
         .into_iter()
-        .map(|(region, healthy, reported_at)| (region, Health { healthy, reported_at }))
-        .collect())
+        .map(|(region, healthy, reported_at)| {
+            (region, Health { healthy, reported_at, saturation: Vec::new() })
+        })
+        .collect();
+    type SaturationRow = (
+        String,
+        String,
+        bool,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        f64,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    );
+    let rows: Vec<SaturationRow> = sqlx::query_as(
+        "SELECT region, agent_id, saturated, since, until, lag_p95_ms, checked_at, reported_at
+         FROM agent_saturation ORDER BY region, agent_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (region, agent_id, saturated, since, until, lag_p95_ms, checked_at, reported_at) in rows {
+        health
+            .entry(region)
+            .or_insert_with(|| Health { healthy: true, reported_at, saturation: Vec::new() })
+            .saturation
+            .push(AgentSaturation { agent_id, saturated, since, until, lag_p95_ms, checked_at });
+    }
+    Ok(health)
 }
 
 #[cfg(test)]
@@ -1060,7 +1185,7 @@ mod tests {
         let batch = |agent: &str, health: Option<(bool, DateTime<Utc>)>, observations| ObservedBatch {
             region: "ams".into(),
             agent_id: agent.into(),
-            health,
+            health: health.map(|canary| BatchHealth { canary: Some(canary), saturation: None }),
             received_at: at(100),
             observations,
             certificates: Vec::new(),
@@ -1075,7 +1200,7 @@ mod tests {
         assert_eq!(merged.len(), 2);
         let first = &merged[0];
         assert_eq!(first.agent_id, "ams-1");
-        assert_eq!(first.health, Some((false, at(3))));
+        assert_eq!(first.health.as_ref().and_then(|h| h.canary), Some((false, at(3))));
         let mut seen: Vec<(Uuid, bool)> = first.observations.iter().map(|o| (o.domain_id, o.ok)).collect();
         seen.sort();
         let mut want = vec![(a, false), (b, true)];
@@ -1202,6 +1327,8 @@ mod tests {
         assert!(!a_obs.ok);
         assert_eq!(a_obs.error_kind.as_deref(), Some("connect"));
         assert_eq!(observed.certificates.len(), 1);
-        assert_eq!(observed.health.map(|h| h.0), Some(false));
+        let health = observed.health.unwrap();
+        assert_eq!(health.canary.map(|c| c.0), Some(false));
+        assert_eq!(health.saturation, None, "an agent that predates the saturation fields");
     }
 }

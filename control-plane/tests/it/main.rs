@@ -14,4 +14,5 @@ mod helpers;
 mod ingest;
 mod notify;
 mod pause;
+mod saturation;
 mod timeseries;
