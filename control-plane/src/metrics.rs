@@ -123,6 +123,12 @@ pub struct Metrics {
     pub notify_outbox_pending: Gauge,
     /// Failures of the dispatcher itself (claiming, recording outcomes, listening), by reason.
     pub notify_errors: Family<ReasonLabels, Counter>,
+    /// Notifications held by storm control for a grouped message.
+    pub notify_storm_held: Counter,
+    /// Grouped messages delivered.
+    pub notify_groups: Counter,
+    /// Notifications delivered inside grouped messages.
+    pub notify_grouped: Counter,
     /// Domains that entered flap mode.
     pub flap_entries: Counter,
     /// Domains that left flap mode because they were stable (or flap detection was turned off
@@ -182,6 +188,9 @@ impl Default for Metrics {
             notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
             notify_outbox_pending: Gauge::default(),
             notify_errors: Family::default(),
+            notify_storm_held: Counter::default(),
+            notify_groups: Counter::default(),
+            notify_grouped: Counter::default(),
             flap_entries: Counter::default(),
             flap_exits: Counter::default(),
             flap_held_notifications: Counter::default(),
@@ -312,6 +321,17 @@ impl Metrics {
             "notify_outbox_pending",
             "Notifications waiting in the outbox when last counted",
             self.notify_outbox_pending.clone(),
+        );
+        r.register(
+            "notify_storm_held",
+            "Notifications held by storm control to be sent in a grouped message",
+            self.notify_storm_held.clone(),
+        );
+        r.register("notify_groups", "Grouped notification messages delivered", self.notify_groups.clone());
+        r.register(
+            "notify_grouped",
+            "Notifications delivered inside grouped messages",
+            self.notify_grouped.clone(),
         );
         r.register("notify_errors", "Notification dispatcher failures by reason", self.notify_errors.clone());
         r.register("flap_entries", "Domains that entered flap mode", self.flap_entries.clone());

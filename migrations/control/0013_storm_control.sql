@@ -19,3 +19,29 @@ CREATE TABLE agent_saturation (
     reported_at  timestamptz NOT NULL,
     PRIMARY KEY (region, agent_id)
 );
+
+-- Storm control per channel: the first notification of a burst goes out at once; those that
+-- follow within `storm_window_s` are held to the window's end and sent as one grouped message.
+-- 0 disables it. `storm_threshold`: how many go out one by one in a window before the rest are
+-- grouped.
+ALTER TABLE channels
+    ADD COLUMN storm_window_s integer NOT NULL DEFAULT 10 CHECK (storm_window_s BETWEEN 0 AND 3600),
+    ADD COLUMN storm_threshold integer NOT NULL DEFAULT 1 CHECK (storm_threshold BETWEEN 1 AND 1000);
+
+-- Each channel's current window. The row is the channel's storm lock: dispatchers decide what
+-- to send, hold or group for a channel only while holding it (FOR UPDATE SKIP LOCKED), so two
+-- dispatchers never group or send the same rows.
+CREATE TABLE channel_storms (
+    channel_id   uuid PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
+    -- Rows arriving before it are held to it (once `sent` reached the channel's threshold).
+    window_end   timestamptz NOT NULL DEFAULT '-infinity',
+    -- Notifications sent one by one in the current window.
+    sent         integer NOT NULL DEFAULT 0
+);
+
+-- When a notification was first held for a grouped message, and the grouped message that
+-- delivered it (its id is the message's, sent in X-Crosscheck-Id; the notification keeps its
+-- own id inside it).
+ALTER TABLE notifications
+    ADD COLUMN storm_held_at timestamptz,
+    ADD COLUMN group_id uuid;
