@@ -34,7 +34,7 @@ ALTER TABLE channels
 CREATE TABLE channel_storms (
     channel_id   uuid PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
     -- Rows arriving before it are held to it (once `sent` reached the channel's threshold).
-    window_end   timestamptz NOT NULL DEFAULT '-infinity',
+    window_end   timestamptz NOT NULL DEFAULT 'epoch',
     -- Notifications sent one by one in the current window.
     sent         integer NOT NULL DEFAULT 0
 );

@@ -15,4 +15,5 @@ mod ingest;
 mod notify;
 mod pause;
 mod saturation;
+mod storm;
 mod timeseries;
