@@ -330,3 +330,79 @@ async fn two_dispatchers_group_a_storm_without_sending_anything_twice(pool: PgPo
     a.stop().await;
     b.stop().await;
 }
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn a_grouped_message_names_what_the_domains_results_share(pool: PgPool) {
+    use crate::ingest::{batch, client, result, Pki};
+    use shared::proto::{Certificate, ErrorKind};
+    let pki = Pki::new();
+    let mut config = notify_config();
+    pki.configure(&mut config);
+    let hook = Hook::start().await;
+    let app = TestApp::spawn_with(pool.clone(), config).await;
+    channel(&app, &hook.url(), 2).await;
+    let mut domains = Vec::new();
+    for i in 0..8 {
+        let id = app.create_domain(json!({"url": format!("https://s{i}.example/"), "interval": 60})).await;
+        domains.push(id.parse::<Uuid>().unwrap());
+    }
+    let mut clients = Vec::new();
+    for region in ["ams", "iad", "sin"] {
+        let (cert, key) = pki.agent(region, &format!("{region}-1"));
+        clients.push((region, client(&app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap()));
+    }
+    // Behind one provider: one /24, one certificate authority; then all refuse connections.
+    let probe = |i: usize, domain: Uuid, ok: bool| {
+        let mut r = result(domain, ok);
+        r.resolved_ip = format!("203.0.113.{}", 10 + i);
+        r.certificate = Some(Certificate {
+            subject: format!("CN=s{i}.example"),
+            issuer: "CN=Shared Provider CA".into(),
+            serial: format!("0{i}"),
+            not_after_unix_s: chrono::Utc::now().timestamp() + 365 * 86_400,
+            valid: true,
+            ..Default::default()
+        });
+        if !ok {
+            r.status_code = 0;
+            r.error = ErrorKind::Connect as i32;
+            r.error_detail = "connection refused".into();
+        }
+        r
+    };
+    for ok in [true, false] {
+        for (region, client) in &mut clients {
+            let results = domains.iter().enumerate().map(|(i, d)| probe(i, *d, ok)).collect();
+            client.send_batch(batch(region, results)).await.unwrap();
+        }
+        let want = if ok { "up" } else { "down" };
+        eventually(WAIT, &format!("every domain {want}"), || async {
+            let states: Vec<String> =
+                sqlx::query_scalar("SELECT state FROM domain_state WHERE domain_id = ANY($1)")
+                    .bind(&domains)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            (states.len() == domains.len() && states.iter().all(|s| s == want)).then_some(())
+        })
+        .await;
+    }
+    all_delivered(&pool, 8).await;
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    let group = &hits[1].2;
+    assert_eq!(group["count"], 7);
+    let summary = group["summary"].as_str().unwrap();
+    for shared in [
+        "all 7 on network 203.0.113.0/24",
+        "all 7 failing with connect (connection refused)",
+        "all 7 with certificates issued by CN=Shared Provider CA",
+        "all 7 in ams, iad",
+    ] {
+        assert!(summary.contains(shared), "{shared} in: {summary}");
+    }
+    let facts: Vec<&str> =
+        group["common"].as_array().unwrap().iter().map(|f| f["fact"].as_str().unwrap()).collect();
+    assert!(facts.contains(&"network") && facts.contains(&"issuer"), "{facts:?}");
+    app.stop().await;
+}
