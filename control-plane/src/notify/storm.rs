@@ -277,12 +277,22 @@ impl Group {
         counts
     }
 
-    /// One line: "412 notifications: 412 down; in common: all 412 in ams, iad, sin, all 412 on
-    /// network 203.0.113.0/24".
+    /// One line: "412 domains down; in common: all 412 in ams, iad, sin, all 412 on network
+    /// 203.0.113.0/24" (or "N notifications: 3 down, 2 recovered; …" for a mix).
     pub fn summary(&self) -> String {
-        let counts: Vec<String> =
-            self.counts().iter().map(|(kind, n)| format!("{n} {}", kind_phrase(kind))).collect();
-        let mut line = format!("{} notifications: {}", self.members.len(), counts.join(", "));
+        let counts = self.counts();
+        let domains: std::collections::HashSet<Uuid> =
+            self.members.iter().filter_map(|m| m.notification.as_ref()?.domain_id).collect();
+        let mut line = match counts.iter().next() {
+            Some((kind, n)) if counts.len() == 1 && domains.len() == *n => {
+                format!("{n} domains {}", kind_phrase(kind))
+            }
+            _ => {
+                let counts: Vec<String> =
+                    counts.iter().map(|(kind, n)| format!("{n} {}", kind_phrase(kind))).collect();
+                format!("{} notifications: {}", self.members.len(), counts.join(", "))
+            }
+        };
         let shared: Vec<String> =
             self.common.iter().filter(|f| f.fact != "kind").map(CommonFact::describe).collect();
         if !shared.is_empty() {
@@ -460,7 +470,7 @@ mod tests {
         );
         assert_eq!(
             group.summary(),
-            "31 notifications: 31 down; in common: all 31 with certificates issued by CN=R11, 30 of 31 in \
+            "31 domains down; in common: all 31 with certificates issued by CN=R11, 30 of 31 in \
              ams, iad, sin, 30 of 31 on network 203.0.113.0/24, 30 of 31 failing with connect (refused)"
         );
         let body: Value = serde_json::from_slice(&group.webhook_body()).unwrap();
@@ -474,7 +484,7 @@ mod tests {
             assert_eq!(t, &alone, "exactly the single notification's body");
         }
         let text = group.text();
-        assert!(text.starts_with("31 notifications: 31 down; in common"), "{text}");
+        assert!(text.starts_with("31 domains down; in common"), "{text}");
         assert_eq!(text.lines().filter(|l| l.starts_with("- ")).count(), LISTED);
         assert!(text.contains("… and 11 more"), "{text}");
         assert!(group.html().contains("… and 11 more"));

@@ -195,7 +195,7 @@ async fn a_burst_is_grouped_and_an_isolated_alert_is_not_delayed(pool: PgPool) {
     assert_eq!(transitions.len(), 11);
     let summary = group["summary"].as_str().unwrap();
     assert!(
-        summary.starts_with("11 notifications: 11 down; in common: all 11 in ams, iad, sin"),
+        summary.starts_with("11 domains down; in common: all 11 in ams, iad, sin"),
         "{summary}"
     );
     // Each element is exactly what the notification alone would have been: its outbox row's
@@ -393,6 +393,7 @@ async fn a_grouped_message_names_what_the_domains_results_share(pool: PgPool) {
     let group = &hits[1].2;
     assert_eq!(group["count"], 7);
     let summary = group["summary"].as_str().unwrap();
+    assert!(summary.starts_with("7 domains down; in common: "), "{summary}");
     for shared in [
         "all 7 on network 203.0.113.0/24",
         "all 7 failing with connect (connection refused)",
