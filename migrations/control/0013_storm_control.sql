@@ -20,10 +20,10 @@ CREATE TABLE agent_saturation (
     PRIMARY KEY (region, agent_id)
 );
 
--- Storm control per channel: the first notification of a burst goes out at once; those that
--- follow within `storm_window_s` are held to the window's end and sent as one grouped message.
--- 0 disables it. `storm_threshold`: how many go out one by one in a window before the rest are
--- grouped.
+-- Storm control per channel: the first notification of a burst goes out at once; those about
+-- other domains that follow within `storm_window_s` are held to the window's end and sent as one
+-- grouped message. 0 disables it. `storm_threshold`: how many domains go out one by one in a
+-- window before the rest are grouped.
 ALTER TABLE channels
     ADD COLUMN storm_window_s integer NOT NULL DEFAULT 10 CHECK (storm_window_s BETWEEN 0 AND 3600),
     ADD COLUMN storm_threshold integer NOT NULL DEFAULT 1 CHECK (storm_threshold BETWEEN 1 AND 1000);
@@ -33,10 +33,13 @@ ALTER TABLE channels
 -- dispatchers never group or send the same rows.
 CREATE TABLE channel_storms (
     channel_id   uuid PRIMARY KEY REFERENCES channels (id) ON DELETE CASCADE,
-    -- Rows arriving before it are held to it (once `sent` reached the channel's threshold).
+    -- Notifications arriving before it may be held to it.
     window_end   timestamptz NOT NULL DEFAULT 'epoch',
-    -- Notifications sent one by one in the current window.
-    sent         integer NOT NULL DEFAULT 0
+    -- The domains whose notifications went out one by one in the window (at most the channel's
+    -- threshold); their later notifications in the window go out at once too.
+    domains      uuid[] NOT NULL DEFAULT '{}',
+    -- A window opened by a grouped message: everything in it is held to its end.
+    grouping     boolean NOT NULL DEFAULT false
 );
 
 -- When a notification was first held for a grouped message, and the grouped message that

@@ -316,16 +316,17 @@ impl Dispatcher {
             .bind(channel)
             .execute(&mut *tx)
             .await?;
-        type StormRow = (chrono::DateTime<chrono::Utc>, i32, i32, i32, chrono::DateTime<chrono::Utc>);
+        type StormRow =
+            (chrono::DateTime<chrono::Utc>, Vec<Uuid>, bool, i32, i32, chrono::DateTime<chrono::Utc>);
         let storm: Option<StormRow> = sqlx::query_as(
-            "SELECT s.window_end, s.sent, c.storm_window_s, c.storm_threshold, now()
+            "SELECT s.window_end, s.domains, s.grouping, c.storm_window_s, c.storm_threshold, now()
              FROM channel_storms s JOIN channels c ON c.id = s.channel_id
              WHERE s.channel_id = $1 FOR UPDATE OF s SKIP LOCKED",
         )
         .bind(channel)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((window_end, sent, window_s, threshold, now)) = storm else {
+        let Some((window_end, domains, grouping, window_s, threshold, now)) = storm else {
             // Another dispatcher is deciding for this channel.
             tx.rollback().await?;
             return Ok((Vec::new(), None));
@@ -333,9 +334,9 @@ impl Dispatcher {
         // Due rows whose earlier pending rows of the same domain are all due too (so those
         // come first in `seq` order): never one past an earlier row held, in backoff or in
         // flight.
-        type Row = (Uuid, bool);
+        type Row = (Uuid, Uuid, bool);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT n.id, n.storm_held_at IS NOT NULL FROM notifications n
+            "SELECT n.id, n.domain_id, n.storm_held_at IS NOT NULL FROM notifications n
              WHERE n.channel_id = $1 AND n.state = 'pending' AND n.next_attempt_at <= $2
                AND n.domain_id IS NOT NULL
                AND NOT EXISTS (
@@ -358,13 +359,12 @@ impl Dispatcher {
             window: chrono::Duration::seconds(i64::from(window_s)),
             threshold: u32::try_from(threshold).unwrap_or(1),
         };
-        let window = storm::Window { end: window_end, sent: u32::try_from(sent).unwrap_or(0) };
-        let held: Vec<bool> = rows.iter().map(|r| r.1).collect();
-        let mut plan = storm::plan(settings, window, now, &held);
-        // Only as many one-by-one deliveries as there are free slots; the rest stay due.
-        let planned = plan.individual.len();
+        let window = storm::Window { end: window_end, domains, grouping };
+        let due: Vec<storm::Due> = rows.iter().map(|r| storm::Due { domain: r.1, held: r.2 }).collect();
+        let mut plan = storm::plan(settings, &window, now, &due);
+        // Only as many one-by-one deliveries as there are free slots; the rest stay due (their
+        // domains already count as sent in the window, so they go out alone next time).
         plan.individual.truncate(limit.saturating_sub(usize::from(!plan.group.is_empty())).max(1));
-        plan.next.sent = plan.next.sent.saturating_sub((planned - plan.individual.len()) as u32);
         let ids = |indexes: &[usize]| -> Vec<Uuid> { indexes.iter().map(|&i| rows[i].0).collect() };
         let individual = self.lease(&mut tx, &ids(&plan.individual)).await?;
         let group = self.lease(&mut tx, &ids(&plan.group)).await?;
@@ -380,13 +380,15 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await?;
         }
-        let sent_now = plan.next.sent.min(i32::MAX as u32) as i32;
-        sqlx::query("UPDATE channel_storms SET window_end = $2, sent = $3 WHERE channel_id = $1")
-            .bind(channel)
-            .bind(plan.next.end)
-            .bind(sent_now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE channel_storms SET window_end = $2, domains = $3, grouping = $4 WHERE channel_id = $1",
+        )
+        .bind(channel)
+        .bind(plan.next.end)
+        .bind(&plan.next.domains)
+        .bind(plan.next.grouping)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         if !hold.is_empty() {
             self.metrics.notify_storm_held.inc_by(hold.len() as u64);

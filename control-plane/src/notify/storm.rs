@@ -4,13 +4,14 @@
 //! affected domains have in common ([`common_facts`]).
 //!
 //! **The window.** The first notification that reaches a channel with no window open goes out
-//! at once and opens a window of `storm_window_s`; the first `storm_threshold` (default 1) of a
-//! window go out one by one, the rest are held to the window's end and then sent as one grouped
-//! message, which opens the next window (a storm that goes on is grouped once per window). A
-//! window that passes with nothing held closes: the next notification is again the first. So an
-//! isolated notification is never delayed, a notification inside a storm waits at most one
-//! window, and a channel receives at most `threshold + 1` messages per window however many
-//! domains change.
+//! at once and opens a window of `storm_window_s`; notifications about the first
+//! `storm_threshold` (default 1) domains of a window go out one by one (a domain's own down,
+//! acknowledgement and recovery are not a storm), those about other domains are held to the
+//! window's end and then sent as one grouped message, which opens a grouping window (a storm
+//! that goes on is grouped once per window). A window that passes with nothing held closes: the
+//! next notification is again the first. So an isolated notification is never delayed, a
+//! notification inside a storm waits at most one window, and a storm reaches a channel as one
+//! message per window after its first ones.
 //!
 //! **Default `storm_window_s` = 10.** It bounds the delay added to a notification inside a storm
 //! to 10 s, the same order as detection itself (a region notices an outage at its next probe,
@@ -48,17 +49,36 @@ pub struct Settings {
     pub threshold: u32,
 }
 
-/// A channel's current window: its end, and how many notifications went out one by one in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A channel's current window: its end, the domains whose notifications went out one by one in
+/// it, and whether it is a grouping window (opened by a grouped message: everything is held).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub end: DateTime<Utc>,
-    pub sent: u32,
+    pub domains: Vec<Uuid>,
+    pub grouping: bool,
+}
+
+impl Window {
+    /// No window: the next notification is the first.
+    pub fn closed() -> Self {
+        Self { end: DateTime::<Utc>::MIN_UTC, domains: Vec::new(), grouping: false }
+    }
+}
+
+/// One due row of a channel, as the plan sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub domain: Uuid,
+    /// Held before: it waited for a window's end.
+    pub held: bool,
 }
 
 /// What to do with a channel's due notifications (indexes into the rows given to [`plan`]).
+/// Rows in none of the lists are left as they are: a later row of a domain whose earlier row
+/// goes out alone now waits for that one (one delivery per domain at a time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Sent one by one, now.
+    /// Sent one by one, now (at most one per domain).
     pub individual: Vec<usize>,
     /// Sent as one grouped message, now (empty, or two or more).
     pub group: Vec<usize>,
@@ -69,47 +89,62 @@ pub struct Plan {
     pub next: Window,
 }
 
-/// Plans a channel's due rows (in `seq` order; `held[i]`: row `i` was held before) at `now`.
-pub fn plan(settings: Settings, window: Window, now: DateTime<Utc>, held: &[bool]) -> Plan {
-    let n = held.len();
-    let threshold = settings.threshold.max(1);
-    if now < window.end {
-        // A window is open: what is left of its one-by-one budget, the rest to its end.
-        let k = (threshold.saturating_sub(window.sent) as usize).min(n);
-        return Plan {
-            individual: (0..k).collect(),
-            group: Vec::new(),
-            hold: (k..n).collect(),
-            hold_until: window.end,
-            next: Window { end: window.end, sent: window.sent + k as u32 },
-        };
-    }
-    if held.iter().any(|h| *h) {
+/// Plans a channel's due rows (in `seq` order) at `now`.
+///
+/// Within a window opened by a notification sent alone, notifications about the domains
+/// already sent alone in it go out at once too (a domain's own down, acknowledgement and
+/// recovery are not a storm), and up to `threshold` domains are sent alone; the rest are held to
+/// the window's end. When a window that held rows has ended, everything due goes out as one
+/// grouped message and opens a grouping window, in which everything is held to its end.
+pub fn plan(settings: Settings, window: &Window, now: DateTime<Utc>, rows: &[Due]) -> Plan {
+    let threshold = settings.threshold.max(1) as usize;
+    let open = now < window.end;
+    if !open && rows.iter().any(|r| r.held) {
         // The window that held them is over: everything due goes out together, and the next
         // window groups whatever follows.
-        let take = n.min(MAX_GROUP);
+        let take = rows.len().min(MAX_GROUP);
         let (individual, group) =
             if take == 1 { (vec![0], Vec::new()) } else { (Vec::new(), (0..take).collect()) };
         // Beyond one message's size: held, due now, grouped in the next step at once.
-        let more = take < n;
+        let more = take < rows.len();
         return Plan {
             individual,
             group,
-            hold: (take..n).collect(),
+            hold: (take..rows.len()).collect(),
             hold_until: now,
-            next: Window { end: if more { now } else { now + settings.window }, sent: threshold },
+            next: Window {
+                end: if more { now } else { now + settings.window },
+                domains: Vec::new(),
+                grouping: true,
+            },
         };
     }
-    // No window: the first ones at once, the rest held to the end of the window they open.
-    let k = (threshold as usize).min(n);
-    let end = now + settings.window;
-    Plan {
-        individual: (0..k).collect(),
-        group: Vec::new(),
-        hold: (k..n).collect(),
-        hold_until: end,
-        next: Window { end, sent: k as u32 },
+    // A window open (or one to open now): who may go alone, the rest held to its end.
+    let mut next = if open {
+        window.clone()
+    } else {
+        Window { end: now + settings.window, domains: Vec::new(), grouping: false }
+    };
+    let (mut individual, mut hold) = (Vec::new(), Vec::new());
+    let mut sending: Vec<Uuid> = Vec::new();
+    let mut holding: Vec<Uuid> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if holding.contains(&row.domain) {
+            hold.push(i);
+        } else if sending.contains(&row.domain) {
+            // Waits for its domain's earlier notification, sent alone now.
+        } else if !next.grouping && (next.domains.contains(&row.domain) || next.domains.len() < threshold) {
+            if !next.domains.contains(&row.domain) {
+                next.domains.push(row.domain);
+            }
+            sending.push(row.domain);
+            individual.push(i);
+        } else {
+            holding.push(row.domain);
+            hold.push(i);
+        }
     }
+    Plan { individual, group: Vec::new(), hold, hold_until: next.end, next }
 }
 
 /// What the time-series database says of a domain's latest result around its notification.
@@ -365,44 +400,67 @@ mod tests {
     }
 
     const TEN: Settings = Settings { window: chrono::Duration::seconds(10), threshold: 1 };
-    const NONE: Window = Window { end: DateTime::<Utc>::MIN_UTC, sent: 0 };
+
+    fn due(domain: u128, held: bool) -> Due {
+        Due { domain: Uuid::from_u128(domain), held }
+    }
 
     #[test]
     fn an_isolated_notification_goes_at_once_and_opens_a_window() {
-        let p = plan(TEN, NONE, at(0), &[false]);
+        let p = plan(TEN, &Window::closed(), at(0), &[due(1, false)]);
         assert_eq!((p.individual, p.group, p.hold), (vec![0], vec![], vec![]));
-        assert_eq!(p.next, Window { end: at(10), sent: 1 });
+        assert_eq!(p.next, Window { end: at(10), domains: vec![Uuid::from_u128(1)], grouping: false });
         // Long after the window: alone again.
-        let p = plan(TEN, Window { end: at(10), sent: 1 }, at(60), &[false]);
+        let p = plan(TEN, &p.next, at(60), &[due(2, false)]);
         assert_eq!(p.individual, vec![0]);
     }
 
     #[test]
-    fn a_burst_sends_the_first_and_holds_the_rest_to_the_window_end_then_groups_them() {
-        let p = plan(TEN, NONE, at(0), &[false, false, false]);
-        assert_eq!((p.individual, p.hold, p.hold_until), (vec![0], vec![1, 2], at(10)));
-        // More arriving in the window are held to the same end.
-        let p2 = plan(TEN, p.next, at(4), &[false]);
-        assert_eq!((p2.individual, p2.hold, p2.hold_until), (vec![], vec![0], at(10)));
-        assert_eq!(p2.next, p.next);
-        // At the end: one grouped message of all of them, and a new window for what follows.
-        let p3 = plan(TEN, p2.next, at(10), &[true, true, true]);
-        assert_eq!((p3.individual, p3.group), (vec![], vec![0, 1, 2]));
-        assert_eq!(p3.next, Window { end: at(20), sent: 1 });
-        // One held alone goes as an ordinary message.
-        let p4 = plan(TEN, p3.next, at(20), &[true]);
-        assert_eq!((p4.individual, p4.group), (vec![0], vec![]));
+    fn a_domains_own_notifications_in_its_window_are_not_a_storm() {
+        let p = plan(TEN, &Window::closed(), at(0), &[due(1, false)]);
+        // Its recovery 3 s later goes out at once; another domain's notice waits.
+        let p2 = plan(TEN, &p.next, at(3), &[due(1, false), due(2, false)]);
+        assert_eq!((p2.individual, p2.hold, p2.hold_until), (vec![0], vec![1], at(10)));
+        // Two notifications of one domain due together: one at a time.
+        let p3 = plan(TEN, &p.next, at(4), &[due(1, false), due(1, false)]);
+        assert_eq!((p3.individual, p3.hold), (vec![0], vec![]));
     }
 
     #[test]
-    fn a_threshold_lets_the_first_few_through_and_a_huge_group_is_split_at_once() {
+    fn a_burst_sends_the_first_and_holds_the_rest_to_the_window_end_then_groups_them() {
+        let p = plan(
+            TEN,
+            &Window::closed(),
+            at(0),
+            &[due(1, false), due(2, false), due(3, false), due(2, false)],
+        );
+        assert_eq!((p.individual, p.hold, p.hold_until), (vec![0], vec![1, 2, 3], at(10)));
+        // More arriving in the window are held to the same end.
+        let p2 = plan(TEN, &p.next, at(4), &[due(4, false)]);
+        assert_eq!((p2.individual, p2.hold, p2.hold_until), (vec![], vec![0], at(10)));
+        assert_eq!(p2.next, p.next);
+        // At the end: one grouped message of all of them, and a grouping window for what follows.
+        let held = [due(2, true), due(3, true), due(2, true), due(4, true)];
+        let p3 = plan(TEN, &p2.next, at(10), &held);
+        assert_eq!((p3.individual, p3.group), (vec![], vec![0, 1, 2, 3]));
+        assert_eq!(p3.next, Window { end: at(20), domains: vec![], grouping: true });
+        // In it even a domain just grouped waits for the next group.
+        let p4 = plan(TEN, &p3.next, at(12), &[due(2, false)]);
+        assert_eq!((p4.individual, p4.hold, p4.hold_until), (vec![], vec![0], at(20)));
+        // One held alone goes as an ordinary message.
+        let p5 = plan(TEN, &p4.next, at(20), &[due(2, true)]);
+        assert_eq!((p5.individual, p5.group), (vec![0], vec![]));
+    }
+
+    #[test]
+    fn a_threshold_lets_the_first_few_domains_through_and_a_huge_group_is_split_at_once() {
         let three = Settings { threshold: 3, ..TEN };
-        let p = plan(three, NONE, at(0), &[false, false]);
-        assert_eq!((p.individual, p.next.sent), (vec![0, 1], 2));
-        let p = plan(three, p.next, at(1), &[false, false]);
+        let p = plan(three, &Window::closed(), at(0), &[due(1, false), due(2, false)]);
+        assert_eq!((p.individual, p.next.domains.len()), (vec![0, 1], 2));
+        let p = plan(three, &p.next, at(1), &[due(3, false), due(4, false)]);
         assert_eq!((p.individual, p.hold), (vec![0], vec![1]));
-        let many = vec![true; MAX_GROUP + 5];
-        let p = plan(TEN, Window { end: at(10), sent: 1 }, at(10), &many);
+        let many: Vec<Due> = (0..MAX_GROUP as u128 + 5).map(|d| due(d, true)).collect();
+        let p = plan(TEN, &Window { end: at(10), domains: vec![], grouping: false }, at(10), &many);
         assert_eq!(p.group.len(), MAX_GROUP);
         assert_eq!((p.hold.len(), p.hold_until), (5, at(10)), "the rest held, due at once");
         assert_eq!(p.next.end, at(10), "the window stays closed so they are grouped next");
