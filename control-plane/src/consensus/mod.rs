@@ -1132,38 +1132,47 @@ pub async fn observations(tx: &mut sqlx::PgConnection, domain_id: Uuid) -> sqlx:
 }
 
 /// Every region's latest agent health: the canary verdict and each agent's saturation (a
-/// region with saturation reports but no verdict counts as healthy).
+/// region with saturation reports but no verdict counts as healthy). One round trip.
 pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String, Health>> {
-    let rows: Vec<(String, bool, DateTime<Utc>)> =
-        sqlx::query_as("SELECT region, healthy, reported_at FROM region_health").fetch_all(&mut *tx).await?;
-    let mut health: HashMap<String, Health> = rows
-        .into_iter()
-        .map(|(region, healthy, reported_at)| {
-            (region, Health { healthy, reported_at, saturation: Vec::new() })
-        })
-        .collect();
-    type SaturationRow = (
-        String,
-        String,
-        bool,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        f64,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    );
-    let rows: Vec<SaturationRow> = sqlx::query_as(
-        "SELECT region, agent_id, saturated, since, until, lag_p95_ms, checked_at, reported_at
-         FROM agent_saturation ORDER BY region, agent_id",
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        region: String,
+        healthy: Option<bool>,
+        reported_at: Option<DateTime<Utc>>,
+        agent_id: Option<String>,
+        saturated: Option<bool>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        lag_p95_ms: Option<f64>,
+        checked_at: Option<DateTime<Utc>>,
+        saturation_reported_at: Option<DateTime<Utc>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT COALESCE(h.region, s.region) AS region, h.healthy, h.reported_at, s.agent_id, s.saturated,
+                s.since, s.until, s.lag_p95_ms, s.checked_at, s.reported_at AS saturation_reported_at
+         FROM region_health h FULL JOIN agent_saturation s ON s.region = h.region
+         ORDER BY 1, s.agent_id",
     )
     .fetch_all(&mut *tx)
     .await?;
-    for (region, agent_id, saturated, since, until, lag_p95_ms, checked_at, reported_at) in rows {
-        health
-            .entry(region)
-            .or_insert_with(|| Health { healthy: true, reported_at, saturation: Vec::new() })
-            .saturation
-            .push(AgentSaturation { agent_id, saturated, since, until, lag_p95_ms, checked_at });
+    let mut health: HashMap<String, Health> = HashMap::new();
+    for row in rows {
+        let Some(reported_at) = row.reported_at.or(row.saturation_reported_at) else { continue };
+        let entry = health.entry(row.region).or_insert_with(|| Health {
+            healthy: row.healthy.unwrap_or(true),
+            reported_at,
+            saturation: Vec::new(),
+        });
+        if let (Some(agent_id), Some(checked_at)) = (row.agent_id, row.checked_at) {
+            entry.saturation.push(AgentSaturation {
+                agent_id,
+                saturated: row.saturated.unwrap_or(false),
+                since: row.since,
+                until: row.until,
+                lag_p95_ms: row.lag_p95_ms.unwrap_or(0.0),
+                checked_at,
+            });
+        }
     }
     Ok(health)
 }
