@@ -428,7 +428,9 @@ impl Dispatcher {
                 age: Duration::from_secs_f64(age_s.max(0.0)),
             })
             .collect();
-        claimed.sort_by_key(|c| ids.iter().position(|id| *id == c.out.id));
+        let order: std::collections::HashMap<Uuid, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        claimed.sort_by_key(|c| order.get(&c.out.id).copied());
         Ok(claimed)
     }
 
