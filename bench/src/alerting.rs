@@ -96,11 +96,13 @@ impl Plane {
         Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
     }
 
+    /// A webhook channel without storm control: each notification is its own POST, which is
+    /// what these scenarios count.
     async fn webhook(&self, url: &str) -> anyhow::Result<()> {
         self.call(
             reqwest::Method::POST,
             "/v1/channels",
-            Some(json!({"name": "bench", "kind": "webhook", "url": url})),
+            Some(json!({"name": "bench", "kind": "webhook", "url": url, "storm_window_s": 0})),
         )
         .await?;
         Ok(())

@@ -32,6 +32,11 @@ pub struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -120,6 +125,9 @@ pub struct Metrics {
     /// Queued observations replaced by a newer one of the same agent and domain before
     /// consensus recorded them (their results still count in the run of failures).
     pub observations_coalesced: Counter,
+    /// Failures set aside as unknown because the agent that observed them was saturated, by
+    /// region.
+    pub consensus_saturated_failures: Family<RegionLabels, Counter>,
     /// Certificate expiry notifications enqueued.
     pub cert_expiry_notifications: Counter,
     /// Notification delivery attempts by channel kind and outcome (`delivered`, `failed`: a
@@ -131,6 +139,12 @@ pub struct Metrics {
     pub notify_outbox_pending: Gauge,
     /// Failures of the dispatcher itself (claiming, recording outcomes, listening), by reason.
     pub notify_errors: Family<ReasonLabels, Counter>,
+    /// Notifications held by storm control for a grouped message.
+    pub notify_storm_held: Counter,
+    /// Grouped messages delivered.
+    pub notify_groups: Counter,
+    /// Notifications delivered inside grouped messages.
+    pub notify_grouped: Counter,
     /// Domains that entered flap mode.
     pub flap_entries: Counter,
     /// Domains that left flap mode because they were stable (or flap detection was turned off
@@ -188,11 +202,15 @@ impl Default for Metrics {
             consensus_skipped_locked: Counter::default(),
             observations_pending: Gauge::default(),
             observations_coalesced: Counter::default(),
+            consensus_saturated_failures: Family::default(),
             cert_expiry_notifications: Counter::default(),
             notify_deliveries: Family::default(),
             notify_delivery_seconds: Family::new_with_constructor(delivery_histogram),
             notify_outbox_pending: Gauge::default(),
             notify_errors: Family::default(),
+            notify_storm_held: Counter::default(),
+            notify_groups: Counter::default(),
+            notify_grouped: Counter::default(),
             flap_entries: Counter::default(),
             flap_exits: Counter::default(),
             flap_held_notifications: Counter::default(),
@@ -320,6 +338,11 @@ impl Metrics {
             self.observations_coalesced.clone(),
         );
         r.register(
+            "consensus_saturated_failures",
+            "Failures set aside as unknown (no vote) because the agent that observed them was saturated, by region",
+            self.consensus_saturated_failures.clone(),
+        );
+        r.register(
             "cert_expiry_notifications",
             "Certificate expiry notifications enqueued",
             self.cert_expiry_notifications.clone(),
@@ -338,6 +361,17 @@ impl Metrics {
             "notify_outbox_pending",
             "Notifications waiting in the outbox when last counted",
             self.notify_outbox_pending.clone(),
+        );
+        r.register(
+            "notify_storm_held",
+            "Notifications held by storm control to be sent in a grouped message",
+            self.notify_storm_held.clone(),
+        );
+        r.register("notify_groups", "Grouped notification messages delivered", self.notify_groups.clone());
+        r.register(
+            "notify_grouped",
+            "Notifications delivered inside grouped messages",
+            self.notify_grouped.clone(),
         );
         r.register("notify_errors", "Notification dispatcher failures by reason", self.notify_errors.clone());
         r.register("flap_entries", "Domains that entered flap mode", self.flap_entries.clone());
@@ -420,6 +454,15 @@ impl Metrics {
 
     pub fn consensus_error(&self, reason: &str) {
         self.consensus_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn saturated_failures(&self, region: &str, n: u64) {
+        self.consensus_saturated_failures.get_or_create(&RegionLabels { region: region.into() }).inc_by(n);
+    }
+
+    /// Failures set aside for saturation in `region` so far (tests).
+    pub fn saturated_failure_count(&self, region: &str) -> u64 {
+        self.consensus_saturated_failures.get_or_create(&RegionLabels { region: region.into() }).get()
     }
 
     pub fn transition(&self, from: &str, to: &str) {

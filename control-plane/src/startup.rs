@@ -190,7 +190,8 @@ impl Application {
             None
         };
         let dispatcher = Dispatcher::new(pool.clone(), &config, metrics.clone())
-            .context("building the notification dispatcher")?;
+            .context("building the notification dispatcher")?
+            .with_results(timeseries.clone());
         let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock.clone());
         let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
         let waiters = crate::checks::Waiters::default();

@@ -70,6 +70,7 @@ impl HealthReport {
             canaries_ok: self.canaries_ok,
             canaries_total: self.canaries_total,
             checked_at_unix_us: self.checked_at.timestamp_micros(),
+            ..Default::default()
         }
     }
 }

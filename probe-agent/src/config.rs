@@ -49,6 +49,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Most probes running at once.
     pub max_in_flight: usize,
+    /// A probe starting this late behind its due time (or a hand-off to the workers blocked
+    /// this long, or a probe ending this long past its timeout) means the agent is saturated:
+    /// failures of probes started then are reported as the agent's own trouble, in
+    /// milliseconds (see [`crate::scheduler::saturation`]).
+    pub saturation_lag_ms: u64,
     /// Results waiting to be sent before new ones are dropped (and counted).
     pub result_queue_capacity: usize,
     /// Networks that may be probed although they are private, loopback, link-local, … (the
@@ -164,6 +169,7 @@ impl Default for Config {
             redis_max_backoff_ms: 10_000,
             log_format: LogFormat::Text,
             max_in_flight: 256,
+            saturation_lag_ms: crate::scheduler::DEFAULT_SATURATION_LAG_MS,
             result_queue_capacity: 10_000,
             allow_private: Vec::new(),
             dns_timeout_ms: 5_000,
@@ -222,6 +228,9 @@ impl Config {
         }
         if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
             return Err("max_in_flight must be between 1 and 100000".into());
+        }
+        if !(100..=600_000).contains(&self.saturation_lag_ms) {
+            return Err("saturation_lag_ms must be between 100 and 600000".into());
         }
         if self.result_queue_capacity == 0 {
             return Err("result_queue_capacity must be positive".into());

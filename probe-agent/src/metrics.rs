@@ -116,6 +116,8 @@ pub struct Metrics {
     pub probe_requests: Family<OutcomeLabels, Counter>,
     /// 1 when the latest canary self-check passed (or no canaries are configured), else 0.
     pub healthy: Gauge,
+    /// 1 while the agent reports itself saturated with its batches, else 0.
+    pub saturated: Gauge,
     /// Canaries that succeeded in the latest self-check.
     pub canaries_ok: Gauge,
     /// Canaries configured.
@@ -152,6 +154,7 @@ impl Default for Metrics {
             delivery_ack_latency: Histogram::new(ACK_BUCKETS),
             probe_requests: Family::default(),
             healthy: Gauge::default(),
+            saturated: Gauge::default(),
             canaries_ok: Gauge::default(),
             canaries_total: Gauge::default(),
         }
@@ -260,6 +263,11 @@ impl Metrics {
             "healthy",
             "Whether the latest canary self-check passed (1 without canaries)",
             self.healthy.clone(),
+        );
+        r.register(
+            "saturated",
+            "1 while the agent reports itself saturated (probes starting late, every worker busy)",
+            self.saturated.clone(),
         );
         r.register(
             "canaries_ok",

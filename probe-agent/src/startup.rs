@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::probe::Prober;
 use crate::requests::{ProbeRequests, RequestSettings};
 use crate::results::{self, LatestResults, ProbeResult};
-use crate::scheduler::{ProbeNow, Scheduler, SchedulerSettings};
+use crate::scheduler::{ProbeNow, Saturation, Scheduler, SchedulerSettings};
 
 pub struct Agent {
     config: Arc<Config>,
@@ -85,6 +85,7 @@ impl Agent {
             config.probe_settings().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let prober = Arc::new(Prober::new(probe_settings).context("building the prober")?);
         let (sink, results) = results::queue(config.result_queue_capacity, metrics.clone());
+        let saturation = Saturation::new(std::time::Duration::from_millis(config.saturation_lag_ms));
         let (scheduler, probe_now) = Scheduler::new(
             SchedulerSettings { region: config.region.clone(), max_in_flight: config.max_in_flight },
             handle.catalog.clone(),
@@ -92,6 +93,7 @@ impl Agent {
             sink,
             metrics.clone(),
         );
+        let scheduler = scheduler.with_saturation(saturation.clone());
         let requests = ProbeRequests::new(
             RequestSettings {
                 region: config.region.clone(),
@@ -116,7 +118,7 @@ impl Agent {
         let delivery = match DeliverySettings::from_config(&config) {
             Some(settings) => {
                 let url = settings.url.clone();
-                let built = delivery::build(settings, metrics.clone(), health.clone())
+                let built = delivery::build(settings, metrics.clone(), health.clone(), saturation.clone())
                     .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
                 tracing::info!(control_plane = %url, identity = %identity.as_ref().map(|c| c.identity.to_string()).unwrap_or_default(), "results are delivered to the control plane");
                 Some(built)
@@ -182,6 +184,7 @@ impl Agent {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(region = %self.config.region, agent_id = %self.config.agent_id, addr = %self.local_addr(), "probe agent starting");
         let sync = tokio::spawn(self.sync.run(shutdown.child_token()));
+        let saturation = self.scheduler.saturation();
         let scheduler = tokio::spawn(self.scheduler.run(shutdown.child_token()));
         let requests = tokio::spawn(self.requests.run(shutdown.child_token()));
         let canaries = tokio::spawn(self.canaries.run(shutdown.child_token()));
@@ -201,6 +204,7 @@ impl Agent {
                 handle: self.handle.clone(),
                 latest: self.latest.clone(),
                 health: self.health.clone(),
+                saturation,
                 config: self.config.clone(),
             },
             self.registry.clone(),
@@ -237,6 +241,7 @@ struct DebugState {
     handle: CatalogHandle,
     latest: LatestResults,
     health: HealthWatch,
+    saturation: Saturation,
     config: Arc<Config>,
 }
 
@@ -283,10 +288,13 @@ async fn debug_results(State(state): State<DebugState>) -> Json<Value> {
 }
 
 /// The latest canary self-check: the verdict (as attached to batches) and each canary's
-/// outcome; `health` is null without canaries or before the first check.
+/// outcome; `health` is null without canaries or before the first check. `saturation` is the
+/// saturation report as batches carry it now.
 async fn debug_health(State(state): State<DebugState>) -> Json<Value> {
     let health = state.health.borrow().clone();
+    let saturation = state.saturation.report(chrono::Utc::now());
     Json(json!({
+        "saturation": saturation,
         "region": state.config.region,
         "canaries": state.config.canaries,
         "healthy_min": (!state.config.canaries.is_empty()).then(|| state.config.canary_quorum()),

@@ -9,6 +9,11 @@
 //! - A region votes when its latest observation is fresh (`now - observed_at <= freshness`) and
 //!   its agents are not reporting themselves unhealthy (a health report counts only while it is
 //!   itself fresh; no report means healthy).
+//! - A failure is no vote when the agent that observed it was saturated then: the probe started
+//!   inside that agent's reported saturation window and failed in a way the agent's own
+//!   overload can cause ([`saturation_can_cause`]: `timeout`, `dns`, `connect`, or no kind).
+//!   Such a region is `saturated`: unknown, neither up nor down. A success still votes up, and
+//!   an answer only the target can give (a status, a keyword, a certificate) still votes down.
 //! - `Down` when at least `quorum` voting regions report a failure; otherwise `Up` when at least
 //!   `quorum` report success; otherwise the state does not change (too few voters, or split).
 //!   A failure quorum wins over a success quorum (possible only with a quorum below majority).
@@ -69,11 +74,58 @@ pub struct Observation {
     pub agent_id: String,
 }
 
-/// A region's latest agent self-check.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// A region's latest agent self-check, and the saturation its agents report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
+    /// The latest canary verdict (true when none was reported: only the saturation was).
     pub healthy: bool,
     pub reported_at: DateTime<Utc>,
+    /// The latest saturation report of each agent of the region.
+    pub saturation: Vec<AgentSaturation>,
+}
+
+/// One agent's saturation as reported with its batches: every probe it started inside the
+/// window (`since` to `until`, both included) may have failed because of the agent's own
+/// overload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentSaturation {
+    pub agent_id: String,
+    /// Saturated when the report was taken.
+    pub saturated: bool,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The 95th percentile of its latest probes' start lag, milliseconds.
+    pub lag_p95_ms: f64,
+    /// When the agent took the report.
+    pub checked_at: DateTime<Utc>,
+}
+
+impl AgentSaturation {
+    /// Whether a probe of this agent that started at `at` started inside its saturation window.
+    pub fn covers(&self, at: DateTime<Utc>) -> bool {
+        matches!((self.since, self.until), (Some(since), Some(until)) if since <= at && at <= until)
+    }
+}
+
+/// Whether a failure of kind `error_kind` can come from the probing agent's own overload: a
+/// deadline that ran out (`timeout`; `dns`, whose timeouts are its own kind), a connection that
+/// did not happen (`connect`, also the agent's own socket or descriptor shortage), or an
+/// unknown kind. A status, a keyword, a certificate or a protocol error is the target's answer
+/// however late the agent asked.
+pub fn saturation_can_cause(error_kind: Option<&str>) -> bool {
+    matches!(error_kind, None | Some("timeout" | "dns" | "connect"))
+}
+
+/// Whether `observation` is a failure that its agent's saturation may explain (see
+/// [`saturation_can_cause`]), by `health`'s reports.
+pub fn saturated_failure(observation: &Observation, health: Option<&Health>) -> bool {
+    !observation.ok
+        && saturation_can_cause(observation.error_kind.as_deref())
+        && health.is_some_and(|h| {
+            h.saturation
+                .iter()
+                .any(|s| s.agent_id == observation.agent_id && s.covers(observation.observed_at))
+        })
 }
 
 /// Why a region votes or not.
@@ -90,6 +142,8 @@ pub enum Standing {
     Stale,
     /// Its agents report their own connectivity as broken.
     Unhealthy,
+    /// It fails, but the agent that observed it was saturated then: unknown.
+    Saturated,
 }
 
 impl Standing {
@@ -152,8 +206,12 @@ fn standing(inputs: &Inputs<'_>, observation: Option<&Observation>, region: &str
     if !fresh(observation.observed_at) {
         return Standing::Stale;
     }
-    if inputs.health.get(region).is_some_and(|h| !h.healthy && fresh(h.reported_at)) {
+    let health = inputs.health.get(region);
+    if health.is_some_and(|h| !h.healthy && fresh(h.reported_at)) {
         return Standing::Unhealthy;
+    }
+    if saturated_failure(observation, health) {
+        return Standing::Saturated;
     }
     if observation.ok {
         Standing::Ok
@@ -217,6 +275,10 @@ impl Decision {
             (Standing::NoObservation, "no result yet (is an agent of that region running and delivering?)"),
             (Standing::Stale, "results too old to vote (its agents stopped reporting)"),
             (Standing::Unhealthy, "agents reporting their own network as broken"),
+            (
+                Standing::Saturated,
+                "failing, but its agent was saturated when it probed (probes starting late): unknown, not a vote",
+            ),
         ] {
             let regions = list(standing);
             if !regions.is_empty() {
@@ -473,7 +535,7 @@ mod tests {
             let health: HashMap<String, Health> = case
                 .unhealthy
                 .iter()
-                .map(|r| (r.to_string(), Health { healthy: false, reported_at: now }))
+                .map(|r| (r.to_string(), Health { healthy: false, reported_at: now, saturation: Vec::new() }))
                 .collect();
             let decision = decide(&Inputs {
                 regions: &regions,
@@ -495,7 +557,7 @@ mod tests {
         let observations = vec![obs("ams", false, 1, now)];
         let health = HashMap::from([(
             "ams".to_owned(),
-            Health { healthy: false, reported_at: now - chrono::Duration::hours(1) },
+            Health { healthy: false, reported_at: now - chrono::Duration::hours(1), saturation: Vec::new() },
         )]);
         let decision = decide(&Inputs {
             regions: &regions,
@@ -508,6 +570,77 @@ mod tests {
         });
         assert_eq!(decision.outcome, Outcome::Down);
         assert_eq!(decision.votes[0].standing, Standing::Failing);
+    }
+
+    #[test]
+    fn a_saturated_agents_failures_are_unknown_but_the_targets_answers_still_vote() {
+        let now = Utc::now();
+        let regions: Vec<String> = ["ams", "iad", "sin"].map(String::from).to_vec();
+        let saturated = |since_s: i64, until_s: i64| AgentSaturation {
+            agent_id: "iad-1".into(),
+            saturated: until_s == 0,
+            since: Some(now - chrono::Duration::seconds(since_s)),
+            until: Some(now - chrono::Duration::seconds(until_s)),
+            lag_p95_ms: 4_000.0,
+            checked_at: now,
+        };
+        let health = |window: AgentSaturation| {
+            HashMap::from([(
+                "iad".to_owned(),
+                Health { healthy: true, reported_at: now, saturation: vec![window] },
+            )])
+        };
+        let timeout =
+            |region: &str| Observation { error_kind: Some("timeout".into()), ..obs(region, false, 2, now) };
+        let decide_with = |observations: &[Observation], health: &HashMap<String, Health>| {
+            decide(&Inputs {
+                regions: &regions,
+                quorum: None,
+                freshness: freshness(30, 2.5),
+                now,
+                observations,
+                health,
+                current: State::Up,
+            })
+        };
+        // ams and iad time out, but iad's agent was saturated when it probed: no quorum.
+        let observations = [timeout("ams"), timeout("iad"), obs("sin", true, 1, now)];
+        let within = health(saturated(10, 0));
+        let decision = decide_with(&observations, &within);
+        assert_eq!(decision.outcome, Outcome::Unchanged);
+        assert_eq!(decision.votes[1].standing, Standing::Saturated);
+        assert_eq!((decision.failing, decision.passing), (1, 1));
+        assert!(
+            decision.explain(State::Up).contains("iad: failing, but its agent was saturated"),
+            "{}",
+            decision.explain(State::Up)
+        );
+        // A window that ended before the probe started does not cover it.
+        let decision = decide_with(&observations, &health(saturated(60, 30)));
+        assert_eq!(decision.outcome, Outcome::Down);
+        // Another agent of the region was saturated, not the one that observed.
+        let mut other = saturated(10, 0);
+        other.agent_id = "iad-2".into();
+        assert_eq!(decide_with(&observations, &health(other)).outcome, Outcome::Down);
+        // A status is the target's answer: it votes whatever the agent's load.
+        let answered =
+            Observation { error_kind: Some("status".into()), status_code: Some(503), ..timeout("iad") };
+        let observations = [timeout("ams"), answered, obs("sin", true, 1, now)];
+        assert_eq!(decide_with(&observations, &within).outcome, Outcome::Down);
+        // A success of a saturated agent still votes up.
+        let observations = [obs("ams", true, 1, now), obs("iad", true, 2, now), timeout("sin")];
+        let decision = decide(&Inputs {
+            regions: &regions,
+            quorum: None,
+            freshness: freshness(30, 2.5),
+            now,
+            observations: &observations,
+            health: &within,
+            current: State::Down,
+        });
+        assert_eq!(decision.outcome, Outcome::Up);
+        assert!(saturation_can_cause(None) && saturation_can_cause(Some("dns")));
+        assert!(!saturation_can_cause(Some("tls")) && !saturation_can_cause(Some("keyword")));
     }
 
     #[test]

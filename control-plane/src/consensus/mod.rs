@@ -35,10 +35,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use certificates::CertificateFact;
-pub use decide::{Decision, Health, Observation, Outcome, Standing, State, Vote};
+pub use decide::{AgentSaturation, Decision, Health, Observation, Outcome, Standing, State, Vote};
 pub use evaluate::{Claim, Round, EVALUATE_BATCH};
 pub use observations::{
-    health, observations, regional_failures, DomainObservation, ObservedBatch, RegionalFailure, Run,
+    health, observations, regional_failures, BatchHealth, DomainObservation, ObservedBatch, RegionalFailure,
+    Run,
 };
 pub use queue::{queue, ObservationReceiver, ObservationSender};
 
@@ -241,11 +242,39 @@ impl Consensus {
         let mut ok = true;
         let mut recorded = Vec::with_capacity(batches.len());
         for batch in batches {
-            if let Some((healthy, checked_at)) = batch.health {
-                if let Err(error) =
-                    self.record_health(&batch.region, healthy, checked_at, batch.received_at).await
-                {
-                    self.error("health", &error);
+            if let Some(health) = &batch.health {
+                if let Some((healthy, checked_at)) = health.canary {
+                    if let Err(error) =
+                        self.record_health(&batch.region, healthy, checked_at, batch.received_at).await
+                    {
+                        self.error("health", &error);
+                    }
+                }
+                if let Some(saturation) = &health.saturation {
+                    // Before the observations are recorded and evaluated: their votes read it.
+                    if let Err(error) =
+                        self.record_saturation(&batch.region, saturation, batch.received_at).await
+                    {
+                        self.error("saturation", &error);
+                    }
+                    let set_aside = batch
+                        .observations
+                        .iter()
+                        .filter(|o| {
+                            !o.ok
+                                && decide::saturation_can_cause(o.error_kind.as_deref())
+                                && saturation.covers(o.observed_at)
+                        })
+                        .count();
+                    if set_aside > 0 {
+                        self.metrics.saturated_failures(&batch.region, set_aside as u64);
+                        tracing::info!(
+                            region = batch.region, agent_id = batch.agent_id, failures = set_aside,
+                            since = ?saturation.since, until = ?saturation.until,
+                            lag_p95_ms = saturation.lag_p95_ms,
+                            "failures observed while the agent was saturated: unknown, not votes"
+                        );
+                    }
                 }
             }
             let changed = match self.record(&batch).await {

@@ -12,7 +12,7 @@ use shared::proto::{Batch, ErrorKind};
 use uuid::Uuid;
 
 use super::certificates::CertificateFact;
-use super::decide::{Health, Observation, State};
+use super::decide::{AgentSaturation, Health, Observation, State};
 use super::Consensus;
 
 /// One region's newest observation of one domain in a batch.
@@ -64,13 +64,58 @@ impl Run {
     }
 }
 
+/// What a batch says of its agent's own health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchHealth {
+    /// The canary self-check: healthy, and when it ran; `None` without canaries.
+    pub canary: Option<(bool, DateTime<Utc>)>,
+    /// The agent's saturation report; `None` from an agent that predates it.
+    pub saturation: Option<AgentSaturation>,
+}
+
+impl BatchHealth {
+    /// The health a batch carries: the canary verdict when it names canaries or a check time,
+    /// the saturation when its fields were taken (`saturation_checked_at_unix_us`).
+    pub fn from_proto(
+        health: &shared::proto::AgentHealth,
+        agent_id: &str,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        let at = |us: i64| Utc.timestamp_micros(us).single();
+        let canary = (health.canaries_total > 0 || health.checked_at_unix_us != 0)
+            .then(|| (health.healthy, at(health.checked_at_unix_us).unwrap_or(received_at)));
+        let saturation = (health.saturation_checked_at_unix_us != 0).then(|| AgentSaturation {
+            agent_id: agent_id.to_owned(),
+            saturated: health.saturated,
+            since: health.saturated_since_unix_us.and_then(at),
+            until: health.saturated_until_unix_us.and_then(at),
+            lag_p95_ms: f64::from(health.lag_p95_us) / 1000.0,
+            checked_at: at(health.saturation_checked_at_unix_us).unwrap_or(received_at),
+        });
+        Self { canary, saturation }
+    }
+
+    /// `self` and a report of the same agent, the newest part of each kept.
+    fn newest(self, other: BatchHealth) -> BatchHealth {
+        let canary = match (self.canary, other.canary) {
+            (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        let saturation = match (self.saturation, other.saturation) {
+            (Some(a), Some(b)) => Some(if b.checked_at >= a.checked_at { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        BatchHealth { canary, saturation }
+    }
+}
+
 /// What consensus takes from one stored batch. Region and agent come from the certificate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedBatch {
     pub region: String,
     pub agent_id: String,
-    /// The agent's self-check: healthy, and when it ran.
-    pub health: Option<(bool, DateTime<Utc>)>,
+    /// The agent's self-check and saturation.
+    pub health: Option<BatchHealth>,
     pub received_at: DateTime<Utc>,
     pub observations: Vec<DomainObservation>,
     pub certificates: Vec<CertificateFact>,
@@ -82,7 +127,7 @@ pub struct ObservedBatch {
 pub(crate) struct AgentObservations {
     region: String,
     agent_id: String,
-    health: Option<(bool, DateTime<Utc>)>,
+    health: Option<BatchHealth>,
     received_at: DateTime<Utc>,
     newest: HashMap<Uuid, DomainObservation>,
     certificates: HashMap<Uuid, CertificateFact>,
@@ -115,8 +160,8 @@ impl AgentObservations {
     /// were older than the one held (their results still count in the run).
     pub(crate) fn absorb(&mut self, batch: ObservedBatch) -> usize {
         self.received_at = self.received_at.max(batch.received_at);
-        self.health = match (self.health, batch.health) {
-            (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+        self.health = match (self.health.take(), batch.health) {
+            (Some(a), Some(b)) => Some(a.newest(b)),
             (a, b) => a.or(b),
         };
         for cert in batch.certificates {
@@ -199,10 +244,7 @@ impl ObservedBatch {
             });
             certificates.extend(CertificateFact::earliest(domain_id, result));
         }
-        let health = batch.health.as_ref().map(|h| {
-            let checked = Utc.timestamp_micros(h.checked_at_unix_us).single().unwrap_or(received_at);
-            (h.healthy, checked)
-        });
+        let health = batch.health.as_ref().map(|h| BatchHealth::from_proto(h, agent_id, received_at));
         Self {
             region: region.to_owned(),
             agent_id: agent_id.to_owned(),
@@ -232,6 +274,36 @@ impl Consensus {
         .bind(region)
         .bind(healthy)
         .bind(checked_at)
+        .bind(reported_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an agent's saturation report (the newest report of each agent wins; the agent
+    /// never shrinks a window it reported, and starts a new one only for a later episode).
+    pub async fn record_saturation(
+        &self,
+        region: &str,
+        saturation: &AgentSaturation,
+        reported_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO agent_saturation (region, agent_id, saturated, since, until, lag_p95_ms, checked_at, reported_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (region, agent_id) DO UPDATE
+             SET saturated = excluded.saturated, since = excluded.since, until = excluded.until,
+                 lag_p95_ms = excluded.lag_p95_ms, checked_at = excluded.checked_at,
+                 reported_at = excluded.reported_at
+             WHERE agent_saturation.checked_at <= excluded.checked_at",
+        )
+        .bind(region)
+        .bind(&saturation.agent_id)
+        .bind(saturation.saturated)
+        .bind(saturation.since)
+        .bind(saturation.until)
+        .bind(saturation.lag_p95_ms)
+        .bind(saturation.checked_at)
         .bind(reported_at)
         .execute(&self.pool)
         .await?;
@@ -435,14 +507,50 @@ pub async fn observations(tx: &mut sqlx::PgConnection, domain_id: Uuid) -> sqlx:
         .collect())
 }
 
-/// Every region's latest agent health.
+/// Every region's latest agent health: the canary verdict and each agent's saturation (a
+/// region with saturation reports but no verdict counts as healthy). One round trip.
 pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String, Health>> {
-    let rows: Vec<(String, bool, DateTime<Utc>)> =
-        sqlx::query_as("SELECT region, healthy, reported_at FROM region_health").fetch_all(&mut *tx).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(region, healthy, reported_at)| (region, Health { healthy, reported_at }))
-        .collect())
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        region: String,
+        healthy: Option<bool>,
+        reported_at: Option<DateTime<Utc>>,
+        agent_id: Option<String>,
+        saturated: Option<bool>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        lag_p95_ms: Option<f64>,
+        checked_at: Option<DateTime<Utc>>,
+        saturation_reported_at: Option<DateTime<Utc>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT COALESCE(h.region, s.region) AS region, h.healthy, h.reported_at, s.agent_id, s.saturated,
+                s.since, s.until, s.lag_p95_ms, s.checked_at, s.reported_at AS saturation_reported_at
+         FROM region_health h FULL JOIN agent_saturation s ON s.region = h.region
+         ORDER BY 1, s.agent_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut health: HashMap<String, Health> = HashMap::new();
+    for row in rows {
+        let Some(reported_at) = row.reported_at.or(row.saturation_reported_at) else { continue };
+        let entry = health.entry(row.region).or_insert_with(|| Health {
+            healthy: row.healthy.unwrap_or(true),
+            reported_at,
+            saturation: Vec::new(),
+        });
+        if let (Some(agent_id), Some(checked_at)) = (row.agent_id, row.checked_at) {
+            entry.saturation.push(AgentSaturation {
+                agent_id,
+                saturated: row.saturated.unwrap_or(false),
+                since: row.since,
+                until: row.until,
+                lag_p95_ms: row.lag_p95_ms.unwrap_or(0.0),
+                checked_at,
+            });
+        }
+    }
+    Ok(health)
 }
 
 #[cfg(test)]
@@ -464,7 +572,7 @@ mod tests {
         let batch = |agent: &str, health: Option<(bool, DateTime<Utc>)>, observations| ObservedBatch {
             region: "ams".into(),
             agent_id: agent.into(),
-            health,
+            health: health.map(|canary| BatchHealth { canary: Some(canary), saturation: None }),
             received_at: at(100),
             observations,
             certificates: Vec::new(),
@@ -479,7 +587,7 @@ mod tests {
         assert_eq!(merged.len(), 2);
         let first = &merged[0];
         assert_eq!(first.agent_id, "ams-1");
-        assert_eq!(first.health, Some((false, at(3))));
+        assert_eq!(first.health.as_ref().and_then(|h| h.canary), Some((false, at(3))));
         let mut seen: Vec<(Uuid, bool)> = first.observations.iter().map(|o| (o.domain_id, o.ok)).collect();
         seen.sort();
         let mut want = vec![(a, false), (b, true)];
@@ -561,6 +669,8 @@ mod tests {
         assert!(!a_obs.ok);
         assert_eq!(a_obs.error_kind.as_deref(), Some("connect"));
         assert_eq!(observed.certificates.len(), 1);
-        assert_eq!(observed.health.map(|h| h.0), Some(false));
+        let health = observed.health.unwrap();
+        assert_eq!(health.canary.map(|c| c.0), Some(false));
+        assert_eq!(health.saturation, None, "an agent that predates the saturation fields");
     }
 }

@@ -161,12 +161,46 @@ impl Deliverer {
     pub async fn deliver(&self, out: &Outgoing) -> Result<(), DeliveryError> {
         let attempt = async {
             match out.kind.as_str() {
-                "webhook" => self.webhook(out).await,
+                "webhook" => self.webhook(out, out.id, webhook_body(out)).await,
                 "slack" => self.slack(out).await,
                 "email" => self.email(out).await,
                 other => Err(DeliveryError::new("config", format!("unknown channel kind {other:?}"))),
             }
         };
+        self.bounded(attempt).await
+    }
+
+    /// One attempt to deliver a grouped message (see [`super::storm::Group`]) to its members'
+    /// channel, bounded by `notify_timeout_ms`: a webhook gets the group document signed like
+    /// any body, with the group's id in `X-Crosscheck-Id`; Slack and email the summary and the
+    /// list.
+    pub async fn deliver_group(&self, group: &super::storm::Group) -> Result<(), DeliveryError> {
+        let Some(first) = group.members.first() else {
+            return Ok(());
+        };
+        let channel = &first.out;
+        let attempt = async {
+            match channel.kind.as_str() {
+                "webhook" => self.webhook(channel, group.id, group.webhook_body()).await,
+                "slack" => {
+                    let url = self.target_url(channel)?;
+                    let text = group.text().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                    self.post(self.http.post(url).json(&serde_json::json!({ "text": text }))).await
+                }
+                "email" => {
+                    let subject = format!("[Crosscheck] {}", group.summary());
+                    self.send_email(channel, subject, group.id, group.text(), group.html()).await
+                }
+                other => Err(DeliveryError::new("config", format!("unknown channel kind {other:?}"))),
+            }
+        };
+        self.bounded(attempt).await
+    }
+
+    async fn bounded(
+        &self,
+        attempt: impl std::future::Future<Output = Result<(), DeliveryError>>,
+    ) -> Result<(), DeliveryError> {
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::new("timeout", format!("no answer within {:?}", self.timeout))),
@@ -226,18 +260,18 @@ impl Deliverer {
         Err(DeliveryError::new("status", format!("answered {status}: {}", snippet.trim())))
     }
 
-    async fn webhook(&self, out: &Outgoing) -> Result<(), DeliveryError> {
+    /// Posts `body` signed with the channel's secret, `id` in `X-Crosscheck-Id`.
+    async fn webhook(&self, out: &Outgoing, id: Uuid, body: Vec<u8>) -> Result<(), DeliveryError> {
         let url = self.target_url(out)?;
         let secret =
             out.secret.as_deref().ok_or_else(|| DeliveryError::new("config", "the webhook has no secret"))?;
-        let body = webhook_body(out);
         let timestamp = chrono::Utc::now().timestamp();
         let signature = format!("sha256={}", sign(secret, timestamp, &body));
         self.post(
             self.http
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(HEADER_ID, out.id.to_string())
+                .header(HEADER_ID, id.to_string())
                 .header(HEADER_TIMESTAMP, timestamp.to_string())
                 .header(HEADER_SIGNATURE, signature)
                 .body(body),
@@ -253,11 +287,28 @@ impl Deliverer {
     }
 
     async fn email(&self, out: &Outgoing) -> Result<(), DeliveryError> {
+        let notification = notification(out)?;
+        let (text, html) = match digest_parts(&notification) {
+            Some((text, html)) => (text.to_owned(), html.to_owned()),
+            None => (render_text(&notification, out.id), render_html(&notification, out.id)),
+        };
+        let subject = format!("[Crosscheck] {}", notification.summary);
+        self.send_email(out, subject, out.id, text, html).await
+    }
+
+    /// Sends a text and HTML email to the channel's recipients, Message-ID `<id@crosscheck>`.
+    async fn send_email(
+        &self,
+        out: &Outgoing,
+        subject: String,
+        id: Uuid,
+        text: String,
+        html: String,
+    ) -> Result<(), DeliveryError> {
         let (transport, from) = self
             .smtp
             .as_ref()
             .ok_or_else(|| DeliveryError::new("config", "email is not configured (smtp_host)"))?;
-        let notification = notification(out)?;
         let recipients: Vec<Mailbox> = out
             .config
             .get("to")
@@ -269,15 +320,11 @@ impl Deliverer {
         }
         let mut builder = Message::builder()
             .from(from.clone())
-            .subject(format!("[Crosscheck] {}", notification.summary))
-            .message_id(Some(format!("<{}@crosscheck>", out.id)));
+            .subject(subject)
+            .message_id(Some(format!("<{id}@crosscheck>")));
         for to in recipients {
             builder = builder.to(to);
         }
-        let (text, html) = match digest_parts(&notification) {
-            Some((text, html)) => (text.to_owned(), html.to_owned()),
-            None => (render_text(&notification, out.id), render_html(&notification, out.id)),
-        };
         let message = builder
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| DeliveryError::new("config", format!("cannot build the message: {e}")))?;

@@ -20,6 +20,16 @@
 //!   `notify_max_age_s` since its first attempt, or `notify_max_attempts` when set), with
 //!   `last_error`. A dead row no longer holds back the rows after it.
 //!
+//! - **Storm control** ([`super::storm`]): rows about a domain on a channel with
+//!   `storm_window_s` > 0 are taken by [`Dispatcher::claim_storms`] instead, one channel at a
+//!   time under that channel's `channel_storms` row (`FOR UPDATE SKIP LOCKED`: one dispatcher
+//!   decides for a channel at a time, the others pass it by): the storm plan sends some one by
+//!   one, holds others to the window's end (`next_attempt_at`, `storm_held_at`) or claims
+//!   them together as one grouped message. Rows of such a channel are locked only under that
+//!   lock, so two dispatchers never group or send the same rows. A grouped message is one
+//!   delivery: its rows share its outcome (delivered with its `group_id`, or each retried or
+//!   dead by its own attempts and age), and a retry groups whatever is due then.
+//!
 //! Delivery is at least once: a notification delivered just before a crash (or whose outcome
 //! could not be recorded) is sent again when its lease expires, so a receiver may see one id
 //! twice. The id (body and `X-Crosscheck-Id`, the email's Message-ID) and the dedup key let it
@@ -43,9 +53,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::channels::{Deliverer, DeliveryError, Outgoing};
-use super::WAKE_CHANNEL;
+use super::storm::{self, Group, Member};
+use super::{Notification, WAKE_CHANNEL};
 use crate::config::Config;
 use crate::metrics::{KindLabels, Metrics};
+use crate::timeseries::Timeseries;
 
 /// The wait before retry number `attempt` (1 = after the first failure): uniform in
 /// `[0, min(max, min · 2^(attempt-1))]`.
@@ -81,6 +93,8 @@ pub struct Dispatcher {
     metrics: Metrics,
     settings: Arc<Settings>,
     wake: Arc<Notify>,
+    /// Where a grouped message looks up what its domains' results have in common.
+    results: Option<Timeseries>,
 }
 
 /// A claimed row: what to send, the attempt number that identifies this claim, and how long
@@ -90,6 +104,15 @@ struct Claimed {
     attempts: i32,
     age: Duration,
 }
+
+/// One delivery: a notification alone, or a grouped message of one channel's notifications.
+enum Work {
+    One(Claimed),
+    Group(Vec<Claimed>),
+}
+
+/// How far back a grouped message looks for its domains' results.
+const FACTS_LOOKBACK: chrono::Duration = chrono::Duration::minutes(15);
 
 impl Dispatcher {
     pub fn new(pool: PgPool, config: &Config, metrics: Metrics) -> anyhow::Result<Self> {
@@ -110,7 +133,15 @@ impl Dispatcher {
             metrics,
             settings: Arc::new(settings),
             wake: Arc::new(Notify::new()),
+            results: None,
         })
+    }
+
+    /// Grouped messages name what their domains' results have in common, read from `results`
+    /// (without it only what the notifications themselves say is compared).
+    pub fn with_results(mut self, results: Timeseries) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// Wakes this dispatcher (after an enqueue committed in this process).
@@ -138,26 +169,42 @@ impl Dispatcher {
             }
             let free = permits.available_permits();
             if free > 0 {
+                let mut work: Vec<Work> = Vec::new();
                 match self.claim(free).await {
-                    Ok(rows) => {
-                        let full = rows.len() == free;
-                        for row in rows {
-                            let permit =
-                                permits.clone().acquire_owned().await.expect("semaphore is never closed");
-                            let this = self.clone();
-                            tasks.spawn(async move {
-                                let _permit = permit;
-                                this.attempt(row).await
-                            });
-                        }
-                        if full {
-                            continue;
-                        }
-                    }
+                    Ok(rows) => work.extend(rows.into_iter().map(Work::One)),
                     Err(error) => {
                         tracing::error!(error = %shared::error::Chain(&error), "claiming notifications failed");
                         self.metrics.notify_error("claim");
                     }
+                }
+                if work.len() < free {
+                    match self.claim_storms(free - work.len()).await {
+                        Ok((more, held_until)) => {
+                            work.extend(more);
+                            if let Some(at) = held_until {
+                                next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(error = %shared::error::Chain(&error), "claiming storm-controlled notifications failed");
+                            self.metrics.notify_error("claim_storm");
+                        }
+                    }
+                }
+                let full = work.len() == free;
+                for item in work {
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+                    let this = self.clone();
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        match item {
+                            Work::One(row) => this.attempt(row).await,
+                            Work::Group(rows) => this.attempt_group(rows).await,
+                        }
+                    });
+                }
+                if full {
+                    continue;
                 }
             }
             let retry_at = next_retry.map(tokio::time::Instant::from_std);
@@ -188,13 +235,16 @@ impl Dispatcher {
     }
 
     /// Claims up to `limit` due rows (leasing them) and returns them: the oldest due first, and
-    /// none with an earlier pending row of the same channel and domain.
+    /// none with an earlier pending row of the same channel and domain. Rows about a domain on a
+    /// storm-controlled channel are left to [`Dispatcher::claim_storms`].
     async fn claim(&self, limit: usize) -> sqlx::Result<Vec<Claimed>> {
         type Row = (Uuid, String, Value, i32, f64, String, Value, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
             "WITH due AS (
                  SELECT n.id FROM notifications n
                  WHERE n.state = 'pending' AND n.next_attempt_at <= now()
+                   AND NOT (n.domain_id IS NOT NULL AND EXISTS (
+                       SELECT 1 FROM channels s WHERE s.id = n.channel_id AND s.storm_window_s > 0))
                    AND NOT EXISTS (
                        SELECT 1 FROM notifications e
                        WHERE e.channel_id = n.channel_id AND e.domain_id = n.domain_id
@@ -221,6 +271,291 @@ impl Dispatcher {
                 age: Duration::from_secs_f64(age_s.max(0.0)),
             })
             .collect())
+    }
+
+    /// Takes the due rows of storm-controlled channels, at most `limit` deliveries' worth:
+    /// per channel, under its `channel_storms` row, the storm plan decides which rows go out
+    /// alone, which are held to the window's end and which go out as one grouped message
+    /// (claimed: leased like any claim). Returns the deliveries and the earliest end of a hold
+    /// (when this dispatcher should look again).
+    async fn claim_storms(&self, limit: usize) -> sqlx::Result<(Vec<Work>, Option<Instant>)> {
+        let channels: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT n.channel_id FROM notifications n JOIN channels c ON c.id = n.channel_id
+             WHERE n.state = 'pending' AND n.next_attempt_at <= now() AND n.domain_id IS NOT NULL
+               AND c.storm_window_s > 0
+             LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut work = Vec::new();
+        let mut wake: Option<Instant> = None;
+        for channel in channels {
+            if work.len() >= limit {
+                break;
+            }
+            let (more, held_until) = self.claim_storm(channel, limit - work.len()).await?;
+            work.extend(more);
+            if let Some(at) = held_until {
+                let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                let at = Instant::now() + wait;
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+        Ok((work, wake))
+    }
+
+    /// One channel's step of [`Dispatcher::claim_storms`], in one transaction.
+    async fn claim_storm(
+        &self,
+        channel: Uuid,
+        limit: usize,
+    ) -> sqlx::Result<(Vec<Work>, Option<chrono::DateTime<chrono::Utc>>)> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO channel_storms (channel_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(channel)
+            .execute(&mut *tx)
+            .await?;
+        type StormRow =
+            (chrono::DateTime<chrono::Utc>, Vec<Uuid>, bool, i32, i32, chrono::DateTime<chrono::Utc>);
+        let storm: Option<StormRow> = sqlx::query_as(
+            "SELECT s.window_end, s.domains, s.grouping, c.storm_window_s, c.storm_threshold, now()
+             FROM channel_storms s JOIN channels c ON c.id = s.channel_id
+             WHERE s.channel_id = $1 FOR UPDATE OF s SKIP LOCKED",
+        )
+        .bind(channel)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((window_end, domains, grouping, window_s, threshold, now)) = storm else {
+            // Another dispatcher is deciding for this channel.
+            tx.rollback().await?;
+            return Ok((Vec::new(), None));
+        };
+        // Due rows whose earlier pending rows of the same domain are all due too (so those
+        // come first in `seq` order): never one past an earlier row held, in backoff or in
+        // flight.
+        type Row = (Uuid, Uuid, bool);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT n.id, n.domain_id, n.storm_held_at IS NOT NULL FROM notifications n
+             WHERE n.channel_id = $1 AND n.state = 'pending' AND n.next_attempt_at <= $2
+               AND n.domain_id IS NOT NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM notifications e
+                   WHERE e.channel_id = n.channel_id AND e.domain_id = n.domain_id
+                     AND e.state = 'pending' AND e.seq < n.seq AND e.next_attempt_at > $2)
+             ORDER BY n.seq LIMIT $3
+             FOR UPDATE OF n",
+        )
+        .bind(channel)
+        .bind(now)
+        .bind((storm::MAX_GROUP + limit) as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok((Vec::new(), None));
+        }
+        let settings = storm::Settings {
+            window: chrono::Duration::seconds(i64::from(window_s)),
+            threshold: u32::try_from(threshold).unwrap_or(1),
+        };
+        let window = storm::Window { end: window_end, domains, grouping };
+        let due: Vec<storm::Due> = rows.iter().map(|r| storm::Due { domain: r.1, held: r.2 }).collect();
+        let mut plan = storm::plan(settings, &window, now, &due);
+        // Only as many one-by-one deliveries as there are free slots; the rest stay due (their
+        // domains already count as sent in the window, so they go out alone next time).
+        plan.individual.truncate(limit.saturating_sub(usize::from(!plan.group.is_empty())).max(1));
+        let ids = |indexes: &[usize]| -> Vec<Uuid> { indexes.iter().map(|&i| rows[i].0).collect() };
+        let individual = self.lease(&mut tx, &ids(&plan.individual)).await?;
+        let group = self.lease(&mut tx, &ids(&plan.group)).await?;
+        let hold = ids(&plan.hold);
+        if !hold.is_empty() {
+            sqlx::query(
+                "UPDATE notifications SET next_attempt_at = $2, storm_held_at = COALESCE(storm_held_at, $3)
+                 WHERE id = ANY($1)",
+            )
+            .bind(&hold)
+            .bind(plan.hold_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE channel_storms SET window_end = $2, domains = $3, grouping = $4 WHERE channel_id = $1",
+        )
+        .bind(channel)
+        .bind(plan.next.end)
+        .bind(&plan.next.domains)
+        .bind(plan.next.grouping)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if !hold.is_empty() {
+            self.metrics.notify_storm_held.inc_by(hold.len() as u64);
+            tracing::info!(%channel, held = hold.len(), until = %plan.hold_until, "notifications held for a grouped message");
+        }
+        let mut work: Vec<Work> = individual.into_iter().map(Work::One).collect();
+        if !group.is_empty() {
+            work.push(Work::Group(group));
+        }
+        Ok((work, (!hold.is_empty()).then_some(plan.hold_until)))
+    }
+
+    /// Leases `ids` inside `tx` (as [`Dispatcher::claim`] does) and returns them in `seq` order.
+    async fn lease(&self, tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Claimed>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        type Row = (Uuid, String, Value, i32, f64, String, Value, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "UPDATE notifications n
+             SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2),
+                 first_attempt_at = COALESCE(n.first_attempt_at, now())
+             FROM channels c
+             WHERE n.id = ANY($1) AND c.id = n.channel_id
+             RETURNING n.id, n.dedup_key, n.payload, n.attempts,
+                 extract(epoch FROM now() - n.first_attempt_at)::float8, c.kind, c.config, c.secret",
+        )
+        .bind(ids)
+        .bind(self.settings.lease.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed: Vec<Claimed> = rows
+            .into_iter()
+            .map(|(id, dedup_key, payload, attempts, age_s, kind, config, secret)| Claimed {
+                out: Outgoing { id, dedup_key, kind, config, secret, payload },
+                attempts,
+                age: Duration::from_secs_f64(age_s.max(0.0)),
+            })
+            .collect();
+        let order: std::collections::HashMap<Uuid, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        claimed.sort_by_key(|c| order.get(&c.out.id).copied());
+        Ok(claimed)
+    }
+
+    /// Delivers a grouped message of claimed rows and records each row's outcome: delivered
+    /// with the group's id, or each retried (all after the same wait) or dead by its own
+    /// attempts and age.
+    async fn attempt_group(&self, rows: Vec<Claimed>) -> Option<Instant> {
+        let kind = rows[0].out.kind.clone();
+        let notifications: Vec<Option<Notification>> =
+            rows.iter().map(|r| serde_json::from_value(r.out.payload.clone()).ok()).collect();
+        let mut facts: std::collections::HashMap<Uuid, storm::ResultFacts> = Default::default();
+        if let Some(results) = &self.results {
+            let domains: Vec<(Uuid, bool)> = notifications
+                .iter()
+                .flatten()
+                .filter_map(|n| n.domain_id.map(|d| (d, n.kind == "incident_opened")))
+                .collect();
+            match results.result_facts(&domains, chrono::Utc::now() - FACTS_LOOKBACK).await {
+                Ok(found) => facts.extend(found),
+                Err(error) => {
+                    // The message still goes out; it only names less.
+                    tracing::warn!(error = %shared::error::Chain(&error), "reading results for a grouped message failed");
+                    self.metrics.notify_error("group_facts");
+                }
+            }
+        }
+        let members: Vec<Member> = rows
+            .iter()
+            .zip(notifications)
+            .map(|(row, notification)| {
+                let facts = notification
+                    .as_ref()
+                    .and_then(|n| n.domain_id)
+                    .and_then(|d| facts.get(&d).cloned())
+                    .unwrap_or_default();
+                Member { out: row.out.clone(), notification, facts }
+            })
+            .collect();
+        let group = Group::new(Uuid::now_v7(), members);
+        let started = Instant::now();
+        let result = self.deliverer.deliver_group(&group).await;
+        self.metrics
+            .notify_delivery_seconds
+            .get_or_create(&KindLabels { kind: kind.clone() })
+            .observe(started.elapsed().as_secs_f64());
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.out.id).collect();
+        let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+        match result {
+            Ok(()) => {
+                self.metrics.notify_delivery(&kind, "delivered_grouped");
+                self.metrics.notify_groups.inc();
+                self.metrics.notify_grouped.inc_by(rows.len() as u64);
+                tracing::info!(group_id = %group.id, kind, notifications = rows.len(), summary = %group.summary(), "grouped notification delivered");
+                let recorded = sqlx::query(
+                    "UPDATE notifications n SET state = 'delivered', delivered_at = now(), last_error = NULL,
+                         group_id = $3
+                     FROM unnest($1::uuid[], $2::int[]) AS c(id, attempts)
+                     WHERE n.id = c.id AND n.state = 'pending' AND n.attempts = c.attempts",
+                )
+                .bind(&ids)
+                .bind(&attempts)
+                .bind(group.id)
+                .execute(&self.pool)
+                .await;
+                self.recorded_group(recorded, rows.len(), group.id);
+                None
+            }
+            Err(error) => {
+                let message: String = error.to_string().chars().take(1000).collect();
+                let dead: Vec<bool> = rows
+                    .iter()
+                    .map(|r| {
+                        is_dead(r.attempts as u32, r.age, self.settings.max_attempts, self.settings.max_age)
+                    })
+                    .collect();
+                let attempt = rows.iter().map(|r| r.attempts).max().unwrap_or(1) as u32;
+                let delay = backoff(
+                    attempt,
+                    self.settings.min_backoff,
+                    self.settings.max_backoff,
+                    &mut rand::thread_rng(),
+                );
+                let dead_count = dead.iter().filter(|d| **d).count();
+                self.metrics.notify_delivery(&kind, "failed_grouped");
+                tracing::warn!(group_id = %group.id, kind, notifications = rows.len(), dead = dead_count, reason = error.reason, error = %error.message, retry_in_ms = delay.as_millis() as u64, "grouped notification delivery failed");
+                let recorded = sqlx::query(
+                    "UPDATE notifications n
+                     SET state = CASE WHEN c.dead THEN 'dead' ELSE 'pending' END,
+                         next_attempt_at = CASE WHEN c.dead THEN n.next_attempt_at
+                                                ELSE now() + make_interval(secs => $4) END,
+                         last_error = $5
+                     FROM unnest($1::uuid[], $2::int[], $3::bool[]) AS c(id, attempts, dead)
+                     WHERE n.id = c.id AND n.state = 'pending' AND n.attempts = c.attempts",
+                )
+                .bind(&ids)
+                .bind(&attempts)
+                .bind(&dead)
+                .bind(delay.as_secs_f64())
+                .bind(&message)
+                .execute(&self.pool)
+                .await;
+                self.recorded_group(recorded, rows.len(), group.id);
+                (dead_count < rows.len()).then(|| Instant::now() + delay)
+            }
+        }
+    }
+
+    /// Logs and counts a grouped outcome that changed fewer rows than were claimed.
+    fn recorded_group(
+        &self,
+        recorded: sqlx::Result<sqlx::postgres::PgQueryResult>,
+        claimed: usize,
+        group_id: Uuid,
+    ) {
+        match recorded {
+            Ok(done) if done.rows_affected() as usize == claimed => {}
+            Ok(done) => {
+                tracing::warn!(%group_id, claimed, recorded = done.rows_affected(), "notifications changed while delivering a group (lease expired); their outcome not recorded");
+                self.metrics.notify_error("lease_lost");
+            }
+            Err(error) => {
+                tracing::error!(%group_id, %error, "recording a grouped outcome failed; its notifications are retried when their leases expire");
+                self.metrics.notify_error("record");
+            }
+        }
     }
 
     /// Delivers one claimed row and records the outcome. Returns when a retry is due, if one

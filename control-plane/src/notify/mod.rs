@@ -12,6 +12,7 @@ pub mod channels;
 pub mod dispatcher;
 pub mod spec;
 pub mod store;
+pub mod storm;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,13 @@ use url::Url;
 
 use crate::domains::FieldErrors;
 
-const KNOWN_FIELDS: [&str; 5] = ["name", "kind", "url", "to", "enabled"];
+const KNOWN_FIELDS: [&str; 7] = ["name", "kind", "url", "to", "enabled", "storm_window_s", "storm_threshold"];
+/// Default `storm_window_s` (see [`crate::notify::storm`] for why).
+pub const DEFAULT_STORM_WINDOW_S: u32 = 10;
+/// Default `storm_threshold`: the first notification of a burst goes out alone at once.
+pub const DEFAULT_STORM_THRESHOLD: u32 = 1;
+const MAX_STORM_WINDOW_S: u64 = 3600;
+const MAX_STORM_THRESHOLD: u64 = 1000;
 const MAX_NAME_LEN: usize = 200;
 /// Recipients of one email channel at most.
 pub const MAX_RECIPIENTS: usize = 20;
@@ -73,6 +79,11 @@ pub struct ChannelSpec {
     pub kind: ChannelKind,
     pub target: Target,
     pub enabled: bool,
+    /// Storm control: notifications following the first within this many seconds are held to
+    /// the window's end and sent as one grouped message; 0 sends each alone.
+    pub storm_window_s: u32,
+    /// How many notifications of a window go out one by one before the rest are grouped.
+    pub storm_threshold: u32,
 }
 
 fn add(errors: &mut FieldErrors, field: &str, message: impl Into<String>) {
@@ -114,6 +125,18 @@ impl ChannelSpec {
                 None
             }
         };
+        let mut bounded = |name: &str, default: u32, min: u64, max: u64| match field(name) {
+            None => Some(default),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Some(n as u32),
+                _ => {
+                    add(&mut errors, name, format!("must be an integer from {min} to {max}"));
+                    None
+                }
+            },
+        };
+        let storm_window_s = bounded("storm_window_s", DEFAULT_STORM_WINDOW_S, 0, MAX_STORM_WINDOW_S);
+        let storm_threshold = bounded("storm_threshold", DEFAULT_STORM_THRESHOLD, 1, MAX_STORM_THRESHOLD);
         let target = match kind {
             None => None,
             Some(ChannelKind::Webhook | ChannelKind::Slack) => {
@@ -148,9 +171,16 @@ impl ChannelSpec {
                 }
             }
         };
-        match (name, kind, target, enabled) {
-            (Some(name), Some(kind), Some(target), Some(enabled)) if errors.is_empty() => {
-                Ok(ChannelSpec { name, kind, target, enabled })
+        match (name, kind, target, enabled, storm_window_s, storm_threshold) {
+            (
+                Some(name),
+                Some(kind),
+                Some(target),
+                Some(enabled),
+                Some(storm_window_s),
+                Some(storm_threshold),
+            ) if errors.is_empty() => {
+                Ok(ChannelSpec { name, kind, target, enabled, storm_window_s, storm_threshold })
             }
             _ => Err(errors),
         }
@@ -162,6 +192,8 @@ impl ChannelSpec {
         map.insert("name".into(), Value::from(self.name.clone()));
         map.insert("kind".into(), Value::from(self.kind.as_str()));
         map.insert("enabled".into(), Value::from(self.enabled));
+        map.insert("storm_window_s".into(), Value::from(self.storm_window_s));
+        map.insert("storm_threshold".into(), Value::from(self.storm_threshold));
         for (key, value) in self.config_json().as_object().into_iter().flatten() {
             map.insert(key.clone(), value.clone());
         }
@@ -232,6 +264,11 @@ mod tests {
             parse(json!({"name": " ops ", "kind": "webhook", "url": "https://hooks.example.com/x"})).unwrap();
         assert_eq!(spec.name, "ops");
         assert!(spec.enabled);
+        assert_eq!((spec.storm_window_s, spec.storm_threshold), (10, 1), "storm control on by default");
+        let off = parse(json!({"name": "x", "kind": "webhook", "url": "https://hooks.example.com/x",
+            "storm_window_s": 0}))
+        .unwrap();
+        assert_eq!(off.storm_window_s, 0);
         assert_eq!(ChannelSpec::parse(&spec.to_request(), &policy()).unwrap(), spec);
     }
 
@@ -240,6 +277,11 @@ mod tests {
         let errors = parse(json!({"kind": "pager", "extra": 1, "enabled": "yes"})).unwrap_err();
         let fields: Vec<_> = errors.0.keys().map(String::as_str).collect();
         assert_eq!(fields, ["enabled", "extra", "kind", "name"]);
+        let errors = parse(json!({"name": "x", "kind": "webhook", "url": "https://hooks.example.com/x",
+            "storm_window_s": -1, "storm_threshold": 0}))
+        .unwrap_err();
+        assert_eq!(errors.0["storm_window_s"], "must be an integer from 0 to 3600");
+        assert_eq!(errors.0["storm_threshold"], "must be an integer from 1 to 1000");
         let errors =
             parse(json!({"name": "x", "kind": "slack", "url": "ftp://x.example", "to": []})).unwrap_err();
         assert!(errors.0["url"].contains("scheme"));

@@ -22,6 +22,8 @@ pub struct Channel {
     pub config: Value,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
+    pub storm_window_s: i32,
+    pub storm_threshold: i32,
 }
 
 impl Channel {
@@ -33,6 +35,8 @@ impl Channel {
             "kind": self.kind,
             "enabled": self.enabled,
             "created_at": self.created_at,
+            "storm_window_s": self.storm_window_s,
+            "storm_threshold": self.storm_threshold,
         });
         for (key, value) in self.config.as_object().into_iter().flatten() {
             view[key] = value.clone();
@@ -45,6 +49,8 @@ impl Channel {
         map.insert("name".into(), Value::from(self.name.clone()));
         map.insert("kind".into(), Value::from(self.kind.clone()));
         map.insert("enabled".into(), Value::from(self.enabled));
+        map.insert("storm_window_s".into(), Value::from(self.storm_window_s));
+        map.insert("storm_threshold".into(), Value::from(self.storm_threshold));
         for (key, value) in self.config.as_object().into_iter().flatten() {
             map.insert(key.clone(), value.clone());
         }
@@ -52,13 +58,16 @@ impl Channel {
     }
 }
 
-type ChannelRow = (Uuid, Uuid, String, String, Value, bool, DateTime<Utc>);
+type ChannelRow = (Uuid, Uuid, String, String, Value, bool, DateTime<Utc>, i32, i32);
 
-fn channel((id, tenant_id, name, kind, config, enabled, created_at): ChannelRow) -> Channel {
-    Channel { id, tenant_id, name, kind, config, enabled, created_at }
+fn channel(
+    (id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold): ChannelRow,
+) -> Channel {
+    Channel { id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold }
 }
 
-const CHANNEL_COLUMNS: &str = "id, tenant_id, name, kind, config, enabled, created_at";
+const CHANNEL_COLUMNS: &str =
+    "id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold";
 
 /// A webhook signing secret: `whsec_` and 32 random bytes in URL-safe base64.
 fn new_secret() -> String {
@@ -75,8 +84,8 @@ pub async fn create(
 ) -> sqlx::Result<(Channel, Option<String>)> {
     let secret = (spec.kind == ChannelKind::Webhook).then(new_secret);
     let row: ChannelRow = sqlx::query_as(&format!(
-        "INSERT INTO channels (id, tenant_id, name, kind, config, secret, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {CHANNEL_COLUMNS}"
+        "INSERT INTO channels (id, tenant_id, name, kind, config, secret, enabled, storm_window_s, storm_threshold)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {CHANNEL_COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(tenant_id)
@@ -85,6 +94,8 @@ pub async fn create(
     .bind(spec.config_json())
     .bind(&secret)
     .bind(spec.enabled)
+    .bind(spec.storm_window_s as i32)
+    .bind(spec.storm_threshold as i32)
     .fetch_one(pool)
     .await?;
     Ok((channel(row), secret))
@@ -160,7 +171,8 @@ pub async fn update(
         }
     };
     let row: ChannelRow = sqlx::query_as(&format!(
-        "UPDATE channels SET name = $3, config = $4, enabled = $5 WHERE tenant_id = $1 AND id = $2
+        "UPDATE channels SET name = $3, config = $4, enabled = $5, storm_window_s = $6, storm_threshold = $7
+         WHERE tenant_id = $1 AND id = $2
          RETURNING {CHANNEL_COLUMNS}"
     ))
     .bind(tenant_id)
@@ -168,6 +180,8 @@ pub async fn update(
     .bind(&spec.name)
     .bind(spec.config_json())
     .bind(spec.enabled)
+    .bind(spec.storm_window_s as i32)
+    .bind(spec.storm_threshold as i32)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

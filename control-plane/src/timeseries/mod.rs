@@ -275,6 +275,16 @@ impl Timeseries {
         read::latency(&self.inner.pool, self.inner.mode, domain, window).await
     }
 
+    /// For each `(domain, failing)`: its latest result since `since` (the latest failing one when
+    /// `failing`) and its newest certificate's issuer, as a grouped notification compares them.
+    pub async fn result_facts(
+        &self,
+        domains: &[(Uuid, bool)],
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(Uuid, crate::notify::storm::ResultFacts)>, sqlx::Error> {
+        read::result_facts(&self.inner.pool, domains, since).await
+    }
+
     /// The newest raw results, newest first.
     pub async fn recent_results(&self, domain: Uuid, limit: u32) -> Result<Vec<StoredResult>, sqlx::Error> {
         read::recent_results(&self.inner.pool, domain, limit).await

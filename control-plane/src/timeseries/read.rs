@@ -416,3 +416,42 @@ pub(crate) async fn certificates(
     }
     Ok(facts)
 }
+
+/// What one domain's latest result (a failing one when `failing`) since `since`, and its newest
+/// certificate, say: for naming what a grouped notification's domains have in common.
+pub(crate) async fn result_facts(
+    pool: &PgPool,
+    domains: &[(Uuid, bool)],
+    since: DateTime<Utc>,
+) -> Result<Vec<(Uuid, crate::notify::storm::ResultFacts)>, sqlx::Error> {
+    let (ids, failing): (Vec<Uuid>, Vec<bool>) = domains.iter().copied().unzip();
+    type Row = (Uuid, Option<String>, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT d.id, r.resolved_ip, r.error_kind, r.error_detail, c.issuer
+         FROM unnest($1::uuid[], $2::bool[]) AS d(id, failing)
+         LEFT JOIN LATERAL (
+             SELECT resolved_ip, error_kind, error_detail FROM probe_results p
+             WHERE p.domain_id = d.id AND p.time >= $3 AND (NOT d.failing OR NOT p.ok)
+             ORDER BY p.time DESC LIMIT 1) r ON true
+         LEFT JOIN LATERAL (
+             SELECT issuer FROM certificates c WHERE c.domain_id = d.id
+             ORDER BY c.observed_at DESC LIMIT 1) c ON true",
+    )
+    .bind(&ids)
+    .bind(&failing)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, resolved_ip, error_kind, error_detail, issuer)| {
+            let facts = crate::notify::storm::ResultFacts {
+                resolved_ip: resolved_ip.filter(|ip| !ip.is_empty()),
+                error_kind,
+                error_detail: error_detail.filter(|d| !d.is_empty()),
+                issuer,
+            };
+            (id, facts)
+        })
+        .collect())
+}

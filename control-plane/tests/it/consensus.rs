@@ -50,6 +50,7 @@ async fn send(
         canaries_ok: u32::from(healthy),
         canaries_total: 1,
         checked_at_unix_us: chrono::Utc::now().timestamp_micros(),
+        ..Default::default()
     });
     let ack = clients.get_mut(region).unwrap().send_batch(b).await.unwrap().into_inner();
     assert!(!ack.duplicate);

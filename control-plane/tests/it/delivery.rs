@@ -30,8 +30,19 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub async fn start(pki: &Pki, region: &str, prefix: &str, ingest_port: u16) -> Self {
+        Self::start_with(pki, region, prefix, ingest_port, |_| {}).await
+    }
+
+    /// Like [`RunningAgent::start`], with the configuration changed by `adjust` first.
+    pub async fn start_with(
+        pki: &Pki,
+        region: &str,
+        prefix: &str,
+        ingest_port: u16,
+        adjust: impl FnOnce(&mut probe_agent::Config),
+    ) -> Self {
         let (cert, key) = pki.agent(region, &format!("{region}-1"));
-        let config = probe_agent::Config {
+        let mut config = probe_agent::Config {
             region: region.into(),
             agent_id: format!("{region}-1"),
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -49,6 +60,7 @@ impl RunningAgent {
             shutdown_flush_timeout_ms: 20_000,
             ..probe_agent::Config::default()
         };
+        adjust(&mut config);
         let agent = probe_agent::Agent::build(config).await.unwrap();
         let metrics = agent.metrics.clone();
         let stop = CancellationToken::new();

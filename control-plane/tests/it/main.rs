@@ -15,4 +15,6 @@ mod ingest;
 mod notify;
 mod pause;
 mod request_options;
+mod saturation;
+mod storm;
 mod timeseries;

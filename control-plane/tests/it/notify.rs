@@ -364,7 +364,11 @@ async fn two_dispatchers_deliver_each_notification_once(pool: PgPool) {
     // Two replicas on one database, both dispatching; 40 notifications committed at once.
     let a = TestApp::spawn_with(pool.clone(), notify_config()).await;
     let b = TestApp::spawn_with(pool.clone(), notify_config()).await;
-    create_channel(&a, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    create_channel(
+        &a,
+        json!({"name": "hook", "kind": "webhook", "url": receiver.url(), "storm_window_s": 0}),
+    )
+    .await;
     let tenant = tenant_of(&a).await;
     let mut tx = pool.begin().await.unwrap();
     for n in 0..40 {
@@ -628,7 +632,11 @@ async fn a_recovery_never_reaches_a_channel_before_its_outage_and_a_long_channel
     let receiver = FlakyReceiver::start().await;
     receiver.down.store(true, Ordering::SeqCst);
     let app = TestApp::spawn_with(pool, patient_config()).await;
-    create_channel(&app, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    create_channel(
+        &app,
+        json!({"name": "hook", "kind": "webhook", "url": receiver.url(), "storm_window_s": 0}),
+    )
+    .await;
     let tenant = tenant_of(&app).await;
     let domain = Uuid::now_v7();
     enqueue_for(&app.pool, tenant, domain, "incident_opened", "incident:1:opened").await;
@@ -657,7 +665,11 @@ async fn one_domains_stuck_notification_does_not_hold_up_other_domains(pool: PgP
     let receiver = FlakyReceiver::start().await;
     receiver.refused.lock().unwrap().push("incident:a:opened".into());
     let app = TestApp::spawn_with(pool, patient_config()).await;
-    create_channel(&app, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    create_channel(
+        &app,
+        json!({"name": "hook", "kind": "webhook", "url": receiver.url(), "storm_window_s": 0}),
+    )
+    .await;
     let tenant = tenant_of(&app).await;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     enqueue_for(&app.pool, tenant, a, "incident_opened", "incident:a:opened").await;
@@ -684,7 +696,11 @@ async fn retries_stop_after_notify_max_age_s_and_a_dead_one_no_longer_holds_back
     receiver.refused.lock().unwrap().push("incident:1:opened".into());
     let config = Config { notify_max_attempts: 0, notify_max_age_s: 1, ..notify_config() };
     let app = TestApp::spawn_with(pool, config).await;
-    create_channel(&app, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    create_channel(
+        &app,
+        json!({"name": "hook", "kind": "webhook", "url": receiver.url(), "storm_window_s": 0}),
+    )
+    .await;
     let tenant = tenant_of(&app).await;
     let domain = Uuid::now_v7();
     let started = std::time::Instant::now();
@@ -723,7 +739,11 @@ async fn two_dispatchers_keep_each_domains_order_through_intermittent_failures(p
     receiver.alternate.store(true, Ordering::SeqCst);
     let a = TestApp::spawn_with(pool.clone(), patient_config()).await;
     let b = TestApp::spawn_with(pool.clone(), patient_config()).await;
-    create_channel(&a, json!({"name": "hook", "kind": "webhook", "url": receiver.url()})).await;
+    create_channel(
+        &a,
+        json!({"name": "hook", "kind": "webhook", "url": receiver.url(), "storm_window_s": 0}),
+    )
+    .await;
     let tenant = tenant_of(&a).await;
     let domains: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
     for step in 0..4 {

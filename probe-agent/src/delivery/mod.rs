@@ -45,10 +45,11 @@ pub use buffer::{Buffer, Dropped, EncodedBatch};
 pub use convert::to_proto;
 pub use sender::{classify, Outcome, Sender};
 
-use crate::canary::HealthWatch;
+use crate::canary::{HealthReport, HealthWatch};
 use crate::config::Config;
 use crate::metrics::{dropped, Metrics, ReasonLabels};
 use crate::results::ProbeResult;
+use crate::scheduler::{Saturation, SaturationReport};
 
 /// Upper bound of the encoded size of one realistic result with its server certificate,
 /// including its framing inside a batch. Measured by `convert::tests::encoded_sizes_…`: 82 B
@@ -142,13 +143,14 @@ impl DeliverySettings {
 }
 
 /// Builds both halves of delivery: the batching side for the result consumer and the sender
-/// task. `health` is the agent's latest canary verdict, attached to every batch when it is
-/// encoded. The channel connects lazily, so this works while the control plane is down; it
+/// task. `health` is the agent's latest canary verdict and `saturation` its saturation
+/// monitor, both attached to every batch when it is encoded. The channel connects lazily, so this works while the control plane is down; it
 /// fails only on unusable TLS material or URL. Must run inside a Tokio runtime.
 pub fn build(
     settings: DeliverySettings,
     metrics: Metrics,
     health: HealthWatch,
+    saturation: Saturation,
 ) -> Result<(Batching, Sender), String> {
     let channel = sender::channel(&settings)?;
     let shared = Arc::new(Shared {
@@ -169,6 +171,7 @@ pub fn build(
         batcher: Batcher::new(settings.batch_max_results, settings.batch_max_age),
         region: settings.region.clone(),
         health,
+        saturation,
         shared: shared.clone(),
     };
     Ok((batching, Sender::new(settings, channel, shared)))
@@ -239,6 +242,8 @@ pub struct Batching {
     region: String,
     /// The agent's latest self-check, attached to each batch as it is encoded.
     health: HealthWatch,
+    /// The agent's saturation, reported with each batch as it is encoded.
+    saturation: Saturation,
     shared: Arc<Shared>,
 }
 
@@ -288,8 +293,10 @@ impl Batching {
             .delivery_batches_created
             .get_or_create(&ReasonLabels { reason: closed.trigger.as_str().into() })
             .inc();
-        let health = self.health.borrow().as_ref().map(|h| h.to_proto());
-        let batches = encode(closed.results, &self.region, health, now);
+        let saturation = self.saturation.report(chrono::Utc::now());
+        self.shared.metrics.saturated.set(i64::from(saturation.saturated));
+        let health = agent_health(self.health.borrow().as_deref(), &saturation);
+        let batches = encode(closed.results, &self.region, Some(health), now);
         let mut state = self.shared.lock();
         for batch in batches {
             let dropped = state.buffer.push(batch);
@@ -306,6 +313,17 @@ impl Drop for Batching {
         self.shared.input_closed.cancel();
         self.shared.wake.notify_one();
     }
+}
+
+/// The health sent with a batch: the canary verdict (without one, healthy with
+/// `canaries_total` 0 and no check time: the control plane then records no verdict) and the
+/// saturation report.
+pub fn agent_health(canary: Option<&HealthReport>, saturation: &SaturationReport) -> proto::AgentHealth {
+    let mut health = canary
+        .map(HealthReport::to_proto)
+        .unwrap_or(proto::AgentHealth { healthy: true, ..Default::default() });
+    saturation.fill(&mut health);
+    health
 }
 
 /// Encodes results as one batch with a fresh UUID v7, or as several when the encoding would
@@ -365,6 +383,10 @@ mod tests {
             canaries_ok: 1,
             canaries_total: 3,
             checked_at_unix_us: 1_700_000_000_000_000,
+            saturated: true,
+            saturated_since_unix_us: Some(1_699_999_990_000_000),
+            saturated_until_unix_us: Some(1_700_000_000_000_000),
+            ..Default::default()
         };
         let batches = encode(results, "ams", Some(health), Instant::now());
         assert!(batches.len() >= 3, "{}", batches.len());
@@ -382,9 +404,22 @@ mod tests {
     }
 
     #[test]
-    fn without_a_self_check_batches_carry_no_health() {
-        let batches = encode(vec![proto::ProbeResult::default()], "ams", None, Instant::now());
-        let decoded = proto::Batch::decode(batches[0].bytes.clone()).unwrap();
-        assert_eq!(decoded.health, None);
+    fn without_a_self_check_the_health_carries_only_the_saturation() {
+        let at = chrono::DateTime::from_timestamp_micros(1_800_000_000_000_000).unwrap();
+        let monitor = Saturation::new(Duration::from_secs(1));
+        monitor.started(at, at + chrono::Duration::seconds(3), true);
+        let report = monitor.report(at + chrono::Duration::seconds(4));
+        let health = agent_health(None, &report);
+        assert!(health.healthy && health.canaries_total == 0 && health.checked_at_unix_us == 0);
+        assert!(health.saturated);
+        assert_eq!(health.saturated_since_unix_us, Some(at.timestamp_micros()));
+        assert_eq!(health.saturated_until_unix_us, Some(at.timestamp_micros() + 4_000_000));
+        assert_eq!(health.lag_p95_us, 3_000_000);
+        assert_eq!(health.saturation_checked_at_unix_us, at.timestamp_micros() + 4_000_000);
+        let canary = HealthReport::new(Vec::new(), 1, at);
+        let health = agent_health(Some(&canary), &report);
+        assert!(!health.healthy, "the canary verdict is kept");
+        assert_eq!(health.checked_at_unix_us, at.timestamp_micros());
+        assert!(health.saturated);
     }
 }

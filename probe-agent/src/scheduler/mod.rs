@@ -8,8 +8,13 @@
 //! worker is busy: the scheduler says so (`probe_agent_scheduler_saturated_total` and a
 //! rate-limited warning) and waits; the delay shows in `probe_agent_schedule_lag_seconds`,
 //! measured when a worker actually starts the probe.
+//!
+//! Both, and probes ending well past their own timeout, feed the [`Saturation`] monitor, whose
+//! report travels with every batch so the control plane does not take the agent's own overload
+//! for its targets' failure.
 
 pub mod plan;
+pub mod saturation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,14 @@ use crate::metrics::Metrics;
 use crate::probe::ProbeReport;
 use crate::results::{ProbeResult, ResultSink, Trigger};
 use plan::{Anchor, Plan};
+pub use saturation::{Saturation, SaturationReport};
+
+/// Default `saturation_lag_ms`: a probe starting this late (or a hand-off blocked this long, or
+/// a deadline served this late) means the agent is saturated. An agent keeping up starts its
+/// probes within milliseconds of their due time; a second is far beyond that, and still a
+/// tenth of the default timeouts, so a probe whose timeout ran in such a period was slowed by
+/// the agent, not only by its target.
+pub const DEFAULT_SATURATION_LAG_MS: u64 = 1_000;
 
 /// Something that probes a domain once. The real one is [`crate::probe::Prober`]; tests use
 /// fakes to check timing without network.
@@ -122,6 +135,7 @@ pub struct Scheduler {
     metrics: Metrics,
     on_demand: mpsc::Receiver<OnDemand>,
     anchor: Anchor,
+    saturation: Saturation,
 }
 
 /// A probe handed to a worker.
@@ -146,8 +160,21 @@ impl Scheduler {
         metrics: Metrics,
     ) -> (Self, ProbeNow) {
         let (tx, on_demand) = mpsc::channel(1024);
-        let scheduler = Self { settings, catalog, prober, sink, metrics, on_demand, anchor: Anchor::now() };
+        let saturation = Saturation::new(Duration::from_millis(DEFAULT_SATURATION_LAG_MS));
+        let scheduler =
+            Self { settings, catalog, prober, sink, metrics, on_demand, anchor: Anchor::now(), saturation };
         (scheduler, ProbeNow { tx })
+    }
+
+    /// Reports saturation to `saturation` (one with the default threshold unless set).
+    pub fn with_saturation(mut self, saturation: Saturation) -> Self {
+        self.saturation = saturation;
+        self
+    }
+
+    /// The saturation monitor this scheduler feeds.
+    pub fn saturation(&self) -> Saturation {
+        self.saturation.clone()
     }
 
     /// Uses a fixed wall-clock anchor (tests under paused time).
@@ -168,6 +195,7 @@ impl Scheduler {
                 self.sink.clone(),
                 self.metrics.clone(),
                 self.settings.region.clone(),
+                self.saturation.clone(),
             ));
         }
         drop(queue);
@@ -175,7 +203,7 @@ impl Scheduler {
         let mut current = self.catalog.borrow_and_update().clone();
         plan.apply(&Catalog::default(), &current, Instant::now());
         self.metrics.scheduled_domains.set(plan.len() as i64);
-        let mut saturation = Saturation::default();
+        let mut saturation = SaturationLog::default();
         loop {
             let next = plan.next_due();
             tokio::select! {
@@ -249,7 +277,7 @@ impl Scheduler {
         &self,
         jobs: &async_channel::Sender<Job>,
         job: Job,
-        saturation: &mut Saturation,
+        saturation: &mut SaturationLog,
         cancel: &CancellationToken,
     ) -> bool {
         let job = match jobs.try_send(job) {
@@ -258,11 +286,14 @@ impl Scheduler {
             Err(async_channel::TrySendError::Full(job)) => job,
         };
         self.metrics.scheduler_saturated.inc();
+        self.saturation.blocked(chrono::Utc::now());
         saturation.note(self.settings.max_in_flight);
-        tokio::select! {
+        let sent = tokio::select! {
             () = cancel.cancelled() => false,
             sent = jobs.send(job) => sent.is_ok(),
-        }
+        };
+        self.saturation.unblocked(chrono::Utc::now());
+        sent
     }
 }
 
@@ -274,6 +305,7 @@ async fn worker(
     sink: ResultSink,
     metrics: Metrics,
     region: String,
+    saturation: Saturation,
 ) {
     loop {
         let job = tokio::select! {
@@ -288,10 +320,15 @@ async fn worker(
         if job.trigger == Trigger::Scheduled {
             metrics.schedule_lag.observe(lag.as_secs_f64());
         }
-        let planned_at = chrono::Utc::now() - chrono::Duration::from_std(lag).unwrap_or_default();
+        let started_at = chrono::Utc::now();
+        let planned_at = started_at - chrono::Duration::from_std(lag).unwrap_or_default();
+        saturation.started(planned_at, started_at, job.trigger == Trigger::Scheduled);
+        let started = Instant::now();
         metrics.probes_in_flight.inc();
         let report = prober.probe(job.config.clone()).await;
         metrics.probes_in_flight.dec();
+        let ended_at = started_at + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        saturation.finished(started_at, ended_at, Duration::from_millis(u64::from(job.config.timeout_ms)));
         sink.push(ProbeResult {
             domain_id: job.config.id,
             config_version: job.config.version,
@@ -315,12 +352,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Rate-limits the "saturated" warning.
 #[derive(Default)]
-struct Saturation {
+struct SaturationLog {
     last_log: Option<Instant>,
     since_log: u64,
 }
 
-impl Saturation {
+impl SaturationLog {
     fn note(&mut self, limit: usize) {
         self.since_log += 1;
         let due = self.last_log.is_none_or(|at| at.elapsed() >= SATURATION_LOG_EVERY);

@@ -77,6 +77,7 @@ struct Harness {
     results: mpsc::Receiver<ProbeResult>,
     cancel: CancellationToken,
     start: Instant,
+    saturation: super::Saturation,
 }
 
 fn start(initial: Vec<DomainConfig>, max_in_flight: usize, takes: Duration) -> Harness {
@@ -88,9 +89,10 @@ fn start(initial: Vec<DomainConfig>, max_in_flight: usize, takes: Duration) -> H
     let (scheduler, probe_now) = Scheduler::new(settings, rx, prober.clone(), sink, metrics.clone());
     let start = Instant::now();
     let scheduler = scheduler.with_anchor(Anchor { instant: start, wall_ms: 1_800_000_000_000 });
+    let saturation = scheduler.saturation();
     let cancel = CancellationToken::new();
     tokio::spawn(scheduler.run(cancel.clone()));
-    Harness { prober, catalog: tx, probe_now, metrics, results, cancel, start }
+    Harness { prober, catalog: tx, probe_now, metrics, results, cancel, start, saturation }
 }
 
 #[tokio::test(start_paused = true)]
@@ -176,9 +178,19 @@ async fn saturation_is_reported_and_shows_as_lag() {
     tokio::time::sleep(Duration::from_secs(150)).await;
     assert!(h.metrics.scheduler_saturated.get() > 0);
     let mut worst_lag = 0.0f64;
+    let report = h.saturation.report(chrono::Utc::now());
+    let window = report.window.expect("a saturation window");
+    assert!(report.queue_full_total > 0 && report.lag_p95_ms >= 20_000.0, "{report:?}");
+    let mut late = 0;
     while let Ok(result) = h.results.try_recv() {
         worst_lag = worst_lag.max(result.lag_ms);
+        let started = result.planned_at + chrono::Duration::microseconds((result.lag_ms * 1000.0) as i64);
+        if result.lag_ms >= 1_000.0 {
+            late += 1;
+            assert!(window.covers(started), "a late probe's start is inside {window:?}");
+        }
     }
+    assert!(late > 0);
     assert!(worst_lag >= 20_000.0, "lag must reflect waiting for a slot: {worst_lag}");
     h.cancel.cancel();
 }

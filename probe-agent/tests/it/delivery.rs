@@ -216,8 +216,13 @@ struct Delivering {
 impl Delivering {
     fn start(settings: DeliverySettings) -> Self {
         let metrics = Metrics::default();
-        let (batching, sender): (Batching, Sender) =
-            delivery::build(settings, metrics.clone(), probe_agent::canary::no_health()).unwrap();
+        let (batching, sender): (Batching, Sender) = delivery::build(
+            settings,
+            metrics.clone(),
+            probe_agent::canary::no_health(),
+            probe_agent::scheduler::Saturation::new(Duration::from_secs(1)),
+        )
+        .unwrap();
         let batching = Arc::new(Mutex::new(Some(batching)));
         let pushed = Arc::new(tokio::sync::Notify::new());
         let (ticking, woken) = (Arc::downgrade(&batching), pushed.clone());
