@@ -27,6 +27,11 @@ pub struct Args {
     /// Keep everything running after the walkthrough, until ctrl-c.
     #[arg(long)]
     keep: bool,
+    /// After the walkthrough, take screenshots of the console and the status page with
+    /// headless Chromium (Debian's `chromium` and `chromium-driver`) into this directory
+    /// (the README's images: `--screenshots docs/screenshots`).
+    #[arg(long, value_name = "DIR")]
+    screenshots: Option<PathBuf>,
 }
 
 struct Agent {
@@ -90,7 +95,7 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
 
     let api_port = free_port();
     let ingest_port = free_port();
-    let control_env = [
+    let mut control_env = vec![
         ("CROSSCHECK_TIMESERIES_URL", ts.url.clone()),
         ("CROSSCHECK_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
         ("CROSSCHECK_TLS_CA", path("ca.pem")),
@@ -139,6 +144,13 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
         .context("token in create-tenant output")?
         .to_owned();
     println!("   admin token: {}…", &token[..12]);
+    let tenant_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tenant_id="))
+        .context("tenant id in create-tenant output")?
+        .to_owned();
+    // The console of this tenant is open to anyone, read-only and marked as a demo.
+    control_env.push(("CROSSCHECK_PUBLIC_DEMO", tenant_id));
 
     let targets = crate::target::start(1).await?;
     let ca_path = std::fs::canonicalize(".demo")?.join("demo-ca.pem");
@@ -154,6 +166,7 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
     let api = format!("http://127.0.0.1:{api_port}");
     wait_ready(&format!("{api}/readyz")).await.context("control plane did not become ready")?;
     println!("   control plane  {api}   (logs in .demo/logs/)");
+    println!("   console        {api}/console   (the public demo: read-only, no token; watch it live)");
     let mut agents = Vec::new();
     for region in REGIONS {
         let port = free_port();
@@ -203,11 +216,11 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
     let mut ids = Vec::new();
     let mut version = 0;
     for body in [
-        json!({"url": format!("http://{web}/ok"), "keyword": "ok", "interval": 5}),
-        json!({"url": format!("http://{web}/slow"), "interval": 5, "timeout_ms": 3000}),
-        json!({"url": format!("http://{web}/fail"), "interval": 5}),
-        json!({"url": format!("https://{tls}/ok"), "interval": 5}),
-        json!({"url": format!("https://{}/ok", targets.bad_tls), "interval": 5, "regions": ["ams"]}),
+        json!({"name": "Shop front", "url": format!("http://{web}/ok"), "keyword": "ok", "interval": 5}),
+        json!({"name": "Search API", "url": format!("http://{web}/slow"), "interval": 5, "timeout_ms": 3000}),
+        json!({"name": "Legacy login", "url": format!("http://{web}/fail"), "interval": 5}),
+        json!({"name": "Payments", "url": format!("https://{tls}/ok"), "interval": 5}),
+        json!({"name": "Old portal", "url": format!("https://{}/ok", targets.bad_tls), "interval": 5, "regions": ["ams"]}),
     ] {
         let (created, t) = call(&http, "POST", &format!("{api}/v1/domains"), &token, body).await?;
         version = created["config_version"].as_u64().unwrap_or(0);
@@ -272,7 +285,7 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
         "POST",
         &format!("{api}/v1/domains"),
         &token,
-        json!({"url": format!("http://{web}/fail?outage"), "interval": 5}),
+        json!({"name": "Checkout", "url": format!("http://{web}/fail?outage"), "interval": 5}),
     )
     .await?;
     let (one_region, _) = call(
@@ -280,7 +293,7 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
         "POST",
         &format!("{api}/v1/domains"),
         &token,
-        json!({"url": format!("http://{web}/fail-in/sin"), "interval": 5}),
+        json!({"name": "Images", "url": format!("http://{web}/fail-in/sin"), "interval": 5}),
     )
     .await?;
     let (everywhere, one_region) = (
@@ -364,8 +377,64 @@ async fn walkthrough(args: &Args, db: &ScratchDb, ts: &ScratchDb, prefix: &str) 
     step("11. a flapping target (up and down every 4 s): flap mode holds its alerts, a digest sums it up");
     flapping(&http, &api, &token, web, &receiver).await?;
 
+    step("12. a public status page of five domains, and an operator's update on the outage");
+    let mut components = Vec::new();
+    let listed: Value =
+        http.get(format!("{api}/v1/domains?limit=500")).bearer_auth(&token).send().await?.json().await?;
+    for (name, group) in [
+        ("Shop front", "Shop"),
+        ("Checkout", "Shop"),
+        ("Payments", "Shop"),
+        ("Search API", "API"),
+        ("Images", "API"),
+    ] {
+        if let Some(d) = listed["items"].as_array().into_iter().flatten().find(|d| d["name"] == name) {
+            components.push(json!({"domain": d["id"], "name": name, "group": group}));
+        }
+    }
+    let (page, _) = call(
+        &http,
+        "POST",
+        &format!("{api}/v1/status-pages"),
+        &token,
+        json!({"slug": "demo", "title": "Demo Shop status", "components": components}),
+    )
+    .await?;
+    let public = format!("{api}{}", page["public_path"].as_str().unwrap_or("/status/demo"));
+    let open: Value = http
+        .get(format!("{api}/v1/incidents?state=open&limit=50"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let checkout = listed["items"].as_array().into_iter().flatten().find(|d| d["name"] == "Checkout");
+    if let Some(incident) = open["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| Some(&i["domain_id"]) == checkout.map(|d| &d["id"]))
+    {
+        call(
+            &http,
+            "POST",
+            &format!("{api}/v1/incidents/{}/updates", incident["id"].as_str().unwrap_or_default()),
+            &token,
+            json!({"status": "investigating", "message": "Checkout fails in every region; we are looking into it."}),
+        )
+        .await?;
+    }
+    if let Some(dir) = &args.screenshots {
+        step("screenshots of the console (headless Chromium)");
+        crate::screenshots::take(dir, &api, &token, &public).await?;
+    }
+    step("the pages");
+    println!("   status page    {public}   (public; also as .json and an Atom feed)");
+    println!("   console        {api}/console   (read-only demo without a token)");
+    println!("   sign in at     {api}/console/sign-in   with the admin token to change things");
     if args.keep {
-        step("running; try the API with the token above. ctrl-c stops everything");
+        step("running; try the API and the console with the token above. ctrl-c stops everything");
+        println!("   token          {token}");
         println!("   curl -H 'authorization: Bearer {token}' {api}/v1/domains");
         shared::shutdown::signal().await;
     }
@@ -411,7 +480,7 @@ async fn flapping(
         "POST",
         &format!("{api}/v1/domains"),
         token,
-        json!({"url": format!("http://{web}/flap/4"), "interval": 2}),
+        json!({"name": "Flaky widget", "url": format!("http://{web}/flap/4"), "interval": 2}),
     )
     .await?;
     let domain = created["id"].as_str().context("id")?.to_owned();

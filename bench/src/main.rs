@@ -6,15 +6,18 @@
 
 mod alerting;
 mod cold_load;
+mod compare;
 mod demo;
 mod env;
 mod flapping;
 mod fleet;
 mod ingest;
+mod pages;
 mod pki;
 mod probing;
 mod propagation;
 mod restart;
+mod screenshots;
 mod stats;
 mod target;
 
@@ -35,6 +38,9 @@ enum Scenario {
     CatalogColdLoad(cold_load::Args),
     /// Probes per second through the agent's scheduler and prober versus a bare loop.
     ProbeThroughput(probing::ThroughputArgs),
+    /// The agent's prober versus Prometheus' blackbox_exporter on the same targets, HTTP and
+    /// HTTPS, a fresh connection per probe.
+    ProbeCompare(compare::Args),
     /// Schedule lag and memory with many domains.
     ScheduleLag(probing::LagArgs),
     /// Batches from simulated mTLS agents into storage versus a bare binary COPY.
@@ -50,6 +56,10 @@ enum Scenario {
     /// A simulated hour (compressed clock) of flapping domains and real outages: flap mode,
     /// held alerts, digests.
     FlapHour(flapping::Args),
+    /// A state change's commit to its arrival at every SSE stream of a status page.
+    LiveLatency(pages::LatencyArgs),
+    /// The public status page with many components under concurrent load.
+    StatusPage(pages::PageArgs),
     /// The end-to-end demo: control plane and three regional agents following live changes.
     Demo(demo::Args),
     /// Internal: serve local probe targets (used by the probing scenarios and the demo).
@@ -71,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::ConfigPropagation(args) => propagation::run(args).await,
             Scenario::CatalogColdLoad(args) => cold_load::run(args).await,
             Scenario::ProbeThroughput(args) => probing::throughput(args).await,
+            Scenario::ProbeCompare(args) => compare::run(args).await,
             Scenario::ScheduleLag(args) => probing::schedule_lag(args).await,
             Scenario::Ingest(args) => ingest::run(args).await,
             Scenario::IngestFanin(args) => ingest::fanin(args).await,
@@ -81,6 +92,8 @@ fn main() -> anyhow::Result<()> {
             Scenario::DetectLatency(args) => alerting::detect_latency(args).await,
             Scenario::AlertStorm(args) => alerting::alert_storm(args).await,
             Scenario::FlapHour(args) => flapping::run(args).await,
+            Scenario::LiveLatency(args) => pages::live_latency(args).await,
+            Scenario::StatusPage(args) => pages::status_page(args).await,
             Scenario::Demo(args) => demo::run(args).await,
             Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),

@@ -59,7 +59,7 @@ fn urls(addrs: &TargetAddrs, tls: bool) -> Vec<String> {
     }
 }
 
-fn settings(addrs: &TargetAddrs) -> anyhow::Result<ProbeSettings> {
+pub(crate) fn settings(addrs: &TargetAddrs) -> anyhow::Result<ProbeSettings> {
     use rustls_pki_types::pem::PemObject;
     let ca = rustls_pki_types::CertificateDer::from_pem_slice(addrs.ca_pem.as_bytes()).context("bench CA")?;
     Ok(ProbeSettings {
@@ -69,7 +69,7 @@ fn settings(addrs: &TargetAddrs) -> anyhow::Result<ProbeSettings> {
     })
 }
 
-fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> {
+pub(crate) fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> {
     (0..count)
         .map(|i| DomainConfig {
             id: DomainId::new(),
@@ -88,13 +88,27 @@ fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<DomainConfig> 
         .collect()
 }
 
-/// Runs a scheduler over `domains` for `seconds`; returns (results, errors, lags, elapsed).
-async fn run_scheduler(
+/// Enough domains on a 1 s interval that the schedule always exceeds what the probe slots can
+/// do: the agent runs at saturation.
+pub(crate) const SATURATING_DOMAINS: usize = 60_000;
+
+/// What [`run_scheduler`] saw.
+pub(crate) struct SchedulerRun {
+    /// Results received before the deadline, failures included.
+    pub done: u64,
+    pub errors: u64,
+    pub lags: Vec<Duration>,
+    pub elapsed: Duration,
+    pub first_error: Option<String>,
+}
+
+/// Runs the agent's scheduler and prober over `domains` for `duration`.
+pub(crate) async fn run_scheduler(
     domains: Vec<DomainConfig>,
     settings: ProbeSettings,
     concurrency: usize,
-    seconds: u64,
-) -> anyhow::Result<(u64, u64, Vec<Duration>, Duration)> {
+    duration: Duration,
+) -> anyhow::Result<SchedulerRun> {
     let metrics = probe_agent::metrics::Metrics::default();
     let (_tx, rx) = watch::channel(Arc::new(Catalog::from_snapshot(1, domains, "bench")));
     let (sink, mut results_rx) = results::queue(1_000_000, metrics.clone());
@@ -109,7 +123,7 @@ async fn run_scheduler(
     let cancel = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(scheduler.run(cancel.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let deadline = tokio::time::Instant::now() + duration;
     let (mut done, mut errors, mut lags) = (0u64, 0u64, Vec::new());
     let mut first_error: Option<String> = None;
     let mut batch = Vec::with_capacity(1024);
@@ -134,10 +148,7 @@ async fn run_scheduler(
     let elapsed = started.elapsed();
     cancel.cancel();
     task.await?;
-    if let Some(error) = first_error {
-        eprintln!("{errors} probes failed; first: {error}");
-    }
-    Ok((done, errors, lags, elapsed))
+    Ok(SchedulerRun { done, errors, lags, elapsed, first_error })
 }
 
 pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<Value> {
@@ -145,12 +156,18 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<Value> {
     let urls = urls(&addrs, args.tls);
     eprintln!("baseline: {} loops for {} s", args.concurrency, args.seconds);
     let baseline = baseline(&urls, &addrs, args.concurrency, args.seconds).await?;
-    // Enough domains that the 1 s schedule always exceeds what the slots can do.
-    let count = 60_000;
+    let count = SATURATING_DOMAINS;
     eprintln!("agent: {count} domains every 1 s, {} probe slots, {} s", args.concurrency, args.seconds);
-    let (done, errors, _, elapsed) =
-        run_scheduler(domains(count, 1, &urls), settings(&addrs)?, args.concurrency, args.seconds).await?;
-    let probes_per_s = done as f64 / elapsed.as_secs_f64();
+    let run = run_scheduler(
+        domains(count, 1, &urls),
+        settings(&addrs)?,
+        args.concurrency,
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
+    report_errors(&run);
+    let (done, errors) = (run.done, run.errors);
+    let probes_per_s = done as f64 / run.elapsed.as_secs_f64();
     Ok(json!({
         "scenario": "probe-throughput",
         "tls": args.tls,
@@ -161,6 +178,12 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<Value> {
         "baseline_per_s": baseline.round(),
         "ratio": ((probes_per_s / baseline) * 1000.0).round() / 1000.0,
     }))
+}
+
+fn report_errors(run: &SchedulerRun) {
+    if let Some(error) = &run.first_error {
+        eprintln!("{} probes failed; first: {error}", run.errors);
+    }
 }
 
 /// The simplest loop doing the same work: new connection, same request, read the response.
@@ -257,13 +280,15 @@ pub async fn schedule_lag(args: LagArgs) -> anyhow::Result<Value> {
             }
         }
     });
-    let (done, errors, mut lags, _) = run_scheduler(
+    let run = run_scheduler(
         domains(args.domains, args.interval, &urls),
         settings(&addrs)?,
         args.concurrency,
-        args.seconds,
+        Duration::from_secs(args.seconds),
     )
     .await?;
+    report_errors(&run);
+    let (done, errors, mut lags) = (run.done, run.errors, run.lags);
     sampler.abort();
     let samples = samples.lock().expect("samples").clone();
     let (rss_kb, peak_kb) = crate::cold_load::memory_kb(std::process::id())?;

@@ -68,10 +68,11 @@ fn run(args: &str) -> Value {
 /// The scenarios with a short form below. `demo` is the walkthrough `./demo.sh` runs (the
 /// `control-plane`, `probe-agent` and `certs` binaries as child processes, for minutes), not a
 /// measurement.
-const SHORT_FORMS: [&str; 10] = [
+const SHORT_FORMS: [&str; 13] = [
     "config-propagation",
     "catalog-cold-load",
     "probe-throughput",
+    "probe-compare",
     "schedule-lag",
     "ingest",
     "ingest-fanin",
@@ -79,6 +80,8 @@ const SHORT_FORMS: [&str; 10] = [
     "detect-latency",
     "alert-storm",
     "flap-hour",
+    "live-latency",
+    "status-page",
 ];
 
 #[test]
@@ -118,6 +121,21 @@ fn probe_throughput() {
         assert!(r["probes_per_s"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline_per_s"].as_f64().unwrap() > 0.0, "{r}");
     }
+}
+
+/// Needs Prometheus' blackbox_exporter (the Debian package `prometheus-blackbox-exporter`,
+/// which `.ci/run` installs; the scenario installs it itself when it can).
+#[test]
+fn probe_compare() {
+    let r = run("probe-compare --seconds 1 --rounds 1 --concurrency 16");
+    for key in ["agent_http_per_s", "blackbox_http_per_s", "agent_https_per_s", "blackbox_https_per_s"] {
+        assert!(r[key].as_f64().is_some_and(|rate| rate > 0.0), "{key}: {r}");
+    }
+    for key in ["agent_http_errors", "blackbox_http_errors", "agent_https_errors", "blackbox_https_errors"] {
+        assert_eq!(r[key], 0, "{key}: {r}");
+    }
+    assert!(r["http_ratio"].as_f64().is_some() && r["https_ratio"].as_f64().is_some(), "{r}");
+    assert_eq!(r["concurrency"], 16, "{r}");
 }
 
 #[test]
@@ -180,4 +198,20 @@ fn flap_hour() {
     assert_eq!(r["targets_met"], true, "{r}");
     assert_eq!(r["digests"], 2, "{r}");
     assert_eq!(r["down_alerts"], 5, "{r}");
+}
+
+#[test]
+fn live_latency() {
+    let r = run("live-latency --subscribers 20 --changes 3 --gap-ms 50");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["deliveries"], 60, "{r}");
+    assert!(r["p95_ms"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn status_page() {
+    let r = run("status-page --components 10 --clients 4 --seconds 2");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["p99_ms"].as_f64().is_some(), "{r}");
 }

@@ -167,6 +167,50 @@ pub struct Config {
     pub digest_grace_s: u64,
     /// How often the digest scheduler looks for a finished period, in milliseconds.
     pub digest_check_interval_ms: u64,
+
+    /// How long a console session lives at most from sign-in, in seconds.
+    pub console_session_ttl_s: u64,
+    /// A console session unused this long ends, in seconds (at most `console_session_ttl_s`).
+    pub console_session_idle_s: u64,
+    /// The console cookies' `Secure` attribute: `auto` (set when the request reached a trusted
+    /// proxy over HTTPS, as its `X-Forwarded-Proto` says), `always` or `never`.
+    pub console_cookie_secure: CookieSecure,
+    /// Sign-in attempts one client address may make per minute, on average.
+    pub console_sign_in_per_minute: u32,
+    /// Sign-in attempts one client address may make at once before the per-minute rate applies.
+    pub console_sign_in_burst: u32,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` and `X-Forwarded-Proto` headers are
+    /// believed; a request from any other peer is taken at its socket address, over plain HTTP.
+    pub trusted_proxies: Vec<IpNet>,
+    /// A tenant id whose console anyone may look at without a token, read-only and marked as a
+    /// demo (every write refused). Unset (the default): the console needs a sign-in.
+    pub public_demo: Option<uuid::Uuid>,
+    /// Live events kept in the Redis stream for resuming browsers' streams (approximate).
+    pub live_stream_max_len: u64,
+    /// Server-Sent Event streams one replica serves at once; beyond it `503`.
+    pub live_max_clients: usize,
+    /// Events a stream may fall behind the live broadcast before it is dropped (its browser
+    /// reconnects and resumes).
+    pub live_client_buffer: usize,
+    /// Interval of heartbeats on a quiet stream, in milliseconds.
+    pub live_heartbeat_ms: u64,
+    /// Events waiting to be written to Redis before new ones are dropped (and counted).
+    pub live_publish_queue: usize,
+    /// Whether new probe results are published as live events (the console's live results).
+    pub live_results: bool,
+    /// How long a rendered status page (HTML, JSON and feed) is served from memory before it
+    /// is rendered again, in milliseconds; 0 renders every request.
+    pub status_page_cache_ms: u64,
+}
+
+/// When console cookies carry `Secure`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CookieSecure {
+    /// When a trusted proxy says the request came over HTTPS (`X-Forwarded-Proto: https`).
+    Auto,
+    Always,
+    Never,
 }
 
 /// Whether SMTP connections are upgraded with STARTTLS.
@@ -247,6 +291,20 @@ impl Default for Config {
             digest_period_s: 3_600,
             digest_grace_s: 60,
             digest_check_interval_ms: 5_000,
+            console_session_ttl_s: 43_200,
+            console_session_idle_s: 3_600,
+            console_cookie_secure: CookieSecure::Auto,
+            console_sign_in_per_minute: 10,
+            console_sign_in_burst: 5,
+            trusted_proxies: Vec::new(),
+            public_demo: None,
+            live_stream_max_len: 10_000,
+            live_max_clients: 10_000,
+            live_client_buffer: 1_024,
+            live_heartbeat_ms: 15_000,
+            live_publish_queue: 10_000,
+            live_results: true,
+            status_page_cache_ms: 5_000,
         }
     }
 }
@@ -369,6 +427,33 @@ impl Config {
         if self.flap_check_interval_ms == 0 || self.digest_check_interval_ms == 0 {
             return Err("flap_check_interval_ms and digest_check_interval_ms must be positive".into());
         }
+        if self.console_session_ttl_s == 0
+            || self.console_session_idle_s == 0
+            || self.console_session_idle_s > self.console_session_ttl_s
+        {
+            return Err(
+                "console_session_ttl_s and console_session_idle_s must be positive, the idle time at most the lifetime"
+                    .into(),
+            );
+        }
+        if self.console_sign_in_per_minute == 0 || self.console_sign_in_burst == 0 {
+            return Err("console_sign_in_per_minute and console_sign_in_burst must be positive".into());
+        }
+        if self.live_stream_max_len < 100 {
+            return Err("live_stream_max_len must be at least 100".into());
+        }
+        if self.live_max_clients == 0 || self.live_publish_queue == 0 {
+            return Err("live_max_clients and live_publish_queue must be positive".into());
+        }
+        if self.live_client_buffer < 16 {
+            return Err("live_client_buffer must be at least 16".into());
+        }
+        if self.live_heartbeat_ms < 100 {
+            return Err("live_heartbeat_ms must be at least 100".into());
+        }
+        if self.status_page_cache_ms > 3_600_000 {
+            return Err("status_page_cache_ms must be at most 3600000 (an hour)".into());
+        }
         Ok(())
     }
 
@@ -467,6 +552,18 @@ mod tests {
         assert!(cfg.validate().unwrap_err().contains("digest_grace_s"));
         let cfg = Config { digest_period_s: 1, digest_grace_s: 0, ..Config::default() };
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn live_settings_are_bounded() {
+        let cfg = Config { live_client_buffer: 4, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("live_client_buffer"));
+        let cfg = Config { live_heartbeat_ms: 10, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("live_heartbeat_ms"));
+        let cfg = Config { live_max_clients: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("live_max_clients"));
+        let cfg = Config { live_stream_max_len: 10, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().contains("live_stream_max_len"));
     }
 
     #[test]

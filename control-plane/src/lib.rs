@@ -2,6 +2,8 @@
 //! both build it through [`startup::Application`].
 //!
 //! - [`api`]: the REST API under `/v1` (tenants' domains, tokens, regions, channels).
+//! - [`console`]: the operator console at `/console` (sessions, server-rendered pages over the
+//!   API's handlers, the public demo).
 //! - [`domains`]: the domain model, its validation and its storage with the change log.
 //! - [`publisher`]: applies the change log to Redis in order and repairs Redis from Postgres.
 //! - [`tenants`]: tenants and API tokens. [`regions`]: the region list.
@@ -15,6 +17,11 @@
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
 //! - [`checks`]: "try a check now": test probes requested from agents and their results handed
 //!   back across replicas, never stored.
+//! - [`live`]: live events published after commit, fanned out through Redis to every replica,
+//!   streamed to browsers as Server-Sent Events.
+//! - [`status`]: public status pages (HTML, JSON, Atom, live), their data and their cache.
+//! - [`web`]: the HTML surface: compiled templates, the common layout, static files and the
+//!   security headers (strict CSP) of every page.
 
 pub mod agents;
 pub mod api;
@@ -22,20 +29,24 @@ pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod consensus;
+pub mod console;
 pub mod digests;
 pub mod domains;
 pub mod expiry;
 pub mod flap;
 pub mod incidents;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod publisher;
 pub mod regions;
 pub mod startup;
+pub mod status;
 pub mod tenants;
 pub mod timeseries;
 pub mod uptime;
+pub mod web;
 
 pub use config::Config;
 pub use startup::Application;

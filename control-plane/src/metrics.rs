@@ -167,6 +167,11 @@ pub struct Metrics {
     /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`,
     /// `savepoint`, `duplicate`: a digest already stored, `skipped`: a tenant's digest given up).
     pub digest_errors: Family<ReasonLabels, Counter>,
+    /// Console sign-in attempts by outcome (`ok`, `invalid_token`, `rate_limited`, `csrf`).
+    pub console_sign_ins: Family<OutcomeLabels, Counter>,
+    /// Console writes refused, by reason (`demo`, `read_only`, `csrf`), and console pages that
+    /// failed (`internal`).
+    pub console_refusals: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -220,6 +225,8 @@ impl Default for Metrics {
             digest_periods: Counter::default(),
             digest_notifications: Counter::default(),
             digest_errors: Family::default(),
+            console_sign_ins: Family::default(),
+            console_refusals: Family::default(),
         }
     }
 }
@@ -407,6 +414,12 @@ impl Metrics {
             self.digest_notifications.clone(),
         );
         r.register("digest_errors", "Digest scheduler failures by reason", self.digest_errors.clone());
+        r.register("console_sign_ins", "Console sign-in attempts by outcome", self.console_sign_ins.clone());
+        r.register(
+            "console_refusals",
+            "Console requests refused or failed, by reason",
+            self.console_refusals.clone(),
+        );
     }
 
     pub fn notify_delivery(&self, kind: &str, outcome: &str) {
@@ -490,5 +503,18 @@ impl Metrics {
 
     pub fn rebuild(&self, reason: &str) {
         self.config_rebuilds.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn console_sign_in(&self, outcome: &str) {
+        self.console_sign_ins.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    /// Console sign-ins counted with `outcome` so far (tests).
+    pub fn console_sign_in_count(&self, outcome: &str) -> u64 {
+        self.console_sign_ins.get_or_create(&OutcomeLabels { outcome: outcome.into() }).get()
+    }
+
+    pub fn console_refusal(&self, reason: &str) {
+        self.console_refusals.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 }

@@ -40,6 +40,20 @@ impl RedisKeys {
         format!("{}:check-results", self.prefix)
     }
 
+    /// Stream of live events (`XADD … MAXLEN ~`): state changes, incident updates, page and
+    /// domain changes, each entry's field `e` the event's JSON. Every control-plane replica
+    /// reads it (`XREAD`) to fan events out to its browsers, and resumes a browser's stream
+    /// from it (`Last-Event-ID`).
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Pub/Sub channel of live probe-result events (a JSON array per recorded batch): too
+    /// many to keep, useless once a newer one exists.
+    pub fn event_results(&self) -> String {
+        format!("{}:events:results", self.prefix)
+    }
+
     /// Rate-limit key of confirmation probes for one domain (`SET NX PX`).
     pub fn confirmation_lock(&self, domain: &str) -> String {
         format!("{}:confirm:{domain}", self.prefix)
@@ -69,5 +83,7 @@ mod tests {
         assert_eq!(k.probe_requests(), "cc:probe-requests");
         assert_eq!(k.check_results(), "cc:check-results");
         assert_eq!(k.confirmation_lock("d1"), "cc:confirm:d1");
+        assert_eq!(k.events(), "cc:events");
+        assert_eq!(k.event_results(), "cc:events:results");
     }
 }

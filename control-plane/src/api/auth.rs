@@ -37,14 +37,22 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+impl Admin {
+    /// `principal` as an admin, or [`ApiError::ReadOnly`]: the one way besides the extractor to
+    /// get an `Admin` (the console calls the API's write handlers with it).
+    pub fn check(principal: Principal) -> Result<Admin, ApiError> {
+        if principal.role != Role::Admin {
+            return Err(ApiError::ReadOnly);
+        }
+        Ok(Admin(principal))
+    }
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Auth(principal) = Auth::from_request_parts(parts, state).await?;
-        if principal.role != Role::Admin {
-            return Err(ApiError::ReadOnly);
-        }
-        Ok(Admin(principal))
+        Admin::check(principal)
     }
 }

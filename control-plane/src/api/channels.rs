@@ -49,7 +49,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     Ok(limit)
 }
 
-async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     Admin(p): Admin,
     JsonObject(body): JsonObject,
@@ -66,12 +66,12 @@ async fn create(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
+pub(crate) struct ListQuery {
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -90,7 +90,7 @@ async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -98,7 +98,7 @@ async fn get_one(
     Ok(Json(store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?.view()))
 }
 
-async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     Admin(p): Admin,
     Path(id): Path<String>,
@@ -109,7 +109,7 @@ async fn update(
     Ok(Json(channel.view()))
 }
 
-async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     Admin(p): Admin,
     Path(id): Path<String>,
@@ -125,7 +125,7 @@ async fn delete(
 
 /// Queues a `test` notification for this one channel and answers 202 with its id at once; the
 /// outcome shows in `GET /v1/notifications` (and the receiver).
-async fn test(
+pub(crate) async fn test(
     State(state): State<AppState>,
     Admin(p): Admin,
     Path(id): Path<String>,
@@ -139,10 +139,10 @@ async fn test(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NotificationQuery {
-    state: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+pub(crate) struct NotificationQuery {
+    pub(crate) state: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
@@ -154,7 +154,7 @@ fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.parse().ok()?))
 }
 
-async fn list_notifications(
+pub(crate) async fn list_notifications(
     State(state): State<AppState>,
     Admin(p): Admin,
     query: Result<Query<NotificationQuery>, axum::extract::rejection::QueryRejection>,
@@ -178,7 +178,7 @@ async fn list_notifications(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-async fn retry(
+pub(crate) async fn retry(
     State(state): State<AppState>,
     Admin(p): Admin,
     Path(id): Path<String>,

@@ -8,8 +8,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::DomainId;
 
+use chrono::Utc;
+
 use super::{Admin, ApiError, AppState, Auth, JsonObject};
 use crate::domains::{store, Domain, DomainSpec};
+use crate::live::Event;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -20,6 +23,7 @@ fn view(domain: &Domain) -> Value {
     let spec = &domain.spec;
     let mut view = json!({
         "id": domain.id,
+        "name": spec.name,
         "url": spec.url.as_str(),
         "expected_status": spec.expected_status.to_string(),
         "keyword": spec.keyword.as_ref().map(|k| k.pattern.as_str()),
@@ -57,6 +61,7 @@ pub async fn create(
     let spec = DomainSpec::parse(&body, &policy).map_err(ApiError::validation)?;
     let written = store::create(&state.pool, p.tenant_id, &spec).await?;
     state.changed();
+    state.publish(Event::domain(p.tenant_id, written.domain.id.0, "created", Utc::now()));
     tracing::info!(domain_id = %written.domain.id, version = written.version, tenant_id = %p.tenant_id, "domain created");
     Ok((StatusCode::CREATED, Json(view(&written.domain))))
 }
@@ -64,8 +69,8 @@ pub async fn create(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 pub async fn list(
@@ -120,6 +125,7 @@ async fn patch_domain(
         store::update(&state.pool, p.tenant_id, id, &patch, &policy, &p.token_id.to_string()).await?;
     if written.changed {
         state.changed();
+        state.publish(Event::domain(p.tenant_id, id.0, "updated", Utc::now()));
         tracing::info!(domain_id = %id, version = written.version, "domain updated");
     } else if patch.contains_key("flap") {
         tracing::info!(domain_id = %id, flap = ?written.domain.spec.flap, "domain flap settings written");
@@ -152,6 +158,7 @@ async fn set_paused(
     let written = store::set_paused(&state.pool, p.tenant_id, id, paused, &p.token_id.to_string()).await?;
     if written.changed {
         state.changed();
+        state.publish(Event::monitoring(p.tenant_id, id.0, paused, Utc::now()));
         tracing::info!(domain_id = %id, version = written.version, paused, "domain pause state changed");
     }
     Ok(Json(view(&written.domain)))
@@ -165,6 +172,7 @@ pub async fn delete(
     let id = parse_id(&id)?;
     let version = store::delete(&state.pool, p.tenant_id, id, &p.token_id.to_string()).await?;
     state.changed();
+    state.publish(Event::domain(p.tenant_id, id.0, "deleted", Utc::now()));
     tracing::info!(domain_id = %id, version, "domain deleted");
     Ok(StatusCode::NO_CONTENT)
 }

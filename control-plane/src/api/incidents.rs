@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents", get(list))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/updates", get(updates).post(post_update))
         .route("/domains/{id}/status", get(status))
 }
 
@@ -68,8 +69,10 @@ pub async fn show(
     let incident =
         incidents::get(&state.pool, p.tenant_id, parse_id(&id)?).await?.ok_or(ApiError::NotFound)?;
     let events = incidents::events(&state.pool, incident.id).await?;
+    let updates = incidents::updates::list(&state.pool, p.tenant_id, incident.id).await?.unwrap_or_default();
     let mut body = json!(incident);
     body["events"] = json!(events);
+    body["updates"] = json!(updates);
     Ok(Json(body))
 }
 
@@ -95,6 +98,15 @@ pub async fn ack(
     };
     match incidents::acknowledge(&state.pool, p.tenant_id, id, p.token_id, note).await {
         Ok(incident) => {
+            state.publish(crate::live::Event::incident(
+                crate::live::Kind::Incident,
+                p.tenant_id,
+                incident.domain_id,
+                id,
+                "acknowledged",
+                note,
+                incident.acknowledged_at.unwrap_or_else(chrono::Utc::now),
+            ));
             tracing::info!(incident_id = %id, token_id = %p.token_id, "incident acknowledged");
             Ok(Json(json!(incident)))
         }
@@ -102,6 +114,73 @@ pub async fn ack(
         Err(AckError::Conflict(state)) => Err(ApiError::Conflict(format!("the incident is already {state}"))),
         Err(AckError::Database(error)) => Err(error.into()),
     }
+}
+
+/// Longest update message, in characters.
+pub const MAX_UPDATE_CHARS: usize = 5_000;
+
+/// `GET /v1/incidents/{id}/updates`: the operators' updates, oldest first.
+pub async fn updates(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let items = incidents::updates::list(&state.pool, p.tenant_id, parse_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `POST /v1/incidents/{id}/updates` (admin): `{"status": "investigating" | "identified" |
+/// "monitoring" | "resolved", "message": "..."}`; shown on the status pages of the incident's
+/// domain, live. Answers 201 with the update.
+pub async fn post_update(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    super::JsonObject(body): super::JsonObject,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let mut errors = std::collections::BTreeMap::new();
+    for key in body.keys().filter(|k| !["status", "message"].contains(&k.as_str())) {
+        errors.insert(key.clone(), "unknown field".to_owned());
+    }
+    let status = body
+        .get("status")
+        .and_then(Value::as_str)
+        .filter(|s| crate::status::model::UPDATE_STATUSES.contains(s));
+    if status.is_none() {
+        errors.insert("status".into(), "must be investigating, identified, monitoring or resolved".into());
+    }
+    let message = body.get("message").and_then(Value::as_str).map(str::trim).filter(|m| {
+        !m.is_empty()
+            && m.chars().count() <= MAX_UPDATE_CHARS
+            && !m.chars().any(|c| c.is_control() && c != '\n')
+    });
+    if message.is_none() {
+        errors.insert(
+            "message".into(),
+            format!("must be a non-empty text of at most {MAX_UPDATE_CHARS} characters without control characters"),
+        );
+    }
+    let (Some(status), Some(message), true) = (status, message, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let (update, domain) =
+        incidents::updates::post(&state.pool, p.tenant_id, id, status, message, &p.token_id.to_string())
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    state.publish(crate::live::Event::incident(
+        crate::live::Kind::IncidentUpdate,
+        p.tenant_id,
+        domain,
+        id,
+        status,
+        Some(message),
+        update.posted_at,
+    ));
+    tracing::info!(incident_id = %id, status, token_id = %p.token_id, "incident update posted");
+    Ok((axum::http::StatusCode::CREATED, Json(json!(update))))
 }
 
 /// The consensus state of a domain, its open incident, every region's vote, its flap mode and
@@ -231,4 +310,70 @@ pub async fn regional_failures_of(
         state.config.regional_failure_observations,
     )
     .await?)
+}
+
+/// A domain's consensus state and each of its regions' standing, as the status answer has
+/// them, for a list of domains at once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Overview {
+    pub domain_id: Uuid,
+    /// `up`, `down` or `unknown`.
+    pub state: String,
+    pub since: Option<DateTime<Utc>>,
+    pub open_incident_id: Option<Uuid>,
+    /// Every region of the domain and its standing, in the domain's region order.
+    pub regions: Vec<decide::Vote>,
+}
+
+/// [`Overview`]s of `domains` (already the caller's tenant's), in their order: the same decision
+/// the status route makes for one domain, over a fixed number of round trips.
+pub async fn overview(
+    state: &AppState,
+    domains: &[crate::domains::Domain],
+) -> Result<Vec<Overview>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let ids: Vec<Uuid> = domains.iter().map(|d| d.id.0).collect();
+    let rows: Vec<(Uuid, String, DateTime<Utc>, Option<Uuid>)> = sqlx::query_as(
+        "SELECT domain_id, state, since, open_incident_id FROM domain_state WHERE domain_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let current: std::collections::HashMap<Uuid, (String, DateTime<Utc>, Option<Uuid>)> =
+        rows.into_iter().map(|(id, s, since, incident)| (id, (s, since, incident))).collect();
+    let mut observations = consensus::observations_of(&mut conn, &ids).await?;
+    let health = consensus::health(&mut conn).await?;
+    let all_regions = crate::regions::list(&mut *conn).await?;
+    let now = state.clock.now();
+    Ok(domains
+        .iter()
+        .map(|domain| {
+            let spec = &domain.spec;
+            let regions = if spec.regions.is_empty() { all_regions.clone() } else { spec.regions.clone() };
+            let (state_name, since, open_incident_id) = match current.get(&domain.id.0) {
+                Some((s, since, incident)) => (s.clone(), Some(*since), *incident),
+                None => ("unknown".to_owned(), None, None),
+            };
+            let observed = observations.remove(&domain.id.0).unwrap_or_default();
+            let decision = decide::decide(&decide::Inputs {
+                regions: &regions,
+                quorum: spec.quorum,
+                freshness: decide::freshness(
+                    spec.interval.seconds().max(1),
+                    state.config.consensus_freshness_factor,
+                ),
+                now,
+                observations: &observed,
+                health: &health,
+                current: decide::State::parse(&state_name),
+            });
+            Overview {
+                domain_id: domain.id.0,
+                state: state_name,
+                since,
+                open_incident_id,
+                regions: decision.votes,
+            }
+        })
+        .collect())
 }

@@ -3,15 +3,17 @@
 //! directly; `startup` serves it.
 
 mod auth;
-mod channels;
+pub(crate) mod channels;
 mod checks;
-mod digests;
-mod domains;
+pub(crate) mod digests;
+pub(crate) mod domains;
 mod error;
-mod history;
-mod incidents;
-mod query;
+mod events;
+pub(crate) mod history;
+pub(crate) mod incidents;
+pub(crate) mod query;
 mod regions;
+pub(crate) mod status_pages;
 mod tokens;
 
 use std::collections::BTreeSet;
@@ -56,6 +58,13 @@ pub struct AppState {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Check tests: Redis to publish requests, this replica's waiting requests, the rate limit.
     pub checks: Checks,
+    /// Console sign-in attempts per client address.
+    pub sign_in_limiter: crate::console::limit::SignInLimiter,
+    /// Live events: publish after a commit (`live.publisher()`), stream to browsers
+    /// (`live.sse(view, resume)`).
+    pub live: crate::live::Hub,
+    /// The public status pages (their cache).
+    pub pages: crate::status::Pages,
 }
 
 /// What `POST /v1/checks/test` needs besides the pool. Cheap to clone.
@@ -85,9 +94,16 @@ impl AppState {
     pub fn changed(&self) {
         self.publisher_wake.notify_one();
     }
+
+    /// Publishes a live event; call after the commit that made it true.
+    pub fn publish(&self, event: crate::live::Event) {
+        self.live.publisher().publish(event);
+    }
 }
 
-/// The complete HTTP surface: `/v1` API plus `/metrics`, `/healthz`, `/readyz`.
+/// The complete HTTP surface: `/v1` API, the HTML surface ([`crate::web`]: the console under
+/// `/console`, status pages, static files), `/metrics`,
+/// `/healthz`, `/readyz`.
 pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
     let ready = readiness(state.pool.clone());
     let v1 = Router::new()
@@ -99,14 +115,24 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .route("/checks/test", post(checks::test))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/events", get(events::stream))
         .merge(history::routes())
         .merge(incidents::routes())
         .merge(channels::routes())
         .merge(digests::routes())
+        .merge(status_pages::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
+    // The HTML surface (the console, status pages, static files): its own security headers on
+    // every response.
+    let web = crate::web::routes()
+        .merge(crate::console::routes())
+        .merge(crate::status::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn(crate::web::security_headers));
     Router::new()
         .nest("/v1", v1)
+        .merge(web)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
         .merge(shared::ops::router(registry, ready))

@@ -153,7 +153,16 @@ impl Consensus {
             self.remember(*id, evaluated.state);
         }
         for change in &written.changes {
-            self.committed(change, &written.round.evaluated[&change.subject.domain_id]);
+            let evaluated = &written.round.evaluated[&change.subject.domain_id];
+            self.committed(change, evaluated);
+            self.live.publish(crate::live::Event::state(
+                change.subject.tenant_id,
+                change.subject.domain_id,
+                change.from.as_str(),
+                change.to.as_str(),
+                evaluated.incident,
+                change.at,
+            ));
         }
         Ok(written.round)
     }

@@ -38,8 +38,8 @@ pub use certificates::CertificateFact;
 pub use decide::{AgentSaturation, Decision, Health, Observation, Outcome, Standing, State, Vote};
 pub use evaluate::{Claim, Round, EVALUATE_BATCH};
 pub use observations::{
-    health, observations, regional_failures, BatchHealth, DomainObservation, ObservedBatch, RegionalFailure,
-    Run,
+    health, observations, observations_of, regional_failures, BatchHealth, DomainObservation, ObservedBatch,
+    RegionalFailure, Run,
 };
 pub use queue::{queue, ObservationReceiver, ObservationSender};
 
@@ -120,6 +120,8 @@ pub struct Consensus {
     /// corrects whatever a stale hint skipped.
     known: Arc<Mutex<HashMap<Uuid, State>>>,
     clock: Arc<dyn Clock>,
+    /// Where committed transitions and recorded results are published for live updates.
+    live: crate::live::Publisher,
 }
 
 impl Consensus {
@@ -135,7 +137,15 @@ impl Consensus {
             certs_sent: Arc::default(),
             known: Arc::default(),
             clock: crate::clock::system(),
+            live: crate::live::Publisher::disabled(),
         }
+    }
+
+    /// Publishes every committed transition (`state` events) and recorded result (`result`
+    /// events) through `live`, after its commit.
+    pub fn with_live(mut self, live: crate::live::Publisher) -> Self {
+        self.live = live;
+        self
     }
 
     /// The clock evaluations and the sweep take "now" from (the system clock unless set; a
@@ -300,6 +310,20 @@ impl Consensus {
                 }
             }
             drop(known);
+            self.live.publish_results(
+                batch
+                    .observations
+                    .iter()
+                    .map(|o| crate::live::ResultNotice {
+                        domain: o.domain_id,
+                        region: batch.region.clone(),
+                        ok: o.ok,
+                        error_kind: o.error_kind.clone(),
+                        status_code: o.status_code,
+                        at: o.observed_at,
+                    })
+                    .collect(),
+            );
             recorded.push(batch);
         }
 

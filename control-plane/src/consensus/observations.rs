@@ -478,8 +478,18 @@ pub async fn regional_failures(
 
 /// A domain's latest observation per region.
 pub async fn observations(tx: &mut sqlx::PgConnection, domain_id: Uuid) -> sqlx::Result<Vec<Observation>> {
+    Ok(observations_of(tx, &[domain_id]).await?.remove(&domain_id).unwrap_or_default())
+}
+
+/// The latest observation per region of each of `domain_ids` (a domain without any is
+/// absent), in one round trip; each domain's in region order.
+pub async fn observations_of(
+    tx: &mut sqlx::PgConnection,
+    domain_ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Vec<Observation>>> {
     #[derive(sqlx::FromRow)]
     struct Row {
+        domain_id: Uuid,
         region: String,
         ok: bool,
         error_kind: Option<String>,
@@ -488,23 +498,24 @@ pub async fn observations(tx: &mut sqlx::PgConnection, domain_id: Uuid) -> sqlx:
         agent_id: String,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT region, ok, error_kind, status_code, observed_at, agent_id FROM region_observations
-         WHERE domain_id = $1 ORDER BY region",
+        "SELECT domain_id, region, ok, error_kind, status_code, observed_at, agent_id FROM region_observations
+         WHERE domain_id = ANY($1) ORDER BY domain_id, region",
     )
-    .bind(domain_id)
+    .bind(domain_ids)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Observation {
+    let mut by_domain: HashMap<Uuid, Vec<Observation>> = HashMap::new();
+    for r in rows {
+        by_domain.entry(r.domain_id).or_default().push(Observation {
             region: r.region,
             ok: r.ok,
             error_kind: r.error_kind,
             status_code: r.status_code,
             observed_at: r.observed_at,
             agent_id: r.agent_id,
-        })
-        .collect())
+        });
+    }
+    Ok(by_domain)
 }
 
 /// Every region's latest agent health: the canary verdict and each agent's saturation (a

@@ -21,7 +21,8 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 18] = [
+const KNOWN_FIELDS: [&str; 19] = [
+    "name",
     "url",
     "method",
     "headers",
@@ -42,6 +43,8 @@ const KNOWN_FIELDS: [&str; 18] = [
     "http_version",
 ];
 const MAX_URL_LEN: usize = 2048;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 const MAX_KEYWORD_LEN: usize = 256;
 /// A regular expression may be longer than a keyword; its compiled size is bounded too
 /// ([`shared::domain::KEYWORD_REGEX_SIZE_LIMIT`]).
@@ -93,6 +96,9 @@ impl Interval {
 /// A valid domain definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
+    /// A display name for people (the console, the default name on status pages); the URL
+    /// when absent. Any text: every page escapes it. Not part of what agents receive.
+    pub name: Option<String>,
     pub url: Url,
     /// What the probe sends: `method`, `headers`, `auth`, `body` and `body_secret` of the
     /// request (see [`super::request`]). Holds secrets: show [`RequestConfig::redacted`].
@@ -152,6 +158,25 @@ impl DomainSpec {
         }
         let field = |name: &str| request.get(name).filter(|v| !v.is_null());
 
+        let name = match field("name") {
+            None => None,
+            Some(Value::String(s))
+                if !s.trim().is_empty()
+                    && s.trim().chars().count() <= MAX_NAME_CHARS
+                    && !s.chars().any(char::is_control) =>
+            {
+                Some(s.trim().to_owned())
+            }
+            Some(_) => {
+                errors.add(
+                    "name",
+                    format!(
+                        "must be a string of 1 to {MAX_NAME_CHARS} characters without control characters"
+                    ),
+                );
+                None
+            }
+        };
         let url = match field("url") {
             None => {
                 errors.add("url", "required");
@@ -313,6 +338,7 @@ impl DomainSpec {
                 Some(paused),
                 Some(tls_verify),
             ) if errors.is_empty() => Ok(DomainSpec {
+                name,
                 url,
                 request: sent,
                 expected_status,
@@ -354,6 +380,7 @@ impl DomainSpec {
     /// its fields on this. It holds the request's secrets: it is never shown.
     pub fn to_request(&self) -> Map<String, Value> {
         let mut map = Map::new();
+        map.insert("name".into(), self.name.as_deref().map_or(Value::Null, Value::from));
         map.insert("url".into(), Value::from(self.url.as_str()));
         request::to_request(&self.request, &mut map);
         map.insert("expected_status".into(), Value::from(self.expected_status.to_string()));

@@ -57,6 +57,7 @@ pub enum StoreError {
 struct Row {
     id: Uuid,
     tenant_id: Uuid,
+    name: Option<String>,
     url: String,
     method: String,
     status_min: i32,
@@ -82,7 +83,7 @@ struct Row {
     updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
+const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
      flap, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
 
@@ -128,6 +129,7 @@ impl TryFrom<Row> for Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
             spec: DomainSpec {
+                name: row.name,
                 url,
                 request: RequestConfig { method, headers, auth, body },
                 expected_status: StatusRange {
@@ -157,7 +159,7 @@ pub struct Written {
     pub domain: Domain,
     pub version: u64,
     /// False when an update changed nothing agents see (no new version, nothing published): a
-    /// change of the flap settings alone is stored without a new version.
+    /// change of the flap settings or the name alone is stored without a new version.
     pub changed: bool,
 }
 
@@ -200,9 +202,9 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret) \
+             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23) \
+             $22, $23, $24) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -212,7 +214,7 @@ async fn write_row(
              tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
-             updated_at = now() \
+             name = excluded.name, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -239,6 +241,7 @@ async fn write_row(
     .bind(spec.request.auth.as_ref().map(|a| serde_json::to_value(a).expect("auth serializes")))
     .bind(spec.request.body.as_ref().map(|b| b.text.as_str()))
     .bind(spec.request.body.as_ref().is_some_and(|b| b.secret))
+    .bind(spec.name.as_deref())
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -265,7 +268,8 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 9] = [
+const CLEARABLE: [&str; 10] = [
+    "name",
     "keyword",
     "keyword_mode",
     "keyword_case_insensitive",
@@ -278,7 +282,7 @@ const CLEARABLE: [&str; 9] = [
 ];
 
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
-/// parsed against `policy`, while the domain row is locked. Only `keyword` (with its options),
+/// parsed against `policy`, while the domain row is locked. Only `name`, `keyword` (with its options),
 /// `quorum`, `flap`, `headers`, `auth` and `body` (with `body_secret`) may be `null` (cleared;
 /// `null` options return to their defaults); a `null` elsewhere is an error rather than a
 /// silent reset to the default. A `flap` object replaces the domain's flap overrides as a
@@ -351,14 +355,16 @@ async fn write_if_changed(
         tx.rollback().await?;
         return Ok(Written { version: current.version, domain: current, changed: false });
     }
-    let only_flap = DomainSpec { flap: spec.flap.clone(), ..current.spec.clone() } == spec;
-    if only_flap {
-        // Only the flap settings changed: agents do not see them, so no new version.
+    let unseen =
+        DomainSpec { flap: spec.flap.clone(), name: spec.name.clone(), ..current.spec.clone() } == spec;
+    if unseen {
+        // Only the flap settings or the name changed: agents see neither, so no new version.
         let row: Row = sqlx::query_as(&format!(
-            "UPDATE domains SET flap = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE domains SET flap = $2, name = $3, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id.0)
         .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
+        .bind(spec.name.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

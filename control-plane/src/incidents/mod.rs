@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::notify::{self, Notification};
 
 mod bulk;
+pub mod updates;
 
 pub use bulk::{open_many, resolve_many, Opening, Resolution};
 

@@ -33,6 +33,8 @@ pub struct TestApp {
     pub config: Config,
     pub timeseries_db: Option<ScratchDb>,
     pub publisher: Publisher,
+    /// This replica's live event hub.
+    pub live: control_plane::live::Hub,
     pub redis: Client,
     pub token: String,
     pub http: reqwest::Client,
@@ -98,6 +100,7 @@ impl TestApp {
         let consensus = app.consensus();
         let flap = app.flap();
         let publisher = app.publisher();
+        let live = app.live();
         let issued = tenants::create_tenant(&pool, &format!("tenant-{}", Uuid::new_v4())).await.unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until(shutdown.clone()));
@@ -113,6 +116,7 @@ impl TestApp {
             config,
             timeseries_db: Some(timeseries_db),
             publisher,
+            live,
             redis,
             token: issued.token,
             http: reqwest::Client::new(),
@@ -352,5 +356,115 @@ pub fn observed(
             run: Run::of(ok, at),
         }],
         certificates: Vec::new(),
+    }
+}
+
+/// One Server-Sent Events message as a client sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    /// A comment-only message (a heartbeat).
+    pub comment: bool,
+}
+
+impl SseMessage {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{self:?} is not JSON: {e}"))
+    }
+}
+
+/// A streaming response read as Server-Sent Events.
+pub struct SseClient {
+    response: Response,
+    buffer: String,
+    pub status: StatusCode,
+}
+
+impl SseClient {
+    /// Opens `path` with `headers`; panics unless the answer is an event stream.
+    pub async fn open(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Self {
+        let client = Self::connect(app, path, headers).await;
+        assert_eq!(client.status, StatusCode::OK, "{path}");
+        client
+    }
+
+    /// Opens `path` whatever the answer.
+    pub async fn connect(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut request = app.http.get(app.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        Self { response, buffer: String::new(), status }
+    }
+
+    pub fn response_is_event_stream(&self) -> bool {
+        self.response.headers().get("content-type").is_some_and(|v| v == "text/event-stream")
+    }
+
+    /// The next message (heartbeats included), or `None` when the stream ended or `wait` passed.
+    pub async fn next_raw(&mut self, wait: Duration) -> Option<SseMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut message = SseMessage::default();
+                let mut data = Vec::new();
+                let mut fields = 0;
+                for line in block.lines().filter(|l| !l.is_empty()) {
+                    if line.starts_with(':') {
+                        message.comment = true;
+                        continue;
+                    }
+                    fields += 1;
+                    let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match name {
+                        "id" => message.id = Some(value.to_owned()),
+                        "event" => message.event = Some(value.to_owned()),
+                        "data" => data.push(value.to_owned()),
+                        _ => {}
+                    }
+                }
+                if fields > 0 {
+                    message.comment = false;
+                }
+                message.data = data.join("\n");
+                return Some(message);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?;
+            match chunk {
+                Ok(Some(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next message that dispatches an event (has data), skipping heartbeats and id-only
+    /// messages; `None` when the stream ended or `wait` passed.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<SseMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.next_raw(left).await?;
+            if !message.data.is_empty() {
+                return Some(message);
+            }
+        }
+    }
+
+    /// The next event named `name`, skipping others.
+    pub async fn next_named(&mut self, name: &str, wait: Duration) -> Option<SseMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.next_event(left).await?;
+            if message.event.as_deref() == Some(name) {
+                return Some(message);
+            }
+        }
     }
 }

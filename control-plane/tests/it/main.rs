@@ -2,19 +2,24 @@
 //! `#[sqlx::test]`) and real Redis (one key prefix per test), with real probe agents.
 
 mod api;
+mod browser;
 mod checks;
 mod cli;
 mod config_path;
 mod consensus;
+mod console;
 mod delivery;
 mod digests;
 mod first_run;
 mod flap;
 mod helpers;
 mod ingest;
+mod live;
 mod notify;
 mod pause;
 mod request_options;
 mod saturation;
+mod status;
 mod storm;
 mod timeseries;
+mod web;

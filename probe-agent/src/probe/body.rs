@@ -270,14 +270,14 @@ pub enum CheckEnd {
 }
 
 /// Reads `body` through `check` until a verdict: stops as soon as the keyword or pattern is
-/// seen. Errors are the transport's, as a short lowercase reason.
-pub async fn check_body<B>(body: &mut B, check: &mut BodyCheck) -> Result<CheckEnd, String>
+/// seen. Errors are the transport's (a body that broke off before its end among them), for
+/// the caller to name with what it knows of the exchange.
+pub async fn check_body<B>(body: &mut B, check: &mut BodyCheck) -> Result<CheckEnd, B::Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
 {
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading the body failed: {e}").to_lowercase())?;
+        let frame = frame?;
         let Ok(data) = frame.into_data() else { continue };
         match check.push(&data) {
             Ok(true) => return Ok(CheckEnd::Found),
@@ -306,14 +306,13 @@ pub enum ReadEnd {
 
 /// Reads and discards `body` to its end or to `limit` bytes, counting them in `read` (which
 /// stays meaningful when the caller abandons the read on a timeout). Errors are the
-/// transport's, as a short lowercase reason.
-pub async fn read_to_end<B>(body: &mut B, limit: u64, read: &mut u64) -> Result<ReadEnd, String>
+/// transport's, as for [`check_body`].
+pub async fn read_to_end<B>(body: &mut B, limit: u64, read: &mut u64) -> Result<ReadEnd, B::Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
 {
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading the body failed: {e}").to_lowercase())?;
+        let frame = frame?;
         let Ok(data) = frame.into_data() else { continue };
         let room = limit - *read;
         *read += (data.len() as u64).min(room);

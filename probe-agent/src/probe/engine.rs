@@ -525,7 +525,7 @@ impl Engine {
         report.body_wire_bytes = read;
         match outcome {
             Err(timeout) => Err(stalled(timeout, read, headers)),
-            Ok(Err(e)) => Err(Failure::new(ErrorKind::Http, e)),
+            Ok(Err(e)) => Err(broken_body(&e, read, headers)),
             Ok(Ok(ReadEnd::Ended | ReadEnd::LimitReached)) => {
                 driver.finish();
                 Ok(())
@@ -556,7 +556,7 @@ impl Engine {
         report.body_wire_bytes = checker.wire;
         let end = match outcome {
             Err(timeout) => return Err(stalled(timeout, checker.wire, headers)),
-            Ok(Err(e)) => return Err(Failure::new(ErrorKind::Http, e)),
+            Ok(Err(e)) => return Err(broken_body(&e, checker.wire, headers)),
             Ok(Ok(end)) => end,
         };
         let what = match check.mode {
@@ -712,6 +712,54 @@ fn stalled(timeout: Failure, received: u64, headers: &::http::HeaderMap) -> Fail
         None => format!("{received} body bytes received"),
     };
     Failure::new(timeout.kind, format!("{} ({progress})", timeout.detail))
+}
+
+/// A body that broke off before its end: the server closed the connection short of the
+/// declared `Content-Length` or inside a chunked body, or reset the HTTP/2 stream. The users'
+/// page is cut short, so this is a failure (`http`) however healthy the head looked, and the
+/// message says how far the body got.
+fn broken_body(error: &hyper::Error, received: u64, headers: &::http::HeaderMap) -> Failure {
+    let declared = headers
+        .get(::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = headers
+        .get_all(::http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("chunked")));
+    let closed = error.is_incomplete_message() || ends_early(error);
+    let detail = match (closed, declared) {
+        (true, Some(length)) => format!(
+            "the body ended after {received} of {length} bytes: the connection closed before the \
+             declared content-length was reached"
+        ),
+        (true, None) if chunked => format!(
+            "the body ended after {received} bytes: the connection closed inside the chunked body, \
+             before its last chunk"
+        ),
+        (true, None) => format!("the body ended after {received} bytes: the connection closed early"),
+        (false, Some(length)) => {
+            format!("the body broke off after {received} of {length} bytes: {}", http::describe(error))
+        }
+        (false, None) => format!("the body broke off after {received} bytes: {}", http::describe(error)),
+    };
+    Failure::new(ErrorKind::Http, detail)
+}
+
+/// Whether the connection ended under a body that was not over: hyper reports that as an
+/// unexpected end of file somewhere in the error's causes.
+fn ends_early(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Sizes, coding and charset of a checked body, for messages.

@@ -152,7 +152,33 @@ pub fn diagnose(recorded: &[u8], limits: HeadLimits, too_large: bool) -> Option<
         }
         return None;
     }
-    fields.iter().find_map(|line| bad_header(line))
+    fields.iter().find_map(|line| bad_header(line)).or_else(|| bad_length(&fields))
+}
+
+/// What is wrong with the head's `Content-Length` fields, if anything: values that disagree
+/// (RFC 9112 §6.3: the message length cannot be known, and browsers refuse it too) or one that
+/// is not a number.
+fn bad_length(fields: &[&[u8]]) -> Option<String> {
+    let mut values: Vec<String> = Vec::new();
+    for line in fields {
+        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        if !line[..colon].eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        for value in line[colon + 1..].split(|b| *b == b',') {
+            let value = shown(value.trim_ascii());
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(format!("response header \"content-length\" has an invalid value {value:?}"));
+            }
+            if !values.contains(&value) {
+                values.push(value);
+            }
+        }
+    }
+    (values.len() > 1).then(|| {
+        let listed: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        format!("the response has conflicting content-length values ({})", listed.join(", "))
+    })
 }
 
 /// What is wrong with one header line, if anything: a name that is not a token, no colon, or a
@@ -201,6 +227,22 @@ mod tests {
         assert!(colon.contains("no colon"), "{colon}");
         // Tabs and obs-text are allowed.
         assert_eq!(diagnose(b"HTTP/1.1 200 OK\r\nX-Obs: caf\xe9\t\r\n\r\n", LIMITS, false), None);
+    }
+
+    #[test]
+    fn names_a_content_length_that_gives_no_message_length() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\ncontent-length: 20\r\n\r\n";
+        let reason = diagnose(head, LIMITS, false).unwrap();
+        assert_eq!(reason, "the response has conflicting content-length values (\"10\", \"20\")");
+        let listed = diagnose(b"HTTP/1.1 200 OK\r\nContent-Length: 10, 12\r\n\r\n", LIMITS, false).unwrap();
+        assert!(listed.contains("conflicting"), "{listed}");
+        let word = diagnose(b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", LIMITS, false).unwrap();
+        assert_eq!(word, "response header \"content-length\" has an invalid value \"ten\"");
+        // The same value twice, or as a list, is one length.
+        assert_eq!(
+            diagnose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\n", LIMITS, false),
+            None
+        );
     }
 
     #[test]

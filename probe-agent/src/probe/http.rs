@@ -129,6 +129,11 @@ where
             let (sender, connection) = http1::Builder::new()
                 .max_headers(limits.max_headers)
                 .max_header_size(limits.max_bytes)
+                // What browsers accept (RFC 9112 §5.2: a user agent replaces an obs-fold with a
+                // space; whitespace before a field's colon is dropped), so a site that users
+                // reach is not down by a parser's strictness.
+                .allow_obsolete_multiline_headers_in_responses(true)
+                .allow_spaces_after_header_name_in_responses(true)
                 // The read buffer must be able to hold a head of the limit and the start of the body.
                 .max_buf_size(limits.max_bytes.saturating_add(MIN_BUF_SIZE).max(MIN_BUF_SIZE))
                 .handshake(TokioIo::new(io))

@@ -9,7 +9,9 @@
 //! time; when only a validity period fails, the builder is asked again at that certificate's own
 //! limit, so an expired intermediate is found on its real, signature-checked path. Without any
 //! path (unknown issuer, incomplete chain) the presented certificates are linked by issuer
-//! names from the leaf.
+//! names from the leaf. A chain that verifies is built once per handshake: that path build is
+//! the verdict on the chain, and rustls' own name check completes it (the inner verifier is
+//! asked only when the chain fails, for its exact error).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,6 +20,7 @@ use chrono::{DateTime, Utc};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -77,27 +80,16 @@ struct RecordingVerifier {
 const TIME_RETRIES: usize = 4;
 
 impl RecordingVerifier {
-    /// The chain from `end_entity` up: the verified path if there is one (at `now`, or at the
-    /// validity limit of the certificate that failed only on time), else the presented
-    /// certificates linked by names. The flag says whether it is a verified path.
-    fn chain(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> (Vec<CertificateDer<'static>>, bool) {
-        if let Some(path) = self.verified_path(end_entity, intermediates, now) {
-            return (path, true);
-        }
-        (linked_by_names(end_entity, intermediates, &self.roots), false)
-    }
-
+    /// The path from `end_entity` up to (not including) a trust anchor, and whether it verified
+    /// at `now`. When only a validity period fails, the builder is asked again at that
+    /// certificate's own limit, so the path is still found (and `false` says it is not valid
+    /// now). `None`: no signature-checked path at all.
     fn verified_path(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Option<Vec<CertificateDer<'static>>> {
+    ) -> Option<(Vec<CertificateDer<'static>>, bool)> {
         let leaf = webpki::EndEntityCert::try_from(end_entity).ok()?;
         let mut time = now;
         for _ in 0..TIME_RETRIES {
@@ -114,7 +106,7 @@ impl RecordingVerifier {
                 Ok(path) => {
                     let mut chain = vec![end_entity.clone().into_owned()];
                     chain.extend(path.intermediate_certificates().map(|cert| cert.der().into_owned()));
-                    return Some(chain);
+                    return Some((chain, time == now));
                 }
                 Err(webpki::Error::CertExpired { not_after, .. }) if not_after != time => time = not_after,
                 Err(webpki::Error::CertNotValidYet { not_before, .. }) if not_before != time => {
@@ -124,6 +116,40 @@ impl RecordingVerifier {
             }
         }
         None
+    }
+
+    /// The verdict, the chain (the verified path if there is one, else the presented
+    /// certificates linked by names) and whether the chain is a verified path.
+    ///
+    /// One path build serves both when the chain verifies now, the common case: the inner
+    /// verifier would build the same path again (same roots, algorithms, time, no revocation
+    /// lists), so only the name is left to check, with rustls' own check. When the chain does
+    /// not verify, the verdict is the inner verifier's, so its error is exactly rustls'.
+    fn assess(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> (Result<(), rustls::Error>, Vec<CertificateDer<'static>>, bool) {
+        match self.verified_path(end_entity, intermediates, now) {
+            Some((path, true)) => {
+                let verdict = ParsedCertificate::try_from(end_entity)
+                    .and_then(|cert| rustls::client::verify_server_name(&cert, server_name));
+                (verdict, path, true)
+            }
+            found => {
+                let verdict = self
+                    .inner
+                    .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                    .map(|_| ());
+                match found {
+                    Some((path, _)) => (verdict, path, true),
+                    None => (verdict, linked_by_names(end_entity, intermediates, &self.roots), false),
+                }
+            }
+        }
     }
 }
 
@@ -178,9 +204,8 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict =
-            self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
-        let (chain, chain_verified) = self.chain(end_entity, intermediates, now);
+        let (verdict, chain, chain_verified) =
+            self.assess(end_entity, intermediates, server_name, ocsp_response, now);
         let seen = SeenCert {
             server_name: server_name.to_str().into_owned(),
             end_entity: end_entity.clone().into_owned(),
@@ -191,7 +216,7 @@ impl ServerCertVerifier for RecordingVerifier {
         match SEEN.try_with(|slot| slot.put(seen)) {
             Ok(()) => Ok(ServerCertVerified::assertion()),
             // Outside a probe's handshake nobody would look at the record: be strict.
-            Err(_) => verdict,
+            Err(_) => verdict.map(|()| ServerCertVerified::assertion()),
         }
     }
 

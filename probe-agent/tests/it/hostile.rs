@@ -602,6 +602,92 @@ async fn a_slow_body_that_completes_in_time_is_up() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bodies cut short
+
+/// A `200` declaring `Content-Length: 1000` that sends the first 32 bytes (`first` at their
+/// start) and closes the connection.
+async fn truncated_after_32(first: &str) -> Hostile {
+    let mut sent = first.as_bytes().to_vec();
+    sent.resize(32, b'.');
+    Hostile::start(
+        vec![head(&["content-length: 1000", "content-type: text/plain"]), sent],
+        Duration::ZERO,
+        Then::Close,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_body_cut_short_of_its_content_length_is_down_and_says_how_far_it_got() {
+    let server = truncated_after_32("hello").await;
+    // Without a body check, with a keyword it never reached, and with a forbidden keyword
+    // (whose absence a cut-off body cannot show): each a broken response, not a verdict on the
+    // keyword and not a timeout.
+    for config in [
+        plain(server.url()),
+        containing(server.url(), "absent"),
+        checking(server.url(), "error", KeywordMode::NotContains, false),
+        checking(server.url(), "^never", KeywordMode::Regex, false),
+    ] {
+        let report = probe(&prober(), &DomainConfig { timeout_ms: 10_000, ..config }).await;
+        assert_failed(
+            &report,
+            ErrorKind::Http,
+            &["the body ended after 32 of 1000 bytes", "closed before the declared content-length"],
+        );
+        assert_eq!(report.status, Some(200), "the head is kept");
+        assert_eq!(report.body_wire_bytes, 32);
+        assert!(report.timings.total_ms < 5_000.0, "decided at the close: {:?}", report.timings);
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_closed_before_its_last_chunk_is_down() {
+    // Two whole chunks, then the connection closes without the terminating `0` chunk; and a
+    // close in the middle of a chunk.
+    for sent in [b"5\r\nhello\r\n6\r\n world\r\n".to_vec(), b"400\r\nonly part".to_vec()] {
+        let server =
+            Hostile::start(vec![head(&["transfer-encoding: chunked"]), sent], Duration::ZERO, Then::Close)
+                .await;
+        for config in [plain(server.url()), containing(server.url(), "absent")] {
+            let report = probe(&prober(), &DomainConfig { timeout_ms: 10_000, ..config }).await;
+            assert_failed(&report, ErrorKind::Http, &["the body ended after", "inside the chunked body"]);
+            assert_eq!(report.status, Some(200));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_body_cut_short_is_down_not_undecodable() {
+    let whole = Encoding::Gzip.encode(&page("status OK"));
+    let cut = &whole[..whole.len() / 2];
+    let pieces = vec![
+        head(&[
+            &format!("content-length: {}", whole.len()),
+            "content-encoding: gzip",
+            "content-type: text/html",
+        ]),
+        cut.to_vec(),
+    ];
+    let server = Hostile::start(pieces, Duration::ZERO, Then::Close).await;
+    for config in [plain(server.url()), containing(server.url(), "absent")] {
+        let report = probe(&prober(), &DomainConfig { timeout_ms: 10_000, ..config }).await;
+        let expected = format!("the body ended after {} of {} bytes", cut.len(), whole.len());
+        assert_failed(&report, ErrorKind::Http, &[&expected]);
+    }
+}
+
+#[tokio::test]
+async fn a_keyword_found_before_the_body_breaks_off_is_the_verdict() {
+    // The verdict is made when the keyword is seen (total_ms ends there); what the rest of
+    // the body then does is not waited for, as with a body that stalls after it.
+    let server = truncated_after_32("status: healthy").await;
+    let report = probe(&prober(), &containing(server.url(), "healthy")).await;
+    assert_up(&report);
+    assert_eq!(report.keyword_matched, Some(true));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Response heads
 
 fn cookies(count: usize) -> Vec<String> {
@@ -670,4 +756,33 @@ async fn trailing_whitespace_and_obs_text_are_legal() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Test: value \t\r\nX-Obs: caf\xe9\r\n\r\nOK".to_vec();
     let server = Hostile::once(raw).await;
     assert_up(&probe(&prober(), &containing(server.url(), "OK")).await);
+}
+
+#[tokio::test]
+async fn folded_headers_and_space_before_a_colon_are_read_as_browsers_read_them() {
+    // RFC 9112 §5.2: a user agent replaces an obs-fold with a space.
+    let folded = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Folded: first\r\n  second\r\n\r\nOK".to_vec();
+    let space = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Spaced : value\r\n\r\nOK".to_vec();
+    for raw in [folded, space] {
+        let server = Hostile::once(raw).await;
+        assert_up(&probe(&prober(), &containing(server.url(), "OK")).await);
+    }
+}
+
+#[tokio::test]
+async fn a_content_length_that_gives_no_message_length_is_named() {
+    for (raw, expected) in [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nOK".to_vec(),
+            "the response has conflicting content-length values (\"2\", \"5\")",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: two\r\n\r\nOK".to_vec(),
+            "response header \"content-length\" has an invalid value \"two\"",
+        ),
+    ] {
+        let server = Hostile::once(raw).await;
+        let report = probe(&prober(), &plain(server.url())).await;
+        assert_failed(&report, ErrorKind::Http, &[expected]);
+    }
 }

@@ -374,3 +374,66 @@ async fn a_url_that_grows_at_every_redirect_stops_at_the_redirect_limit() {
     assert_eq!(report.redirects.len(), 5);
     assert_eq!(server.seen.http1.load(Ordering::SeqCst), 6);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bodies that break off
+
+/// A server whose every response is `200` declaring `content-length: 1000`, sends `partial`
+/// and then fails its body: hyper resets the HTTP/2 stream (`RST_STREAM`) or closes the
+/// HTTP/1.1 connection.
+async fn start_breaking(speaks: Speaks) -> SocketAddr {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_request: Request<Incoming>| async {
+                    use futures::StreamExt as _;
+                    let first: Result<Frame<Bytes>, std::io::Error> =
+                        Ok(Frame::data(Bytes::from_static(b"partial")));
+                    // The failure comes after the head and the first bytes reached the client.
+                    let failure = futures::stream::once(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        Err(std::io::Error::other("the origin went away"))
+                    });
+                    let body = StreamBody::new(futures::stream::iter([first]).chain(failure));
+                    Ok::<_, Infallible>(
+                        Response::builder().header("content-length", "1000").body(body).unwrap(),
+                    )
+                });
+                let io = TokioIo::new(tcp);
+                match speaks {
+                    Speaks::H2c => {
+                        let _ = http2::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
+                    }
+                    _ => {
+                        let _ = http1::Builder::new().serve_connection(io, service).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_down_over_either_version() {
+    let ca = TestCa::new("Protocols CA");
+    let prober = prober(&ca, |_| {});
+    for (speaks, version, expected) in [
+        (Speaks::H2c, HttpVersion::Http2, "the body broke off after 7 of 1000 bytes"),
+        (Speaks::Http1, HttpVersion::Http1, "the body ended after 7 of 1000 bytes"),
+    ] {
+        let addr = start_breaking(speaks).await;
+        let url = format!("http://app.test:{}/", addr.port());
+        for keyword in [None, Some(KeywordCheck::contains("absent"))] {
+            let config =
+                DomainConfig { http_version: version, keyword: keyword.clone(), ..config(url.clone()) };
+            let report = probe(&prober, &config).await;
+            assert_failed(&report, ErrorKind::Http, expected);
+            assert_eq!(report.status, Some(200), "{version:?}");
+        }
+    }
+}
