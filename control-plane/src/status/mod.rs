@@ -109,6 +109,29 @@ impl Slot {
     }
 }
 
+/// The cached pages, by what names them.
+type Slots = Mutex<HashMap<Key, Arc<Slot>>>;
+
+/// Drops the cached pages a stream event makes stale.
+fn on_event(slots: &Slots, event: &Event) {
+    let drop_page = match (event.kind, event.page, event.domain, event.state.as_deref()) {
+        (Kind::Page, Some(page), _, _) => Some((Some(page), None)),
+        (Kind::Domain, _, Some(domain), Some("deleted" | "updated")) => Some((None, Some(domain))),
+        _ => None,
+    };
+    if let Some((page, domain)) = drop_page {
+        forget(slots, |entry| {
+            Some(entry.page_id) == page
+                || domain.is_some_and(|d| entry.components.iter().any(|c| c.domain_id == d))
+        });
+    }
+}
+
+fn forget(slots: &Slots, matches: impl Fn(&Entry) -> bool) {
+    let mut slots = slots.lock().expect("status slots lock");
+    slots.retain(|_, slot| !slot.current().is_some_and(|entry| matches(&entry)));
+}
+
 /// The status pages of this replica: their cache and what building them needs. Cheap to
 /// clone.
 #[derive(Clone)]
@@ -117,7 +140,7 @@ pub struct Pages {
     live: Hub,
     ttl: Duration,
     regional_failure_observations: u32,
-    slots: Arc<Mutex<HashMap<Key, Arc<Slot>>>>,
+    slots: Arc<Slots>,
 }
 
 impl Pages {
@@ -126,29 +149,20 @@ impl Pages {
     pub fn new(pool: PgPool, live: Hub, ttl: Duration, regional_failure_observations: u32) -> Self {
         let pages =
             Self { pool, live: live.clone(), ttl, regional_failure_observations, slots: Arc::default() };
-        let hooked = pages.clone();
-        live.on_event(Box::new(move |event| hooked.on_event(event)));
+        // The hook holds only the cache: holding `pages` (and so the hub) would make a cycle
+        // that keeps the hub and its database pool alive for ever.
+        let slots = Arc::downgrade(&pages.slots);
+        live.on_event(Box::new(move |event| {
+            if let Some(slots) = slots.upgrade() {
+                on_event(&slots, event);
+            }
+        }));
         pages
-    }
-
-    fn on_event(&self, event: &Event) {
-        let drop_page = match (event.kind, event.page, event.domain, event.state.as_deref()) {
-            (Kind::Page, Some(page), _, _) => Some((Some(page), None)),
-            (Kind::Domain, _, Some(domain), Some("deleted" | "updated")) => Some((None, Some(domain))),
-            _ => None,
-        };
-        if let Some((page, domain)) = drop_page {
-            self.forget(|entry| {
-                Some(entry.page_id) == page
-                    || domain.is_some_and(|d| entry.components.iter().any(|c| c.domain_id == d))
-            });
-        }
     }
 
     /// Drops every cached page `matches` says (this replica only; see [`Pages::new`]).
     pub fn forget(&self, matches: impl Fn(&Entry) -> bool) {
-        let mut slots = self.slots.lock().expect("status slots lock");
-        slots.retain(|_, slot| !slot.current().is_some_and(|entry| matches(&entry)));
+        forget(&self.slots, matches);
     }
 
     /// The page at `/status/<slug>`.
