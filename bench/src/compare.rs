@@ -346,7 +346,7 @@ impl Exporter {
             match self.ask(&probe_path(protocol, target, true)).await {
                 Ok((200, body)) if body.contains("\nprobe_success 1") => return Ok(()),
                 Ok((status, body)) => last = format!("status {status}:\n{body}"),
-                Err(error) => last = format!("{error:#}"),
+                Err(error) => last = shared::error::Chain(&*error).to_string(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -394,7 +394,7 @@ impl Exporter {
                                 note_failure(
                                     &failed,
                                     &first_failure,
-                                    format!("connecting to the exporter: {error:#}"),
+                                    format!("connecting to the exporter: {}", shared::error::Chain(&*error)),
                                 );
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                                 continue;
@@ -417,7 +417,9 @@ impl Exporter {
                             note_failure(&failed, &first_failure, format!("status {status}: {body}"));
                             connection = Some(open);
                         }
-                        Err(error) => note_failure(&failed, &first_failure, format!("{error:#}")),
+                        Err(error) => {
+                            note_failure(&failed, &first_failure, shared::error::Chain(&*error).to_string())
+                        }
                     }
                 }
             }));

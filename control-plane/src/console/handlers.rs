@@ -452,8 +452,9 @@ fn phase(us: Option<i64>) -> String {
     us.map(|us| chart::duration(us.max(0) as u64)).unwrap_or_else(|| "—".into())
 }
 
+/// Floored like the status pages: an uptime short of 100 % never reads as 100 %.
 fn percent(value: Option<f64>) -> String {
-    value.map(|p| format!("{p:.3} %")).unwrap_or_else(|| "—".into())
+    value.map(crate::status::model::percent).unwrap_or_else(|| "—".into())
 }
 
 pub async fn domain(
@@ -615,20 +616,10 @@ pub async fn resume(
 
 /// Display names of the tenant's domains among `ids` (an incident outlives its domain).
 async fn domain_names(state: &AppState, tenant_id: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, String>> {
-    let mut names = HashMap::new();
+    let found = store::get_many(&state.pool, tenant_id, ids).await.map_err(ApiError::from)?;
+    let mut names: HashMap<Uuid, String> = found.iter().map(|d| (d.id.0, display_name(d))).collect();
     for id in ids {
-        if names.contains_key(id) {
-            continue;
-        }
-        match store::get(&state.pool, tenant_id, DomainId(*id)).await {
-            Ok(domain) => {
-                names.insert(*id, display_name(&domain));
-            }
-            Err(crate::domains::StoreError::NotFound) => {
-                names.insert(*id, format!("deleted domain {id}"));
-            }
-            Err(other) => return Err(ApiError::from(other).into()),
-        }
+        names.entry(*id).or_insert_with(|| format!("deleted domain {id}"));
     }
     Ok(names)
 }

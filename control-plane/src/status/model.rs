@@ -160,9 +160,11 @@ impl Day {
     }
 }
 
-/// `99.95%`, `100%`, `87.5%`: two decimals at most, never rounded up to 100.
+/// `99.95%`, `100%`, `87.5%`: two decimals at most, never rounded up to 100, and never below
+/// `0%` (an all-down period whose arithmetic lands on `-0.0` or a hair under zero).
 pub fn percent(p: f64) -> String {
-    let floored = (p * 100.0).floor() / 100.0;
+    // `+ 0.0` turns a negative zero into zero.
+    let floored = (p.clamp(0.0, 100.0) * 100.0).floor() / 100.0 + 0.0;
     let text = format!("{floored:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text}%")
@@ -371,6 +373,9 @@ mod tests {
         assert_eq!(percent(99.999), "99.99%");
         assert_eq!(percent(87.5), "87.5%");
         assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(-0.0), "0%");
+        assert_eq!(percent(-1e-9), "0%");
+        assert_eq!(percent(100.000_000_1), "100%");
     }
 
     #[test]
