@@ -73,6 +73,11 @@ enum Scenario {
     Agent(cold_load::AgentArgs),
 }
 
+/// The agent's allocator (see `probe-agent/src/main.rs`): the scenarios run the agent's code in
+/// this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

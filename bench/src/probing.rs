@@ -124,27 +124,33 @@ pub(crate) async fn run_scheduler(
     let started = Instant::now();
     let task = tokio::spawn(scheduler.run(cancel.clone()));
     let deadline = tokio::time::Instant::now() + duration;
-    let (mut done, mut errors, mut lags) = (0u64, 0u64, Vec::new());
-    let mut first_error: Option<String> = None;
-    let mut batch = Vec::with_capacity(1024);
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => break,
-            received = results_rx.recv_many(&mut batch, 1024) => {
-                if received == 0 {
-                    break;
-                }
-                for result in batch.drain(..) {
-                    done += 1;
-                    if !result.report.ok {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{:?}: {:?}", result.report.error, result.report.error_detail));
+    // The results are read by a task on the runtime's workers, as the agent's batcher reads
+    // them, not by the thread blocked in `main` (waking that thread per result costs a futex).
+    let consumer = tokio::spawn(async move {
+        let (mut done, mut errors, mut lags) = (0u64, 0u64, Vec::new());
+        let mut first_error: Option<String> = None;
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                received = results_rx.recv_many(&mut batch, 1024) => {
+                    if received == 0 {
+                        break;
                     }
-                    lags.push(Duration::from_secs_f64(result.lag_ms / 1000.0));
+                    for result in batch.drain(..) {
+                        done += 1;
+                        if !result.report.ok {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("{:?}: {:?}", result.report.error, result.report.error_detail));
+                        }
+                        lags.push(Duration::from_secs_f64(result.lag_ms / 1000.0));
+                    }
                 }
             }
         }
-    }
+        (done, errors, lags, first_error)
+    });
+    let (done, errors, lags, first_error) = consumer.await?;
     let elapsed = started.elapsed();
     cancel.cancel();
     task.await?;

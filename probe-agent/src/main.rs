@@ -10,6 +10,13 @@ use probe_agent::config::{Config, ENV};
 use probe_agent::Agent;
 use shared::config::EXIT_CONFIG;
 
+/// A prober frees on one worker thread what another allocated (a probe's buffers and its
+/// report, thousands of times a second); glibc's allocator serialises that on its arena locks
+/// (futex waits were most of the agent's system calls beside the probes' own). mimalloc frees
+/// to the owning thread's heap without a lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "probe-agent", version, about = "Crosscheck regional probe agent")]
 struct Cli {
