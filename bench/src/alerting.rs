@@ -108,6 +108,14 @@ impl Plane {
         Ok(())
     }
 
+    /// A webhook channel with the control plane's default storm control (`storm_window_s` not
+    /// given): bursts arrive as grouped messages.
+    async fn grouped_webhook(&self, url: &str) -> anyhow::Result<()> {
+        let body = json!({"name": "bench", "kind": "webhook", "url": url});
+        self.call(reqwest::Method::POST, "/v1/channels", Some(body)).await?;
+        Ok(())
+    }
+
     /// A webhook channel with storm control off; false when this control plane does not
     /// know `storm_window_s` (the channel is then created without it).
     async fn ungrouped_webhook(&self, url: &str) -> anyhow::Result<bool> {
@@ -370,7 +378,7 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
     let plane = std::sync::Arc::new(Plane::start(scratch, &pki, REGIONS.len()).await?);
     let receiver = Receiver::start().await?;
     let storm_control = if !args.ungrouped {
-        plane.webhook(&receiver.url).await?;
+        plane.grouped_webhook(&receiver.url).await?;
         "default"
     } else if plane.ungrouped_webhook(&receiver.url).await? {
         "off"
@@ -422,8 +430,9 @@ async fn storm(args: &StormArgs, scratch: &Scratch) -> anyhow::Result<Value> {
         );
         let progress = std::cell::Cell::new(Instant::now());
         until(settle * 8, kind, || async {
-            let n: usize =
-                receiver.all().iter().map(|d| carried(d).iter().filter(|n| n["kind"] == kind).count()).sum();
+            let n: usize = receiver.with(|all| {
+                all.iter().map(|d| carried(d).iter().filter(|n| n["kind"] == kind).count()).sum()
+            });
             if progress.get().elapsed() > Duration::from_secs(5) {
                 eprintln!("  {:>5.1} s: {n} {kind}", switched.elapsed().as_secs_f64());
                 progress.set(Instant::now());

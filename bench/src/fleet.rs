@@ -157,6 +157,12 @@ impl Receiver {
         Ok(Self { url, deliveries })
     }
 
+    /// `f` over the deliveries so far, under the lock and without copying them (polling a
+    /// copy of thousands of bodies holds the lock the receiver's handler needs).
+    pub fn with<R>(&self, f: impl FnOnce(&[Delivery]) -> R) -> R {
+        f(&self.deliveries.lock().expect("deliveries lock"))
+    }
+
     pub fn all(&self) -> Vec<Delivery> {
         self.deliveries.lock().expect("deliveries lock").clone()
     }

@@ -186,10 +186,17 @@ fn alert_storm() {
     assert_eq!(r["incidents_opened"], 30, "{r}");
     assert_eq!(r["duplicates"], 0, "{r}");
     assert_eq!(r["transitions_delivered"], 60, "one opened and one resolved per domain: {r}");
+    assert_eq!(r["storm_control"], "default", "{r}");
+    let messages = r["messages_delivered"].as_u64().unwrap();
+    assert!(messages < 60, "the channel's default storm control groups the burst: {r}");
     let r = run("alert-storm --domains 10 --interval 2 --ungrouped");
     assert_eq!(r["incidents_opened"], 10, "{r}");
     assert_eq!(r["duplicates"], 0, "{r}");
     assert!(r["seconds_to_all_notified_ungrouped"].as_f64().is_some(), "{r}");
+    assert_eq!(
+        r["messages_delivered"], r["transitions_delivered"],
+        "storm control off: one message each: {r}"
+    );
 }
 
 #[test]

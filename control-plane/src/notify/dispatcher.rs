@@ -331,26 +331,43 @@ impl Dispatcher {
             tx.rollback().await?;
             return Ok((Vec::new(), None));
         };
-        // Due rows whose earlier pending rows of the same domain are all due too (so those
-        // come first in `seq` order): never one past an earlier row held, in backoff or in
-        // flight.
-        type Row = (Uuid, Uuid, bool);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT n.id, n.domain_id, n.storm_held_at IS NOT NULL FROM notifications n
-             WHERE n.channel_id = $1 AND n.state = 'pending' AND n.next_attempt_at <= $2
-               AND n.domain_id IS NOT NULL
-               AND NOT EXISTS (
-                   SELECT 1 FROM notifications e
-                   WHERE e.channel_id = n.channel_id AND e.domain_id = n.domain_id
-                     AND e.state = 'pending' AND e.seq < n.seq AND e.next_attempt_at > $2)
-             ORDER BY n.seq LIMIT $3
-             FOR UPDATE OF n",
+        // The channel's pending rows in `seq` order; those whose earlier pending rows of the
+        // same domain are all due too may be taken (see [`storm::takeable`]), and are locked
+        // before the plan sees them.
+        type Row = (Uuid, Uuid, bool, bool);
+        let pending: Vec<Row> = sqlx::query_as(
+            "SELECT n.id, n.domain_id, n.next_attempt_at <= $2, n.storm_held_at IS NOT NULL
+             FROM notifications n
+             WHERE n.channel_id = $1 AND n.state = 'pending' AND n.domain_id IS NOT NULL
+             ORDER BY n.seq LIMIT $3",
         )
         .bind(channel)
         .bind(now)
-        .bind((storm::MAX_GROUP + limit) as i64)
+        .bind(storm::SCAN as i64)
         .fetch_all(&mut *tx)
         .await?;
+        let pending: Vec<storm::Pending<Uuid>> = pending
+            .into_iter()
+            .map(|(id, domain, due, held)| storm::Pending { id, domain, due, held })
+            .collect();
+        let takeable = storm::takeable(&pending, storm::MAX_GROUP + limit);
+        let ids: Vec<Uuid> = takeable.iter().map(|r| r.id).collect();
+        // Locked, and still pending and due (a row may have changed since the scan).
+        let locked: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM notifications WHERE id = ANY($1) AND state = 'pending' AND next_attempt_at <= $2
+             FOR UPDATE",
+        )
+        .bind(&ids)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let rows: Vec<(Uuid, Uuid, bool)> = takeable
+            .into_iter()
+            .filter(|r| locked.contains(&r.id))
+            .map(|r| (r.id, r.domain, r.held))
+            .collect();
         if rows.is_empty() {
             tx.rollback().await?;
             return Ok((Vec::new(), None));

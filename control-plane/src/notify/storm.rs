@@ -89,6 +89,44 @@ pub struct Plan {
     pub next: Window,
 }
 
+/// Pending rows of a channel scanned per step at most, in `seq` order (see [`takeable`]).
+pub const SCAN: usize = 50_000;
+
+/// One pending row of a channel, as [`takeable`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending<Id> {
+    pub id: Id,
+    pub domain: Uuid,
+    /// `next_attempt_at` has come.
+    pub due: bool,
+    /// Held before for a grouped message.
+    pub held: bool,
+}
+
+/// The rows that may be taken now, in `seq` order, at most `max`: a row is due and no earlier
+/// pending row of its domain is not due (held, in backoff or in flight), so a domain's
+/// notifications keep their order. `pending` is a channel's pending rows in `seq` order from
+/// the first: every row before a taken one has been seen.
+///
+/// This is a linear pass over what one indexed scan returns; the same rule as one SQL anti-join
+/// was quadratic whenever the planner's estimate of a fast-growing table was stale (1.5 to 8 s
+/// per step for 10,000 held rows).
+pub fn takeable<Id: Copy>(pending: &[Pending<Id>], max: usize) -> Vec<Pending<Id>> {
+    let mut blocked: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    let mut taken = Vec::new();
+    for row in pending {
+        if taken.len() >= max {
+            break;
+        }
+        if !row.due {
+            blocked.insert(row.domain);
+        } else if !blocked.contains(&row.domain) {
+            taken.push(*row);
+        }
+    }
+    taken
+}
+
 /// Plans a channel's due rows (in `seq` order) at `now`.
 ///
 /// Within a window opened by a notification sent alone, notifications about the domains
@@ -403,6 +441,31 @@ mod tests {
 
     fn due(domain: u128, held: bool) -> Due {
         Due { domain: Uuid::from_u128(domain), held }
+    }
+
+    #[test]
+    fn a_row_behind_an_earlier_row_of_its_domain_that_is_not_due_waits() {
+        let row = |id: u32, domain: u128, due: bool| Pending {
+            id,
+            domain: Uuid::from_u128(domain),
+            due,
+            held: false,
+        };
+        // Domain 1's first row is in flight: its second waits; domains 2 and 3 go in order.
+        let pending = [row(1, 1, false), row(2, 2, true), row(3, 1, true), row(4, 3, true), row(5, 2, true)];
+        let ids: Vec<u32> = takeable(&pending, 10).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 4, 5]);
+        // At most `max`, the earliest first.
+        let ids: Vec<u32> = takeable(&pending, 2).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 4]);
+        // A row not due after a due one of its domain does not hold the earlier one back.
+        let pending = [row(1, 1, true), row(2, 1, false), row(3, 1, true)];
+        let ids: Vec<u32> = takeable(&pending, 10).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1]);
+        // 10,000 domains, each with a held row and a later one: one linear pass.
+        let many: Vec<Pending<u32>> =
+            (0..20_000u32).map(|i| row(i, u128::from(i % 10_000), i < 10_000)).collect();
+        assert_eq!(takeable(&many, 50_000).len(), 10_000);
     }
 
     #[test]
