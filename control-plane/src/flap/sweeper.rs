@@ -79,12 +79,8 @@ impl Sweeper {
     /// notices. Returns how many were closed. A period that fails is logged, counted and left
     /// for the next check; only failing to list the periods is an error.
     pub async fn check(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
-        let open: Vec<(Uuid, Uuid)> =
-            sqlx::query_as("SELECT id, domain_id FROM flap_periods WHERE left_at IS NULL ORDER BY domain_id")
-                .fetch_all(&self.pool)
-                .await?;
         let mut left = 0;
-        for (period_id, domain_id) in open {
+        for (period_id, domain_id) in self.candidates(now).await? {
             match self.check_one(period_id, domain_id, now).await {
                 Ok(Checked::Left) => left += 1,
                 Ok(Checked::Busy) => tracing::debug!(%domain_id, "flap check skipped a locked domain"),
@@ -96,6 +92,57 @@ impl Sweeper {
             }
         }
         Ok(left)
+    }
+
+    /// The open periods whose domains look stable at `now`, by two set-based reads (the open
+    /// periods with their domains' settings; every score in one statement) without locks: most
+    /// flapping domains stay, and a check of each under its locks cost six round trips per
+    /// domain per sweep (0.3 s a sweep for 1,000 flapping domains). [`Sweeper::check_one`]
+    /// decides again under the locks, so a stale read only delays an exit to the next sweep.
+    async fn candidates(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+        let open: Vec<(Uuid, Uuid, Option<Value>)> = sqlx::query_as(
+            "SELECT p.id, p.domain_id, d.flap FROM flap_periods p LEFT JOIN domains d ON d.id = p.domain_id
+             WHERE p.left_at IS NULL ORDER BY p.domain_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Unreadable settings fall back to the global ones here; `check_one` reports them.
+        let settings: Vec<Settings> = open
+            .iter()
+            .map(|(_, _, stored)| {
+                self.settings.for_domain(stored.as_ref()).unwrap_or_else(|(fallback, _)| fallback)
+            })
+            .collect();
+        let ids: Vec<Uuid> = open.iter().map(|(_, domain, _)| *domain).collect();
+        let starts: Vec<DateTime<Utc>> = settings
+            .iter()
+            .map(|s| now - chrono::Duration::from_std(s.window).unwrap_or(chrono::Duration::MAX))
+            .collect();
+        let scores: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT count(t.at) FILTER (WHERE t.from_state IN ('up', 'down')), max(t.at)
+             FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS k(domain_id, start, i)
+             LEFT JOIN domain_transitions t ON t.domain_id = k.domain_id AND t.at > k.start AND t.at <= $3
+             GROUP BY k.i ORDER BY k.i",
+        )
+        .bind(&ids)
+        .bind(&starts)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        anyhow::ensure!(scores.len() == open.len(), "one score per open flap period");
+        Ok(open
+            .iter()
+            .zip(&settings)
+            .zip(scores)
+            .filter(|((_, settings), (count, last))| {
+                let score = u32::try_from(*count).unwrap_or(u32::MAX);
+                decide(true, score, *last, now, settings) == Decision::Leave
+            })
+            .map(|(((period, domain, _), _), _)| (*period, *domain))
+            .collect())
     }
 
     async fn check_one(
