@@ -3,73 +3,29 @@
 //! digests, by headless Chromium (Debian's `chromium`) driven through `chromedriver` on a free
 //! port.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{json, Value};
-use shared::testing::free_port;
-
-fn find(name: &str, debian: &str) -> anyhow::Result<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from(debian)])
-        .find(|p| p.is_file())
-        .with_context(|| format!("{name} is not installed (apt-get install chromium chromium-driver)"))
-}
 
 /// Chromium through its driver; both stop when this is dropped.
 struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
+    chromium: shared::browser::Chromium,
 }
 
 impl Browser {
     async fn start() -> anyhow::Result<Self> {
-        let chromedriver = find("chromedriver", "/usr/bin/chromedriver")?;
-        let chromium = find("chromium", "/usr/bin/chromium")?;
-        let port = free_port();
-        let driver = tokio::process::Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", chromedriver.display()))?;
-        let Value::Object(capabilities) = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--hide-scrollbars", "--force-color-profile=srgb", "--force-prefers-reduced-motion"],
-            }
-        }) else {
-            unreachable!()
-        };
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&url).await {
-                Ok(client) => break client,
-                Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(error) => return Err(error).context("opening a Chromium session"),
-            }
-        };
-        Ok(Self { client, _driver: driver })
+        let args = ["--hide-scrollbars", "--force-color-profile=srgb", "--force-prefers-reduced-motion"];
+        Ok(Self { chromium: shared::browser::Chromium::start(&args, Duration::from_secs(30)).await? })
     }
 
     /// Opens `url` in a `width`×`height` window and saves the page as `dir/name.png`.
     async fn shot(&self, dir: &Path, name: &str, url: &str, width: u32, height: u32) -> anyhow::Result<()> {
-        self.client.set_window_size(width, height).await?;
-        self.client.goto(url).await?;
-        self.client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("main")).await?;
+        self.chromium.client.set_window_size(width, height).await?;
+        self.chromium.client.goto(url).await?;
+        self.chromium.client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("main")).await?;
         // Let the live stream connect, so the footer shows it.
         let _ = self
             .client
@@ -77,7 +33,7 @@ impl Browser {
             .at_most(Duration::from_secs(5))
             .for_element(Locator::Css("#live-status[data-state=open]"))
             .await;
-        let png = self.client.screenshot().await?;
+        let png = self.chromium.client.screenshot().await?;
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         println!("   {}", path.display());
@@ -108,9 +64,9 @@ pub async fn take(dir: &Path, api: &str, token: &str, status_page: &str) -> anyh
     let result = async {
         browser.shot(dir, "status-page", status_page, 1100, 1400).await?;
         browser.shot(dir, "console-sign-in", &format!("{api}/console/sign-in"), 1100, 640).await?;
-        browser.client.find(Locator::Css("#token")).await?.send_keys(token).await?;
-        browser.client.find(Locator::Css("#sign-in button[type=submit]")).await?.click().await?;
-        browser.client.wait().for_element(Locator::Css("header nav")).await?;
+        browser.chromium.client.find(Locator::Css("#token")).await?.send_keys(token).await?;
+        browser.chromium.client.find(Locator::Css("#sign-in button[type=submit]")).await?.click().await?;
+        browser.chromium.client.wait().for_element(Locator::Css("header nav")).await?;
         browser.shot(dir, "console-domains", &format!("{api}/console/domains"), 1280, 820).await?;
         let search = domain_named(&http, api, token, "Search API").await?;
         let checkout = domain_named(&http, api, token, "Checkout").await?;
@@ -136,6 +92,6 @@ pub async fn take(dir: &Path, api: &str, token: &str, status_page: &str) -> anyh
         anyhow::Ok(())
     }
     .await;
-    let _ = browser.client.clone().close().await;
+    let _ = browser.chromium.client.clone().close().await;
     result
 }

@@ -6,6 +6,8 @@
 //! agent's SSRF guard, and the small operational pieces (configuration loading, tracing,
 //! `/metrics` + `/healthz` + `/readyz`, shutdown signals) that both binaries serve the same way.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -3,78 +3,36 @@
 //! free port. The binaries are found on the `PATH` or at Debian's paths, or the test fails
 //! saying how to install them (`.ci/run` does); it never skips.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
-use shared::testing::free_port;
 
 use crate::helpers::WAIT;
 
 /// How long a page may take to show what a test waits for.
 pub const PAGE_WAIT: Duration = Duration::from_secs(30);
 
-fn find(name: &str, debian: &[&str]) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path.into_iter().chain(debian.iter().map(PathBuf::from)).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!(
-            "{name} is not installed: the browser tests need Debian's `chromium` and `chromium-driver` \
-             packages (`apt-get install chromium chromium-driver`; `.ci/run` installs them when missing)"
-        )
-    })
+/// A headless Chromium session (see [`shared::browser::Chromium`]), stopped on drop.
+pub struct Browser {
+    chromium: shared::browser::Chromium,
 }
 
-/// A headless Chromium session and the chromedriver serving it (stopped on drop).
-pub struct Browser {
-    pub client: Client,
-    driver: tokio::process::Child,
+impl std::ops::Deref for Browser {
+    type Target = shared::browser::Chromium;
+    fn deref(&self) -> &Self::Target {
+        &self.chromium
+    }
 }
 
 impl Browser {
+    /// Starts Chromium, or fails the test saying what is missing and how to install it.
     pub async fn start() -> Self {
-        let chromedriver = find("chromedriver", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
-        let chromium = find("chromium", &["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
-        let port = free_port();
-        let driver = tokio::process::Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-        let capabilities = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,1000", "--no-first-run", "--disable-extensions"],
-            }
-        });
-        let capabilities = match capabilities {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!(),
-        };
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&url).await {
-                Ok(client) => break client,
-                Err(error) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(%error, "chromedriver not ready yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => {
-                    panic!("cannot open a Chromium session through {}: {error}", chromedriver.display())
-                }
-            }
-        };
-        Self { client, driver }
+        let args = ["--window-size=1280,1000", "--disable-extensions"];
+        match shared::browser::Chromium::start(&args, WAIT).await {
+            Ok(chromium) => Self { chromium },
+            Err(error) => panic!("{}", shared::error::Chain(&*error)),
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -145,18 +103,8 @@ impl Browser {
         self.text("header nav").await;
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill().await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The driver runs in its own process group: end Chromium with it.
-        if let Some(pid) = self.driver.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(format!("-{pid}")).status();
-        }
     }
 }
 
