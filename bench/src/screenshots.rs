@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fantoccini::Locator;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Chromium through its driver; both stop when this is dropped.
 struct Browser {
@@ -25,9 +25,15 @@ impl Browser {
     async fn shot(&self, dir: &Path, name: &str, url: &str, width: u32, height: u32) -> anyhow::Result<()> {
         self.chromium.client.set_window_size(width, height).await?;
         self.chromium.client.goto(url).await?;
-        self.chromium.client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("main")).await?;
+        self.chromium
+            .client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("main"))
+            .await?;
         // Let the live stream connect, so the footer shows it.
         let _ = self
+            .chromium
             .client
             .wait()
             .at_most(Duration::from_secs(5))

@@ -10,7 +10,8 @@ use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 
 /// What to say when a binary is missing.
-pub const INSTALL_HINT: &str = "the browser tests and screenshots need Debian's `chromium` and `chromium-driver` \
+pub const INSTALL_HINT: &str =
+    "the browser tests and screenshots need Debian's `chromium` and `chromium-driver` \
      packages (`apt-get install chromium chromium-driver`; `.ci/run` installs them when missing)";
 
 /// The arguments every session gets; callers add theirs (window size, colour profile).
@@ -45,7 +46,8 @@ impl Chromium {
     /// # Errors
     /// A binary is missing, the driver cannot start, or no session opened within `wait`.
     pub async fn start(args: &[&str], wait: Duration) -> anyhow::Result<Self> {
-        let chromedriver = find("chromedriver", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])?;
+        let chromedriver =
+            find("chromedriver", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])?;
         let chromium = find("chromium", &["/usr/bin/chromium", "/usr/lib/chromium/chromium"])?;
         let port = crate::testing::free_port();
         let driver = tokio::process::Command::new(&chromedriver)
@@ -84,7 +86,9 @@ async fn connect(
                 tracing::debug!(%error, "chromedriver not ready yet");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(error) => return Err(error).with_context(|| format!("opening a Chromium session through {url}")),
+            Err(error) => {
+                return Err(error).with_context(|| format!("opening a Chromium session through {url}"))
+            }
         }
     }
 }

@@ -1,12 +1,9 @@
 //! The hourly flap digests: the list and one digest's text.
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{html, params, read, Items, Result};

@@ -2,13 +2,9 @@
 //! page (uptime, latency chart, recent results, certificate, incidents); pause and resume.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
+use axum::response::{Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value};
-use uuid::Uuid;
 use shared::DomainId;
 
 use super::{all_domains, display_name, html, live_url, params, read, IncidentView, Items, Result};

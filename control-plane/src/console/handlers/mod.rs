@@ -33,7 +33,9 @@ pub use digests::{digest, digests};
 pub use domains::{domain, domains, pause, resume};
 pub use incidents::{acknowledge, incident, incidents, post_update};
 pub use sign_in::{sign_in, sign_in_page, sign_out};
-pub use status_pages::{create_status_page, delete_status_page, new_status_page, status_page, update_status_page};
+pub use status_pages::{
+    create_status_page, delete_status_page, new_status_page, status_page, status_pages, update_status_page,
+};
 
 use super::viewer::page;
 use super::{ConsoleError, Viewer};

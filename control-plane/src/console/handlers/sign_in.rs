@@ -3,14 +3,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::Result;
 use crate::api::{ApiError, AppState};
