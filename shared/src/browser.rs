@@ -95,9 +95,14 @@ async fn connect(
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        if let Some(pid) = self.driver.id() {
-            // The whole group: the driver and the browser processes it started.
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(format!("-{pid}")).status();
+        // The whole group: the driver and the browser processes it started. A system call,
+        // not `kill -TERM -<pid>` through procps' kill, which here ended far more than the group.
+        let group =
+            self.driver.id().and_then(|pid| i32::try_from(pid).ok()).and_then(rustix::process::Pid::from_raw);
+        if let Some(group) = group {
+            if let Err(error) = rustix::process::kill_process_group(group, rustix::process::Signal::TERM) {
+                tracing::debug!(%error, "ending chromedriver's process group");
+            }
         }
     }
 }
