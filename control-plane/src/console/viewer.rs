@@ -73,6 +73,28 @@ impl Viewer {
     }
 }
 
+/// A posted form that may change something: the [`Viewer`], its form and the [`Admin`] that
+/// [`Viewer::writer`] gave for them (the demo, a missing or wrong synchronizer token and a
+/// read-only token are refused before the handler runs). It reads the body, so it is a handler's
+/// last argument.
+pub struct Write {
+    pub state: AppState,
+    pub admin: Admin,
+    pub form: Form,
+}
+
+impl FromRequest<AppState> for Write {
+    type Rejection = ConsoleError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let form = Form::from_request(Request::from_parts(parts, body), state).await?;
+        let admin = viewer.writer(&form, state)?;
+        Ok(Self { state: state.clone(), admin, form })
+    }
+}
+
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = ConsoleError;
 

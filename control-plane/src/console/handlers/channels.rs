@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{html, read, Items, Result};
 use crate::api::{self, AppState, Auth};
 use crate::console::pages;
-use crate::console::viewer::Form;
+use crate::console::viewer::Write;
 use crate::console::{ConsoleError, Viewer};
 use crate::tenants;
 
@@ -127,24 +127,12 @@ pub async fn channels(
     }))
 }
 
-pub async fn test_channel(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
-    let _answer = api::channels::test(State(state), admin, Path(id)).await?;
+pub async fn test_channel(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    let _answer = api::channels::test(State(write.state), write.admin, Path(id)).await?;
     Ok(Redirect::to("/console/channels?tested=1"))
 }
 
-pub async fn retry_notification(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
-    let _answer = api::channels::retry(State(state), admin, Path(id)).await?;
+pub async fn retry_notification(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    let _answer = api::channels::retry(State(write.state), write.admin, Path(id)).await?;
     Ok(Redirect::to("/console/channels?retried=1"))
 }

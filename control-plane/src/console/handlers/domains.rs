@@ -10,7 +10,7 @@ use shared::DomainId;
 use super::{all_domains, display_name, html, live_url, params, read, IncidentView, Items, Result};
 use crate::api::{self, ApiError, AppState, Auth};
 use crate::console::pages::{self, Badge};
-use crate::console::viewer::Form;
+use crate::console::viewer::Write;
 use crate::console::{chart, ConsoleError, Viewer};
 use crate::domains::{store, Domain};
 
@@ -367,24 +367,12 @@ pub async fn domain(
     }))
 }
 
-pub async fn pause(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
-    let _answer = api::domains::pause(State(state), admin, Path(id.clone())).await?;
+pub async fn pause(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    let _answer = api::domains::pause(State(write.state), write.admin, Path(id.clone())).await?;
     Ok(Redirect::to(&format!("/console/domains/{id}")))
 }
 
-pub async fn resume(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
-    let _answer = api::domains::resume(State(state), admin, Path(id.clone())).await?;
+pub async fn resume(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    let _answer = api::domains::resume(State(write.state), write.admin, Path(id.clone())).await?;
     Ok(Redirect::to(&format!("/console/domains/{id}")))
 }

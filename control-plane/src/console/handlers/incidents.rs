@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{domain_names, html, live_url, params, read, IncidentView, Items, Result};
 use crate::api::{self, AppState, Auth, JsonObject};
 use crate::console::pages::{self, Badge};
-use crate::console::viewer::Form;
+use crate::console::viewer::Write;
 use crate::console::{ConsoleError, Viewer};
 
 #[derive(Debug, Deserialize)]
@@ -164,13 +164,8 @@ pub async fn incident(
     }))
 }
 
-pub async fn acknowledge(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
+pub async fn acknowledge(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    let Write { state, admin, form } = write;
     let mut body = Map::new();
     if let Some(note) = form.get("note").map(str::trim).filter(|n| !n.is_empty()) {
         body.insert("note".into(), Value::from(note));
@@ -184,13 +179,8 @@ pub async fn acknowledge(
 
 /// Posts an operator's update (`status`, `message`) through the API; it shows on the status
 /// pages that list the incident's domain.
-pub async fn post_update(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
+pub async fn post_update(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    let Write { state, admin, form } = write;
     let mut body = Map::new();
     body.insert("status".into(), Value::from(form.get("status").unwrap_or_default()));
     body.insert("message".into(), Value::from(form.get("message").unwrap_or_default()));

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{all_domains, display_name, html, read, Items, Result};
 use crate::api::{self, AppState, Auth, JsonObject};
 use crate::console::pages;
-use crate::console::viewer::{Form, RawForm};
+use crate::console::viewer::{RawForm, Write};
 use crate::console::{ConsoleError, Viewer};
 
 #[derive(Debug, Deserialize)]
@@ -176,13 +176,7 @@ pub async fn update_status_page(
     Ok(Redirect::to(&format!("/console/status-pages/{id}")))
 }
 
-pub async fn delete_status_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Redirect> {
-    let admin = viewer.writer(&form, &state)?;
-    api::status_pages::delete(State(state), admin, Path(id)).await?;
+pub async fn delete_status_page(Path(id): Path<String>, write: Write) -> Result<Redirect> {
+    api::status_pages::delete(State(write.state), write.admin, Path(id)).await?;
     Ok(Redirect::to("/console/status-pages"))
 }
