@@ -119,12 +119,11 @@ impl Plane {
     /// A webhook channel with storm control off; false when this control plane does not
     /// know `storm_window_s` (the channel is then created without it).
     async fn ungrouped_webhook(&self, url: &str) -> anyhow::Result<bool> {
-        let body = json!({"name": "bench", "kind": "webhook", "url": url, "storm_window_s": 0});
-        match self.call(reqwest::Method::POST, "/v1/channels", Some(body)).await {
-            Ok(_) => Ok(true),
+        match self.webhook(url).await {
+            Ok(()) => Ok(true),
             Err(error) if error.to_string().contains("storm_window_s") => {
                 eprintln!("this control plane does not know storm_window_s: {error}");
-                self.webhook(url).await?;
+                self.grouped_webhook(url).await?;
                 Ok(false)
             }
             Err(error) => Err(error),

@@ -363,9 +363,8 @@ impl Dispatcher {
         .await?
         .into_iter()
         .collect();
-        let rows: Vec<(Uuid, Uuid, bool)> = takeable
+        let rows: Vec<(Uuid, Uuid, bool)> = storm::keep(takeable, |id| locked.contains(id))
             .into_iter()
-            .filter(|r| locked.contains(&r.id))
             .map(|r| (r.id, r.domain, r.held))
             .collect();
         if rows.is_empty() {

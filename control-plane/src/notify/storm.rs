@@ -127,6 +127,23 @@ pub fn takeable<Id: Copy>(pending: &[Pending<Id>], max: usize) -> Vec<Pending<Id
     taken
 }
 
+/// `taken` (from [`takeable`]) without the rows `kept` refuses and without any later row of
+/// their domains: a row that changed between the scan and its lock never lets a later row of
+/// its domain go first.
+pub fn keep<Id: Copy>(taken: Vec<Pending<Id>>, kept: impl Fn(&Id) -> bool) -> Vec<Pending<Id>> {
+    let mut dropped: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    taken
+        .into_iter()
+        .filter(|row| {
+            let keep = !dropped.contains(&row.domain) && kept(&row.id);
+            if !keep {
+                dropped.insert(row.domain);
+            }
+            keep
+        })
+        .collect()
+}
+
 /// Plans a channel's due rows (in `seq` order) at `now`.
 ///
 /// Within a window opened by a notification sent alone, notifications about the domains
@@ -462,6 +479,10 @@ mod tests {
         let pending = [row(1, 1, true), row(2, 1, false), row(3, 1, true)];
         let ids: Vec<u32> = takeable(&pending, 10).iter().map(|r| r.id).collect();
         assert_eq!(ids, [1]);
+        // A row that changed before its lock takes its domain's later rows with it.
+        let pending = [row(1, 1, true), row(2, 2, true), row(3, 1, true), row(4, 2, true)];
+        let kept: Vec<u32> = keep(takeable(&pending, 10), |id| *id != 1).iter().map(|r| r.id).collect();
+        assert_eq!(kept, [2, 4]);
         // 10,000 domains, each with a held row and a later one: one linear pass.
         let many: Vec<Pending<u32>> =
             (0..20_000u32).map(|i| row(i, u128::from(i % 10_000), i < 10_000)).collect();

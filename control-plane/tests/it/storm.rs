@@ -266,7 +266,13 @@ async fn a_domains_order_survives_retries_of_grouped_messages(pool: PgPool) {
         .map(|d| (synthetic(tenant, *d, "incident_resolved"), format!("incident:{d}:resolved")))
         .collect();
     enqueue(&pool, &resolved).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = hook.hits().len();
+    // The dispatcher retries (and is refused) at least once more with the recoveries queued
+    // behind their outages.
+    eventually(WAIT, "another refused attempt after the recoveries were queued", || async {
+        (hook.hits().len() > before).then_some(())
+    })
+    .await;
     let refused = hook.hits().len();
     hook.status.store(200, Ordering::SeqCst);
     all_delivered(&pool, 12).await;

@@ -1,8 +1,8 @@
 //! One thin handler per console page and form. Reads call the REST API's own handlers (or the
 //! store functions they call) with the viewer's principal and turn their answers into page
-//! data; writes get an [`Admin`](crate::api::Admin) only through [`Viewer::writer`] and call the
-//! API's write handlers with it. Every write answers with a redirect (post, redirect, get).
-
+//! data; writes get an [`Admin`](crate::api::Admin) only through the
+//! [`Write`](super::viewer::Write) extractor (that is, [`Viewer::writer`]) and call the API's
+//! write handlers with it. Every write answers with a redirect (post, redirect, get).
 //!
 //! By page: [`sign_in`] (sessions), [`domains`] (the list, a domain's page, pause and resume),
 //! [`incidents`] (acknowledge, operator updates), [`status_pages`] (editing the public pages),
