@@ -167,6 +167,9 @@ pub struct Config {
     pub digest_grace_s: u64,
     /// How often the digest scheduler looks for a finished period, in milliseconds.
     pub digest_check_interval_ms: u64,
+    /// How often maintenance windows are checked for having ended (incidents they withheld
+    /// announced) and recurring ones extended, in milliseconds.
+    pub maintenance_check_interval_ms: u64,
 
     /// How long a console session lives at most from sign-in, in seconds.
     pub console_session_ttl_s: u64,
@@ -291,6 +294,7 @@ impl Default for Config {
             digest_period_s: 3_600,
             digest_grace_s: 60,
             digest_check_interval_ms: 5_000,
+            maintenance_check_interval_ms: 10_000,
             console_session_ttl_s: 43_200,
             console_session_idle_s: 3_600,
             console_cookie_secure: CookieSecure::Auto,
@@ -426,6 +430,9 @@ impl Config {
         }
         if self.flap_check_interval_ms == 0 || self.digest_check_interval_ms == 0 {
             return Err("flap_check_interval_ms and digest_check_interval_ms must be positive".into());
+        }
+        if self.maintenance_check_interval_ms == 0 {
+            return Err("maintenance_check_interval_ms must be positive".into());
         }
         if self.console_session_ttl_s == 0
             || self.console_session_idle_s == 0

@@ -37,6 +37,7 @@ pub mod flap;
 pub mod incidents;
 pub mod ingest;
 pub mod live;
+pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod publisher;

@@ -167,6 +167,12 @@ pub struct Metrics {
     /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`,
     /// `savepoint`, `duplicate`: a digest already stored, `skipped`: a tenant's digest given up).
     pub digest_errors: Family<ReasonLabels, Counter>,
+    /// Incidents announced because the maintenance window that withheld them ended while they
+    /// were still open.
+    pub maintenance_announced: Counter,
+    /// Failures of the maintenance sweeper, by reason (`extend`: expanding recurring windows,
+    /// `announce`: handling incidents whose window ended).
+    pub maintenance_errors: Family<ReasonLabels, Counter>,
     /// Console sign-in attempts by outcome (`ok`, `invalid_token`, `rate_limited`, `csrf`).
     pub console_sign_ins: Family<OutcomeLabels, Counter>,
     /// Console writes refused, by reason (`demo`, `read_only`, `csrf`), and console pages that
@@ -225,6 +231,8 @@ impl Default for Metrics {
             digest_periods: Counter::default(),
             digest_notifications: Counter::default(),
             digest_errors: Family::default(),
+            maintenance_announced: Counter::default(),
+            maintenance_errors: Family::default(),
             console_sign_ins: Family::default(),
             console_refusals: Family::default(),
         }
@@ -414,6 +422,12 @@ impl Metrics {
             self.digest_notifications.clone(),
         );
         r.register("digest_errors", "Digest scheduler failures by reason", self.digest_errors.clone());
+        r.register(
+            "maintenance_announced",
+            "Incidents announced when the maintenance window that withheld them ended",
+            self.maintenance_announced.clone(),
+        );
+        r.register("maintenance_errors", "Maintenance sweeper failures by reason", self.maintenance_errors.clone());
         r.register("console_sign_ins", "Console sign-in attempts by outcome", self.console_sign_ins.clone());
         r.register(
             "console_refusals",
@@ -434,6 +448,10 @@ impl Metrics {
 
     pub fn flap_sweeper_error(&self, reason: &str) {
         self.flap_sweeper_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn maintenance_error(&self, reason: &str) {
+        self.maintenance_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     pub fn digest_error(&self, reason: &str) {

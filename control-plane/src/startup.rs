@@ -100,6 +100,7 @@ pub struct Application {
     observations: ObservationReceiver,
     dispatcher: Dispatcher,
     flap: flap::Sweeper,
+    maintenance: crate::maintenance::Sweeper,
     digests: digests::Scheduler,
     check_results: crate::checks::ResultListener,
 }
@@ -204,6 +205,12 @@ impl Application {
             .context("building the notification dispatcher")?
             .with_results(timeseries.clone());
         let flap = flap::Sweeper::new(pool.clone(), metrics.clone(), &config, clock.clone());
+        let maintenance = crate::maintenance::Sweeper::new(
+            pool.clone(),
+            metrics.clone(),
+            std::time::Duration::from_millis(config.maintenance_check_interval_ms.max(1)),
+            clock.clone(),
+        );
         let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
         let waiters = crate::checks::Waiters::default();
         let check_results = crate::checks::ResultListener::subscribe(
@@ -264,6 +271,7 @@ impl Application {
             observations,
             dispatcher,
             flap,
+            maintenance,
             digests,
         })
     }
@@ -300,6 +308,11 @@ impl Application {
         self.flap.clone()
     }
 
+    /// The maintenance sweeper (runs in `run_until`; tests call `step(now)` directly).
+    pub fn maintenance(&self) -> crate::maintenance::Sweeper {
+        self.maintenance.clone()
+    }
+
     /// The notification dispatcher (runs in `run_until` when `notify_dispatch` is set).
     pub fn dispatcher(&self) -> Dispatcher {
         self.dispatcher.clone()
@@ -329,6 +342,7 @@ impl Application {
         let timeseries = tokio::spawn(self.state.timeseries.clone().run_maintenance(shutdown.child_token()));
         let consensus = tokio::spawn(self.consensus.clone().run(self.observations, shutdown.child_token()));
         let flap = tokio::spawn(self.flap.clone().run(shutdown.child_token()));
+        let maintenance = tokio::spawn(self.maintenance.clone().run(shutdown.child_token()));
         let digests = tokio::spawn(self.digests.run(shutdown.child_token()));
         let check_results = tokio::spawn(self.check_results.run(shutdown.child_token()));
         let live = tokio::spawn(self.state.live.clone().run(shutdown.child_token()));
@@ -367,6 +381,9 @@ impl Application {
         }
         if let Err(error) = flap.await {
             tracing::error!(%error, "flap check task panicked");
+        }
+        if let Err(error) = maintenance.await {
+            tracing::error!(%error, "maintenance sweeper task panicked");
         }
         if let Err(error) = timeseries.await {
             tracing::error!(%error, "time-series maintenance task panicked");

@@ -1,4 +1,4 @@
-//! `/v1/domains`: create, list (cursor pagination), get, update (`PATCH`), delete, pause and
+//! `/v1/domains`: create, list (cursor pagination, `?tag=` filter), get, update (`PATCH`), delete, pause and
 //! resume. Every query is scoped by the caller's tenant; another tenant's domain is a 404.
 
 use axum::extract::{Path, Query, State};
@@ -38,6 +38,7 @@ fn view(domain: &Domain) -> Value {
         "tls_verify": spec.tls_verify,
         "http_version": spec.http_version.as_str(),
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
+        "tags": spec.tags,
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,
@@ -71,6 +72,8 @@ pub async fn create(
 pub struct ListQuery {
     pub(crate) limit: Option<u32>,
     pub(crate) cursor: Option<String>,
+    /// Only the domains carrying this tag.
+    pub(crate) tag: Option<String>,
 }
 
 pub async fn list(
@@ -87,8 +90,14 @@ pub async fn list(
         None | Some("") => None,
         Some(c) => Some(c.parse::<DomainId>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))?),
     };
+    let tag = match query.tag.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            crate::domains::tags::parse_tag(raw).map_err(|m| super::query::invalid("tag", m))?,
+        ),
+    };
     // One row more than asked tells whether another page exists.
-    let mut page = store::list(&state.pool, p.tenant_id, after, limit + 1).await?;
+    let mut page = store::list(&state.pool, p.tenant_id, after, tag.as_deref(), limit + 1).await?;
     let more = page.len() > limit as usize;
     page.truncate(limit as usize);
     let next_cursor = if more { page.last().map(|d| d.id.to_string()) } else { None };

@@ -1,5 +1,6 @@
 //! `/v1/incidents` (list, get with events, acknowledge) and `/v1/domains/{id}/status` (the
-//! consensus state, every region's vote and the flap mode). Tenant-scoped: another tenant's incident or
+//! consensus state, every region's vote, the flap mode and the maintenance window under way
+//! or next). Tenant-scoped: another tenant's incident or
 //! domain is a 404.
 
 use axum::extract::{Path, State};
@@ -263,6 +264,9 @@ pub async fn status(
         )
         .await?
     };
+    // The maintenance window under way (incidents opened now send nothing) and the next one.
+    let (maintenance_active, maintenance_next) =
+        crate::maintenance::store::for_domain(&mut conn, p.tenant_id, id.0, now).await?;
     Ok(Json(json!({
         "state": state_name,
         "reason": reason,
@@ -276,6 +280,7 @@ pub async fn status(
         "regions": votes,
         "flap": flap,
         "regional_failures": regional_failures,
+        "maintenance": {"active": maintenance_active, "next": maintenance_next},
     })))
 }
 

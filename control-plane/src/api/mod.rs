@@ -11,6 +11,7 @@ mod error;
 mod events;
 pub(crate) mod history;
 pub(crate) mod incidents;
+mod maintenance;
 pub(crate) mod query;
 mod regions;
 pub(crate) mod status_pages;
@@ -121,6 +122,7 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(channels::routes())
         .merge(digests::routes())
         .merge(status_pages::routes())
+        .merge(maintenance::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     // The HTML surface (the console, status pages, static files): its own security headers on

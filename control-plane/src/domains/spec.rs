@@ -21,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 19] = [
+const KNOWN_FIELDS: [&str; 20] = [
     "name",
     "url",
     "method",
@@ -41,6 +41,7 @@ const KNOWN_FIELDS: [&str; 19] = [
     "flap",
     "tls_verify",
     "http_version",
+    "tags",
 ];
 const MAX_URL_LEN: usize = 2048;
 /// Longest display name, in characters.
@@ -121,6 +122,9 @@ pub struct DomainSpec {
     /// Flap settings overriding the global ones (`None`: the global settings). Not part of
     /// what agents receive.
     pub flap: Option<flap::Overrides>,
+    /// Labels maintenance windows and channel subscriptions select the domain by: normalized,
+    /// deduplicated and sorted ([`super::tags`]). Not part of what agents receive.
+    pub tags: Vec<String>,
 }
 
 /// Problems found in a request, by field name.
@@ -327,6 +331,14 @@ impl DomainSpec {
             },
         };
 
+        let tags = match field("tags") {
+            None => Vec::new(),
+            Some(v) => super::tags::parse("tags", v).unwrap_or_else(|(name, message)| {
+                errors.add(&name, message);
+                Vec::new()
+            }),
+        };
+
         match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
                 Some(url),
@@ -351,6 +363,7 @@ impl DomainSpec {
                 tls_verify,
                 http_version,
                 flap,
+                tags,
             }),
             _ => Err(errors),
         }
@@ -401,6 +414,7 @@ impl DomainSpec {
         map.insert("tls_verify".into(), Value::from(self.tls_verify));
         map.insert("http_version".into(), Value::from(self.http_version.as_str()));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
+        map.insert("tags".into(), Value::from(self.tags.clone()));
         map
     }
 }
@@ -620,6 +634,18 @@ mod tests {
             ]
         );
         assert_eq!(errors.0["colour"], "unknown field");
+    }
+
+    #[test]
+    fn tags_are_normalized_named_and_round_trip() {
+        let spec = parse(json!({"url": "https://example.com", "tags": ["Prod", "eu", "prod"]})).unwrap();
+        assert_eq!(spec.tags, ["eu", "prod"]);
+        assert_eq!(DomainSpec::parse(&spec.to_request(), &policy()).unwrap(), spec);
+        assert!(parse(json!({"url": "https://example.com"})).unwrap().tags.is_empty());
+        let errors = parse(json!({"url": "https://example.com", "tags": ["ok", "not ok"]})).unwrap_err();
+        assert_eq!(errors.0["tags[1]"], super::super::tags::RULE);
+        let errors = parse(json!({"url": "https://example.com", "tags": "prod"})).unwrap_err();
+        assert_eq!(errors.0["tags"], "must be an array of tags");
     }
 
     #[test]

@@ -74,6 +74,7 @@ struct Row {
     tls_verify: bool,
     http_version: String,
     flap: Option<Value>,
+    tags: Vec<String>,
     request_headers: Value,
     request_auth: Option<Value>,
     request_body: Option<String>,
@@ -85,7 +86,7 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
+     flap, tags, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -145,6 +146,7 @@ impl TryFrom<Row> for Domain {
                 tls_verify: row.tls_verify,
                 http_version,
                 flap,
+                tags: row.tags,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
             created_at: row.created_at,
@@ -202,9 +204,9 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name) \
+             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24) \
+             $22, $23, $24, $25) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -214,7 +216,7 @@ async fn write_row(
              tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
-             name = excluded.name, updated_at = now() \
+             name = excluded.name, tags = excluded.tags, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -242,6 +244,7 @@ async fn write_row(
     .bind(spec.request.body.as_ref().map(|b| b.text.as_str()))
     .bind(spec.request.body.as_ref().is_some_and(|b| b.secret))
     .bind(spec.name.as_deref())
+    .bind(&spec.tags)
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -355,16 +358,23 @@ async fn write_if_changed(
         tx.rollback().await?;
         return Ok(Written { version: current.version, domain: current, changed: false });
     }
-    let unseen =
-        DomainSpec { flap: spec.flap.clone(), name: spec.name.clone(), ..current.spec.clone() } == spec;
+    let unseen = DomainSpec {
+        flap: spec.flap.clone(),
+        name: spec.name.clone(),
+        tags: spec.tags.clone(),
+        ..current.spec.clone()
+    } == spec;
     if unseen {
-        // Only the flap settings or the name changed: agents see neither, so no new version.
+        // Only the flap settings, the name or the tags changed: agents see none of them, so no
+        // new version.
         let row: Row = sqlx::query_as(&format!(
-            "UPDATE domains SET flap = $2, name = $3, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE domains SET flap = $2, name = $3, tags = $4, updated_at = now() WHERE id = $1 \
+             RETURNING {COLUMNS}"
         ))
         .bind(id.0)
         .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
         .bind(spec.name.as_deref())
+        .bind(&spec.tags)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -431,19 +441,23 @@ pub async fn get_many(pool: &PgPool, tenant_id: Uuid, ids: &[Uuid]) -> Result<Ve
     Ok(rows.into_iter().map(Domain::try_from).collect::<Result<_, _>>()?)
 }
 
-/// A page of a tenant's domains in id (creation) order, starting after `after`.
+/// A page of a tenant's domains in id (creation) order, starting after `after`; with `tag`,
+/// only the domains carrying it (a normalized tag, [`super::tags::parse_tag`]).
 pub async fn list(
     pool: &PgPool,
     tenant_id: Uuid,
     after: Option<DomainId>,
+    tag: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Domain>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM domains WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        "SELECT {COLUMNS} FROM domains WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) \
+         AND ($4::text IS NULL OR tags @> ARRAY[$4::text]) ORDER BY id LIMIT $3"
     ))
     .bind(tenant_id)
     .bind(after.map(|a| a.0))
     .bind(i64::from(limit))
+    .bind(tag)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Domain::try_from).collect::<Result<_, _>>()?)

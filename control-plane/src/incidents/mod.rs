@@ -1,5 +1,7 @@
 //! Incidents: a domain's down period from the transition that opened it to the one that
-//! resolved it, with its events (`opened`, `acknowledged`, `paused`, `resumed`, `resolved`).
+//! resolved it, with its events (`opened`, `acknowledged`, `paused`, `resumed`,
+//! `maintenance_ended`, `resolved`). An incident opened inside a maintenance window is marked
+//! with it and sends nothing until the window is over ([`crate::maintenance`]).
 //! Pausing a domain keeps its incident open and sends nothing ([`pause`], [`resume`]);
 //! deleting it closes the incident ([`close_for_domain`]).
 //!
@@ -83,6 +85,12 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     pub duration_s: Option<i64>,
     pub opened_regions: Value,
+    /// The maintenance window the incident opened in (its notifications withheld), if any.
+    pub maintenance_window_id: Option<Uuid>,
+    /// Until when its notifications are withheld (the covering window's end).
+    pub maintenance_until: Option<DateTime<Utc>>,
+    /// When the window's end was handled: the incident was announced then.
+    pub maintenance_ended_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -95,7 +103,7 @@ pub struct Event {
 }
 
 const COLUMNS: &str = "id, domain_id, state, opened_at, acknowledged_at, acknowledged_by_token, ack_note, \
-     resolved_at, duration_s, opened_regions";
+     resolved_at, duration_s, opened_regions, maintenance_window_id, maintenance_until, maintenance_ended_at";
 
 async fn event(
     tx: &mut PgConnection,
@@ -156,12 +164,17 @@ fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: 
 /// dedup key, so it goes out once however often this is called): for an incident whose opening
 /// was held while its domain flapped and that is still unresolved when the domain settles.
 /// Returns the outbox rows added (0 when it was already enqueued or the incident is unknown).
+///
+/// An incident a maintenance window still withholds is not announced here (0): the
+/// [`crate::maintenance::Sweeper`] announces it when the window is over.
 pub async fn notify_opened(tx: &mut PgConnection, subject: &Subject, id: Uuid) -> sqlx::Result<u64> {
-    let row: Option<(DateTime<Utc>, Value)> =
-        sqlx::query_as("SELECT opened_at, opened_regions FROM incidents WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<(DateTime<Utc>, Value)> = sqlx::query_as(
+        "SELECT opened_at, opened_regions FROM incidents
+         WHERE id = $1 AND (maintenance_window_id IS NULL OR maintenance_ended_at IS NOT NULL)",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some((at, regions)) = row else { return Ok(0) };
     let added = notify::enqueue(
         tx,
@@ -182,18 +195,49 @@ pub async fn notify_opened(tx: &mut PgConnection, subject: &Subject, id: Uuid) -
     Ok(added)
 }
 
-/// Whether incident `id`'s opening was held (its domain was flapping) and never announced
-/// since: its resolution is held too, so nobody hears of the end of an outage they were never
-/// told about.
+/// Whether incident `id`'s opening was held (its domain was flapping) or withheld (a
+/// maintenance window still covers it) and never announced since: its resolution is held
+/// too, so nobody hears of the end of an outage they were never told about.
 async fn opening_unannounced(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM incident_events
-                        WHERE incident_id = $1 AND kind = 'opened' AND details->>'notification' = $2)",
+                        WHERE incident_id = $1 AND kind = 'opened' AND details->>'notification' = $2)
+             OR EXISTS (SELECT 1 FROM incidents
+                        WHERE id = $1 AND maintenance_window_id IS NOT NULL AND maintenance_ended_at IS NULL)",
     )
     .bind(id)
     .bind(HELD)
     .fetch_one(&mut *tx)
     .await
+}
+
+/// Announces incident `id`, withheld by maintenance window `window_id`, because the window
+/// ended at `at` while it was still open: a `maintenance_ended` event, its `incident_opened`
+/// notification (same dedup key as [`open_many`], so once only) and the opening event marked
+/// [`crate::maintenance::SENT_AT_END`]. The caller has set `maintenance_ended_at` and holds the
+/// incident's row lock. Returns outbox rows added.
+pub async fn announce_after_maintenance(
+    tx: &mut PgConnection,
+    subject: &Subject,
+    id: Uuid,
+    at: DateTime<Utc>,
+    window_id: Option<Uuid>,
+) -> sqlx::Result<u64> {
+    let sent = crate::maintenance::SENT_AT_END;
+    let details = json!({ "window_id": window_id, "notification": sent });
+    event(tx, id, "maintenance_ended", at, SYSTEM, &details).await?;
+    let added = notify_opened(tx, subject, id).await?;
+    sqlx::query(
+        "UPDATE incident_events SET details = jsonb_set(details, '{notification}', to_jsonb($3::text))
+         WHERE incident_id = $1 AND kind = 'opened' AND details->>'notification' IN ($2, $4)",
+    )
+    .bind(id)
+    .bind(crate::maintenance::WITHHELD)
+    .bind(sent)
+    .bind(SENT_ON_SETTLING)
+    .execute(&mut *tx)
+    .await?;
+    Ok(added)
 }
 
 /// Closes the domain's unresolved incident, if any, because the domain is deleted (`stopped`),
@@ -415,8 +459,10 @@ pub async fn acknowledge(
     note: Option<&str>,
 ) -> Result<Incident, AckError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, Uuid, String)> = sqlx::query_as(
-        "SELECT i.state, i.domain_id, COALESCE(d.url, '') FROM incidents i
+    let row: Option<(String, Uuid, String, bool)> = sqlx::query_as(
+        "SELECT i.state, i.domain_id, COALESCE(d.url, ''),
+             i.maintenance_window_id IS NOT NULL AND i.maintenance_ended_at IS NULL
+         FROM incidents i
          LEFT JOIN domains d ON d.id = i.domain_id
          WHERE i.id = $1 AND i.tenant_id = $2 FOR UPDATE OF i",
     )
@@ -424,7 +470,7 @@ pub async fn acknowledge(
     .bind(tenant_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (state, domain_id, url) = row.ok_or(AckError::NotFound)?;
+    let (state, domain_id, url, withheld) = row.ok_or(AckError::NotFound)?;
     if state != "open" {
         tx.rollback().await?;
         return Err(AckError::Conflict(state));
@@ -456,7 +502,10 @@ pub async fn acknowledge(
         details,
         occurred_at: now,
     };
-    notify::enqueue(&mut tx, &notification, &format!("incident:{id}:acknowledged")).await?;
+    // An incident a maintenance window withholds was never announced: nor is its acknowledgement.
+    if !withheld {
+        notify::enqueue(&mut tx, &notification, &format!("incident:{id}:acknowledged")).await?;
+    }
     tx.commit().await?;
     Ok(incident)
 }

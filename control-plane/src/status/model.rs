@@ -83,14 +83,14 @@ impl Level {
 pub struct Condition<'a> {
     /// The consensus state: `up`, `down` or `unknown`.
     pub consensus: &'a str,
-    /// Monitoring is paused.
+    /// Monitoring is paused, or a maintenance window covers the domain.
     pub paused: bool,
     /// Up, but some region has failed its last observations in a row (a persistent regional
     /// failure: `regional_failure_observations`).
     pub regional_failure: bool,
 }
 
-/// A component's public state: paused is maintenance; down is a major outage; up with a
+/// A component's public state: paused (or inside a maintenance window) is maintenance; down is a major outage; up with a
 /// region failing persistently is degraded; up is operational; undecided is unknown.
 pub fn component_level(c: Condition<'_>) -> Level {
     match (c.paused, c.consensus) {
@@ -450,6 +450,8 @@ pub struct ComponentRow {
     pub paused: bool,
     pub consensus: String,
     pub since: Option<DateTime<Utc>>,
+    /// A maintenance window covers the domain now: shown as maintenance, like a pause.
+    pub maintenance: bool,
 }
 
 impl ComponentRow {
@@ -557,7 +559,7 @@ pub fn build(inputs: &Inputs, now: DateTime<Utc>, position: &str) -> Page {
             let fails = failing.get(&row.domain_id).map(Vec::as_slice).unwrap_or_default();
             let level = component_level(Condition {
                 consensus: &row.consensus,
-                paused: row.paused,
+                paused: row.paused || row.maintenance,
                 regional_failure: fails.iter().any(|f| f.consecutive_failures >= persistent),
             });
             let mut history = inputs.histories.get(&row.domain_id).unwrap_or(&empty).clone();
@@ -567,7 +569,7 @@ pub fn build(inputs: &Inputs, now: DateTime<Utc>, position: &str) -> Page {
             history.incidents = incidents_of.get(&row.domain_id).cloned().unwrap_or_default();
             let (days, uptime_percent) = days(&history, now);
             // What is failing now is shown only while it matters (not up and fine, not paused).
-            let showing = !row.paused && level != Level::Operational;
+            let showing = !row.paused && !row.maintenance && level != Level::Operational;
             let mut regions: Vec<String> = fails.iter().map(|f| f.region.clone()).collect();
             regions.sort();
             let mut kinds: Vec<String> = fails.iter().filter_map(|f| f.kind()).collect();

@@ -176,6 +176,7 @@ mod tests {
             paused: false,
             consensus: consensus.into(),
             since: Some(now),
+            maintenance: false,
         };
         let mut histories = std::collections::HashMap::new();
         histories.insert(a, History { initial: "up".into(), ..History::default() });

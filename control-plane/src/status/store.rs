@@ -288,7 +288,11 @@ pub async fn load(
     let Some((slug, title, description)) = page else { return Ok(None) };
     let components: Vec<ComponentRow> = sqlx::query_as(
         "SELECT c.id, c.domain_id, c.name, c.group_name, c.reveal, d.url, d.paused,
-                COALESCE(s.state, 'unknown') AS consensus, s.since
+                COALESCE(s.state, 'unknown') AS consensus, s.since,
+                EXISTS (SELECT 1 FROM maintenance_windows w
+                        JOIN maintenance_occurrences o ON o.window_id = w.id
+                        WHERE w.tenant_id = d.tenant_id AND (d.id = ANY (w.domain_ids) OR d.tags && w.tags)
+                          AND o.starts_at <= now() AND o.ends_at > now()) AS maintenance
          FROM status_page_components c
          JOIN domains d ON d.id = c.domain_id AND d.tenant_id = $2
          LEFT JOIN domain_state s ON s.domain_id = c.domain_id

@@ -55,7 +55,7 @@ impl PageView {
                         id: row.id,
                         name: row.name.clone(),
                         consensus: row.consensus.clone(),
-                        paused: row.paused,
+                        paused: row.paused || row.maintenance,
                         regional_failure: shown.state == Level::Degraded,
                         reveal_regions: row.reveals("regions"),
                         reveal_errors: row.reveals("errors"),

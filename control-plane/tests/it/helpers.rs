@@ -28,6 +28,8 @@ pub struct TestApp {
     pub consensus: control_plane::consensus::Consensus,
     /// The flap exit check of this replica (tests call `check(now)` directly).
     pub flap: control_plane::flap::Sweeper,
+    /// The maintenance sweeper of this replica (tests call `step(now)` directly).
+    pub maintenance: control_plane::maintenance::Sweeper,
     pub pool: PgPool,
     /// `timeseries_url` points at `timeseries_db`, created for this app and dropped with it.
     pub config: Config,
@@ -99,6 +101,7 @@ impl TestApp {
         let agents = app.agents();
         let consensus = app.consensus();
         let flap = app.flap();
+        let maintenance = app.maintenance();
         let publisher = app.publisher();
         let live = app.live();
         let issued = tenants::create_tenant(&pool, &format!("tenant-{}", Uuid::new_v4())).await.unwrap();
@@ -112,6 +115,7 @@ impl TestApp {
             agents,
             consensus,
             flap,
+            maintenance,
             pool,
             config,
             timeseries_db: Some(timeseries_db),

@@ -115,7 +115,7 @@ async fn all_domains(state: &AppState, tenant_id: Uuid) -> Result<Vec<Domain>> {
     let mut all: Vec<Domain> = Vec::new();
     loop {
         let after = all.last().map(|d| d.id);
-        let page = store::list(&state.pool, tenant_id, after, 500).await.map_err(ApiError::from)?;
+        let page = store::list(&state.pool, tenant_id, after, None, 500).await.map_err(ApiError::from)?;
         let done = page.len() < 500;
         all.extend(page);
         if done || all.len() >= MAX_DOMAINS {
