@@ -38,8 +38,8 @@ impl WindowDuration {
             serde_json::Value::String(s) => {
                 let s = s.trim();
                 // The parser ignores trailing text: only the ISO 8601 alphabet, ending in a unit.
-                let alphabet = s.chars().all(|c| c.is_ascii_digit() || "PTWDHMS".contains(c));
-                if !s.starts_with('P') || !alphabet || !s.ends_with(['W', 'D', 'H', 'M', 'S']) {
+                let alphabet = s.chars().all(|c| c.is_ascii_digit() || "PTYWDHMS".contains(c));
+                if !s.starts_with('P') || !alphabet || !s.ends_with(['Y', 'W', 'D', 'H', 'M', 'S']) {
                     return Err(SHAPE.into());
                 }
                 match iso8601::duration(s).map_err(|_| SHAPE.to_owned())? {
