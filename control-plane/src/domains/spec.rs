@@ -21,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 19] = [
+const KNOWN_FIELDS: [&str; 20] = [
     "name",
     "url",
     "method",
@@ -39,6 +39,7 @@ const KNOWN_FIELDS: [&str; 19] = [
     "quorum",
     "paused",
     "flap",
+    "dns_drift",
     "tls_verify",
     "http_version",
 ];
@@ -121,6 +122,9 @@ pub struct DomainSpec {
     /// Flap settings overriding the global ones (`None`: the global settings). Not part of
     /// what agents receive.
     pub flap: Option<flap::Overrides>,
+    /// DNS drift settings (`None`: the defaults, see [`crate::dns_drift::Settings`]). Not part
+    /// of what agents receive.
+    pub dns_drift: Option<crate::dns_drift::Settings>,
 }
 
 /// Problems found in a request, by field name.
@@ -327,6 +331,19 @@ impl DomainSpec {
             },
         };
 
+        let dns_drift = match field("dns_drift") {
+            None => None,
+            Some(v) => match crate::dns_drift::Settings::parse(v) {
+                Ok(settings) => Some(settings),
+                Err(problems) => {
+                    for (name, message) in problems {
+                        errors.add(&name, message);
+                    }
+                    None
+                }
+            },
+        };
+
         match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
                 Some(url),
@@ -351,6 +368,7 @@ impl DomainSpec {
                 tls_verify,
                 http_version,
                 flap,
+                dns_drift,
             }),
             _ => Err(errors),
         }
@@ -401,6 +419,10 @@ impl DomainSpec {
         map.insert("tls_verify".into(), Value::from(self.tls_verify));
         map.insert("http_version".into(), Value::from(self.http_version.as_str()));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
+        map.insert(
+            "dns_drift".into(),
+            self.dns_drift.as_ref().map_or(Value::Null, crate::dns_drift::Settings::to_json),
+        );
         map
     }
 }
