@@ -676,6 +676,7 @@ mod tests {
                 run: Run::of(ok, at(s)),
             }],
             certificates: Vec::new(),
+            dns: Vec::new(),
         };
         let merged = ObservedBatch::merge(vec![one(20, false), one(10, false), one(30, false)]);
         let o = &merged[0].observations[0];
@@ -710,5 +711,29 @@ mod tests {
         let health = observed.health.unwrap();
         assert_eq!(health.canary.map(|c| c.0), Some(false));
         assert_eq!(health.saturation, None, "an agent that predates the saturation fields");
+    }
+
+    #[test]
+    fn every_results_answer_set_is_kept_for_dns_drift() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let base = Utc::now().timestamp_micros();
+        let mut first = result(a, base, true);
+        first.resolved_addrs = vec!["192.0.2.2".into(), "192.0.2.1".into(), "192.0.2.1".into()];
+        let mut second = result(a, base + 5, true);
+        second.resolved_ip = "192.0.2.9".into();
+        let mut unresolved = result(b, base, false);
+        unresolved.error = ErrorKind::Dns as i32;
+        let mut only_ip = result(c, base, true);
+        only_ip.resolved_ip = "2001:db8::1".into();
+        let batch = Batch { results: vec![first, second, unresolved, only_ip], ..Default::default() };
+        let observed = ObservedBatch::from_batch("ams", "ams-1", &batch, Utc::now());
+        let got: Vec<(Uuid, Vec<&str>)> =
+            observed.dns.iter().map(|d| (d.domain_id, d.addrs.iter().map(String::as_str).collect())).collect();
+        assert_eq!(
+            got,
+            [(a, vec!["192.0.2.1", "192.0.2.2"]), (a, vec!["192.0.2.9"]), (c, vec!["2001:db8::1"])],
+            "every result, sorted and deduplicated; nothing for a name that did not resolve"
+        );
+        assert_eq!(observed.observations.len(), 3, "still the newest observation per domain");
     }
 }

@@ -475,6 +475,7 @@ mod tests {
         let details: Map<String, Value> =
             (0..40).map(|i| (format!("k{i}"), Value::from("v".repeat(2000)))).collect();
         n.details = Value::Object(details);
+        n.details["incident"] = json!({"kind": "degraded"});
         let message = discord_message(&n, Uuid::nil());
         assert_eq!(message["content"].as_str().unwrap().chars().count(), DISCORD_CONTENT_MAX);
         let embed = &message["embeds"][0];
