@@ -294,6 +294,7 @@ async fn consensus_round(
                 received_at: at(round[round.len() - 1].2),
                 observations,
                 certificates: Vec::new(),
+                dns: Vec::new(),
             })
             .await?;
     }

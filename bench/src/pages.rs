@@ -133,6 +133,7 @@ impl Plane {
                     run: Run::of(ok, at),
                 }],
                 certificates: Vec::new(),
+                dns: Vec::new(),
             };
             self.app_consensus.record(&batch).await?;
         }

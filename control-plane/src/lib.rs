@@ -13,7 +13,9 @@
 //! - [`flap`]: flap detection on confirmed transitions (alerts held while a domain flaps) and
 //!   the periodic check that ends flap mode.
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
-//! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
+//! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email,
+//!   PagerDuty, Teams, Discord, Telegram, ntfy), with per-channel subscriptions.
+//! - [`dns_drift`]: each domain's known DNS answer set per region and its confirmed changes.
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
 //! - [`checks`]: "try a check now": test probes requested from agents and their results handed
 //!   back across replicas, never stored.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod consensus;
 pub mod console;
 pub mod digests;
+pub mod dns_drift;
 pub mod domains;
 pub mod expiry;
 pub mod flap;

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub consensus_transitions: Family<TransitionLabels, Counter>,
     /// Failed consensus steps, by reason (`record`, `health`, `evaluate`, `sweep`, …).
     pub consensus_errors: Family<ReasonLabels, Counter>,
+    /// Confirmed DNS answer-set changes by outcome: `rotation` (quiet) or `changed`.
+    pub dns_changes: Family<OutcomeLabels, Counter>,
     pub incidents_opened: Counter,
     pub incidents_resolved: Counter,
     /// Confirmation probe requests by outcome (`published`, `rate_limited`, `error`).
@@ -203,6 +205,7 @@ impl Default for Metrics {
             consensus_evaluations: Counter::default(),
             consensus_transitions: Family::default(),
             consensus_errors: Family::default(),
+            dns_changes: Family::default(),
             incidents_opened: Counter::default(),
             incidents_resolved: Counter::default(),
             confirmation_requests: Family::default(),
@@ -318,6 +321,11 @@ impl Metrics {
             self.consensus_transitions.clone(),
         );
         r.register("consensus_errors", "Failed consensus steps by reason", self.consensus_errors.clone());
+        r.register(
+            "dns_changes",
+            "Confirmed DNS answer-set changes by outcome (rotation, changed)",
+            self.dns_changes.clone(),
+        );
         r.register("incidents_opened", "Incidents opened", self.incidents_opened.clone());
         r.register("incidents_resolved", "Incidents resolved", self.incidents_resolved.clone());
         r.register(

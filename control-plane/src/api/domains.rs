@@ -39,6 +39,7 @@ fn view(domain: &Domain) -> Value {
         "http_version": spec.http_version.as_str(),
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
         "tags": spec.tags,
+        "dns_drift": spec.dns_drift.as_ref().unwrap_or(&crate::dns_drift::Settings::default()).to_json(),
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,

@@ -6,6 +6,7 @@ mod auth;
 pub(crate) mod channels;
 mod checks;
 pub(crate) mod digests;
+mod dns;
 pub(crate) mod domains;
 mod error;
 mod events;
@@ -121,6 +122,7 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(incidents::routes())
         .merge(channels::routes())
         .merge(digests::routes())
+        .merge(dns::routes())
         .merge(status_pages::routes())
         .merge(maintenance::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))

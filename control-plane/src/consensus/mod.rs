@@ -46,7 +46,7 @@ pub use queue::{queue, ObservationReceiver, ObservationSender};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::flap;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OutcomeLabels};
 
 /// Batches of [`EVALUATE_BATCH`] domains a round evaluates at once (each its own transaction
 /// on its own connection).
@@ -167,6 +167,40 @@ impl Consensus {
     fn error(&self, reason: &str, error: &dyn std::fmt::Display) {
         self.metrics.consensus_error(reason);
         tracing::warn!(reason, error = %error, "consensus step failed");
+    }
+
+    /// Folds the batch's DNS answers into the region's drift states ([`crate::dns_drift`]). A
+    /// failure is logged and counted; the batch is not retried for it (the next probes fold in).
+    async fn track_dns(&self, batch: &ObservedBatch) {
+        if batch.dns.is_empty() {
+            return;
+        }
+        match crate::dns_drift::track(&self.pool, &batch.region, &batch.dns).await {
+            Ok(tracked) => {
+                let rotations = tracked.rotations as u64;
+                let changed = (tracked.changes - tracked.rotations) as u64;
+                let count = |outcome: &str, n: u64| {
+                    if n > 0 {
+                        self.metrics
+                            .dns_changes
+                            .get_or_create(&OutcomeLabels { outcome: outcome.into() })
+                            .inc_by(n);
+                    }
+                };
+                count("rotation", rotations);
+                count("changed", changed);
+                if tracked.changes > 0 {
+                    tracing::info!(
+                        region = batch.region,
+                        changes = tracked.changes,
+                        rotations,
+                        notified = tracked.notified,
+                        "DNS answer sets changed"
+                    );
+                }
+            }
+            Err(error) => self.error("dns_drift", &error),
+        }
     }
 
     fn remember(&self, domain_id: Uuid, state: State) {
@@ -298,6 +332,7 @@ impl Consensus {
                     continue;
                 }
             };
+            self.track_dns(&batch).await;
             let known = self.known.lock().expect("consensus hint lock");
             for (domain_id, vote_ok) in changed {
                 // A failure of a domain this replica saw go down cannot change anything.

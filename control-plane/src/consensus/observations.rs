@@ -119,6 +119,8 @@ pub struct ObservedBatch {
     pub received_at: DateTime<Utc>,
     pub observations: Vec<DomainObservation>,
     pub certificates: Vec<CertificateFact>,
+    /// Every result's DNS answer set (not only the newest per domain): DNS drift counts probes.
+    pub dns: Vec<crate::dns_drift::DnsAnswer>,
 }
 
 /// One agent's observations being merged: the newest observation per domain (the runs of the
@@ -131,6 +133,7 @@ pub(crate) struct AgentObservations {
     received_at: DateTime<Utc>,
     newest: HashMap<Uuid, DomainObservation>,
     certificates: HashMap<Uuid, CertificateFact>,
+    dns: Vec<crate::dns_drift::DnsAnswer>,
 }
 
 impl AgentObservations {
@@ -142,6 +145,7 @@ impl AgentObservations {
             received_at: batch.received_at,
             newest: HashMap::with_capacity(batch.observations.len()),
             certificates: HashMap::new(),
+            dns: Vec::new(),
         };
         merged.absorb(batch);
         merged
@@ -167,6 +171,7 @@ impl AgentObservations {
         for cert in batch.certificates {
             self.certificates.insert(cert.domain_id, cert);
         }
+        self.dns.extend(batch.dns);
         let mut coalesced = 0;
         for mut o in batch.observations {
             match self.newest.get_mut(&o.domain_id) {
@@ -195,6 +200,7 @@ impl AgentObservations {
             received_at: self.received_at,
             observations: self.newest.into_values().collect(),
             certificates: self.certificates.into_values().collect(),
+            dns: self.dns,
         }
     }
 }
@@ -218,9 +224,13 @@ impl ObservedBatch {
     /// The newest observation (and certificate) per domain of `batch`.
     pub fn from_batch(region: &str, agent_id: &str, batch: &Batch, received_at: DateTime<Utc>) -> Self {
         let mut per_domain: HashMap<Uuid, Vec<(i64, &shared::proto::ProbeResult)>> = HashMap::new();
+        let mut dns = Vec::new();
         for result in &batch.results {
             let Some(id) = shared::proto::uuid_from_bytes(&result.domain_id) else { continue };
             per_domain.entry(id).or_default().push((result.started_at_unix_us, result));
+            if let Some(answer) = dns_answer(id, result) {
+                dns.push(answer);
+            }
         }
         let mut observations = Vec::with_capacity(per_domain.len());
         let mut certificates = Vec::new();
@@ -252,8 +262,24 @@ impl ObservedBatch {
             received_at,
             observations,
             certificates,
+            dns,
         }
     }
+}
+
+/// A result's DNS answer set: every resolved address (`resolved_addrs`, or `resolved_ip` alone
+/// when that is all it resolved to); `None` when no name was resolved.
+fn dns_answer(domain_id: Uuid, result: &shared::proto::ProbeResult) -> Option<crate::dns_drift::DnsAnswer> {
+    let addrs: Vec<String> = if result.resolved_addrs.is_empty() {
+        (!result.resolved_ip.is_empty()).then(|| vec![result.resolved_ip.clone()])?
+    } else {
+        result.resolved_addrs.clone()
+    };
+    Some(crate::dns_drift::DnsAnswer {
+        domain_id,
+        observed_at: Utc.timestamp_micros(result.started_at_unix_us).single()?,
+        addrs: crate::dns_drift::fold::normalize(addrs),
+    })
 }
 
 impl Consensus {
@@ -587,6 +613,7 @@ mod tests {
             received_at: at(100),
             observations,
             certificates: Vec::new(),
+            dns: Vec::new(),
         };
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let merged = ObservedBatch::merge(vec![
@@ -649,6 +676,7 @@ mod tests {
                 run: Run::of(ok, at(s)),
             }],
             certificates: Vec::new(),
+            dns: Vec::new(),
         };
         let merged = ObservedBatch::merge(vec![one(20, false), one(10, false), one(30, false)]);
         let o = &merged[0].observations[0];
@@ -683,5 +711,29 @@ mod tests {
         let health = observed.health.unwrap();
         assert_eq!(health.canary.map(|c| c.0), Some(false));
         assert_eq!(health.saturation, None, "an agent that predates the saturation fields");
+    }
+
+    #[test]
+    fn every_results_answer_set_is_kept_for_dns_drift() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let base = Utc::now().timestamp_micros();
+        let mut first = result(a, base, true);
+        first.resolved_addrs = vec!["192.0.2.2".into(), "192.0.2.1".into(), "192.0.2.1".into()];
+        let mut second = result(a, base + 5, true);
+        second.resolved_ip = "192.0.2.9".into();
+        let mut unresolved = result(b, base, false);
+        unresolved.error = ErrorKind::Dns as i32;
+        let mut only_ip = result(c, base, true);
+        only_ip.resolved_ip = "2001:db8::1".into();
+        let batch = Batch { results: vec![first, second, unresolved, only_ip], ..Default::default() };
+        let observed = ObservedBatch::from_batch("ams", "ams-1", &batch, Utc::now());
+        let got: Vec<(Uuid, Vec<&str>)> =
+            observed.dns.iter().map(|d| (d.domain_id, d.addrs.iter().map(String::as_str).collect())).collect();
+        assert_eq!(
+            got,
+            [(a, vec!["192.0.2.1", "192.0.2.2"]), (a, vec!["192.0.2.9"]), (c, vec!["2001:db8::1"])],
+            "every result, sorted and deduplicated; nothing for a name that did not resolve"
+        );
+        assert_eq!(observed.observations.len(), 3, "still the newest observation per domain");
     }
 }

@@ -117,6 +117,7 @@ mod tests {
                 })
                 .collect(),
             certificates: Vec::new(),
+            dns: Vec::new(),
         }
     }
 

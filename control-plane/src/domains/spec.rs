@@ -21,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 20] = [
+const KNOWN_FIELDS: [&str; 21] = [
     "name",
     "url",
     "method",
@@ -39,6 +39,7 @@ const KNOWN_FIELDS: [&str; 20] = [
     "quorum",
     "paused",
     "flap",
+    "dns_drift",
     "tls_verify",
     "http_version",
     "tags",
@@ -125,6 +126,9 @@ pub struct DomainSpec {
     /// Labels maintenance windows and channel subscriptions select the domain by: normalized,
     /// deduplicated and sorted ([`super::tags`]). Not part of what agents receive.
     pub tags: Vec<String>,
+    /// DNS drift settings (`None`: the defaults, see [`crate::dns_drift::Settings`]). Not part
+    /// of what agents receive.
+    pub dns_drift: Option<crate::dns_drift::Settings>,
 }
 
 /// Problems found in a request, by field name.
@@ -338,6 +342,18 @@ impl DomainSpec {
                 Vec::new()
             }),
         };
+        let dns_drift = match field("dns_drift") {
+            None => None,
+            Some(v) => match crate::dns_drift::Settings::parse(v) {
+                Ok(settings) => Some(settings),
+                Err(problems) => {
+                    for (name, message) in problems {
+                        errors.add(&name, message);
+                    }
+                    None
+                }
+            },
+        };
 
         match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
@@ -364,6 +380,7 @@ impl DomainSpec {
                 http_version,
                 flap,
                 tags,
+                dns_drift,
             }),
             _ => Err(errors),
         }
@@ -415,6 +432,10 @@ impl DomainSpec {
         map.insert("http_version".into(), Value::from(self.http_version.as_str()));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
         map.insert("tags".into(), Value::from(self.tags.clone()));
+        map.insert(
+            "dns_drift".into(),
+            self.dns_drift.as_ref().map_or(Value::Null, crate::dns_drift::Settings::to_json),
+        );
         map
     }
 }

@@ -75,6 +75,7 @@ struct Row {
     http_version: String,
     flap: Option<Value>,
     tags: Vec<String>,
+    dns_drift: Option<Value>,
     request_headers: Value,
     request_auth: Option<Value>,
     request_body: Option<String>,
@@ -86,7 +87,8 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, tags, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
+     flap, tags, dns_drift, request_headers, request_auth, request_body, request_body_secret, version, created_at, \
+     updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -126,6 +128,12 @@ impl TryFrom<Row> for Domain {
             None | Some(Value::Null) => None,
             Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("flap settings"))?),
         };
+        let dns_drift = match row.dns_drift {
+            None | Some(Value::Null) => None,
+            Some(value) => {
+                Some(crate::dns_drift::Settings::parse(&value).map_err(|_| corrupt("dns_drift settings"))?)
+            }
+        };
         Ok(Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
@@ -147,6 +155,7 @@ impl TryFrom<Row> for Domain {
                 http_version,
                 flap,
                 tags: row.tags,
+                dns_drift,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
             created_at: row.created_at,
@@ -204,9 +213,10 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags) \
+             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags, \
+             dns_drift) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $25) \
+             $22, $23, $24, $25, $26) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -216,7 +226,7 @@ async fn write_row(
              tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
-             name = excluded.name, tags = excluded.tags, updated_at = now() \
+             name = excluded.name, tags = excluded.tags, dns_drift = excluded.dns_drift, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -245,6 +255,7 @@ async fn write_row(
     .bind(spec.request.body.as_ref().is_some_and(|b| b.secret))
     .bind(spec.name.as_deref())
     .bind(&spec.tags)
+    .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -271,13 +282,14 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 10] = [
+const CLEARABLE: [&str; 11] = [
     "name",
     "keyword",
     "keyword_mode",
     "keyword_case_insensitive",
     "quorum",
     "flap",
+    "dns_drift",
     "headers",
     "auth",
     "body",
@@ -362,19 +374,21 @@ async fn write_if_changed(
         flap: spec.flap.clone(),
         name: spec.name.clone(),
         tags: spec.tags.clone(),
+        dns_drift: spec.dns_drift.clone(),
         ..current.spec.clone()
     } == spec;
     if unseen {
-        // Only the flap settings, the name or the tags changed: agents see none of them, so no
-        // new version.
+        // Only settings agents never see changed (flap, DNS drift, the name, the tags): no new
+        // version.
         let row: Row = sqlx::query_as(&format!(
-            "UPDATE domains SET flap = $2, name = $3, tags = $4, updated_at = now() WHERE id = $1 \
+            "UPDATE domains SET flap = $2, name = $3, tags = $4, dns_drift = $5, updated_at = now() WHERE id = $1 \
              RETURNING {COLUMNS}"
         ))
         .bind(id.0)
         .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
         .bind(spec.name.as_deref())
         .bind(&spec.tags)
+        .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

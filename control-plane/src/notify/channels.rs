@@ -1,5 +1,13 @@
 //! Delivering one notification to one channel: webhook (signed JSON), Slack (incoming-webhook
-//! text) and email (SMTP, multipart text + HTML).
+//! text), email (SMTP, multipart text + HTML), and the providers whose payloads
+//! [`super::providers`] builds: PagerDuty Events API v2, Microsoft Teams, Discord, Telegram and
+//! ntfy.
+//!
+//! **Answers.** 2xx is delivered. 429 is retried no sooner than its `Retry-After` (seconds or an
+//! HTTP date; Telegram's and Discord's `retry_after` in the body when the header is missing),
+//! 408 and 5xx after the usual backoff. For the provider channels any other answer (a 4xx: a
+//! revoked routing key, a deleted webhook, a bad chat id) is permanent and the notification
+//! dead at once; a generic webhook or Slack receiver is retried on every failure, as before.
 //!
 //! HTTP deliveries go through a reqwest client whose DNS resolver passes every resolved address
 //! through the SSRF [`TargetPolicy`] and hands reqwest only the allowed ones, so the connection
@@ -23,7 +31,7 @@ use shared::netguard::TargetPolicy;
 use url::{Host, Url};
 use uuid::Uuid;
 
-use super::Notification;
+use super::{providers, Notification};
 use crate::config::{Config, StartTls};
 
 /// Bytes of a failed answer's body kept in `last_error`.
@@ -52,12 +60,62 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 pub struct DeliveryError {
     pub reason: &'static str,
     pub message: String,
+    /// Retrying cannot help (a provider refused the request): the notification is dead now.
+    pub permanent: bool,
+    /// The receiver asked to wait this long before the next attempt (429 `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl DeliveryError {
     fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self { reason, message: message.into(), permanent: false, retry_after: None }
     }
+}
+
+/// How a receiver's failed answers are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answers {
+    /// A generic receiver (webhook, Slack): every failure is retried.
+    Lenient,
+    /// A provider API: a 4xx other than 408 and 429 is permanent.
+    Provider,
+}
+
+/// Whether a failed status is permanent under `answers`.
+fn permanent(status: reqwest::StatusCode, answers: Answers) -> bool {
+    answers == Answers::Provider
+        && !status.is_server_error()
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+}
+
+/// The wait a 429 asks for: the `Retry-After` header (delay-seconds, fractional as Discord
+/// sends, or an HTTP date), else a `retry_after` number in the JSON body (Discord at its top
+/// level, Telegram under `parameters`). At most an hour.
+pub fn retry_after(
+    header: Option<&str>,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    const MAX: Duration = Duration::from_secs(3600);
+    let from_header = header.map(str::trim).and_then(|h| match h.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Some(Duration::from_secs_f64(seconds.min(3600.0)))
+        }
+        Ok(_) => None,
+        Err(_) => chrono::DateTime::parse_from_rfc2822(h)
+            .ok()
+            .map(|at| (at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default()),
+    });
+    let from_body = || {
+        let body: Value = serde_json::from_slice(body).ok()?;
+        let seconds = body
+            .get("retry_after")
+            .or_else(|| body.get("parameters").and_then(|p| p.get("retry_after")))
+            .and_then(Value::as_f64)?;
+        (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
+    };
+    from_header.or_else(from_body).map(|wait| wait.min(MAX))
 }
 
 impl fmt::Display for DeliveryError {
@@ -71,7 +129,8 @@ impl fmt::Display for DeliveryError {
 pub struct Outgoing {
     pub id: Uuid,
     pub dedup_key: String,
-    /// The channel's kind (`webhook`, `slack`, `email`).
+    /// The channel's kind (`webhook`, `slack`, `email`, `pagerduty`, `teams`, `discord`,
+    /// `telegram`, `ntfy`).
     pub kind: String,
     /// The channel's `config` column.
     pub config: Value,
@@ -164,10 +223,82 @@ impl Deliverer {
                 "webhook" => self.webhook(out, out.id, webhook_body(out)).await,
                 "slack" => self.slack(out).await,
                 "email" => self.email(out).await,
+                "pagerduty" => {
+                    let n = notification(out)?;
+                    self.pagerduty(out, &n, &out.dedup_key, out.id).await
+                }
+                "teams" => {
+                    self.provider_post(out, &providers::teams_message(&notification(out)?, out.id)).await
+                }
+                "discord" => {
+                    self.provider_post(out, &providers::discord_message(&notification(out)?, out.id)).await
+                }
+                "telegram" => {
+                    let n = notification(out)?;
+                    let text = match digest_parts(&n) {
+                        Some((text, _)) => text.to_owned(),
+                        None => render_text(&n, out.id),
+                    };
+                    self.telegram(out, &text).await
+                }
+                "ntfy" => {
+                    self.ntfy(out, providers::ntfy_message(&ntfy_topic(out)?, &notification(out)?, out.id))
+                        .await
+                }
                 other => Err(DeliveryError::new("config", format!("unknown channel kind {other:?}"))),
             }
         };
         self.bounded(attempt).await
+    }
+
+    /// Sends a trigger, acknowledge or resolve event to the channel's Events API v2 endpoint.
+    async fn pagerduty(
+        &self,
+        out: &Outgoing,
+        n: &Notification,
+        dedup_key: &str,
+        id: Uuid,
+    ) -> Result<(), DeliveryError> {
+        let key = out
+            .secret
+            .as_deref()
+            .ok_or_else(|| DeliveryError::new("config", "the channel has no routing key"))?;
+        self.provider_post(out, &providers::pagerduty_event(n, key, dedup_key, id)).await
+    }
+
+    /// Posts `body` as JSON to the channel's URL, with a provider's answers.
+    async fn provider_post(&self, out: &Outgoing, body: &Value) -> Result<(), DeliveryError> {
+        let url = self.target_url(out)?;
+        self.send(self.http.post(url).json(body), Answers::Provider).await
+    }
+
+    /// Bot API `sendMessage` at `<url>/bot<token>/sendMessage`. The token is in the path, so
+    /// errors are recorded without the URL.
+    async fn telegram(&self, out: &Outgoing, text: &str) -> Result<(), DeliveryError> {
+        let base = self.target_url(out)?;
+        let token = out
+            .secret
+            .as_deref()
+            .ok_or_else(|| DeliveryError::new("config", "the channel has no bot token"))?;
+        let chat_id = out.config.get("chat_id").cloned().unwrap_or(Value::Null);
+        let url = format!("{}/bot{token}/sendMessage", base.as_str().trim_end_matches('/'));
+        let url = Url::parse(&url).map_err(|_| DeliveryError::new("config", "invalid Telegram API URL"))?;
+        self.send(self.http.post(url).json(&providers::telegram_message(&chat_id, text)), Answers::Provider)
+            .await
+            .map_err(|mut e| {
+                e.message = e.message.replace(token, "<bot token>");
+                e
+            })
+    }
+
+    /// A JSON publish to the ntfy server's root, with the access token as a bearer token.
+    async fn ntfy(&self, out: &Outgoing, body: Value) -> Result<(), DeliveryError> {
+        let url = self.target_url(out)?;
+        let mut request = self.http.post(url).json(&body);
+        if let Some(token) = out.secret.as_deref() {
+            request = request.bearer_auth(token);
+        }
+        self.send(request, Answers::Provider).await
     }
 
     /// One attempt to deliver a grouped message (see [`super::storm::Group`]) to its members'
@@ -191,6 +322,21 @@ impl Deliverer {
                     let subject = format!("[Crosscheck] {}", group.summary());
                     self.send_email(channel, subject, group.id, group.text(), group.html()).await
                 }
+                // PagerDuty groups alerts itself: each member's own event, in order (a retry
+                // sends them again; PagerDuty deduplicates by dedup key).
+                "pagerduty" => {
+                    for member in &group.members {
+                        let n = member.notification.as_ref().ok_or_else(|| {
+                            DeliveryError::new("payload", "a stored notification of the group is unreadable")
+                        })?;
+                        self.pagerduty(&member.out, n, &member.out.dedup_key, member.out.id).await?;
+                    }
+                    Ok(())
+                }
+                "teams" => self.provider_post(channel, &providers::teams_group(group)).await,
+                "discord" => self.provider_post(channel, &providers::discord_group(group)).await,
+                "telegram" => self.telegram(channel, &group.text()).await,
+                "ntfy" => self.ntfy(channel, providers::ntfy_group(&ntfy_topic(channel)?, group)).await,
                 other => Err(DeliveryError::new("config", format!("unknown channel kind {other:?}"))),
             }
         };
@@ -232,7 +378,14 @@ impl Deliverer {
     }
 
     async fn post(&self, request: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
+        self.send(request, Answers::Lenient).await
+    }
+
+    /// Sends `request`; a failed answer is classified by `answers` (see the module
+    /// documentation).
+    async fn send(&self, request: reqwest::RequestBuilder, answers: Answers) -> Result<(), DeliveryError> {
         let response = request.send().await.map_err(|e| {
+            let e = e.without_url();
             let reason = if e.is_timeout() {
                 "timeout"
             } else if e.is_connect() {
@@ -247,6 +400,11 @@ impl Deliverer {
             return Ok(());
         }
         // The start of the answer helps the operator; the rest is not read.
+        let header = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut response = response;
         let mut head = Vec::new();
         while head.len() < ERROR_BODY_BYTES {
@@ -255,9 +413,17 @@ impl Deliverer {
                 Ok(None) | Err(_) => break,
             }
         }
+        let wait = (status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+            .then(|| retry_after(header.as_deref(), &head, chrono::Utc::now()))
+            .flatten();
         head.truncate(ERROR_BODY_BYTES);
         let snippet = String::from_utf8_lossy(&head);
-        Err(DeliveryError::new("status", format!("answered {status}: {}", snippet.trim())))
+        Err(DeliveryError {
+            reason: "status",
+            message: format!("answered {status}: {}", snippet.trim()),
+            permanent: permanent(status, answers),
+            retry_after: wait,
+        })
     }
 
     /// Posts `body` signed with the channel's secret, `id` in `X-Crosscheck-Id`.
@@ -335,6 +501,14 @@ impl Deliverer {
     }
 }
 
+fn ntfy_topic(out: &Outgoing) -> Result<String, DeliveryError> {
+    out.config
+        .get("topic")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| DeliveryError::new("config", "the channel has no topic"))
+}
+
 fn notification(out: &Outgoing) -> Result<Notification, DeliveryError> {
     serde_json::from_value(out.payload.clone())
         .map_err(|e| DeliveryError::new("payload", format!("stored notification is unreadable: {e}")))
@@ -387,7 +561,8 @@ pub fn webhook_body(out: &Outgoing) -> Vec<u8> {
     serde_json::to_vec(&body).expect("a JSON map serializes")
 }
 
-fn detail_lines(n: &Notification) -> Vec<(String, String)> {
+/// The details of a notification as (label, text) lines, in the order every rendering uses.
+pub(crate) fn detail_lines(n: &Notification) -> Vec<(String, String)> {
     let mut lines = vec![("kind".to_owned(), n.kind.clone())];
     if let Some(url) = &n.url {
         lines.push(("url".into(), url.clone()));

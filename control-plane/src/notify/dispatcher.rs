@@ -16,9 +16,10 @@
 //!   `notify_timeout_ms`.
 //! - **Record** the outcome only if the row is still the one claimed (same `attempts`, still
 //!   `pending`): `delivered` with `delivered_at`, or a retry after exponential backoff with full
-//!   jitter capped at `notify_max_backoff_ms`, or `dead` ([`is_dead`]: retried for
-//!   `notify_max_age_s` since its first attempt, or `notify_max_attempts` when set), with
-//!   `last_error`. A dead row no longer holds back the rows after it.
+//!   jitter capped at `notify_max_backoff_ms` (never sooner than a 429's `Retry-After`), or
+//!   `dead` ([`is_dead`]: retried for `notify_max_age_s` since its first attempt, or
+//!   `notify_max_attempts` when set; at once when a provider refused it for good, see
+//!   [`super::channels`]), with `last_error`. A dead row no longer holds back the rows after it.
 //!
 //! - **Storm control** ([`super::storm`]): rows about a domain on a channel with
 //!   `storm_window_s` > 0 are taken by [`Dispatcher::claim_storms`] instead, one channel at a
@@ -519,7 +520,13 @@ impl Dispatcher {
                 let dead: Vec<bool> = rows
                     .iter()
                     .map(|r| {
-                        is_dead(r.attempts as u32, r.age, self.settings.max_attempts, self.settings.max_age)
+                        error.permanent
+                            || is_dead(
+                                r.attempts as u32,
+                                r.age,
+                                self.settings.max_attempts,
+                                self.settings.max_age,
+                            )
                     })
                     .collect();
                 let attempt = rows.iter().map(|r| r.attempts).max().unwrap_or(1) as u32;
@@ -528,7 +535,8 @@ impl Dispatcher {
                     self.settings.min_backoff,
                     self.settings.max_backoff,
                     &mut rand::thread_rng(),
-                );
+                )
+                .max(error.retry_after.unwrap_or_default());
                 let dead_count = dead.iter().filter(|d| **d).count();
                 self.metrics.notify_delivery(&kind, "failed_grouped");
                 tracing::warn!(group_id = %group.id, kind, notifications = rows.len(), dead = dead_count, reason = error.reason, error = %error.message, retry_in_ms = delay.as_millis() as u64, "grouped notification delivery failed");
@@ -607,9 +615,11 @@ impl Dispatcher {
     async fn failed(&self, row: &Claimed, kind: &str, error: DeliveryError) -> Option<Instant> {
         let message: String = error.to_string().chars().take(1000).collect();
         let id = row.out.id;
-        if is_dead(row.attempts as u32, row.age, self.settings.max_attempts, self.settings.max_age) {
+        if error.permanent
+            || is_dead(row.attempts as u32, row.age, self.settings.max_attempts, self.settings.max_age)
+        {
             self.metrics.notify_delivery(kind, "dead");
-            tracing::error!(notification_id = %id, kind, attempts = row.attempts, failing_for_s = row.age.as_secs(), reason = error.reason, error = %error.message, "notification dead after its last attempt");
+            tracing::error!(notification_id = %id, kind, attempts = row.attempts, failing_for_s = row.age.as_secs(), permanent = error.permanent, reason = error.reason, error = %error.message, "notification dead after its last attempt");
             self.record(
                 sqlx::query(
                     "UPDATE notifications SET state = 'dead', last_error = $3
@@ -628,7 +638,8 @@ impl Dispatcher {
             self.settings.min_backoff,
             self.settings.max_backoff,
             &mut rand::thread_rng(),
-        );
+        )
+        .max(error.retry_after.unwrap_or_default());
         self.metrics.notify_delivery(kind, "failed");
         tracing::warn!(notification_id = %id, kind, attempts = row.attempts, reason = error.reason, error = %error.message, retry_in_ms = delay.as_millis() as u64, "notification delivery failed; will retry");
         let recorded = self

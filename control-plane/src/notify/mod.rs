@@ -5,14 +5,17 @@
 //! second send, and receivers deduplicate by the notification id).
 //!
 //! - [`spec`]: channel requests and their validation. [`store`]: channels, outbox reads and the
-//!   operator's retry. [`channels`]: webhook, Slack and email delivery. [`dispatcher`]: claims,
-//!   delivers, retries, dead-letters.
+//!   operator's retry. [`channels`]: delivery over HTTP and SMTP; [`providers`]: the payloads
+//!   of PagerDuty, Teams, Discord, Telegram and ntfy. [`subscriptions`]: the kinds and tags a
+//!   channel wants. [`dispatcher`]: claims, delivers, retries, dead-letters.
 
 pub mod channels;
 pub mod dispatcher;
+pub mod providers;
 pub mod spec;
 pub mod store;
 pub mod storm;
+pub mod subscriptions;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,8 +31,8 @@ pub const WAKE_CHANNEL: &str = "crosscheck_notifications";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// `incident_opened`, `incident_acknowledged`, `incident_resolved`, `certificate_expiring`,
-    /// `certificate_expired`,
-    /// `domain_flapping`, `domain_stabilized`, `test`, …
+    /// `certificate_expired`, `domain_flapping`, `domain_stabilized`, `flap_digest`,
+    /// `dns_changed`, `test`, … (the subscribable ones: [`subscriptions::EVENT_KINDS`])
     pub kind: String,
     pub tenant_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,7 +49,8 @@ pub struct Notification {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Writes `notification` to the outbox for every enabled channel of its tenant, once per
+/// Writes `notification` to the outbox for every enabled channel of its tenant that subscribes to
+/// it (its kind, and a tag of its domain: [`subscriptions`]), once per
 /// `dedup_key` (a second call with the same key adds nothing), and wakes the dispatchers at
 /// commit. Returns the rows added. Call it inside the transaction that records the cause (and
 /// holds its lock): the rows' `seq` then follows the causes' order, which is the order each
@@ -61,6 +65,8 @@ pub async fn enqueue(
 
 /// [`enqueue`] for many notifications in one statement (one `pg_notify` at most): their rows
 /// take `seq` in the order given, so a domain's notifications keep the order of their causes.
+/// The channels' subscriptions are applied in the same statement (a join on the domains' tags),
+/// so the batch stays one round trip whatever its size.
 pub async fn enqueue_many(
     tx: &mut sqlx::PgConnection,
     notifications: &[(&Notification, &str)],
@@ -89,6 +95,9 @@ pub async fn enqueue_many(
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::uuid[]) WITH ORDINALITY
              AS u(tenant_id, dedup_key, kind, payload, domain_id, ord)
          JOIN channels c ON c.tenant_id = u.tenant_id AND c.enabled
+         LEFT JOIN domains d ON d.id = u.domain_id AND d.tenant_id = u.tenant_id
+         WHERE (c.events IS NULL OR u.kind = 'test' OR u.kind = ANY (c.events))
+           AND (c.tags IS NULL OR u.domain_id IS NULL OR COALESCE(d.tags, '{}') && c.tags)
          ORDER BY u.ord, c.id
          ON CONFLICT (channel_id, dedup_key) DO NOTHING",
     )

@@ -24,6 +24,10 @@ pub struct Channel {
     pub created_at: DateTime<Utc>,
     pub storm_window_s: i32,
     pub storm_threshold: i32,
+    /// Subscribed notification kinds; `None`: every kind.
+    pub events: Option<Vec<String>>,
+    /// Subscribed domain tags; `None`: every domain.
+    pub tags: Option<Vec<String>>,
 }
 
 impl Channel {
@@ -37,6 +41,8 @@ impl Channel {
             "created_at": self.created_at,
             "storm_window_s": self.storm_window_s,
             "storm_threshold": self.storm_threshold,
+            "events": self.events,
+            "tags": self.tags,
         });
         for (key, value) in self.config.as_object().into_iter().flatten() {
             view[key] = value.clone();
@@ -51,6 +57,12 @@ impl Channel {
         map.insert("enabled".into(), Value::from(self.enabled));
         map.insert("storm_window_s".into(), Value::from(self.storm_window_s));
         map.insert("storm_threshold".into(), Value::from(self.storm_threshold));
+        if let Some(events) = &self.events {
+            map.insert("events".into(), Value::from(events.clone()));
+        }
+        if let Some(tags) = &self.tags {
+            map.insert("tags".into(), Value::from(tags.clone()));
+        }
         for (key, value) in self.config.as_object().into_iter().flatten() {
             map.insert(key.clone(), value.clone());
         }
@@ -58,16 +70,40 @@ impl Channel {
     }
 }
 
-type ChannelRow = (Uuid, Uuid, String, String, Value, bool, DateTime<Utc>, i32, i32);
+type ChannelRow = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    Value,
+    bool,
+    DateTime<Utc>,
+    i32,
+    i32,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+);
 
 fn channel(
-    (id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold): ChannelRow,
+    (id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold, events, tags): ChannelRow,
 ) -> Channel {
-    Channel { id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold }
+    Channel {
+        id,
+        tenant_id,
+        name,
+        kind,
+        config,
+        enabled,
+        created_at,
+        storm_window_s,
+        storm_threshold,
+        events,
+        tags,
+    }
 }
 
 const CHANNEL_COLUMNS: &str =
-    "id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold";
+    "id, tenant_id, name, kind, config, enabled, created_at, storm_window_s, storm_threshold, events, tags";
 
 /// A webhook signing secret: `whsec_` and 32 random bytes in URL-safe base64.
 fn new_secret() -> String {
@@ -76,16 +112,19 @@ fn new_secret() -> String {
     format!("whsec_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// Creates a channel; returns it and, for a webhook, its secret (shown once).
+/// Creates a channel; returns it and, for a webhook, its secret (shown once). A provider's
+/// credential (`routing_key`, `bot_token`, `token`) is stored as the secret and never returned.
 pub async fn create(
     pool: &PgPool,
     tenant_id: Uuid,
     spec: &ChannelSpec,
 ) -> sqlx::Result<(Channel, Option<String>)> {
-    let secret = (spec.kind == ChannelKind::Webhook).then(new_secret);
+    let made = (spec.kind == ChannelKind::Webhook).then(new_secret);
+    let secret = made.clone().or_else(|| spec.secret.clone());
     let row: ChannelRow = sqlx::query_as(&format!(
-        "INSERT INTO channels (id, tenant_id, name, kind, config, secret, enabled, storm_window_s, storm_threshold)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {CHANNEL_COLUMNS}"
+        "INSERT INTO channels (id, tenant_id, name, kind, config, secret, enabled, storm_window_s, storm_threshold,
+             events, tags)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {CHANNEL_COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(tenant_id)
@@ -96,9 +135,11 @@ pub async fn create(
     .bind(spec.enabled)
     .bind(spec.storm_window_s as i32)
     .bind(spec.storm_threshold as i32)
+    .bind(&spec.subscriptions.events)
+    .bind(&spec.subscriptions.tags)
     .fetch_one(pool)
     .await?;
-    Ok((channel(row), secret))
+    Ok((channel(row), made))
 }
 
 /// A page of channels in id (creation) order, after `after`.
@@ -131,7 +172,8 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Channel, St
 }
 
 /// Overlays `patch` on the channel and checks the result against `policy`. The kind cannot
-/// change (the secret belongs to a webhook).
+/// change (the secret belongs to the kind). A provider credential left out of the patch is kept;
+/// one given replaces it.
 pub async fn update(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -140,15 +182,25 @@ pub async fn update(
     policy: &ChannelPolicy,
 ) -> Result<Channel, StoreError> {
     let mut tx = pool.begin().await?;
-    let row: Option<ChannelRow> = sqlx::query_as(&format!(
-        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let current = row.map(channel).ok_or(StoreError::NotFound)?;
+    let stored_secret: Option<Option<String>> =
+        sqlx::query_scalar("SELECT secret FROM channels WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(stored_secret) = stored_secret else { return Err(StoreError::NotFound) };
+    let row: ChannelRow =
+        sqlx::query_as(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let current = channel(row);
     let mut request = current.request_form();
+    let secret_field = ChannelKind::parse(&current.kind).and_then(ChannelKind::secret_field);
+    if let (Some(field), Some(secret)) = (secret_field, stored_secret) {
+        request.insert(field.into(), Value::from(secret));
+    }
     let mut errors = FieldErrors::default();
     if let Some(kind) = patch.get("kind") {
         if kind.as_str() != Some(current.kind.as_str()) {
@@ -171,7 +223,8 @@ pub async fn update(
         }
     };
     let row: ChannelRow = sqlx::query_as(&format!(
-        "UPDATE channels SET name = $3, config = $4, enabled = $5, storm_window_s = $6, storm_threshold = $7
+        "UPDATE channels SET name = $3, config = $4, enabled = $5, storm_window_s = $6, storm_threshold = $7,
+             events = $8, tags = $9, secret = CASE WHEN $10 THEN $11 ELSE secret END
          WHERE tenant_id = $1 AND id = $2
          RETURNING {CHANNEL_COLUMNS}"
     ))
@@ -182,6 +235,10 @@ pub async fn update(
     .bind(spec.enabled)
     .bind(spec.storm_window_s as i32)
     .bind(spec.storm_threshold as i32)
+    .bind(&spec.subscriptions.events)
+    .bind(&spec.subscriptions.tags)
+    .bind(secret_field.is_some())
+    .bind(&spec.secret)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -360,6 +360,7 @@ pub fn observed(
             run: Run::of(ok, at),
         }],
         certificates: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod browser;
+mod channels;
 mod checks;
 mod cli;
 mod config_path;
@@ -10,6 +11,7 @@ mod consensus;
 mod console;
 mod delivery;
 mod digests;
+mod dns_drift;
 mod first_run;
 mod flap;
 mod helpers;
