@@ -15,6 +15,7 @@
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
 //! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
+//! - [`sla`]: SLOs per domain, error budgets, SLA notices and the monthly report per tenant.
 //! - [`checks`]: "try a check now": test probes requested from agents and their results handed
 //!   back across replicas, never stored.
 //! - [`live`]: live events published after commit, fanned out through Redis to every replica,
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod notify;
 pub mod publisher;
 pub mod regions;
+pub mod sla;
 pub mod startup;
 pub mod status;
 pub mod tenants;

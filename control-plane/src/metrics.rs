@@ -167,6 +167,14 @@ pub struct Metrics {
     /// Failures of the digest scheduler, by reason (`cursor`, `load`, `store`, `enqueue`,
     /// `savepoint`, `duplicate`: a digest already stored, `skipped`: a tenant's digest given up).
     pub digest_errors: Family<ReasonLabels, Counter>,
+    /// SLA notices enqueued, by kind (`sla_breach`, `sla_budget_low`), once per domain and
+    /// period whatever the number of channels.
+    pub sla_notices: Family<KindLabels, Counter>,
+    /// Monthly SLA reports built, stored and enqueued.
+    pub sla_reports: Counter,
+    /// Failures of the SLA monitor, by reason (`list`: reading the domains or tenants,
+    /// `domain`: one domain's figures or notices, `report`: one tenant's report).
+    pub sla_errors: Family<ReasonLabels, Counter>,
     /// Console sign-in attempts by outcome (`ok`, `invalid_token`, `rate_limited`, `csrf`).
     pub console_sign_ins: Family<OutcomeLabels, Counter>,
     /// Console writes refused, by reason (`demo`, `read_only`, `csrf`), and console pages that
@@ -225,6 +233,9 @@ impl Default for Metrics {
             digest_periods: Counter::default(),
             digest_notifications: Counter::default(),
             digest_errors: Family::default(),
+            sla_notices: Family::default(),
+            sla_reports: Counter::default(),
+            sla_errors: Family::default(),
             console_sign_ins: Family::default(),
             console_refusals: Family::default(),
         }
@@ -414,6 +425,9 @@ impl Metrics {
             self.digest_notifications.clone(),
         );
         r.register("digest_errors", "Digest scheduler failures by reason", self.digest_errors.clone());
+        r.register("sla_notices", "SLA notices enqueued, by kind", self.sla_notices.clone());
+        r.register("sla_reports", "Monthly SLA reports built and enqueued", self.sla_reports.clone());
+        r.register("sla_errors", "SLA monitor failures by reason", self.sla_errors.clone());
         r.register("console_sign_ins", "Console sign-in attempts by outcome", self.console_sign_ins.clone());
         r.register(
             "console_refusals",
@@ -438,6 +452,10 @@ impl Metrics {
 
     pub fn digest_error(&self, reason: &str) {
         self.digest_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn sla_error(&self, reason: &str) {
+        self.sla_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// Counts a read of a changed `tls_crl` file.

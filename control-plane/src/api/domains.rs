@@ -38,6 +38,7 @@ fn view(domain: &Domain) -> Value {
         "tls_verify": spec.tls_verify,
         "http_version": spec.http_version.as_str(),
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
+        "slo": spec.slo.as_ref().map(crate::sla::Slo::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,
@@ -127,8 +128,9 @@ async fn patch_domain(
         state.changed();
         state.publish(Event::domain(p.tenant_id, id.0, "updated", Utc::now()));
         tracing::info!(domain_id = %id, version = written.version, "domain updated");
-    } else if patch.contains_key("flap") {
-        tracing::info!(domain_id = %id, flap = ?written.domain.spec.flap, "domain flap settings written");
+    } else if patch.contains_key("flap") || patch.contains_key("slo") {
+        let spec = &written.domain.spec;
+        tracing::info!(domain_id = %id, flap = ?spec.flap, slo = ?spec.slo, "domain flap settings or SLO written");
     }
     Ok(Json(view(&written.domain)))
 }

@@ -13,6 +13,7 @@ pub(crate) mod history;
 pub(crate) mod incidents;
 pub(crate) mod query;
 mod regions;
+pub(crate) mod sla;
 pub(crate) mod status_pages;
 mod tokens;
 
@@ -121,6 +122,7 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(channels::routes())
         .merge(digests::routes())
         .merge(status_pages::routes())
+        .merge(sla::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     // The HTML surface (the console, status pages, static files): its own security headers on

@@ -21,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 19] = [
+const KNOWN_FIELDS: [&str; 20] = [
     "name",
     "url",
     "method",
@@ -39,6 +39,7 @@ const KNOWN_FIELDS: [&str; 19] = [
     "quorum",
     "paused",
     "flap",
+    "slo",
     "tls_verify",
     "http_version",
 ];
@@ -121,6 +122,8 @@ pub struct DomainSpec {
     /// Flap settings overriding the global ones (`None`: the global settings). Not part of
     /// what agents receive.
     pub flap: Option<flap::Overrides>,
+    /// The domain's service level objective (`None`: none). Not part of what agents receive.
+    pub slo: Option<crate::sla::Slo>,
 }
 
 /// Problems found in a request, by field name.
@@ -327,6 +330,19 @@ impl DomainSpec {
             },
         };
 
+        let slo = match field("slo") {
+            None => None,
+            Some(v) => match crate::sla::Slo::parse(v) {
+                Ok(slo) => Some(slo),
+                Err(problems) => {
+                    for (name, message) in problems {
+                        errors.add(&name, message);
+                    }
+                    None
+                }
+            },
+        };
+
         match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
                 Some(url),
@@ -351,6 +367,7 @@ impl DomainSpec {
                 tls_verify,
                 http_version,
                 flap,
+                slo,
             }),
             _ => Err(errors),
         }
@@ -401,6 +418,7 @@ impl DomainSpec {
         map.insert("tls_verify".into(), Value::from(self.tls_verify));
         map.insert("http_version".into(), Value::from(self.http_version.as_str()));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
+        map.insert("slo".into(), self.slo.as_ref().map_or(Value::Null, crate::sla::Slo::to_json));
         map
     }
 }
