@@ -28,11 +28,11 @@ pub async fn domain_slo(
     row.map(|(slo,)| decode(domain_id, slo)).transpose()
 }
 
-/// A stored `slo` column.
+/// A stored `slo` column, read by the API's own rules (so defaults apply to a field left out).
 pub fn decode(domain_id: Uuid, slo: Option<Value>) -> sqlx::Result<Option<Slo>> {
     match slo {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => serde_json::from_value(value)
+        Some(value) => Slo::parse(&value)
             .map(Some)
             .map_err(|_| sqlx::Error::Decode(format!("domain {domain_id}: bad slo").into())),
     }

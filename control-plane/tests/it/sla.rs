@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use control_plane::clock::{Clock, ManualClock};
+use control_plane::clock::ManualClock;
 use control_plane::metrics::Metrics;
 use control_plane::sla::Monitor;
 use control_plane::{tenants, Config};
