@@ -170,6 +170,12 @@ pub struct Config {
     /// How often maintenance windows are checked for having ended (incidents they withheld
     /// announced) and recurring ones extended, in milliseconds.
     pub maintenance_check_interval_ms: u64,
+    /// How often the SLA monitor evaluates the domains' error budgets (and looks for a finished
+    /// month to report), in milliseconds.
+    pub sla_check_interval_ms: u64,
+    /// How long after a month's end (in the tenant's time zone) its SLA report is built, in
+    /// seconds: a transition stamped just before the end may commit just after it.
+    pub sla_report_grace_s: u64,
 
     /// How long a console session lives at most from sign-in, in seconds.
     pub console_session_ttl_s: u64,
@@ -295,6 +301,8 @@ impl Default for Config {
             digest_grace_s: 60,
             digest_check_interval_ms: 5_000,
             maintenance_check_interval_ms: 10_000,
+            sla_check_interval_ms: 60_000,
+            sla_report_grace_s: 300,
             console_session_ttl_s: 43_200,
             console_session_idle_s: 3_600,
             console_cookie_secure: CookieSecure::Auto,
@@ -427,6 +435,12 @@ impl Config {
         }
         if self.digest_grace_s >= self.digest_period_s {
             return Err("digest_grace_s must be below digest_period_s".into());
+        }
+        if self.sla_check_interval_ms == 0 {
+            return Err("sla_check_interval_ms must be positive".into());
+        }
+        if self.sla_report_grace_s > 86_400 {
+            return Err("sla_report_grace_s must be at most 86400".into());
         }
         if self.flap_check_interval_ms == 0 || self.digest_check_interval_ms == 0 {
             return Err("flap_check_interval_ms and digest_check_interval_ms must be positive".into());

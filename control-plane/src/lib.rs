@@ -17,6 +17,7 @@
 //!   PagerDuty, Teams, Discord, Telegram, ntfy), with per-channel subscriptions.
 //! - [`dns_drift`]: each domain's known DNS answer set per region and its confirmed changes.
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
+//! - [`sla`]: SLOs per domain, error budgets, SLA notices and the monthly report per tenant.
 //! - [`checks`]: "try a check now": test probes requested from agents and their results handed
 //!   back across replicas, never stored.
 //! - [`live`]: live events published after commit, fanned out through Redis to every replica,
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod notify;
 pub mod publisher;
 pub mod regions;
+pub mod sla;
 pub mod startup;
 pub mod status;
 pub mod tenants;

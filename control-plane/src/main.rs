@@ -42,6 +42,15 @@ enum Command {
         #[arg(long, value_parser = ["admin", "read_only"], default_value = "read_only")]
         role: String,
     },
+    /// Set a tenant's time zone (an IANA name such as Europe/Berlin): its SLO periods and
+    /// monthly SLA reports are calendar months there.
+    SetTimeZone {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// An IANA time zone name, e.g. Europe/Berlin, America/New_York or UTC.
+        #[arg(long)]
+        time_zone: String,
+    },
     /// Revoke every certificate an agent has connected with; every replica refuses them within
     /// seconds. Issue the agent a new certificate to let it back in.
     RevokeAgent {
@@ -124,6 +133,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let issued =
                 tenants::create_token(&pool, tenant, &name, role).await.context("creating the token")?;
             println!("token={}", issued.token);
+            Ok(())
+        }
+        Command::SetTimeZone { tenant, time_zone } => {
+            let zone = control_plane::sla::period::parse_time_zone(&time_zone).with_context(|| {
+                format!("unknown time zone {time_zone:?}: give an IANA name such as Europe/Berlin or UTC")
+            })?;
+            let pool = startup::connect_database(&config).await?;
+            let info = tenants::set_time_zone(&pool, tenant, zone)
+                .await
+                .context("setting the time zone")?
+                .with_context(|| format!("no tenant {tenant}"))?;
+            println!("tenant_id={} time_zone={}", info.id, info.time_zone);
             Ok(())
         }
         Command::RevokeAgent { region, agent_id, reason } => {

@@ -175,6 +175,14 @@ pub struct Metrics {
     /// Failures of the maintenance sweeper, by reason (`extend`: expanding recurring windows,
     /// `announce`: handling incidents whose window ended).
     pub maintenance_errors: Family<ReasonLabels, Counter>,
+    /// SLA notices enqueued, by kind (`sla_breach`, `sla_budget_low`), once per domain and
+    /// period whatever the number of channels.
+    pub sla_notices: Family<KindLabels, Counter>,
+    /// Monthly SLA reports built, stored and enqueued.
+    pub sla_reports: Counter,
+    /// Failures of the SLA monitor, by reason (`list`: reading the domains or tenants,
+    /// `domain`: one domain's figures or notices, `report`: one tenant's report).
+    pub sla_errors: Family<ReasonLabels, Counter>,
     /// Console sign-in attempts by outcome (`ok`, `invalid_token`, `rate_limited`, `csrf`).
     pub console_sign_ins: Family<OutcomeLabels, Counter>,
     /// Console writes refused, by reason (`demo`, `read_only`, `csrf`), and console pages that
@@ -236,6 +244,9 @@ impl Default for Metrics {
             digest_errors: Family::default(),
             maintenance_announced: Counter::default(),
             maintenance_errors: Family::default(),
+            sla_notices: Family::default(),
+            sla_reports: Counter::default(),
+            sla_errors: Family::default(),
             console_sign_ins: Family::default(),
             console_refusals: Family::default(),
         }
@@ -436,6 +447,9 @@ impl Metrics {
             self.maintenance_announced.clone(),
         );
         r.register("maintenance_errors", "Maintenance sweeper failures by reason", self.maintenance_errors.clone());
+        r.register("sla_notices", "SLA notices enqueued, by kind", self.sla_notices.clone());
+        r.register("sla_reports", "Monthly SLA reports built and enqueued", self.sla_reports.clone());
+        r.register("sla_errors", "SLA monitor failures by reason", self.sla_errors.clone());
         r.register("console_sign_ins", "Console sign-in attempts by outcome", self.console_sign_ins.clone());
         r.register(
             "console_refusals",
@@ -464,6 +478,10 @@ impl Metrics {
 
     pub fn digest_error(&self, reason: &str) {
         self.digest_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn sla_error(&self, reason: &str) {
+        self.sla_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// Counts a read of a changed `tls_crl` file.

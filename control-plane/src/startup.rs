@@ -1,6 +1,6 @@
 //! Building and running the control plane: connect, migrate, seed regions, bind, then serve the
-//! API, the config publisher, the consensus task, the flap check and the digest scheduler until
-//! shutdown. `Application::build` binds before returning,
+//! API, the config publisher, the consensus task, the flap check, the digest scheduler and the
+//! SLA monitor until shutdown. `Application::build` binds before returning,
 //! so tests can use port 0 and read the real address.
 
 use std::net::SocketAddr;
@@ -102,6 +102,7 @@ pub struct Application {
     flap: flap::Sweeper,
     maintenance: crate::maintenance::Sweeper,
     digests: digests::Scheduler,
+    sla: crate::sla::Monitor,
     check_results: crate::checks::ResultListener,
 }
 
@@ -212,6 +213,7 @@ impl Application {
             clock.clone(),
         );
         let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
+        let sla = crate::sla::Monitor::new(pool.clone(), &config, clock.clone(), metrics.clone());
         let waiters = crate::checks::Waiters::default();
         let check_results = crate::checks::ResultListener::subscribe(
             shared::redis::builder(&config.redis_url, Default::default())
@@ -273,6 +275,7 @@ impl Application {
             flap,
             maintenance,
             digests,
+            sla,
         })
     }
 
@@ -328,6 +331,11 @@ impl Application {
         self.digests.clone()
     }
 
+    /// The SLA monitor (tests call `run_due` directly; it also runs in `run_until`).
+    pub fn sla_monitor(&self) -> crate::sla::Monitor {
+        self.sla.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests and stops the
     /// publisher and the notification dispatcher (deliveries in flight finish first).
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -344,6 +352,7 @@ impl Application {
         let flap = tokio::spawn(self.flap.clone().run(shutdown.child_token()));
         let maintenance = tokio::spawn(self.maintenance.clone().run(shutdown.child_token()));
         let digests = tokio::spawn(self.digests.run(shutdown.child_token()));
+        let sla = tokio::spawn(self.sla.run(shutdown.child_token()));
         let check_results = tokio::spawn(self.check_results.run(shutdown.child_token()));
         let live = tokio::spawn(self.state.live.clone().run(shutdown.child_token()));
         let dispatcher = if config.notify_dispatch {
@@ -390,6 +399,9 @@ impl Application {
         }
         if let Err(error) = digests.await {
             tracing::error!(%error, "digest scheduler task panicked");
+        }
+        if let Err(error) = sla.await {
+            tracing::error!(%error, "SLA monitor task panicked");
         }
         if let Err(error) = check_results.await {
             tracing::error!(%error, "check result listener task panicked");

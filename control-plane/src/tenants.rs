@@ -1,4 +1,4 @@
-//! Tenants and their API tokens.
+//! Tenants (with their time zone) and their API tokens.
 //!
 //! A token is `cc_` followed by 43 URL-safe base64 characters (256 random bits). Only its
 //! SHA-256 is stored; the token is shown once, when created. A fast hash is the right tool here:
@@ -159,6 +159,58 @@ pub async fn revoke_token(pool: &PgPool, tenant_id: Uuid, token_id: Uuid) -> Res
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A tenant as `GET /v1/tenant` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TenantInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// IANA time zone name: every calendar period of the tenant (SLO months, monthly reports)
+    /// is taken there. `UTC` unless set.
+    pub time_zone: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn get(pool: &PgPool, tenant_id: Uuid) -> Result<Option<TenantInfo>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name, time_zone, created_at FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The tenant's time zone; UTC for a name the time zone database no longer knows (logged).
+pub async fn time_zone(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<chrono_tz::Tz, sqlx::Error> {
+    let name: Option<String> = sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(name.map_or(chrono_tz::Tz::UTC, |name| zone_or_utc(tenant_id, &name)))
+}
+
+/// `name` as a time zone; UTC (logged) when it is unknown, which only a time zone database
+/// that dropped a name can cause: every stored name was checked when it was set.
+pub fn zone_or_utc(tenant_id: Uuid, name: &str) -> chrono_tz::Tz {
+    crate::sla::period::parse_time_zone(name).unwrap_or_else(|| {
+        tracing::warn!(%tenant_id, time_zone = name, "unknown stored time zone; using UTC");
+        chrono_tz::Tz::UTC
+    })
+}
+
+/// Sets the tenant's time zone (an IANA name, checked by the caller); `None` when there is no
+/// such tenant.
+pub async fn set_time_zone(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    zone: chrono_tz::Tz,
+) -> Result<Option<TenantInfo>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tenants SET time_zone = $2 WHERE id = $1 RETURNING id, name, time_zone, created_at",
+    )
+    .bind(tenant_id)
+    .bind(zone.name())
+    .fetch_optional(pool)
+    .await
 }
 
 #[cfg(test)]

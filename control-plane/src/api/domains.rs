@@ -40,6 +40,7 @@ fn view(domain: &Domain) -> Value {
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
         "tags": spec.tags,
         "dns_drift": spec.dns_drift.as_ref().unwrap_or(&crate::dns_drift::Settings::default()).to_json(),
+        "slo": spec.slo.as_ref().map(crate::sla::Slo::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,
@@ -137,8 +138,9 @@ async fn patch_domain(
         state.changed();
         state.publish(Event::domain(p.tenant_id, id.0, "updated", Utc::now()));
         tracing::info!(domain_id = %id, version = written.version, "domain updated");
-    } else if patch.contains_key("flap") {
-        tracing::info!(domain_id = %id, flap = ?written.domain.spec.flap, "domain flap settings written");
+    } else if patch.contains_key("flap") || patch.contains_key("slo") {
+        let spec = &written.domain.spec;
+        tracing::info!(domain_id = %id, flap = ?spec.flap, slo = ?spec.slo, "domain flap settings or SLO written");
     }
     Ok(Json(view(&written.domain)))
 }

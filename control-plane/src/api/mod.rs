@@ -15,6 +15,7 @@ pub(crate) mod incidents;
 mod maintenance;
 pub(crate) mod query;
 mod regions;
+pub(crate) mod sla;
 pub(crate) mod status_pages;
 mod tokens;
 
@@ -125,6 +126,7 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(dns::routes())
         .merge(status_pages::routes())
         .merge(maintenance::routes())
+        .merge(sla::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     // The HTML surface (the console, status pages, static files): its own security headers on

@@ -21,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 21] = [
+const KNOWN_FIELDS: [&str; 22] = [
     "name",
     "url",
     "method",
@@ -40,6 +40,7 @@ const KNOWN_FIELDS: [&str; 21] = [
     "paused",
     "flap",
     "dns_drift",
+    "slo",
     "tls_verify",
     "http_version",
     "tags",
@@ -129,6 +130,8 @@ pub struct DomainSpec {
     /// DNS drift settings (`None`: the defaults, see [`crate::dns_drift::Settings`]). Not part
     /// of what agents receive.
     pub dns_drift: Option<crate::dns_drift::Settings>,
+    /// The domain's service level objective (`None`: none). Not part of what agents receive.
+    pub slo: Option<crate::sla::Slo>,
 }
 
 /// Problems found in a request, by field name.
@@ -354,6 +357,18 @@ impl DomainSpec {
                 }
             },
         };
+        let slo = match field("slo") {
+            None => None,
+            Some(v) => match crate::sla::Slo::parse(v) {
+                Ok(slo) => Some(slo),
+                Err(problems) => {
+                    for (name, message) in problems {
+                        errors.add(&name, message);
+                    }
+                    None
+                }
+            },
+        };
 
         match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
@@ -381,6 +396,7 @@ impl DomainSpec {
                 flap,
                 tags,
                 dns_drift,
+                slo,
             }),
             _ => Err(errors),
         }
@@ -436,6 +452,7 @@ impl DomainSpec {
             "dns_drift".into(),
             self.dns_drift.as_ref().map_or(Value::Null, crate::dns_drift::Settings::to_json),
         );
+        map.insert("slo".into(), self.slo.as_ref().map_or(Value::Null, crate::sla::Slo::to_json));
         map
     }
 }

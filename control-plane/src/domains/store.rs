@@ -76,6 +76,7 @@ struct Row {
     flap: Option<Value>,
     tags: Vec<String>,
     dns_drift: Option<Value>,
+    slo: Option<Value>,
     request_headers: Value,
     request_auth: Option<Value>,
     request_body: Option<String>,
@@ -87,8 +88,8 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, tags, dns_drift, request_headers, request_auth, request_body, request_body_secret, version, created_at, \
-     updated_at";
+     flap, tags, dns_drift, slo, request_headers, request_auth, request_body, request_body_secret, version, \
+     created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -134,6 +135,7 @@ impl TryFrom<Row> for Domain {
                 Some(crate::dns_drift::Settings::parse(&value).map_err(|_| corrupt("dns_drift settings"))?)
             }
         };
+        let slo = crate::sla::store::decode(row.id, row.slo)?;
         Ok(Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
@@ -156,6 +158,7 @@ impl TryFrom<Row> for Domain {
                 flap,
                 tags: row.tags,
                 dns_drift,
+                slo,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
             created_at: row.created_at,
@@ -170,7 +173,7 @@ pub struct Written {
     pub domain: Domain,
     pub version: u64,
     /// False when an update changed nothing agents see (no new version, nothing published): a
-    /// change of the flap settings or the name alone is stored without a new version.
+    /// change of the flap settings, the SLO or the name alone is stored without a new version.
     pub changed: bool,
 }
 
@@ -214,9 +217,9 @@ async fn write_row(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
              tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags, \
-             dns_drift) \
+             dns_drift, slo) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $25, $26) \
+             $22, $23, $24, $25, $26, $27) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -226,7 +229,8 @@ async fn write_row(
              tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
-             name = excluded.name, tags = excluded.tags, dns_drift = excluded.dns_drift, updated_at = now() \
+             name = excluded.name, tags = excluded.tags, dns_drift = excluded.dns_drift, slo = excluded.slo, \
+             updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -256,6 +260,7 @@ async fn write_row(
     .bind(spec.name.as_deref())
     .bind(&spec.tags)
     .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
+    .bind(spec.slo.as_ref().map(crate::sla::Slo::to_json))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -282,8 +287,9 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 11] = [
+const CLEARABLE: [&str; 12] = [
     "name",
+    "slo",
     "keyword",
     "keyword_mode",
     "keyword_case_insensitive",
@@ -298,7 +304,7 @@ const CLEARABLE: [&str; 11] = [
 
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
 /// parsed against `policy`, while the domain row is locked. Only `name`, `keyword` (with its options),
-/// `quorum`, `flap`, `headers`, `auth` and `body` (with `body_secret`) may be `null` (cleared;
+/// `quorum`, `flap`, `slo`, `headers`, `auth` and `body` (with `body_secret`) may be `null` (cleared;
 /// `null` options return to their defaults); a `null` elsewhere is an error rather than a
 /// silent reset to the default. A `flap` object replaces the domain's flap overrides as a
 /// whole, and so do `headers` and `auth`, except that secrets left out are kept
@@ -375,20 +381,22 @@ async fn write_if_changed(
         name: spec.name.clone(),
         tags: spec.tags.clone(),
         dns_drift: spec.dns_drift.clone(),
+        slo: spec.slo,
         ..current.spec.clone()
     } == spec;
     if unseen {
-        // Only settings agents never see changed (flap, DNS drift, the name, the tags): no new
-        // version.
+        // Only settings agents never see changed (flap, DNS drift, SLO, the name, the tags): no
+        // new version.
         let row: Row = sqlx::query_as(&format!(
-            "UPDATE domains SET flap = $2, name = $3, tags = $4, dns_drift = $5, updated_at = now() WHERE id = $1 \
-             RETURNING {COLUMNS}"
+            "UPDATE domains SET flap = $2, name = $3, tags = $4, dns_drift = $5, slo = $6, updated_at = now() \
+             WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id.0)
         .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
         .bind(spec.name.as_deref())
         .bind(&spec.tags)
         .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
+        .bind(spec.slo.as_ref().map(crate::sla::Slo::to_json))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -514,10 +514,11 @@ fn notification(out: &Outgoing) -> Result<Notification, DeliveryError> {
         .map_err(|e| DeliveryError::new("payload", format!("stored notification is unreadable: {e}")))
 }
 
-/// The text and HTML renderings a `flap_digest` notification carries in its details (Slack and
-/// email send them as they are; a webhook gets the whole JSON like any other kind).
+/// The text and HTML renderings a `flap_digest` or `sla_report` notification carries in its
+/// details (Slack and email send them as they are; a webhook gets the whole JSON like any other
+/// kind).
 pub fn digest_parts(n: &Notification) -> Option<(&str, &str)> {
-    if n.kind != crate::digests::KIND {
+    if n.kind != crate::digests::KIND && n.kind != crate::sla::REPORT_KIND {
         return None;
     }
     let text = n.details.get("text")?.as_str()?;

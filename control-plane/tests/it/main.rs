@@ -22,6 +22,7 @@ mod notify;
 mod pause;
 mod request_options;
 mod saturation;
+mod sla;
 mod status;
 mod storm;
 mod tags;
