@@ -88,10 +88,12 @@ impl Provider {
 
     async fn wait_for(&self, n: usize) -> Vec<Hit> {
         eventually(WAIT, &format!("{n} requests"), || async {
-            (self.hits.lock().unwrap().len() >= n).then(|| self.hits())
+            let hits = self.hits();
+            (hits.len() >= n).then_some(hits)
         })
         .await
     }
+
 }
 
 pub(crate) fn ok(status: u16, body: &str) -> Answer {
