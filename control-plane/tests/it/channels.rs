@@ -93,7 +93,6 @@ impl Provider {
         })
         .await
     }
-
 }
 
 pub(crate) fn ok(status: u16, body: &str) -> Answer {
