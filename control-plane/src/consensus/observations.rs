@@ -727,8 +727,11 @@ mod tests {
         only_ip.resolved_ip = "2001:db8::1".into();
         let batch = Batch { results: vec![first, second, unresolved, only_ip], ..Default::default() };
         let observed = ObservedBatch::from_batch("ams", "ams-1", &batch, Utc::now());
-        let got: Vec<(Uuid, Vec<&str>)> =
-            observed.dns.iter().map(|d| (d.domain_id, d.addrs.iter().map(String::as_str).collect())).collect();
+        let got: Vec<(Uuid, Vec<&str>)> = observed
+            .dns
+            .iter()
+            .map(|d| (d.domain_id, d.addrs.iter().map(String::as_str).collect()))
+            .collect();
         assert_eq!(
             got,
             [(a, vec!["192.0.2.1", "192.0.2.2"]), (a, vec!["192.0.2.9"]), (c, vec!["2001:db8::1"])],

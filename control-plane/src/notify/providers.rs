@@ -529,4 +529,43 @@ mod tests {
         let facts = content["body"][1]["facts"].as_array().unwrap();
         assert!(facts.iter().any(|f| f["title"] == "kind" && f["value"] == "incident_opened"));
     }
+
+    #[test]
+    fn grouped_messages_summarize_and_bound_the_list() {
+        use super::super::channels::Outgoing;
+        use super::super::storm::Member;
+        let members: Vec<Member> = (0..30u128)
+            .map(|i| {
+                let mut n = notification("incident_opened", json!({}));
+                n.domain_id = Some(Uuid::from_u128(100 + i));
+                n.summary = format!("d{i}.example.com is down");
+                Member {
+                    out: Outgoing {
+                        id: Uuid::from_u128(i),
+                        dedup_key: format!("incident:{i}:opened"),
+                        kind: "discord".into(),
+                        config: json!({"url": "https://d.example/x", "topic": "ops"}),
+                        secret: None,
+                        payload: serde_json::to_value(&n).unwrap(),
+                    },
+                    notification: Some(n),
+                    facts: Default::default(),
+                }
+            })
+            .collect();
+        let group = Group::new(Uuid::nil(), members);
+        let discord = discord_group(&group);
+        assert!(discord["content"].as_str().unwrap().starts_with("30 domains down"), "{discord}");
+        let description = discord["embeds"][0]["description"].as_str().unwrap();
+        assert_eq!(description.lines().count(), LISTED + 1, "{description}");
+        assert!(description.ends_with("… and 10 more"));
+        assert_eq!(discord["allowed_mentions"]["parse"], json!([]));
+        let card = teams_group(&group);
+        let body = card["attachments"][0]["content"]["body"].as_array().unwrap();
+        assert_eq!(body[0]["text"], discord["content"]);
+        assert_eq!(body.len(), 1 + LISTED + 1 + 1, "title, 20 lines, the rest counted, the group id");
+        let ntfy = ntfy_group("ops", &group);
+        assert_eq!((ntfy["priority"].as_u64(), ntfy["topic"].as_str()), (Some(5), Some("ops")));
+        assert!(ntfy["message"].as_str().unwrap().contains("d19.example.com is down"));
+    }
 }

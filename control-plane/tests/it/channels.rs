@@ -88,7 +88,8 @@ impl Provider {
 
     async fn wait_for(&self, n: usize) -> Vec<Hit> {
         eventually(WAIT, &format!("{n} requests"), || async {
-            (self.hits.lock().unwrap().len() >= n).then(|| self.hits())
+            let hits = self.hits();
+            (hits.len() >= n).then_some(hits)
         })
         .await
     }

@@ -34,7 +34,7 @@ async fn probe(app: &TestApp, region: &str, domain: Uuid, start: i64, sets: &[&[
             addrs: control_plane::dns_drift::fold::normalize(set.iter().map(|a| a.to_string()).collect()),
         })
         .collect();
-    app.consensus().process(vec![batch]).await;
+    app.consensus.process(vec![batch]).await;
 }
 
 async fn dns(app: &TestApp, domain: Uuid) -> Value {
