@@ -427,7 +427,11 @@ impl Metrics {
             "Incidents announced when the maintenance window that withheld them ended",
             self.maintenance_announced.clone(),
         );
-        r.register("maintenance_errors", "Maintenance sweeper failures by reason", self.maintenance_errors.clone());
+        r.register(
+            "maintenance_errors",
+            "Maintenance sweeper failures by reason",
+            self.maintenance_errors.clone(),
+        );
         r.register("console_sign_ins", "Console sign-in attempts by outcome", self.console_sign_ins.clone());
         r.register(
             "console_refusals",
