@@ -446,7 +446,11 @@ impl Metrics {
             "Incidents announced when the maintenance window that withheld them ended",
             self.maintenance_announced.clone(),
         );
-        r.register("maintenance_errors", "Maintenance sweeper failures by reason", self.maintenance_errors.clone());
+        r.register(
+            "maintenance_errors",
+            "Maintenance sweeper failures by reason",
+            self.maintenance_errors.clone(),
+        );
         r.register("sla_notices", "SLA notices enqueued, by kind", self.sla_notices.clone());
         r.register("sla_reports", "Monthly SLA reports built and enqueued", self.sla_reports.clone());
         r.register("sla_errors", "SLA monitor failures by reason", self.sla_errors.clone());

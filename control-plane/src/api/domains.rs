@@ -94,9 +94,7 @@ pub async fn list(
     };
     let tag = match query.tag.as_deref() {
         None => None,
-        Some(raw) => Some(
-            crate::domains::tags::parse_tag(raw).map_err(|m| super::query::invalid("tag", m))?,
-        ),
+        Some(raw) => Some(crate::domains::tags::parse_tag(raw).map_err(|m| super::query::invalid("tag", m))?),
     };
     // One row more than asked tells whether another page exists.
     let mut page = store::list(&state.pool, p.tenant_id, after, tag.as_deref(), limit + 1).await?;

@@ -78,7 +78,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&window, now))))
 }
 
-pub async fn list(State(state): State<AppState>, Auth(p): Auth, query: Params) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
     let map = params(query, &["limit", "cursor"])?;
     let limit = limit(&map, DEFAULT_PAGE, MAX_PAGE)?;
     let after = match map.get("cursor").map(String::as_str) {

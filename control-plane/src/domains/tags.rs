@@ -25,7 +25,8 @@ pub fn parse_tag(raw: &str) -> Result<String, String> {
     let tag = raw.trim().to_ascii_lowercase();
     let mut chars = tag.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-'));
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-'));
     if first_ok && rest_ok && tag.len() <= MAX_TAG_CHARS {
         Ok(tag)
     } else {

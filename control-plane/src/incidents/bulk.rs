@@ -131,8 +131,10 @@ pub async fn resolve_many(tx: &mut PgConnection, resolutions: &[Resolution<'_>])
     .bind(HELD)
     .fetch_all(&mut *tx)
     .await?;
-    let resolved: std::collections::HashMap<Uuid, (i64, bool, Option<DateTime<Utc>>)> =
-        resolved.into_iter().map(|(id, duration_s, unannounced, until)| (id, (duration_s, unannounced, until))).collect();
+    let resolved: std::collections::HashMap<Uuid, (i64, bool, Option<DateTime<Utc>>)> = resolved
+        .into_iter()
+        .map(|(id, duration_s, unannounced, until)| (id, (duration_s, unannounced, until)))
+        .collect();
     // Withheld incidents whose window is over: announced now unless another window covers them.
     let late: Vec<&Resolution<'_>> = resolutions
         .iter()

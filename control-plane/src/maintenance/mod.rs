@@ -97,7 +97,9 @@ impl Sweeper {
     /// either announced or, when another occurrence covers it now, withheld until that one ends.
     pub async fn step(&self, now: DateTime<Utc>) -> sqlx::Result<Swept> {
         let mut swept = Swept {
-            extended: store::extend_due(&self.pool, now).await.inspect_err(|_| self.metrics.maintenance_error("extend"))?,
+            extended: store::extend_due(&self.pool, now)
+                .await
+                .inspect_err(|_| self.metrics.maintenance_error("extend"))?,
             ..Swept::default()
         };
         loop {
@@ -133,12 +135,14 @@ impl Sweeper {
         let (mut announced, mut still) = (0, 0);
         for (id, tenant_id, domain_id, url, window_id) in due {
             if let Some((next_window, until)) = covered.get(&domain_id) {
-                sqlx::query("UPDATE incidents SET maintenance_window_id = $2, maintenance_until = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(next_window)
-                    .bind(until)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE incidents SET maintenance_window_id = $2, maintenance_until = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(next_window)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
                 still += 1;
                 continue;
             }

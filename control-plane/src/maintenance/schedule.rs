@@ -29,7 +29,8 @@ impl WindowDuration {
     /// `P1W`) or a whole number of seconds as a string or number. Years and months are refused
     /// (their length depends on the calendar), and so is a zero or over-long duration.
     pub fn parse(value: &serde_json::Value) -> Result<Self, String> {
-        const SHAPE: &str = "must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds";
+        const SHAPE: &str =
+            "must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds";
         let duration = match value {
             serde_json::Value::Number(n) => {
                 let seconds = n.as_u64().and_then(|s| u32::try_from(s).ok()).ok_or(SHAPE)?;
@@ -58,7 +59,8 @@ impl WindowDuration {
             }
             _ => return Err(SHAPE.into()),
         };
-        let nominal = Duration::days(i64::from(duration.days)) + Duration::seconds(i64::from(duration.seconds));
+        let nominal =
+            Duration::days(i64::from(duration.days)) + Duration::seconds(i64::from(duration.seconds));
         if nominal <= Duration::zero() {
             return Err("must be longer than zero".into());
         }
@@ -269,7 +271,10 @@ mod tests {
             utc("2026-01-05T01:00:00Z"),
             utc("2026-01-05T02:00:00Z"),
         );
-        assert_eq!(pairs(&found), [("2026-01-04T22:00:00+00:00".to_owned(), "2026-01-05T02:00:00+00:00".to_owned())]);
+        assert_eq!(
+            pairs(&found),
+            [("2026-01-04T22:00:00+00:00".to_owned(), "2026-01-05T02:00:00+00:00".to_owned())]
+        );
         assert!(found[0].covers(utc("2026-01-05T01:59:59Z")));
         assert!(!found[0].covers(utc("2026-01-05T02:00:00Z")), "the end is excluded");
     }
@@ -281,14 +286,16 @@ mod tests {
             duration: WindowDuration { days: 0, seconds: 600 },
             rrule: "FREQ=MONTHLY;BYMONTHDAY=1;COUNT=3".into(),
         };
-        let found = occurrences(&schedule, chrono_tz::UTC, utc("2025-01-01T00:00:00Z"), utc("2030-01-01T00:00:00Z"));
+        let found =
+            occurrences(&schedule, chrono_tz::UTC, utc("2025-01-01T00:00:00Z"), utc("2030-01-01T00:00:00Z"));
         assert_eq!(found.len(), 3);
         assert_eq!(found[2].starts_at, utc("2026-03-01T03:00:00Z"));
     }
 
     #[test]
     fn one_off_overlap() {
-        let once = Schedule::Once { starts_at: utc("2026-05-01T10:00:00Z"), ends_at: utc("2026-05-01T12:00:00Z") };
+        let once =
+            Schedule::Once { starts_at: utc("2026-05-01T10:00:00Z"), ends_at: utc("2026-05-01T12:00:00Z") };
         for (from, to, n) in [
             ("2026-05-01T00:00:00Z", "2026-05-02T00:00:00Z", 1),
             ("2026-05-01T11:00:00Z", "2026-05-01T11:30:00Z", 1),
@@ -312,10 +319,22 @@ mod tests {
             (json!(0), Err("must be longer than zero")),
             (json!("P32D"), Err("must be at most 31 days")),
             (json!("P1M"), Err("years and months are not allowed: use weeks, days, hours, minutes")),
-            (json!("2 hours"), Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds")),
-            (json!("PT2Hx"), Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds")),
-            (json!(-5), Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds")),
-            (json!(true), Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds")),
+            (
+                json!("2 hours"),
+                Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds"),
+            ),
+            (
+                json!("PT2Hx"),
+                Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds"),
+            ),
+            (
+                json!(-5),
+                Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds"),
+            ),
+            (
+                json!(true),
+                Err("must be an ISO 8601 duration such as \"PT2H\" or \"P1DT30M\", or a number of seconds"),
+            ),
         ] {
             let got = WindowDuration::parse(&input).map(|d| (d.days, d.seconds, d.iso()));
             assert_eq!(got, want.map(|(d, s, iso)| (d, s, iso.to_owned())).map_err(str::to_owned), "{input}");

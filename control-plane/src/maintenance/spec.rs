@@ -82,8 +82,9 @@ impl WindowSpec {
             }
             Some(Value::String(s)) if valid_text(s, MAX_TITLE_CHARS) => Some(s.trim().to_owned()),
             Some(_) => {
-                let message =
-                    format!("must be a string of 1 to {MAX_TITLE_CHARS} characters without control characters");
+                let message = format!(
+                    "must be a string of 1 to {MAX_TITLE_CHARS} characters without control characters"
+                );
                 add(&mut errors, "title", message);
                 None
             }
@@ -93,7 +94,11 @@ impl WindowSpec {
             Some(Value::String(s)) if s.trim().is_empty() => None,
             Some(Value::String(s)) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Some(s.trim().to_owned()),
             Some(_) => {
-                add(&mut errors, "description", format!("must be a string of at most {MAX_DESCRIPTION_CHARS} characters"));
+                add(
+                    &mut errors,
+                    "description",
+                    format!("must be a string of at most {MAX_DESCRIPTION_CHARS} characters"),
+                );
                 None
             }
         };
@@ -101,7 +106,9 @@ impl WindowSpec {
         let time_zone = match field("time_zone") {
             None => Some(Tz::UTC),
             Some(Value::String(name)) => Tz::from_str(name)
-                .map_err(|_| add(&mut errors, "time_zone", "must be an IANA time zone name such as \"Europe/Berlin\""))
+                .map_err(|_| {
+                    add(&mut errors, "time_zone", "must be an IANA time zone name such as \"Europe/Berlin\"")
+                })
                 .ok(),
             Some(_) => {
                 add(&mut errors, "time_zone", "must be an IANA time zone name such as \"Europe/Berlin\"");
@@ -180,7 +187,11 @@ fn valid_text(s: &str, max: usize) -> bool {
 
 fn parse_scope(value: Option<&Value>, errors: &mut FieldErrors) -> Option<Scope> {
     let Some(value) = value else {
-        add(errors, "scope", "required: {\"domain_ids\": [...], \"tags\": [...]}, at least one of them non-empty");
+        add(
+            errors,
+            "scope",
+            "required: {\"domain_ids\": [...], \"tags\": [...]}, at least one of them non-empty",
+        );
         return None;
     };
     let Value::Object(map) = value else {
@@ -204,7 +215,11 @@ fn parse_scope(value: Option<&Value>, errors: &mut FieldErrors) -> Option<Scope>
             scope.domain_ids.sort();
             scope.domain_ids.dedup();
         }
-        Some(_) => add(errors, "scope.domain_ids", format!("must be an array of at most {MAX_SCOPE_DOMAINS} domain ids")),
+        Some(_) => add(
+            errors,
+            "scope.domain_ids",
+            format!("must be an array of at most {MAX_SCOPE_DOMAINS} domain ids"),
+        ),
     }
     match map.get("tags").filter(|v| !v.is_null()) {
         None => {}
@@ -267,10 +282,17 @@ fn parse_recurring(
             add(errors, "dtstart", "required");
             None
         }
-        Some(v) => v.as_str().and_then(|s| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok()).or_else(|| {
-            add(errors, "dtstart", "must be a local date and time without offset, such as \"2026-12-06T02:30:00\"");
-            None
-        }),
+        Some(v) => v
+            .as_str()
+            .and_then(|s| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok())
+            .or_else(|| {
+                add(
+                    errors,
+                    "dtstart",
+                    "must be a local date and time without offset, such as \"2026-12-06T02:30:00\"",
+                );
+                None
+            }),
     };
     let duration = match duration {
         None => {
@@ -306,9 +328,10 @@ fn parse_recurring(
             None
         }
         Ok(set) => {
-            let frequent = set.get_rrule().iter().any(|r| {
-                matches!(r.get_freq(), rrule::Frequency::Secondly | rrule::Frequency::Minutely)
-            });
+            let frequent = set
+                .get_rrule()
+                .iter()
+                .any(|r| matches!(r.get_freq(), rrule::Frequency::Secondly | rrule::Frequency::Minutely));
             if frequent {
                 add(errors, "rrule", "FREQ must be HOURLY or less frequent");
                 return None;
@@ -367,29 +390,77 @@ mod tests {
         };
         for (request, field, message) in [
             (once(json!({"title": null})), "title", "required"),
-            (once(json!({"title": ""})), "title", "must be a string of 1 to 200 characters without control characters"),
+            (
+                once(json!({"title": ""})),
+                "title",
+                "must be a string of 1 to 200 characters without control characters",
+            ),
             (once(json!({"colour": 1})), "colour", "unknown field"),
             (once(json!({"description": 5})), "description", "must be a string of at most 2000 characters"),
-            (once(json!({"scope": null})), "scope", "required: {\"domain_ids\": [...], \"tags\": [...]}, at least one of them non-empty"),
+            (
+                once(json!({"scope": null})),
+                "scope",
+                "required: {\"domain_ids\": [...], \"tags\": [...]}, at least one of them non-empty",
+            ),
             (once(json!({"scope": []})), "scope", "must be an object with domain_ids and/or tags"),
             (once(json!({"scope": {}})), "scope", "must name at least one domain id or tag"),
-            (once(json!({"scope": {"tags": [], "domain_ids": []}})), "scope", "must name at least one domain id or tag"),
+            (
+                once(json!({"scope": {"tags": [], "domain_ids": []}})),
+                "scope",
+                "must name at least one domain id or tag",
+            ),
             (once(json!({"scope": {"tags": ["ok", "no way"]}})), "scope.tags[1]", tags::RULE),
             (once(json!({"scope": {"domain_ids": ["nope"]}})), "scope.domain_ids[0]", "must be a domain id"),
-            (once(json!({"scope": {"domain_ids": "x"}})), "scope.domain_ids", "must be an array of at most 500 domain ids"),
+            (
+                once(json!({"scope": {"domain_ids": "x"}})),
+                "scope.domain_ids",
+                "must be an array of at most 500 domain ids",
+            ),
             (once(json!({"scope": {"domains": []}})), "scope.domains", "unknown field"),
-            (once(json!({"time_zone": "Mars/Olympus"})), "time_zone", "must be an IANA time zone name such as \"Europe/Berlin\""),
-            (once(json!({"starts_at": "tomorrow"})), "starts_at", "must be an RFC 3339 time such as \"2026-12-05T22:00:00Z\""),
+            (
+                once(json!({"time_zone": "Mars/Olympus"})),
+                "time_zone",
+                "must be an IANA time zone name such as \"Europe/Berlin\"",
+            ),
+            (
+                once(json!({"starts_at": "tomorrow"})),
+                "starts_at",
+                "must be an RFC 3339 time such as \"2026-12-05T22:00:00Z\"",
+            ),
             (once(json!({"ends_at": null})), "ends_at", "required"),
             (once(json!({"ends_at": "2026-12-05T21:00:00Z"})), "ends_at", "must be after starts_at"),
             (once(json!({"ends_at": "2027-02-05T21:00:00Z"})), "ends_at", "a window lasts at most 31 days"),
-            (once(json!({"rrule": "FREQ=DAILY"})), "schedule", "give either starts_at and ends_at (one-off), or dtstart, duration and rrule (recurring)"),
-            (json!({"title": "t", "scope": {"tags": ["a"]}}), "schedule", "give either starts_at and ends_at (one-off), or dtstart, duration and rrule (recurring)"),
-            (recurring(json!({"dtstart": "2026-03-01T02:30:00Z"})), "dtstart", "must be a local date and time without offset, such as \"2026-12-06T02:30:00\""),
-            (recurring(json!({"duration": "P1Y"})), "duration", "years and months are not allowed: use weeks, days, hours, minutes"),
+            (
+                once(json!({"rrule": "FREQ=DAILY"})),
+                "schedule",
+                "give either starts_at and ends_at (one-off), or dtstart, duration and rrule (recurring)",
+            ),
+            (
+                json!({"title": "t", "scope": {"tags": ["a"]}}),
+                "schedule",
+                "give either starts_at and ends_at (one-off), or dtstart, duration and rrule (recurring)",
+            ),
+            (
+                recurring(json!({"dtstart": "2026-03-01T02:30:00Z"})),
+                "dtstart",
+                "must be a local date and time without offset, such as \"2026-12-06T02:30:00\"",
+            ),
+            (
+                recurring(json!({"duration": "P1Y"})),
+                "duration",
+                "years and months are not allowed: use weeks, days, hours, minutes",
+            ),
             (recurring(json!({"duration": null})), "duration", "required"),
-            (recurring(json!({"rrule": 7})), "rrule", "must be one RFC 5545 RRULE value such as \"FREQ=WEEKLY;BYDAY=SU\""),
-            (recurring(json!({"rrule": "FREQ=WEEKLY\nRRULE:FREQ=DAILY"})), "rrule", "must be one RFC 5545 RRULE value such as \"FREQ=WEEKLY;BYDAY=SU\""),
+            (
+                recurring(json!({"rrule": 7})),
+                "rrule",
+                "must be one RFC 5545 RRULE value such as \"FREQ=WEEKLY;BYDAY=SU\"",
+            ),
+            (
+                recurring(json!({"rrule": "FREQ=WEEKLY\nRRULE:FREQ=DAILY"})),
+                "rrule",
+                "must be one RFC 5545 RRULE value such as \"FREQ=WEEKLY;BYDAY=SU\"",
+            ),
             (recurring(json!({"rrule": "FREQ=MINUTELY"})), "rrule", "FREQ must be HOURLY or less frequent"),
         ] {
             let errors = parse(request.clone()).expect_err(&request.to_string());

@@ -59,7 +59,8 @@ impl TryFrom<Row> for Window {
     type Error = sqlx::Error;
 
     fn try_from(row: Row) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str| sqlx::Error::Decode(format!("maintenance window {}: bad {what}", row.id).into());
+        let corrupt =
+            |what: &str| sqlx::Error::Decode(format!("maintenance window {}: bad {what}", row.id).into());
         let time_zone = row.time_zone.parse().map_err(|_| corrupt("time zone"))?;
         let schedule = match (row.starts_at, row.ends_at, row.dtstart, row.duration, row.rrule) {
             (Some(starts_at), Some(ends_at), _, _, None) => Schedule::Once { starts_at, ends_at },
@@ -119,7 +120,8 @@ async fn expand(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<u64> {
-    let found: Vec<Occurrence> = schedule::occurrences(&window.spec.schedule, window.spec.time_zone, from, to);
+    let found: Vec<Occurrence> =
+        schedule::occurrences(&window.spec.schedule, window.spec.time_zone, from, to);
     if found.is_empty() {
         return Ok(0);
     }
@@ -175,7 +177,12 @@ async fn release(conn: &mut PgConnection, window_id: Uuid, now: DateTime<Utc>) -
     .rows_affected())
 }
 
-async fn write(conn: &mut PgConnection, id: Uuid, tenant_id: Uuid, spec: &WindowSpec) -> sqlx::Result<Window> {
+async fn write(
+    conn: &mut PgConnection,
+    id: Uuid,
+    tenant_id: Uuid,
+    spec: &WindowSpec,
+) -> sqlx::Result<Window> {
     let (starts_at, ends_at, dtstart, duration, rrule) = match &spec.schedule {
         Schedule::Once { starts_at, ends_at } => (Some(*starts_at), Some(*ends_at), None, None, None),
         Schedule::Recurring { dtstart, duration, rrule } => {
@@ -211,7 +218,12 @@ async fn write(conn: &mut PgConnection, id: Uuid, tenant_id: Uuid, spec: &Window
 }
 
 /// Creates a window, its occurrences expanded from `now`.
-pub async fn create(pool: &PgPool, tenant_id: Uuid, spec: &WindowSpec, now: DateTime<Utc>) -> Result<Window, StoreError> {
+pub async fn create(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    spec: &WindowSpec,
+    now: DateTime<Utc>,
+) -> Result<Window, StoreError> {
     let mut tx = pool.begin().await?;
     check_scope(&mut tx, tenant_id, &spec.scope).await?;
     let window = write(&mut tx, Uuid::now_v7(), tenant_id, spec).await?;
@@ -271,17 +283,23 @@ pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: Uuid, now: DateTime<Utc>
 
 /// One window of a tenant.
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Window, StoreError> {
-    let row: Option<Row> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM maintenance_windows WHERE id = $1 AND tenant_id = $2"))
-            .bind(id)
-            .bind(tenant_id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM maintenance_windows WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.ok_or(StoreError::NotFound)?.try_into()?)
 }
 
 /// A tenant's windows in creation order, at most `limit` after `after`.
-pub async fn list(pool: &PgPool, tenant_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<Window>, StoreError> {
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Window>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM maintenance_windows WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) \
          ORDER BY id LIMIT $3"

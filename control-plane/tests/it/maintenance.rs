@@ -62,12 +62,14 @@ async fn all(app: &TestApp, domain: Uuid, ok: bool) -> String {
 
 /// (kind, dedup key) of the channel's outbox rows for `domain`, in order.
 async fn outbox(pool: &PgPool, channel: Uuid, domain: Uuid) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT kind, dedup_key FROM notifications WHERE channel_id = $1 AND domain_id = $2 ORDER BY seq")
-        .bind(channel)
-        .bind(domain)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT kind, dedup_key FROM notifications WHERE channel_id = $1 AND domain_id = $2 ORDER BY seq",
+    )
+    .bind(channel)
+    .bind(domain)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 fn kinds(queued: &[(String, String)]) -> Vec<&str> {
@@ -134,7 +136,12 @@ async fn windows_are_validated_by_field_scoped_to_the_tenant_and_list_their_occu
         ],
         "{found}"
     );
-    let bad = app.get(&format!("/v1/maintenance/{id}/occurrences?from=2026-03-20T00:00:00Z&to=2028-01-01T00:00:00Z"), &app.token).await;
+    let bad = app
+        .get(
+            &format!("/v1/maintenance/{id}/occurrences?from=2026-03-20T00:00:00Z&to=2028-01-01T00:00:00Z"),
+            &app.token,
+        )
+        .await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.text().await.unwrap().contains("\"to\""));
 
@@ -197,7 +204,10 @@ async fn windows_are_validated_by_field_scoped_to_the_tenant_and_list_their_occu
 
     let listed: Value = app.get("/v1/maintenance", &app.token).await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
-    assert_eq!(app.delete(&format!("/v1/maintenance/{id}"), &app.token).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("/v1/maintenance/{id}"), &app.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(app.get(&format!("/v1/maintenance/{id}"), &app.token).await.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
@@ -221,10 +231,12 @@ async fn an_outage_inside_a_tagged_window_is_recorded_silently_and_announced_onc
     let window_id = window["id"].as_str().unwrap().to_owned();
     assert!(window["active"].is_object(), "{window}");
 
-    let status: Value = app.get(&format!("/v1/domains/{covered}/status"), &app.token).await.json().await.unwrap();
+    let status: Value =
+        app.get(&format!("/v1/domains/{covered}/status"), &app.token).await.json().await.unwrap();
     assert_eq!(status["maintenance"]["active"]["window_id"], window_id.as_str(), "{status}");
     assert_eq!(status["maintenance"]["active"]["title"], "DB upgrade");
-    let status: Value = app.get(&format!("/v1/domains/{outside}/status"), &app.token).await.json().await.unwrap();
+    let status: Value =
+        app.get(&format!("/v1/domains/{outside}/status"), &app.token).await.json().await.unwrap();
     assert_eq!(status["maintenance"]["active"], Value::Null, "{status}");
 
     for d in [covered, outside] {
@@ -256,7 +268,8 @@ async fn an_outage_inside_a_tagged_window_is_recorded_silently_and_announced_onc
     let queued = outbox(&app.pool, hook, covered).await;
     assert_eq!(queued, [("incident_opened".to_owned(), format!("incident:{incident_id}:opened"))]);
     let incident = incident_of(&app, covered).await;
-    let events: Vec<&str> = incident["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let events: Vec<&str> =
+        incident["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(events, ["opened", "acknowledged", "maintenance_ended"], "{incident}");
     assert_eq!(incident["events"][0]["details"]["notification"], control_plane::maintenance::SENT_AT_END);
 
@@ -285,7 +298,11 @@ async fn an_outage_that_ends_inside_a_window_by_id_sends_nothing_at_all(pool: Pg
     let incident = incident_of(&app, covered).await;
     assert_eq!(incident["state"], "resolved");
     let resolved = incident["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(resolved["details"]["notification"], control_plane::maintenance::RESOLVED_INSIDE, "{incident}");
+    assert_eq!(
+        resolved["details"]["notification"],
+        control_plane::maintenance::RESOLVED_INSIDE,
+        "{incident}"
+    );
     // Nor after the window.
     assert_eq!(app.maintenance.step(ends + Duration::minutes(1)).await.unwrap().announced, 0);
     assert!(outbox(&app.pool, hook, covered).await.is_empty());
@@ -311,7 +328,9 @@ async fn a_window_cut_short_announces_an_outage_that_then_resolves_before_the_sw
     // The operator ends the window now (to the second, so it is over at once); the outage
     // resolves before any sweeper step.
     let id = window["id"].as_str().unwrap();
-    let cut = app.patch(&format!("/v1/maintenance/{id}"), &app.token, &json!({"ends_at": rfc3339(Utc::now())})).await;
+    let cut = app
+        .patch(&format!("/v1/maintenance/{id}"), &app.token, &json!({"ends_at": rfc3339(Utc::now())}))
+        .await;
     assert_eq!(cut.status(), StatusCode::OK, "{}", cut.text().await.unwrap());
     assert_eq!(all(&app, covered, true).await, "up");
     let incident = incident_of(&app, covered).await;
@@ -326,5 +345,66 @@ async fn a_window_cut_short_announces_an_outage_that_then_resolves_before_the_sw
     // The sweeper finds nothing left to do.
     assert_eq!(app.maintenance.step(Utc::now()).await.unwrap().announced, 0);
     assert_eq!(outbox(&app.pool, hook, covered).await.len(), 2);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn a_status_page_shows_a_component_under_maintenance_while_its_window_lasts(pool: PgPool) {
+    let config = control_plane::Config {
+        status_page_cache_ms: 0,
+        consensus_sweep_interval_ms: 3_600_000,
+        maintenance_check_interval_ms: 3_600_000,
+        ..test_config(&random_prefix("maint"), "redis://127.0.0.1:6379")
+    };
+    let app = TestApp::spawn_with(pool, config).await;
+    let covered = domain(&app, "a.example.com", &["edge"]).await;
+    let other = domain(&app, "b.example.com", &[]).await;
+    let response = app
+        .post(
+            "/v1/status-pages",
+            &app.token,
+            &json!({"slug": "acme", "title": "Acme", "components": [
+                {"domain": covered, "name": "Edge"}, {"domain": other, "name": "Website"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for d in [covered, other] {
+        assert_eq!(all(&app, d, false).await, "down");
+    }
+    let states = || async {
+        let page: Value =
+            app.http.get(app.url("/status/acme.json")).send().await.unwrap().json().await.unwrap();
+        let states: Vec<String> = page["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["state"].as_str().unwrap().to_owned())
+            .collect();
+        (states, page["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        states().await,
+        (vec!["major_outage".to_owned(), "major_outage".to_owned()], "major_outage".to_owned())
+    );
+
+    let now = Utc::now();
+    let window = create_window(
+        &app,
+        json!({"title": "Edge swap", "scope": {"tags": ["edge"]},
+               "starts_at": rfc3339(now - Duration::minutes(1)), "ends_at": rfc3339(now + Duration::hours(1))}),
+    )
+    .await;
+    assert_eq!(
+        states().await,
+        (vec!["maintenance".to_owned(), "major_outage".to_owned()], "major_outage".to_owned())
+    );
+
+    // Over: the page shows the outage again.
+    let id = window["id"].as_str().unwrap();
+    assert_eq!(
+        app.delete(&format!("/v1/maintenance/{id}"), &app.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(states().await.0, ["major_outage", "major_outage"]);
     app.stop().await;
 }
