@@ -38,6 +38,7 @@ fn view(domain: &Domain) -> Value {
         "tls_verify": spec.tls_verify,
         "http_version": spec.http_version.as_str(),
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
+        "degraded": spec.degraded.as_ref().map(crate::degraded::Overrides::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,

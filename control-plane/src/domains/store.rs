@@ -74,6 +74,7 @@ struct Row {
     tls_verify: bool,
     http_version: String,
     flap: Option<Value>,
+    degraded: Option<Value>,
     request_headers: Value,
     request_auth: Option<Value>,
     request_body: Option<String>,
@@ -85,7 +86,7 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
+     flap, degraded, request_headers, request_auth, request_body, request_body_secret, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -125,6 +126,10 @@ impl TryFrom<Row> for Domain {
             None | Some(Value::Null) => None,
             Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("flap settings"))?),
         };
+        let degraded = match row.degraded {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("degraded settings"))?),
+        };
         Ok(Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
@@ -145,6 +150,7 @@ impl TryFrom<Row> for Domain {
                 tls_verify: row.tls_verify,
                 http_version,
                 flap,
+                degraded,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
             created_at: row.created_at,
@@ -202,9 +208,10 @@ async fn write_row(
     let row: Row = sqlx::query_as(&format!(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
-             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name) \
+             tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, \
+             degraded) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24) \
+             $22, $23, $24, $25) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -214,7 +221,7 @@ async fn write_row(
              tls_verify = excluded.tls_verify, http_version = excluded.http_version, \
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
-             name = excluded.name, updated_at = now() \
+             name = excluded.name, degraded = excluded.degraded, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -242,6 +249,7 @@ async fn write_row(
     .bind(spec.request.body.as_ref().map(|b| b.text.as_str()))
     .bind(spec.request.body.as_ref().is_some_and(|b| b.secret))
     .bind(spec.name.as_deref())
+    .bind(spec.degraded.as_ref().map(crate::degraded::Overrides::to_json))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -268,13 +276,14 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 10] = [
+const CLEARABLE: [&str; 11] = [
     "name",
     "keyword",
     "keyword_mode",
     "keyword_case_insensitive",
     "quorum",
     "flap",
+    "degraded",
     "headers",
     "auth",
     "body",
@@ -355,16 +364,23 @@ async fn write_if_changed(
         tx.rollback().await?;
         return Ok(Written { version: current.version, domain: current, changed: false });
     }
-    let unseen =
-        DomainSpec { flap: spec.flap.clone(), name: spec.name.clone(), ..current.spec.clone() } == spec;
+    let unseen = DomainSpec {
+        flap: spec.flap.clone(),
+        degraded: spec.degraded.clone(),
+        name: spec.name.clone(),
+        ..current.spec.clone()
+    } == spec;
     if unseen {
-        // Only the flap settings or the name changed: agents see neither, so no new version.
+        // Only the flap or degraded settings or the name changed: agents see none of them, so
+        // no new version.
         let row: Row = sqlx::query_as(&format!(
-            "UPDATE domains SET flap = $2, name = $3, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE domains SET flap = $2, name = $3, degraded = $4, updated_at = now() WHERE id = $1 \
+             RETURNING {COLUMNS}"
         ))
         .bind(id.0)
         .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
         .bind(spec.name.as_deref())
+        .bind(spec.degraded.as_ref().map(crate::degraded::Overrides::to_json))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

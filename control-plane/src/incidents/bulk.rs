@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{opened_notification, Alert, Subject, HELD, SYSTEM};
+use super::{opened_notification, Alert, Kind, Subject, HELD, SYSTEM};
 use crate::notify::{self, Notification};
 
 /// An incident to open: its id (chosen by the caller), what it is about, when, the failing
@@ -17,6 +17,7 @@ use crate::notify::{self, Notification};
 #[derive(Debug, Clone)]
 pub struct Opening<'a> {
     pub id: Uuid,
+    pub kind: Kind,
     pub subject: &'a Subject,
     pub at: DateTime<Utc>,
     pub regions: &'a Value,
@@ -27,6 +28,7 @@ pub struct Opening<'a> {
 #[derive(Debug, Clone)]
 pub struct Resolution<'a> {
     pub id: Uuid,
+    pub kind: Kind,
     pub subject: &'a Subject,
     pub at: DateTime<Utc>,
     pub regions: &'a Value,
@@ -44,6 +46,8 @@ pub async fn open_many(tx: &mut PgConnection, openings: &[Opening<'_>]) -> sqlx:
     let domains: Vec<Uuid> = openings.iter().map(|o| o.subject.domain_id).collect();
     let ats: Vec<DateTime<Utc>> = openings.iter().map(|o| o.at).collect();
     let regions: Vec<&Value> = openings.iter().map(|o| o.regions).collect();
+    let kinds: Vec<&str> = openings.iter().map(|o| o.kind.as_str()).collect();
+    let severities: Vec<&str> = openings.iter().map(|o| o.kind.severity()).collect();
     let details: Vec<Value> = openings
         .iter()
         .map(|o| {
@@ -55,23 +59,30 @@ pub async fn open_many(tx: &mut PgConnection, openings: &[Opening<'_>]) -> sqlx:
         })
         .collect();
     sqlx::query(
-        "INSERT INTO incidents (id, tenant_id, domain_id, state, opened_at, opened_regions)
-         SELECT id, tenant_id, domain_id, 'open', at, regions
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::jsonb[])
-             AS u(id, tenant_id, domain_id, at, regions)",
+        "INSERT INTO incidents (id, tenant_id, domain_id, state, opened_at, opened_regions, kind, severity)
+         SELECT id, tenant_id, domain_id, 'open', at, regions, kind, severity
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::jsonb[], $6::text[], $7::text[])
+             AS u(id, tenant_id, domain_id, at, regions, kind, severity)",
     )
     .bind(&ids)
     .bind(&tenants)
     .bind(&domains)
     .bind(&ats)
     .bind(&regions)
+    .bind(&kinds)
+    .bind(&severities)
     .execute(&mut *tx)
     .await?;
     events(tx, &ids, "opened", &ats, &details).await?;
     let notifications: Vec<(Notification, String)> = openings
         .iter()
         .filter(|o| o.alert == Alert::Send)
-        .map(|o| (opened_notification(o.subject, o.id, o.at, o.regions), format!("incident:{}:opened", o.id)))
+        .map(|o| {
+            (
+                opened_notification(o.subject, o.id, o.kind, o.at, o.regions),
+                format!("incident:{}:opened", o.id),
+            )
+        })
         .collect();
     enqueue(tx, &notifications).await?;
     Ok(())
@@ -112,7 +123,9 @@ pub async fn resolve_many(tx: &mut PgConnection, resolutions: &[Resolution<'_>])
     for r in resolutions {
         let Some(&(duration_s, unannounced)) = resolved.get(&r.id) else { continue };
         let alert = if unannounced { Alert::Hold } else { r.alert };
-        let mut detail = json!({ "regions": r.regions, "recovered": true, "duration_s": duration_s });
+        let mut detail = json!({
+            "regions": r.regions, "recovered": true, "duration_s": duration_s, "incident": r.kind.describe(r.id),
+        });
         if alert == Alert::Hold {
             detail["notification"] = Value::from(HELD);
         } else {
@@ -123,7 +136,12 @@ pub async fn resolve_many(tx: &mut PgConnection, resolutions: &[Resolution<'_>])
                     domain_id: Some(r.subject.domain_id),
                     url: Some(r.subject.url.clone()),
                     incident_id: Some(r.id),
-                    summary: format!("{} is up again after {duration_s} s", r.subject.url),
+                    summary: match r.kind {
+                        Kind::Down => format!("{} is up again after {duration_s} s", r.subject.url),
+                        Kind::Degraded => {
+                            format!("{} is no longer degraded after {duration_s} s", r.subject.url)
+                        }
+                    },
                     details: detail.clone(),
                     occurred_at: r.at,
                 },

@@ -1,5 +1,5 @@
-//! Incidents: a domain's down period from the transition that opened it to the one that
-//! resolved it, with its events (`opened`, `acknowledged`, `paused`, `resumed`, `resolved`).
+//! Incidents: a domain's down (or degraded, [`Kind`]) period from the transition that opened
+//! it to the one that resolved it, with its events (`opened`, `acknowledged`, `paused`, `resumed`, `resolved`).
 //! Pausing a domain keeps its incident open and sends nothing ([`pause`], [`resume`]);
 //! deleting it closes the incident ([`close_for_domain`]).
 //!
@@ -63,6 +63,48 @@ impl Stopped {
     }
 }
 
+/// What an incident is about: the domain failing (`down`, severity `critical`) or answering
+/// abnormally slowly (`degraded`, severity `warning`). Notifications carry both in their
+/// details' `incident` object (`{"id", "kind", "severity"}`); a reader that finds none means
+/// `down`/`critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Down,
+    Degraded,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Down => "down",
+            Kind::Degraded => "degraded",
+        }
+    }
+
+    /// `critical` for down, `warning` for degraded.
+    pub fn severity(self) -> &'static str {
+        match self {
+            Kind::Down => "critical",
+            Kind::Degraded => "warning",
+        }
+    }
+
+    /// The stored kind (anything else is `down`, the kind before there were others).
+    pub fn parse(raw: &str) -> Kind {
+        if raw == "degraded" {
+            Kind::Degraded
+        } else {
+            Kind::Down
+        }
+    }
+
+    /// The `incident` object of a notification's details.
+    pub fn describe(self, id: Uuid) -> Value {
+        json!({ "id": id, "kind": self.as_str(), "severity": self.severity() })
+    }
+}
+
 /// What an incident is about (for notifications).
 #[derive(Debug, Clone)]
 pub struct Subject {
@@ -83,6 +125,10 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     pub duration_s: Option<i64>,
     pub opened_regions: Value,
+    /// `down` or `degraded`.
+    pub kind: String,
+    /// `critical` (down) or `warning` (degraded).
+    pub severity: String,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -95,7 +141,7 @@ pub struct Event {
 }
 
 const COLUMNS: &str = "id, domain_id, state, opened_at, acknowledged_at, acknowledged_by_token, ack_note, \
-     resolved_at, duration_s, opened_regions";
+     resolved_at, duration_s, opened_regions, kind, severity";
 
 async fn event(
     tx: &mut PgConnection,
@@ -139,15 +185,35 @@ fn describe(regions: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: &Value) -> Notification {
+/// "ams, iad"
+fn region_names(regions: &Value) -> String {
+    regions
+        .as_array()
+        .map(|items| items.iter().filter_map(|r| r["region"].as_str()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn opened_notification(
+    subject: &Subject,
+    id: Uuid,
+    kind: Kind,
+    at: DateTime<Utc>,
+    regions: &Value,
+) -> Notification {
+    let summary = match kind {
+        Kind::Down => format!("{} is down ({})", subject.url, describe(regions)),
+        Kind::Degraded => {
+            format!("{} is degraded: abnormally slow in {}", subject.url, region_names(regions))
+        }
+    };
     Notification {
         kind: "incident_opened".into(),
         tenant_id: subject.tenant_id,
         domain_id: Some(subject.domain_id),
         url: Some(subject.url.clone()),
         incident_id: Some(id),
-        summary: format!("{} is down ({})", subject.url, describe(regions)),
-        details: json!({ "regions": regions }),
+        summary,
+        details: json!({ "regions": regions, "incident": kind.describe(id) }),
         occurred_at: at,
     }
 }
@@ -157,15 +223,15 @@ fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: 
 /// was held while its domain flapped and that is still unresolved when the domain settles.
 /// Returns the outbox rows added (0 when it was already enqueued or the incident is unknown).
 pub async fn notify_opened(tx: &mut PgConnection, subject: &Subject, id: Uuid) -> sqlx::Result<u64> {
-    let row: Option<(DateTime<Utc>, Value)> =
-        sqlx::query_as("SELECT opened_at, opened_regions FROM incidents WHERE id = $1")
+    let row: Option<(DateTime<Utc>, Value, String)> =
+        sqlx::query_as("SELECT opened_at, opened_regions, kind FROM incidents WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-    let Some((at, regions)) = row else { return Ok(0) };
+    let Some((at, regions, kind)) = row else { return Ok(0) };
     let added = notify::enqueue(
         tx,
-        &opened_notification(subject, id, at, &regions),
+        &opened_notification(subject, id, Kind::parse(&kind), at, &regions),
         &format!("incident:{id}:opened"),
     )
     .await?;

@@ -8,6 +8,7 @@ mod cli;
 mod config_path;
 mod consensus;
 mod console;
+mod degraded;
 mod delivery;
 mod digests;
 mod first_run;
