@@ -119,7 +119,7 @@ async fn record_in(
     // Missing detectors first (domain order), so every row can be locked below.
     sqlx::query(
         "INSERT INTO latency_baselines (domain_id, region, observed_at)
-         SELECT d.id, $2, '-infinity' FROM domains d WHERE d.id = ANY($1) ORDER BY d.id
+         SELECT d.id, $2, 'epoch' FROM domains d WHERE d.id = ANY($1) ORDER BY d.id
          ON CONFLICT (domain_id, region) DO NOTHING",
     )
     .bind(ids)
