@@ -27,7 +27,7 @@ use crate::fleet::{Delivery, Receiver, RunningAgent, Switch};
 use crate::ingest::control_config;
 use crate::pki::Pki;
 
-const REGIONS: [&str; 3] = ["ams", "iad", "sin"];
+pub(crate) const REGIONS: [&str; 3] = ["ams", "iad", "sin"];
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
@@ -56,18 +56,18 @@ pub struct StormArgs {
 }
 
 /// A control plane in this process with its API, ingest and webhook-friendly settings.
-struct Plane {
+pub(crate) struct Plane {
     api: String,
     token: String,
-    ingest_port: u16,
-    pool: PgPool,
+    pub(crate) ingest_port: u16,
+    pub(crate) pool: PgPool,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
 }
 
 impl Plane {
-    async fn start(scratch: &Scratch, pki: &Pki, regions: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn start(scratch: &Scratch, pki: &Pki, regions: usize) -> anyhow::Result<Self> {
         let mut config = control_config(scratch, &scratch.timeseries, pki);
         config.regions = REGIONS[..regions].iter().map(|r| (*r).to_owned()).collect();
         config.allow_private_targets = true;
@@ -83,7 +83,12 @@ impl Plane {
         Ok(Self { api, token, ingest_port, pool, shutdown, task, http: reqwest::Client::new() })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut request =
             self.http.request(method.clone(), format!("{}{path}", self.api)).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -159,7 +164,7 @@ impl Plane {
         Ok(status["state"].as_str().unwrap_or("unknown").to_owned())
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.task.await??;
         self.pool.close().await;
@@ -168,7 +173,7 @@ impl Plane {
 }
 
 /// Polls `check` every 20 ms until it yields a value or `timeout` passes.
-async fn until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+pub(crate) async fn until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -192,14 +197,14 @@ fn carried(delivery: &Delivery) -> Vec<&Value> {
     }
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(samples: &mut [f64], p: f64) -> f64 {
     let mut durations: Vec<Duration> =
         samples.iter().map(|ms| Duration::from_secs_f64(ms / 1000.0)).collect();
     crate::stats::percentile_ms(&mut durations, p)
 }
 
 /// One agent per region (`<region>-1`) delivering to the plane, able to reach the targets.
-async fn start_agents(
+pub(crate) async fn start_agents(
     pki: &Pki,
     regions: &[&str],
     scratch: &Scratch,

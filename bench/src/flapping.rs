@@ -284,6 +284,7 @@ async fn consensus_round(
                 status_code: None,
                 observed_at: at(*second),
                 run: Run::of(*up, at(*second)),
+                latencies: Vec::new(),
             })
             .collect();
         consensus

@@ -7,6 +7,7 @@
 mod alerting;
 mod cold_load;
 mod compare;
+mod degraded;
 mod demo;
 mod env;
 mod flapping;
@@ -51,6 +52,9 @@ enum Scenario {
     RestartLoss(restart::Args),
     /// Target down → incident and webhook, over trials; plus a one-region control run.
     DetectLatency(alerting::DetectArgs),
+    /// Latency steps 20 ms → 400 ms → the degraded state, over trials; plus a control run of
+    /// noisy but normal latency that must never be degraded.
+    DegradedDetect(degraded::Args),
     /// Every target down at once, then up: one incident and notification per domain.
     AlertStorm(alerting::StormArgs),
     /// A simulated hour (compressed clock) of flapping domains and real outages: flap mode,
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             }
             Scenario::RestartLoss(args) => restart::run(args).await,
             Scenario::DetectLatency(args) => alerting::detect_latency(args).await,
+            Scenario::DegradedDetect(args) => degraded::run(args).await,
             Scenario::AlertStorm(args) => alerting::alert_storm(args).await,
             Scenario::FlapHour(args) => flapping::run(args).await,
             Scenario::LiveLatency(args) => pages::live_latency(args).await,

@@ -131,6 +131,7 @@ impl Plane {
                     status_code: ok.then_some(200),
                     observed_at: at,
                     run: Run::of(ok, at),
+                    latencies: Vec::new(),
                 }],
                 certificates: Vec::new(),
                 dns: Vec::new(),

@@ -78,6 +78,7 @@ const SHORT_FORMS: [&str; 13] = [
     "ingest-fanin",
     "restart-loss",
     "detect-latency",
+    "degraded-detect",
     "alert-storm",
     "flap-hour",
     "live-latency",
@@ -178,6 +179,16 @@ fn detect_latency() {
     assert_eq!(r["trials"], 4, "{r}");
     assert_eq!(r["control_incidents"], 0, "{r}");
     assert_eq!(r["held_notifications"], 0, "{r}");
+}
+
+#[test]
+fn degraded_detect() {
+    // Three steps on one-second probes, a short control run: every step is detected, the
+    // noisy control domains never are.
+    let r = run("degraded-detect --regions 3 --interval 1 --trials 3 --control-s 20 --control-domains 2");
+    assert_eq!(r["trials"], 3, "{r}");
+    assert_eq!(r["missed"], 0, "{r}");
+    assert_eq!(r["false_degraded"], 0, "{r}");
 }
 
 #[test]

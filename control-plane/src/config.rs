@@ -158,6 +158,22 @@ pub struct Config {
     pub flap_quiet_s: u64,
     /// How often flapping domains are checked for having stabilized, in milliseconds.
     pub flap_check_interval_ms: u64,
+
+    /// Latency anomaly detection on or off for every domain (a domain's `degraded.anomaly`
+    /// overrides it).
+    pub degraded_anomaly: bool,
+    /// The successful probes per region the moving latency baseline holds (N).
+    pub degraded_window: u32,
+    /// A probe is anomalous when its latency is more than this many robust standard deviations
+    /// (1.4826 × MAD) above the baseline's median.
+    pub degraded_z: f64,
+    /// A region is degraded after this many anomalous probes in a row (K).
+    pub degraded_consecutive: u32,
+    /// The baseline samples needed before anomalies are judged (capped at the window).
+    pub degraded_min_samples: u32,
+    /// The least time between two rounds of confirmation probes a latency anomaly asks every
+    /// region of its domain for, per domain, in milliseconds.
+    pub degraded_confirmation_interval_ms: u64,
     /// The digest period in seconds (3600: hourly, at the top of each hour). Periods are
     /// aligned to multiples of it since the Unix epoch.
     pub digest_period_s: u64,
@@ -297,6 +313,12 @@ impl Default for Config {
             flap_leave_transitions: 2,
             flap_quiet_s: 900,
             flap_check_interval_ms: 5_000,
+            degraded_anomaly: true,
+            degraded_window: 50,
+            degraded_z: 3.0,
+            degraded_consecutive: 3,
+            degraded_min_samples: 10,
+            degraded_confirmation_interval_ms: 300,
             digest_period_s: 3_600,
             digest_grace_s: 60,
             digest_check_interval_ms: 5_000,
@@ -429,6 +451,12 @@ impl Config {
         }
         if self.flap_quiet_s > self.flap_window_s {
             return Err("flap_quiet_s must not exceed flap_window_s".into());
+        }
+        if let Err((key, why)) = crate::degraded::Settings::from_config(self).check() {
+            return Err(format!("degraded_{key} {why}"));
+        }
+        if !(100..=60_000).contains(&self.degraded_confirmation_interval_ms) {
+            return Err("degraded_confirmation_interval_ms must be between 100 and 60000".into());
         }
         if self.digest_period_s == 0 || self.digest_period_s > 86_400 {
             return Err("digest_period_s must be between 1 and 86400".into());

@@ -8,6 +8,8 @@
 //! - [`publisher`]: applies the change log to Redis in order and repairs Redis from Postgres.
 //! - [`tenants`]: tenants and API tokens. [`regions`]: the region list.
 //! - [`consensus`]: up/down decided across regions; [`incidents`]: incidents and their events.
+//! - [`degraded`]: latency anomaly detection per region (median/MAD baseline) behind the
+//!   `degraded` state.
 //! - [`expiry`]: certificate days left (a floor) and the expiry notice due.
 //! - [`uptime`]: consensus uptime (time up over time monitored) from the transition history.
 //! - [`flap`]: flap detection on confirmed transitions (alerts held while a domain flaps) and
@@ -33,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod consensus;
 pub mod console;
+pub mod degraded;
 pub mod digests;
 pub mod dns_drift;
 pub mod domains;

@@ -160,6 +160,12 @@ pub struct Metrics {
     /// Times a domain's stored flap settings were ignored (evaluation, exit check, status)
     /// because they no longer merge with the global ones.
     pub flap_invalid_settings: Counter,
+    /// Times a domain's stored degraded settings were ignored because they no longer merge
+    /// with the global ones.
+    pub degraded_invalid_settings: Counter,
+    /// Batches of one region whose latencies found anomalous (the newest latency of a domain
+    /// in a recorded batch), per domain and batch.
+    pub latency_anomalies: Counter,
     /// Flap digests built and stored (one per tenant with a flapping domain and period).
     pub digests_built: Counter,
     /// Digest periods done (the cursor advanced past them), by this replica.
@@ -238,6 +244,8 @@ impl Default for Metrics {
             flap_held_notifications: Counter::default(),
             flap_sweeper_errors: Family::default(),
             flap_invalid_settings: Counter::default(),
+            degraded_invalid_settings: Counter::default(),
+            latency_anomalies: Counter::default(),
             digests_built: Counter::default(),
             digest_periods: Counter::default(),
             digest_notifications: Counter::default(),
@@ -428,6 +436,16 @@ impl Metrics {
             "flap_invalid_settings",
             "Times a domain's flap settings were ignored because they no longer apply",
             self.flap_invalid_settings.clone(),
+        );
+        r.register(
+            "degraded_invalid_settings",
+            "Times a domain's degraded settings were ignored because they no longer apply",
+            self.degraded_invalid_settings.clone(),
+        );
+        r.register(
+            "latency_anomalies",
+            "Anomalous latencies found (the newest of a domain in a recorded batch)",
+            self.latency_anomalies.clone(),
         );
         r.register("digests_built", "Flap digests built and stored", self.digests_built.clone());
         r.register(

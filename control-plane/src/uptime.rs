@@ -2,9 +2,11 @@
 //! **up**, from its confirmed transitions (`domain_transitions`) and its pauses
 //! (`monitoring_pauses`) in the transactional database.
 //!
-//! - *Monitored* time is time in a decided state (`up` or `down`) while not paused: the time
-//!   before the first decision (`unknown`) and paused spans do not count either way.
+//! - *Monitored* time is time in a decided state (`up`, `degraded` or `down`) while not paused:
+//!   the time before the first decision (`unknown`) and paused spans do not count either way.
 //! - *Uptime* is up time over monitored time; `None` when nothing was monitored in the window.
+//!   Degraded time is up time (the site answered, slowly), and is also reported on its own
+//!   (`degraded_s`).
 //!
 //! This is the figure that agrees with the state and the incidents: a region that fails every
 //! probe while the others succeed leaves consensus `up`, and so leaves this uptime at 100 %,
@@ -24,8 +26,10 @@ use crate::digests::build::intervals_in;
 pub struct ConsensusUptime {
     /// `up_s / monitored_s × 100`; `None` when nothing was monitored.
     pub uptime_percent: Option<f64>,
-    /// Seconds consensus held the domain up (paused time excluded).
+    /// Seconds consensus held the domain up (paused time excluded), degraded time included.
     pub up_s: f64,
+    /// Seconds of `up_s` consensus held it degraded (up, but abnormally slow).
+    pub degraded_s: f64,
     /// Seconds consensus held it down (paused time excluded).
     pub down_s: f64,
     /// `up_s + down_s`.
@@ -77,12 +81,15 @@ pub fn compute(
         .filter(|(from, to)| to > from)
         .collect();
     let up = minus(&intervals_in("up", initial, changes, since, until), &paused);
+    let degraded = minus(&intervals_in("degraded", initial, changes, since, until), &paused);
     let down = minus(&intervals_in("down", initial, changes, since, until), &paused);
-    let (up_s, down_s) = (seconds(&up), seconds(&down));
+    let degraded_s = seconds(&degraded);
+    let (up_s, down_s) = (seconds(&up) + degraded_s, seconds(&down));
     let monitored_s = up_s + down_s;
     ConsensusUptime {
         uptime_percent: (monitored_s > 0.0).then(|| up_s * 100.0 / monitored_s),
         up_s,
+        degraded_s,
         down_s,
         monitored_s,
         paused_s: seconds(&paused),
@@ -155,6 +162,22 @@ mod tests {
         assert_eq!(u.uptime_percent, Some(70.0));
         // Nothing decided at all: no figure rather than 0 % or 100 %.
         assert_eq!(compute("unknown", &[], &[], at(0), at(60)).uptime_percent, None);
+    }
+
+    #[test]
+    fn degraded_time_is_up_and_reported_apart() {
+        // Up, degraded :10–:25, down :25–:31, degraded :31–:40, up after; paused :35–:37.
+        let changes = [(at(10), "degraded"), (at(25), "down"), (at(31), "degraded"), (at(40), "up")];
+        let pauses = [(at(35), Some(at(37)))];
+        let u = compute("up", &changes, &pauses, at(0), at(60));
+        assert_eq!(u.degraded_s, (15.0 + 7.0) * 60.0);
+        assert_eq!(u.down_s, 6.0 * 60.0);
+        assert_eq!(u.up_s, (10.0 + 22.0 + 20.0) * 60.0);
+        assert_eq!(u.monitored_s, 58.0 * 60.0);
+        assert_eq!(u.uptime_percent, Some(52.0 * 100.0 / 58.0));
+        // Degraded from before the window to its end: 100 % up, all of it degraded.
+        let u = compute("degraded", &[], &[], at(0), at(60));
+        assert_eq!((u.uptime_percent, u.degraded_s), (Some(100.0), 3600.0));
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn view(domain: &Domain) -> Value {
         "tags": spec.tags,
         "dns_drift": spec.dns_drift.as_ref().unwrap_or(&crate::dns_drift::Settings::default()).to_json(),
         "slo": spec.slo.as_ref().map(crate::sla::Slo::to_json),
+        "degraded": spec.degraded.as_ref().map(crate::degraded::Overrides::to_json),
         "config_version": domain.version,
         "created_at": domain.created_at,
         "updated_at": domain.updated_at,

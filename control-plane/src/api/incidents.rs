@@ -184,7 +184,9 @@ pub async fn post_update(
     Ok((axum::http::StatusCode::CREATED, Json(json!(update))))
 }
 
-/// The consensus state of a domain, its open incident, every region's vote, its flap mode and
+/// The consensus state of a domain (`unknown`, `up`, `degraded`, `down`), its open incident,
+/// every region's vote (with its latency detector: baseline median, anomalous probes in a
+/// row, degraded), its flap mode and
 /// its persistent regional failures (`regional_failures`: regions whose latest
 /// `regional_failure_observations` observations all failed while the domain is up).
 pub async fn status(
@@ -234,6 +236,7 @@ pub async fn status(
         health: &health,
         current: decide::State::parse(&state_name),
     });
+    let latency = crate::degraded::latency_of(&mut conn, id.0).await?;
     let votes: Vec<Value> = decision
         .votes
         .iter()
@@ -243,6 +246,7 @@ pub async fn status(
                 "standing": v.standing,
                 "voting": v.standing.votes(),
                 "observation": v.observation,
+                "latency": latency.get(&v.region),
             })
         })
         .collect();
@@ -277,6 +281,7 @@ pub async fn status(
         "freshness_s": freshness.as_secs_f64(),
         "failing": decision.failing,
         "passing": decision.passing,
+        "degraded": decision.degraded,
         "regions": votes,
         "flap": flap,
         "regional_failures": regional_failures,

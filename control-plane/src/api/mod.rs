@@ -90,6 +90,7 @@ impl AppState {
             allow_private_targets: self.config.allow_private_targets,
             regions,
             flap: crate::flap::Settings::from_config(&self.config),
+            degraded: crate::degraded::Settings::from_config(&self.config),
         })
     }
 

@@ -1,6 +1,10 @@
 //! Confirmation probes: a failure of a domain that is not (yet) down asks its other regions to
 //! probe it now (`<prefix>:probe-requests`), at most once per `confirmation_min_interval_ms`
-//! per domain across replicas (a `SET NX PX` lock in Redis).
+//! per domain across replicas (a `SET NX PX` lock in Redis). A latency anomaly of a domain not
+//! (yet) degraded, in a region not (yet) degraded, asks every region of the domain, the slow
+//! one included, at most once per `degraded_confirmation_interval_ms` (a lock of its own): K
+//! anomalous probes in a row then arrive within a few probe durations instead of K intervals,
+//! and a region that stays slow alone stops asking once it is degraded itself.
 
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
@@ -10,6 +14,36 @@ use uuid::Uuid;
 use super::Consensus;
 
 impl Consensus {
+    /// Asks `regions` (the domain's as stored; empty: every region) to probe the domain now
+    /// because a region saw its latency jump, at most once per
+    /// `degraded_confirmation_interval_ms` per domain (across replicas, through Redis).
+    pub async fn confirm_anomaly(&self, domain_id: Uuid, regions: Vec<String>) {
+        let ms = self.settings.anomaly_confirmation_interval.as_millis() as i64;
+        let key = format!("{}:latency", self.keys.confirmation_lock(&domain_id.to_string()));
+        let lock: Result<Option<String>, _> =
+            self.redis.set(key, 1, Some(Expiration::PX(ms.max(1))), Some(SetOptions::NX), false).await;
+        match lock {
+            Ok(None) => {
+                self.metrics.confirmation("latency_rate_limited");
+                return;
+            }
+            Ok(Some(_)) => {}
+            Err(error) => {
+                self.metrics.confirmation("error");
+                self.error("confirmation", &error);
+                return;
+            }
+        }
+        let request = ProbeRequest {
+            domain_id: DomainId(domain_id),
+            regions,
+            reason: "latency".into(),
+            request_id: None,
+            config: None,
+        };
+        self.publish_request(domain_id, &request, "latency_published").await;
+    }
+
     /// Asks the domain's regions other than `failing` to probe it now, at most once per
     /// `confirmation_min_interval_ms` per domain (across replicas, through Redis).
     pub async fn confirm(&self, domain_id: Uuid, failing: &[String], regions: &[String]) {
@@ -47,14 +81,19 @@ impl Consensus {
             request_id: None,
             config: None,
         };
-        let payload = match serde_json::to_string(&request) {
+        self.publish_request(domain_id, &request, "published").await;
+    }
+
+    /// Publishes a confirmation request, counted as `outcome` once published.
+    async fn publish_request(&self, domain_id: Uuid, request: &ProbeRequest, outcome: &str) {
+        let payload = match serde_json::to_string(request) {
             Ok(payload) => payload,
             Err(error) => return self.error("confirmation", &error),
         };
         match self.redis.publish::<i64, _, _>(self.keys.probe_requests(), payload).await {
             Ok(_) => {
-                self.metrics.confirmation("published");
-                tracing::debug!(%domain_id, ?failing, "confirmation probe requested");
+                self.metrics.confirmation(outcome);
+                tracing::debug!(%domain_id, reason = %request.reason, regions = ?request.regions, "confirmation probe requested");
             }
             Err(error) => {
                 self.metrics.confirmation("error");

@@ -18,6 +18,11 @@
 //!   `quorum` report success; otherwise the state does not change (too few voters, or split).
 //!   A failure quorum wins over a success quorum (possible only with a quorum below majority).
 //! - Recovery is symmetric: a down domain comes back up only on `quorum` successes.
+//! - A success whose region's latency detector says *degraded* (K anomalous probes in a row,
+//!   see [`crate::degraded`]) votes `Degraded`: it passes, and it is slow. When no failure
+//!   quorum stands, `Degraded` wins at `quorum` degraded votes (one region's slow path never
+//!   counts), else `Up` at `quorum` passing votes (ok and degraded together). A degraded
+//!   domain is up again when its degraded votes fall below the quorum.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,6 +40,8 @@ pub enum State {
     Unknown,
     Up,
     Down,
+    /// Up, but abnormally slow in a quorum of regions.
+    Degraded,
 }
 
 impl State {
@@ -43,6 +50,7 @@ impl State {
             State::Unknown => "unknown",
             State::Up => "up",
             State::Down => "down",
+            State::Degraded => "degraded",
         }
     }
 
@@ -50,6 +58,7 @@ impl State {
         match raw {
             "up" => State::Up,
             "down" => State::Down,
+            "degraded" => State::Degraded,
             _ => State::Unknown,
         }
     }
@@ -60,6 +69,7 @@ impl State {
 pub enum Outcome {
     Up,
     Down,
+    Degraded,
     Unchanged,
 }
 
@@ -72,6 +82,8 @@ pub struct Observation {
     pub status_code: Option<i32>,
     pub observed_at: DateTime<Utc>,
     pub agent_id: String,
+    /// The region's latency detector says degraded (read with the observation; a success's).
+    pub degraded: bool,
 }
 
 /// A region's latest agent self-check, and the saturation its agents report.
@@ -134,6 +146,8 @@ pub fn saturated_failure(observation: &Observation, health: Option<&Health>) -> 
 pub enum Standing {
     /// Votes up.
     Ok,
+    /// Votes up, and its latency is anomalous (K slow probes in a row).
+    Degraded,
     /// Votes down.
     Failing,
     /// No observation yet.
@@ -148,7 +162,7 @@ pub enum Standing {
 
 impl Standing {
     pub fn votes(self) -> bool {
-        matches!(self, Standing::Ok | Standing::Failing)
+        matches!(self, Standing::Ok | Standing::Degraded | Standing::Failing)
     }
 }
 
@@ -179,7 +193,10 @@ pub struct Decision {
     pub outcome: Outcome,
     pub quorum: u32,
     pub failing: u32,
+    /// Passing votes, degraded ones included.
     pub passing: u32,
+    /// Degraded votes.
+    pub degraded: u32,
     pub votes: Vec<Vote>,
 }
 
@@ -213,7 +230,9 @@ fn standing(inputs: &Inputs<'_>, observation: Option<&Observation>, region: &str
     if saturated_failure(observation, health) {
         return Standing::Saturated;
     }
-    if observation.ok {
+    if observation.ok && observation.degraded {
+        Standing::Degraded
+    } else if observation.ok {
         Standing::Ok
     } else {
         Standing::Failing
@@ -236,11 +255,14 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         })
         .collect();
     let count = |s: Standing| votes.iter().filter(|v| v.standing == s).count() as u32;
-    let (failing, passing) = (count(Standing::Failing), count(Standing::Ok));
+    let (failing, degraded) = (count(Standing::Failing), count(Standing::Degraded));
+    let passing = count(Standing::Ok) + degraded;
     let wanted = if inputs.regions.is_empty() {
         None
     } else if failing >= quorum {
         Some(State::Down)
+    } else if degraded >= quorum {
+        Some(State::Degraded)
     } else if passing >= quorum {
         Some(State::Up)
     } else {
@@ -250,9 +272,10 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         Some(state) if state == inputs.current => Outcome::Unchanged,
         Some(State::Down) => Outcome::Down,
         Some(State::Up) => Outcome::Up,
+        Some(State::Degraded) => Outcome::Degraded,
         _ => Outcome::Unchanged,
     };
-    Decision { outcome, quorum, failing, passing, votes }
+    Decision { outcome, quorum, failing, passing, degraded, votes }
 }
 
 impl Decision {
@@ -289,6 +312,12 @@ impl Decision {
             if missing.is_empty() { String::new() } else { format!("; not voting: {}", missing.join("; ")) };
         if self.failing >= q {
             return format!("{} of {n} regions fail (quorum {q}){missing}", self.failing);
+        }
+        if self.degraded >= q {
+            return format!(
+                "{} of {n} regions answer abnormally slowly (quorum {q}){missing}",
+                self.degraded
+            );
         }
         if self.passing >= q {
             return format!("{} of {n} regions pass (quorum {q}){missing}", self.passing);
@@ -364,7 +393,72 @@ mod tests {
             status_code: None,
             observed_at: now - chrono::Duration::seconds(age_s),
             agent_id: format!("{region}-1"),
+            degraded: false,
         }
+    }
+
+    #[test]
+    fn degraded_by_quorum_only() {
+        let now = Utc::now();
+        let regions: Vec<String> = ["ams", "iad", "sin"].map(String::from).to_vec();
+        let health = HashMap::new();
+        // (current, per region: "ok", "slow" (ok and degraded), "fail" or "-" (none), expected)
+        let cases: [(State, [&str; 3], Outcome); 12] = [
+            (State::Up, ["slow", "ok", "ok"], Outcome::Unchanged),
+            (State::Up, ["slow", "slow", "ok"], Outcome::Degraded),
+            (State::Up, ["slow", "slow", "slow"], Outcome::Degraded),
+            (State::Unknown, ["slow", "slow", "-"], Outcome::Degraded),
+            (State::Unknown, ["slow", "ok", "-"], Outcome::Up),
+            (State::Up, ["slow", "fail", "fail"], Outcome::Down),
+            (State::Degraded, ["slow", "fail", "fail"], Outcome::Down),
+            (State::Degraded, ["slow", "slow", "fail"], Outcome::Unchanged),
+            (State::Degraded, ["slow", "ok", "ok"], Outcome::Up),
+            (State::Degraded, ["slow", "ok", "fail"], Outcome::Up),
+            (State::Down, ["slow", "slow", "ok"], Outcome::Degraded),
+            (State::Down, ["slow", "ok", "fail"], Outcome::Up),
+        ];
+        for (current, votes, expect) in cases {
+            let observations: Vec<Observation> = regions
+                .iter()
+                .zip(votes)
+                .filter(|(_, v)| *v != "-")
+                .map(|(r, v)| Observation { degraded: v == "slow", ..obs(r, v != "fail", 1, now) })
+                .collect();
+            let decision = decide(&Inputs {
+                regions: &regions,
+                quorum: None,
+                freshness: Duration::from_secs(60),
+                now,
+                observations: &observations,
+                health: &health,
+                current,
+            });
+            assert_eq!(decision.outcome, expect, "{current:?} {votes:?}");
+        }
+        // A failed probe is a failure whatever its region's latency detector says.
+        let observations = [Observation { degraded: true, ..obs("ams", false, 1, now) }];
+        let one = ["ams".to_owned()];
+        let decision = decide(&Inputs {
+            regions: &one,
+            quorum: None,
+            freshness: Duration::from_secs(60),
+            now,
+            observations: &observations,
+            health: &health,
+            current: State::Up,
+        });
+        assert_eq!((decision.outcome, decision.votes[0].standing), (Outcome::Down, Standing::Failing));
+        let observations = [Observation { degraded: true, ..obs("ams", true, 1, now) }];
+        let decision = decide(&Inputs {
+            regions: &one,
+            quorum: None,
+            freshness: Duration::from_secs(60),
+            now,
+            observations: &observations,
+            health: &health,
+            current: State::Up,
+        });
+        assert_eq!(decision.explain(State::Degraded), "1 of 1 regions answer abnormally slowly (quorum 1)");
     }
 
     struct Case {

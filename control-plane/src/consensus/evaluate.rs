@@ -86,6 +86,7 @@ struct ObservationRow {
     status_code: Option<i32>,
     observed_at: DateTime<Utc>,
     agent_id: String,
+    degraded: bool,
 }
 
 /// A decided transition waiting to be written.
@@ -186,7 +187,7 @@ impl Consensus {
             self.metrics.flap_held_notifications.inc();
         }
         match evaluated.outcome {
-            Outcome::Down => self.metrics.incidents_opened.inc(),
+            Outcome::Down | Outcome::Degraded => self.metrics.incidents_opened.inc(),
             _ if evaluated.incident.is_some() => self.metrics.incidents_resolved.inc(),
             _ => 0,
         };
@@ -276,8 +277,11 @@ impl Consensus {
         // 2. Read what the decisions need, now that the rows are held.
         let locked: Vec<Uuid> = domains.iter().map(|(d, _)| d.id).collect();
         let rows: Vec<ObservationRow> = sqlx::query_as(
-            "SELECT domain_id, region, ok, error_kind, status_code, observed_at, agent_id
-             FROM region_observations WHERE domain_id = ANY($1) ORDER BY domain_id, region",
+            "SELECT o.domain_id, o.region, o.ok, o.error_kind, o.status_code, o.observed_at, o.agent_id,
+                    COALESCE(b.degraded, false) AS degraded
+             FROM region_observations o
+             LEFT JOIN latency_baselines b ON b.domain_id = o.domain_id AND b.region = o.region
+             WHERE o.domain_id = ANY($1) ORDER BY o.domain_id, o.region",
         )
         .bind(&locked)
         .fetch_all(&mut *tx)
@@ -291,6 +295,7 @@ impl Consensus {
                 status_code: r.status_code,
                 observed_at: r.observed_at,
                 agent_id: r.agent_id,
+                degraded: r.degraded,
             });
         }
         let health: HashMap<String, Health> = health(&mut *tx).await?;
@@ -355,6 +360,7 @@ impl Consensus {
                 }
                 Outcome::Down => (State::Down, voters(&decision, Standing::Failing)),
                 Outcome::Up => (State::Up, voters(&decision, Standing::Ok)),
+                Outcome::Degraded => (State::Degraded, voters(&decision, Standing::Degraded)),
             };
             let flap =
                 flap::settings_for(&self.settings.flap, domain.flap.as_ref(), domain.id, &self.metrics);
@@ -423,36 +429,40 @@ impl Consensus {
         let mut resolutions = Vec::new();
         let mut resolving = Vec::new();
         for (i, (change, assessment)) in changes.iter().zip(&assessments).enumerate() {
-            match (change.to, change.open_incident) {
-                (State::Down, _) => {
-                    let id = Uuid::now_v7();
-                    incident[i] = Some(id);
-                    openings.push(incidents::Opening {
-                        id,
-                        subject: &change.subject,
-                        at: change.at,
-                        regions: &change.voting,
-                        alert: assessment.alert(),
-                    });
-                }
-                (_, Some(id)) => {
-                    resolving.push(i);
-                    resolutions.push(incidents::Resolution {
-                        id,
-                        subject: &change.subject,
-                        at: change.at,
-                        regions: &change.voting,
-                        alert: assessment.alert(),
-                    });
-                }
-                _ => {}
+            // The open incident ends with any change of state (down → degraded resolves the
+            // outage and opens a degraded incident, and the other way round), before the new
+            // one opens: at most one is open per domain.
+            if let Some(id) = change.open_incident {
+                resolving.push(i);
+                resolutions.push(incidents::Resolution {
+                    id,
+                    kind: incident_kind(change.from),
+                    subject: &change.subject,
+                    at: change.at,
+                    regions: &change.voting,
+                    alert: assessment.alert(),
+                });
+            }
+            if matches!(change.to, State::Down | State::Degraded) {
+                let id = Uuid::now_v7();
+                incident[i] = Some(id);
+                openings.push(incidents::Opening {
+                    id,
+                    kind: incident_kind(change.to),
+                    subject: &change.subject,
+                    at: change.at,
+                    regions: &change.voting,
+                    alert: assessment.alert(),
+                });
+            }
+        }
+        let resolved = incidents::resolve_many(tx, &resolutions).await?;
+        for (i, (resolution, done)) in resolving.into_iter().zip(resolutions.iter().zip(resolved)) {
+            if incident[i].is_none() {
+                incident[i] = done.then_some(resolution.id);
             }
         }
         incidents::open_many(tx, &openings).await?;
-        let resolved = incidents::resolve_many(tx, &resolutions).await?;
-        for (i, (resolution, done)) in resolving.into_iter().zip(resolutions.iter().zip(resolved)) {
-            incident[i] = done.then_some(resolution.id);
-        }
         let transitions: Vec<(flap::Transition<'_>, Option<Uuid>, &flap::Assessment)> = changes
             .iter()
             .zip(&assessments)
@@ -475,7 +485,7 @@ impl Consensus {
         sqlx::query(
             "UPDATE domain_state s
              SET state = u.state, since = u.at, evaluated_at = u.at, announce_after = NULL,
-                 open_incident_id = CASE WHEN u.state = 'down' THEN u.incident ELSE NULL END
+                 open_incident_id = CASE WHEN u.state IN ('down', 'degraded') THEN u.incident ELSE NULL END
              FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[]) AS u(domain_id, state, at, incident)
              WHERE s.domain_id = u.domain_id",
         )
@@ -493,6 +503,14 @@ impl Consensus {
 struct Written {
     round: Round,
     changes: Vec<Change>,
+}
+
+/// The kind of the incident a domain in `state` has open.
+fn incident_kind(state: State) -> incidents::Kind {
+    match state {
+        State::Degraded => incidents::Kind::Degraded,
+        _ => incidents::Kind::Down,
+    }
 }
 
 /// The voting regions with `standing`, as stored on incidents and events.

@@ -8,8 +8,10 @@
 //!   per agent into `region_observations`, [`observations`]; the agents' health into
 //!   `region_health`), evaluates the domains whose vote changed [`EVALUATE_BATCH`] at a time
 //!   ([`evaluate`]: one transaction per batch, `SKIP LOCKED` claims, domains locked elsewhere
-//!   evaluated again next round), asks for confirmation probes for failures of domains not
-//!   (yet) down ([`confirm`]) and checks certificate expiry ([`certificates`]). Every
+//!   evaluated again next round), feeds the successful latencies to each region's anomaly
+//!   detector ([`crate::degraded::record`]), asks for confirmation probes for failures of
+//!   domains not (yet) down and for latency anomalies of domains not (yet) degraded
+//!   ([`confirm`]) and checks certificate expiry ([`certificates`]). Every
 //!   `consensus_sweep_interval_ms`, in a task of its own, [`sweep`] re-evaluates the domains
 //!   that could change state.
 //! - All of it runs on a pool of its own (`consensus_db_connections`), so the API and ingest
@@ -69,6 +71,11 @@ pub struct Settings {
     pub cert_thresholds_days: Vec<u32>,
     /// The global flap settings (a domain's `flap` overrides are merged over them).
     pub flap: flap::Settings,
+    /// The global degraded settings (a domain's `degraded` overrides are merged over them).
+    pub degraded: crate::degraded::Settings,
+    /// The least time between two rounds of confirmation probes for a latency anomaly, per
+    /// domain.
+    pub anomaly_confirmation_interval: Duration,
 }
 
 impl Settings {
@@ -82,6 +89,8 @@ impl Settings {
             confirmation_min_interval: Duration::from_millis(config.confirmation_min_interval_ms),
             cert_thresholds_days: thresholds,
             flap: flap::Settings::from_config(config),
+            degraded: crate::degraded::Settings::from_config(config),
+            anomaly_confirmation_interval: Duration::from_millis(config.degraded_confirmation_interval_ms),
         }
     }
 }
@@ -285,6 +294,8 @@ impl Consensus {
         use futures::StreamExt;
         let mut ok = true;
         let mut recorded = Vec::with_capacity(batches.len());
+        // Domains with a new latency anomaly in a region not yet degraded, with their regions.
+        let mut anomalous: HashMap<Uuid, Vec<String>> = HashMap::new();
         for batch in batches {
             if let Some(health) = &batch.health {
                 if let Some((healthy, checked_at)) = health.canary {
@@ -333,7 +344,35 @@ impl Consensus {
                 }
             };
             self.track_dns(&batch).await;
+            // The latencies after the observations: an evaluation reads both.
+            let latency = match crate::degraded::record(
+                &self.pool,
+                &self.settings.degraded,
+                &self.metrics,
+                &batch.region,
+                &batch.observations,
+            )
+            .await
+            {
+                Ok(latency) => latency,
+                Err(error) => {
+                    // Not put back: its observations are recorded, and feeding the same
+                    // latencies twice would count them twice. The next batch goes on.
+                    self.error("latency", &error);
+                    ok = false;
+                    Vec::new()
+                }
+            };
             let known = self.known.lock().expect("consensus hint lock");
+            for change in latency {
+                let settled = matches!(known.get(&change.domain_id), Some(State::Degraded | State::Down));
+                if change.changed || (change.anomalous && !change.degraded && !settled) {
+                    due.entry(change.domain_id).or_default();
+                }
+                if change.anomalous && !change.degraded && !settled {
+                    anomalous.insert(change.domain_id, change.regions);
+                }
+            }
             for (domain_id, vote_ok) in changed {
                 // A failure of a domain this replica saw go down cannot change anything.
                 if !vote_ok && known.get(&domain_id) == Some(&State::Down) {
@@ -374,6 +413,7 @@ impl Consensus {
             .collect()
             .await;
         let mut confirmations = Vec::new();
+        let mut anomaly_confirmations = Vec::new();
         let mut evaluated = 0;
         for (chunk, result) in rounds {
             match result {
@@ -381,6 +421,10 @@ impl Consensus {
                     evaluated += round.evaluated.len();
                     for (domain_id, result) in round.evaluated {
                         let failing = due.remove(&domain_id).unwrap_or_default();
+                        let settled = matches!(result.state, State::Down | State::Degraded);
+                        if let Some(regions) = anomalous.remove(&domain_id).filter(|_| !settled) {
+                            anomaly_confirmations.push((domain_id, regions));
+                        }
                         if !failing.is_empty() && result.state != State::Down {
                             confirmations.push((domain_id, failing, result.regions));
                         }
@@ -400,6 +444,11 @@ impl Consensus {
         futures::stream::iter(confirmations)
             .for_each_concurrent(CONFIRM_CONCURRENCY, |(domain_id, failing, regions)| async move {
                 self.confirm(domain_id, &failing, &regions).await;
+            })
+            .await;
+        futures::stream::iter(anomaly_confirmations)
+            .for_each_concurrent(CONFIRM_CONCURRENCY, |(domain_id, regions)| async move {
+                self.confirm_anomaly(domain_id, regions).await;
             })
             .await;
         for batch in &recorded {

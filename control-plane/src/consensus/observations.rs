@@ -27,6 +27,21 @@ pub struct DomainObservation {
     /// failures they end with, so a region's failures in a row are counted exactly even when
     /// a batch holds several results of a domain or queued batches are merged.
     pub run: Run,
+    /// The latencies of the successful results it stands for, milliseconds, oldest first (at
+    /// most [`MAX_LATENCIES`], the newest kept): what the latency anomaly detector takes.
+    pub latencies: Vec<f32>,
+}
+
+/// Latencies an observation carries at most (merged batches of a stalled consensus keep the
+/// newest).
+pub const MAX_LATENCIES: usize = 1000;
+
+/// `older` followed by `newer`, the newest [`MAX_LATENCIES`] kept.
+fn join_latencies(older: &[f32], newer: &[f32]) -> Vec<f32> {
+    let mut all: Vec<f32> = older.iter().chain(newer).copied().collect();
+    let excess = all.len().saturating_sub(MAX_LATENCIES);
+    all.drain(..excess);
+    all
 }
 
 /// A sequence of results of one domain from one region, oldest to newest: how many, how many
@@ -177,10 +192,12 @@ impl AgentObservations {
             match self.newest.get_mut(&o.domain_id) {
                 Some(existing) if existing.observed_at >= o.observed_at => {
                     existing.run = o.run.then(existing.run);
+                    existing.latencies = join_latencies(&o.latencies, &existing.latencies);
                     coalesced += 1;
                 }
                 Some(existing) => {
                     o.run = existing.run.then(o.run);
+                    o.latencies = join_latencies(&existing.latencies, &o.latencies);
                     *existing = o;
                     coalesced += 1;
                 }
@@ -244,6 +261,8 @@ impl ObservedBatch {
             let (Some(run), Some(&(at, result))) = (run, results.last()) else { continue };
             let Some(observed_at) = Utc.timestamp_micros(at).single() else { continue };
             let error_kind = ErrorKind::try_from(result.error).ok().and_then(ErrorKind::label);
+            let latencies: Vec<f32> =
+                results.iter().filter(|(_, r)| r.ok).map(|(_, r)| r.total_us as f32 / 1000.0).collect();
             observations.push(DomainObservation {
                 domain_id,
                 ok: result.ok,
@@ -251,6 +270,7 @@ impl ObservedBatch {
                 status_code: (result.status_code != 0).then_some(result.status_code as i32),
                 observed_at,
                 run,
+                latencies: join_latencies(&[], &latencies),
             });
             certificates.extend(CertificateFact::earliest(domain_id, result));
         }
@@ -473,7 +493,7 @@ pub async fn regional_failures(
     state: State,
     threshold: u32,
 ) -> sqlx::Result<Vec<RegionalFailure>> {
-    if state != State::Up {
+    if !matches!(state, State::Up | State::Degraded) {
         return Ok(Vec::new());
     }
     type Row = (String, DateTime<Utc>, i32, DateTime<Utc>, Option<String>, Option<i32>);
@@ -522,10 +542,14 @@ pub async fn observations_of(
         status_code: Option<i32>,
         observed_at: DateTime<Utc>,
         agent_id: String,
+        degraded: bool,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT domain_id, region, ok, error_kind, status_code, observed_at, agent_id FROM region_observations
-         WHERE domain_id = ANY($1) ORDER BY domain_id, region",
+        "SELECT o.domain_id, o.region, o.ok, o.error_kind, o.status_code, o.observed_at, o.agent_id,
+                COALESCE(b.degraded, false) AS degraded
+         FROM region_observations o
+         LEFT JOIN latency_baselines b ON b.domain_id = o.domain_id AND b.region = o.region
+         WHERE o.domain_id = ANY($1) ORDER BY o.domain_id, o.region",
     )
     .bind(domain_ids)
     .fetch_all(&mut *tx)
@@ -539,6 +563,7 @@ pub async fn observations_of(
             status_code: r.status_code,
             observed_at: r.observed_at,
             agent_id: r.agent_id,
+            degraded: r.degraded,
         });
     }
     Ok(by_domain)
@@ -605,6 +630,7 @@ mod tests {
             status_code: None,
             observed_at: at(s),
             run: Run::of(ok, at(s)),
+            latencies: Vec::new(),
         };
         let batch = |agent: &str, health: Option<(bool, DateTime<Utc>)>, observations| ObservedBatch {
             region: "ams".into(),
@@ -674,6 +700,7 @@ mod tests {
                 status_code: None,
                 observed_at: at(s),
                 run: Run::of(ok, at(s)),
+                latencies: if ok { vec![s as f32] } else { Vec::new() },
             }],
             certificates: Vec::new(),
             dns: Vec::new(),
@@ -688,6 +715,33 @@ mod tests {
         assert_eq!(merged[0].observations[0].run, Run { results: 3, failures: 1, since: Some(at(30)) });
         let merged = ObservedBatch::merge(vec![one(10, false), one(20, false), one(30, true)]);
         assert_eq!(merged[0].observations[0].run, Run { results: 3, failures: 0, since: None });
+    }
+
+    #[test]
+    fn latencies_of_successes_are_kept_oldest_first_across_batches_and_merges() {
+        let d = Uuid::now_v7();
+        let base = Utc::now().timestamp_micros();
+        let timed = |at: i64, ok: bool, ms: u32| ProbeResult { total_us: ms * 1000, ..result(d, base + at, ok) };
+        let batch = |results| Batch { results, ..Default::default() };
+        // Out of order in the batch, a failure among them: sorted by start, failures left out.
+        let first = ObservedBatch::from_batch(
+            "ams",
+            "ams-1",
+            &batch(vec![timed(3, true, 30), timed(1, true, 10), timed(2, false, 999)]),
+            Utc::now(),
+        );
+        assert_eq!(first.observations[0].latencies, [10.0, 30.0]);
+        let second = ObservedBatch::from_batch("ams", "ams-1", &batch(vec![timed(5, true, 50)]), Utc::now());
+        let merged = ObservedBatch::merge(vec![first.clone(), second.clone()]);
+        assert_eq!(merged[0].observations[0].latencies, [10.0, 30.0, 50.0]);
+        // The older batch arriving second goes first.
+        let merged = ObservedBatch::merge(vec![second, first]);
+        assert_eq!(merged[0].observations[0].latencies, [10.0, 30.0, 50.0]);
+        // Bounded, the newest kept.
+        let long: Vec<f32> = (0..MAX_LATENCIES as u32 + 5).map(|i| i as f32).collect();
+        let joined = join_latencies(&long, &[1.0]);
+        assert_eq!(joined.len(), MAX_LATENCIES);
+        assert_eq!((joined[0], *joined.last().unwrap()), (6.0, 1.0));
     }
 
     #[test]

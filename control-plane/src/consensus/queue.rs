@@ -114,6 +114,7 @@ mod tests {
                     status_code: None,
                     observed_at: at,
                     run: Run::of(ok, at),
+                    latencies: Vec::new(),
                 })
                 .collect(),
             certificates: Vec::new(),

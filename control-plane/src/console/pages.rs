@@ -49,6 +49,7 @@ impl Badge {
         match state {
             "up" => Badge { key: "up", icon: "✔", label: "Up" },
             "down" => Badge { key: "down", icon: "✖", label: "Down" },
+            "degraded" => Badge { key: "degraded", icon: "~", label: "Degraded" },
             _ => Badge { key: "unknown", icon: "?", label: "Unknown" },
         }
     }
@@ -58,6 +59,7 @@ impl Badge {
         match standing {
             "ok" => Badge { key: "ok", icon: "✔", label: "passing" },
             "failing" => Badge { key: "failing", icon: "✖", label: "failing" },
+            "degraded" => Badge { key: "degraded", icon: "~", label: "slow" },
             "stale" => Badge { key: "stale", icon: "…", label: "stale" },
             "unhealthy" => Badge { key: "unhealthy", icon: "!", label: "agent unhealthy" },
             "saturated" => Badge { key: "saturated", icon: "~", label: "agent saturated" },

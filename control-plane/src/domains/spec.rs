@@ -21,7 +21,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 22] = [
+const KNOWN_FIELDS: [&str; 23] = [
     "name",
     "url",
     "method",
@@ -41,6 +41,7 @@ const KNOWN_FIELDS: [&str; 22] = [
     "flap",
     "dns_drift",
     "slo",
+    "degraded",
     "tls_verify",
     "http_version",
     "tags",
@@ -65,6 +66,9 @@ pub struct Policy {
     pub regions: BTreeSet<String>,
     /// The global flap settings a domain's `flap` overrides are merged over and checked against.
     pub flap: flap::Settings,
+    /// The global degraded settings a domain's `degraded` overrides are merged over and
+    /// checked against.
+    pub degraded: crate::degraded::Settings,
 }
 
 /// The interval as the operator gave it.
@@ -132,6 +136,9 @@ pub struct DomainSpec {
     pub dns_drift: Option<crate::dns_drift::Settings>,
     /// The domain's service level objective (`None`: none). Not part of what agents receive.
     pub slo: Option<crate::sla::Slo>,
+    /// Latency anomaly settings overriding the global ones (`None`: the global settings). Not
+    /// part of what agents receive.
+    pub degraded: Option<crate::degraded::Overrides>,
 }
 
 /// Problems found in a request, by field name.
@@ -369,6 +376,18 @@ impl DomainSpec {
                 }
             },
         };
+        let degraded = match field("degraded") {
+            None => None,
+            Some(v) => match crate::degraded::Overrides::parse(v, &policy.degraded) {
+                Ok(overrides) => Some(overrides).filter(|o| !o.is_empty()),
+                Err(problems) => {
+                    for (name, message) in problems {
+                        errors.add(&name, message);
+                    }
+                    None
+                }
+            },
+        };
 
         match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
@@ -397,6 +416,7 @@ impl DomainSpec {
                 tags,
                 dns_drift,
                 slo,
+                degraded,
             }),
             _ => Err(errors),
         }
@@ -453,6 +473,10 @@ impl DomainSpec {
             self.dns_drift.as_ref().map_or(Value::Null, crate::dns_drift::Settings::to_json),
         );
         map.insert("slo".into(), self.slo.as_ref().map_or(Value::Null, crate::sla::Slo::to_json));
+        map.insert(
+            "degraded".into(),
+            self.degraded.as_ref().map_or(Value::Null, crate::degraded::Overrides::to_json),
+        );
         map
     }
 }
@@ -590,6 +614,7 @@ mod tests {
             allow_private_targets: false,
             regions: ["ams", "iad", "sin"].iter().map(|s| s.to_string()).collect(),
             flap: flap::Settings::from_config(&crate::Config::default()),
+            degraded: crate::degraded::Settings::from_config(&crate::Config::default()),
         }
     }
 
@@ -816,6 +841,25 @@ mod tests {
         let none = parse(json!({"url": "https://example.com", "keyword_mode": "regex"})).unwrap();
         assert_eq!(none.keyword, None);
         assert!(!none.to_request().contains_key("keyword_mode"));
+    }
+
+    #[test]
+    fn degraded_settings_are_parsed_and_named() {
+        let spec =
+            parse(json!({"url": "https://example.com", "degraded": {"latency_ms": 800, "consecutive": 4}}))
+                .unwrap();
+        let degraded = spec.degraded.clone().unwrap();
+        assert_eq!((degraded.latency_ms, degraded.consecutive, degraded.z), (Some(800), Some(4), None));
+        assert_eq!(spec.to_request()["degraded"], json!({"latency_ms": 800, "consecutive": 4}));
+        let e =
+            parse(json!({"url": "https://example.com", "degraded": {"z": "high", "window": 1}})).unwrap_err();
+        assert_eq!(e.0["degraded.z"], "must be a number from 1 to 20");
+        assert_eq!(e.0["degraded.window"], "must be an integer from 5 to 1000");
+        assert!(parse(json!({"url": "https://example.com", "degraded": 3}))
+            .unwrap_err()
+            .0
+            .contains_key("degraded"));
+        assert_eq!(parse(json!({"url": "https://example.com", "degraded": null})).unwrap().degraded, None);
     }
 
     #[test]

@@ -77,6 +77,7 @@ struct Row {
     tags: Vec<String>,
     dns_drift: Option<Value>,
     slo: Option<Value>,
+    degraded: Option<Value>,
     request_headers: Value,
     request_auth: Option<Value>,
     request_body: Option<String>,
@@ -88,8 +89,8 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, tags, dns_drift, slo, request_headers, request_auth, request_body, request_body_secret, version, \
-     created_at, updated_at";
+     flap, tags, dns_drift, slo, degraded, request_headers, request_auth, request_body, request_body_secret, \
+     version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -136,6 +137,10 @@ impl TryFrom<Row> for Domain {
             }
         };
         let slo = crate::sla::store::decode(row.id, row.slo)?;
+        let degraded = match row.degraded {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("degraded settings"))?),
+        };
         Ok(Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
@@ -159,6 +164,7 @@ impl TryFrom<Row> for Domain {
                 tags: row.tags,
                 dns_drift,
                 slo,
+                degraded,
             },
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
             created_at: row.created_at,
@@ -217,9 +223,9 @@ async fn write_row(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
              tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags, \
-             dns_drift, slo) \
+             dns_drift, slo, degraded) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $25, $26, $27) \
+             $22, $23, $24, $25, $26, $27, $28) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -230,7 +236,7 @@ async fn write_row(
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
              name = excluded.name, tags = excluded.tags, dns_drift = excluded.dns_drift, slo = excluded.slo, \
-             updated_at = now() \
+             degraded = excluded.degraded, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -261,6 +267,7 @@ async fn write_row(
     .bind(&spec.tags)
     .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
     .bind(spec.slo.as_ref().map(crate::sla::Slo::to_json))
+    .bind(spec.degraded.as_ref().map(crate::degraded::Overrides::to_json))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -287,7 +294,7 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 12] = [
+const CLEARABLE: [&str; 13] = [
     "name",
     "slo",
     "keyword",
@@ -296,6 +303,7 @@ const CLEARABLE: [&str; 12] = [
     "quorum",
     "flap",
     "dns_drift",
+    "degraded",
     "headers",
     "auth",
     "body",
@@ -382,14 +390,15 @@ async fn write_if_changed(
         tags: spec.tags.clone(),
         dns_drift: spec.dns_drift.clone(),
         slo: spec.slo,
+        degraded: spec.degraded.clone(),
         ..current.spec.clone()
     } == spec;
     if unseen {
-        // Only settings agents never see changed (flap, DNS drift, SLO, the name, the tags): no
-        // new version.
+        // Only settings agents never see changed (flap, degraded, DNS drift, SLO, the name, the
+        // tags): no new version.
         let row: Row = sqlx::query_as(&format!(
-            "UPDATE domains SET flap = $2, name = $3, tags = $4, dns_drift = $5, slo = $6, updated_at = now() \
-             WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE domains SET flap = $2, name = $3, tags = $4, dns_drift = $5, slo = $6, degraded = $7, \
+             updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id.0)
         .bind(spec.flap.as_ref().map(crate::flap::Overrides::to_json))
@@ -397,6 +406,7 @@ async fn write_if_changed(
         .bind(&spec.tags)
         .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
         .bind(spec.slo.as_ref().map(crate::sla::Slo::to_json))
+        .bind(spec.degraded.as_ref().map(crate::degraded::Overrides::to_json))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1,11 +1,13 @@
-//! Flap detection: a domain that keeps changing between up and down is put in *flap mode*, in
+//! Flap detection: a domain that keeps changing between up, down and degraded is put in *flap
+//! mode*, in
 //! which its individual incident notifications are held (the incidents and their events are
 //! still written) and one `domain_flapping` notice goes out instead; a periodic digest reports
 //! what happened. When it has been stable long enough it leaves flap mode with one
 //! `domain_stabilized` notice.
 //!
 //! **Score: transitions per rolling window** — the confirmed transitions between known states
-//! (from `up` or `down`; `unknown → x` does not count) in `(now - window, now]`. It is easy to
+//! (from `up`, `down` or `degraded`; `unknown → x` does not count: a domain whose latency
+//! keeps crossing its anomaly threshold flaps like one whose probes keep failing) in `(now - window, now]`. It is easy to
 //! explain to an operator ("6 state changes in the last 60 min"), it does not depend on the probe
 //! interval (it counts consensus transitions, not probe results), and it bounds the messages a
 //! domain can cause: outside flap mode fewer than `enter` transitions per window are notified.
@@ -91,7 +93,7 @@ pub async fn score(
 ) -> sqlx::Result<(u32, Option<DateTime<Utc>>)> {
     let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let (count, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE from_state IN ('up', 'down')), max(at) FROM domain_transitions
+        "SELECT count(*) FILTER (WHERE from_state IN ('up', 'down', 'degraded')), max(at) FROM domain_transitions
          WHERE domain_id = $1 AND at > $2 AND at <= $3",
     )
     .bind(domain_id)
@@ -184,7 +186,7 @@ pub async fn assess_many(
     type Row = (i64, i64, Option<Uuid>, Option<DateTime<Utc>>, Option<i32>);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT u.ord,
-                (SELECT count(*) FILTER (WHERE t.from_state IN ('up', 'down')) FROM domain_transitions t
+                (SELECT count(*) FILTER (WHERE t.from_state IN ('up', 'down', 'degraded')) FROM domain_transitions t
                  WHERE t.domain_id = u.domain_id AND t.at > u.start AND t.at <= u.at),
                 p.id, p.entered_at, p.entered_score
          FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS u(domain_id, start, at, ord)
@@ -205,7 +207,7 @@ pub async fn assess_many(
             _ => None,
         };
         let earlier = u32::try_from(earlier).unwrap_or(u32::MAX);
-        let score = earlier.saturating_add(u32::from(matches!(c.from, "up" | "down")));
+        let score = earlier.saturating_add(u32::from(matches!(c.from, "up" | "down" | "degraded")));
         let decision = decide(period.is_some(), score, Some(c.at), c.at, c.settings);
         assessments.push(Assessment { settings: *c.settings, score, period, decision });
     }
@@ -381,7 +383,7 @@ pub async fn leave(
         occurred_at: at,
     };
     notify::enqueue(tx, &notification, &format!("flap:{}:left", period.id)).await?;
-    if let (Some(incident), "down") = (open_incident, settled) {
+    if let (Some(incident), "down" | "degraded") = (open_incident, settled) {
         incidents::notify_opened(tx, subject, incident).await?;
     }
     Ok(true)

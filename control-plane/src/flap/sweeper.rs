@@ -122,7 +122,7 @@ impl Sweeper {
             .map(|s| now - chrono::Duration::from_std(s.window).unwrap_or(chrono::Duration::MAX))
             .collect();
         let scores: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT count(t.at) FILTER (WHERE t.from_state IN ('up', 'down')), max(t.at)
+            "SELECT count(t.at) FILTER (WHERE t.from_state IN ('up', 'down', 'degraded')), max(t.at)
              FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS k(domain_id, start, i)
              LEFT JOIN domain_transitions t ON t.domain_id = k.domain_id AND t.at > k.start AND t.at <= $3
              GROUP BY k.i ORDER BY k.i",

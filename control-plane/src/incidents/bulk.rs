@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{opened_notification, Alert, Subject, HELD, SYSTEM};
+use super::{opened_notification, Alert, Kind, Subject, HELD, SYSTEM};
 use crate::maintenance;
 use crate::notify::{self, Notification};
 
@@ -20,6 +20,7 @@ use crate::notify::{self, Notification};
 #[derive(Debug, Clone)]
 pub struct Opening<'a> {
     pub id: Uuid,
+    pub kind: Kind,
     pub subject: &'a Subject,
     pub at: DateTime<Utc>,
     pub regions: &'a Value,
@@ -30,6 +31,7 @@ pub struct Opening<'a> {
 #[derive(Debug, Clone)]
 pub struct Resolution<'a> {
     pub id: Uuid,
+    pub kind: Kind,
     pub subject: &'a Subject,
     pub at: DateTime<Utc>,
     pub regions: &'a Value,
@@ -50,6 +52,8 @@ pub async fn open_many(tx: &mut PgConnection, openings: &[Opening<'_>]) -> sqlx:
     let regions: Vec<&Value> = openings.iter().map(|o| o.regions).collect();
     let covered = maintenance::covering(tx, &domains, &ats).await?;
     let window = |o: &Opening<'_>| covered.get(&o.subject.domain_id).copied();
+    let kinds: Vec<&str> = openings.iter().map(|o| o.kind.as_str()).collect();
+    let severities: Vec<&str> = openings.iter().map(|o| o.kind.severity()).collect();
     let details: Vec<Value> = openings
         .iter()
         .map(|o| {
@@ -67,11 +71,11 @@ pub async fn open_many(tx: &mut PgConnection, openings: &[Opening<'_>]) -> sqlx:
     let untils: Vec<Option<DateTime<Utc>>> = openings.iter().map(|o| window(o).map(|w| w.1)).collect();
     sqlx::query(
         "INSERT INTO incidents (id, tenant_id, domain_id, state, opened_at, opened_regions,
-             maintenance_window_id, maintenance_until)
-         SELECT id, tenant_id, domain_id, 'open', at, regions, window_id, until
+             maintenance_window_id, maintenance_until, kind, severity)
+         SELECT id, tenant_id, domain_id, 'open', at, regions, window_id, until, kind, severity
          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::jsonb[], $6::uuid[],
-                     $7::timestamptz[])
-             AS u(id, tenant_id, domain_id, at, regions, window_id, until)",
+                     $7::timestamptz[], $8::text[], $9::text[])
+             AS u(id, tenant_id, domain_id, at, regions, window_id, until, kind, severity)",
     )
     .bind(&ids)
     .bind(&tenants)
@@ -80,6 +84,8 @@ pub async fn open_many(tx: &mut PgConnection, openings: &[Opening<'_>]) -> sqlx:
     .bind(&regions)
     .bind(&windows)
     .bind(&untils)
+    .bind(&kinds)
+    .bind(&severities)
     .execute(&mut *tx)
     .await?;
     events(tx, &ids, "opened", &ats, &details).await?;
@@ -89,7 +95,12 @@ pub async fn open_many(tx: &mut PgConnection, openings: &[Opening<'_>]) -> sqlx:
     let notifications: Vec<(Notification, String)> = openings
         .iter()
         .filter(|o| o.alert == Alert::Send && window(o).is_none())
-        .map(|o| (opened_notification(o.subject, o.id, o.at, o.regions), format!("incident:{}:opened", o.id)))
+        .map(|o| {
+            (
+                opened_notification(o.subject, o.id, o.kind, o.at, o.regions),
+                format!("incident:{}:opened", o.id),
+            )
+        })
         .collect();
     enqueue(tx, &notifications).await?;
     Ok(())
@@ -162,7 +173,9 @@ pub async fn resolve_many(tx: &mut PgConnection, resolutions: &[Resolution<'_>])
             tracing::info!(incident_id = %r.id, added, "incident announced as it resolved: its maintenance window was over");
         }
         let alert = if unannounced || inside { Alert::Hold } else { r.alert };
-        let mut detail = json!({ "regions": r.regions, "recovered": true, "duration_s": duration_s });
+        let mut detail = json!({
+            "regions": r.regions, "recovered": true, "duration_s": duration_s, "incident": r.kind.describe(r.id),
+        });
         if inside {
             detail["notification"] = Value::from(maintenance::RESOLVED_INSIDE);
         } else if alert == Alert::Hold {
@@ -175,7 +188,12 @@ pub async fn resolve_many(tx: &mut PgConnection, resolutions: &[Resolution<'_>])
                     domain_id: Some(r.subject.domain_id),
                     url: Some(r.subject.url.clone()),
                     incident_id: Some(r.id),
-                    summary: format!("{} is up again after {duration_s} s", r.subject.url),
+                    summary: match r.kind {
+                        Kind::Down => format!("{} is up again after {duration_s} s", r.subject.url),
+                        Kind::Degraded => {
+                            format!("{} is no longer degraded after {duration_s} s", r.subject.url)
+                        }
+                    },
                     details: detail.clone(),
                     occurred_at: r.at,
                 },

@@ -1,7 +1,7 @@
-//! Incidents: a domain's down period from the transition that opened it to the one that
-//! resolved it, with its events (`opened`, `acknowledged`, `paused`, `resumed`,
-//! `maintenance_ended`, `resolved`). An incident opened inside a maintenance window is marked
-//! with it and sends nothing until the window is over ([`crate::maintenance`]).
+//! Incidents: a domain's down (or degraded, [`Kind`]) period from the transition that opened
+//! it to the one that resolved it, with its events (`opened`, `acknowledged`, `paused`,
+//! `resumed`, `maintenance_ended`, `resolved`). An incident opened inside a maintenance window
+//! is marked with it and sends nothing until the window is over ([`crate::maintenance`]).
 //! Pausing a domain keeps its incident open and sends nothing ([`pause`], [`resume`]);
 //! deleting it closes the incident ([`close_for_domain`]).
 //!
@@ -65,6 +65,48 @@ impl Stopped {
     }
 }
 
+/// What an incident is about: the domain failing (`down`, severity `critical`) or answering
+/// abnormally slowly (`degraded`, severity `warning`). Notifications carry both in their
+/// details' `incident` object (`{"id", "kind", "severity"}`); a reader that finds none means
+/// `down`/`critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Down,
+    Degraded,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Down => "down",
+            Kind::Degraded => "degraded",
+        }
+    }
+
+    /// `critical` for down, `warning` for degraded.
+    pub fn severity(self) -> &'static str {
+        match self {
+            Kind::Down => "critical",
+            Kind::Degraded => "warning",
+        }
+    }
+
+    /// The stored kind (anything else is `down`, the kind before there were others).
+    pub fn parse(raw: &str) -> Kind {
+        if raw == "degraded" {
+            Kind::Degraded
+        } else {
+            Kind::Down
+        }
+    }
+
+    /// The `incident` object of a notification's details.
+    pub fn describe(self, id: Uuid) -> Value {
+        json!({ "id": id, "kind": self.as_str(), "severity": self.severity() })
+    }
+}
+
 /// What an incident is about (for notifications).
 #[derive(Debug, Clone)]
 pub struct Subject {
@@ -91,6 +133,10 @@ pub struct Incident {
     pub maintenance_until: Option<DateTime<Utc>>,
     /// When the window's end was handled: the incident was announced then.
     pub maintenance_ended_at: Option<DateTime<Utc>>,
+    /// `down` or `degraded`.
+    pub kind: String,
+    /// `critical` (down) or `warning` (degraded).
+    pub severity: String,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -103,7 +149,8 @@ pub struct Event {
 }
 
 const COLUMNS: &str = "id, domain_id, state, opened_at, acknowledged_at, acknowledged_by_token, ack_note, \
-     resolved_at, duration_s, opened_regions, maintenance_window_id, maintenance_until, maintenance_ended_at";
+     resolved_at, duration_s, opened_regions, maintenance_window_id, maintenance_until, maintenance_ended_at, \
+     kind, severity";
 
 async fn event(
     tx: &mut PgConnection,
@@ -147,15 +194,35 @@ fn describe(regions: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: &Value) -> Notification {
+/// "ams, iad"
+fn region_names(regions: &Value) -> String {
+    regions
+        .as_array()
+        .map(|items| items.iter().filter_map(|r| r["region"].as_str()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn opened_notification(
+    subject: &Subject,
+    id: Uuid,
+    kind: Kind,
+    at: DateTime<Utc>,
+    regions: &Value,
+) -> Notification {
+    let summary = match kind {
+        Kind::Down => format!("{} is down ({})", subject.url, describe(regions)),
+        Kind::Degraded => {
+            format!("{} is degraded: abnormally slow in {}", subject.url, region_names(regions))
+        }
+    };
     Notification {
         kind: "incident_opened".into(),
         tenant_id: subject.tenant_id,
         domain_id: Some(subject.domain_id),
         url: Some(subject.url.clone()),
         incident_id: Some(id),
-        summary: format!("{} is down ({})", subject.url, describe(regions)),
-        details: json!({ "regions": regions }),
+        summary,
+        details: json!({ "regions": regions, "incident": kind.describe(id) }),
         occurred_at: at,
     }
 }
@@ -168,17 +235,17 @@ fn opened_notification(subject: &Subject, id: Uuid, at: DateTime<Utc>, regions: 
 /// An incident a maintenance window still withholds is not announced here (0): the
 /// [`crate::maintenance::Sweeper`] announces it when the window is over.
 pub async fn notify_opened(tx: &mut PgConnection, subject: &Subject, id: Uuid) -> sqlx::Result<u64> {
-    let row: Option<(DateTime<Utc>, Value)> = sqlx::query_as(
-        "SELECT opened_at, opened_regions FROM incidents
+    let row: Option<(DateTime<Utc>, Value, String)> = sqlx::query_as(
+        "SELECT opened_at, opened_regions, kind FROM incidents
          WHERE id = $1 AND (maintenance_window_id IS NULL OR maintenance_ended_at IS NOT NULL)",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((at, regions)) = row else { return Ok(0) };
+    let Some((at, regions, kind)) = row else { return Ok(0) };
     let added = notify::enqueue(
         tx,
-        &opened_notification(subject, id, at, &regions),
+        &opened_notification(subject, id, Kind::parse(&kind), at, &regions),
         &format!("incident:{id}:opened"),
     )
     .await?;

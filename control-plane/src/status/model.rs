@@ -90,13 +90,15 @@ pub struct Condition<'a> {
     pub regional_failure: bool,
 }
 
-/// A component's public state: paused (or inside a maintenance window) is maintenance; down is a major outage; up with a
-/// region failing persistently is degraded; up is operational; undecided is unknown.
+/// A component's public state: paused (or inside a maintenance window) is maintenance; down is
+/// a major outage; up with a region failing persistently, or consensus degraded (abnormally
+/// slow), is degraded; up is operational; undecided is unknown.
 pub fn component_level(c: Condition<'_>) -> Level {
     match (c.paused, c.consensus) {
         (true, _) => Level::Maintenance,
         (false, "down") => Level::MajorOutage,
         (false, "up") if c.regional_failure => Level::Degraded,
+        (false, "degraded") => Level::Degraded,
         (false, "up") => Level::Operational,
         _ => Level::Unknown,
     }
@@ -348,6 +350,7 @@ mod tests {
             component_level(Condition { consensus, paused, regional_failure })
         };
         assert_eq!(c("up", false, false), Level::Operational);
+        assert_eq!(c("degraded", false, false), Level::Degraded);
         assert_eq!(c("up", false, true), Level::Degraded);
         assert_eq!(c("down", false, true), Level::MajorOutage);
         assert_eq!(c("down", true, false), Level::Maintenance);

@@ -177,6 +177,7 @@ async fn commit_directly(pool: &PgPool, tenant: uuid::Uuid, url: &str) -> String
         allow_private_targets: true,
         regions: ["ams".to_owned()].into(),
         flap: control_plane::flap::Settings::from_config(&control_plane::Config::default()),
+        degraded: control_plane::degraded::Settings::from_config(&control_plane::Config::default()),
     };
     let request = json!({ "url": url });
     let spec = DomainSpec::parse(request.as_object().unwrap(), &policy).unwrap();

@@ -358,6 +358,7 @@ pub fn observed(
             status_code: Some(if ok { 200 } else { 503 }),
             observed_at: at,
             run: Run::of(ok, at),
+            latencies: Vec::new(),
         }],
         certificates: Vec::new(),
         dns: Vec::new(),

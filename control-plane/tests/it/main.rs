@@ -9,6 +9,7 @@ mod cli;
 mod config_path;
 mod consensus;
 mod console;
+mod degraded;
 mod delivery;
 mod digests;
 mod dns_drift;

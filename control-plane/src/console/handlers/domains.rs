@@ -113,6 +113,7 @@ pub async fn domains(
             let badge = Badge::domain(&overview.state, paused);
             let severity = match badge.key {
                 "down" => 0,
+                "degraded" => 1,
                 "unknown" => 1,
                 "up" if failing => 2,
                 "up" => 3,
