@@ -15,6 +15,9 @@
 //! - [`timeseries`]: storage of probe results, roll-ups and the reads behind the history API.
 //! - [`notify`]: notification channels, the outbox and its dispatcher (webhook, Slack, email).
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
+//! - [`maintenance`]: maintenance windows (one-off or RFC 5545 recurring, scoped by domain or
+//!   tag): incidents inside one are recorded but withheld, and announced once if still open
+//!   when it ends.
 //! - [`checks`]: "try a check now": test probes requested from agents and their results handed
 //!   back across replicas, never stored.
 //! - [`live`]: live events published after commit, fanned out through Redis to every replica,
