@@ -20,6 +20,9 @@
 //! - [`dns_drift`]: each domain's known DNS answer set per region and its confirmed changes.
 //! - [`digests`]: hourly flap digests per tenant, built once per period, stored and notified.
 //! - [`sla`]: SLOs per domain, error budgets, SLA notices and the monthly report per tenant.
+//! - [`maintenance`]: maintenance windows (one-off or RFC 5545 recurring, scoped by domain or
+//!   tag): incidents inside one are recorded but withheld, and announced once if still open
+//!   when it ends.
 //! - [`checks`]: "try a check now": test probes requested from agents and their results handed
 //!   back across replicas, never stored.
 //! - [`live`]: live events published after commit, fanned out through Redis to every replica,
