@@ -379,10 +379,10 @@ mod tests {
                 expect: Some("PONG".into()),
             })
         );
-        let tls = parse(json!({"check": {"type": "tls", "host": "2001:db8::1", "port": 993}})).unwrap();
-        assert_eq!(tls.url.as_str(), "tls://[2001:db8::1]:993");
+        let tls = parse(json!({"check": {"type": "tls", "host": "2606:4700::1111", "port": 993}})).unwrap();
+        assert_eq!(tls.url.as_str(), "tls://[2606:4700::1111]:993");
         let dns = parse(json!({
-            "check": {"type": "dns", "name": "example.com", "record_type": "mx", "servers": ["192.0.2.53:53"],
+            "check": {"type": "dns", "name": "example.com", "record_type": "mx", "servers": ["9.9.9.9:53"],
                       "expect": ["10 Mail.Example.com."], "dnssec": true}
         }))
         .unwrap();

@@ -203,7 +203,6 @@ impl DomainSpec {
             }
         };
         let check = check::parse_check(field("check"), policy, &mut errors);
-        let is_http = check.as_ref().is_none_or(CheckConfig::is_http);
         if let Some(kind) = check.as_ref().filter(|c| !c.is_http()) {
             for name in HTTP_ONLY.iter().filter(|name| field(name).is_some()) {
                 errors.add(name, format!("only an http check has it; this is a {} check", kind.type_name()));
@@ -217,12 +216,13 @@ impl DomainSpec {
                     None
                 })
             }
-            (None, _) if is_http => {
+            // A bad check says nothing about the URL it needs.
+            (_, None) => None,
+            (None, Some(_)) => {
                 errors.add("url", "required");
                 None
             }
-            (None, _) => None,
-            (Some(v), _) => parse_url(v, policy).map_err(|m| errors.add("url", m)).ok(),
+            (Some(v), Some(_)) => parse_url(v, policy).map_err(|m| errors.add("url", m)).ok(),
         };
         let method = request::parse_method(field("method"), &mut errors);
         let sent = request::parse(request, method, kept, &mut errors);
