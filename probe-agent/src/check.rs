@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use ipnet::IpNet;
 use shared::request as rules;
 use shared::{
-    Auth, CheckConfig, DnsCheck, DnsRecordType, JsonAssertion, JsonOp, TcpCheck, TlsCheck, DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, RequestBody, RequestConfig,
-    RequestHeader, Secret, StatusRange,
+    Auth, CheckConfig, DnsCheck, DnsRecordType, DomainConfig, DomainId, HttpMethod, JsonAssertion, JsonOp,
+    KeywordCheck, KeywordMode, RequestBody, RequestConfig, RequestHeader, Secret, StatusRange, TcpCheck,
+    TlsCheck,
 };
 
 use crate::config::Config;
@@ -197,7 +198,8 @@ impl CheckArgs {
                 let record_type = if kind.is_empty() {
                     DnsRecordType::A
                 } else {
-                    DnsRecordType::parse(kind).ok_or_else(|| format!("{}: unknown record type {kind}", self.url))?
+                    DnsRecordType::parse(kind)
+                        .ok_or_else(|| format!("{}: unknown record type {kind}", self.url))?
                 };
                 Ok(CheckConfig::Dns(DnsCheck {
                     name: host,
@@ -207,7 +209,9 @@ impl CheckArgs {
                     dnssec: self.dnssec,
                 }))
             }
-            other => Err(format!("{}: unsupported scheme {other}; use http, https, tcp, tls or dns", self.url)),
+            other => {
+                Err(format!("{}: unsupported scheme {other}; use http, https, tcp, tls or dns", self.url))
+            }
         }
     }
 
@@ -216,13 +220,15 @@ impl CheckArgs {
         let (Some(path), Some(op)) = (&self.json_path, &self.json_op) else {
             return Ok(None);
         };
-        let op = JsonOp::parse(op).ok_or_else(|| format!("--json-op {op}: use ==, !=, <, <=, >, >=, contains or exists"))?;
+        let op = JsonOp::parse(op)
+            .ok_or_else(|| format!("--json-op {op}: use ==, !=, <, <=, >, >=, contains or exists"))?;
         let value = match (&self.json_value, op) {
             (None, JsonOp::Exists) => None,
             (None, _) => return Err("--json-value: required with this --json-op".into()),
-            (Some(text), _) => {
-                Some(serde_json::from_str(text).map_err(|e| format!("--json-value: not json ({e}); quote strings"))?)
-            }
+            (Some(text), _) => Some(
+                serde_json::from_str(text)
+                    .map_err(|e| format!("--json-value: not json ({e}); quote strings"))?,
+            ),
         };
         let assertion = JsonAssertion { path: path.clone(), op, value };
         assertion.compile().map_err(|e| format!("--json-path: {e}"))?;

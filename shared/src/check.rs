@@ -222,8 +222,16 @@ pub enum JsonOp {
 }
 
 impl JsonOp {
-    pub const ALL: [JsonOp; 8] =
-        [JsonOp::Eq, JsonOp::Ne, JsonOp::Lt, JsonOp::Le, JsonOp::Gt, JsonOp::Ge, JsonOp::Contains, JsonOp::Exists];
+    pub const ALL: [JsonOp; 8] = [
+        JsonOp::Eq,
+        JsonOp::Ne,
+        JsonOp::Lt,
+        JsonOp::Le,
+        JsonOp::Gt,
+        JsonOp::Ge,
+        JsonOp::Contains,
+        JsonOp::Exists,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -336,7 +344,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => x == y,
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }

@@ -317,7 +317,9 @@ mod request_json {
         fields.serialize(serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RequestConfig>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<RequestConfig>, D::Error> {
         let fields = Fields::deserialize(deserializer)?;
         Ok(fields.request.or(fields.method.map(RequestConfig::new)))
     }

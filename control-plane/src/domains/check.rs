@@ -23,7 +23,11 @@ pub const MAX_DNS_EXPECT: usize = 32;
 pub const MAX_JSON_PATH_CHARS: usize = 512;
 
 /// Parses `check` (absent or `null`: `http`). `None` when it has errors (added to `errors`).
-pub(super) fn parse_check(value: Option<&Value>, policy: &Policy, errors: &mut FieldErrors) -> Option<CheckConfig> {
+pub(super) fn parse_check(
+    value: Option<&Value>,
+    policy: &Policy,
+    errors: &mut FieldErrors,
+) -> Option<CheckConfig> {
     let Some(value) = value else {
         return Some(CheckConfig::Http);
     };
@@ -55,7 +59,9 @@ pub(super) fn parse_check(value: Option<&Value>, policy: &Policy, errors: &mut F
             let send = text(field("send"), "check.send", MAX_TCP_SEND_BYTES, errors);
             let expect = text(field("expect"), "check.expect", MAX_TCP_EXPECT_BYTES, errors);
             match (host, port) {
-                (Some(host), Some(port)) => Some(CheckConfig::Tcp(TcpCheck { host, port, tls, send, expect })),
+                (Some(host), Some(port)) => {
+                    Some(CheckConfig::Tcp(TcpCheck { host, port, tls, send, expect }))
+                }
                 _ => None,
             }
         }
@@ -93,7 +99,8 @@ pub(super) fn parse_check(value: Option<&Value>, policy: &Policy, errors: &mut F
                     answers
                 }
                 (Some(_), _) => {
-                    errors.add("check.expect", format!("must be an array of at most {MAX_DNS_EXPECT} answers"));
+                    errors
+                        .add("check.expect", format!("must be an array of at most {MAX_DNS_EXPECT} answers"));
                     Vec::new()
                 }
             };
@@ -132,7 +139,10 @@ pub(super) fn parse_json(value: &Value, errors: &mut FieldErrors) -> Option<Json
             }
         }
         _ => {
-            errors.add("json.path", format!("must be a JSONPath expression of 1 to {MAX_JSON_PATH_CHARS} characters"));
+            errors.add(
+                "json.path",
+                format!("must be a JSONPath expression of 1 to {MAX_JSON_PATH_CHARS} characters"),
+            );
             None
         }
     };
@@ -151,7 +161,9 @@ pub(super) fn parse_json(value: &Value, errors: &mut FieldErrors) -> Option<Json
         (Some(op), Some(v)) if op.is_ordering() && !(v.is_number() || v.is_string()) => {
             errors.add("json.value", format!("must be a number or a string for \"{}\"", op.as_str()))
         }
-        (Some(_), Some(v)) if v.to_string().len() > 4096 => errors.add("json.value", "must be at most 4096 bytes of JSON"),
+        (Some(_), Some(v)) if v.to_string().len() > 4096 => {
+            errors.add("json.value", "must be at most 4096 bytes of JSON")
+        }
         _ => {}
     }
     match (path, op) {
@@ -206,8 +218,9 @@ fn dns_name(value: &Value) -> Result<String, String> {
         return Err(HELP.into());
     };
     let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-    let valid_label =
-        |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let valid_label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
         return Err(HELP.into());
     }
@@ -326,38 +339,135 @@ mod tests {
             (json!({"check": {"type": "tcp", "host": "localhost", "port": 25}}), "check.host", "loopback"),
             (json!({"check": {"type": "tcp", "host": "example.com"}}), "check.port", "required"),
             (json!({"check": {"type": "tcp", "host": "example.com", "port": 0}}), "check.port", "1 to 65535"),
-            (json!({"check": {"type": "tcp", "host": "example.com", "port": 70000}}), "check.port", "1 to 65535"),
-            (json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "tls": "yes"}}), "check.tls", "true or false"),
-            (json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "send": ""}}), "check.send", "1 to 4096"),
-            (json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "expect": "x".repeat(1025)}}), "check.expect", "1 to 1024"),
-            (json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "name": "x"}}), "check.name", "unknown field"),
-            (json!({"check": {"type": "tls", "host": "example.com", "port": 1, "tls": true}}), "check.tls", "unknown field"),
+            (
+                json!({"check": {"type": "tcp", "host": "example.com", "port": 70000}}),
+                "check.port",
+                "1 to 65535",
+            ),
+            (
+                json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "tls": "yes"}}),
+                "check.tls",
+                "true or false",
+            ),
+            (
+                json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "send": ""}}),
+                "check.send",
+                "1 to 4096",
+            ),
+            (
+                json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "expect": "x".repeat(1025)}}),
+                "check.expect",
+                "1 to 1024",
+            ),
+            (
+                json!({"check": {"type": "tcp", "host": "example.com", "port": 1, "name": "x"}}),
+                "check.name",
+                "unknown field",
+            ),
+            (
+                json!({"check": {"type": "tls", "host": "example.com", "port": 1, "tls": true}}),
+                "check.tls",
+                "unknown field",
+            ),
             (json!({"check": {"type": "dns"}}), "check.name", "required"),
-            (json!({"check": {"type": "dns", "name": "example.com", "record_type": "AXFR"}}), "check.record_type", "one of A, AAAA"),
-            (json!({"check": {"type": "dns", "name": "example.com", "servers": "1.1.1.1"}}), "check.servers", "array"),
-            (json!({"check": {"type": "dns", "name": "example.com", "servers": ["1.1.1.1:53", "1.1.1.1"]}}), "check.servers[1]", "address and port"),
-            (json!({"check": {"type": "dns", "name": "example.com", "servers": ["192.168.1.1:53"]}}), "check.servers[0]", "private"),
-            (json!({"check": {"type": "dns", "name": "example.com", "expect": ["192.0.2.1", 7]}}), "check.expect[1]", "non-empty string"),
-            (json!({"check": {"type": "dns", "name": "example.com", "dnssec": 1}}), "check.dnssec", "true or false"),
-            (json!({"check": {"type": "tcp", "host": "example.com", "port": 1}, "url": "https://example.com/"}), "url", "only an http check"),
-            (json!({"check": {"type": "dns", "name": "example.com"}, "keyword": "ok"}), "keyword", "only an http check"),
-            (json!({"check": {"type": "tls", "host": "example.com", "port": 443}, "method": "POST"}), "method", "only an http check"),
-            (json!({"check": {"type": "tls", "host": "example.com", "port": 443}, "json": {"path": "$", "op": "exists"}}), "json", "only an http check"),
+            (
+                json!({"check": {"type": "dns", "name": "example.com", "record_type": "AXFR"}}),
+                "check.record_type",
+                "one of A, AAAA",
+            ),
+            (
+                json!({"check": {"type": "dns", "name": "example.com", "servers": "1.1.1.1"}}),
+                "check.servers",
+                "array",
+            ),
+            (
+                json!({"check": {"type": "dns", "name": "example.com", "servers": ["1.1.1.1:53", "1.1.1.1"]}}),
+                "check.servers[1]",
+                "address and port",
+            ),
+            (
+                json!({"check": {"type": "dns", "name": "example.com", "servers": ["192.168.1.1:53"]}}),
+                "check.servers[0]",
+                "private",
+            ),
+            (
+                json!({"check": {"type": "dns", "name": "example.com", "expect": ["192.0.2.1", 7]}}),
+                "check.expect[1]",
+                "non-empty string",
+            ),
+            (
+                json!({"check": {"type": "dns", "name": "example.com", "dnssec": 1}}),
+                "check.dnssec",
+                "true or false",
+            ),
+            (
+                json!({"check": {"type": "tcp", "host": "example.com", "port": 1}, "url": "https://example.com/"}),
+                "url",
+                "only an http check",
+            ),
+            (
+                json!({"check": {"type": "dns", "name": "example.com"}, "keyword": "ok"}),
+                "keyword",
+                "only an http check",
+            ),
+            (
+                json!({"check": {"type": "tls", "host": "example.com", "port": 443}, "method": "POST"}),
+                "method",
+                "only an http check",
+            ),
+            (
+                json!({"check": {"type": "tls", "host": "example.com", "port": 443}, "json": {"path": "$", "op": "exists"}}),
+                "json",
+                "only an http check",
+            ),
             (json!({"check": {"type": "http"}}), "url", "required"),
             (json!({"url": "https://example.com/", "json": []}), "json", "must be an object"),
             (json!({"url": "https://example.com/", "json": {"op": "exists"}}), "json.path", "JSONPath"),
-            (json!({"url": "https://example.com/", "json": {"path": "status", "op": "exists"}}), "json.path", "not a valid JSONPath"),
-            (json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "~="}}), "json.op", "\"==\""),
-            (json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "=="}}), "json.value", "required"),
-            (json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "exists", "value": 1}}), "json.value", "absent"),
-            (json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "<", "value": [1]}}), "json.value", "number or a string"),
-            (json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "==", "value": 1, "x": 1}}), "json.x", "unknown field"),
-            (json!({"url": "https://example.com/", "keyword": "ok", "json": {"path": "$.a", "op": "exists"}}), "json", "keyword"),
-            (json!({"url": "https://example.com/", "method": "HEAD", "json": {"path": "$.a", "op": "exists"}}), "json", "HEAD"),
+            (
+                json!({"url": "https://example.com/", "json": {"path": "status", "op": "exists"}}),
+                "json.path",
+                "not a valid JSONPath",
+            ),
+            (
+                json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "~="}}),
+                "json.op",
+                "\"==\"",
+            ),
+            (
+                json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "=="}}),
+                "json.value",
+                "required",
+            ),
+            (
+                json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "exists", "value": 1}}),
+                "json.value",
+                "absent",
+            ),
+            (
+                json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "<", "value": [1]}}),
+                "json.value",
+                "number or a string",
+            ),
+            (
+                json!({"url": "https://example.com/", "json": {"path": "$.a", "op": "==", "value": 1, "x": 1}}),
+                "json.x",
+                "unknown field",
+            ),
+            (
+                json!({"url": "https://example.com/", "keyword": "ok", "json": {"path": "$.a", "op": "exists"}}),
+                "json",
+                "keyword",
+            ),
+            (
+                json!({"url": "https://example.com/", "method": "HEAD", "json": {"path": "$.a", "op": "exists"}}),
+                "json",
+                "HEAD",
+            ),
         ];
         for (request, field, message) in cases {
             let errors = parse(request.clone()).expect_err(&request.to_string()).0;
-            let got = errors.get(field).unwrap_or_else(|| panic!("{request}: no error for {field}: {errors:?}"));
+            let got =
+                errors.get(field).unwrap_or_else(|| panic!("{request}: no error for {field}: {errors:?}"));
             assert!(got.contains(message), "{request}: {field}: {got:?} should say {message:?}");
         }
     }

@@ -12,9 +12,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{
-    CheckConfig,
-    Auth, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestBody,
-    RequestConfig, RequestHeader, StatusRange,
+    Auth, CheckConfig, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode,
+    RequestBody, RequestConfig, RequestHeader, StatusRange,
 };
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;

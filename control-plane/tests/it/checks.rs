@@ -450,8 +450,10 @@ async fn other_check_types_go_from_the_api_through_redis_to_the_agents(pool: PgP
 
     // A saved tcp check, read back as stored, then tested as stored.
     let id = app
-        .create_domain(json!({"check": {"type": "tcp", "host": "127.0.0.1", "port": smtp.port(), "expect": "220 "},
-                              "regions": ["ams"], "paused": true}))
+        .create_domain(
+            json!({"check": {"type": "tcp", "host": "127.0.0.1", "port": smtp.port(), "expect": "220 "},
+                              "regions": ["ams"], "paused": true}),
+        )
         .await;
     let shown = app.get(&format!("/v1/domains/{id}"), &app.token).await.json::<Value>().await.unwrap();
     assert_eq!(shown["check"]["type"], "tcp", "{shown}");
@@ -489,7 +491,8 @@ async fn other_check_types_go_from_the_api_through_redis_to_the_agents(pool: PgP
 
     // Bad input names the field.
     let (status, answer) =
-        test(&app, &app.token, &json!({"check": {"type": "tcp", "host": "127.0.0.1"}, "wait_ms": 1000})).await;
+        test(&app, &app.token, &json!({"check": {"type": "tcp", "host": "127.0.0.1"}, "wait_ms": 1000}))
+            .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(answer["error"]["fields"]["check.port"], "required", "{answer}");
 }

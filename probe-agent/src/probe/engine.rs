@@ -195,8 +195,9 @@ impl Engine {
         let addrs = self.resolve(&target.host, clock, report).await?;
         let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
-            let stream =
-                self.tls_handshake(config, &target.host, Some(config.http_version), tcp, clock, report).await?;
+            let stream = self
+                .tls_handshake(config, &target.host, Some(config.http_version), tcp, clock, report)
+                .await?;
             let protocol = tls::negotiated(&stream);
             if config.http_version == shared::HttpVersion::Http2 && protocol != http::Protocol::Http2 {
                 return Err(Failure::new(
@@ -503,8 +504,12 @@ impl Engine {
         if sending.method == shared::HttpMethod::Head {
             return match (keyword(config), &config.json_check) {
                 (None, None) => Ok(HopEnd::Final),
-                (Some(_), _) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
-                (None, Some(_)) => Err(Failure::new(ErrorKind::JsonInvalid, "a head response has no body to check")),
+                (Some(_), _) => {
+                    Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search"))
+                }
+                (None, Some(_)) => {
+                    Err(Failure::new(ErrorKind::JsonInvalid, "a head response has no body to check"))
+                }
             };
         }
         let (parts, body) = response.into_parts();

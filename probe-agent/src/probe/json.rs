@@ -73,7 +73,8 @@ impl Engine {
         let coding = Coding::parse(headers.get(::http::header::CONTENT_ENCODING).map(|v| v.as_bytes()))
             .map_err(|e| Failure::new(ErrorKind::Http, e))?;
         let mut wire = 0;
-        let (outcome, _) = clock.phase(Phase::Body, None, read_decoded(&mut body, coding, limit, &mut wire)).await;
+        let (outcome, _) =
+            clock.phase(Phase::Body, None, read_decoded(&mut body, coding, limit, &mut wire)).await;
         report.body_wire_bytes = wire;
         let decoded = match outcome {
             Err(timeout) => return Err(stalled(timeout, wire, headers)),
@@ -87,13 +88,18 @@ impl Engine {
                 driver.finish_draining(body, limit.saturating_sub(wire));
                 return Err(Failure::new(
                     ErrorKind::BodyTooLarge,
-                    format!("the body is larger than {limit} bytes (max_body_bytes), too large to check as json"),
+                    format!(
+                        "the body is larger than {limit} bytes (max_body_bytes), too large to check as json"
+                    ),
                 ));
             }
             Decoded::Corrupt(reason) => {
                 return Err(Failure::new(
                     ErrorKind::Http,
-                    format!("the {} body cannot be decoded after {wire} bytes on the wire: {reason}", coding.as_str()),
+                    format!(
+                        "the {} body cannot be decoded after {wire} bytes on the wire: {reason}",
+                        coding.as_str()
+                    ),
                 ))
             }
         };

@@ -105,10 +105,9 @@ impl Engine {
             };
             let transient = match &outcome {
                 Err(None) => true,
-                Err(Some(error)) => matches!(
-                    classify(error).reason,
-                    DnsErrorReason::Servfail | DnsErrorReason::Timeout
-                ),
+                Err(Some(error)) => {
+                    matches!(classify(error).reason, DnsErrorReason::Servfail | DnsErrorReason::Timeout)
+                }
                 Ok(_) => false,
             };
             if !transient || attempts >= self.settings.resolver.attempts || Instant::now() >= deadline {
@@ -130,14 +129,21 @@ impl Engine {
                     if let Some(error) = error.as_ref().filter(|e| is_proof_error(e)) {
                         return Err(Failure::new(
                             ErrorKind::DnssecInvalid,
-                            format!("the answer for {} {} does not validate: {error}", check.name, check.record_type)
-                                .to_lowercase(),
+                            format!(
+                                "the answer for {} {} does not validate: {error}",
+                                check.name, check.record_type
+                            )
+                            .to_lowercase(),
                         ));
                     }
                 }
-                let mut detail = format!("cannot resolve {} {}: {}", check.name, check.record_type, failure.detail());
+                let mut detail =
+                    format!("cannot resolve {} {}: {}", check.name, check.record_type, failure.detail());
                 if failure.reason == DnsErrorReason::Timeout {
-                    detail.push_str(&format!("; {}", clock.timeout_detail(super::engine::Phase::Dns, cap, by_total)));
+                    detail.push_str(&format!(
+                        "; {}",
+                        clock.timeout_detail(super::engine::Phase::Dns, cap, by_total)
+                    ));
                 }
                 return Err(Failure::new(ErrorKind::Dns, detail));
             }
@@ -208,7 +214,10 @@ impl Engine {
         let addrs: Vec<SocketAddr> = if check.servers.is_empty() {
             if self.settings.resolver.servers.is_empty() {
                 let (system, _) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
-                    Failure::new(ErrorKind::Dns, format!("cannot read the system resolver configuration: {e}"))
+                    Failure::new(
+                        ErrorKind::Dns,
+                        format!("cannot read the system resolver configuration: {e}"),
+                    )
                 })?;
                 return Ok(system.name_servers().to_vec());
             }
@@ -226,7 +235,9 @@ impl Engine {
         };
         Ok(addrs
             .into_iter()
-            .flat_map(|addr| [NameServerConfig::new(addr, Protocol::Udp), NameServerConfig::new(addr, Protocol::Tcp)])
+            .flat_map(|addr| {
+                [NameServerConfig::new(addr, Protocol::Udp), NameServerConfig::new(addr, Protocol::Tcp)]
+            })
             .collect())
     }
 }

@@ -78,7 +78,12 @@ impl Engine {
 }
 
 /// Writes `send`, then reads until `expect`, within what is left of the probe's time.
-async fn exchange<IO>(check: &TcpCheck, mut io: IO, clock: &Clock, report: &mut ProbeReport) -> Result<(), Failure>
+async fn exchange<IO>(
+    check: &TcpCheck,
+    mut io: IO,
+    clock: &Clock,
+    report: &mut ProbeReport,
+) -> Result<(), Failure>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -138,7 +143,10 @@ where
         )),
         Ok(Exchanged::LimitReached(seen)) => Err(Failure::new(
             ErrorKind::ExpectMismatch,
-            format!("{expect:?} is not in the first {TCP_READ_LIMIT} bytes, which began with {}", quote(&seen)),
+            format!(
+                "{expect:?} is not in the first {TCP_READ_LIMIT} bytes, which began with {}",
+                quote(&seen)
+            ),
         )),
         Err(error) => Err(Failure::new(
             ErrorKind::Connect,

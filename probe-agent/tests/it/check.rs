@@ -168,8 +168,17 @@ async fn check_runs_the_other_check_types_and_json_assertions() {
     let web = serve(r#"{"status":"ok","depth":3}"#).await;
     let url = format!("http://127.0.0.1:{web}/");
     let json = |op: &'static str, value: &'static str| {
-        vec![url.clone(), "--allow-private".into(), "127.0.0.0/8".into(), "--json-path".into(), "$.depth".into(),
-             "--json-op".into(), op.into(), "--json-value".into(), value.into()]
+        vec![
+            url.clone(),
+            "--allow-private".into(),
+            "127.0.0.0/8".into(),
+            "--json-path".into(),
+            "$.depth".into(),
+            "--json-op".into(),
+            op.into(),
+            "--json-value".into(),
+            value.into(),
+        ]
     };
     let args = json("<", "10");
     let output = check(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -184,7 +193,10 @@ async fn check_runs_the_other_check_types_and_json_assertions() {
         (vec!["tcp://example.com"], "the port is required"),
         (vec!["dns://example.com/AXFR"], "unknown record type AXFR"),
         (vec!["https://example.com/", "--json-path", "$.a", "--json-op", "~"], "--json-op ~"),
-        (vec!["https://example.com/", "--json-path", "$.a", "--json-op", "==", "--json-value", "ok"], "not json"),
+        (
+            vec!["https://example.com/", "--json-path", "$.a", "--json-op", "==", "--json-value", "ok"],
+            "not json",
+        ),
     ] {
         let output = check(&args).await;
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -253,7 +253,10 @@ async fn dns_checks_compare_the_answer_with_what_is_expected() {
     let server = DnsServer::start(&[
         ("www.app.test", addrs(&["192.0.2.1", "192.0.2.2"])),
         ("app.test", Behaviour::Records(vec![mx(10, "mx1.app.test."), mx(20, "mx2.app.test.")])),
-        ("txt.app.test", Behaviour::Records(vec![RData::TXT(TXT::new(vec!["v=spf1 ".into(), "-all".into()]))])),
+        (
+            "txt.app.test",
+            Behaviour::Records(vec![RData::TXT(TXT::new(vec!["v=spf1 ".into(), "-all".into()]))]),
+        ),
         ("empty.app.test", Behaviour::NoRecords),
     ])
     .await;
@@ -338,7 +341,11 @@ fn asserting(url: String, path: &str, op: JsonOp, value: Option<serde_json::Valu
 async fn json_assertions_on_the_body() {
     use serde_json::json;
     let prober = prober(loopback_allowed(), None);
-    let health = json_server(r#"{"status":"ok","queue":{"depth":3},"regions":["ams","iad"]}"#.into(), "application/json").await;
+    let health = json_server(
+        r#"{"status":"ok","queue":{"depth":3},"regions":["ams","iad"]}"#.into(),
+        "application/json",
+    )
+    .await;
     let url = format!("http://app.test:{}/health", health.port());
     for (path, op, value) in [
         ("$.status", JsonOp::Eq, Some(json!("ok"))),
