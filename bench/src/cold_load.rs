@@ -46,6 +46,8 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
             id: DomainId::new(),
             url: format!("https://192.0.2.{}/site-{i}", i % 250 + 1),
             request: RequestConfig::default(),
+            check: shared::CheckConfig::Http,
+            json_check: None,
             expected_status: StatusRange::SUCCESS,
             keyword: (i % 4 == 0).then(|| shared::KeywordCheck::contains("ok")),
             interval_s: 60,

@@ -75,6 +75,8 @@ pub(crate) fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<Dom
             id: DomainId::new(),
             url: urls[i % urls.len()].clone(),
             request: RequestConfig::default(),
+            check: shared::CheckConfig::Http,
+            json_check: None,
             expected_status: StatusRange::SUCCESS,
             keyword: Some(shared::KeywordCheck::contains("ok")),
             interval_s,

@@ -150,6 +150,8 @@ impl Canaries {
                     id: DomainId::new(),
                     url: url.clone(),
                     request: RequestConfig::default(),
+                    check: shared::CheckConfig::Http,
+                    json_check: None,
                     expected_status: StatusRange::SUCCESS,
                     keyword: None,
                     interval_s: u32::try_from(settings.interval.as_secs()).unwrap_or(u32::MAX).max(1),

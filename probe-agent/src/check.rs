@@ -3,7 +3,11 @@
 //! JSON. The probe is the agent's own ([`crate::probe::Prober`] with the agent's configuration:
 //! the same SSRF guard, limits and trusted roots), so what it says is what the agent would
 //! report from this machine. The request options (`--method`, `--header`, `--basic`,
-//! `--bearer`, `--data`) follow the rules of a domain's request fields.
+//! `--bearer`, `--data`) follow the rules of a domain's request fields. The other check types
+//! are named by the URL's scheme: `tcp://host:port` (with `--tls`, `--send`, `--expect`),
+//! `tls://host:port` and `dns://name/TYPE` (with `--dns-server`, `--expect-answer`,
+//! `--dnssec`); `--json-path`, `--json-op` and `--json-value` make an http check's JSON
+//! assertion.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -11,8 +15,9 @@ use std::process::ExitCode;
 use ipnet::IpNet;
 use shared::request as rules;
 use shared::{
-    Auth, DomainConfig, DomainId, HttpMethod, KeywordCheck, KeywordMode, RequestBody, RequestConfig,
-    RequestHeader, Secret, StatusRange,
+    Auth, CheckConfig, DnsCheck, DnsRecordType, DomainConfig, DomainId, HttpMethod, JsonAssertion, JsonOp,
+    KeywordCheck, KeywordMode, RequestBody, RequestConfig, RequestHeader, Secret, StatusRange, TcpCheck,
+    TlsCheck,
 };
 
 use crate::config::Config;
@@ -26,10 +31,43 @@ use crate::probe::{AttemptOutcome, ProbeReport, Prober};
     probe-agent check https://api.example.com/v1/ping --header 'Accept: application/json' --bearer \"$TOKEN\"\n  \
     probe-agent check https://example.com/login --data 'user=probe' \\\n      \
     --header 'Content-Type: application/x-www-form-urlencoded' --keyword welcome\n\n\
+    probe-agent check https://api.example.com/health --json-path '$.status' --json-op == --json-value '\"ok\"'\n  \
+    probe-agent check tcp://smtp.example.com:25 --expect '220 '\n  \
+    probe-agent check tls://imap.example.com:993\n  \
+    probe-agent check dns://example.com/MX --dns-server 9.9.9.9:53 --expect-answer '10 mx1.example.com' --dnssec\n\n\
     Exit status: 0 when the check passes, 1 when it fails, 64 for a usage or configuration error.")]
 pub struct CheckArgs {
-    /// The URL to probe (http or https).
+    /// The URL to probe (http or https), or another check type: tcp://host:port,
+    /// tls://host:port, dns://name/TYPE (TYPE: A, AAAA, CNAME, MX, TXT, NS, SOA, SRV, CAA, PTR;
+    /// default A).
     pub url: String,
+    /// tcp://: complete a TLS handshake (the certificate is verified) before --send/--expect.
+    #[arg(long)]
+    pub tls: bool,
+    /// tcp://: text written once connected (at most 4096 bytes).
+    #[arg(long, value_name = "TEXT")]
+    pub send: Option<String>,
+    /// tcp://: text the first response bytes must contain (at most 1024 bytes).
+    #[arg(long, value_name = "TEXT")]
+    pub expect: Option<String>,
+    /// dns://: a name server to ask, ip:port (repeatable; default: the agent's resolver).
+    #[arg(long = "dns-server", value_name = "IP:PORT")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// dns://: an answer that must be present (repeatable), e.g. '10 mx1.example.com'.
+    #[arg(long = "expect-answer", value_name = "ANSWER")]
+    pub expect_answers: Vec<String>,
+    /// dns://: validate the answer with DNSSEC.
+    #[arg(long)]
+    pub dnssec: bool,
+    /// A JSONPath (RFC 9535) the JSON body is checked at, e.g. '$.status'.
+    #[arg(long, value_name = "PATH", requires = "json_op")]
+    pub json_path: Option<String>,
+    /// The comparison: ==, !=, <, <=, >, >=, contains or exists.
+    #[arg(long, value_name = "OP", requires = "json_path")]
+    pub json_op: Option<String>,
+    /// The JSON value compared with (not with exists), e.g. '"ok"' or 3.
+    #[arg(long, value_name = "JSON")]
+    pub json_value: Option<String>,
     /// HTTP method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS [default: GET, or POST
     /// with --data].
     #[arg(long, ignore_case = true, value_parser = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])]
@@ -136,11 +174,74 @@ impl CheckArgs {
         Ok(RequestConfig { method, headers, auth, body })
     }
 
+    /// The check type the URL's scheme names, with its options.
+    fn check(&self) -> Result<CheckConfig, String> {
+        let scheme = self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        if matches!(scheme.as_str(), "http" | "https" | "") {
+            return Ok(CheckConfig::Http);
+        }
+        let url = url::Url::parse(&self.url).map_err(|e| format!("{}: {e}", self.url))?;
+        let host = url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
+        let host = host.filter(|h| !h.is_empty()).ok_or_else(|| format!("{}: no host", self.url))?;
+        let port = || url.port().ok_or_else(|| format!("{}: the port is required", self.url));
+        match scheme.as_str() {
+            "tcp" => Ok(CheckConfig::Tcp(TcpCheck {
+                host,
+                port: port()?,
+                tls: self.tls,
+                send: self.send.clone(),
+                expect: self.expect.clone(),
+            })),
+            "tls" => Ok(CheckConfig::Tls(TlsCheck { host, port: port()? })),
+            "dns" => {
+                let kind = url.path().trim_matches('/');
+                let record_type = if kind.is_empty() {
+                    DnsRecordType::A
+                } else {
+                    DnsRecordType::parse(kind)
+                        .ok_or_else(|| format!("{}: unknown record type {kind}", self.url))?
+                };
+                Ok(CheckConfig::Dns(DnsCheck {
+                    name: host,
+                    record_type,
+                    servers: self.dns_servers.clone(),
+                    expect: self.expect_answers.iter().map(|a| record_type.normalize(a)).collect(),
+                    dnssec: self.dnssec,
+                }))
+            }
+            other => {
+                Err(format!("{}: unsupported scheme {other}; use http, https, tcp, tls or dns", self.url))
+            }
+        }
+    }
+
+    /// The JSON assertion of `--json-path`, `--json-op` and `--json-value`.
+    fn json_check(&self) -> Result<Option<JsonAssertion>, String> {
+        let (Some(path), Some(op)) = (&self.json_path, &self.json_op) else {
+            return Ok(None);
+        };
+        let op = JsonOp::parse(op)
+            .ok_or_else(|| format!("--json-op {op}: use ==, !=, <, <=, >, >=, contains or exists"))?;
+        let value = match (&self.json_value, op) {
+            (None, JsonOp::Exists) => None,
+            (None, _) => return Err("--json-value: required with this --json-op".into()),
+            (Some(text), _) => Some(
+                serde_json::from_str(text)
+                    .map_err(|e| format!("--json-value: not json ({e}); quote strings"))?,
+            ),
+        };
+        let assertion = JsonAssertion { path: path.clone(), op, value };
+        assertion.compile().map_err(|e| format!("--json-path: {e}"))?;
+        Ok(Some(assertion))
+    }
+
     fn domain(&self) -> Result<DomainConfig, String> {
         Ok(DomainConfig {
             id: DomainId::new(),
             url: self.url.clone(),
             request: self.request()?,
+            check: self.check()?,
+            json_check: self.json_check()?,
             expected_status: self.expected_status,
             keyword: self.keyword.clone().map(|pattern| KeywordCheck {
                 pattern,

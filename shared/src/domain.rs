@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::check::{CheckConfig, JsonAssertion};
 use crate::request::RequestConfig;
 
 /// A domain's identity: a UUIDv7, so ids sort by creation time.
@@ -291,14 +292,15 @@ mod keyword_json {
 /// nothing else) is written as the `method` string every agent understands; any other as a
 /// `request` object and no `method`, so an agent too old to know the object cannot read the
 /// domain and skips it (counted as a decode error) during a rolling deploy instead of probing
-/// without the headers, credentials or body it needs (a false "down"). Reading accepts either;
-/// the object wins when both are present.
+/// without the headers, credentials or body it needs (a false "down"). A check other than
+/// `http` writes neither (`None`), for the same reason. Reading accepts either; the object
+/// wins when both are present.
 mod request_json {
     use crate::request::RequestConfig;
     use crate::HttpMethod;
-    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Default, Serialize, Deserialize)]
     struct Fields {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         method: Option<HttpMethod>,
@@ -306,55 +308,142 @@ mod request_json {
         request: Option<RequestConfig>,
     }
 
-    pub fn serialize<S: Serializer>(value: &RequestConfig, serializer: S) -> Result<S::Ok, S::Error> {
-        let fields = if value.is_plain() {
-            Fields { method: Some(value.method), request: None }
-        } else {
-            Fields { method: None, request: Some(value.clone()) }
+    pub fn serialize<S: Serializer>(value: &Option<RequestConfig>, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = match value {
+            None => Fields::default(),
+            Some(value) if value.is_plain() => Fields { method: Some(value.method), request: None },
+            Some(value) => Fields { method: None, request: Some(value.clone()) },
         };
         fields.serialize(serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<RequestConfig, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<RequestConfig>, D::Error> {
         let fields = Fields::deserialize(deserializer)?;
-        match (fields.request, fields.method) {
-            (Some(request), _) => Ok(request),
-            (None, Some(method)) => Ok(RequestConfig::new(method)),
-            (None, None) => Err(de::Error::missing_field("method")),
-        }
+        Ok(fields.request.or(fields.method.map(RequestConfig::new)))
     }
 }
 
 /// What an agent needs to probe one domain.
+///
+/// Its JSON (see `wire`) follows the rules that keep older agents safe during a rolling deploy:
+/// unknown fields are ignored; a field whose meaning would change an older agent's verdict is
+/// written so that the older agent either drops a check it cannot apply (a body check, a JSON
+/// assertion) or cannot decode the domain at all and skips it (a non-plain request, a check
+/// type other than `http`: no `method` is written for them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "wire::Config", into = "wire::Config")]
 pub struct DomainConfig {
     pub id: DomainId,
+    /// The probed URL of an `http` check; for other checks their display URL
+    /// ([`CheckConfig::display_url`]).
     pub url: String,
     /// What the probe sends (JSON: `method` or `request`, see `request_json`). Carries the
-    /// domain's secrets in plain text: show [`RequestConfig::redacted`] instead.
-    #[serde(flatten, with = "request_json")]
+    /// domain's secrets in plain text: show [`RequestConfig::redacted`] instead. Not written
+    /// for other check types.
     pub request: RequestConfig,
+    /// The kind of check (JSON: `check`, absent for `http`).
+    pub check: CheckConfig,
+    /// An `http` check's assertion on a JSON body (JSON: `json_check`).
+    pub json_check: Option<JsonAssertion>,
     pub expected_status: StatusRange,
     /// The body check, when set (JSON: `keyword` or `keyword_check`, see `keyword_json`).
-    #[serde(flatten, with = "keyword_json")]
     pub keyword: Option<KeywordCheck>,
     pub interval_s: u32,
     pub timeout_ms: u32,
     /// Regions that probe this domain; empty means every region.
-    #[serde(default)]
     pub regions: Vec<String>,
-    #[serde(default)]
     pub paused: bool,
     /// Whether an invalid certificate fails the probe (`true`, the default). With `false`
     /// (insecure mode) the probe goes on past an invalid certificate; every certificate fact
     /// (validity, the named problem, days left, expiry alerts) is still recorded.
-    #[serde(default = "tls_verify_default", skip_serializing_if = "is_true")]
     pub tls_verify: bool,
     /// The HTTP version the probe may speak; `auto` (ALPN decides) when absent.
-    #[serde(default, skip_serializing_if = "HttpVersion::is_auto")]
     pub http_version: HttpVersion,
     /// The config version of the change that produced this configuration.
     pub version: u64,
+}
+
+/// The JSON form of [`DomainConfig`].
+mod wire {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Config {
+        id: DomainId,
+        url: String,
+        #[serde(flatten, with = "request_json")]
+        request: Option<RequestConfig>,
+        #[serde(default, skip_serializing_if = "CheckConfig::is_http")]
+        check: CheckConfig,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        json_check: Option<JsonAssertion>,
+        expected_status: StatusRange,
+        #[serde(flatten, with = "keyword_json")]
+        keyword: Option<KeywordCheck>,
+        interval_s: u32,
+        timeout_ms: u32,
+        #[serde(default)]
+        regions: Vec<String>,
+        #[serde(default)]
+        paused: bool,
+        #[serde(default = "tls_verify_default", skip_serializing_if = "is_true")]
+        tls_verify: bool,
+        #[serde(default, skip_serializing_if = "HttpVersion::is_auto")]
+        http_version: HttpVersion,
+        version: u64,
+    }
+
+    impl From<DomainConfig> for Config {
+        fn from(c: DomainConfig) -> Self {
+            Config {
+                id: c.id,
+                url: c.url,
+                request: c.check.is_http().then_some(c.request),
+                check: c.check,
+                json_check: c.json_check,
+                expected_status: c.expected_status,
+                keyword: c.keyword,
+                interval_s: c.interval_s,
+                timeout_ms: c.timeout_ms,
+                regions: c.regions,
+                paused: c.paused,
+                tls_verify: c.tls_verify,
+                http_version: c.http_version,
+                version: c.version,
+            }
+        }
+    }
+
+    impl TryFrom<Config> for DomainConfig {
+        type Error = String;
+
+        /// An `http` check needs its request (`method` or `request`); other checks have none.
+        fn try_from(c: Config) -> Result<Self, String> {
+            let request = match (c.request, c.check.is_http()) {
+                (Some(request), _) => request,
+                (None, false) => RequestConfig::default(),
+                (None, true) => return Err("missing field `method`".to_owned()),
+            };
+            Ok(DomainConfig {
+                id: c.id,
+                url: c.url,
+                request,
+                check: c.check,
+                json_check: c.json_check,
+                expected_status: c.expected_status,
+                keyword: c.keyword,
+                interval_s: c.interval_s,
+                timeout_ms: c.timeout_ms,
+                regions: c.regions,
+                paused: c.paused,
+                tls_verify: c.tls_verify,
+                http_version: c.http_version,
+                version: c.version,
+            })
+        }
+    }
 }
 
 fn tls_verify_default() -> bool {
@@ -375,7 +464,7 @@ impl DomainConfig {
     /// a `request` object in [`RequestConfig::redacted`] form.
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).expect("domain config serializes");
-        if let Some(map) = value.as_object_mut() {
+        if let Some(map) = value.as_object_mut().filter(|_| self.check.is_http()) {
             map.remove("method");
             map.insert("request".into(), serde_json::Value::Object(self.request.redacted()));
         }
@@ -471,6 +560,8 @@ mod tests {
             id: DomainId::new(),
             url: "https://example.com/health".into(),
             request: RequestConfig::default(),
+            check: CheckConfig::Http,
+            json_check: None,
             expected_status: StatusRange { min: 200, max: 299 },
             keyword: Some(KeywordCheck::contains("ok")),
             interval_s: 60,
@@ -617,6 +708,68 @@ mod tests {
         let mut value = serde_json::to_value(sample()).unwrap();
         value.as_object_mut().unwrap().remove("method");
         assert!(serde_json::from_value::<DomainConfig>(value).unwrap_err().to_string().contains("method"));
+    }
+
+    #[test]
+    fn other_check_types_have_no_method_so_older_agents_skip_the_domain() {
+        use crate::check::{DnsCheck, DnsRecordType, TcpCheck, TlsCheck};
+        /// The fields an agent before check types requires (it reads `method` or `request`).
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct OlderAgent {
+            method: String,
+            url: String,
+        }
+        let checks = [
+            CheckConfig::Tcp(TcpCheck {
+                host: "db.example.com".into(),
+                port: 5432,
+                tls: true,
+                send: Some("PING\r\n".into()),
+                expect: Some("PONG".into()),
+            }),
+            CheckConfig::Tls(TlsCheck { host: "mail.example.com".into(), port: 465 }),
+            CheckConfig::Dns(DnsCheck {
+                name: "example.com".into(),
+                record_type: DnsRecordType::A,
+                servers: Vec::new(),
+                expect: vec!["192.0.2.1".into()],
+                dnssec: false,
+            }),
+        ];
+        for check in checks {
+            let cfg = DomainConfig {
+                url: check.display_url().unwrap(),
+                check: check.clone(),
+                keyword: None,
+                ..sample()
+            };
+            let value = serde_json::to_value(&cfg).unwrap();
+            assert!(value.get("method").is_none() && value.get("request").is_none(), "{value}");
+            assert_eq!(value["check"]["type"], check.type_name());
+            assert!(serde_json::from_value::<OlderAgent>(value.clone()).is_err());
+            assert_eq!(serde_json::from_value::<DomainConfig>(value).unwrap(), cfg);
+            assert!(cfg.redacted_json().get("request").is_none());
+        }
+        let http = serde_json::to_value(sample()).unwrap();
+        assert!(http.get("check").is_none(), "an http check is what every agent knows");
+    }
+
+    #[test]
+    fn a_json_assertion_is_a_field_older_agents_ignore() {
+        use crate::check::JsonOp;
+        let cfg = DomainConfig {
+            json_check: Some(JsonAssertion {
+                path: "$.status".into(),
+                op: JsonOp::Eq,
+                value: Some(serde_json::json!("ok")),
+            }),
+            ..sample()
+        };
+        let value = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(value["json_check"]["op"], "==");
+        assert_eq!(value["method"], "GET", "older agents still probe the domain");
+        assert_eq!(serde_json::from_value::<DomainConfig>(value).unwrap(), cfg);
     }
 
     #[test]

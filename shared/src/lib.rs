@@ -8,6 +8,7 @@
 
 #[cfg(feature = "browser")]
 pub mod browser;
+pub mod check;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod tls;
 
+pub use check::{CheckConfig, DnsCheck, DnsRecordType, JsonAssertion, JsonOp, TcpCheck, TlsCheck};
 pub use domain::{
     ChangeNotice, ChangeOp, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode,
     ProbeRequest, StatusRange,

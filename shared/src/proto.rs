@@ -107,6 +107,11 @@ impl ErrorKind {
             ErrorKind::Status => "status",
             ErrorKind::Keyword => "keyword",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::ExpectMismatch => "expect_mismatch",
+            ErrorKind::DnsAnswerMismatch => "dns_answer_mismatch",
+            ErrorKind::DnssecInvalid => "dnssec_invalid",
+            ErrorKind::JsonInvalid => "json_invalid",
+            ErrorKind::JsonAssertionFailed => "json_assertion_failed",
         })
     }
 }

@@ -136,6 +136,8 @@ pub fn sample_domain(interval_s: u32, version: u64) -> crate::DomainConfig {
         id: crate::DomainId::new(),
         url: format!("https://192.0.2.1/{version}"),
         request: crate::RequestConfig::default(),
+        check: crate::CheckConfig::Http,
+        json_check: None,
         expected_status: crate::StatusRange::SUCCESS,
         keyword: None,
         interval_s,

@@ -17,7 +17,8 @@ use crate::live::Event;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-/// A domain as the API shows it. The request fields (`method`, `headers`, `auth`, `body`,
+/// A domain as the API shows it: `check` is the check type with its settings
+/// (`{"type": "http"}` for the URL's check) and `json` an http check's body assertion. The request fields (`method`, `headers`, `auth`, `body`,
 /// `body_secret`) are in their redacted form: a secret is shown as set, never its value.
 fn view(domain: &Domain) -> Value {
     let spec = &domain.spec;
@@ -25,6 +26,8 @@ fn view(domain: &Domain) -> Value {
         "id": domain.id,
         "name": spec.name,
         "url": spec.url.as_str(),
+        "check": spec.check,
+        "json": spec.json_check,
         "expected_status": spec.expected_status.to_string(),
         "keyword": spec.keyword.as_ref().map(|k| k.pattern.as_str()),
         "keyword_mode": spec.keyword.as_ref().map(|k| k.mode.as_str()),

@@ -11,18 +11,21 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 use shared::netguard;
 use shared::{
-    DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestConfig, StatusRange,
+    CheckConfig, DomainConfig, DomainId, HttpMethod, HttpVersion, JsonAssertion, KeywordCheck, KeywordMode,
+    RequestConfig, StatusRange,
 };
 use url::{Host, Url};
 
-use super::request;
+use super::{check, request};
 use crate::flap;
 
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 23] = [
+const KNOWN_FIELDS: [&str; 25] = [
     "name",
+    "check",
+    "json",
     "url",
     "method",
     "headers",
@@ -45,6 +48,22 @@ const KNOWN_FIELDS: [&str; 23] = [
     "tls_verify",
     "http_version",
     "tags",
+];
+/// The fields only an `http` check has: a request with another check type that sets one is
+/// refused naming it, and a `PATCH` that changes the type drops those it does not set.
+pub(super) const HTTP_ONLY: [&str; 12] = [
+    "url",
+    "method",
+    "headers",
+    "auth",
+    "body",
+    "body_secret",
+    "expected_status",
+    "keyword",
+    "keyword_mode",
+    "keyword_case_insensitive",
+    "http_version",
+    "json",
 ];
 const MAX_URL_LEN: usize = 2048;
 /// Longest display name, in characters.
@@ -106,7 +125,13 @@ pub struct DomainSpec {
     /// A display name for people (the console, the default name on status pages); the URL
     /// when absent. Any text: every page escapes it. Not part of what agents receive.
     pub name: Option<String>,
+    /// The URL an `http` check probes; for other checks their display URL
+    /// (`tcp://host:port`, `tls://host:port`, `dns://name/TYPE`).
     pub url: Url,
+    /// The check type and its settings (`check`; `http` when absent).
+    pub check: CheckConfig,
+    /// An `http` check's assertion on its JSON body (`json`).
+    pub json_check: Option<JsonAssertion>,
     /// What the probe sends: `method`, `headers`, `auth`, `body` and `body_secret` of the
     /// request (see [`super::request`]). Holds secrets: show [`RequestConfig::redacted`].
     pub request: RequestConfig,
@@ -195,12 +220,27 @@ impl DomainSpec {
                 None
             }
         };
-        let url = match field("url") {
-            None => {
+        let check = check::parse_check(field("check"), policy, &mut errors);
+        if let Some(kind) = check.as_ref().filter(|c| !c.is_http()) {
+            for name in HTTP_ONLY.iter().filter(|name| field(name).is_some()) {
+                errors.add(name, format!("only an http check has it; this is a {} check", kind.type_name()));
+            }
+        }
+        let json_check = field("json").and_then(|v| check::parse_json(v, &mut errors));
+        let url = match (field("url"), &check) {
+            (_, Some(other)) if !other.is_http() => {
+                other.display_url().and_then(|shown| Url::parse(&shown).ok()).or_else(|| {
+                    errors.add("check", "cannot be shown as a URL");
+                    None
+                })
+            }
+            // A bad check says nothing about the URL it needs.
+            (_, None) => None,
+            (None, Some(_)) => {
                 errors.add("url", "required");
                 None
             }
-            Some(v) => parse_url(v, policy).map_err(|m| errors.add("url", m)).ok(),
+            (Some(v), Some(_)) => parse_url(v, policy).map_err(|m| errors.add("url", m)).ok(),
         };
         let method = request::parse_method(field("method"), &mut errors);
         let sent = request::parse(request, method, kept, &mut errors);
@@ -388,9 +428,16 @@ impl DomainSpec {
                 }
             },
         };
+        if json_check.is_some() && keyword.is_some() {
+            errors.add("json", "cannot be combined with keyword: choose one body check");
+        }
+        if json_check.is_some() && method == Some(HttpMethod::Head) {
+            errors.add("json", "a HEAD response has no body to check; use GET");
+        }
 
-        match (url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
+        match (check, url, sent, expected_status, interval, timeout_ms, regions, paused, tls_verify) {
             (
+                Some(check),
                 Some(url),
                 Some(sent),
                 Some(expected_status),
@@ -402,6 +449,8 @@ impl DomainSpec {
             ) if errors.is_empty() => Ok(DomainSpec {
                 name,
                 url,
+                check,
+                json_check,
                 request: sent,
                 expected_status,
                 keyword,
@@ -430,6 +479,8 @@ impl DomainSpec {
             id,
             url: self.url.to_string(),
             request: self.request.clone(),
+            check: self.check.clone(),
+            json_check: self.json_check.clone(),
             expected_status: self.expected_status,
             keyword: self.keyword.clone(),
             interval_s: self.interval.seconds(),
@@ -447,7 +498,19 @@ impl DomainSpec {
     pub fn to_request(&self) -> Map<String, Value> {
         let mut map = Map::new();
         map.insert("name".into(), self.name.as_deref().map_or(Value::Null, Value::from));
+        if !self.check.is_http() {
+            map.insert("check".into(), check::check_to_request(&self.check));
+            map.insert("interval".into(), self.interval.to_json());
+            map.insert("timeout_ms".into(), Value::from(self.timeout_ms));
+            map.insert("regions".into(), Value::from(self.regions.clone()));
+            map.insert("quorum".into(), self.quorum.map_or(Value::Null, Value::from));
+            map.insert("paused".into(), Value::from(self.paused));
+            map.insert("tls_verify".into(), Value::from(self.tls_verify));
+            map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
+            return map;
+        }
         map.insert("url".into(), Value::from(self.url.as_str()));
+        map.insert("json".into(), self.json_check.as_ref().map_or(Value::Null, check::json_to_request));
         request::to_request(&self.request, &mut map);
         map.insert("expected_status".into(), Value::from(self.expected_status.to_string()));
         map.insert(

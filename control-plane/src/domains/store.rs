@@ -12,8 +12,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{
-    Auth, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode, RequestBody,
-    RequestConfig, RequestHeader, StatusRange,
+    Auth, CheckConfig, DomainConfig, DomainId, HttpMethod, HttpVersion, KeywordCheck, KeywordMode,
+    RequestBody, RequestConfig, RequestHeader, StatusRange,
 };
 use sqlx::{PgPool, PgTransaction};
 use uuid::Uuid;
@@ -82,6 +82,8 @@ struct Row {
     request_auth: Option<Value>,
     request_body: Option<String>,
     request_body_secret: bool,
+    check_config: Option<Value>,
+    json_check: Option<Value>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -90,7 +92,7 @@ struct Row {
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
      flap, tags, dns_drift, slo, degraded, request_headers, request_auth, request_body, request_body_secret, \
-     version, created_at, updated_at";
+     check_config, json_check, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
     type Error = sqlx::Error;
@@ -141,6 +143,14 @@ impl TryFrom<Row> for Domain {
             None | Some(Value::Null) => None,
             Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("degraded settings"))?),
         };
+        let check = match row.check_config {
+            None | Some(Value::Null) => CheckConfig::Http,
+            Some(value) => serde_json::from_value(value).map_err(|_| corrupt("check"))?,
+        };
+        let json_check = match row.json_check {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(serde_json::from_value(value).map_err(|_| corrupt("json check"))?),
+        };
         Ok(Domain {
             id: DomainId(row.id),
             tenant_id: row.tenant_id,
@@ -148,6 +158,8 @@ impl TryFrom<Row> for Domain {
                 name: row.name,
                 url,
                 request: RequestConfig { method, headers, auth, body },
+                check,
+                json_check,
                 expected_status: StatusRange {
                     min: u16::try_from(row.status_min).map_err(|_| corrupt("status"))?,
                     max: u16::try_from(row.status_max).map_err(|_| corrupt("status"))?,
@@ -223,9 +235,9 @@ async fn write_row(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
              tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags, \
-             dns_drift, slo, degraded) \
+             dns_drift, slo, degraded, check_config, json_check) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $25, $26, $27, $28) \
+             $22, $23, $24, $25, $26, $27, $28, $29, $30) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -236,7 +248,8 @@ async fn write_row(
              request_headers = excluded.request_headers, request_auth = excluded.request_auth, \
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
              name = excluded.name, tags = excluded.tags, dns_drift = excluded.dns_drift, slo = excluded.slo, \
-             degraded = excluded.degraded, updated_at = now() \
+             degraded = excluded.degraded, check_config = excluded.check_config, json_check = excluded.json_check, \
+             updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -268,6 +281,8 @@ async fn write_row(
     .bind(spec.dns_drift.as_ref().map(crate::dns_drift::Settings::to_json))
     .bind(spec.slo.as_ref().map(crate::sla::Slo::to_json))
     .bind(spec.degraded.as_ref().map(crate::degraded::Overrides::to_json))
+    .bind((!spec.check.is_http()).then(|| serde_json::to_value(&spec.check).expect("check serializes")))
+    .bind(spec.json_check.as_ref().map(|j| serde_json::to_value(j).expect("json check serializes")))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)
@@ -294,7 +309,7 @@ async fn lock(tx: &mut PgTransaction<'_>, tenant_id: Uuid, id: DomainId) -> Resu
 }
 
 /// The request fields a `PATCH` may set to `null`.
-const CLEARABLE: [&str; 13] = [
+const CLEARABLE: [&str; 15] = [
     "name",
     "slo",
     "keyword",
@@ -308,11 +323,14 @@ const CLEARABLE: [&str; 13] = [
     "auth",
     "body",
     "body_secret",
+    "check",
+    "json",
 ];
 
 /// Applies a partial update: `patch` is overlaid on the domain's request form and the result is
 /// parsed against `policy`, while the domain row is locked. Only `name`, `keyword` (with its options),
-/// `quorum`, `flap`, `slo`, `headers`, `auth` and `body` (with `body_secret`) may be `null` (cleared;
+/// `quorum`, `flap`, `slo`, `dns_drift`, `degraded`, `headers`, `auth`, `body` (with `body_secret`),
+/// `check` (back to `http`) and `json` may be `null` (cleared;
 /// `null` options return to their defaults); a `null` elsewhere is an error rather than a
 /// silent reset to the default. A `flap` object replaces the domain's flap overrides as a
 /// whole, and so do `headers` and `auth`, except that secrets left out are kept
@@ -341,6 +359,11 @@ pub async fn update(
     let mut tx = pool.begin().await?;
     let current = lock(&mut tx, tenant_id, id).await?;
     let mut request = current.spec.to_request();
+    // A change to another check type drops the http fields the patch does not set itself.
+    let leaves_http = patch.get("check").and_then(|c| c.get("type")).is_some_and(|t| t != "http");
+    if leaves_http {
+        request.retain(|key, _| !super::spec::HTTP_ONLY.contains(&key.as_str()) || patch.contains_key(key));
+    }
     for (key, value) in patch {
         request.insert(key.clone(), value.clone());
     }

@@ -427,3 +427,72 @@ async fn tests_send_the_request_options_and_a_saved_domains_secrets_without_show
 fn target_url(addr: std::net::SocketAddr) -> String {
     format!("http://127.0.0.1:{}/api", addr.port())
 }
+
+/// A TCP service writing `banner` to every connection and then closing it.
+async fn banner(banner: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = tcp.write_all(banner).await;
+        }
+    });
+    addr
+}
+
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn other_check_types_go_from_the_api_through_redis_to_the_agents(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn(pool, &pki).await;
+    let smtp = banner(b"220 mail.test ESMTP\r\n").await;
+    let agents = agents(&app, &pki, &["ams"]).await;
+
+    // A saved tcp check, read back as stored, then tested as stored.
+    let id = app
+        .create_domain(
+            json!({"check": {"type": "tcp", "host": "127.0.0.1", "port": smtp.port(), "expect": "220 "},
+                              "regions": ["ams"], "paused": true}),
+        )
+        .await;
+    let shown = app.get(&format!("/v1/domains/{id}"), &app.token).await.json::<Value>().await.unwrap();
+    assert_eq!(shown["check"]["type"], "tcp", "{shown}");
+    assert_eq!(shown["url"], format!("tcp://127.0.0.1:{}", smtp.port()));
+    assert_eq!(shown["json"], Value::Null);
+    let (status, answer) = test(&app, &app.token, &json!({"domain_id": id, "wait_ms": 30_000})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let result = &answer["results"][0];
+    assert_eq!(result["ok"], true, "{result}");
+    assert!(result["timings"]["ttfb_ms"].as_f64().is_some(), "{result}");
+
+    // An unsaved one whose expectation fails, named by its error kind.
+    let (_, answer) = test(
+        &app,
+        &app.token,
+        &json!({"check": {"type": "tcp", "host": "127.0.0.1", "port": smtp.port(), "expect": "+OK"},
+                "regions": ["ams"], "wait_ms": 30_000}),
+    )
+    .await;
+    let result = &answer["results"][0];
+    assert_eq!(result["error_kind"], "expect_mismatch", "{result}");
+    assert!(result["error_detail"].as_str().unwrap().contains("220 mail.test"), "{result}");
+
+    // A JSON assertion on a body that is not JSON.
+    let web = target(200).await;
+    let (_, answer) = test(
+        &app,
+        &app.token,
+        &json!({"url": format!("http://127.0.0.1:{}/", web.port()), "json": {"path": "$.status", "op": "exists"},
+                "regions": ["ams"], "wait_ms": 30_000}),
+    )
+    .await;
+    assert_eq!(answer["results"][0]["error_kind"], "json_invalid", "{answer}");
+    assert_eq!(stored_after_acks(&app, &agents).await, 0);
+
+    // Bad input names the field.
+    let (status, answer) =
+        test(&app, &app.token, &json!({"check": {"type": "tcp", "host": "127.0.0.1"}, "wait_ms": 1000}))
+            .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["fields"]["check.port"], "required", "{answer}");
+}

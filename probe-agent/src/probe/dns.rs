@@ -345,7 +345,7 @@ fn family(lookup: Result<Lookup, ResolveError>, now: std::time::Instant) -> Fami
 }
 
 /// The reason a hickory error stands for.
-fn classify(error: &ResolveError) -> DnsFailure {
+pub(super) fn classify(error: &ResolveError) -> DnsFailure {
     let reason = match error.proto().map(|p| p.kind()) {
         Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
             ResponseCode::NXDomain => DnsErrorReason::Nxdomain,

@@ -25,12 +25,14 @@ use super::{
 
 /// The phases a timeout can interrupt.
 #[derive(Debug, Clone, Copy)]
-enum Phase {
+pub(super) enum Phase {
     Dns,
     Connect,
     Tls,
     Request,
     Body,
+    /// A tcp check's exchange: writing `send` and reading until `expect`.
+    Exchange,
 }
 
 impl Phase {
@@ -41,6 +43,7 @@ impl Phase {
             Phase::Tls => "tls handshake",
             Phase::Request => "waiting for the response",
             Phase::Body => "reading the body",
+            Phase::Exchange => "waiting for the expected response",
         }
     }
 }
@@ -53,13 +56,13 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+    pub(super) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Self { kind, detail: detail.into() }
     }
 }
 
 /// The probe's time budget.
-struct Clock {
+pub(super) struct Clock {
     deadline: Instant,
     total: Duration,
 }
@@ -67,7 +70,7 @@ struct Clock {
 impl Clock {
     /// The time a phase may take: its own `limit` or what is left of the total, whichever is
     /// shorter; and whether the total is the one that binds.
-    fn cap(&self, limit: Duration) -> (Duration, bool) {
+    pub(super) fn cap(&self, limit: Duration) -> (Duration, bool) {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if limit < remaining {
             (limit, false)
@@ -77,7 +80,7 @@ impl Clock {
     }
 
     /// The detail of a phase that ran out of time under [`Clock::cap`].
-    fn timeout_detail(&self, phase: Phase, cap: Duration, by_total: bool) -> String {
+    pub(super) fn timeout_detail(&self, phase: Phase, cap: Duration, by_total: bool) -> String {
         if by_total {
             format!("total timeout of {} ms exceeded during {}", self.total.as_millis(), phase.as_str())
         } else {
@@ -87,7 +90,7 @@ impl Clock {
 
     /// Runs one phase under `limit` (if any) and the remaining total budget; returns the
     /// outcome and how long the phase ran, also when it timed out.
-    async fn phase<F: Future>(
+    pub(super) async fn phase<F: Future>(
         &self,
         phase: Phase,
         limit: Option<Duration>,
@@ -102,7 +105,7 @@ impl Clock {
     }
 }
 
-fn ms(duration: Duration) -> f64 {
+pub(super) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
@@ -133,7 +136,12 @@ impl Engine {
         let total = Duration::from_millis(u64::from(config.timeout_ms));
         let clock = Clock { deadline: started + total, total };
         let mut report = empty_report();
-        let outcome = self.run(config, &clock, &mut report).await;
+        let outcome = match &config.check {
+            shared::CheckConfig::Http => self.run(config, &clock, &mut report).await,
+            shared::CheckConfig::Tcp(tcp) => self.tcp_check(config, tcp, &clock, &mut report).await,
+            shared::CheckConfig::Tls(tls) => self.tls_check(config, tls, &clock, &mut report).await,
+            shared::CheckConfig::Dns(dns) => self.dns_check(dns, &clock, &mut report).await,
+        };
         report.timings.total_ms = ms(started.elapsed());
         finish(&mut report, outcome);
         report
@@ -184,10 +192,12 @@ impl Engine {
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<HopEnd, Failure> {
-        let addrs = self.resolve(target, clock, report).await?;
+        let addrs = self.resolve(&target.host, clock, report).await?;
         let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
-            let stream = self.tls_handshake(config, target, tcp, clock, report).await?;
+            let stream = self
+                .tls_handshake(config, &target.host, Some(config.http_version), tcp, clock, report)
+                .await?;
             let protocol = tls::negotiated(&stream);
             if config.http_version == shared::HttpVersion::Http2 && protocol != http::Protocol::Http2 {
                 return Err(Failure::new(
@@ -219,13 +229,13 @@ impl Engine {
     ///
     /// The lookup gets the DNS limit or what is left of the total, whichever is shorter; running
     /// out of it is a `dns` failure with reason `timeout` (the resolver, not the target, failed).
-    async fn resolve(
+    pub(super) async fn resolve(
         &self,
-        target: &Target,
+        host: &TargetHost,
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<Vec<IpAddr>, Failure> {
-        let name = match &target.host {
+        let name = match host {
             TargetHost::Ip(ip) => {
                 report.resolved_addrs = vec![*ip];
                 return Ok(vec![*ip]);
@@ -283,7 +293,7 @@ impl Engine {
     /// The SSRF guard, then TCP to the allowed addresses, Happy Eyeballs style (see
     /// [`connect`]): the connection of the first address that answers. Each address is checked
     /// by the guard again right before its socket opens.
-    async fn connect(
+    pub(super) async fn connect(
         &self,
         addrs: &[IpAddr],
         port: u16,
@@ -357,17 +367,21 @@ impl Engine {
     /// The handshake, recording the certificate; an invalid certificate stops the hop, unless
     /// the domain is in insecure mode (`tls_verify: false`), where the facts are recorded and
     /// the hop goes on.
-    async fn tls_handshake(
+    ///
+    /// `offer` is the ALPN offer: the domain's HTTP version for http, none for tcp and tls
+    /// checks.
+    pub(super) async fn tls_handshake(
         &self,
         config: &shared::DomainConfig,
-        target: &Target,
+        host: &TargetHost,
+        offer: Option<shared::HttpVersion>,
         tcp: TcpStream,
         clock: &Clock,
         report: &mut ProbeReport,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
-        let name = tls::server_name(&target.host).map_err(|e| Failure::new(ErrorKind::Tls, e))?;
+        let name = tls::server_name(host).map_err(|e| Failure::new(ErrorKind::Tls, e))?;
         let slot = CertSlot::default();
-        let handshake = self.tls.handshake(name, tcp, &slot, config.http_version);
+        let handshake = self.tls.handshake(name, tcp, &slot, offer);
         let (outcome, took) = clock.phase(Phase::Tls, Some(self.settings.tls_timeout), handshake).await;
         report.timings.tls_ms = Some(ms(took));
         let seen = slot.take();
@@ -387,7 +401,7 @@ impl Engine {
                 if config.tls_verify {
                     Err(Failure::new(ErrorKind::Tls, detail))
                 } else {
-                    tracing::debug!(url = %target.url, %detail, "invalid certificate accepted (tls_verify off)");
+                    tracing::debug!(url = %config.url, %detail, "invalid certificate accepted (tls_verify off)");
                     Ok(stream)
                 }
             }
@@ -488,15 +502,23 @@ impl Engine {
             return Err(Failure::new(ErrorKind::Status, detail));
         }
         if sending.method == shared::HttpMethod::Head {
-            return match keyword(config) {
-                None => Ok(HopEnd::Final),
-                Some(_) => Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search")),
+            return match (keyword(config), &config.json_check) {
+                (None, None) => Ok(HopEnd::Final),
+                (Some(_), _) => {
+                    Err(Failure::new(ErrorKind::Keyword, "a head response has no body to search"))
+                }
+                (None, Some(_)) => {
+                    Err(Failure::new(ErrorKind::JsonInvalid, "a head response has no body to check"))
+                }
             };
         }
         let (parts, body) = response.into_parts();
-        match keyword(config) {
-            None => self.read_body(&parts.headers, body, driver, clock, report).await,
-            Some(check) => self.check_body(check, &parts.headers, body, driver, clock, report).await,
+        match (keyword(config), &config.json_check) {
+            (Some(check), _) => self.check_body(check, &parts.headers, body, driver, clock, report).await,
+            (None, Some(assertion)) => {
+                self.check_json(assertion, &parts.headers, body, driver, clock, report).await
+            }
+            (None, None) => self.read_body(&parts.headers, body, driver, clock, report).await,
         }
         .map(|()| HopEnd::Final)
     }
@@ -702,7 +724,7 @@ fn redirect_loop(requested: &[(String, String, shared::HttpMethod)], hop: usize)
 }
 
 /// A body that stopped arriving: the phase's timeout, with how much of it came.
-fn stalled(timeout: Failure, received: u64, headers: &::http::HeaderMap) -> Failure {
+pub(super) fn stalled(timeout: Failure, received: u64, headers: &::http::HeaderMap) -> Failure {
     let expected = headers
         .get(::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -718,7 +740,7 @@ fn stalled(timeout: Failure, received: u64, headers: &::http::HeaderMap) -> Fail
 /// declared `Content-Length` or inside a chunked body, or reset the HTTP/2 stream. The users'
 /// page is cut short, so this is a failure (`http`) however healthy the head looked, and the
 /// message says how far the body got.
-fn broken_body(error: &hyper::Error, received: u64, headers: &::http::HeaderMap) -> Failure {
+pub(super) fn broken_body(error: &hyper::Error, received: u64, headers: &::http::HeaderMap) -> Failure {
     let declared = headers
         .get(::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -781,7 +803,7 @@ fn keyword(config: &shared::DomainConfig) -> Option<&shared::KeywordCheck> {
     config.keyword.as_ref().filter(|k| !k.pattern.is_empty())
 }
 
-fn empty_report() -> ProbeReport {
+pub(super) fn empty_report() -> ProbeReport {
     ProbeReport {
         ok: false,
         error: None,
@@ -808,7 +830,7 @@ fn empty_report() -> ProbeReport {
 /// Keeps a hop's certificate: the first HTTPS hop's is the domain's own, later hops' are
 /// redirect certificates (one per host and serial); the earliest expiry is updated over every
 /// chain.
-fn record_certificate(report: &mut ProbeReport, info: CertInfo) {
+pub(super) fn record_certificate(report: &mut ProbeReport, info: CertInfo) {
     let earliest = info.chain_earliest();
     if report.earliest_expiry.as_ref().is_none_or(|e| earliest.not_after < e.not_after) {
         report.earliest_expiry = Some(EarliestExpiry {

@@ -13,7 +13,11 @@
 //!   certificate verifier and [`CertInfo`]; `http`: the request and redirect rules;
 //! - `head`: the recorded response head and what is wrong with one hyper refused;
 //! - `body`: the bounded body read and the body check; `decode`: content codings (gzip,
-//!   deflate, br, zstd) with the decoded size bounded; `text`: charsets and decoding to UTF-8.
+//!   deflate, br, zstd) with the decoded size bounded; `text`: charsets and decoding to UTF-8;
+//!   `json`: an http check's JSON assertion on the decoded body;
+//! - other check types: `socket` (`tcp`: connect, optional TLS, send and expect; `tls`: the
+//!   handshake and certificate only) and `query` (`dns`: a record type at chosen servers,
+//!   expected answers, DNSSEC), through the same resolver, guard, connect and TLS steps.
 
 mod body;
 mod connect;
@@ -23,6 +27,9 @@ mod engine;
 mod guard;
 mod head;
 mod http;
+mod json;
+mod query;
+mod socket;
 mod target;
 mod text;
 mod tls;
@@ -76,10 +83,20 @@ pub enum ErrorKind {
     Keyword,
     /// The decoded body exceeded the read limit before the body check could decide.
     BodyTooLarge,
+    /// A tcp check's first response bytes (up to the read limit) lack its `expect` text.
+    ExpectMismatch,
+    /// A dns check's answer is empty or lacks an expected record.
+    DnsAnswerMismatch,
+    /// A dns check with `dnssec` got an answer that does not validate (bogus or unsigned).
+    DnssecInvalid,
+    /// An http check with a JSON assertion got a body that is not JSON.
+    JsonInvalid,
+    /// An http check's JSON assertion does not hold.
+    JsonAssertionFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidUrl,
         ErrorKind::Dns,
         ErrorKind::BlockedTarget,
@@ -91,6 +108,11 @@ impl ErrorKind {
         ErrorKind::Status,
         ErrorKind::Keyword,
         ErrorKind::BodyTooLarge,
+        ErrorKind::ExpectMismatch,
+        ErrorKind::DnsAnswerMismatch,
+        ErrorKind::DnssecInvalid,
+        ErrorKind::JsonInvalid,
+        ErrorKind::JsonAssertionFailed,
     ];
 
     /// The name shown in results and metrics: the wire enum's label, so the two never differ.
@@ -113,6 +135,11 @@ impl ErrorKind {
             ErrorKind::Status => Wire::Status,
             ErrorKind::Keyword => Wire::Keyword,
             ErrorKind::BodyTooLarge => Wire::BodyTooLarge,
+            ErrorKind::ExpectMismatch => Wire::ExpectMismatch,
+            ErrorKind::DnsAnswerMismatch => Wire::DnsAnswerMismatch,
+            ErrorKind::DnssecInvalid => Wire::DnssecInvalid,
+            ErrorKind::JsonInvalid => Wire::JsonInvalid,
+            ErrorKind::JsonAssertionFailed => Wire::JsonAssertionFailed,
         }
     }
 }
@@ -398,8 +425,9 @@ impl Prober {
         Ok(Prober { engine: Arc::new(engine::Engine { settings, resolver, tls }) })
     }
 
-    /// Probes `config.url` once, within `config.timeout_ms` for everything (all redirect hops
-    /// included). Never fails: every outcome is a report.
+    /// Probes `config.url` once (or runs its `tcp`, `tls` or `dns` check), within
+    /// `config.timeout_ms` for everything (all redirect hops included). Never fails: every
+    /// outcome is a report.
     ///
     /// - Redirects (301, 302, 303, 307, 308 with a `Location`) are followed up to
     ///   `max_redirects`, each as a new hop (new resolution, guard check and connection) —

@@ -263,6 +263,8 @@ pub struct TlsClient {
     http1: TlsConnector,
     /// Offering `h2` only.
     http2: TlsConnector,
+    /// Offering no protocol (tcp and tls checks: the service is not HTTP).
+    none: TlsConnector,
 }
 
 impl TlsClient {
@@ -291,6 +293,7 @@ impl TlsClient {
             any: offering(&[ALPN_H2, ALPN_HTTP1]),
             http1: offering(&[ALPN_HTTP1]),
             http2: offering(&[ALPN_H2]),
+            none: offering(&[]),
         })
     }
 
@@ -299,21 +302,22 @@ impl TlsClient {
     /// so it is available when the handshake later fails or is abandoned.
     ///
     /// The ALPN offer follows `version`: `h2` and `http/1.1` for `auto`, else only the forced
-    /// one; [`negotiated`] reads the server's choice.
+    /// one, and nothing for `None`; [`negotiated`] reads the server's choice.
     pub async fn handshake<IO>(
         &self,
         name: ServerName<'static>,
         io: IO,
         slot: &CertSlot,
-        version: shared::HttpVersion,
+        version: Option<shared::HttpVersion>,
     ) -> std::io::Result<TlsStream<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let connector = match version {
-            shared::HttpVersion::Auto => &self.any,
-            shared::HttpVersion::Http1 => &self.http1,
-            shared::HttpVersion::Http2 => &self.http2,
+            Some(shared::HttpVersion::Auto) => &self.any,
+            Some(shared::HttpVersion::Http1) => &self.http1,
+            Some(shared::HttpVersion::Http2) => &self.http2,
+            None => &self.none,
         };
         SEEN.scope(slot.clone(), connector.connect(name, io)).await
     }

@@ -143,3 +143,64 @@ async fn check_sends_the_request_options() {
         assert!(stderr.contains(says) && !stderr.contains("bad token"), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn check_runs_the_other_check_types_and_json_assertions() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"220 relay.test ESMTP\r\n").await;
+        }
+    });
+    let url = format!("tcp://127.0.0.1:{port}");
+    let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--expect", "220 "]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with(&format!("UP  {url}\n")), "{stdout}");
+    let output = check(&[&url, "--allow-private", "127.0.0.0/8", "--expect", "+OK"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with(&format!("DOWN (expect_mismatch)  {url}\n")), "{stdout}");
+    let output = check(&[&url, "--expect", "220"]).await;
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("DOWN (blocked_target)"));
+
+    let web = serve(r#"{"status":"ok","depth":3}"#).await;
+    let url = format!("http://127.0.0.1:{web}/");
+    let json = |op: &'static str, value: &'static str| {
+        vec![
+            url.clone(),
+            "--allow-private".into(),
+            "127.0.0.0/8".into(),
+            "--json-path".into(),
+            "$.depth".into(),
+            "--json-op".into(),
+            op.into(),
+            "--json-value".into(),
+            value.into(),
+        ]
+    };
+    let args = json("<", "10");
+    let output = check(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    let args = json(">", "10");
+    let output = check(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("$.depth is 3, expected > 10"), "{stdout}");
+
+    for (args, complaint) in [
+        (vec!["ftp://example.com/"], "unsupported scheme ftp"),
+        (vec!["tcp://example.com"], "the port is required"),
+        (vec!["dns://example.com/AXFR"], "unknown record type AXFR"),
+        (vec!["https://example.com/", "--json-path", "$.a", "--json-op", "~"], "--json-op ~"),
+        (
+            vec!["https://example.com/", "--json-path", "$.a", "--json-op", "==", "--json-value", "ok"],
+            "not json",
+        ),
+    ] {
+        let output = check(&args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(complaint), "{args:?}: {stderr}");
+    }
+}

@@ -40,6 +40,9 @@ pub enum Behaviour {
     NoRecords,
     /// The addresses, but only after this delay.
     Slow(Duration, Vec<IpAddr>),
+    /// These records, those of the asked type (MX, TXT, …); NOERROR without records for
+    /// other types.
+    Records(Vec<RData>),
 }
 
 /// One query as received.
@@ -180,6 +183,12 @@ fn respond(state: &Mutex<State>, request: &Message) -> (Option<Duration>, Messag
                 return (delay, response);
             }
             Behaviour::NoRecords => Vec::new(),
+            Behaviour::Records(records) => {
+                for data in records.into_iter().filter(|d| d.record_type() == query.query_type()) {
+                    response.add_answer(Record::from_rdata(owner.clone(), 300, data));
+                }
+                Vec::new()
+            }
             Behaviour::ServFailOnce(_) if seen == 1 => {
                 response.set_response_code(ResponseCode::ServFail);
                 return (delay, response);

@@ -239,6 +239,8 @@ fn plain(url: String) -> DomainConfig {
         id: DomainId::new(),
         url,
         request: shared::RequestConfig::default(),
+        check: shared::CheckConfig::Http,
+        json_check: None,
         expected_status: StatusRange::SUCCESS,
         keyword: None,
         interval_s: 60,

@@ -5,11 +5,13 @@
 //! probes and canaries against a running agent and local targets. Name resolution and
 //! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1];
 //! the prober's HTTP side against local servers (`probe`) and hostile raw-TCP servers writing
-//! exact bytes (`hostile`); what a probe sends against a recording server (`request`).
+//! exact bytes (`hostile`); what a probe sends against a recording server (`request`); the
+//! tcp, tls and dns check types and JSON assertions (`check_types`).
 
 mod catalog;
 mod chains;
 mod check;
+mod check_types;
 mod confirmation;
 mod delivery;
 mod dns_server;

@@ -80,6 +80,8 @@ pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
         id: DomainId::new(),
         url: url.into(),
         request: shared::RequestConfig::default(),
+        check: shared::CheckConfig::Http,
+        json_check: None,
         expected_status: StatusRange::SUCCESS,
         keyword: None,
         interval_s: 60,
