@@ -32,7 +32,8 @@ fn month_param(
     default: Month,
 ) -> Result<Month, ApiError> {
     let Some(raw) = map.get(key) else { return Ok(default) };
-    let month = Month::parse(raw, tz).ok_or_else(|| invalid(key, "must be a month as YYYY-MM, e.g. 2026-11"))?;
+    let month =
+        Month::parse(raw, tz).ok_or_else(|| invalid(key, "must be a month as YYYY-MM, e.g. 2026-11"))?;
     if month.start() > now {
         return Err(invalid(key, "has not begun yet"));
     }
@@ -52,7 +53,9 @@ pub async fn domain_sla(
     let mut conn = state.pool.acquire().await?;
     let slo = store::domain_slo(&mut conn, p.tenant_id, id.0).await?.ok_or(ApiError::NotFound)?;
     let Some(slo) = slo else {
-        return Err(ApiError::NotRecorded("this domain has no slo: set one with PATCH /v1/domains/{id}".into()));
+        return Err(ApiError::NotRecorded(
+            "this domain has no slo: set one with PATCH /v1/domains/{id}".into(),
+        ));
     };
     let tz = tenants::time_zone(&mut conn, p.tenant_id).await?;
     let now = state.clock.now();
@@ -64,7 +67,11 @@ pub async fn domain_sla(
 /// `?month=YYYY-MM` (default: the last month that has ended) and `format=json|text|html`
 /// (default `json`). The report as it was sent when it was; else built now (`complete` false
 /// while the month runs).
-pub async fn sla_report(State(state): State<AppState>, Auth(p): Auth, query: Params) -> Result<Response, ApiError> {
+pub async fn sla_report(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    query: Params,
+) -> Result<Response, ApiError> {
     let map = params(query, &["month", "format"])?;
     let format = match map.get("format").map(String::as_str) {
         None | Some("json") => "json",
@@ -122,9 +129,12 @@ pub async fn update_tenant(
     }
     let zone = match body.get("time_zone") {
         None => return Err(invalid("time_zone", "is required")),
-        Some(Value::String(name)) => period::parse_time_zone(name)
-            .ok_or_else(|| invalid("time_zone", "must be an IANA time zone name, e.g. Europe/Berlin or UTC"))?,
-        Some(_) => return Err(invalid("time_zone", "must be an IANA time zone name, e.g. Europe/Berlin or UTC")),
+        Some(Value::String(name)) => period::parse_time_zone(name).ok_or_else(|| {
+            invalid("time_zone", "must be an IANA time zone name, e.g. Europe/Berlin or UTC")
+        })?,
+        Some(_) => {
+            return Err(invalid("time_zone", "must be an IANA time zone name, e.g. Europe/Berlin or UTC"))
+        }
     };
     let info = tenants::set_time_zone(&state.pool, p.tenant_id, zone).await?.ok_or(ApiError::NotFound)?;
     tracing::info!(tenant_id = %p.tenant_id, time_zone = %info.time_zone, "tenant time zone set");

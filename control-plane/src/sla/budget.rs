@@ -300,7 +300,8 @@ mod tests {
                 notices: &[],
             },
             Case {
-                name: "an outage from 23:15 to 01:00 Berlin time: its 60 minutes in Berlin's March are a breach",
+                name:
+                    "an outage from 23:15 to 01:00 Berlin time: its 60 minutes in Berlin's March are a breach",
                 zone: "Europe/Berlin",
                 month: "2026-03",
                 target: 99.9,
@@ -366,10 +367,16 @@ mod tests {
             let name = case.name;
             assert_eq!(budget.monitored_s, case.monitored_s, "{name}: monitored");
             assert_eq!(budget.down_s, case.down_s, "{name}: down");
-            assert!((budget.allowed_downtime_s - case.allowed_downtime_s).abs() < 0.01, "{name}: allowed {budget:?}");
+            assert!(
+                (budget.allowed_downtime_s - case.allowed_downtime_s).abs() < 0.01,
+                "{name}: allowed {budget:?}"
+            );
             assert_eq!(budget.breached, case.breached, "{name}: breached");
             assert_eq!(budget.notices(&slo), case.notices, "{name}: notices");
-            assert_eq!(budget.budget_left_s, ((budget.allowed_downtime_s - budget.down_s) * 1000.0).round() / 1000.0);
+            assert_eq!(
+                budget.budget_left_s,
+                ((budget.allowed_downtime_s - budget.down_s) * 1000.0).round() / 1000.0
+            );
             if let Some(left) = budget.budget_left_fraction {
                 let used = budget.budget_used_fraction.unwrap();
                 assert!((left + used - 1.0).abs() < 1e-9, "{name}");
@@ -398,7 +405,10 @@ mod tests {
         let end = at("2026-12-01T00:00:00Z");
         let uptime = compute("unknown", &[], &[], start, end);
         let budget = Budget::compute(&slo(99.9), &uptime, start, end, end);
-        assert_eq!((budget.allowed_downtime_s, budget.budget_left_fraction, budget.breached), (0.0, None, false));
+        assert_eq!(
+            (budget.allowed_downtime_s, budget.budget_left_fraction, budget.breached),
+            (0.0, None, false)
+        );
         assert_eq!(budget.uptime_percent, None);
         assert!(budget.notices(&slo(99.9)).is_empty());
     }

@@ -125,17 +125,17 @@ impl Monitor {
         .await?;
         // Sent already: no need to compute those domains' figures again this period. Periods
         // are at most 31 days long.
-        let sent: HashSet<(Uuid, DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT domain_id, period_start, kind FROM sla_notices WHERE period_start > $1",
-        )
-        .bind(now - Duration::days(32))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
+        let sent: HashSet<(Uuid, DateTime<Utc>, String)> =
+            sqlx::query_as("SELECT domain_id, period_start, kind FROM sla_notices WHERE period_start > $1")
+                .bind(now - Duration::days(32))
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
         let mut enqueued = 0;
         for domain in watched {
-            let month = Month::containing(now, crate::tenants::zone_or_utc(domain.tenant_id, &domain.time_zone));
+            let month =
+                Month::containing(now, crate::tenants::zone_or_utc(domain.tenant_id, &domain.time_zone));
             let start = month.start();
             let done = |notice: Notice| sent.contains(&(domain.id, start, notice.kind().to_owned()));
             if done(Notice::BudgetLow) && done(Notice::Breach) {
@@ -157,7 +157,12 @@ impl Monitor {
     }
 
     /// Computes the domain's budget and sends the notices due and not sent yet this period.
-    async fn domain_notices(&self, domain: &Watched, month: &Month, now: DateTime<Utc>) -> sqlx::Result<usize> {
+    async fn domain_notices(
+        &self,
+        domain: &Watched,
+        month: &Month,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<usize> {
         let Some(slo) = store::decode(domain.id, Some(domain.slo.clone()))? else { return Ok(0) };
         let (start, end) = (month.start(), month.end());
         let mut conn = self.pool.acquire().await?;
@@ -302,7 +307,13 @@ impl Monitor {
 }
 
 /// The notice's notification: a summary line and the budget's figures.
-fn notification(domain: &Watched, month: &Month, budget: &Budget, notice: Notice, now: DateTime<Utc>) -> Notification {
+fn notification(
+    domain: &Watched,
+    month: &Month,
+    budget: &Budget,
+    notice: Notice,
+    now: DateTime<Utc>,
+) -> Notification {
     let label = domain.name.clone().unwrap_or_else(|| domain.url.clone());
     let seconds = |s: f64| duration(s.round() as i64);
     let summary = match notice {
@@ -323,7 +334,10 @@ fn notification(domain: &Watched, month: &Month, budget: &Budget, notice: Notice
     if let Value::Object(map) = &mut details {
         map.insert("period".into(), Value::from(month.to_string()));
         map.insert("time_zone".into(), Value::from(month.tz.name()));
-        map.insert("period_start".into(), Value::from(budget.period_start.with_timezone(&month.tz).to_rfc3339()));
+        map.insert(
+            "period_start".into(),
+            Value::from(budget.period_start.with_timezone(&month.tz).to_rfc3339()),
+        );
         map.insert("period_end".into(), Value::from(budget.period_end.with_timezone(&month.tz).to_rfc3339()));
     }
     Notification {

@@ -31,7 +31,9 @@ impl Month {
     /// Parses `YYYY-MM` (e.g. `2026-11`); `None` for anything else.
     pub fn parse(raw: &str, tz: Tz) -> Option<Month> {
         let (year, month) = raw.split_once('-')?;
-        if year.len() != 4 || month.len() != 2 || !year.bytes().chain(month.bytes()).all(|b| b.is_ascii_digit())
+        if year.len() != 4
+            || month.len() != 2
+            || !year.bytes().chain(month.bytes()).all(|b| b.is_ascii_digit())
         {
             return None;
         }
@@ -152,15 +154,23 @@ mod tests {
         assert_eq!(Month::containing(at("2026-10-31T22:59:59Z"), berlin).to_string(), "2026-10");
         assert_eq!(Month::containing(at("2026-10-31T23:30:00Z"), Tz::UTC).to_string(), "2026-10");
         let month = Month::containing(at("2026-01-15T12:00:00Z"), Tz::UTC);
-        assert_eq!((month.previous().to_string(), month.next().to_string()), ("2025-12".into(), "2026-02".into()));
+        assert_eq!(
+            (month.previous().to_string(), month.next().to_string()),
+            ("2025-12".into(), "2026-02".into())
+        );
     }
 
     #[test]
     fn only_year_dash_month_parses() {
-        for bad in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "2026-11-01", "", "abcd-ef", "+026-11"] {
+        for bad in
+            ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "2026-11-01", "", "abcd-ef", "+026-11"]
+        {
             assert_eq!(Month::parse(bad, Tz::UTC), None, "{bad}");
         }
-        assert_eq!(Month::parse("2026-11", Tz::UTC).unwrap().first_day(), NaiveDate::from_ymd_opt(2026, 11, 1).unwrap());
+        assert_eq!(
+            Month::parse("2026-11", Tz::UTC).unwrap().first_day(),
+            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()
+        );
         assert!(parse_time_zone("Europe/Berlin").is_some());
         assert!(parse_time_zone("Mars/Olympus").is_none());
     }

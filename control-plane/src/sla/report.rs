@@ -103,8 +103,7 @@ pub fn build(tenant_id: Uuid, month: &Month, now: DateTime<Utc>, domains: &[Doma
     let mut lines: Vec<DomainReport> = domains
         .iter()
         .map(|d| {
-            let slo_met =
-                d.slo.map(|slo| !Budget::compute(&slo, &d.uptime, start, end, now).breached);
+            let slo_met = d.slo.map(|slo| !Budget::compute(&slo, &d.uptime, start, end, now).breached);
             DomainReport {
                 domain_id: d.domain_id,
                 name: d.name.clone().unwrap_or_else(|| d.url.clone()),
@@ -115,7 +114,9 @@ pub fn build(tenant_id: Uuid, month: &Month, now: DateTime<Utc>, domains: &[Doma
                 down_s: d.uptime.down_s,
                 slo_met,
                 incidents: d.incidents.len(),
-                mtta_s: mean(d.incidents.iter().filter_map(|i| Some(seconds(i.opened_at, i.acknowledged_at?)))),
+                mtta_s: mean(
+                    d.incidents.iter().filter_map(|i| Some(seconds(i.opened_at, i.acknowledged_at?))),
+                ),
                 mttr_s: mean(d.incidents.iter().filter_map(|i| Some(seconds(i.opened_at, i.resolved_at?)))),
             }
         })
@@ -281,7 +282,11 @@ mod tests {
                     end,
                 ),
                 incidents: vec![
-                    incident("2026-11-03T10:00:00Z", Some("2026-11-03T10:04:00Z"), Some("2026-11-03T11:00:00Z")),
+                    incident(
+                        "2026-11-03T10:00:00Z",
+                        Some("2026-11-03T10:04:00Z"),
+                        Some("2026-11-03T11:00:00Z"),
+                    ),
                     incident("2026-11-20T10:00:00Z", None, Some("2026-11-20T10:10:00Z")),
                     incident("2026-11-29T10:00:00Z", Some("2026-11-29T10:02:00Z"), None),
                 ],
@@ -316,7 +321,10 @@ mod tests {
         let month = Month::parse("2026-11", parse_time_zone("Europe/Berlin").unwrap()).unwrap();
         let report = build(Uuid::nil(), &month, at("2026-12-01T00:05:00Z"), &inputs(&month));
         assert!(report.complete);
-        assert_eq!(report.summary, "SLA report 2026-11 (Europe/Berlin): 3 domains, 1 of 2 SLOs met, 3 incidents");
+        assert_eq!(
+            report.summary,
+            "SLA report 2026-11 (Europe/Berlin): 3 domains, 1 of 2 SLOs met, 3 incidents"
+        );
         let names: Vec<&str> = report.domains.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["blog", "https://api.example/", "shop <main>"]);
         let shop = &report.domains[2];
@@ -342,7 +350,17 @@ mod tests {
         let text = text(&report);
         assert!(text.starts_with(&report.summary), "{text}");
         assert!(text.contains("2026-11-01 00:00 to 2026-12-01 00:00 (Europe/Berlin)"), "{text}");
-        for expected in ["shop <main>", "99.861 %", "SLO 99.9 % missed", "down 1h 00m", "incidents 3", "MTTA 3m", "MTTR 35m", "no SLO", "no data"] {
+        for expected in [
+            "shop <main>",
+            "99.861 %",
+            "SLO 99.9 % missed",
+            "down 1h 00m",
+            "incidents 3",
+            "MTTA 3m",
+            "MTTR 35m",
+            "no SLO",
+            "no data",
+        ] {
             assert!(text.contains(expected), "{expected} in {text}");
         }
         let html = html(&report);
@@ -368,7 +386,8 @@ mod tests {
             details: serde_json::json!({"text": text(&report), "html": html(&report)}),
             occurred_at: report.period_end,
         };
-        let (plain, rich) = crate::notify::channels::digest_parts(&n).expect("a report brings its renderings");
+        let (plain, rich) =
+            crate::notify::channels::digest_parts(&n).expect("a report brings its renderings");
         assert_eq!((plain, rich), (text(&report).as_str(), html(&report).as_str()));
         let slack = crate::notify::channels::slack_text(&n, Uuid::nil());
         assert!(slack.starts_with(&report.summary) && slack.contains("```"), "{slack}");

@@ -44,7 +44,10 @@ impl Slo {
     /// Parses an `slo` object; a problem is reported by field name (`slo`, `slo.target`, …).
     pub fn parse(value: &Value) -> Result<Slo, Vec<(String, String)>> {
         let Value::Object(map) = value else {
-            return Err(vec![("slo".into(), format!("must be an object with {} (or null)", KNOWN.join(", ")))]);
+            return Err(vec![(
+                "slo".into(),
+                format!("must be an object with {} (or null)", KNOWN.join(", ")),
+            )]);
         };
         let mut errors: Vec<(String, String)> = map
             .keys()
@@ -67,7 +70,10 @@ impl Slo {
             None => Some(SloPeriod::Month),
             Some(Value::String(s)) if s == "month" => Some(SloPeriod::Month),
             Some(_) => {
-                errors.push(("slo.period".into(), "must be \"month\" (a calendar month in the tenant's time zone)".into()));
+                errors.push((
+                    "slo.period".into(),
+                    "must be \"month\" (a calendar month in the tenant's time zone)".into(),
+                ));
                 None
             }
         };
@@ -75,7 +81,10 @@ impl Slo {
             None => Some(DEFAULT_BUDGET_ALERT_FRACTION),
             Some(Some(f)) if f > 0.0 && f < 1.0 => Some(f),
             Some(_) => {
-                errors.push(("slo.budget_alert_fraction".into(), "must be a number above 0 and below 1".into()));
+                errors.push((
+                    "slo.budget_alert_fraction".into(),
+                    "must be a number above 0 and below 1".into(),
+                ));
                 None
             }
         };
@@ -121,7 +130,8 @@ mod tests {
             (json!({"target": -1, "window": 3, "period": 1}), &["slo.period", "slo.target", "slo.window"]),
         ];
         for (input, fields) in table {
-            let mut named: Vec<String> = Slo::parse(&input).unwrap_err().into_iter().map(|(f, _)| f).collect();
+            let mut named: Vec<String> =
+                Slo::parse(&input).unwrap_err().into_iter().map(|(f, _)| f).collect();
             named.sort();
             assert_eq!(named, fields, "{input}");
         }

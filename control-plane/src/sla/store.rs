@@ -20,11 +20,12 @@ pub async fn domain_slo(
     tenant_id: Uuid,
     domain_id: Uuid,
 ) -> sqlx::Result<Option<Option<Slo>>> {
-    let row: Option<(Option<Value>,)> = sqlx::query_as("SELECT slo FROM domains WHERE id = $1 AND tenant_id = $2")
-        .bind(domain_id)
-        .bind(tenant_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<(Option<Value>,)> =
+        sqlx::query_as("SELECT slo FROM domains WHERE id = $1 AND tenant_id = $2")
+            .bind(domain_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     row.map(|(slo,)| decode(domain_id, slo)).transpose()
 }
 
@@ -118,13 +119,16 @@ pub async fn report_inputs(
     now: DateTime<Utc>,
 ) -> sqlx::Result<Vec<DomainInput>> {
     let (start, end) = (month.start(), month.end());
-    let domains: Vec<(Uuid, Option<String>, String, Option<Value>)> =
-        sqlx::query_as("SELECT id, name, url, slo FROM domains WHERE tenant_id = $1 AND created_at < $2 ORDER BY id")
-            .bind(tenant_id)
-            .bind(end)
-            .fetch_all(&mut *conn)
-            .await?;
-    let rows: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let domains: Vec<(Uuid, Option<String>, String, Option<Value>)> = sqlx::query_as(
+        "SELECT id, name, url, slo FROM domains WHERE tenant_id = $1 AND created_at < $2 ORDER BY id",
+    )
+    .bind(tenant_id)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Domain id, opened, acknowledged, resolved.
+    type IncidentRow = (Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let rows: Vec<IncidentRow> = sqlx::query_as(
         "SELECT domain_id, opened_at, acknowledged_at, resolved_at FROM incidents
          WHERE tenant_id = $1 AND opened_at >= $2 AND opened_at < $3 ORDER BY opened_at",
     )
@@ -135,7 +139,11 @@ pub async fn report_inputs(
     .await?;
     let mut incidents: HashMap<Uuid, Vec<IncidentTimes>> = HashMap::new();
     for (domain_id, opened_at, acknowledged_at, resolved_at) in rows {
-        incidents.entry(domain_id).or_default().push(IncidentTimes { opened_at, acknowledged_at, resolved_at });
+        incidents.entry(domain_id).or_default().push(IncidentTimes {
+            opened_at,
+            acknowledged_at,
+            resolved_at,
+        });
     }
     let until = now.clamp(start, end);
     let mut inputs = Vec::with_capacity(domains.len());

@@ -70,7 +70,14 @@ async fn transition(pool: &PgPool, tenant_id: Uuid, domain_id: Uuid, when: &str,
 }
 
 /// An outage: down at `from`, up at `to`, with its incident (acknowledged after `ack_s`).
-async fn outage(pool: &PgPool, tenant_id: Uuid, domain_id: Uuid, from: &str, to: &str, ack_s: Option<i64>) -> Uuid {
+async fn outage(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    domain_id: Uuid,
+    from: &str,
+    to: &str,
+    ack_s: Option<i64>,
+) -> Uuid {
     transition(pool, tenant_id, domain_id, from, "up", "down").await;
     transition(pool, tenant_id, domain_id, to, "down", "up").await;
     let id = Uuid::new_v4();
@@ -108,7 +115,10 @@ async fn webhook_channel(pool: &PgPool, tenant_id: Uuid) -> Uuid {
 
 /// The outbox: (kind, dedup key, payload), oldest first.
 async fn outbox(pool: &PgPool) -> Vec<(String, String, Value)> {
-    sqlx::query_as("SELECT kind, dedup_key, payload FROM notifications ORDER BY seq").fetch_all(pool).await.unwrap()
+    sqlx::query_as("SELECT kind, dedup_key, payload FROM notifications ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 fn monitor(pool: &PgPool, clock: &ManualClock, metrics: &Metrics) -> Monitor {
@@ -133,19 +143,29 @@ async fn the_slo_field_and_the_time_zone_are_validated_by_name(pool: PgPool) {
     let id = created["id"].as_str().unwrap().to_owned();
     let version = created["config_version"].clone();
 
-    let bad = app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"slo": {"target": 100, "budget": 1}})).await;
+    let bad = app
+        .patch(&format!("/v1/domains/{id}"), &app.token, &json!({"slo": {"target": 100, "budget": 1}}))
+        .await;
     let bad = body(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(bad["error"]["fields"]["slo.target"].as_str().unwrap().contains("below 100"), "{bad}");
     assert_eq!(bad["error"]["fields"]["slo.budget"], "unknown field");
 
     // An SLO is the control plane's own: changing it publishes no new configuration version.
     let changed = app
-        .patch(&format!("/v1/domains/{id}"), &app.token, &json!({"slo": {"target": 99.5, "budget_alert_fraction": 0.1}}))
+        .patch(
+            &format!("/v1/domains/{id}"),
+            &app.token,
+            &json!({"slo": {"target": 99.5, "budget_alert_fraction": 0.1}}),
+        )
         .await;
     let changed = body(changed, StatusCode::OK).await;
     assert_eq!(changed["slo"]["target"], 99.5);
     assert_eq!(changed["config_version"], version);
-    let cleared = body(app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"slo": null})).await, StatusCode::OK).await;
+    let cleared = body(
+        app.patch(&format!("/v1/domains/{id}"), &app.token, &json!({"slo": null})).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(cleared["slo"], Value::Null);
     let none = app.get(&format!("/v1/domains/{id}/sla"), &app.token).await;
     assert_eq!(body(none, StatusCode::NOT_FOUND).await["error"]["code"], "not_recorded");
@@ -160,14 +180,19 @@ async fn the_slo_field_and_the_time_zone_are_validated_by_name(pool: PgPool) {
         (json!({}), "time_zone"),
         (json!({"time_zone": "UTC", "name": "x"}), "name"),
     ] {
-        let refused = body(app.patch("/v1/tenant", &app.token, &patch).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let refused =
+            body(app.patch("/v1/tenant", &app.token, &patch).await, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert!(refused["error"]["fields"][field].is_string(), "{patch}: {refused}");
     }
     let tenant_id = tenant_of(&app).await;
-    let reader = tenants::create_token(&app.pool, tenant_id, "reader", tenants::Role::ReadOnly).await.unwrap();
+    let reader =
+        tenants::create_token(&app.pool, tenant_id, "reader", tenants::Role::ReadOnly).await.unwrap();
     let read_only = app.patch("/v1/tenant", &reader.token, &json!({"time_zone": "UTC"})).await;
     assert_eq!(read_only.status(), StatusCode::FORBIDDEN);
-    assert_eq!(body(app.get("/v1/tenant", &reader.token).await, StatusCode::OK).await["time_zone"], "Europe/Berlin");
+    assert_eq!(
+        body(app.get("/v1/tenant", &reader.token).await, StatusCode::OK).await["time_zone"],
+        "Europe/Berlin"
+    );
     app.shutdown().await;
 }
 
@@ -187,7 +212,8 @@ async fn the_sla_route_answers_from_known_transitions_in_the_tenants_zone(pool: 
     transition(&app.pool, tenant_id, id, "2026-09-01T00:00:00Z", "unknown", "up").await;
     // Down across Berlin's October/November boundary (00:00 on 1 November is 23:00 UTC on
     // 31 October): 20 minutes in October, 40 in November.
-    let spanning = outage(&app.pool, tenant_id, id, "2026-10-31T22:40:00Z", "2026-10-31T23:40:00Z", Some(120)).await;
+    let spanning =
+        outage(&app.pool, tenant_id, id, "2026-10-31T22:40:00Z", "2026-10-31T23:40:00Z", Some(120)).await;
     let later = outage(&app.pool, tenant_id, id, "2026-11-10T10:00:00Z", "2026-11-10T10:05:00Z", None).await;
 
     let now = body(app.get(&format!("/v1/domains/{id}/sla"), &app.token).await, StatusCode::OK).await;
@@ -204,10 +230,13 @@ async fn the_sla_route_answers_from_known_transitions_in_the_tenants_zone(pool: 
     assert_eq!(now["breached"], true);
     // Monitored from the start of the month (23:00 UTC) to now.
     assert_eq!(now["monitored_s"], (19.0 * 24.0 + 13.0) * 3600.0);
-    let incidents: Vec<&str> = now["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let incidents: Vec<&str> =
+        now["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(incidents, [spanning.to_string(), later.to_string()]);
 
-    let october = body(app.get(&format!("/v1/domains/{id}/sla?period=2026-10"), &app.token).await, StatusCode::OK).await;
+    let october =
+        body(app.get(&format!("/v1/domains/{id}/sla?period=2026-10"), &app.token).await, StatusCode::OK)
+            .await;
     assert_eq!(october["period_start"], "2026-10-01T00:00:00+02:00", "summer time");
     assert_eq!(october["down_s"], 20.0 * 60.0);
     assert_eq!(october["remaining_s"], 0.0);
@@ -216,7 +245,9 @@ async fn the_sla_route_answers_from_known_transitions_in_the_tenants_zone(pool: 
     assert_eq!(october["breached"], false);
     assert_eq!(october["incidents"].as_array().unwrap().len(), 1);
 
-    for (query, message) in [("period=2026-13", "YYYY-MM"), ("period=2026-12", "not begun"), ("window=1d", "unknown")] {
+    for (query, message) in
+        [("period=2026-13", "YYYY-MM"), ("period=2026-12", "not begun"), ("window=1d", "unknown")]
+    {
         let refused = app.get(&format!("/v1/domains/{id}/sla?{query}"), &app.token).await;
         let refused = body(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
         let fields = refused["error"]["fields"].as_object().unwrap();
@@ -285,12 +316,18 @@ async fn budget_low_and_breach_are_sent_once_each_per_period(pool: PgPool) {
     );
     let (_, _, low) = &sent[0];
     assert_eq!(low["domain_id"], id.to_string());
-    assert_eq!(low["summary"], "https://api.example/ has 8m 12s of its 43m 12s error budget left for 2026-11 (SLO 99.9 %)");
+    assert_eq!(
+        low["summary"],
+        "https://api.example/ has 8m 12s of its 43m 12s error budget left for 2026-11 (SLO 99.9 %)"
+    );
     assert_eq!(low["details"]["period"], "2026-11");
     assert_eq!(low["details"]["period_start"], "2026-11-01T00:00:00+00:00");
     assert_eq!(low["details"]["budget_used_s"], 35.0 * 60.0);
     let (_, _, breach) = &sent[1];
-    assert_eq!(breach["summary"], "https://api.example/ breached its SLO of 99.9 % for 2026-11: down 45m, 43m 12s allowed");
+    assert_eq!(
+        breach["summary"],
+        "https://api.example/ breached its SLO of 99.9 % for 2026-11: down 45m, 43m 12s allowed"
+    );
     assert_eq!(breach["details"]["breached"], true);
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sla_notices").fetch_one(&pool).await.unwrap();
     assert_eq!(rows, 4);
@@ -325,7 +362,11 @@ impl Receiver {
     fn reports(&self) -> Vec<Value> {
         // November's: the app's own monitor could only ever have found October's to build.
         let bodies = self.bodies.lock().unwrap();
-        bodies.iter().filter(|b| b["kind"] == "sla_report" && b["details"]["month"] == "2026-11").cloned().collect()
+        bodies
+            .iter()
+            .filter(|b| b["kind"] == "sla_report" && b["details"]["month"] == "2026-11")
+            .cloned()
+            .collect()
     }
 }
 
@@ -333,24 +374,31 @@ impl Receiver {
 async fn the_monthly_report_is_sent_once_after_the_month_and_read_from_the_api(pool: PgPool) {
     // Before November ends in Berlin (23:00 UTC): the app's own monitor finds nothing to report.
     let clock = ManualClock::new(at("2026-11-30T22:00:00Z"));
-    let config = Config {
-        sla_check_interval_ms: 3_600_000,
-        ..crate::notify::notify_config()
-    };
+    let config = Config { sla_check_interval_ms: 3_600_000, ..crate::notify::notify_config() };
     let app = TestApp::spawn_with_clock(pool, config.clone(), Arc::new(clock.clone())).await;
     let tenant_id = tenant_of(&app).await;
-    sqlx::query("UPDATE tenants SET time_zone = 'Europe/Berlin', created_at = '2026-01-01T00:00:00Z' WHERE id = $1")
-        .bind(tenant_id)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE tenants SET time_zone = 'Europe/Berlin', created_at = '2026-01-01T00:00:00Z' WHERE id = $1",
+    )
+    .bind(tenant_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let (receiver, addr) = Receiver::start().await;
     let channel = app
-        .post("/v1/channels", &app.token, &json!({"name": "hook", "kind": "webhook", "url": format!("http://{addr}/hook")}))
+        .post(
+            "/v1/channels",
+            &app.token,
+            &json!({"name": "hook", "kind": "webhook", "url": format!("http://{addr}/hook")}),
+        )
         .await;
     body(channel, StatusCode::CREATED).await;
     let shop = domain(&app.pool, tenant_id, "https://shop.example/", Some(json!({"target": 99.9}))).await;
-    sqlx::query("UPDATE domains SET name = 'Shop <main>' WHERE id = $1").bind(shop).execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE domains SET name = 'Shop <main>' WHERE id = $1")
+        .bind(shop)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let api = domain(&app.pool, tenant_id, "https://api.example/", Some(json!({"target": 99.0}))).await;
     let blog = domain(&app.pool, tenant_id, "https://blog.example/", None).await;
     for d in [shop, api, blog] {
@@ -378,11 +426,15 @@ async fn the_monthly_report_is_sent_once_after_the_month_and_read_from_the_api(p
     clock.set(at("2026-12-15T00:00:00Z"));
     assert_eq!(reports(&monitor).await, 0);
 
-    eventually(WAIT, "the report delivered", || async { (!receiver.reports().is_empty()).then_some(()) }).await;
+    eventually(WAIT, "the report delivered", || async { (!receiver.reports().is_empty()).then_some(()) })
+        .await;
     let sent = receiver.reports();
     assert_eq!(sent.len(), 1);
     let sent = &sent[0];
-    assert_eq!(sent["summary"], "SLA report 2026-11 (Europe/Berlin): 3 domains, 1 of 2 SLOs met, 3 incidents");
+    assert_eq!(
+        sent["summary"],
+        "SLA report 2026-11 (Europe/Berlin): 3 domains, 1 of 2 SLOs met, 3 incidents"
+    );
     let details = &sent["details"];
     assert_eq!(details["month"], "2026-11");
     assert_eq!(details["period_start"], "2026-10-31T23:00:00Z");
@@ -401,8 +453,14 @@ async fn the_monthly_report_is_sent_once_after_the_month_and_read_from_the_api(p
     assert_eq!(lines[2]["slo_met"], Value::Null);
     let text = details["text"].as_str().unwrap();
     assert!(text.starts_with(sent["summary"].as_str().unwrap()), "{text}");
-    assert!(text.contains("SLO 99.9 % missed") && text.contains("MTTA 3m") && text.contains("MTTR 35m"), "{text}");
-    assert!(details["html"].as_str().unwrap().contains("Shop &#60;main&#62;") || details["html"].as_str().unwrap().contains("Shop &lt;main&gt;"));
+    assert!(
+        text.contains("SLO 99.9 % missed") && text.contains("MTTA 3m") && text.contains("MTTR 35m"),
+        "{text}"
+    );
+    assert!(
+        details["html"].as_str().unwrap().contains("Shop &#60;main&#62;")
+            || details["html"].as_str().unwrap().contains("Shop &lt;main&gt;")
+    );
 
     // The API reads the report as it was sent; the default month is the last one that ended.
     let json_report = body(app.get("/v1/reports/sla", &app.token).await, StatusCode::OK).await;
@@ -421,7 +479,11 @@ async fn the_monthly_report_is_sent_once_after_the_month_and_read_from_the_api(p
     assert_eq!(running["incidents"], 0);
 
     for (query, field) in [("month=2026-1", "month"), ("month=2027-01", "month"), ("format=pdf", "format")] {
-        let refused = body(app.get(&format!("/v1/reports/sla?{query}"), &app.token).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let refused = body(
+            app.get(&format!("/v1/reports/sla?{query}"), &app.token).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
         assert!(refused["error"]["fields"][field].is_string(), "{query}: {refused}");
     }
     // Another tenant's report holds its own domains only.
@@ -448,8 +510,11 @@ async fn the_cli_sets_a_tenants_time_zone(pool: PgPool) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(stdout.trim(), format!("tenant_id={tenant_id} time_zone=America/New_York"));
-    let stored: String =
-        sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1").bind(tenant_id).fetch_one(&pool).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(stored, "America/New_York");
     let refused = run("Mars/Olympus").await.unwrap();
     assert!(!refused.status.success());
