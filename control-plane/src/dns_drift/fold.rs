@@ -39,6 +39,9 @@ pub struct Change {
     pub rotation: bool,
 }
 
+/// One probe's answer: when, and the normalized set.
+pub type Probe = (DateTime<Utc>, Vec<String>);
+
 /// An answer set as stored and compared: sorted, deduplicated.
 pub fn normalize(mut addrs: Vec<String>) -> Vec<String> {
     addrs.sort();
@@ -51,7 +54,7 @@ pub fn normalize(mut addrs: Vec<String>) -> Vec<String> {
 /// confirmed, oldest first.
 pub fn fold(
     state: Option<RegionState>,
-    probes: &[(DateTime<Utc>, Vec<String>)],
+    probes: &[Probe],
     settings: &Settings,
 ) -> (Option<RegionState>, Vec<Change>) {
     let mut state = state;
@@ -123,7 +126,7 @@ mod tests {
         normalize(addrs.iter().map(|a| a.to_string()).collect())
     }
 
-    fn probes(sets: &[&[&str]]) -> Vec<(DateTime<Utc>, Vec<String>)> {
+    fn probes(sets: &[&[&str]]) -> Vec<Probe> {
         sets.iter().enumerate().map(|(i, s)| (at(i as i64 * 30), set(s))).collect()
     }
 
@@ -135,7 +138,9 @@ mod tests {
     fn changes_are_confirmed_after_stable_probes_only() {
         let three = Settings::default();
         // (probes, confirmed changes as (previous, current), known set at the end)
-        let cases: &[(&[&[&str]], &[(&[&str], &[&str])], &[&str])] = &[
+        type Sets = &'static [&'static [&'static str]];
+        type Pairs = &'static [(&'static [&'static str], &'static [&'static str])];
+        let cases: &[(Sets, Pairs, &[&str])] = &[
             (&[A, A, A], &[], A),
             (&[A, B, B, B], &[(A, B)], B),
             (&[A, B, B], &[], A),

@@ -79,7 +79,7 @@ pub async fn track(pool: &PgPool, region: &str, answers: &[DnsAnswer]) -> sqlx::
     if answers.is_empty() {
         return Ok(Tracked::default());
     }
-    let mut per_domain: BTreeMap<Uuid, Vec<(DateTime<Utc>, Vec<String>)>> = BTreeMap::new();
+    let mut per_domain: BTreeMap<Uuid, Vec<fold::Probe>> = BTreeMap::new();
     for answer in answers.iter().filter(|a| !a.addrs.is_empty()) {
         per_domain.entry(answer.domain_id).or_default().push((answer.observed_at, answer.addrs.clone()));
     }
