@@ -30,8 +30,6 @@ pub const EVENT_KINDS: &[&str] = &[
 
 /// Entries in one subscription list at most.
 pub const MAX_ENTRIES: usize = 50;
-/// Characters of one tag at most.
-pub const MAX_TAG_LEN: usize = 64;
 
 /// A channel's subscriptions; `None` is everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,16 +82,14 @@ pub fn parse_events(value: &Value) -> Result<Vec<String>, String> {
     Ok(events)
 }
 
-/// Parses `tags`: each 1 to [`MAX_TAG_LEN`] characters without whitespace or control characters
-/// (matched exactly against the domains' tags), deduplicated in the order given.
+/// Parses `tags`: each a domain tag by the domains' own rule ([`crate::domains::tags`]),
+/// normalized as a domain's tags are (trimmed, lowercased), deduplicated in the order given.
 pub fn parse_tags(value: &Value) -> Result<Vec<String>, String> {
-    let tags = string_list(value, "tags")?;
-    for tag in &tags {
-        let length = tag.chars().count();
-        if length == 0 || length > MAX_TAG_LEN || tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{tag:?} is not a tag: 1 to {MAX_TAG_LEN} characters without spaces or control characters"
-            ));
+    let mut tags: Vec<String> = Vec::new();
+    for raw in string_list(value, "tags")? {
+        let tag = crate::domains::tags::parse_tag(&raw).map_err(|rule| format!("{raw:?} is not a tag: it {rule}"))?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
         }
     }
     Ok(tags)
@@ -136,10 +132,10 @@ mod tests {
     #[test]
     fn tags_are_words() {
         assert_eq!(
-            parse_tags(&json!([" prod ", "team:payments", "prod"])).unwrap(),
+            parse_tags(&json!([" prod ", "team:payments", "Prod"])).unwrap(),
             ["prod", "team:payments"]
         );
-        for bad in [json!(["two words"]), json!([""]), json!(["x".repeat(65)]), json!(["a\u{7}"]), json!({})]
+        for bad in [json!(["two words"]), json!([""]), json!(["x".repeat(41)]), json!(["-lead"]), json!(["a\u{7}"]), json!({})]
         {
             assert!(parse_tags(&bad).is_err(), "{bad}");
         }
