@@ -176,6 +176,18 @@ async fn detect(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
         };
     let mut detect_ms = Vec::new();
     let mut missed = 0;
+    // A trial degraded before its step is a false alarm (its latency was still normal).
+    let early =
+        steps.iter().filter(|(d, stepped_at)| detected.get(d).is_some_and(|at| at < stepped_at)).count();
+    let detected: HashMap<Uuid, DateTime<Utc>> = if early == 0 {
+        detected
+    } else {
+        let mut after = HashMap::new();
+        for (domain, stepped_at) in &steps {
+            after.extend(degraded_at(&plane, &[*domain], *stepped_at).await?);
+        }
+        after
+    };
     for (domain, stepped_at) in &steps {
         match detected.get(domain) {
             Some(at) => {
@@ -228,9 +240,10 @@ async fn detect(args: &Args, scratch: &Scratch) -> anyhow::Result<Value> {
         "max_detect_ms": detect_ms.iter().copied().fold(0.0, f64::max),
         "missed": missed,
         "false_degraded": false_degraded,
+        "trials_degraded_before_step": early,
         "control_anomalous_runs_at_end": anomalous_at_end,
         "target_p95_ms": target_ms,
-        "target_met": missed == 0 && false_degraded == 0 && p95 <= target_ms,
+        "target_met": missed == 0 && early == 0 && false_degraded == 0 && p95 <= target_ms,
     }))
 }
 

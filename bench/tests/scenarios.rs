@@ -68,7 +68,7 @@ fn run(args: &str) -> Value {
 /// The scenarios with a short form below. `demo` is the walkthrough `./demo.sh` runs (the
 /// `control-plane`, `probe-agent` and `certs` binaries as child processes, for minutes), not a
 /// measurement.
-const SHORT_FORMS: [&str; 13] = [
+const SHORT_FORMS: [&str; 14] = [
     "config-propagation",
     "catalog-cold-load",
     "probe-throughput",

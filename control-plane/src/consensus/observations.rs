@@ -721,7 +721,8 @@ mod tests {
     fn latencies_of_successes_are_kept_oldest_first_across_batches_and_merges() {
         let d = Uuid::now_v7();
         let base = Utc::now().timestamp_micros();
-        let timed = |at: i64, ok: bool, ms: u32| ProbeResult { total_us: ms * 1000, ..result(d, base + at, ok) };
+        let timed =
+            |at: i64, ok: bool, ms: u32| ProbeResult { total_us: ms * 1000, ..result(d, base + at, ok) };
         let batch = |results| Batch { results, ..Default::default() };
         // Out of order in the batch, a failure among them: sorted by start, failures left out.
         let first = ObservedBatch::from_batch(
