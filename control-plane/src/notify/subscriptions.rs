@@ -87,7 +87,8 @@ pub fn parse_events(value: &Value) -> Result<Vec<String>, String> {
 pub fn parse_tags(value: &Value) -> Result<Vec<String>, String> {
     let mut tags: Vec<String> = Vec::new();
     for raw in string_list(value, "tags")? {
-        let tag = crate::domains::tags::parse_tag(&raw).map_err(|rule| format!("{raw:?} is not a tag: it {rule}"))?;
+        let tag = crate::domains::tags::parse_tag(&raw)
+            .map_err(|rule| format!("{raw:?} is not a tag: it {rule}"))?;
         if !tags.contains(&tag) {
             tags.push(tag);
         }
@@ -135,8 +136,14 @@ mod tests {
             parse_tags(&json!([" prod ", "team:payments", "Prod"])).unwrap(),
             ["prod", "team:payments"]
         );
-        for bad in [json!(["two words"]), json!([""]), json!(["x".repeat(41)]), json!(["-lead"]), json!(["a\u{7}"]), json!({})]
-        {
+        for bad in [
+            json!(["two words"]),
+            json!([""]),
+            json!(["x".repeat(41)]),
+            json!(["-lead"]),
+            json!(["a\u{7}"]),
+            json!({}),
+        ] {
             assert!(parse_tags(&bad).is_err(), "{bad}");
         }
     }
