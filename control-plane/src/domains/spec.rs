@@ -175,6 +175,24 @@ impl FieldErrors {
         self.0.entry(field.to_owned()).or_insert_with(|| message.into());
     }
 
+    /// A settings object parsed by `parse` (`None` when the field is absent), or `None` with
+    /// each of the problems `parse` names (`flap.enter_transitions`, `slo.target`, …) added.
+    fn settings<T>(
+        &mut self,
+        value: Option<&Value>,
+        parse: impl FnOnce(&Value) -> Result<T, Vec<(String, String)>>,
+    ) -> Option<T> {
+        match parse(value?) {
+            Ok(settings) => Some(settings),
+            Err(problems) => {
+                for (name, message) in problems {
+                    self.add(&name, message);
+                }
+                None
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -372,19 +390,9 @@ impl DomainSpec {
             }),
         };
 
-        let flap = match field("flap") {
-            None => None,
-            Some(v) => match flap::Overrides::parse(v, &policy.flap) {
-                Ok(overrides) => Some(overrides).filter(|o| !o.is_empty()),
-                Err(problems) => {
-                    for (name, message) in problems {
-                        errors.add(&name, message);
-                    }
-                    None
-                }
-            },
-        };
-
+        let flap = errors
+            .settings(field("flap"), |v| flap::Overrides::parse(v, &policy.flap))
+            .filter(|o| !o.is_empty());
         let tags = match field("tags") {
             None => Vec::new(),
             Some(v) => super::tags::parse("tags", v).unwrap_or_else(|(name, message)| {
@@ -392,42 +400,11 @@ impl DomainSpec {
                 Vec::new()
             }),
         };
-        let dns_drift = match field("dns_drift") {
-            None => None,
-            Some(v) => match crate::dns_drift::Settings::parse(v) {
-                Ok(settings) => Some(settings),
-                Err(problems) => {
-                    for (name, message) in problems {
-                        errors.add(&name, message);
-                    }
-                    None
-                }
-            },
-        };
-        let slo = match field("slo") {
-            None => None,
-            Some(v) => match crate::sla::Slo::parse(v) {
-                Ok(slo) => Some(slo),
-                Err(problems) => {
-                    for (name, message) in problems {
-                        errors.add(&name, message);
-                    }
-                    None
-                }
-            },
-        };
-        let degraded = match field("degraded") {
-            None => None,
-            Some(v) => match crate::degraded::Overrides::parse(v, &policy.degraded) {
-                Ok(overrides) => Some(overrides).filter(|o| !o.is_empty()),
-                Err(problems) => {
-                    for (name, message) in problems {
-                        errors.add(&name, message);
-                    }
-                    None
-                }
-            },
-        };
+        let dns_drift = errors.settings(field("dns_drift"), crate::dns_drift::Settings::parse);
+        let slo = errors.settings(field("slo"), crate::sla::Slo::parse);
+        let degraded = errors
+            .settings(field("degraded"), |v| crate::degraded::Overrides::parse(v, &policy.degraded))
+            .filter(|o| !o.is_empty());
         if json_check.is_some() && keyword.is_some() {
             errors.add("json", "cannot be combined with keyword: choose one body check");
         }
