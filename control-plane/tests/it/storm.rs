@@ -194,7 +194,14 @@ async fn a_burst_is_grouped_and_an_isolated_alert_is_not_delayed(pool: PgPool) {
     let transitions = group["transitions"].as_array().unwrap();
     assert_eq!(transitions.len(), 11);
     let summary = group["summary"].as_str().unwrap();
-    assert!(summary.starts_with("11 domains down; in common: all 11 in ams, iad, sin"), "{summary}");
+    // The application's own consensus round may evaluate a domain once two of its three regions
+    // are recorded (a quorum), so an incident may open with two regions: the three regions stay
+    // the facts most of the group shares.
+    let common = summary.strip_prefix("11 domains down; in common: ").unwrap_or_else(|| panic!("{summary}"));
+    let sharing =
+        common.split_once(" in ams, iad, sin").map(|(n, _)| n).unwrap_or_else(|| panic!("{summary}"));
+    let sharing = if sharing == "all 11" { 11 } else { sharing.trim_end_matches(" of 11").parse().unwrap() };
+    assert!(sharing > 11 / 2, "{summary}");
     // Each element is exactly what the notification alone would have been: its outbox row's
     // payload with its own id and dedup key; the rows are delivered as part of the group.
     type Row = (Uuid, String, Value, Option<Uuid>);
