@@ -18,21 +18,9 @@ impl Consensus {
     /// because a region saw its latency jump, at most once per
     /// `degraded_confirmation_interval_ms` per domain (across replicas, through Redis).
     pub async fn confirm_anomaly(&self, domain_id: Uuid, regions: Vec<String>) {
-        let ms = self.settings.anomaly_confirmation_interval.as_millis() as i64;
         let key = format!("{}:latency", self.keys.confirmation_lock(&domain_id.to_string()));
-        let lock: Result<Option<String>, _> =
-            self.redis.set(key, 1, Some(Expiration::PX(ms.max(1))), Some(SetOptions::NX), false).await;
-        match lock {
-            Ok(None) => {
-                self.metrics.confirmation("latency_rate_limited");
-                return;
-            }
-            Ok(Some(_)) => {}
-            Err(error) => {
-                self.metrics.confirmation("error");
-                self.error("confirmation", &error);
-                return;
-            }
+        if !self.take_slot(key, self.settings.anomaly_confirmation_interval, "latency_rate_limited").await {
+            return;
         }
         let request = ProbeRequest {
             domain_id: DomainId(domain_id),
@@ -51,28 +39,9 @@ impl Consensus {
         if others.is_empty() {
             return;
         }
-        let ms = self.settings.confirmation_min_interval.as_millis() as i64;
-        let lock: Result<Option<String>, _> = self
-            .redis
-            .set(
-                self.keys.confirmation_lock(&domain_id.to_string()),
-                1,
-                Some(Expiration::PX(ms.max(1))),
-                Some(SetOptions::NX),
-                false,
-            )
-            .await;
-        match lock {
-            Ok(None) => {
-                self.metrics.confirmation("rate_limited");
-                return;
-            }
-            Ok(Some(_)) => {}
-            Err(error) => {
-                self.metrics.confirmation("error");
-                self.error("confirmation", &error);
-                return;
-            }
+        let key = self.keys.confirmation_lock(&domain_id.to_string());
+        if !self.take_slot(key, self.settings.confirmation_min_interval, "rate_limited").await {
+            return;
         }
         let request = ProbeRequest {
             domain_id: DomainId(domain_id),
@@ -82,6 +51,26 @@ impl Consensus {
             config: None,
         };
         self.publish_request(domain_id, &request, "published").await;
+    }
+
+    /// Takes the rate-limit slot `key` for `interval` (`SET NX PX`, shared by every replica):
+    /// false when it is already taken (counted as `limited`) or Redis failed (counted and logged).
+    async fn take_slot(&self, key: String, interval: std::time::Duration, limited: &str) -> bool {
+        let ms = (interval.as_millis() as i64).max(1);
+        let lock: Result<Option<String>, _> =
+            self.redis.set(key, 1, Some(Expiration::PX(ms)), Some(SetOptions::NX), false).await;
+        match lock {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                self.metrics.confirmation(limited);
+                false
+            }
+            Err(error) => {
+                self.metrics.confirmation("error");
+                self.error("confirmation", &error);
+                false
+            }
+        }
     }
 
     /// Publishes a confirmation request, counted as `outcome` once published.
