@@ -419,6 +419,7 @@ impl Consensus {
             .map(|c| flap::Candidate {
                 domain_id: c.subject.domain_id,
                 from: c.from.as_str(),
+                to: c.to.as_str(),
                 at: c.at,
                 settings: &c.flap,
             })

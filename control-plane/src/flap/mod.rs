@@ -5,9 +5,15 @@
 //! what happened. When it has been stable long enough it leaves flap mode with one
 //! `domain_stabilized` notice.
 //!
-//! **Score: transitions per rolling window** — the confirmed transitions between known states
-//! (from `up`, `down` or `degraded`; `unknown → x` does not count: a domain whose latency
-//! keeps crossing its anomaly threshold flaps like one whose probes keep failing) in `(now - window, now]`. It is easy to
+//! **Two kinds, each with its own flap mode** ([`Kind`]): *availability* (`down`: a change to or
+//! from `down`) and *latency* (`degraded`: a change between `up` and `degraded`). A domain
+//! whose response time keeps crossing its anomaly threshold holds only its slow-response
+//! alerts; its outages are still announced (and the other way round). A change is assessed
+//! under its own kind only, and holds the notifications of the incidents it resolves and opens.
+//!
+//! **Score: transitions per rolling window** — the confirmed transitions of the kind between
+//! known states (from `up`, `down` or `degraded`; `unknown → x` does not count) in
+//! `(now - window, now]`. It is easy to
 //! explain to an operator ("6 state changes in the last 60 min"), it does not depend on the probe
 //! interval (it counts consensus transitions, not probe results), and it bounds the messages a
 //! domain can cause: outside flap mode fewer than `enter` transitions per window are notified.
@@ -50,6 +56,52 @@ pub use settings::{Overrides, Settings, MAX_WINDOW_S};
 pub use sweeper::Sweeper;
 
 pub use crate::incidents::Alert;
+
+/// Which flap mode a change belongs to: availability (`down`) or latency (`degraded`). Stored
+/// in `flap_periods.kind`; a domain has at most one open period of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A change to or from `down` (`unknown → up` too, though it never counts).
+    Down,
+    /// A change between `up` and `degraded` (and `unknown → degraded`).
+    Degraded,
+}
+
+impl Kind {
+    /// The kind of a change from `from` to `to` (states as stored).
+    pub fn of(from: &str, to: &str) -> Kind {
+        if from == "down" || to == "down" || (from == "unknown" && to == "up") {
+            Kind::Down
+        } else {
+            Kind::Degraded
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Down => "down",
+            Kind::Degraded => "degraded",
+        }
+    }
+
+    /// The kind of a stored `flap_periods.kind`.
+    pub fn parse(kind: &str) -> Kind {
+        if kind == "degraded" {
+            Kind::Degraded
+        } else {
+            Kind::Down
+        }
+    }
+}
+
+/// SQL: the kind ([`Kind::as_str`]) of the `domain_transitions` row aliased `t`, as
+/// [`Kind::of`] decides it.
+pub(crate) const TRANSITION_KIND_SQL: &str = "(CASE WHEN t.from_state = 'down' OR t.to_state = 'down'
+       OR (t.from_state = 'unknown' AND t.to_state = 'up') THEN 'down' ELSE 'degraded' END)";
+
+/// SQL: whether the `domain_transitions` row aliased `t` counts toward a score.
+pub(crate) const COUNTS_SQL: &str = "t.from_state IN ('up', 'down', 'degraded')";
 use crate::incidents::{self, Subject};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notification};
@@ -83,53 +135,63 @@ pub fn settings_for(
     }
 }
 
-/// A domain's score at `now`: transitions from `up` or `down` in `(now - window, now]`, and
-/// the time of its latest transition (of any kind) in that window.
+/// A domain's score of `kind` at `now`: its transitions of that kind from a known state in
+/// `(now - window, now]`, and the time of the latest transition of that kind in the window.
 pub async fn score(
     conn: &mut PgConnection,
     domain_id: Uuid,
+    kind: Kind,
     now: DateTime<Utc>,
     window: std::time::Duration,
 ) -> sqlx::Result<(u32, Option<DateTime<Utc>>)> {
     let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    let (count, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE from_state IN ('up', 'down', 'degraded')), max(at) FROM domain_transitions
-         WHERE domain_id = $1 AND at > $2 AND at <= $3",
-    )
+    let (count, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE {COUNTS_SQL}), max(t.at) FROM domain_transitions t
+         WHERE t.domain_id = $1 AND t.at > $2 AND t.at <= $3 AND {TRANSITION_KIND_SQL} = $4"
+    ))
     .bind(domain_id)
     .bind(start)
     .bind(now)
+    .bind(kind.as_str())
     .fetch_one(&mut *conn)
     .await?;
     Ok((u32::try_from(count).unwrap_or(u32::MAX), last))
 }
 
-/// A span a domain spent (or spends) in flap mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// A span a domain spent (or spends) in flap mode of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Period {
     pub id: Uuid,
+    pub kind: Kind,
     pub entered_at: DateTime<Utc>,
     pub entered_score: i32,
 }
 
-/// The domain's open flap period, if it is flapping.
-pub async fn open_period(conn: &mut PgConnection, domain_id: Uuid) -> sqlx::Result<Option<Period>> {
-    sqlx::query_as(
-        "SELECT id, entered_at, entered_score FROM flap_periods WHERE domain_id = $1 AND left_at IS NULL",
+/// The domain's open flap period of `kind`, if it is flapping so.
+pub async fn open_period(
+    conn: &mut PgConnection,
+    domain_id: Uuid,
+    kind: Kind,
+) -> sqlx::Result<Option<Period>> {
+    let row: Option<(Uuid, DateTime<Utc>, i32)> = sqlx::query_as(
+        "SELECT id, entered_at, entered_score FROM flap_periods
+         WHERE domain_id = $1 AND kind = $2 AND left_at IS NULL",
     )
     .bind(domain_id)
+    .bind(kind.as_str())
     .fetch_optional(&mut *conn)
-    .await
+    .await?;
+    Ok(row.map(|(id, entered_at, entered_score)| Period { id, kind, entered_at, entered_score }))
 }
 
-/// A confirmed transition of a domain into `up` or `down`.
+/// A confirmed transition of a domain into `up`, `down` or `degraded`.
 #[derive(Debug, Clone)]
 pub struct Transition<'a> {
     pub subject: &'a Subject,
     pub at: DateTime<Utc>,
-    /// `unknown`, `up` or `down`.
+    /// `unknown`, `up`, `down` or `degraded`.
     pub from: &'a str,
-    /// `up` or `down`.
+    /// `up`, `down` or `degraded`.
     pub to: &'a str,
     /// The regions whose observations decided it (the voters given to the incident).
     pub regions: &'a Value,
@@ -138,10 +200,12 @@ pub struct Transition<'a> {
 /// What flap detection says about one transition, before its incident is written.
 #[derive(Debug, Clone)]
 pub struct Assessment {
+    /// The kind of the change, under which it was assessed.
+    pub kind: Kind,
     pub settings: Settings,
-    /// Transitions in the window ending at the transition, itself included.
+    /// Transitions of its kind in the window ending at the transition, itself included.
     pub score: u32,
-    /// The flap period open before the transition.
+    /// The flap period of its kind open before the transition.
     pub period: Option<Period>,
     pub decision: Decision,
 }
@@ -158,18 +222,19 @@ impl Assessment {
 }
 
 /// A transition about to be written, as flap detection needs it: the domain, the state it
-/// leaves (`unknown`, `up` or `down`), when, and the domain's settings.
+/// leaves (`unknown`, `up`, `down` or `degraded`) and enters, when, and the domain's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     pub domain_id: Uuid,
     pub from: &'a str,
+    pub to: &'a str,
     pub at: DateTime<Utc>,
     pub settings: &'a Settings,
 }
 
 /// Step one of the transitions of a batch of domains (inside evaluate's transaction, under
-/// their row locks), in one statement: scores each domain with its transition included and
-/// decides. One assessment per candidate, in order.
+/// their row locks), in one statement: scores each domain under its transition's kind with the
+/// transition included and decides. One assessment per candidate, in order.
 pub async fn assess_many(
     tx: &mut PgConnection,
     candidates: &[Candidate<'_>],
@@ -179,37 +244,44 @@ pub async fn assess_many(
     }
     let ids: Vec<Uuid> = candidates.iter().map(|c| c.domain_id).collect();
     let ats: Vec<DateTime<Utc>> = candidates.iter().map(|c| c.at).collect();
+    let kinds: Vec<Kind> = candidates.iter().map(|c| Kind::of(c.from, c.to)).collect();
+    let kind_names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = candidates
         .iter()
         .map(|c| c.at - chrono::Duration::from_std(c.settings.window).unwrap_or(chrono::Duration::MAX))
         .collect();
     type Row = (i64, i64, Option<Uuid>, Option<DateTime<Utc>>, Option<i32>);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT u.ord,
-                (SELECT count(*) FILTER (WHERE t.from_state IN ('up', 'down', 'degraded')) FROM domain_transitions t
-                 WHERE t.domain_id = u.domain_id AND t.at > u.start AND t.at <= u.at),
+                (SELECT count(*) FILTER (WHERE {COUNTS_SQL}) FROM domain_transitions t
+                 WHERE t.domain_id = u.domain_id AND t.at > u.start AND t.at <= u.at
+                   AND {TRANSITION_KIND_SQL} = u.kind),
                 p.id, p.entered_at, p.entered_score
-         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS u(domain_id, start, at, ord)
-         LEFT JOIN flap_periods p ON p.domain_id = u.domain_id AND p.left_at IS NULL
-         ORDER BY u.ord",
-    )
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[])
+              WITH ORDINALITY AS u(domain_id, start, at, kind, ord)
+         LEFT JOIN flap_periods p ON p.domain_id = u.domain_id AND p.kind = u.kind AND p.left_at IS NULL
+         ORDER BY u.ord"
+    ))
     .bind(&ids)
     .bind(&starts)
     .bind(&ats)
+    .bind(&kind_names)
     .fetch_all(&mut *tx)
     .await?;
     let mut assessments = Vec::with_capacity(candidates.len());
-    for (c, (_, earlier, period_id, entered_at, entered_score)) in candidates.iter().zip(rows) {
+    for ((c, kind), (_, earlier, period_id, entered_at, entered_score)) in
+        candidates.iter().zip(kinds).zip(rows)
+    {
         let period = match (period_id, entered_at, entered_score) {
             (Some(id), Some(entered_at), Some(entered_score)) => {
-                Some(Period { id, entered_at, entered_score })
+                Some(Period { id, kind, entered_at, entered_score })
             }
             _ => None,
         };
         let earlier = u32::try_from(earlier).unwrap_or(u32::MAX);
         let score = earlier.saturating_add(u32::from(matches!(c.from, "up" | "down" | "degraded")));
         let decision = decide(period.is_some(), score, Some(c.at), c.at, c.settings);
-        assessments.push(Assessment { settings: *c.settings, score, period, decision });
+        assessments.push(Assessment { kind, settings: *c.settings, score, period, decision });
     }
     Ok(assessments)
 }
@@ -268,31 +340,42 @@ async fn apply(
         (Decision::Enter, _) => {
             let id = Uuid::now_v7();
             sqlx::query(
-                "INSERT INTO flap_periods (id, tenant_id, domain_id, entered_at, entered_score)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO flap_periods (id, tenant_id, domain_id, kind, entered_at, entered_score)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
             .bind(subject.tenant_id)
             .bind(subject.domain_id)
+            .bind(assessment.kind.as_str())
             .bind(transition.at)
             .bind(i32::try_from(assessment.score).unwrap_or(i32::MAX))
             .execute(&mut *tx)
             .await?;
             let settings = &assessment.settings;
+            let what = match assessment.kind {
+                Kind::Down => format!(
+                    "{} is flapping: {} state changes in the last {}; individual alerts are held and a digest will follow",
+                    subject.url,
+                    assessment.score,
+                    describe_duration(settings.window_s()),
+                ),
+                Kind::Degraded => format!(
+                    "{}'s response time is flapping: {} changes between up and degraded in the last {}; slow-response alerts are held (outage alerts are not) and a digest will follow",
+                    subject.url,
+                    assessment.score,
+                    describe_duration(settings.window_s()),
+                ),
+            };
             let notification = Notification {
                 kind: "domain_flapping".into(),
                 tenant_id: subject.tenant_id,
                 domain_id: Some(subject.domain_id),
                 url: Some(subject.url.clone()),
                 incident_id: None,
-                summary: format!(
-                    "{} is flapping: {} state changes in the last {}; individual alerts are held and a digest will follow",
-                    subject.url,
-                    assessment.score,
-                    describe_duration(settings.window_s()),
-                ),
+                summary: what,
                 details: json!({
                     "flap_period_id": id,
+                    "flap_kind": assessment.kind,
                     "score": assessment.score,
                     "window_s": settings.window_s(),
                     "enter_transitions": settings.enter,
@@ -324,9 +407,10 @@ async fn apply(
 }
 
 /// Closes the open flap `period` at `at`, settled in `settled` (the domain's state), with its
-/// `domain_stabilized` notice (`flap:<period>:left`); when it settled `down` with
-/// `open_incident`, that incident's `incident_opened` notification (`incident:<id>:opened`,
-/// so once only). Returns false when the period was already closed.
+/// `domain_stabilized` notice (`flap:<period>:left`); when it settled `down` or `degraded` with
+/// `open_incident` and no open period of the incident's kind holds it, that incident's
+/// `incident_opened` notification (`incident:<id>:opened`, so once only). Returns false when
+/// the period was already closed.
 #[allow(clippy::too_many_arguments)]
 pub async fn leave(
     tx: &mut PgConnection,
@@ -352,9 +436,12 @@ pub async fn leave(
         return Ok(false);
     }
     let summary = if settings.enabled {
+        let who = match period.kind {
+            Kind::Down => subject.url.clone(),
+            Kind::Degraded => format!("{}'s response time", subject.url),
+        };
         format!(
-            "{} is no longer flapping and settled {settled}: {score} state changes in the last {}; individual alerts resume",
-            subject.url,
+            "{who} is no longer flapping and settled {settled}: {score} state changes in the last {}; individual alerts resume",
             describe_duration(settings.window_s()),
         )
     } else {
@@ -372,6 +459,7 @@ pub async fn leave(
         summary,
         details: json!({
             "flap_period_id": period.id,
+            "flap_kind": period.kind,
             "entered_at": period.entered_at,
             "entered_score": period.entered_score,
             "settled": settled,
@@ -384,13 +472,19 @@ pub async fn leave(
     };
     notify::enqueue(tx, &notification, &format!("flap:{}:left", period.id)).await?;
     if let (Some(incident), "down" | "degraded") = (open_incident, settled) {
-        incidents::notify_opened(tx, subject, incident).await?;
+        // The open incident is of the settled state's kind; another open period of that kind
+        // still holds it.
+        let incident_kind = if settled == "down" { Kind::Down } else { Kind::Degraded };
+        if incident_kind == period.kind || open_period(tx, subject.domain_id, incident_kind).await?.is_none()
+        {
+            incidents::notify_opened(tx, subject, incident).await?;
+        }
     }
     Ok(true)
 }
 
-/// Closes the domain's open flap period, if any, because monitoring stopped (`settled`:
-/// `paused` or `deleted`), without notices. Returns the periods closed (0 or 1).
+/// Closes the domain's open flap periods (of both kinds), because monitoring stopped
+/// (`settled`: `paused` or `deleted`), without notices. Returns the periods closed (0 to 2).
 pub async fn close_for_domain(
     tx: &mut PgConnection,
     domain_id: Uuid,
@@ -409,19 +503,33 @@ pub async fn close_for_domain(
     .rows_affected())
 }
 
-/// A domain's flap mode as the status API shows it.
+/// A domain's flap modes as the status API shows them: availability at the top level (as
+/// before latency had its own), latency under `degraded`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     pub enabled: bool,
+    /// In availability flap mode (changes to or from `down`).
     pub flapping: bool,
-    /// When the open flap period began.
+    /// When the open availability flap period began.
     pub since: Option<DateTime<Utc>>,
-    /// Transitions in the window ending now.
+    /// Availability transitions in the window ending now.
     pub score: u32,
+    /// Latency flap mode (changes between `up` and `degraded`).
+    pub degraded: KindStatus,
     pub window_s: u64,
     pub enter_transitions: u32,
     pub leave_transitions: u32,
     pub quiet_s: u64,
+}
+
+/// One kind's flap mode in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindStatus {
+    pub flapping: bool,
+    /// When the open period began.
+    pub since: Option<DateTime<Utc>>,
+    /// Transitions of the kind in the window ending now.
+    pub score: u32,
 }
 
 /// The domain's flap status at `now` under `settings`.
@@ -431,13 +539,20 @@ pub async fn status(
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Status> {
-    let period = open_period(conn, domain_id).await?;
-    let (score, _) = score(conn, domain_id, now, settings.window).await?;
+    let mut kinds = Vec::with_capacity(2);
+    for kind in [Kind::Down, Kind::Degraded] {
+        let period = open_period(conn, domain_id, kind).await?;
+        let (score, _) = score(conn, domain_id, kind, now, settings.window).await?;
+        kinds.push(KindStatus { flapping: period.is_some(), since: period.map(|p| p.entered_at), score });
+    }
+    let degraded = kinds.pop().expect("two kinds");
+    let down = kinds.pop().expect("two kinds");
     Ok(Status {
         enabled: settings.enabled,
-        flapping: period.is_some(),
-        since: period.map(|p| p.entered_at),
-        score,
+        flapping: down.flapping,
+        since: down.since,
+        score: down.score,
+        degraded,
         window_s: settings.window_s(),
         enter_transitions: settings.enter,
         leave_transitions: settings.leave,
@@ -448,6 +563,24 @@ pub async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_to_or_from_down_is_availability_and_between_up_and_degraded_is_latency() {
+        for (from, to, kind) in [
+            ("up", "down", Kind::Down),
+            ("down", "up", Kind::Down),
+            ("degraded", "down", Kind::Down),
+            ("down", "degraded", Kind::Down),
+            ("unknown", "down", Kind::Down),
+            ("unknown", "up", Kind::Down),
+            ("up", "degraded", Kind::Degraded),
+            ("degraded", "up", Kind::Degraded),
+            ("unknown", "degraded", Kind::Degraded),
+        ] {
+            assert_eq!(Kind::of(from, to), kind, "{from} → {to}");
+            assert_eq!(Kind::parse(kind.as_str()), kind);
+        }
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -10,7 +10,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{decide, leave, open_period, score, settings_for, Decision, Settings};
+use super::{
+    decide, leave, open_period, score, settings_for, Decision, Kind, Settings, COUNTS_SQL,
+    TRANSITION_KIND_SQL,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::incidents::Subject;
@@ -80,8 +83,8 @@ impl Sweeper {
     /// for the next check; only failing to list the periods is an error.
     pub async fn check(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let mut left = 0;
-        for (period_id, domain_id) in self.candidates(now).await? {
-            match self.check_one(period_id, domain_id, now).await {
+        for (period_id, domain_id, kind) in self.candidates(now).await? {
+            match self.check_one(period_id, domain_id, kind, now).await {
                 Ok(Checked::Left) => left += 1,
                 Ok(Checked::Busy) => tracing::debug!(%domain_id, "flap check skipped a locked domain"),
                 Ok(Checked::Stayed | Checked::Gone) => {}
@@ -99,10 +102,10 @@ impl Sweeper {
     /// flapping domains stay, and a check of each under its locks cost six round trips per
     /// domain per sweep (0.3 s a sweep for 1,000 flapping domains). [`Sweeper::check_one`]
     /// decides again under the locks, so a stale read only delays an exit to the next sweep.
-    async fn candidates(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
-        let open: Vec<(Uuid, Uuid, Option<Value>)> = sqlx::query_as(
-            "SELECT p.id, p.domain_id, d.flap FROM flap_periods p LEFT JOIN domains d ON d.id = p.domain_id
-             WHERE p.left_at IS NULL ORDER BY p.domain_id",
+    async fn candidates(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<(Uuid, Uuid, Kind)>> {
+        let open: Vec<(Uuid, Uuid, String, Option<Value>)> = sqlx::query_as(
+            "SELECT p.id, p.domain_id, p.kind, d.flap FROM flap_periods p LEFT JOIN domains d ON d.id = p.domain_id
+             WHERE p.left_at IS NULL ORDER BY p.domain_id, p.kind",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -112,24 +115,27 @@ impl Sweeper {
         // Unreadable settings fall back to the global ones here; `check_one` reports them.
         let settings: Vec<Settings> = open
             .iter()
-            .map(|(_, _, stored)| {
+            .map(|(_, _, _, stored)| {
                 self.settings.for_domain(stored.as_ref()).unwrap_or_else(|(fallback, _)| fallback)
             })
             .collect();
-        let ids: Vec<Uuid> = open.iter().map(|(_, domain, _)| *domain).collect();
+        let ids: Vec<Uuid> = open.iter().map(|(_, domain, _, _)| *domain).collect();
+        let kinds: Vec<&str> = open.iter().map(|(_, _, kind, _)| kind.as_str()).collect();
         let starts: Vec<DateTime<Utc>> = settings
             .iter()
             .map(|s| now - chrono::Duration::from_std(s.window).unwrap_or(chrono::Duration::MAX))
             .collect();
-        let scores: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT count(t.at) FILTER (WHERE t.from_state IN ('up', 'down', 'degraded')), max(t.at)
-             FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS k(domain_id, start, i)
+        let scores: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
+            "SELECT count(t.at) FILTER (WHERE {COUNTS_SQL}), max(t.at)
+             FROM unnest($1::uuid[], $2::timestamptz[], $4::text[]) WITH ORDINALITY AS k(domain_id, start, kind, i)
              LEFT JOIN domain_transitions t ON t.domain_id = k.domain_id AND t.at > k.start AND t.at <= $3
-             GROUP BY k.i ORDER BY k.i",
-        )
+                                           AND {TRANSITION_KIND_SQL} = k.kind
+             GROUP BY k.i ORDER BY k.i"
+        ))
         .bind(&ids)
         .bind(&starts)
         .bind(now)
+        .bind(&kinds)
         .fetch_all(&self.pool)
         .await?;
         anyhow::ensure!(scores.len() == open.len(), "one score per open flap period");
@@ -141,7 +147,7 @@ impl Sweeper {
                 let score = u32::try_from(*count).unwrap_or(u32::MAX);
                 decide(true, score, *last, now, settings) == Decision::Leave
             })
-            .map(|(((period, domain, _), _), _)| (*period, *domain))
+            .map(|(((period, domain, kind, _), _), _)| (*period, *domain, Kind::parse(kind)))
             .collect())
     }
 
@@ -149,6 +155,7 @@ impl Sweeper {
         &self,
         period_id: Uuid,
         domain_id: Uuid,
+        kind: Kind,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Checked> {
         let mut tx = self.pool.begin().await?;
@@ -186,12 +193,12 @@ impl Sweeper {
             return Ok(if exists { Checked::Busy } else { Checked::Gone });
         };
         // Read again under the lock: an evaluation or another replica may have closed it.
-        let Some(period) = open_period(&mut tx, domain_id).await?.filter(|p| p.id == period_id) else {
+        let Some(period) = open_period(&mut tx, domain_id, kind).await?.filter(|p| p.id == period_id) else {
             tx.rollback().await?;
             return Ok(Checked::Gone);
         };
         let settings = settings_for(&self.settings, stored.as_ref(), domain_id, &self.metrics);
-        let (score, last) = score(&mut tx, domain_id, now, settings.window).await?;
+        let (score, last) = score(&mut tx, domain_id, kind, now, settings.window).await?;
         if decide(true, score, last, now, &settings) != Decision::Leave {
             // Ended now: a dropped transaction keeps its row locks until the pool's background
             // rollback, and meanwhile an evaluation waits and another replica's check skips it.
@@ -205,7 +212,7 @@ impl Sweeper {
             return Ok(Checked::Gone);
         }
         self.metrics.flap_exits.inc();
-        tracing::info!(%domain_id, period_id = %period.id, settled = state, score, "domain left flap mode");
+        tracing::info!(%domain_id, period_id = %period.id, kind = kind.as_str(), settled = state, score, "domain left flap mode");
         Ok(Checked::Left)
     }
 }

@@ -318,6 +318,26 @@ pub struct Incident {
     pub updates: Vec<Update>,
 }
 
+/// A maintenance window's occurrence as the page shows it: under way, or starting within
+/// [`MAINTENANCE_AHEAD_DAYS`]. Only the window's title and times are public, never its
+/// description or scope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Maintenance {
+    pub title: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// Under way now (`starts_at <= now < ends_at`).
+    pub active: bool,
+    /// The names of the page's components it covers, in page order.
+    pub components: Vec<String>,
+}
+
+/// How far ahead a page announces scheduled maintenance, in days.
+pub const MAINTENANCE_AHEAD_DAYS: i64 = 7;
+
+/// Maintenance occurrences a page lists at most.
+pub const MAINTENANCE_LIMIT: usize = 20;
+
 /// A status page's whole public content.
 #[derive(Debug, Clone, Serialize)]
 pub struct Page {
@@ -330,6 +350,8 @@ pub struct Page {
     pub components: Vec<Component>,
     pub active_incidents: Vec<Incident>,
     pub incident_history: Vec<Incident>,
+    /// Maintenance under way, then scheduled within [`MAINTENANCE_AHEAD_DAYS`], by start.
+    pub maintenance: Vec<Maintenance>,
     pub generated_at: DateTime<Utc>,
     /// The live position this content reflects: its event stream resumes after it.
     pub last_event_id: String,
@@ -355,6 +377,49 @@ mod tests {
         assert_eq!(c("down", false, true), Level::MajorOutage);
         assert_eq!(c("down", true, false), Level::Maintenance);
         assert_eq!(c("unknown", false, false), Level::Unknown);
+    }
+
+    #[test]
+    fn a_page_lists_maintenance_under_way_then_scheduled_within_a_week_for_its_components() {
+        let now = at(0, 12);
+        let (a, b, elsewhere) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let row = |domain, name: &str| ComponentRow {
+            id: Uuid::now_v7(),
+            domain_id: domain,
+            name: name.into(),
+            group_name: None,
+            reveal: Vec::new(),
+            url: String::new(),
+            paused: false,
+            consensus: "up".into(),
+            since: None,
+            maintenance: false,
+        };
+        let window = |title: &str, start: DateTime<Utc>, hours: i64, domains: Vec<Uuid>| MaintenanceRow {
+            title: title.into(),
+            starts_at: start,
+            ends_at: start + Duration::hours(hours),
+            domain_ids: domains,
+        };
+        let inputs = Inputs {
+            components: vec![row(a, "API"), row(b, "Web")],
+            maintenance: vec![
+                window("Over", at(0, 9), 2, vec![a]),
+                window("Next week", at(6, 11), 1, vec![b, a]),
+                window("Too far", at(8, 11), 1, vec![a]),
+                window("Now", at(0, 11), 2, vec![b]),
+                window("Not on this page", at(1, 0), 1, vec![elsewhere]),
+            ],
+            ..Inputs::default()
+        };
+        let page = build(&inputs, now, "0");
+        let listed: Vec<(&str, bool, Vec<&str>)> = page
+            .maintenance
+            .iter()
+            .map(|m| (m.title.as_str(), m.active, m.components.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(listed, [("Now", true, vec!["Web"]), ("Next week", false, vec!["API", "Web"])]);
+        assert_eq!(page.maintenance[0].ends_at, at(0, 13));
     }
 
     #[test]
@@ -521,6 +586,16 @@ impl IncidentRow {
     }
 }
 
+/// One occurrence of a maintenance window covering some of a page's domains.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MaintenanceRow {
+    pub title: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// The page's domains it covers.
+    pub domain_ids: Vec<Uuid>,
+}
+
 /// Everything a page is made from.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -535,12 +610,45 @@ pub struct Inputs {
     pub histories: std::collections::HashMap<Uuid, History>,
     /// Incidents open at some time in the window, newest first.
     pub incidents: Vec<IncidentRow>,
+    /// Maintenance occurrences covering a component's domain that end after now and start
+    /// within [`MAINTENANCE_AHEAD_DAYS`], by start.
+    pub maintenance: Vec<MaintenanceRow>,
     /// Failed observations in a row that make a region's failure persistent.
     pub regional_failure_observations: u32,
 }
 
 /// Incidents listed in a page's history at most.
 pub const HISTORY_LIMIT: usize = 50;
+
+/// The maintenance a page lists at `now`: occurrences not over yet and starting within
+/// [`MAINTENANCE_AHEAD_DAYS`], those under way first, then by start; each with the names of
+/// the components it covers (an occurrence covering none is left out).
+fn maintenance(inputs: &Inputs, now: DateTime<Utc>) -> Vec<Maintenance> {
+    let horizon = now + Duration::days(MAINTENANCE_AHEAD_DAYS);
+    let mut listed: Vec<Maintenance> = inputs
+        .maintenance
+        .iter()
+        .filter(|m| m.ends_at > now && m.starts_at < horizon)
+        .filter_map(|m| {
+            let components: Vec<String> = inputs
+                .components
+                .iter()
+                .filter(|c| m.domain_ids.contains(&c.domain_id))
+                .map(|c| c.name.clone())
+                .collect();
+            (!components.is_empty()).then(|| Maintenance {
+                title: m.title.clone(),
+                starts_at: m.starts_at,
+                ends_at: m.ends_at,
+                active: m.starts_at <= now,
+                components,
+            })
+        })
+        .collect();
+    listed.sort_by(|a, b| b.active.cmp(&a.active).then(a.starts_at.cmp(&b.starts_at)));
+    listed.truncate(MAINTENANCE_LIMIT);
+    listed
+}
 
 /// The page as shown at `now`, reflecting the live events up to `position`.
 pub fn build(inputs: &Inputs, now: DateTime<Utc>, position: &str) -> Page {
@@ -622,6 +730,7 @@ pub fn build(inputs: &Inputs, now: DateTime<Utc>, position: &str) -> Page {
             history.push(incident);
         }
     }
+    let maintenance = maintenance(inputs, now);
     let levels: Vec<Level> = components.iter().map(|c| c.state).collect();
     let status = overall(&levels);
     Page {
@@ -633,6 +742,7 @@ pub fn build(inputs: &Inputs, now: DateTime<Utc>, position: &str) -> Page {
         components,
         active_incidents: active,
         incident_history: history,
+        maintenance,
         generated_at: now,
         last_event_id: position.to_owned(),
     }

@@ -159,7 +159,7 @@ pub fn atom(page: &Page, base: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::model::{build, ComponentRow, History, IncidentRow, Inputs, Update};
+    use crate::status::model::{build, ComponentRow, History, IncidentRow, Inputs, MaintenanceRow, Update};
     use chrono::TimeZone;
     use uuid::Uuid;
 
@@ -199,6 +199,12 @@ mod tests {
                         at: now,
                     }],
                 }],
+                maintenance: vec![MaintenanceRow {
+                    title: "Database <upgrade>".into(),
+                    starts_at: now + chrono::Duration::hours(2),
+                    ends_at: now + chrono::Duration::hours(3),
+                    domain_ids: vec![a],
+                }],
                 regional_failure_observations: 3,
                 ..Inputs::default()
             },
@@ -220,6 +226,9 @@ mod tests {
             "data-events=\"/status/acme/events?after=5-0\"",
             "class=\"group\">Core",
             "100% uptime",
+            "Scheduled maintenance",
+            "Database &#60;upgrade&#62;",
+            "2026-11-20 14:00 UTC</time> to <time datetime=\"2026-11-20T15:00:00Z\">2026-11-20 15:00 UTC</time> · API",
         ] {
             assert!(html.contains(expected), "{expected} missing");
         }
@@ -236,6 +245,11 @@ mod tests {
         assert_eq!(json["status"], "partial_outage");
         assert_eq!(json["last_event_id"], "5-0");
         assert_eq!(json["active_incidents"][0]["updates"][0]["message"], "On it <now>");
+        assert_eq!(
+            json["maintenance"],
+            serde_json::json!([{"title": "Database <upgrade>", "starts_at": "2026-11-20T14:00:00Z",
+                                "ends_at": "2026-11-20T15:00:00Z", "active": false, "components": ["API"]}])
+        );
         let feed: Feed = atom(&page, "https://status.acme.test/status/acme").parse().unwrap();
         assert_eq!(feed.entries().len(), 1);
         assert_eq!(feed.entries()[0].title().as_str(), "Web <b> unavailable");

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::model::{ComponentRow, FailingRow, History, IncidentRow, Inputs, Update};
+use super::model::{self, ComponentRow, FailingRow, History, IncidentRow, Inputs, MaintenanceRow, Update};
 use super::spec::{ComponentSpec, PageSpec};
 use crate::domains::FieldErrors;
 
@@ -380,6 +380,26 @@ pub async fn load(
             updates: updates_of.remove(&id).unwrap_or_default(),
         })
         .collect();
+    // Occurrences not over and starting within the announcement horizon, with the page's
+    // domains each covers.
+    let maintenance: Vec<MaintenanceRow> = sqlx::query_as(
+        "SELECT w.title, o.starts_at, o.ends_at, array_agg(d.id ORDER BY d.id) AS domain_ids
+         FROM maintenance_occurrences o
+         JOIN maintenance_windows w ON w.id = o.window_id
+         JOIN domains d ON d.tenant_id = w.tenant_id AND d.id = ANY($1)
+                       AND (d.id = ANY (w.domain_ids) OR d.tags && w.tags)
+         WHERE o.tenant_id = $2 AND o.ends_at > now()
+           AND o.starts_at < now() + make_interval(days => $3)
+         GROUP BY w.id, w.title, o.starts_at, o.ends_at
+         ORDER BY o.starts_at, w.id
+         LIMIT $4",
+    )
+    .bind(&domains)
+    .bind(tenant)
+    .bind(i32::try_from(model::MAINTENANCE_AHEAD_DAYS).unwrap_or(i32::MAX))
+    .bind(i64::try_from(model::MAINTENANCE_LIMIT).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(Some(Inputs {
         slug,
         title,
@@ -388,6 +408,7 @@ pub async fn load(
         failing,
         histories,
         incidents,
+        maintenance,
         regional_failure_observations,
     }))
 }

@@ -280,3 +280,72 @@ async fn degraded_settings_are_validated_by_field_and_shown(pool: PgPool) {
     assert_eq!(patched["degraded"], Value::Null, "{patched}");
     app.stop().await;
 }
+
+/// Fails the domain in every region (one failed probe each).
+async fn fail_everywhere(probes: &mut Probes) {
+    for region in REGIONS {
+        let mut failed = result(probes.domain, false);
+        probes.next_us += 1_000;
+        failed.started_at_unix_us = probes.next_us;
+        let ack =
+            probes.clients.get_mut(region).unwrap().send_batch(batch(region, vec![failed])).await.unwrap();
+        assert!(!ack.into_inner().duplicate);
+    }
+}
+
+#[sqlx::test]
+async fn latency_flapping_holds_slow_response_alerts_but_never_an_outage(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    // Threshold only, one slow probe makes a region degraded; flap mode at 3 changes.
+    let domain = app
+        .create_domain(json!({"url": "https://example.com/health", "interval": 60,
+            "degraded": {"anomaly": false, "latency_ms": 300, "consecutive": 1},
+            "flap": {"enter_transitions": 3, "leave_transitions": 1}}))
+        .await;
+    let hook = channel_for(&app.pool, &domain).await;
+    let mut probes = Probes::new(&app, &pki, &domain).await;
+    for region in REGIONS {
+        probes.send(region, &[20.0]).await;
+    }
+    wait_state(&app, &domain, "up").await;
+    // up → degraded → up → degraded: the third latency change enters latency flap mode.
+    for (latency, state) in [(400.0, "degraded"), (20.0, "up"), (400.0, "degraded")] {
+        for region in ["ams", "iad"] {
+            probes.send(region, &[latency]).await;
+        }
+        wait_state(&app, &domain, state).await;
+    }
+    let flap = status(&app, &domain).await["flap"].clone();
+    assert_eq!(flap["degraded"]["flapping"], true, "{flap}");
+    assert_eq!(flap["degraded"]["score"], 3, "{flap}");
+    assert_eq!(flap["flapping"], false, "availability is not flapping: {flap}");
+    // Then it goes down: an availability change, announced although latency is flapping.
+    fail_everywhere(&mut probes).await;
+    wait_state(&app, &domain, "down").await;
+    let down_incident: Uuid =
+        sqlx::query_scalar("SELECT id FROM incidents WHERE domain_id = $1 AND kind = 'down'")
+            .bind(probes.domain)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let sent = outbox(&app.pool, hook).await;
+    let kinds: Vec<&str> = sent.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["incident_opened", "incident_resolved", "domain_flapping", "incident_opened"],
+        "{sent:?}"
+    );
+    let flapping = &sent[2].1;
+    assert_eq!(flapping["details"]["flap_kind"], "degraded", "{flapping}");
+    assert!(flapping["summary"].as_str().unwrap().contains("response time is flapping"), "{flapping}");
+    assert_eq!(sent[3].1["incident_id"], json!(down_incident), "the outage is announced: {sent:?}");
+    let periods: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT kind, settled FROM flap_periods WHERE domain_id = $1 ORDER BY entered_at")
+            .bind(probes.domain)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(periods, [("degraded".to_owned(), None)]);
+    app.stop().await;
+}

@@ -398,6 +398,40 @@ async fn a_status_page_shows_a_component_under_maintenance_while_its_window_last
         states().await,
         (vec!["maintenance".to_owned(), "major_outage".to_owned()], "major_outage".to_owned())
     );
+    // The page announces the window under way and one scheduled within a week, not one later.
+    create_window(
+        &app,
+        json!({"title": "Website move", "description": "internal: rack 12", "scope": {"domain_ids": [other]},
+               "starts_at": rfc3339(now + Duration::days(2)), "ends_at": rfc3339(now + Duration::days(2) + Duration::hours(2))}),
+    )
+    .await;
+    create_window(
+        &app,
+        json!({"title": "Far off", "scope": {"domain_ids": [other]},
+               "starts_at": rfc3339(now + Duration::days(20)), "ends_at": rfc3339(now + Duration::days(20) + Duration::hours(1))}),
+    )
+    .await;
+    let page: Value = app.http.get(app.url("/status/acme.json")).send().await.unwrap().json().await.unwrap();
+    let listed: Vec<(String, bool, Value)> = page["maintenance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (m["title"].as_str().unwrap().to_owned(), m["active"].as_bool().unwrap(), m["components"].clone())
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("Edge swap".to_owned(), true, json!(["Edge"])),
+            ("Website move".to_owned(), false, json!(["Website"]))
+        ]
+    );
+    let html = app.http.get(app.url("/status/acme")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("Scheduled maintenance") && html.contains("Edge swap") && html.contains("Website move")
+    );
+    assert!(!html.contains("Far off") && !html.contains("rack 12"), "only a week ahead, never a description");
 
     // Over: the page shows the outage again.
     let id = window["id"].as_str().unwrap();
