@@ -233,6 +233,10 @@ pub(crate) mod tests {
         assert_eq!(wire.dns_ttl_s, Some(287));
         assert!(wire.resolved_addrs.is_empty() && wire.connect_attempts.is_empty());
         assert_eq!(wire.dns_error, proto::DnsError::Unspecified as i32);
+        assert_eq!(wire.dnssec(), proto::DnssecProof::Unspecified, "not a validated dns check");
+        let mut validated = realistic(DomainId::new(), true, false);
+        validated.report.dns.as_mut().unwrap().dnssec = Some(crate::probe::DnssecProof::Bogus);
+        assert_eq!(to_proto(&validated).dnssec(), proto::DnssecProof::Bogus);
     }
 
     #[test]
