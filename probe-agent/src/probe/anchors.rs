@@ -91,8 +91,8 @@ impl TrustAnchorSet {
     /// record starts, and what is wrong with it.
     pub fn parse(text: &str) -> Result<Self, (usize, String)> {
         let mut anchors = Vec::new();
-        for (line, tokens) in records(text)? {
-            anchors.push(anchor(&tokens).map_err(|message| (line, message))?);
+        for entry in records(text)? {
+            anchors.push(anchor(&entry.tokens).map_err(|message| (entry.line, message))?);
         }
         Ok(Self { anchors })
     }
@@ -256,17 +256,23 @@ fn vouches(anchor: &AnchorKind, zone: &Name, key: &DNSKEY) -> bool {
     }
 }
 
-/// The records of `text` as (line where each starts, tokens): comments removed, parentheses
-/// joining lines, blank lines skipped.
-fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+/// One record of the file: the line it starts on (from 1) and its words.
+struct Entry {
+    line: usize,
+    tokens: Vec<String>,
+}
+
+/// The records of `text`: comments removed, parentheses joining lines, blank lines skipped.
+/// Errors: the line and what is wrong with the parentheses.
+fn records(text: &str) -> Result<Vec<Entry>, (usize, String)> {
     let mut out = Vec::new();
     // A record whose parenthesis is still open: where it started and its tokens so far.
-    let mut pending: Option<(usize, Vec<String>)> = None;
+    let mut pending: Option<Entry> = None;
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let content = raw.split(';').next().unwrap_or_default();
         let (start, mut tokens, mut open) = match pending.take() {
-            Some((start, tokens)) => (start, tokens, true),
+            Some(entry) => (entry.line, entry.tokens, true),
             None => (line, Vec::new(), false),
         };
         for word in content.replace('(', " ( ").replace(')', " ) ").split_whitespace() {
@@ -279,13 +285,13 @@ fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
             }
         }
         if open {
-            pending = Some((start, tokens));
+            pending = Some(Entry { line: start, tokens });
         } else if !tokens.is_empty() {
-            out.push((start, tokens));
+            out.push(Entry { line: start, tokens });
         }
     }
-    if let Some((start, _)) = pending {
-        return Err((start, "the parenthesis opened here is never closed".into()));
+    if let Some(entry) = pending {
+        return Err((entry.line, "the parenthesis opened here is never closed".into()));
     }
     Ok(out)
 }
