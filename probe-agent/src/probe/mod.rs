@@ -311,6 +311,9 @@ pub enum DnssecProof {
 }
 
 impl DnssecProof {
+    pub const ALL: [DnssecProof; 4] =
+        [DnssecProof::Secure, DnssecProof::Insecure, DnssecProof::Bogus, DnssecProof::Indeterminate];
+
     /// The proof's name as shown (`secure`, `insecure`, `bogus`, `indeterminate`).
     pub fn as_str(self) -> &'static str {
         match self {
