@@ -339,7 +339,8 @@ pub fn render(url: &str, report: &ProbeReport) -> String {
             };
             let tries =
                 if info.attempts > 1 { format!(", {} lookups", info.attempts) } else { String::new() };
-            format!("  {}{ttl}{cnames}{tries}", info.name)
+            let proof = info.dnssec.map(|p| format!(", dnssec {}", p.as_str())).unwrap_or_default();
+            format!("  {}{ttl}{cnames}{tries}{proof}", info.name)
         }
         (None, None) => String::new(),
     };
@@ -491,6 +492,19 @@ mod tests {
         let mut r = report(false);
         r.dns_error = Some(DnsErrorReason::Nxdomain);
         assert!(render("http://a.test/", &r).contains("  dns        1.2 ms  (nxdomain)\n"));
+        let mut r = report(true);
+        r.dns = Some(crate::probe::DnsInfo {
+            name: "www.corp.internal.".into(),
+            attempts: 1,
+            ttl_s: Some(300),
+            cnames: Vec::new(),
+            dnssec: Some(crate::probe::DnssecProof::Secure),
+        });
+        let text = render("dns://www.corp.internal/A", &r);
+        assert!(
+            text.contains("  dns        1.2 ms  www.corp.internal., ttl 300 s, dnssec secure\n"),
+            "{text}"
+        );
     }
 
     #[test]

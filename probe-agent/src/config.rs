@@ -90,6 +90,11 @@ pub struct Config {
     pub max_redirects: u32,
     /// A PEM file of extra root certificates to trust besides the web PKI (private CAs).
     pub extra_roots_pem: Option<PathBuf>,
+    /// A file of extra DNSSEC trust anchors for `dns` checks with `dnssec`, besides the root's
+    /// keys (private zones, split-horizon views): DNSKEY or DS records in zone-file
+    /// presentation format (`dig DNSKEY`, `unbound-anchor`'s `root.key`). Each anchor applies
+    /// to names at or below its zone. Read at start; a bad line stops the agent.
+    pub dnssec_trust_anchors: Option<PathBuf>,
     /// The control plane's ingest endpoint, e.g. `https://ingest.example.net:7443`. Unset:
     /// delivery is disabled and results are only kept locally (a warning is logged at start).
     pub control_plane_url: Option<String>,
@@ -184,6 +189,7 @@ impl Default for Config {
             max_header_bytes: 64 * 1024,
             max_redirects: 5,
             extra_roots_pem: None,
+            dnssec_trust_anchors: None,
             control_plane_url: None,
             tls_ca: None,
             tls_cert: None,
@@ -399,14 +405,16 @@ impl Config {
         Ok(Some(cert))
     }
 
-    /// The probe settings this configuration describes; reads `extra_roots_pem`.
     /// [`Config::validate`], then what the configuration names outside itself: the extra trusted
-    /// roots load. Run before anything connects; the error starts with the key at fault.
+    /// roots and DNSSEC trust anchors load. Run before anything connects; the error starts with
+    /// the key at fault.
     pub fn preflight(&self) -> Result<(), String> {
         self.validate()?;
         self.probe_settings().map(|_| ())
     }
 
+    /// The probe settings this configuration describes; reads `extra_roots_pem` and
+    /// `dnssec_trust_anchors` (errors name the key, the file and, for an anchor, the line).
     pub fn probe_settings(&self) -> Result<crate::probe::ProbeSettings, String> {
         let extra_roots = match &self.extra_roots_pem {
             None => Vec::new(),
@@ -420,6 +428,10 @@ impl Config {
                 }
                 roots
             }
+        };
+        let dnssec_anchors = match &self.dnssec_trust_anchors {
+            None => crate::probe::TrustAnchorSet::default(),
+            Some(path) => crate::probe::TrustAnchorSet::load(path).map_err(|e| e.to_string())?,
         };
         Ok(crate::probe::ProbeSettings {
             dns_timeout: Duration::from_millis(self.dns_timeout_ms),
@@ -437,6 +449,7 @@ impl Config {
             max_redirects: self.max_redirects,
             policy: shared::netguard::TargetPolicy::allowing(self.allow_private.clone()),
             extra_roots,
+            dnssec_anchors: std::sync::Arc::new(dnssec_anchors),
             // Site operators can see (and filter) which region a probe came from.
             user_agent: format!("Crosscheck/{} (region {})", env!("CARGO_PKG_VERSION"), self.region),
         })
@@ -557,6 +570,35 @@ mod tests {
     fn missing_extra_roots_file_is_an_error() {
         let cfg = Config { extra_roots_pem: Some("/nonexistent/roots.pem".into()), ..Config::default() };
         assert!(cfg.probe_settings().unwrap_err().contains("extra_roots_pem"));
+    }
+
+    #[test]
+    fn dnssec_trust_anchors_load_or_name_the_bad_line() {
+        let dir = std::env::temp_dir().join(format!("agent-anchors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("anchors.key");
+        std::fs::write(
+            &path,
+            "; corp.internal, exported with dig\ncorp.internal. 3600 IN DS 2371 13 2 \
+             1F987CC6583E92DF0890718C42C4D7E5D2A4B4D48D2BF8F5A4D8F7A6D26F7DA3\n",
+        )
+        .unwrap();
+        let cfg = toml_config(&format!("dnssec_trust_anchors = {:?}", path.display().to_string()));
+        cfg.preflight().unwrap();
+        assert_eq!(cfg.probe_settings().unwrap().dnssec_anchors.anchors().len(), 1);
+        assert!(Config::default().probe_settings().unwrap().dnssec_anchors.is_empty());
+
+        std::fs::write(&path, "corp.internal. IN DS 2371 13 2 1F98\ncorp.internal. IN DNSKEY 257 3 13\n")
+            .unwrap();
+        let error = cfg.preflight().unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "dnssec_trust_anchors: {}, line 1: the digest has 2 bytes, not the 32 of its digest type",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

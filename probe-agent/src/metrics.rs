@@ -19,6 +19,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProofLabels {
+    pub proof: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
 }
@@ -82,6 +87,9 @@ pub struct Metrics {
     /// Probes that failed resolving a name, by reason (`nxdomain`, `servfail`, …: the
     /// [`crate::probe::DnsErrorReason`] labels).
     pub dns_failures: Family<ReasonLabels, Counter>,
+    /// dns checks with `dnssec`, by what validation proved (`secure`, `insecure`, `bogus`,
+    /// `indeterminate`: the [`crate::probe::DnssecProof`] names).
+    pub dnssec_proofs: Family<ProofLabels, Counter>,
     /// Probes whose connection came from another address than the first one tried (Happy
     /// Eyeballs fallbacks).
     pub connect_fallbacks: Counter,
@@ -136,6 +144,7 @@ impl Default for Metrics {
             redis_up: Gauge::default(),
             probes: Family::default(),
             dns_failures: Family::default(),
+            dnssec_proofs: Family::default(),
             connect_fallbacks: Counter::default(),
             schedule_lag: Histogram::new(LAG_BUCKETS),
             probes_in_flight: Gauge::default(),
@@ -179,6 +188,14 @@ impl Metrics {
             "dns_failures",
             "Probes whose name resolution failed, by reason",
             self.dns_failures.clone(),
+        );
+        for proof in crate::probe::DnssecProof::ALL {
+            let _ = self.dnssec_proofs.get_or_create(&ProofLabels { proof: proof.as_str().into() });
+        }
+        r.register(
+            "dnssec_proofs",
+            "dns checks validated with DNSSEC, by what validation proved of the answer",
+            self.dnssec_proofs.clone(),
         );
         r.register(
             "connect_fallbacks",
@@ -317,6 +334,11 @@ impl Metrics {
     /// Counts a probe whose name resolution failed with `reason`.
     pub fn dns_failure(&self, reason: &str) {
         self.dns_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Validated dns checks whose answer was proven `proof` so far.
+    pub fn dnssec_proof_count(&self, proof: crate::probe::DnssecProof) -> u64 {
+        self.dnssec_proofs.get_or_create(&ProofLabels { proof: proof.as_str().into() }).get()
     }
 
     /// Probes whose name resolution failed with `reason` so far.

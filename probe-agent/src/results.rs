@@ -195,6 +195,12 @@ fn record(metrics: &Metrics, result: &ProbeResult) {
     if let Some(reason) = result.report.dns_error {
         metrics.dns_failure(reason.as_str());
     }
+    if let Some(proof) = result.report.dns.as_ref().and_then(|dns| dns.dnssec) {
+        metrics
+            .dnssec_proofs
+            .get_or_create(&crate::metrics::ProofLabels { proof: proof.as_str().into() })
+            .inc();
+    }
     let attempted = result.report.connect_attempts.iter().filter(|a| a.started_ms.is_some());
     if attempted.clone().any(|a| a.outcome == AttemptOutcome::Connected)
         && attempted.clone().next().is_some_and(|first| first.outcome != AttemptOutcome::Connected)
@@ -229,6 +235,11 @@ mod tests {
         record(&metrics, &result);
         assert_eq!(metrics.dns_failure_count("servfail"), 1);
         assert_eq!(metrics.dns_failure_count("nxdomain"), 0);
+        assert_eq!(metrics.dnssec_proof_count(crate::probe::DnssecProof::Bogus), 0, "not validated");
+        result.report.dns.as_mut().unwrap().dnssec = Some(crate::probe::DnssecProof::Bogus);
+        record(&metrics, &result);
+        assert_eq!(metrics.dnssec_proof_count(crate::probe::DnssecProof::Bogus), 1);
+        assert_eq!(metrics.dnssec_proof_count(crate::probe::DnssecProof::Secure), 0);
 
         let mut result = crate::delivery::convert::tests::realistic(DomainId::new(), true, false);
         record(&metrics, &result);

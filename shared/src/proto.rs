@@ -13,7 +13,7 @@ pub mod v1 {
 
 pub use v1::{
     Ack, AgentHealth, Batch, CertProblem, Certificate, ChainCertificate, ConnectAttempt, ConnectOutcome,
-    DnsError, ErrorKind, HttpVersion, ProbeResult, Trigger,
+    DnsError, DnssecProof, ErrorKind, HttpVersion, ProbeResult, Trigger,
 };
 
 /// Largest encoded batch the control plane accepts, in bytes.
@@ -123,6 +123,20 @@ impl HttpVersion {
             HttpVersion::Unspecified => return None,
             HttpVersion::HttpVersion11 => "HTTP/1.1",
             HttpVersion::HttpVersion2 => "HTTP/2",
+        })
+    }
+}
+
+impl DnssecProof {
+    /// The proof's name as stored and shown (`secure`, `insecure`, `bogus`, `indeterminate`);
+    /// `None` when not validated.
+    pub fn label(self) -> Option<&'static str> {
+        Some(match self {
+            DnssecProof::Unspecified => return None,
+            DnssecProof::Secure => "secure",
+            DnssecProof::Insecure => "insecure",
+            DnssecProof::Bogus => "bogus",
+            DnssecProof::Indeterminate => "indeterminate",
         })
     }
 }

@@ -57,6 +57,10 @@ pub struct CheckResult {
     #[serde(default)]
     pub http_version: Option<String>,
     pub certificate: Option<Certificate>,
+    /// A dns check with `dnssec`: what validation proved of the answer (`secure`, `insecure`,
+    /// `bogus`, `indeterminate`); `None` otherwise.
+    #[serde(default)]
+    pub dnssec: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
 }
 
@@ -131,6 +135,10 @@ impl CheckResult {
                 .and_then(proto::HttpVersion::label)
                 .map(str::to_owned),
             certificate,
+            dnssec: proto::DnssecProof::try_from(result.dnssec)
+                .ok()
+                .and_then(proto::DnssecProof::label)
+                .map(str::to_owned),
             started_at: DateTime::from_timestamp_micros(result.started_at_unix_us),
         })
     }
@@ -364,6 +372,13 @@ mod tests {
         assert_eq!(result.timings.dns_ms, Some(1.5));
         assert_eq!(result.timings.tls_ms, None);
         assert_eq!(result.timings.total_ms, 4.0);
+        assert_eq!(result.dnssec, None, "not a validated dns check");
+        let validated = proto::ProbeResult {
+            dnssec: proto::DnssecProof::Secure as i32,
+            ..wire(Some(id.as_bytes().to_vec()))
+        };
+        let shown = CheckResult::from_proto("ams", "ams-1", &validated, now).unwrap();
+        assert_eq!(shown.dnssec.as_deref(), Some("secure"));
         let cert = result.certificate.unwrap();
         assert_eq!(
             (cert.days_left, cert.valid, cert.validation_error.as_deref()),

@@ -53,6 +53,12 @@ pub fn to_proto(result: &ProbeResult) -> proto::ProbeResult {
             [only] if only.outcome == AttemptOutcome::Connected => Vec::new(),
             attempts => attempts.iter().map(connect_attempt).collect(),
         },
+        dnssec: report
+            .dns
+            .as_ref()
+            .and_then(|dns| dns.dnssec)
+            .map_or(proto::DnssecProof::Unspecified, crate::probe::DnssecProof::to_proto)
+            as i32,
         http_version: match report.http_version {
             None => proto::HttpVersion::Unspecified,
             Some(Protocol::Http1) => proto::HttpVersion::HttpVersion11,
@@ -151,6 +157,7 @@ pub(crate) mod tests {
                     attempts: 1,
                     ttl_s: Some(287),
                     cnames: Vec::new(),
+                    dnssec: None,
                 }),
                 dns_error: None,
                 connect_attempts: vec![ConnectAttempt {
@@ -226,6 +233,10 @@ pub(crate) mod tests {
         assert_eq!(wire.dns_ttl_s, Some(287));
         assert!(wire.resolved_addrs.is_empty() && wire.connect_attempts.is_empty());
         assert_eq!(wire.dns_error, proto::DnsError::Unspecified as i32);
+        assert_eq!(wire.dnssec(), proto::DnssecProof::Unspecified, "not a validated dns check");
+        let mut validated = realistic(DomainId::new(), true, false);
+        validated.report.dns.as_mut().unwrap().dnssec = Some(crate::probe::DnssecProof::Bogus);
+        assert_eq!(to_proto(&validated).dnssec(), proto::DnssecProof::Bogus);
     }
 
     #[test]

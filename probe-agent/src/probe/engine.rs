@@ -268,6 +268,7 @@ impl Engine {
                     attempts: answer.attempts,
                     ttl_s: answer.ttl_s,
                     cnames: answer.cnames,
+                    dnssec: None,
                 });
                 Ok(answer.addrs)
             }
@@ -277,6 +278,7 @@ impl Engine {
                     attempts: failure.attempts,
                     ttl_s: None,
                     cnames: Vec::new(),
+                    dnssec: None,
                 });
                 report.dns_error = Some(failure.reason);
                 let detail = if failure.reason == DnsErrorReason::Timeout {

@@ -17,8 +17,10 @@
 //!   `json`: an http check's JSON assertion on the decoded body;
 //! - other check types: `socket` (`tcp`: connect, optional TLS, send and expect; `tls`: the
 //!   handshake and certificate only) and `query` (`dns`: a record type at chosen servers,
-//!   expected answers, DNSSEC), through the same resolver, guard, connect and TLS steps.
+//!   expected answers, DNSSEC), through the same resolver, guard, connect and TLS steps;
+//!   `anchors`: the extra DNSSEC trust anchors a `dns` check with `dnssec` trusts.
 
+mod anchors;
 mod body;
 mod connect;
 mod decode;
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use anchors::{Anchor, AnchorError, AnchorKind, TrustAnchorSet};
 pub use body::KeywordScanner;
 pub use connect::{AttemptOutcome, ConnectAttempt};
 pub use dns::{
@@ -288,6 +291,49 @@ pub struct DnsInfo {
     pub ttl_s: Option<u32>,
     /// CNAME targets followed to the addresses, in order.
     pub cnames: Vec<String>,
+    /// A dns check with `dnssec`: what validation proved of the answer (the weakest proof of
+    /// its records, or the proof of a denial that did not validate); `None` otherwise.
+    pub dnssec: Option<DnssecProof>,
+}
+
+/// What DNSSEC validation proved of an answer (RFC 4035, 4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnssecProof {
+    /// Signed along a chain from a trust anchor.
+    Secure,
+    /// Provably unsigned (a signed parent proves the zone has no DS).
+    Insecure,
+    /// Signed but wrong, or unsigned where a chain should exist.
+    Bogus,
+    /// Neither proven secure nor insecure.
+    Indeterminate,
+}
+
+impl DnssecProof {
+    pub const ALL: [DnssecProof; 4] =
+        [DnssecProof::Secure, DnssecProof::Insecure, DnssecProof::Bogus, DnssecProof::Indeterminate];
+
+    /// The proof's name as shown (`secure`, `insecure`, `bogus`, `indeterminate`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnssecProof::Secure => "secure",
+            DnssecProof::Insecure => "insecure",
+            DnssecProof::Bogus => "bogus",
+            DnssecProof::Indeterminate => "indeterminate",
+        }
+    }
+
+    /// The wire form.
+    pub fn to_proto(self) -> shared::proto::DnssecProof {
+        use shared::proto::DnssecProof as Wire;
+        match self {
+            DnssecProof::Secure => Wire::Secure,
+            DnssecProof::Insecure => Wire::Insecure,
+            DnssecProof::Bogus => Wire::Bogus,
+            DnssecProof::Indeterminate => Wire::Indeterminate,
+        }
+    }
 }
 
 /// Everything one probe measured.
@@ -365,6 +411,8 @@ pub struct ProbeSettings {
     pub policy: shared::netguard::TargetPolicy,
     /// Extra trusted root certificates (DER), on top of the web PKI roots.
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Extra DNSSEC trust anchors (private zones), on top of the root's keys; shared, read-only.
+    pub dnssec_anchors: Arc<TrustAnchorSet>,
 }
 
 impl Default for ProbeSettings {
@@ -382,6 +430,7 @@ impl Default for ProbeSettings {
             user_agent: concat!("Crosscheck/", env!("CARGO_PKG_VERSION")).to_owned(),
             policy: Default::default(),
             extra_roots: Vec::new(),
+            dnssec_anchors: Arc::default(),
         }
     }
 }

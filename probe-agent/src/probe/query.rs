@@ -7,20 +7,23 @@
 //! - Each probe builds its own resolver without a cache (the point is to ask the server now),
 //!   with the agent's per-lookup limit and a SERVFAIL or timeout asked again while the DNS
 //!   budget lasts, as for an http probe's names.
-//! - With `dnssec`, hickory validates from the root trust anchor; an answer whose records are
-//!   not all proven `secure` (bogus, insecure: unsigned, or indeterminate) fails with
-//!   `dnssec_invalid`, naming the proof.
+//! - With `dnssec`, hickory validates from the root trust anchor and the agent's extra anchors
+//!   for zones at or above the name ([`super::anchors`]); an answer whose records are not all
+//!   proven `secure` (bogus, insecure: unsigned, or indeterminate) fails with
+//!   `dnssec_invalid`, naming the proof (and an anchored zone whose key set could not be
+//!   proven). `dns.dnssec` records the proof either way.
 //! - The answer passes when it is non-empty and holds every `expect` value, compared in the
 //!   normal form of [`shared::DnsRecordType::normalize`]; otherwise `dns_answer_mismatch`
 //!   names what is missing and what was answered. `resolved_addrs` holds the A/AAAA answers,
 //!   `dns.ttl_s` the lowest TTL and `dns.cnames` the CNAMEs followed.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::dnssec::Proof;
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{Name, TokioResolver};
@@ -30,7 +33,7 @@ use shared::{DnsCheck, DnsRecordType};
 
 use super::dns::{classify, DnsErrorReason};
 use super::engine::{ms, Clock, Engine, Failure};
-use super::{guard, DnsInfo, ErrorKind, ProbeReport};
+use super::{guard, DnsInfo, DnssecProof, ErrorKind, ProbeReport};
 
 /// Most answers named in a failure's detail.
 const NAMED: usize = 5;
@@ -90,10 +93,17 @@ impl Engine {
             .map_err(|e| Failure::new(ErrorKind::InvalidUrl, format!("not a valid dns name: {e}")))?;
         let (cap, by_total) = clock.cap(self.settings.dns_timeout);
         let per_query = cap.min(self.settings.resolver.query_timeout);
-        let resolver = build(servers, per_query, check.dnssec);
-        let kind = record_type(check.record_type);
         let started = Instant::now();
         let deadline = started + cap;
+        // The extra anchors' key sets are proven first, within the same DNS budget.
+        let (anchors, unproven) = if check.dnssec && !self.settings.dnssec_anchors.is_empty() {
+            let (keys, unproven) = self.settings.dnssec_anchors.keys_for(&name, &servers, per_query).await;
+            (Some(keys), unproven)
+        } else {
+            (None, Vec::new())
+        };
+        let resolver = build(servers, per_query, anchors, check.dnssec);
+        let kind = record_type(check.record_type);
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
@@ -115,7 +125,9 @@ impl Engine {
             }
         };
         report.timings.dns_ms = Some(ms(started.elapsed()));
-        let mut info = DnsInfo { name: absolute, attempts, ttl_s: None, cnames: Vec::new() };
+        let mut info = DnsInfo { name: absolute, attempts, ttl_s: None, cnames: Vec::new(), dnssec: None };
+        // What the failure detail adds about anchored zones whose key set was not proven.
+        let unproven = if unproven.is_empty() { String::new() } else { format!("; {}", unproven.join("; ")) };
         let lookup = match outcome {
             Ok(lookup) => lookup,
             Err(error) => {
@@ -123,19 +135,19 @@ impl Engine {
                     None => super::dns::DnsFailure::new(DnsErrorReason::Timeout, attempts),
                     Some(error) => super::dns::DnsFailure { attempts, ..classify(error) },
                 };
+                let proof = if check.dnssec { error.as_ref().and_then(proof_error) } else { None };
+                info.dnssec = proof.map(from_proof);
                 report.dns = Some(info);
                 report.dns_error = Some(failure.reason);
-                if check.dnssec {
-                    if let Some(error) = error.as_ref().filter(|e| is_proof_error(e)) {
-                        return Err(Failure::new(
-                            ErrorKind::DnssecInvalid,
-                            format!(
-                                "the answer for {} {} does not validate: {error}",
-                                check.name, check.record_type
-                            )
-                            .to_lowercase(),
-                        ));
-                    }
+                if let (Some(_), Some(error)) = (proof, &error) {
+                    return Err(Failure::new(
+                        ErrorKind::DnssecInvalid,
+                        format!(
+                            "the answer for {} {} does not validate: {error}{unproven}",
+                            check.name, check.record_type
+                        )
+                        .to_lowercase(),
+                    ));
                 }
                 let mut detail =
                     format!("cannot resolve {} {}: {}", check.name, check.record_type, failure.detail());
@@ -170,16 +182,20 @@ impl Engine {
         }
         report.resolved_addrs.sort();
         report.resolved_addrs.dedup();
+        let weakest = proofs.iter().copied().find(|p| *p != Proof::Secure).or(proofs.first().copied());
+        if check.dnssec {
+            info.dnssec = weakest.map(from_proof);
+        }
         report.dns = Some(info);
         if check.dnssec {
-            if let Some(proof) = proofs.iter().find(|p| **p != Proof::Secure) {
+            if let Some(proof) = weakest.filter(|p| *p != Proof::Secure) {
                 return Err(Failure::new(
                     ErrorKind::DnssecInvalid,
                     format!(
-                        "the answer for {} {} is {} by dnssec, not secure",
+                        "the answer for {} {} is {} by dnssec, not secure{unproven}",
                         check.name,
                         check.record_type,
-                        proof_name(*proof)
+                        proof_name(proof)
                     ),
                 ));
             }
@@ -243,10 +259,19 @@ impl Engine {
 }
 
 /// A resolver for one check: no cache to speak of, no hosts file, no search list, one attempt
-/// per lookup (the caller retries), DNSSEC validation when asked.
-fn build(servers: Vec<NameServerConfig>, timeout: Duration, dnssec: bool) -> TokioResolver {
+/// per lookup (the caller retries), DNSSEC validation when asked (from `anchors`, or the
+/// root's keys alone).
+fn build(
+    servers: Vec<NameServerConfig>,
+    timeout: Duration,
+    anchors: Option<Arc<TrustAnchors>>,
+    dnssec: bool,
+) -> TokioResolver {
     let config = ResolverConfig::from_parts(None, Vec::new(), servers);
     let mut builder = TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+    if let Some(anchors) = anchors {
+        builder = builder.with_trust_anchor(anchors);
+    }
     let options = builder.options_mut();
     options.ndots = 0;
     options.use_hosts_file = ResolveHosts::Never;
@@ -258,9 +283,22 @@ fn build(servers: Vec<NameServerConfig>, timeout: Duration, dnssec: bool) -> Tok
     builder.build()
 }
 
-fn is_proof_error(error: &hickory_resolver::ResolveError) -> bool {
+/// The proof of a denial that did not validate (hickory's NSEC error), if `error` is one.
+fn proof_error(error: &hickory_resolver::ResolveError) -> Option<Proof> {
     use hickory_resolver::proto::ProtoErrorKind;
-    matches!(error.proto().map(|p| p.kind()), Some(ProtoErrorKind::Nsec { proof, .. }) if *proof != Proof::Secure)
+    match error.proto().map(|p| p.kind()) {
+        Some(ProtoErrorKind::Nsec { proof, .. }) if *proof != Proof::Secure => Some(*proof),
+        _ => None,
+    }
+}
+
+fn from_proof(proof: Proof) -> DnssecProof {
+    match proof {
+        Proof::Secure => DnssecProof::Secure,
+        Proof::Insecure => DnssecProof::Insecure,
+        Proof::Bogus => DnssecProof::Bogus,
+        Proof::Indeterminate => DnssecProof::Indeterminate,
+    }
 }
 
 fn proof_name(proof: Proof) -> &'static str {

@@ -7,15 +7,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_resolver::proto::rr::rdata::{MX, TXT};
-use hickory_resolver::proto::rr::{Name, RData};
-use probe_agent::probe::{DnsErrorReason, ErrorKind, ProbeReport, ProbeSettings, Prober, StaticResolver};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use probe_agent::probe::{
+    DnsErrorReason, DnssecProof, ErrorKind, ProbeReport, ProbeSettings, Prober, StaticResolver,
+    TrustAnchorSet,
+};
 use shared::netguard::TargetPolicy;
 use shared::{CheckConfig, DnsCheck, DnsRecordType, DomainConfig, JsonAssertion, JsonOp, TcpCheck, TlsCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::dns_server::{addrs, Behaviour, DnsServer};
+use crate::dns_server::{addrs, Behaviour, DnsServer, Fault, Keys, ZoneKeys};
 use crate::probe::{
     app_server, assert_failed, check_invariants, config, loopback_allowed, settings, TestCa, Tripwire,
 };
@@ -306,6 +309,126 @@ async fn dnssec_refuses_an_unsigned_answer_that_passes_without_it() {
     // The local server has no DNSKEY or DS records: no chain from the root trust anchor can be
     // built for the unsigned answer, so the validator calls it bogus.
     assert_failed(&report, ErrorKind::DnssecInvalid, "the answer for www.app.test A is bogus by dnssec");
+}
+
+/// A dns check with `dnssec` of `name`'s A record at `server`, expecting `expect`.
+fn validated(name: &str, server: &DnsServer, expect: &[&str]) -> DomainConfig {
+    let mut config = dns(name, DnsRecordType::A, vec![server.addr], expect);
+    if let CheckConfig::Dns(check) = &mut config.check {
+        check.dnssec = true;
+    }
+    config
+}
+
+/// A prober trusting the anchors of `lines` (presentation format), loaded from a file as the
+/// agent loads `dnssec_trust_anchors`.
+fn anchored_prober(lines: &[String]) -> Prober {
+    let dir = std::env::temp_dir().join(format!("crosscheck-anchors-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("anchors.key");
+    std::fs::write(&path, format!("; test anchors\n{}\n", lines.join("\n"))).unwrap();
+    let anchors = TrustAnchorSet::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let settings = ProbeSettings { dnssec_anchors: Arc::new(anchors), ..settings(loopback_allowed()) };
+    Prober::with_resolver(settings, Arc::new(resolver())).unwrap()
+}
+
+/// A server with the zone `signed.test` signed by `keys`, answering `www` and `plain` below it.
+async fn signed_server(keys: Keys) -> (DnsServer, ZoneKeys) {
+    let server = DnsServer::start(&[
+        ("www.signed.test", addrs(&["192.0.2.10", "192.0.2.11"])),
+        ("plain.signed.test", addrs(&["192.0.2.20"])),
+    ])
+    .await;
+    let zone = server.sign("signed.test", keys);
+    (server, zone)
+}
+
+fn dnssec_of(report: &ProbeReport) -> Option<DnssecProof> {
+    report.dns.as_ref().and_then(|dns| dns.dnssec)
+}
+
+#[tokio::test]
+async fn dnssec_proves_a_signed_answer_secure_from_a_configured_trust_anchor() {
+    let (server, zone) = signed_server(Keys::Combined).await;
+    let check = validated("www.signed.test", &server, &["192.0.2.11"]);
+
+    // From the root's keys alone there is no chain to the local zone.
+    let report = run(&prober(loopback_allowed(), None), &check).await;
+    assert_failed(&report, ErrorKind::DnssecInvalid, "the answer for www.signed.test A is bogus by dnssec");
+    assert_eq!(dnssec_of(&report), Some(DnssecProof::Bogus));
+
+    let report = run(&anchored_prober(&[zone.dnskey_line()]), &check).await;
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(dnssec_of(&report), Some(DnssecProof::Secure));
+    assert_eq!(report.resolved_addrs, crate::dns_server::ips(&["192.0.2.10", "192.0.2.11"]));
+    let asked = server.asked();
+    assert!(
+        asked.iter().any(|a| a.name == "signed.test." && a.kind == RecordType::DNSKEY),
+        "the key set is asked: {asked:?}"
+    );
+    // The fact is in the report, as `probe-agent check` prints it.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["dns"]["dnssec"], "secure");
+
+    // An anchor vouches only for names at or below its zone: the same key anchored for
+    // another zone proves nothing here.
+    let misplaced = zone.dnskey_line().replacen("signed.test.", "elsewhere.test.", 1);
+    let report = run(&anchored_prober(&[misplaced]), &check).await;
+    assert_failed(&report, ErrorKind::DnssecInvalid, "the answer for www.signed.test A is bogus by dnssec");
+}
+
+#[tokio::test]
+async fn dnssec_proves_a_zone_signing_key_from_an_anchored_key_signing_key_or_its_ds() {
+    let (server, zone) = signed_server(Keys::Split).await;
+    let check = validated("www.signed.test", &server, &["192.0.2.10"]);
+    for anchor in [zone.dnskey_line(), zone.ds_line()] {
+        let report = run(&anchored_prober(std::slice::from_ref(&anchor)), &check).await;
+        assert!(report.ok, "{anchor}: {report:#?}");
+        assert_eq!(dnssec_of(&report), Some(DnssecProof::Secure), "{anchor}");
+    }
+
+    // A key set whose own signature is spoiled proves nothing: the DS anchor adds no key.
+    server.fault("signed.test", Fault::Tampered);
+    let report = run(&anchored_prober(&[zone.ds_line()]), &check).await;
+    assert_failed(&report, ErrorKind::DnssecInvalid, "the answer for www.signed.test A is bogus by dnssec");
+    let detail = report.error_detail.as_deref().unwrap();
+    assert!(
+        detail.contains(
+            "the DNSKEY set of signed.test. has a signature by its anchored key that does not verify"
+        ),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn dnssec_refuses_tampered_expired_and_missing_signatures_under_an_anchor() {
+    let (server, zone) = signed_server(Keys::Combined).await;
+    let prober = anchored_prober(&[zone.ds_line()]);
+    server.set("bad.signed.test", addrs(&["192.0.2.40"]));
+    server.fault("bad.signed.test", Fault::Tampered);
+    server.set("old.signed.test", addrs(&["192.0.2.41"]));
+    server.fault("old.signed.test", Fault::Expired);
+    server.fault("plain.signed.test", Fault::Unsigned);
+    for name in ["bad.signed.test", "old.signed.test", "plain.signed.test"] {
+        let report = run(&prober, &validated(name, &server, &[])).await;
+        assert_failed(
+            &report,
+            ErrorKind::DnssecInvalid,
+            &format!("the answer for {name} A is bogus by dnssec"),
+        );
+        assert_eq!(dnssec_of(&report), Some(DnssecProof::Bogus), "{name}");
+        assert!(report.resolved_addrs.len() == 1, "the answer arrived, it just does not validate");
+    }
+    // The same names pass without validation, and a good name passes with it.
+    let mut plain = validated("bad.signed.test", &server, &["192.0.2.40"]);
+    if let CheckConfig::Dns(check) = &mut plain.check {
+        check.dnssec = false;
+    }
+    let report = run(&prober, &plain).await;
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(dnssec_of(&report), None, "not validated, no proof");
+    assert!(run(&prober, &validated("www.signed.test", &server, &[])).await.ok);
 }
 
 // ---------------------------------------------------------------------------------------------
