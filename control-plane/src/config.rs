@@ -192,6 +192,9 @@ pub struct Config {
     /// How long after a month's end (in the tenant's time zone) its SLA report is built, in
     /// seconds: a transition stamped just before the end may commit just after it.
     pub sla_report_grace_s: u64,
+    /// Audit log rows older than this many days are deleted (every hour, by one replica at a
+    /// time). At least 1.
+    pub audit_retention_days: u32,
 
     /// How long a console session lives at most from sign-in, in seconds.
     pub console_session_ttl_s: u64,
@@ -325,6 +328,7 @@ impl Default for Config {
             maintenance_check_interval_ms: 10_000,
             sla_check_interval_ms: 60_000,
             sla_report_grace_s: 300,
+            audit_retention_days: 400,
             console_session_ttl_s: 43_200,
             console_session_idle_s: 3_600,
             console_cookie_secure: CookieSecure::Auto,
@@ -475,6 +479,9 @@ impl Config {
         }
         if self.maintenance_check_interval_ms == 0 {
             return Err("maintenance_check_interval_ms must be positive".into());
+        }
+        if self.audit_retention_days == 0 {
+            return Err("audit_retention_days must be at least 1".into());
         }
         if self.console_session_ttl_s == 0
             || self.console_session_idle_s == 0

@@ -28,11 +28,14 @@
 //! - [`live`]: live events published after commit, fanned out through Redis to every replica,
 //!   streamed to browsers as Server-Sent Events.
 //! - [`status`]: public status pages (HTML, JSON, Atom, live), their data and their cache.
+//! - [`audit`]: the audit log of every write through the API and the console, its retention.
+//! - [`quotas`]: tenant quotas (domains, channels, minimum interval, request rate per replica).
 //! - [`web`]: the HTML surface: compiled templates, the common layout, static files and the
 //!   security headers (strict CSP) of every page.
 
 pub mod agents;
 pub mod api;
+pub mod audit;
 pub mod checks;
 pub mod clock;
 pub mod config;
@@ -51,6 +54,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod publisher;
+pub mod quotas;
 pub mod regions;
 pub mod sla;
 pub mod startup;

@@ -51,6 +51,26 @@ enum Command {
         #[arg(long)]
         time_zone: String,
     },
+    /// Set a tenant's quotas (each a number, or `none` for unlimited; those not given are kept)
+    /// and print them all. Example:
+    /// `control-plane set-quota --tenant ID --max-domains 100 --min-interval-s 30 --requests-per-minute none`
+    SetQuota {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// At most this many domains (0: none); `none`: unlimited.
+        #[arg(long, value_parser = quota_value(0))]
+        max_domains: Option<Limit>,
+        /// No domain may be probed more often (seconds, at least 1); `none`: no minimum beyond
+        /// the configured `min_interval_s`.
+        #[arg(long, value_parser = quota_value(1))]
+        min_interval_s: Option<Limit>,
+        /// At most this many notification channels (0: none); `none`: unlimited.
+        #[arg(long, value_parser = quota_value(0))]
+        max_channels: Option<Limit>,
+        /// At most this many /v1 requests a minute, per replica (at least 1); `none`: unlimited.
+        #[arg(long, value_parser = quota_value(1))]
+        requests_per_minute: Option<Limit>,
+    },
     /// Revoke every certificate an agent has connected with; every replica refuses them within
     /// seconds. Issue the agent a new certificate to let it back in.
     RevokeAgent {
@@ -61,6 +81,24 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+/// A quota as given on the command line: a number, or `None` for `none` (unlimited).
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u32>);
+
+/// Parses a quota: `none`, or an integer from `min` to 2147483647.
+fn quota_value(min: u32) -> impl Fn(&str) -> Result<Limit, String> + Clone {
+    move |raw: &str| {
+        if raw.eq_ignore_ascii_case("none") {
+            return Ok(Limit(None));
+        }
+        raw.parse::<u32>()
+            .ok()
+            .filter(|n| *n >= min && *n <= i32::MAX as u32)
+            .map(|n| Limit(Some(n)))
+            .ok_or_else(|| format!("must be `none` or an integer from {min} to {}", i32::MAX))
+    }
 }
 
 fn main() -> ExitCode {
@@ -145,6 +183,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .context("setting the time zone")?
                 .with_context(|| format!("no tenant {tenant}"))?;
             println!("tenant_id={} time_zone={}", info.id, info.time_zone);
+            Ok(())
+        }
+        Command::SetQuota { tenant, max_domains, min_interval_s, max_channels, requests_per_minute } => {
+            let change = control_plane::quotas::Change {
+                max_domains: max_domains.map(|l| l.0),
+                min_interval_s: min_interval_s.map(|l| l.0),
+                max_channels: max_channels.map(|l| l.0),
+                requests_per_minute: requests_per_minute.map(|l| l.0),
+            };
+            let pool = startup::connect_database(&config).await?;
+            let quotas = control_plane::quotas::set(&pool, tenant, change)
+                .await
+                .context("setting the quotas")?
+                .with_context(|| format!("no tenant {tenant}"))?;
+            let show = |v: Option<u32>| v.map_or_else(|| "none".to_owned(), |n| n.to_string());
+            println!(
+                "tenant_id={tenant} max_domains={} min_interval_s={} max_channels={} requests_per_minute={}",
+                show(quotas.max_domains),
+                show(quotas.min_interval_s),
+                show(quotas.max_channels),
+                show(quotas.requests_per_minute),
+            );
             Ok(())
         }
         Command::RevokeAgent { region, agent_id, reason } => {

@@ -63,6 +63,8 @@ fn batch_size_histogram() -> Histogram {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
+    /// The audit log's and the tenant quotas' counters (registered by their module).
+    pub audit: crate::audit::AuditMetrics,
     /// Changes from the change log applied to Redis by this replica.
     pub config_published: Counter,
     /// Changes another replica had already applied when this one tried.
@@ -200,6 +202,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             http_requests: Family::default(),
+            audit: Default::default(),
             config_published: Counter::default(),
             config_publish_skipped: Counter::default(),
             config_publish_errors: Family::default(),
@@ -265,6 +268,7 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("control_plane");
         r.register("http_requests", "HTTP requests by route and status", self.http_requests.clone());
+        self.audit.register(r);
         r.register("config_published", "Config changes applied to Redis", self.config_published.clone());
         r.register(
             "config_publish_skipped",

@@ -104,6 +104,7 @@ pub struct Application {
     digests: digests::Scheduler,
     sla: crate::sla::Monitor,
     check_results: crate::checks::ResultListener,
+    audit_retention: crate::audit::Retention,
 }
 
 impl Application {
@@ -214,6 +215,8 @@ impl Application {
         );
         let digests = digests::Scheduler::new(pool.clone(), &config, clock.clone(), metrics.clone());
         let sla = crate::sla::Monitor::new(pool.clone(), &config, clock.clone(), metrics.clone());
+        let audit_retention =
+            crate::audit::Retention::new(pool.clone(), config.audit_retention_days, metrics.audit.clone());
         let waiters = crate::checks::Waiters::default();
         let check_results = crate::checks::ResultListener::subscribe(
             shared::redis::builder(&config.redis_url, Default::default())
@@ -259,6 +262,7 @@ impl Application {
             sign_in_limiter,
             live,
             pages,
+            quotas: crate::quotas::RateLimits::default(),
         };
         Ok(Self {
             check_results,
@@ -276,6 +280,7 @@ impl Application {
             maintenance,
             digests,
             sla,
+            audit_retention,
         })
     }
 
@@ -331,6 +336,11 @@ impl Application {
         self.digests.clone()
     }
 
+    /// The audit log's retention (tests call `step(now)` directly; it also runs in `run_until`).
+    pub fn audit_retention(&self) -> crate::audit::Retention {
+        self.audit_retention.clone()
+    }
+
     /// The SLA monitor (tests call `run_due` directly; it also runs in `run_until`).
     pub fn sla_monitor(&self) -> crate::sla::Monitor {
         self.sla.clone()
@@ -353,6 +363,7 @@ impl Application {
         let maintenance = tokio::spawn(self.maintenance.clone().run(shutdown.child_token()));
         let digests = tokio::spawn(self.digests.run(shutdown.child_token()));
         let sla = tokio::spawn(self.sla.run(shutdown.child_token()));
+        let audit_retention = tokio::spawn(self.audit_retention.run(shutdown.child_token()));
         let check_results = tokio::spawn(self.check_results.run(shutdown.child_token()));
         let live = tokio::spawn(self.state.live.clone().run(shutdown.child_token()));
         let dispatcher = if config.notify_dispatch {
@@ -402,6 +413,9 @@ impl Application {
         }
         if let Err(error) = sla.await {
             tracing::error!(%error, "SLA monitor task panicked");
+        }
+        if let Err(error) = audit_retention.await {
+            tracing::error!(%error, "audit retention task panicked");
         }
         if let Err(error) = check_results.await {
             tracing::error!(%error, "check result listener task panicked");

@@ -170,10 +170,17 @@ pub struct TenantInfo {
     /// is taken there. `UTC` unless set.
     pub time_zone: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The tenant's quotas (`null`: unlimited), set by `control-plane set-quota`.
+    #[sqlx(flatten)]
+    pub quotas: crate::quotas::Quotas,
 }
 
+/// The columns of a [`TenantInfo`].
+const TENANT_COLUMNS: &str = "id, name, time_zone, created_at, quota_max_domains, quota_min_interval_s, \
+     quota_max_channels, quota_requests_per_minute";
+
 pub async fn get(pool: &PgPool, tenant_id: Uuid) -> Result<Option<TenantInfo>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, time_zone, created_at FROM tenants WHERE id = $1")
+    sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
         .bind(tenant_id)
         .fetch_optional(pool)
         .await
@@ -204,13 +211,11 @@ pub async fn set_time_zone(
     tenant_id: Uuid,
     zone: chrono_tz::Tz,
 ) -> Result<Option<TenantInfo>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE tenants SET time_zone = $2 WHERE id = $1 RETURNING id, name, time_zone, created_at",
-    )
-    .bind(tenant_id)
-    .bind(zone.name())
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(&format!("UPDATE tenants SET time_zone = $2 WHERE id = $1 RETURNING {TENANT_COLUMNS}"))
+        .bind(tenant_id)
+        .bind(zone.name())
+        .fetch_optional(pool)
+        .await
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub enum ApiError {
     /// Too many requests; retry after this many seconds (429 with `Retry-After`).
     #[error("too many check tests; retry in {0} s")]
     RateLimited(u64),
+    /// A tenant quota a write would exceed (422 with code `quota_exceeded`, the quota named
+    /// as the field).
+    #[error("{0}")]
+    Quota(crate::quotas::Exceeded),
+    /// Over the tenant's request rate (429 with code `rate_limited` and `Retry-After`).
+    #[error("tenant quota: at most {} API requests per minute; retry in {} s", .0.per_minute, .0.retry_after_s)]
+    RequestRate(crate::quotas::RateExceeded),
     #[error("temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -55,6 +62,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Quota(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RequestRate(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +81,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Quota(_) => "quota_exceeded",
+            ApiError::RequestRate(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -100,6 +111,16 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(fields) => ApiError::validation(fields),
             StoreError::NotFound => ApiError::NotFound,
             StoreError::Database(e) => e.into(),
+            StoreError::Quota(exceeded) => ApiError::Quota(exceeded),
+        }
+    }
+}
+
+impl From<crate::quotas::Error> for ApiError {
+    fn from(error: crate::quotas::Error) -> Self {
+        match error {
+            crate::quotas::Error::Exceeded(exceeded) => ApiError::Quota(exceeded),
+            crate::quotas::Error::Database(e) => e.into(),
         }
     }
 }
@@ -114,9 +135,18 @@ impl IntoResponse for ApiError {
         if let ApiError::Validation(fields) = &self {
             body["fields"] = json!(fields);
         }
+        if let ApiError::Quota(exceeded) = &self {
+            body["fields"] = json!({ exceeded.field: exceeded.message });
+        }
         let mut response = (status, Json(json!({ "error": body }))).into_response();
         if let ApiError::RateLimited(seconds) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        if let ApiError::Quota(exceeded) = &self {
+            response.extensions_mut().insert(super::gate::QuotaRefusal(exceeded.field));
+        }
+        if let ApiError::RequestRate(exceeded) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(exceeded.retry_after_s));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -2,6 +2,7 @@
 //! `router(state)` builds the whole HTTP surface without binding anything, so tests can call it
 //! directly; `startup` serves it.
 
+mod audit;
 mod auth;
 pub(crate) mod channels;
 mod checks;
@@ -10,6 +11,7 @@ mod dns;
 pub(crate) mod domains;
 mod error;
 mod events;
+mod gate;
 pub(crate) mod history;
 pub(crate) mod incidents;
 mod maintenance;
@@ -68,6 +70,8 @@ pub struct AppState {
     pub live: crate::live::Hub,
     /// The public status pages (their cache).
     pub pages: crate::status::Pages,
+    /// The tenants' request-rate quotas, per replica.
+    pub quotas: crate::quotas::RateLimits,
 }
 
 /// What `POST /v1/checks/test` needs besides the pool. Cheap to clone.
@@ -128,12 +132,19 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(status_pages::routes())
         .merge(maintenance::routes())
         .merge(sla::routes())
+        .merge(audit::routes())
+        // Writes are audited (inner), after the token and the tenant's rate (outer).
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record_api))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate::authenticate_and_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(|| async { ApiError::NotFound });
     // The HTML surface (the console, status pages, static files): its own security headers on
     // every response.
     let web = crate::web::routes()
-        .merge(crate::console::routes())
+        .merge(
+            crate::console::routes()
+                .route_layer(middleware::from_fn_with_state(state.clone(), audit::record_console)),
+        )
         .merge(crate::status::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(middleware::from_fn(crate::web::security_headers));

@@ -211,6 +211,7 @@ impl From<ApiError> for ConsoleError {
             ApiError::UnsupportedMediaType | ApiError::PayloadTooLarge => {
                 ConsoleError::BadRequest(error.to_string())
             }
+            ApiError::Quota(_) | ApiError::RequestRate(_) => ConsoleError::BadRequest(error.to_string()),
             ApiError::RateLimited(seconds) => {
                 ConsoleError::BadRequest(format!("too many requests; retry in {seconds} s"))
             }

@@ -51,6 +51,18 @@ pub enum StoreError {
     NotFound,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A tenant quota the write would exceed.
+    #[error(transparent)]
+    Quota(#[from] crate::quotas::Exceeded),
+}
+
+impl From<crate::quotas::Error> for StoreError {
+    fn from(error: crate::quotas::Error) -> Self {
+        match error {
+            crate::quotas::Error::Exceeded(exceeded) => StoreError::Quota(exceeded),
+            crate::quotas::Error::Database(e) => StoreError::Database(e),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -291,6 +303,8 @@ async fn write_row(
 /// Creates a domain.
 pub async fn create(pool: &PgPool, tenant_id: Uuid, spec: &DomainSpec) -> Result<Written, StoreError> {
     let mut tx = pool.begin().await?;
+    // The tenant row before `config_state`: two creates of one tenant count one after the other.
+    crate::quotas::reserve_domain(&mut tx, tenant_id, spec.interval.seconds()).await?;
     let version = next_version(&mut tx).await?;
     let domain = write_row(&mut tx, DomainId::new(), tenant_id, spec, version).await?;
     log_change(&mut tx, version, domain.id, Some(&domain.agent_config())).await?;
@@ -374,6 +388,7 @@ pub async fn update(
             return Err(StoreError::Invalid(errors));
         }
     };
+    crate::quotas::check_domain_interval(&mut tx, tenant_id, spec.interval.seconds()).await?;
     write_if_changed(tx, current, spec, actor).await
 }
 

@@ -114,11 +114,14 @@ fn new_secret() -> String {
 
 /// Creates a channel; returns it and, for a webhook, its secret (shown once). A provider's
 /// credential (`routing_key`, `bot_token`, `token`) is stored as the secret and never returned.
+/// The tenant's channel quota is checked under its row lock in the same transaction.
 pub async fn create(
     pool: &PgPool,
     tenant_id: Uuid,
     spec: &ChannelSpec,
-) -> sqlx::Result<(Channel, Option<String>)> {
+) -> Result<(Channel, Option<String>), crate::quotas::Error> {
+    let mut tx = pool.begin().await?;
+    crate::quotas::reserve_channel(&mut tx, tenant_id).await?;
     let made = (spec.kind == ChannelKind::Webhook).then(new_secret);
     let secret = made.clone().or_else(|| spec.secret.clone());
     let row: ChannelRow = sqlx::query_as(&format!(
@@ -137,8 +140,9 @@ pub async fn create(
     .bind(spec.storm_threshold as i32)
     .bind(&spec.subscriptions.events)
     .bind(&spec.subscriptions.tags)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok((channel(row), made))
 }
 

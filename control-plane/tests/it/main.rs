@@ -2,6 +2,7 @@
 //! `#[sqlx::test]`) and real Redis (one key prefix per test), with real probe agents.
 
 mod api;
+mod audit;
 mod browser;
 mod channels;
 mod checks;
@@ -21,6 +22,7 @@ mod live;
 mod maintenance;
 mod notify;
 mod pause;
+mod quotas;
 mod request_options;
 mod saturation;
 mod sla;
