@@ -196,6 +196,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch(pool: PgPool)
         .arg(&report)
         .env("SCHEMATHESIS_HOOKS", "")
         .env("NO_COLOR", "1")
+        // Its cache and reports stay out of the source tree.
+        .current_dir(&report)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(420), command.output())
