@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read and write every resource of the tenant.
@@ -47,7 +47,7 @@ pub struct Principal {
 }
 
 /// A freshly created token: the secret is only available here.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -131,7 +131,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Principal
 }
 
 /// A token as listed (never with its secret).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: Uuid,
     pub name: String,
@@ -162,7 +162,7 @@ pub async fn revoke_token(pool: &PgPool, tenant_id: Uuid, token_id: Uuid) -> Res
 }
 
 /// A tenant as `GET /v1/tenant` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TenantInfo {
     pub id: Uuid,
     pub name: String,

@@ -13,16 +13,18 @@
 use std::net::IpAddr;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, Path, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::query::{invalid, limit, params, time, Params};
+use super::schema::AuditPage;
 use super::{channels, domains, incidents, maintenance, sla, status_pages, Admin, ApiError, AppState, Auth};
 use crate::audit::diff::diff;
 use crate::audit::store::{self, Entry, Filter, Via};
@@ -33,14 +35,26 @@ use crate::tenants::{self, Principal};
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/audit", get(list))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 /// `GET /v1/audit?since=&until=&actor=&resource_type=&resource_id=&route=&limit=&cursor=`:
 /// the tenant's audit rows, newest first (admins only). `since`/`until` are RFC 3339 (`at >=
 /// since`, `at < until`), `actor` a token id, `route` a route template exactly as stored
 /// (`/v1/domains/{id}`); `limit` 1–1000 (default 100); `next_cursor` continues the list.
+#[utoipa::path(get, path = "/audit", tag = "tenant", security(("bearer" = ["admin"])),
+    params(
+        ("since" = Option<String>, Query, format = DateTime, description = "Rows at or after this RFC 3339 time"),
+        ("until" = Option<String>, Query, format = DateTime, description = "Rows before this RFC 3339 time"),
+        ("actor" = Option<Uuid>, Query, description = "The token that wrote"),
+        ("resource_type" = Option<String>, Query, description = "`domain`, `channel`, `token`, `maintenance_window`, `status_page`, `incident`, `notification`, `check_test`, `tenant` or `other`"),
+        ("resource_id" = Option<String>, Query, description = "The resource's id"),
+        ("route" = Option<String>, Query, description = "A route template, exactly (`/v1/domains/{id}`)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+    ),
+    responses((status = 200, description = "A page of audit rows, newest first", body = AuditPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Admin(p): Admin,
@@ -120,7 +134,7 @@ fn has_view(resource_type: &str) -> bool {
 /// The resource's API view as its `GET` route shows it to `principal` (the same handler), or
 /// `None` when it does not exist (or has no view).
 async fn view(state: &AppState, principal: &Principal, resource_type: &str, id: &str) -> Option<Value> {
-    let (state, auth, path) = (State(state.clone()), Auth(principal.clone()), Path(id.to_owned()));
+    let (state, auth, path) = (State(state.clone()), Auth(principal.clone()), super::Id(id.to_owned()));
     let read = match resource_type {
         "domain" => domains::get(state, auth, path).await,
         "channel" => channels::get_one(state, auth, path).await,

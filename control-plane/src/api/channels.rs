@@ -3,30 +3,32 @@
 //! another tenant's channel or notification is a 404. A webhook's secret appears once, in the
 //! creation response.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::netguard::TargetPolicy;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Admin, ApiError, AppState, Auth, JsonObject};
+use super::query::{invalid, limit, params, Params};
+use super::schema::{ChannelBody, ChannelPage, ChannelView, NotificationPage, NotificationView, TestQueued};
+use super::{Admin, ApiError, AppState, Auth, Id, JsonObject};
 use crate::notify::spec::{ChannelPolicy, ChannelSpec};
 use crate::notify::store::{self, Retry};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/channels", get(list).post(create))
-        .route("/channels/{id}", get(get_one).patch(update).delete(delete))
-        .route("/channels/{id}/test", post(test))
-        .route("/notifications", get(list_notifications))
-        .route("/notifications/{id}/retry", post(retry))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, update, delete))
+        .routes(routes!(test))
+        .routes(routes!(list_notifications))
+        .routes(routes!(retry))
 }
 
 fn policy(state: &AppState) -> ChannelPolicy {
@@ -41,14 +43,8 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
-    }
-    Ok(limit)
-}
-
+#[utoipa::path(post, path = "/channels", tag = "channels", security(("bearer" = ["admin"])), request_body = ChannelBody,
+    responses((status = 201, description = "The channel; a webhook's signing `secret` shown this once", body = ChannelView)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Admin(p): Admin,
@@ -64,23 +60,23 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    pub(crate) limit: Option<u32>,
-    pub(crate) cursor: Option<String>,
-}
-
+/// `?limit=` (1–500, default 50), `?cursor=` (the `next_cursor` of the previous page).
+#[utoipa::path(get, path = "/channels", tag = "channels",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, default 50"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+    ),
+    responses((status = 200, description = "A page of channels", body = ChannelPage)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = page_limit(query.limit)?;
-    let after = match query.cursor.as_deref() {
+    let map = params(query, &["limit", "cursor"])?;
+    let limit = limit(&map, DEFAULT_PAGE, MAX_PAGE)?;
+    let after = match map.get("cursor").map(String::as_str) {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<Uuid>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))?),
+        Some(c) => Some(c.parse::<Uuid>().map_err(|_| invalid("cursor", "invalid cursor"))?),
     };
     let mut page = store::list(&state.pool, p.tenant_id, after, limit + 1).await?;
     let more = page.len() > limit as usize;
@@ -90,18 +86,22 @@ pub(crate) async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
+#[utoipa::path(get, path = "/channels/{id}", tag = "channels", params(("id" = Uuid, Path, description = "The channel's id")),
+    responses((status = 200, description = "The channel", body = ChannelView)))]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?.view()))
 }
 
+#[utoipa::path(patch, path = "/channels/{id}", tag = "channels", params(("id" = Uuid, Path, description = "The channel's id")), security(("bearer" = ["admin"])), request_body = ChannelBody,
+    responses((status = 200, description = "The channel as updated", body = ChannelView)))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
     JsonObject(patch): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let channel = store::update(&state.pool, p.tenant_id, parse_id(&id)?, &patch, &policy(&state)).await?;
@@ -109,10 +109,12 @@ pub(crate) async fn update(
     Ok(Json(channel.view()))
 }
 
+#[utoipa::path(delete, path = "/channels/{id}", tag = "channels", params(("id" = Uuid, Path, description = "The channel's id")), security(("bearer" = ["admin"])),
+    responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if store::delete(&state.pool, p.tenant_id, id).await? {
@@ -125,24 +127,18 @@ pub(crate) async fn delete(
 
 /// Queues a `test` notification for this one channel and answers 202 with its id at once; the
 /// outcome shows in `GET /v1/notifications` (and the receiver).
+#[utoipa::path(post, path = "/channels/{id}/test", tag = "channels", params(("id" = Uuid, Path, description = "The channel's id")), security(("bearer" = ["admin"])),
+    responses((status = 202, description = "A test notification queued", body = TestQueued)))]
 pub(crate) async fn test(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let channel = store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?;
     let notification_id = store::enqueue_test(&state.pool, &channel).await?;
     state.notify_wake.notify_one();
     tracing::info!(channel_id = %channel.id, %notification_id, "test notification queued");
     Ok((StatusCode::ACCEPTED, Json(json!({ "notification_id": notification_id, "state": "pending" }))))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NotificationQuery {
-    pub(crate) state: Option<String>,
-    pub(crate) limit: Option<u32>,
-    pub(crate) cursor: Option<String>,
 }
 
 fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
@@ -154,21 +150,30 @@ fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.parse().ok()?))
 }
 
+/// `?state=pending|delivered|dead`, `?limit=` (1–500, default 50), `?cursor=` (the
+/// `next_cursor` of the previous page); newest first.
+#[utoipa::path(get, path = "/notifications", tag = "channels", security(("bearer" = ["admin"])),
+    params(
+        ("state" = Option<String>, Query, description = "`pending`, `delivered` or `dead`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, default 50"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+    ),
+    responses((status = 200, description = "A page of notifications, newest first", body = NotificationPage)))]
 pub(crate) async fn list_notifications(
     State(state): State<AppState>,
     Admin(p): Admin,
-    query: Result<Query<NotificationQuery>, axum::extract::rejection::QueryRejection>,
+    query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = page_limit(query.limit)?;
-    let wanted = match query.state.as_deref() {
+    let map = params(query, &["state", "limit", "cursor"])?;
+    let limit = limit(&map, DEFAULT_PAGE, MAX_PAGE)?;
+    let wanted = match map.get("state").map(String::as_str) {
         None | Some("") => None,
         Some(s @ ("pending" | "delivered" | "dead")) => Some(s),
-        Some(_) => return Err(ApiError::BadRequest("state must be pending, delivered or dead".into())),
+        Some(_) => return Err(invalid("state", "must be pending, delivered or dead")),
     };
-    let before = match query.cursor.as_deref() {
+    let before = match map.get("cursor").map(String::as_str) {
         None | Some("") => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?),
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| invalid("cursor", "invalid cursor"))?),
     };
     let mut page = store::list_notifications(&state.pool, p.tenant_id, wanted, before, limit + 1).await?;
     let more = page.len() > limit as usize;
@@ -178,10 +183,17 @@ pub(crate) async fn list_notifications(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
+/// Queues a dead notification again.
+#[utoipa::path(post, path = "/notifications/{id}/retry", tag = "channels", security(("bearer" = ["admin"])),
+    params(("id" = Uuid, Path, description = "The notification's id")),
+    responses(
+        (status = 200, description = "The notification, pending again", body = NotificationView),
+        (status = 409, description = "Only a dead notification can be retried", body = super::schema::ErrorBody),
+    ))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     match store::retry(&state.pool, p.tenant_id, parse_id(&id)?).await? {
         Retry::Retried(row) => {

@@ -21,6 +21,10 @@ use serde_json::{json, Map, Value};
 use shared::{DomainConfig, DomainId, ProbeRequest};
 use tokio::time::Instant;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::schema::{CheckTestAnswer, CheckTestBody};
 use super::{Admin, ApiError, AppState, JsonObject};
 use crate::checks::CheckResult;
 use crate::domains::spec::parse_regions;
@@ -44,6 +48,17 @@ struct Target {
     wait: Duration,
 }
 
+/// The check test route, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(test))
+}
+
+#[utoipa::path(post, path = "/checks/test", tag = "domains", security(("bearer" = ["admin"])), request_body = CheckTestBody,
+    responses(
+        (status = 200, description = "What the agents found within `wait_ms`", body = CheckTestAnswer),
+        (status = 404, description = "No such domain (`domain_id`)", body = super::schema::ErrorBody),
+        (status = 429, description = "Too many check tests; see `Retry-After`", body = super::schema::ErrorBody),
+    ))]
 pub async fn test(
     State(state): State<AppState>,
     Admin(p): Admin,

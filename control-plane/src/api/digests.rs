@@ -1,25 +1,33 @@
 //! `/v1/digests` (the tenant's flap digests, newest period first) and `/v1/digests/{id}` (one
 //! digest: its content, text and HTML). Tenant-scoped: another tenant's digest is a 404.
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::query::{limit, params, time, Params};
-use super::{ApiError, AppState, Auth};
+use super::{ApiError, AppState, Auth, Id};
 use crate::digests::store::{self, Filter};
 
 pub const DEFAULT_LIMIT: u32 = 24;
 pub const MAX_LIMIT: u32 = 500;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/digests", get(list)).route("/digests/{id}", get(show))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(show))
 }
 
 /// `?since=&until=` bound `period_start` (`since` inclusive, `until` exclusive); `limit` 1–500,
 /// default 24.
+#[utoipa::path(get, path = "/digests", tag = "reports",
+    params(
+        ("since" = Option<String>, Query, format = DateTime, description = "Periods starting at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, format = DateTime, description = "Periods starting before (RFC 3339)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Default 24"),
+    ),
+    responses((status = 200, description = "Digests, newest period first", body = super::schema::DigestList)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -32,11 +40,10 @@ pub async fn list(
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// One digest: its content, text and HTML.
+#[utoipa::path(get, path = "/digests/{id}", tag = "reports", params(("id" = Uuid, Path, description = "The digest's id")),
+    responses((status = 200, description = "The digest", body = crate::digests::store::Stored)))]
+pub async fn show(State(state): State<AppState>, Auth(p): Auth, Id(id): Id) -> Result<Json<Value>, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let digest = store::get(&state.pool, p.tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(json!(digest)))

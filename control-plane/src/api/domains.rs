@@ -1,21 +1,34 @@
 //! `/v1/domains`: create, list (cursor pagination, `?tag=` filter), get, update (`PATCH`), delete, pause and
 //! resume. Every query is scoped by the caller's tenant; another tenant's domain is a 404.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::DomainId;
 
 use chrono::Utc;
 
-use super::{Admin, ApiError, AppState, Auth, JsonObject};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::query::{invalid, limit, params, Params};
+use super::schema::{DomainBody, DomainPage, DomainView};
+use super::{Admin, ApiError, AppState, Auth, Id, JsonObject};
 use crate::domains::{store, Domain, DomainSpec};
 use crate::live::Event;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+
+/// The domain routes, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+}
 
 /// A domain as the API shows it: `check` is the check type with its settings
 /// (`{"type": "http"}` for the URL's check) and `json` an http check's body assertion. The request fields (`method`, `headers`, `auth`, `body`,
@@ -59,6 +72,9 @@ fn parse_id(raw: &str) -> Result<DomainId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(post, path = "/domains", tag = "domains", security(("bearer" = ["admin"])),
+    request_body = DomainBody,
+    responses((status = 201, description = "Created", body = DomainView)))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(p): Admin,
@@ -73,32 +89,29 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&written.domain))))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub(crate) limit: Option<u32>,
-    pub(crate) cursor: Option<String>,
-    /// Only the domains carrying this tag.
-    pub(crate) tag: Option<String>,
-}
-
+/// `?limit=` (1–500, default 50), `?cursor=` (the `next_cursor` of the previous page), `?tag=`
+/// (only the domains carrying this tag).
+#[utoipa::path(get, path = "/domains", tag = "domains",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, default 50"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+        ("tag" = Option<String>, Query, description = "Only the domains carrying this tag"),
+    ),
+    responses((status = 200, description = "A page of domains, oldest first", body = DomainPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
-    }
-    let after = match query.cursor.as_deref() {
+    let map = params(query, &["limit", "cursor", "tag"])?;
+    let limit = limit(&map, DEFAULT_PAGE, MAX_PAGE)?;
+    let after = match map.get("cursor").map(String::as_str) {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<DomainId>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))?),
+        Some(c) => Some(c.parse::<DomainId>().map_err(|_| invalid("cursor", "invalid cursor"))?),
     };
-    let tag = match query.tag.as_deref() {
+    let tag = match map.get("tag") {
         None => None,
-        Some(raw) => Some(crate::domains::tags::parse_tag(raw).map_err(|m| super::query::invalid("tag", m))?),
+        Some(raw) => Some(crate::domains::tags::parse_tag(raw).map_err(|m| invalid("tag", m))?),
     };
     // One row more than asked tells whether another page exists.
     let mut page = store::list(&state.pool, p.tenant_id, after, tag.as_deref(), limit + 1).await?;
@@ -109,19 +122,22 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/domains/{id}", tag = "domains", params(("id" = Uuid, Path, description = "The domain's id")),
+    responses((status = 200, description = "The domain", body = DomainView)))]
+pub async fn get(State(state): State<AppState>, Auth(p): Auth, Id(id): Id) -> Result<Json<Value>, ApiError> {
     let domain = store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?;
     Ok(Json(view(&domain)))
 }
 
+/// Overlays the patch on the domain's request form and parses the result by the creation
+/// rules; `null` clears a field. Secrets left out are kept.
+#[utoipa::path(patch, path = "/domains/{id}", tag = "domains", params(("id" = Uuid, Path, description = "The domain's id")), security(("bearer" = ["admin"])),
+    request_body = DomainBody,
+    responses((status = 200, description = "The domain as updated", body = DomainView)))]
 pub async fn update(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
     JsonObject(patch): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     patch_domain(&state, &p, parse_id(&id)?, patch).await
@@ -147,18 +163,22 @@ async fn patch_domain(
     Ok(Json(view(&written.domain)))
 }
 
+#[utoipa::path(post, path = "/domains/{id}/pause", tag = "domains", params(("id" = Uuid, Path, description = "The domain's id")), security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The domain, paused", body = DomainView)))]
 pub async fn pause(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     set_paused(&state, &p, parse_id(&id)?, true).await
 }
 
+#[utoipa::path(post, path = "/domains/{id}/resume", tag = "domains", params(("id" = Uuid, Path, description = "The domain's id")), security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The domain, probed again", body = DomainView)))]
 pub async fn resume(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     set_paused(&state, &p, parse_id(&id)?, false).await
 }
@@ -178,10 +198,12 @@ async fn set_paused(
     Ok(Json(view(&written.domain)))
 }
 
+#[utoipa::path(delete, path = "/domains/{id}", tag = "domains", params(("id" = Uuid, Path, description = "The domain's id")), security(("bearer" = ["admin"])),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let version = store::delete(&state.pool, p.tenant_id, id, &p.token_id.to_string()).await?;

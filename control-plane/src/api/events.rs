@@ -7,10 +7,28 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::query::{invalid, params, Params};
 use super::{ApiError, AppState, Auth};
 use crate::live::{resume_point, TenantView};
 
+/// The event stream route, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream))
+}
+
+#[utoipa::path(get, path = "/events", tag = "incidents",
+    params(
+        ("domain" = Option<Uuid>, Query, description = "Only this domain's events"),
+        ("after" = Option<String>, Query, description = "Resume after this event id (like `Last-Event-ID`)"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: one message per event, named by its kind, its JSON as data", content_type = "text/event-stream", body = String),
+        (status = 404, description = "Not a domain of this tenant", body = super::schema::ErrorBody),
+        (status = 503, description = "Too many open streams; retry after `Retry-After` seconds", content_type = "text/plain", body = String),
+    ))]
 pub async fn stream(
     State(state): State<AppState>,
     Auth(p): Auth,

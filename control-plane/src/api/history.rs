@@ -2,27 +2,29 @@
 //! time-series store. The domain must belong to the caller's tenant (checked in the
 //! transactional database); another tenant's domain is a 404 like every domain route.
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use serde_json::{json, Value};
 use shared::DomainId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::query::{invalid, limit, params, Params};
-use super::{ApiError, AppState, Auth};
+use super::schema::{CertificateAnswer, ItemList, UptimeAnswer};
+use super::{ApiError, AppState, Auth, Id};
 use crate::timeseries::Window;
 
 pub const DEFAULT_RESULTS: u32 = 50;
 pub const MAX_RESULTS: u32 = 1_000;
 
 /// The history routes, to be merged into `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/domains/{id}/uptime", get(uptime))
-        .route("/domains/{id}/latency", get(latency))
-        .route("/domains/{id}/results", get(results))
-        .route("/domains/{id}/certificate", get(certificate))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(uptime))
+        .routes(routes!(latency))
+        .routes(routes!(results))
+        .routes(routes!(certificate))
 }
 
 /// The domain's id if it belongs to the caller's tenant, else 404.
@@ -56,10 +58,12 @@ async fn windowed(
 /// decided), from the transition history; `probes` and `regions` are the raw probe success
 /// ratios, every region together and per region. `regional_failures` lists regions failing
 /// persistently while the domain is up.
+#[utoipa::path(get, path = "/domains/{id}/uptime", tag = "history", params(("id" = Uuid, Path, description = "The domain's id"), ("window" = Option<String>, Query, description = "`24h` (default), `7d` or `30d`")),
+    responses((status = 200, description = "Consensus uptime and probe success ratios over the window", body = UptimeAnswer)))]
 pub async fn uptime(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let (domain, window) = windowed(&state, p.tenant_id, &id, query).await?;
@@ -80,20 +84,27 @@ pub async fn uptime(
     })))
 }
 
+/// Latency percentiles over the window, every region together and per region.
+#[utoipa::path(get, path = "/domains/{id}/latency", tag = "history", params(("id" = Uuid, Path, description = "The domain's id"), ("window" = Option<String>, Query, description = "`24h` (default), `7d` or `30d`")),
+    responses((status = 200, description = "Latency percentiles", body = Object)))]
 pub async fn latency(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let (domain, window) = windowed(&state, p.tenant_id, &id, query).await?;
     Ok(Json(json!(state.timeseries.latency(domain, window).await?)))
 }
 
+/// The most recent probe results, newest first.
+#[utoipa::path(get, path = "/domains/{id}/results", tag = "history",
+    params(("id" = Uuid, Path, description = "The domain's id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Default 50")),
+    responses((status = 200, description = "Recent results", body = ItemList)))]
 pub async fn results(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let map = params(query, &["limit"])?;
@@ -103,10 +114,16 @@ pub async fn results(
     Ok(Json(json!({ "items": items })))
 }
 
+/// The certificates the regions saw, and the one that expires first.
+#[utoipa::path(get, path = "/domains/{id}/certificate", tag = "history", params(("id" = Uuid, Path, description = "The domain's id")),
+    responses(
+        (status = 200, description = "Certificates per region", body = CertificateAnswer),
+        (status = 404, description = "No such domain, or no certificate recorded yet (`not_recorded`)", body = super::schema::ErrorBody),
+    ))]
 pub async fn certificate(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     let domain = owned(&state, p.tenant_id, &id).await?;
     let url: String = sqlx::query_scalar("SELECT url FROM domains WHERE id = $1")

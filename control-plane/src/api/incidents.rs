@@ -3,16 +3,18 @@
 //! or next). Tenant-scoped: another tenant's incident or
 //! domain is a 404.
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use shared::DomainId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::query::{invalid, limit, params, time, Params};
-use super::{Admin, ApiError, AppState, Auth};
+use super::schema::{AckBody, DomainStatus, IncidentDetail, IncidentList, UpdateBody, UpdateList};
+use super::{Admin, ApiError, AppState, Auth, Id};
 use crate::consensus::{self, decide};
 use crate::flap;
 use crate::incidents::{self, AckError, Filter};
@@ -22,15 +24,26 @@ pub const MAX_LIMIT: u32 = 500;
 /// Longest acknowledgement note, in characters.
 pub const MAX_NOTE_CHARS: usize = 2_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/incidents", get(list))
-        .route("/incidents/{id}", get(show))
-        .route("/incidents/{id}/ack", post(ack))
-        .route("/incidents/{id}/updates", get(updates).post(post_update))
-        .route("/domains/{id}/status", get(status))
+/// The incident routes, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(ack))
+        .routes(routes!(updates, post_update))
+        .routes(routes!(status))
 }
 
+/// The tenant's incidents, newest first.
+#[utoipa::path(get, path = "/incidents", tag = "incidents",
+    params(
+        ("state" = Option<String>, Query, description = "`open`, `acknowledged` or `resolved`"),
+        ("domain" = Option<Uuid>, Query, description = "Only this domain's"),
+        ("since" = Option<String>, Query, format = DateTime, description = "Opened at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, format = DateTime, description = "Opened before (RFC 3339)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Default 50"),
+    ),
+    responses((status = 200, description = "Incidents", body = IncidentList)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -62,11 +75,10 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// An incident with its events and updates.
+#[utoipa::path(get, path = "/incidents/{id}", tag = "incidents", params(("id" = Uuid, Path, description = "The incident's id")),
+    responses((status = 200, description = "The incident", body = IncidentDetail)))]
+pub async fn show(State(state): State<AppState>, Auth(p): Auth, Id(id): Id) -> Result<Json<Value>, ApiError> {
     let incident =
         incidents::get(&state.pool, p.tenant_id, parse_id(&id)?).await?.ok_or(ApiError::NotFound)?;
     let events = incidents::events(&state.pool, incident.id).await?;
@@ -79,10 +91,15 @@ pub async fn show(
 
 /// Acknowledges an open incident (admin). Body: a JSON object, `{"note": "..."}` or `{}`. A
 /// resolved or already acknowledged incident answers 409.
+#[utoipa::path(post, path = "/incidents/{id}/ack", tag = "incidents", params(("id" = Uuid, Path, description = "The incident's id")), security(("bearer" = ["admin"])), request_body = AckBody,
+    responses(
+        (status = 200, description = "The incident, acknowledged", body = crate::incidents::Incident),
+        (status = 409, description = "Already acknowledged or resolved", body = super::schema::ErrorBody),
+    ))]
 pub async fn ack(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
     super::JsonObject(body): super::JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
@@ -121,11 +138,15 @@ pub async fn ack(
 pub const MAX_UPDATE_CHARS: usize = 5_000;
 
 /// `GET /v1/incidents/{id}/updates`: the operators' updates, oldest first.
+#[utoipa::path(get, path = "/incidents/{id}/updates", tag = "incidents", params(("id" = Uuid, Path, description = "The incident's id")),
+    responses((status = 200, description = "The updates, oldest first", body = UpdateList)))]
 pub async fn updates(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
+    query: Params,
 ) -> Result<Json<Value>, ApiError> {
+    params(query, &[])?;
     let items = incidents::updates::list(&state.pool, p.tenant_id, parse_id(&id)?)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -135,10 +156,12 @@ pub async fn updates(
 /// `POST /v1/incidents/{id}/updates` (admin): `{"status": "investigating" | "identified" |
 /// "monitoring" | "resolved", "message": "..."}`; shown on the status pages of the incident's
 /// domain, live. Answers 201 with the update.
+#[utoipa::path(post, path = "/incidents/{id}/updates", tag = "incidents", params(("id" = Uuid, Path, description = "The incident's id")), security(("bearer" = ["admin"])), request_body = UpdateBody,
+    responses((status = 201, description = "The update", body = crate::incidents::updates::IncidentUpdate)))]
 pub async fn post_update(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
     super::JsonObject(body): super::JsonObject,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
@@ -189,10 +212,12 @@ pub async fn post_update(
 /// row, degraded), its flap mode and
 /// its persistent regional failures (`regional_failures`: regions whose latest
 /// `regional_failure_observations` observations all failed while the domain is up).
+#[utoipa::path(get, path = "/domains/{id}/status", tag = "incidents", params(("id" = Uuid, Path, description = "The domain's id")),
+    responses((status = 200, description = "The domain's consensus status", body = DomainStatus)))]
 pub async fn status(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     let id: DomainId = id.parse().map_err(|_| ApiError::NotFound)?;
     let mut conn = state.pool.acquire().await?;

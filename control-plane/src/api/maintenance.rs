@@ -2,16 +2,18 @@
 //! `/v1/maintenance/{id}/occurrences?from=&to=`. Tenant-scoped: another tenant's window is a
 //! 404, and a scope may name only the tenant's own domains.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::query::{invalid, limit, params, time, Params};
-use super::{Admin, ApiError, AppState, Auth, JsonObject};
+use super::schema::{OccurrenceList, WindowBody, WindowPage, WindowView};
+use super::{Admin, ApiError, AppState, Auth, Id, JsonObject};
 use crate::maintenance::schedule::{self, Occurrence};
 use crate::maintenance::store::{self, StoreError, Window};
 use crate::maintenance::WindowSpec;
@@ -23,11 +25,12 @@ const MAX_SPAN: Duration = Duration::days(366);
 /// The span `occurrences` lists when `to` is not given.
 const DEFAULT_SPAN: Duration = Duration::days(30);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/maintenance", get(list).post(create))
-        .route("/maintenance/{id}", get(show).patch(update).delete(delete))
-        .route("/maintenance/{id}/occurrences", get(occurrences))
+/// The maintenance routes, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, delete))
+        .routes(routes!(occurrences))
 }
 
 impl From<StoreError> for ApiError {
@@ -66,6 +69,8 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(post, path = "/maintenance", tag = "maintenance", security(("bearer" = ["admin"])), request_body = WindowBody,
+    responses((status = 201, description = "The window", body = WindowView)))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(p): Admin,
@@ -78,6 +83,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&window, now))))
 }
 
+#[utoipa::path(get, path = "/maintenance", tag = "maintenance",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, default 50"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+    ),
+    responses((status = 200, description = "A page of windows", body = WindowPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -98,19 +109,19 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/maintenance/{id}", tag = "maintenance", params(("id" = Uuid, Path, description = "The window's id")),
+    responses((status = 200, description = "The window", body = WindowView)))]
+pub async fn show(State(state): State<AppState>, Auth(p): Auth, Id(id): Id) -> Result<Json<Value>, ApiError> {
     let window = store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?;
     Ok(Json(view(&window, state.clock.now())))
 }
 
+#[utoipa::path(patch, path = "/maintenance/{id}", tag = "maintenance", params(("id" = Uuid, Path, description = "The window's id")), security(("bearer" = ["admin"])), request_body = WindowBody,
+    responses((status = 200, description = "The window as updated", body = WindowView)))]
 pub async fn update(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
     JsonObject(patch): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
@@ -119,10 +130,12 @@ pub async fn update(
     Ok(Json(view(&window, now)))
 }
 
+#[utoipa::path(delete, path = "/maintenance/{id}", tag = "maintenance", params(("id" = Uuid, Path, description = "The window's id")), security(("bearer" = ["admin"])),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     store::delete(&state.pool, p.tenant_id, id, state.clock.now()).await?;
@@ -132,10 +145,17 @@ pub async fn delete(
 
 /// The window's occurrences overlapping `[from, to)` (RFC 3339; default from now, for 30
 /// days; at most 366 days), at most `limit` (default and maximum 1000).
+#[utoipa::path(get, path = "/maintenance/{id}/occurrences", tag = "maintenance",
+    params(("id" = Uuid, Path, description = "The window's id"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Default now (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Default 30 days after `from`; at most 366 days after"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Default 1000"),
+    ),
+    responses((status = 200, description = "The occurrences overlapping [from, to)", body = OccurrenceList)))]
 pub async fn occurrences(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let map = params(query, &["from", "to", "limit"])?;

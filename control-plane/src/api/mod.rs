@@ -15,10 +15,13 @@ mod gate;
 pub(crate) mod history;
 pub(crate) mod incidents;
 mod maintenance;
+pub mod openapi;
 pub(crate) mod query;
 mod regions;
+pub(crate) mod schema;
 pub(crate) mod sla;
 pub(crate) mod status_pages;
+pub mod text;
 mod tokens;
 
 use std::collections::BTreeSet;
@@ -27,17 +30,19 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 use shared::ops::ReadyCheck;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Admin, Auth};
 pub use error::ApiError;
@@ -109,21 +114,15 @@ impl AppState {
     }
 }
 
-/// The complete HTTP surface: `/v1` API, the HTML surface ([`crate::web`]: the console under
-/// `/console`, status pages, static files), `/metrics`,
-/// `/healthz`, `/readyz`.
-pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
-    let ready = readiness(state.pool.clone());
-    let v1 = Router::new()
-        .route("/domains", get(domains::list).post(domains::create))
-        .route("/domains/{id}", get(domains::get).patch(domains::update).delete(domains::delete))
-        .route("/domains/{id}/pause", post(domains::pause))
-        .route("/domains/{id}/resume", post(domains::resume))
-        .route("/regions", get(regions::list))
-        .route("/checks/test", post(checks::test))
-        .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/events", get(events::stream))
+/// Every `/v1` route and its OpenAPI description, registered together (`routes!`): a new
+/// route module adds its `routes()` here, and nowhere else.
+pub(crate) fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(domains::routes())
+        .merge(regions::routes())
+        .merge(checks::routes())
+        .merge(tokens::routes())
+        .merge(events::routes())
         .merge(history::routes())
         .merge(incidents::routes())
         .merge(channels::routes())
@@ -133,6 +132,16 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(maintenance::routes())
         .merge(sla::routes())
         .merge(audit::routes())
+        .routes(routes!(openapi::serve))
+}
+
+/// The complete HTTP surface: `/v1` API, the HTML surface ([`crate::web`]: the console under
+/// `/console`, status pages, static files), `/metrics`,
+/// `/healthz`, `/readyz`.
+pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
+    let ready = readiness(state.pool.clone());
+    let (v1, _) = v1().split_for_parts();
+    let v1 = v1
         // Writes are audited (inner), after the token and the tenant's rate (outer).
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record_api))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::authenticate_and_limit))
@@ -183,9 +192,39 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// A JSON object request body. Rejects a wrong content type (415), an oversized body (413),
-/// and anything that is not a JSON object (400) with a JSON error.
-pub struct JsonObject(pub Map<String, Value>);
+/// A JSON object request body, screened by [`text`] (NUL and control characters, lengths). The
+/// extractor rejects a wrong content type (415), an oversized body (413), anything that is not
+/// a JSON object (400) and text the screen refuses (422 naming each field), all as JSON errors.
+/// Only [`JsonObject::checked`] makes one outside this module, so every body a handler sees has
+/// passed the screen.
+pub struct JsonObject(Map<String, Value>);
+
+impl JsonObject {
+    /// `body` once [`text::screen_body`] passes it; else 422 naming each field.
+    pub fn checked(body: Map<String, Value>) -> Result<Self, ApiError> {
+        let errors = text::screen_body(&body);
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(JsonObject(body))
+    }
+}
+
+/// A resource id from the path (`/v1/domains/{id}`), as the client wrote it; a segment axum
+/// cannot decode (bad percent-encoding, not UTF-8) is a JSON 404 like any unknown id.
+#[derive(Debug, Clone)]
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Id(id)),
+            Err(_) => Err(ApiError::NotFound),
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
@@ -206,7 +245,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             }
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(Value::Object(map)) => JsonObject::checked(map),
             Ok(_) => Err(ApiError::BadRequest("request body must be a JSON object".into())),
             Err(e) => Err(ApiError::BadRequest(format!("request body is not valid JSON: {e}"))),
         }

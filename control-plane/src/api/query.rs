@@ -1,5 +1,5 @@
-//! Query-string helpers shared by the list routes: unknown parameters refused by name, RFC 3339
-//! times, bounded limits.
+//! Query-string helpers shared by every route that takes parameters: unknown parameters refused
+//! by name, values screened by [`super::text`], RFC 3339 times, bounded limits.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +19,10 @@ pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 /// The parameters, every one of them in `known` (the others are refused, each by name).
 pub fn params(query: Params, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let Query(map) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let bad = super::text::screen_query(&map);
+    if !bad.is_empty() {
+        return Err(ApiError::Validation(bad));
+    }
     let unknown: BTreeMap<String, String> = map
         .keys()
         .filter(|k| !known.contains(&k.as_str()))

@@ -7,10 +7,23 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::query::{params, Params};
+use super::schema::RegionList;
 use super::{ApiError, AppState, Auth};
 use crate::tenants::Role;
 
-pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>, ApiError> {
+/// The region route, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
+}
+
+#[utoipa::path(get, path = "/regions", tag = "tenant",
+    responses((status = 200, description = "The regions; with an admin token each with its agents", body = RegionList)))]
+pub async fn list(State(state): State<AppState>, auth: Auth, query: Params) -> Result<Json<Value>, ApiError> {
+    params(query, &[])?;
     let regions = crate::regions::list(&state.pool).await?;
     if auth.0.role != Role::Admin {
         let items: Vec<Value> = regions.into_iter().map(|name| json!({ "name": name })).collect();

@@ -2,24 +2,25 @@
 //! tenant's monthly report as JSON, text or HTML) and `/v1/tenant` (the tenant, and its time
 //! zone for admins to set). Tenant-scoped: another tenant's domain is a 404.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use shared::DomainId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::query::{invalid, params, Params};
-use super::{Admin, ApiError, AppState, Auth, JsonObject};
+use super::{Admin, ApiError, AppState, Auth, Id, JsonObject};
 use crate::sla::{period, report, store, Month};
 use crate::tenants;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/domains/{id}/sla", get(domain_sla))
-        .route("/reports/sla", get(sla_report))
-        .route("/tenant", get(tenant).patch(update_tenant))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(domain_sla))
+        .routes(routes!(sla_report))
+        .routes(routes!(tenant, update_tenant))
 }
 
 /// The month named by `key` (`YYYY-MM`) in `tz`, or `default`; a month that has not begun is
@@ -42,10 +43,16 @@ fn month_param(
 
 /// `?period=YYYY-MM` (default: the current month in the tenant's time zone). 404 `not_recorded`
 /// when the domain has no SLO.
+#[utoipa::path(get, path = "/domains/{id}/sla", tag = "reports",
+    params(("id" = Uuid, Path, description = "The domain's id"), ("period" = Option<String>, Query, pattern = "^[0-9]{4}-[0-9]{2}$", description = "`YYYY-MM`; default the current month")),
+    responses(
+        (status = 200, description = "The SLO's figures for the period", body = Object),
+        (status = 404, description = "No such domain, or it has no SLO (`not_recorded`)", body = super::schema::ErrorBody),
+    ))]
 pub async fn domain_sla(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
     let map = params(query, &["period"])?;
@@ -67,6 +74,16 @@ pub async fn domain_sla(
 /// `?month=YYYY-MM` (default: the last month that has ended) and `format=json|text|html`
 /// (default `json`). The report as it was sent when it was; else built now (`complete` false
 /// while the month runs).
+#[utoipa::path(get, path = "/reports/sla", tag = "reports",
+    params(
+        ("month" = Option<String>, Query, pattern = "^[0-9]{4}-[0-9]{2}$", description = "`YYYY-MM`; default the last month that has ended"),
+        ("format" = Option<String>, Query, description = "`json` (default), `text` or `html`"),
+    ),
+    responses((status = 200, description = "The monthly report", content(
+        (Object = "application/json"),
+        (String = "text/plain"),
+        (String = "text/html"),
+    ))))]
 pub async fn sla_report(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -112,6 +129,8 @@ pub async fn sla_report(
     })
 }
 
+#[utoipa::path(get, path = "/tenant", tag = "tenant",
+    responses((status = 200, description = "The tenant", body = crate::tenants::TenantInfo)))]
 pub async fn tenant(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
     let info = tenants::get(&state.pool, p.tenant_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(json!(info)))
@@ -119,6 +138,8 @@ pub async fn tenant(State(state): State<AppState>, Auth(p): Auth) -> Result<Json
 
 /// `{"time_zone": "Europe/Berlin"}`: an IANA name; the tenant's SLO periods and reports are
 /// taken there from now on.
+#[utoipa::path(patch, path = "/tenant", tag = "tenant", security(("bearer" = ["admin"])), request_body = super::schema::TenantBody,
+    responses((status = 200, description = "The tenant", body = crate::tenants::TenantInfo)))]
 pub async fn update_tenant(
     State(state): State<AppState>,
     Admin(p): Admin,

@@ -3,23 +3,24 @@
 //! be one of the tenant's. Every write publishes a `page` live event after its commit, which
 //! drops the cached page on every replica and tells its open streams to reload.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Admin, ApiError, AppState, Auth, JsonObject};
+use super::query::{params, Params};
+use super::schema::{PageBody, PageList, PageView};
+use super::{Admin, ApiError, AppState, Auth, Id, JsonObject};
 use crate::live::Event;
 use crate::status::spec::PageSpec;
 use crate::status::store::{self, StoredPage};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/status-pages", get(list).post(create))
-        .route("/status-pages/{id}", get(show).patch(update).delete(delete))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(show, update, delete))
 }
 
 impl From<store::Error> for ApiError {
@@ -65,6 +66,11 @@ fn changed(state: &AppState, page: &StoredPage, op: &str) {
     state.pages.forget(|entry| entry.page_id == id);
 }
 
+#[utoipa::path(post, path = "/status-pages", tag = "status pages", security(("bearer" = ["admin"])), request_body = PageBody,
+    responses(
+        (status = 201, description = "The page", body = PageView),
+        (status = 409, description = "The slug or a hostname is taken", body = super::schema::ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(p): Admin,
@@ -77,24 +83,34 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&page))))
 }
 
-pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/status-pages", tag = "status pages",
+    responses((status = 200, description = "The tenant's pages", body = PageList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    params(query, &[])?;
     let pages = store::list(&state.pool, p.tenant_id).await?;
     Ok(Json(json!({ "items": pages.iter().map(view).collect::<Vec<_>>() })))
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/status-pages/{id}", tag = "status pages", params(("id" = Uuid, Path, description = "The page's id")),
+    responses((status = 200, description = "The page", body = PageView)))]
+pub async fn show(State(state): State<AppState>, Auth(p): Auth, Id(id): Id) -> Result<Json<Value>, ApiError> {
     let page = store::get(&state.pool, p.tenant_id, parse_id(&id)?).await?;
     Ok(Json(view(&page)))
 }
 
+#[utoipa::path(patch, path = "/status-pages/{id}", tag = "status pages", params(("id" = Uuid, Path, description = "The page's id")), security(("bearer" = ["admin"])), request_body = PageBody,
+    responses(
+        (status = 200, description = "The page as updated", body = PageView),
+        (status = 409, description = "The slug or a hostname is taken", body = super::schema::ErrorBody),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let page = store::update(&state.pool, p.tenant_id, parse_id(&id)?, &body).await?;
@@ -103,10 +119,12 @@ pub async fn update(
     Ok(Json(view(&page)))
 }
 
+#[utoipa::path(delete, path = "/status-pages/{id}", tag = "status pages", params(("id" = Uuid, Path, description = "The page's id")), security(("bearer" = ["admin"])),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     store::delete(&state.pool, p.tenant_id, id).await?;

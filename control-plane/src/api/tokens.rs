@@ -1,20 +1,39 @@
 //! `/v1/tokens`: an admin lists, creates and revokes its tenant's API tokens. A token's secret
 //! appears once, in the creation response.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{Admin, ApiError, AppState, JsonObject};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::query::{params, Params};
+use super::schema::{TokenBody, TokenList};
+use super::{Admin, ApiError, AppState, Id, JsonObject};
 use crate::tenants::{self, Role};
 
-pub async fn list(State(state): State<AppState>, Admin(p): Admin) -> Result<Json<Value>, ApiError> {
+/// The token routes, to be merged into `/v1`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(revoke))
+}
+
+#[utoipa::path(get, path = "/tokens", tag = "tenant", security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The tenant's tokens (never their secrets)", body = TokenList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    params(query, &[])?;
     let tokens = tenants::list_tokens(&state.pool, p.tenant_id).await?;
     Ok(Json(json!({ "items": tokens })))
 }
 
+#[utoipa::path(post, path = "/tokens", tag = "tenant", security(("bearer" = ["admin"])), request_body = TokenBody,
+    responses((status = 201, description = "The token with its secret, shown this once", body = crate::tenants::IssuedToken)))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(p): Admin,
@@ -54,10 +73,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }
 
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tenant", security(("bearer" = ["admin"])),
+    params(("id" = Uuid, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked")))]
 pub async fn revoke(
     State(state): State<AppState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     if tenants::revoke_token(&state.pool, p.tenant_id, id).await? {

@@ -169,7 +169,7 @@ pub async fn load_period(
 }
 
 /// A digest as listed by `GET /v1/digests`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Listed {
     pub id: Uuid,
     pub period_start: DateTime<Utc>,
@@ -180,7 +180,7 @@ pub struct Listed {
 }
 
 /// A stored digest as served by `GET /v1/digests/{id}`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Stored {
     pub id: Uuid,
     pub period_start: DateTime<Utc>,

@@ -115,7 +115,7 @@ pub struct Subject {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Incident {
     pub id: Uuid,
     pub domain_id: Uuid,
@@ -139,7 +139,7 @@ pub struct Incident {
     pub severity: String,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub kind: String,

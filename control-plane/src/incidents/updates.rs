@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// An update as the API shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct IncidentUpdate {
     pub id: i64,
     pub incident_id: Uuid,

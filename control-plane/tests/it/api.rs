@@ -260,8 +260,12 @@ async fn listing_pages_through_every_domain_once(pool: PgPool) {
     }
     assert_eq!(seen, created);
     assert_eq!(pages, 2, "an exactly full last page has no next cursor");
-    assert_eq!(app.get("/v1/domains?limit=0", &app.token).await.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(app.get("/v1/domains?limit=10&bogus=1", &app.token).await.status(), StatusCode::BAD_REQUEST);
+    let zero = app.get("/v1/domains?limit=0", &app.token).await;
+    assert_eq!(zero.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(zero.json::<Value>().await.unwrap()["error"]["fields"]["limit"].is_string());
+    let bogus = app.get("/v1/domains?limit=10&bogus=1", &app.token).await;
+    assert_eq!(bogus.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bogus.json::<Value>().await.unwrap()["error"]["fields"]["bogus"], "unknown query parameter");
     app.stop().await;
 }
 

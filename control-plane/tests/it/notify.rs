@@ -298,7 +298,7 @@ async fn failures_retry_then_dead_letter_then_a_manual_retry_delivers(pool: PgPo
     let pending: Value = app.get("/v1/notifications?state=pending", &app.token).await.json().await.unwrap();
     assert!(pending["items"].as_array().unwrap().is_empty());
     let bad = app.get("/v1/notifications?state=lost", &app.token).await;
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     receiver.status.store(200, Ordering::SeqCst);
     let retried = app.post(&format!("/v1/notifications/{id}/retry"), &app.token, &json!({})).await;

@@ -58,7 +58,7 @@ pub async fn channels(
         api::channels::list(
             State(state.clone()),
             Auth(p.clone()),
-            Ok(Query(api::channels::ListQuery { limit: Some(500), cursor: None })),
+            Ok(Query([("limit".to_owned(), "500".to_owned())].into())),
         )
         .await?,
     )?;
@@ -70,11 +70,10 @@ pub async fn channels(
                 api::channels::list_notifications(
                     State(state.clone()),
                     admin,
-                    Ok(Query(api::channels::NotificationQuery {
-                        state: Some("dead".into()),
-                        limit: Some(200),
-                        cursor: None,
-                    })),
+                    Ok(Query(
+                        [("state".to_owned(), "dead".to_owned()), ("limit".to_owned(), "200".to_owned())]
+                            .into(),
+                    )),
                 )
                 .await?,
             )?;
@@ -128,11 +127,11 @@ pub async fn channels(
 }
 
 pub async fn test_channel(Path(id): Path<String>, write: Write) -> Result<Redirect> {
-    let _answer = api::channels::test(State(write.state), write.admin, Path(id)).await?;
+    let _answer = api::channels::test(State(write.state), write.admin, api::Id(id)).await?;
     Ok(Redirect::to("/console/channels?tested=1"))
 }
 
 pub async fn retry_notification(Path(id): Path<String>, write: Write) -> Result<Redirect> {
-    let _answer = api::channels::retry(State(write.state), write.admin, Path(id)).await?;
+    let _answer = api::channels::retry(State(write.state), write.admin, api::Id(id)).await?;
     Ok(Redirect::to("/console/channels?retried=1"))
 }

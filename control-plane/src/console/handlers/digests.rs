@@ -65,7 +65,7 @@ pub async fn digest(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let stored: DigestStored =
-        read(api::digests::show(State(state.clone()), Auth(viewer.principal.clone()), Path(id)).await?)?;
+        read(api::digests::show(State(state.clone()), Auth(viewer.principal.clone()), api::Id(id)).await?)?;
     Ok(html(&pages::DigestPage {
         layout: viewer.layout("Digest", "digests"),
         period: period(stored.period_start, stored.period_end),

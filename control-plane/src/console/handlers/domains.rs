@@ -245,13 +245,13 @@ pub async fn domain(
     let domain_id: DomainId = id.parse().map_err(|_| ConsoleError::NotFound)?;
     let domain = store::get(&state.pool, p.tenant_id, domain_id).await.map_err(ApiError::from)?;
     let status: StatusView =
-        read(api::incidents::status(State(state.clone()), Auth(p.clone()), Path(id.clone())).await?)?;
+        read(api::incidents::status(State(state.clone()), Auth(p.clone()), api::Id(id.clone())).await?)?;
     let mut uptime = Vec::new();
     for window in ["24h", "7d", "30d"] {
         let answer = api::history::uptime(
             State(state.clone()),
             Auth(p.clone()),
-            Path(id.clone()),
+            api::Id(id.clone()),
             params(&[("window", window.to_owned())]),
         )
         .await?;
@@ -269,7 +269,7 @@ pub async fn domain(
         api::history::latency(
             State(state.clone()),
             Auth(p.clone()),
-            Path(id.clone()),
+            api::Id(id.clone()),
             params(&[("window", "24h".to_owned())]),
         )
         .await?,
@@ -283,35 +283,37 @@ pub async fn domain(
         api::history::results(
             State(state.clone()),
             Auth(p.clone()),
-            Path(id.clone()),
+            api::Id(id.clone()),
             params(&[("limit", RECENT_RESULTS.to_string())]),
         )
         .await?,
     )?;
-    let certificate = match api::history::certificate(State(state.clone()), Auth(p.clone()), Path(id.clone()))
-        .await
-    {
-        Ok(answer) => {
-            read::<CertificateView>(answer)?.regions.into_iter().min_by_key(|c| c.not_after).map(|c| {
-                let (days, text) = Badge::days_left(c.days_left);
-                pages::CertificateView {
-                    subject: c.subject,
-                    issuer: c.issuer,
-                    not_after: format!("{} ({text})", pages::time(c.not_after)),
-                    days,
-                    region: c.region,
-                    observed_at: pages::time(c.observed_at),
-                    validity: if c.valid {
-                        "valid".into()
-                    } else {
-                        format!("invalid: {}", c.validation_error.unwrap_or_else(|| "unknown reason".into()))
-                    },
-                }
-            })
-        }
-        Err(ApiError::NotRecorded(_)) => None,
-        Err(other) => return Err(other.into()),
-    };
+    let certificate =
+        match api::history::certificate(State(state.clone()), Auth(p.clone()), api::Id(id.clone())).await {
+            Ok(answer) => {
+                read::<CertificateView>(answer)?.regions.into_iter().min_by_key(|c| c.not_after).map(|c| {
+                    let (days, text) = Badge::days_left(c.days_left);
+                    pages::CertificateView {
+                        subject: c.subject,
+                        issuer: c.issuer,
+                        not_after: format!("{} ({text})", pages::time(c.not_after)),
+                        days,
+                        region: c.region,
+                        observed_at: pages::time(c.observed_at),
+                        validity: if c.valid {
+                            "valid".into()
+                        } else {
+                            format!(
+                                "invalid: {}",
+                                c.validation_error.unwrap_or_else(|| "unknown reason".into())
+                            )
+                        },
+                    }
+                })
+            }
+            Err(ApiError::NotRecorded(_)) => None,
+            Err(other) => return Err(other.into()),
+        };
     let incidents: Items<IncidentView> = read(
         api::incidents::list(
             State(state.clone()),
@@ -369,11 +371,11 @@ pub async fn domain(
 }
 
 pub async fn pause(Path(id): Path<String>, write: Write) -> Result<Redirect> {
-    let _answer = api::domains::pause(State(write.state), write.admin, Path(id.clone())).await?;
+    let _answer = api::domains::pause(State(write.state), write.admin, api::Id(id.clone())).await?;
     Ok(Redirect::to(&format!("/console/domains/{id}")))
 }
 
 pub async fn resume(Path(id): Path<String>, write: Write) -> Result<Redirect> {
-    let _answer = api::domains::resume(State(write.state), write.admin, Path(id.clone())).await?;
+    let _answer = api::domains::resume(State(write.state), write.admin, api::Id(id.clone())).await?;
     Ok(Redirect::to(&format!("/console/domains/{id}")))
 }

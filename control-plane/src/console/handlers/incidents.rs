@@ -115,7 +115,7 @@ pub async fn incident(
 ) -> Result<Response> {
     let p = viewer.principal.clone();
     let detail: IncidentDetailView =
-        read(api::incidents::show(State(state.clone()), Auth(p.clone()), Path(id)).await?)?;
+        read(api::incidents::show(State(state.clone()), Auth(p.clone()), api::Id(id)).await?)?;
     let incident = detail.incident;
     let names = domain_names(&state, p.tenant_id, &[incident.domain_id]).await?;
     let opened_regions = incident
@@ -170,7 +170,8 @@ pub async fn acknowledge(Path(id): Path<String>, write: Write) -> Result<Redirec
     if let Some(note) = form.get("note").map(str::trim).filter(|n| !n.is_empty()) {
         body.insert("note".into(), Value::from(note));
     }
-    let _answer = api::incidents::ack(State(state), admin, Path(id.clone()), JsonObject(body)).await?;
+    let _answer =
+        api::incidents::ack(State(state), admin, api::Id(id.clone()), JsonObject::checked(body)?).await?;
     Ok(match form.get("back") {
         Some("list") => Redirect::to("/console/incidents"),
         _ => Redirect::to(&format!("/console/incidents/{id}")),
@@ -185,6 +186,7 @@ pub async fn post_update(Path(id): Path<String>, write: Write) -> Result<Redirec
     body.insert("status".into(), Value::from(form.get("status").unwrap_or_default()));
     body.insert("message".into(), Value::from(form.get("message").unwrap_or_default()));
     let _answer =
-        api::incidents::post_update(State(state), admin, Path(id.clone()), JsonObject(body)).await?;
+        api::incidents::post_update(State(state), admin, api::Id(id.clone()), JsonObject::checked(body)?)
+            .await?;
     Ok(Redirect::to(&format!("/console/incidents/{id}")))
 }

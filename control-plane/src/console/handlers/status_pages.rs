@@ -38,8 +38,14 @@ struct PageView {
 }
 
 pub async fn status_pages(State(state): State<AppState>, viewer: Viewer) -> Result<Response> {
-    let list: Items<PageView> =
-        read(api::status_pages::list(State(state.clone()), Auth(viewer.principal.clone())).await?)?;
+    let list: Items<PageView> = read(
+        api::status_pages::list(
+            State(state.clone()),
+            Auth(viewer.principal.clone()),
+            Ok(axum::extract::Query(Default::default())),
+        )
+        .await?,
+    )?;
     Ok(html(&pages::StatusPagesPage {
         layout: viewer.layout("Status pages", "status-pages"),
         pages: list
@@ -105,8 +111,9 @@ pub async fn status_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let page: PageView =
-        read(api::status_pages::show(State(state.clone()), Auth(viewer.principal.clone()), Path(id)).await?)?;
+    let page: PageView = read(
+        api::status_pages::show(State(state.clone()), Auth(viewer.principal.clone()), api::Id(id)).await?,
+    )?;
     page_form(&state, &viewer, Some(page)).await
 }
 
@@ -157,7 +164,8 @@ pub async fn create_status_page(
 ) -> Result<Redirect> {
     let admin = viewer.writer(&form.form, &state)?;
     let (_, Json(created)) =
-        api::status_pages::create(State(state), admin, JsonObject(page_body(&form.pairs, None))).await?;
+        api::status_pages::create(State(state), admin, JsonObject::checked(page_body(&form.pairs, None))?)
+            .await?;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     Ok(Redirect::to(&format!("/console/status-pages/{id}")))
 }
@@ -169,14 +177,17 @@ pub async fn update_status_page(
     form: RawForm,
 ) -> Result<Redirect> {
     let admin = viewer.writer(&form.form, &state)?;
-    let kept: PageView =
-        read(api::status_pages::show(State(state.clone()), Auth(admin.0.clone()), Path(id.clone())).await?)?;
+    let kept: PageView = read(
+        api::status_pages::show(State(state.clone()), Auth(admin.0.clone()), api::Id(id.clone())).await?,
+    )?;
     let body = page_body(&form.pairs, Some(&kept));
-    let _answer = api::status_pages::update(State(state), admin, Path(id.clone()), JsonObject(body)).await?;
+    let _answer =
+        api::status_pages::update(State(state), admin, api::Id(id.clone()), JsonObject::checked(body)?)
+            .await?;
     Ok(Redirect::to(&format!("/console/status-pages/{id}")))
 }
 
 pub async fn delete_status_page(Path(id): Path<String>, write: Write) -> Result<Redirect> {
-    api::status_pages::delete(State(write.state), write.admin, Path(id)).await?;
+    api::status_pages::delete(State(write.state), write.admin, api::Id(id)).await?;
     Ok(Redirect::to("/console/status-pages"))
 }
