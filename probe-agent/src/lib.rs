@@ -3,6 +3,8 @@
 //!
 //! - [`catalog`]: the in-memory configuration and its sync from Redis.
 //! - [`scheduler`]: when each domain is probed; [`probe`]: probing one domain once.
+//! - [`membership`]: agents sharing a region: registration in Redis and the rendezvous
+//!   assignment of domains to the region's live agents.
 //! - [`results`]: the result record, the bounded result queue, the latest result per domain.
 //! - [`delivery`]: batching results and sending them to the control plane over mutual TLS.
 //! - [`check`]: `probe-agent check <url>`, one probe printed for a person.
@@ -16,6 +18,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod delivery;
+pub mod membership;
 pub mod metrics;
 pub mod probe;
 pub mod requests;
