@@ -29,12 +29,13 @@ pub struct Config {
     /// The region this agent probes from. Defaults to `$FLY_REGION` when set, else `local`. With
     /// delivery configured it must equal the region in the agent's certificate.
     pub region: String,
-    /// A name for this agent instance, unique within its region (defaults to the host name).
+    /// A name for this agent instance, unique within its region (defaults to the host name): the
+    /// agents of a region split its domains by it.
     /// With delivery configured the certificate's agent id is used instead (the control plane
     /// identifies the agent by its certificate); a different value here is logged.
     pub agent_id: String,
-    /// Redis holding the published configuration (`redis://` or `rediss://`); a read-only
-    /// user is enough.
+    /// Redis holding the published configuration (`redis://` or `rediss://`); the agent reads it
+    /// and writes only its registration among its region's agents (`<prefix>:agents:<region>`).
     pub redis_url: String,
     /// Prefix of the deployment's Redis keys (must match the control plane's `redis_prefix`).
     pub redis_prefix: String,

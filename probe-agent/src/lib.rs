@@ -11,7 +11,8 @@
 //! - [`requests`]: on-demand (confirmation) probe requests from Redis; [`canary`]: the
 //!   agent's self-check, attached to its batches as its health.
 //!
-//! The agent never connects to Postgres: Redis (read-only) is its only source of configuration.
+//! The agent never connects to Postgres: Redis is its only source of configuration, read only
+//! (the one key it writes is its registration among its region's agents).
 
 pub mod canary;
 pub mod catalog;
