@@ -197,6 +197,24 @@ async fn two_agents_of_one_region_are_one_vote(pool: PgPool) {
         .await;
     let shown: Value = app.get(&format!("/v1/domains/{domain}"), &app.token).await.json().await.unwrap();
     assert_eq!(shown["agents_per_region"], 2, "{shown}");
+    // It reaches agents: a change of it is a new config version.
+    let bad = app.patch(&format!("/v1/domains/{domain}"), &app.token, &json!({"agents_per_region": 3})).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let one: Value = app
+        .patch(&format!("/v1/domains/{domain}"), &app.token, &json!({"agents_per_region": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["agents_per_region"], 1);
+    assert!(one["config_version"].as_u64() > shown["config_version"].as_u64(), "{one}");
+    let two: Value = app
+        .patch(&format!("/v1/domains/{domain}"), &app.token, &json!({"agents_per_region": 2}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(two["agents_per_region"], 2);
     let mut clients = agents(&app, &pki).await;
     all_up(&app, &mut clients, &domain).await;
     let (cert, key) = pki.agent("ams", "ams-2");
