@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 /// and the members with their expiry. KEYS[1]: the region's set; ARGV: agent id, TTL in
 /// milliseconds, `beat` or `leave`.
 const SCRIPT: &str = r"
+redis.replicate_commands() -- Redis 6 replicates the effects after TIME (7 always does)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

@@ -253,13 +253,15 @@ impl Scheduler {
                         self.metrics.scheduled_domains.set(plan.len() as i64);
                         self.metrics.handoff(handoffs::GAINED, handoff.gained);
                         self.metrics.handoff(handoffs::LOST, handoff.lost);
-                        tracing::info!(
-                            members = view.len(),
-                            gained = handoff.gained,
-                            lost = handoff.lost,
-                            owned = plan.len(),
-                            "domains handed over after a membership change"
-                        );
+                        if handoff != plan::Handoff::default() {
+                            tracing::info!(
+                                members = view.len(),
+                                gained = handoff.gained,
+                                lost = handoff.lost,
+                                owned = plan.len(),
+                                "domains handed over after a membership change"
+                            );
+                        }
                     }
                     // The registry stopped (shutdown): keep the plan as it is.
                     None => self.membership = None,

@@ -222,12 +222,15 @@ impl Region {
             .expect("start the probe-agent binary")
     }
 
-    /// The region's registered members as Redis holds them.
+    /// The region's registered members as Redis holds them, by name.
     async fn registered(&self) -> Vec<String> {
-        self.redis
+        let mut members: Vec<String> = self
+            .redis
             .zrange(format!("{}:agents:ams", self.prefix), 0, -1, None, false, None, false)
             .await
-            .unwrap()
+            .unwrap();
+        members.sort();
+        members
     }
 
     /// The domains `agent` owns among `members`.
