@@ -56,6 +56,7 @@ async fn measure(args: &Args, redis: &Client, prefix: &str) -> anyhow::Result<Va
             paused: false,
             tls_verify: true,
             http_version: shared::HttpVersion::Auto,
+            agents_per_region: shared::domain::DEFAULT_AGENTS_PER_REGION,
             version: 1,
         };
         batch.push((config.id.to_string(), serde_json::to_string(&config)?));

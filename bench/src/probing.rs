@@ -85,6 +85,7 @@ pub(crate) fn domains(count: usize, interval_s: u32, urls: &[String]) -> Vec<Dom
             paused: false,
             tls_verify: true,
             http_version: shared::HttpVersion::Auto,
+            agents_per_region: shared::domain::DEFAULT_AGENTS_PER_REGION,
             version: 1,
         })
         .collect()

@@ -160,6 +160,7 @@ impl Canaries {
                     paused: false,
                     tls_verify: true,
                     http_version: shared::HttpVersion::Auto,
+                    agents_per_region: shared::domain::DEFAULT_AGENTS_PER_REGION,
                     version: 0,
                 })
             })

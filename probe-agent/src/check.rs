@@ -257,6 +257,7 @@ impl CheckArgs {
             paused: false,
             tls_verify: true,
             http_version: shared::HttpVersion::parse(&self.http_version).unwrap_or_default(),
+            agents_per_region: shared::domain::DEFAULT_AGENTS_PER_REGION,
             version: 0,
         })
     }

@@ -29,12 +29,13 @@ pub struct Config {
     /// The region this agent probes from. Defaults to `$FLY_REGION` when set, else `local`. With
     /// delivery configured it must equal the region in the agent's certificate.
     pub region: String,
-    /// A name for this agent instance, unique within its region (defaults to the host name).
+    /// A name for this agent instance, unique within its region (defaults to the host name): the
+    /// agents of a region split its domains by it.
     /// With delivery configured the certificate's agent id is used instead (the control plane
     /// identifies the agent by its certificate); a different value here is logged.
     pub agent_id: String,
-    /// Redis holding the published configuration (`redis://` or `rediss://`); a read-only
-    /// user is enough.
+    /// Redis holding the published configuration (`redis://` or `rediss://`); the agent reads it
+    /// and writes only its registration among its region's agents (`<prefix>:agents:<region>`).
     pub redis_url: String,
     /// Prefix of the deployment's Redis keys (must match the control plane's `redis_prefix`).
     pub redis_prefix: String,
@@ -144,7 +145,22 @@ pub struct Config {
     pub canary_timeout_ms: u64,
     /// Canaries that must succeed for the agent to count as healthy (default: a majority).
     pub canary_healthy_min: Option<usize>,
+    /// How often this agent renews its registration among its region's agents and reads who
+    /// else is live, in milliseconds (100 to 60000). Agents of a region split its domains
+    /// between the live ones (see [`crate::membership`]); a newcomer is seen by the others
+    /// within this time.
+    pub heartbeat_interval_ms: u64,
+    /// How long a registration lives without renewal, in milliseconds: an agent that stops
+    /// without leaving (killed, cut off from Redis) keeps its domains this long before the
+    /// others take them over. At least twice `heartbeat_interval_ms` (one late heartbeat does
+    /// not drop a member), at most 600000.
+    pub membership_ttl_ms: u64,
 }
+
+/// Default `heartbeat_interval_ms`.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+/// Default `membership_ttl_ms`: three heartbeats.
+pub const DEFAULT_MEMBERSHIP_TTL_MS: u64 = 15_000;
 
 /// Most canaries an agent may be configured with.
 pub const MAX_CANARIES: usize = 32;
@@ -211,6 +227,8 @@ impl Default for Config {
             canary_interval_s: 30,
             canary_timeout_ms: 5_000,
             canary_healthy_min: None,
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            membership_ttl_ms: DEFAULT_MEMBERSHIP_TTL_MS,
         }
     }
 }
@@ -269,6 +287,15 @@ impl Config {
         }
         if self.max_on_demand_in_flight == 0 {
             return Err("max_on_demand_in_flight must be positive".into());
+        }
+        if !(100..=60_000).contains(&self.heartbeat_interval_ms) {
+            return Err("heartbeat_interval_ms must be between 100 and 60000".into());
+        }
+        if self.membership_ttl_ms < 2 * self.heartbeat_interval_ms || self.membership_ttl_ms > 600_000 {
+            return Err(format!(
+                "membership_ttl_ms must be at least twice heartbeat_interval_ms ({}) and at most 600000",
+                2 * self.heartbeat_interval_ms
+            ));
         }
         self.validate_canaries()?;
         self.validate_delivery()
@@ -453,6 +480,18 @@ impl Config {
             // Site operators can see (and filter) which region a probe came from.
             user_agent: format!("Crosscheck/{} (region {})", env!("CARGO_PKG_VERSION"), self.region),
         })
+    }
+
+    /// The membership registry's settings for this configuration (after
+    /// [`Config::adopt_certificate_identity`], so the agent id is the certificate's).
+    pub fn membership_settings(&self) -> crate::membership::registry::MembershipSettings {
+        crate::membership::registry::MembershipSettings {
+            region: self.region.clone(),
+            agent_id: self.agent_id.clone(),
+            keys: shared::RedisKeys::new(self.redis_prefix.clone()),
+            heartbeat: Duration::from_millis(self.heartbeat_interval_ms),
+            ttl: Duration::from_millis(self.membership_ttl_ms),
+        }
     }
 
     pub fn version_check_interval(&self) -> Duration {
@@ -652,6 +691,28 @@ mod tests {
         assert_eq!(Config { max_in_flight: 10, ..cfg.clone() }.on_demand_limit(), 5);
         assert_eq!(Config { max_in_flight: 1, ..cfg.clone() }.on_demand_limit(), 1);
         assert!(Config { max_on_demand_in_flight: 0, ..cfg }.validate().is_err());
+    }
+
+    #[test]
+    fn membership_timing_is_bounded_and_the_ttl_outlives_two_heartbeats() {
+        let cfg = Config::default();
+        assert_eq!((cfg.heartbeat_interval_ms, cfg.membership_ttl_ms), (5_000, 15_000));
+        assert!(cfg.validate().is_ok());
+        let fast = Config { heartbeat_interval_ms: 200, membership_ttl_ms: 400, ..cfg.clone() };
+        assert!(fast.validate().is_ok());
+        for (heartbeat_interval_ms, membership_ttl_ms, named) in [
+            (99, 1_000, "heartbeat_interval_ms"),
+            (60_001, 200_000, "heartbeat_interval_ms"),
+            (5_000, 9_999, "membership_ttl_ms"),
+            (5_000, 600_001, "membership_ttl_ms"),
+        ] {
+            let bad = Config { heartbeat_interval_ms, membership_ttl_ms, ..cfg.clone() };
+            let error = bad.validate().unwrap_err();
+            assert!(error.starts_with(named), "{heartbeat_interval_ms}/{membership_ttl_ms}: {error}");
+        }
+        let settings = Config { agent_id: "ams-2".into(), region: "ams".into(), ..cfg }.membership_settings();
+        assert_eq!(settings.keys.agents(&settings.region), "crosscheck:agents:ams");
+        assert_eq!((settings.heartbeat, settings.ttl), (Duration::from_secs(5), Duration::from_secs(15)));
     }
 
     #[test]

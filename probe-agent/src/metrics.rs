@@ -24,6 +24,21 @@ pub struct ProofLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
+}
+
+/// Which way domains moved when the region's member set changed
+/// (`probe_agent_membership_handoffs_total{direction}`).
+pub mod handoffs {
+    /// Domains this agent took over.
+    pub const GAINED: &str = "gained";
+    /// Domains another agent took over from this one.
+    pub const LOST: &str = "lost";
+    pub const ALL: [&str; 2] = [GAINED, LOST];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
 }
@@ -130,6 +145,15 @@ pub struct Metrics {
     pub canaries_ok: Gauge,
     /// Canaries configured.
     pub canaries_total: Gauge,
+    /// Live agents of this region as last seen, this one included (1 before the first read).
+    pub membership_members: Gauge,
+    /// Times the member set this agent sees changed.
+    pub membership_changes: Counter,
+    /// Domains that changed hands because the member set changed, by direction (see
+    /// [`handoffs`]).
+    pub membership_handoffs: Family<DirectionLabels, Counter>,
+    /// Registry failures by reason (see [`crate::membership::registry::errors`]).
+    pub membership_errors: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -166,6 +190,10 @@ impl Default for Metrics {
             saturated: Gauge::default(),
             canaries_ok: Gauge::default(),
             canaries_total: Gauge::default(),
+            membership_members: Gauge::default(),
+            membership_changes: Counter::default(),
+            membership_handoffs: Family::default(),
+            membership_errors: Family::default(),
         }
     }
 }
@@ -218,7 +246,11 @@ impl Metrics {
             "Schedule slots skipped after falling behind",
             self.schedule_skipped.clone(),
         );
-        r.register("scheduled_domains", "Domains on this agent's schedule", self.scheduled_domains.clone());
+        r.register(
+            "scheduled_domains",
+            "Domains on this agent's schedule: its share of the region's domains (paused ones excluded)",
+            self.scheduled_domains.clone(),
+        );
         r.register(
             "on_demand_probes",
             "Probes requested outside the schedule",
@@ -292,6 +324,52 @@ impl Metrics {
             self.canaries_ok.clone(),
         );
         r.register("canaries_total", "Canaries configured", self.canaries_total.clone());
+        r.register(
+            "membership_members",
+            "Live agents of this region as last seen, this one included",
+            self.membership_members.clone(),
+        );
+        r.register(
+            "membership_changes",
+            "Changes of the region's member set seen by this agent",
+            self.membership_changes.clone(),
+        );
+        for direction in handoffs::ALL {
+            let _ = self.membership_handoffs.get_or_create(&DirectionLabels { direction: direction.into() });
+        }
+        r.register(
+            "membership_handoffs",
+            "Domains that changed hands when the region's member set changed, by direction",
+            self.membership_handoffs.clone(),
+        );
+        for reason in crate::membership::registry::errors::ALL {
+            let _ = self.membership_errors.get_or_create(&ReasonLabels { reason: reason.into() });
+        }
+        r.register(
+            "membership_errors",
+            "Failures of the region membership registry, by reason",
+            self.membership_errors.clone(),
+        );
+    }
+
+    /// Counts a failure of the membership registry (see
+    /// [`crate::membership::registry::errors`]).
+    pub fn membership_error(&self, reason: &str) {
+        self.membership_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Counts `n` domains that changed hands in `direction` (see [`handoffs`]).
+    pub fn handoff(&self, direction: &str, n: u64) {
+        if n > 0 {
+            self.membership_handoffs
+                .get_or_create(&DirectionLabels { direction: direction.into() })
+                .inc_by(n);
+        }
+    }
+
+    /// Domains that changed hands in `direction` so far.
+    pub fn handoff_count(&self, direction: &str) -> u64 {
+        self.membership_handoffs.get_or_create(&DirectionLabels { direction: direction.into() }).get()
     }
 
     /// Counts `n` on-demand probe requests with `outcome` (see [`requests`]).

@@ -1,9 +1,9 @@
 //! Building and running an agent: validate, check the certificate's identity when delivery is
 //! configured, build the Redis clients and the delivery channel, bind the operational listener,
-//! then run the catalog sync, the scheduler, the probe-request listener, the canary
-//! self-check, the result consumer and the sender until shutdown.
-//! On shutdown probing stops first; then the open batch is closed and buffered results are
-//! delivered within `shutdown_flush_timeout_ms`.
+//! then run the catalog sync, the region membership registry, the scheduler, the probe-request
+//! listener, the canary self-check, the result consumer and the sender until shutdown.
+//! On shutdown probing stops first and the agent leaves its region's members; then the open
+//! batch is closed and buffered results are delivered within `shutdown_flush_timeout_ms`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use crate::canary::{Canaries, CanarySettings, HealthWatch};
 use crate::catalog::sync::{CatalogHandle, CatalogSync, SyncSettings};
 use crate::config::Config;
 use crate::delivery::{self, Batching, DeliverySettings, Sender};
+use crate::membership::registry::Registry as Members;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::probe::Prober;
 use crate::requests::{ProbeRequests, RequestSettings};
@@ -33,6 +35,8 @@ pub struct Agent {
     listener: TcpListener,
     sync: CatalogSync,
     handle: CatalogHandle,
+    members: Members,
+    membership: tokio::sync::watch::Receiver<Arc<Membership>>,
     scheduler: Scheduler,
     probe_now: ProbeNow,
     requests: ProbeRequests,
@@ -69,6 +73,7 @@ impl Agent {
         let subscriber = builder.build_subscriber_client().context("building the redis subscriber")?;
         let request_subscriber =
             builder.build_subscriber_client().context("building the redis subscriber for probe requests")?;
+        let registry_client = builder.build().context("building the redis client for membership")?;
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -93,7 +98,9 @@ impl Agent {
             sink,
             metrics.clone(),
         );
-        let scheduler = scheduler.with_saturation(saturation.clone());
+        let (members, membership) =
+            Members::new(config.membership_settings(), registry_client, metrics.clone());
+        let scheduler = scheduler.with_saturation(saturation.clone()).with_membership(membership.clone());
         let requests = ProbeRequests::new(
             RequestSettings {
                 region: config.region.clone(),
@@ -137,6 +144,8 @@ impl Agent {
             listener,
             sync,
             handle,
+            members,
+            membership,
             scheduler,
             probe_now,
             requests,
@@ -174,6 +183,11 @@ impl Agent {
         self.handle.clone()
     }
 
+    /// The region's member set as this agent sees it (see [`crate::membership`]).
+    pub fn membership(&self) -> tokio::sync::watch::Receiver<Arc<Membership>> {
+        self.membership.clone()
+    }
+
     /// The agent's effective configuration (with the certificate's agent id when delivering).
     pub fn config(&self) -> &Config {
         &self.config
@@ -184,6 +198,7 @@ impl Agent {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(region = %self.config.region, agent_id = %self.config.agent_id, addr = %self.local_addr(), "probe agent starting");
         let sync = tokio::spawn(self.sync.run(shutdown.child_token()));
+        let members = tokio::spawn(self.members.run(shutdown.child_token()));
         let saturation = self.scheduler.saturation();
         let scheduler = tokio::spawn(self.scheduler.run(shutdown.child_token()));
         let requests = tokio::spawn(self.requests.run(shutdown.child_token()));
@@ -205,6 +220,7 @@ impl Agent {
                 latest: self.latest.clone(),
                 health: self.health.clone(),
                 saturation,
+                membership: self.membership.clone(),
                 config: self.config.clone(),
             },
             self.registry.clone(),
@@ -217,6 +233,7 @@ impl Agent {
         shutdown.cancel();
         for (name, task) in [
             ("catalog sync", sync),
+            ("membership", members),
             ("scheduler", scheduler),
             ("probe requests", requests),
             ("canaries", canaries),
@@ -242,6 +259,7 @@ struct DebugState {
     latest: LatestResults,
     health: HealthWatch,
     saturation: Saturation,
+    membership: tokio::sync::watch::Receiver<Arc<Membership>>,
     config: Arc<Config>,
 }
 
@@ -261,6 +279,7 @@ fn ops_router(state: DebugState, registry: Arc<Registry>) -> Router {
         .route("/debug/catalog", get(debug_catalog))
         .route("/debug/results", get(debug_results))
         .route("/debug/health", get(debug_health))
+        .route("/debug/membership", get(debug_membership))
         .with_state(state)
         .merge(shared::ops::router(registry, ready))
 }
@@ -300,5 +319,24 @@ async fn debug_health(State(state): State<DebugState>) -> Json<Value> {
         "healthy_min": (!state.config.canaries.is_empty()).then(|| state.config.canary_quorum()),
         "interval_s": state.config.canary_interval_s,
         "health": health.as_deref(),
+    }))
+}
+
+/// The region's live agents as this agent last saw them, and how many of its catalog's
+/// domains it owns. `known` is false while it has never read the member set (it then probes
+/// every domain).
+async fn debug_membership(State(state): State<DebugState>) -> Json<Value> {
+    let view = state.membership.borrow().clone();
+    let catalog = state.handle.current();
+    let owned = catalog.iter().filter(|c| view.owns(c)).count();
+    Json(json!({
+        "region": state.config.region,
+        "agent_id": view.me(),
+        "known": view.is_known(),
+        "members": view.members(),
+        "heartbeat_interval_ms": state.config.heartbeat_interval_ms,
+        "membership_ttl_ms": state.config.membership_ttl_ms,
+        "domains": catalog.len(),
+        "owned": owned,
     }))
 }

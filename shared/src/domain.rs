@@ -361,9 +361,20 @@ pub struct DomainConfig {
     pub tls_verify: bool,
     /// The HTTP version the probe may speak; `auto` (ALPN decides) when absent.
     pub http_version: HttpVersion,
+    /// How many agents of each region probe the domain when a region runs several: 1 (the
+    /// default, absent from the JSON) or 2. The agents of a region pick them by rendezvous
+    /// hashing over their live members; a region with fewer agents has them all probe it.
+    /// Older agents ignore the field (each probes every domain of its region).
+    pub agents_per_region: u32,
     /// The config version of the change that produced this configuration.
     pub version: u64,
 }
+
+/// The default of [`DomainConfig::agents_per_region`]: one agent of each region.
+pub const DEFAULT_AGENTS_PER_REGION: u32 = 1;
+
+/// The largest [`DomainConfig::agents_per_region`] the control plane accepts.
+pub const MAX_AGENTS_PER_REGION: u32 = 2;
 
 /// The JSON form of [`DomainConfig`].
 mod wire {
@@ -392,6 +403,8 @@ mod wire {
         tls_verify: bool,
         #[serde(default, skip_serializing_if = "HttpVersion::is_auto")]
         http_version: HttpVersion,
+        #[serde(default = "agents_per_region_default", skip_serializing_if = "is_default_agents")]
+        agents_per_region: u32,
         version: u64,
     }
 
@@ -411,6 +424,7 @@ mod wire {
                 paused: c.paused,
                 tls_verify: c.tls_verify,
                 http_version: c.http_version,
+                agents_per_region: c.agents_per_region,
                 version: c.version,
             }
         }
@@ -440,6 +454,7 @@ mod wire {
                 paused: c.paused,
                 tls_verify: c.tls_verify,
                 http_version: c.http_version,
+                agents_per_region: c.agents_per_region,
                 version: c.version,
             })
         }
@@ -452,6 +467,14 @@ fn tls_verify_default() -> bool {
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+fn agents_per_region_default() -> u32 {
+    DEFAULT_AGENTS_PER_REGION
+}
+
+fn is_default_agents(value: &u32) -> bool {
+    *value == DEFAULT_AGENTS_PER_REGION
 }
 
 impl DomainConfig {
@@ -570,8 +593,19 @@ mod tests {
             paused: false,
             tls_verify: true,
             http_version: HttpVersion::Auto,
+            agents_per_region: 1,
             version: 7,
         }
+    }
+
+    #[test]
+    fn agents_per_region_is_written_only_when_not_the_default() {
+        let value = serde_json::to_value(sample()).unwrap();
+        assert!(value.get("agents_per_region").is_none(), "{value}");
+        let two = DomainConfig { agents_per_region: 2, ..sample() };
+        let value = serde_json::to_value(&two).unwrap();
+        assert_eq!(value["agents_per_region"], 2);
+        assert_eq!(serde_json::from_value::<DomainConfig>(value).unwrap(), two);
     }
 
     #[test]

@@ -59,6 +59,16 @@ impl RedisKeys {
         format!("{}:confirm:{domain}", self.prefix)
     }
 
+    /// The live agents of `region` (sorted set): member = agent id, score = when its
+    /// registration expires, in milliseconds of Redis's own clock (`TIME`). Each agent renews
+    /// its member every `heartbeat_interval_ms` (score = now + `membership_ttl_ms`), drops
+    /// expired members and reads the set in one script, and removes itself when it stops; the
+    /// key itself expires with its last member. Agents split the region's domains by
+    /// rendezvous hashing over these members.
+    pub fn agents(&self, region: &str) -> String {
+        format!("{}:agents:{region}", self.prefix)
+    }
+
     /// Scratch hash the reconciler fills before atomically renaming it over `domains`.
     pub fn rebuild_scratch(&self) -> String {
         format!("{}:domains:rebuild", self.prefix)
@@ -85,5 +95,6 @@ mod tests {
         assert_eq!(k.confirmation_lock("d1"), "cc:confirm:d1");
         assert_eq!(k.events(), "cc:events");
         assert_eq!(k.event_results(), "cc:events:results");
+        assert_eq!(k.agents("ams"), "cc:agents:ams");
     }
 }

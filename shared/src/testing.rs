@@ -146,6 +146,7 @@ pub fn sample_domain(interval_s: u32, version: u64) -> crate::DomainConfig {
         paused: false,
         tls_verify: true,
         http_version: crate::HttpVersion::Auto,
+        agents_per_region: crate::domain::DEFAULT_AGENTS_PER_REGION,
         version,
     }
 }

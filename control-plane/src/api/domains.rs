@@ -53,6 +53,7 @@ fn view(domain: &Domain) -> Value {
         "paused": spec.paused,
         "tls_verify": spec.tls_verify,
         "http_version": spec.http_version.as_str(),
+        "agents_per_region": spec.agents_per_region,
         "flap": spec.flap.as_ref().map(crate::flap::Overrides::to_json),
         "tags": spec.tags,
         "dns_drift": spec.dns_drift.as_ref().unwrap_or(&crate::dns_drift::Settings::default()).to_json(),

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
+use shared::domain::{DEFAULT_AGENTS_PER_REGION, MAX_AGENTS_PER_REGION};
 use shared::netguard;
 use shared::{
     CheckConfig, DomainConfig, DomainId, HttpMethod, HttpVersion, JsonAssertion, KeywordCheck, KeywordMode,
@@ -22,7 +23,7 @@ use crate::flap;
 /// Named probe intervals, for operators who prefer a tier to a number of seconds.
 pub const TIERS: [(&str, u32); 3] = [("fast", 30), ("standard", 60), ("relaxed", 300)];
 
-const KNOWN_FIELDS: [&str; 25] = [
+const KNOWN_FIELDS: [&str; 26] = [
     "name",
     "check",
     "json",
@@ -48,6 +49,7 @@ const KNOWN_FIELDS: [&str; 25] = [
     "tls_verify",
     "http_version",
     "tags",
+    "agents_per_region",
 ];
 /// The fields only an `http` check has: a request with another check type that sets one is
 /// refused naming it, and a `PATCH` that changes the type drops those it does not set.
@@ -150,6 +152,10 @@ pub struct DomainSpec {
     pub tls_verify: bool,
     /// The HTTP version the probe may speak (default `auto`: ALPN decides).
     pub http_version: HttpVersion,
+    /// How many agents of each region probe the domain when a region runs several: 1 (the
+    /// default) or 2 ([`shared::domain::MAX_AGENTS_PER_REGION`]). Consensus still counts one
+    /// vote per region.
+    pub agents_per_region: u32,
     /// Flap settings overriding the global ones (`None`: the global settings). Not part of
     /// what agents receive.
     pub flap: Option<flap::Overrides>,
@@ -389,6 +395,17 @@ impl DomainSpec {
                 HttpVersion::Auto
             }),
         };
+        // Never out of range: a bad value is an error, which stops the parse below anyway.
+        let agents_per_region = match field("agents_per_region") {
+            None => DEFAULT_AGENTS_PER_REGION,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=u64::from(MAX_AGENTS_PER_REGION)).contains(&n) => n as u32,
+                _ => {
+                    errors.add("agents_per_region", format!("must be 1 or {MAX_AGENTS_PER_REGION}"));
+                    DEFAULT_AGENTS_PER_REGION
+                }
+            },
+        };
 
         let flap = errors
             .settings(field("flap"), |v| flap::Overrides::parse(v, &policy.flap))
@@ -438,6 +455,7 @@ impl DomainSpec {
                 paused,
                 tls_verify,
                 http_version,
+                agents_per_region,
                 flap,
                 tags,
                 dns_drift,
@@ -466,6 +484,7 @@ impl DomainSpec {
             paused: self.paused,
             tls_verify: self.tls_verify,
             http_version: self.http_version,
+            agents_per_region: self.agents_per_region,
             version,
         }
     }
@@ -483,6 +502,7 @@ impl DomainSpec {
             map.insert("quorum".into(), self.quorum.map_or(Value::Null, Value::from));
             map.insert("paused".into(), Value::from(self.paused));
             map.insert("tls_verify".into(), Value::from(self.tls_verify));
+            map.insert("agents_per_region".into(), Value::from(self.agents_per_region));
             map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
             return map;
         }
@@ -506,6 +526,7 @@ impl DomainSpec {
         map.insert("paused".into(), Value::from(self.paused));
         map.insert("tls_verify".into(), Value::from(self.tls_verify));
         map.insert("http_version".into(), Value::from(self.http_version.as_str()));
+        map.insert("agents_per_region".into(), Value::from(self.agents_per_region));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
         map.insert("tags".into(), Value::from(self.tags.clone()));
         map.insert(
@@ -682,6 +703,30 @@ mod tests {
         assert_eq!(DomainSpec::parse(&spec.to_request(), &policy()).unwrap(), spec);
         let errors = parse(json!({"url": "https://example.com/", "tls_verify": "no"})).unwrap_err();
         assert_eq!(errors.0["tls_verify"], "must be true or false");
+    }
+
+    #[test]
+    fn agents_per_region_is_one_or_two_and_reaches_agents() {
+        let spec = parse(json!({"url": "https://example.com/"})).unwrap();
+        assert_eq!(spec.agents_per_region, 1);
+        assert_eq!(spec.agent_config(DomainId::new(), 1).agents_per_region, 1);
+        let two = parse(json!({"url": "https://example.com/", "agents_per_region": 2})).unwrap();
+        assert_eq!(two.agents_per_region, 2);
+        assert_eq!(two.agent_config(DomainId::new(), 1).agents_per_region, 2);
+        assert_eq!(DomainSpec::parse(&two.to_request(), &policy()).unwrap(), two);
+        let tcp = parse(
+            json!({"check": {"type": "tcp", "host": "db.example.com", "port": 5432}, "agents_per_region": 2}),
+        )
+        .unwrap();
+        assert_eq!(
+            DomainSpec::parse(&tcp.to_request(), &policy()).unwrap(),
+            tcp,
+            "other check types keep it"
+        );
+        for bad in [json!(0), json!(3), json!(1.5), json!("2"), json!(-1), json!(true)] {
+            let errors = parse(json!({"url": "https://example.com/", "agents_per_region": bad})).unwrap_err();
+            assert_eq!(errors.0["agents_per_region"], "must be 1 or 2", "{bad}");
+        }
     }
 
     #[test]

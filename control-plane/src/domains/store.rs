@@ -85,6 +85,7 @@ struct Row {
     paused: bool,
     tls_verify: bool,
     http_version: String,
+    agents_per_region: i16,
     flap: Option<Value>,
     tags: Vec<String>,
     dns_drift: Option<Value>,
@@ -103,7 +104,7 @@ struct Row {
 
 const COLUMNS: &str = "id, tenant_id, name, url, method, status_min, status_max, keyword, keyword_mode, \
      keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, tls_verify, http_version, \
-     flap, tags, dns_drift, slo, degraded, request_headers, request_auth, request_body, request_body_secret, \
+     agents_per_region, flap, tags, dns_drift, slo, degraded, request_headers, request_auth, request_body, request_body_secret, \
      check_config, json_check, version, created_at, updated_at";
 
 impl TryFrom<Row> for Domain {
@@ -184,6 +185,10 @@ impl TryFrom<Row> for Domain {
                 paused: row.paused,
                 tls_verify: row.tls_verify,
                 http_version,
+                agents_per_region: u32::try_from(row.agents_per_region)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| corrupt("agents per region"))?,
                 flap,
                 tags: row.tags,
                 dns_drift,
@@ -247,9 +252,9 @@ async fn write_row(
         "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, keyword, keyword_mode, \
              keyword_case_insensitive, interval_tier, interval_s, timeout_ms, regions, quorum, paused, flap, version, \
              tls_verify, http_version, request_headers, request_auth, request_body, request_body_secret, name, tags, \
-             dns_drift, slo, degraded, check_config, json_check) \
+             dns_drift, slo, degraded, check_config, json_check, agents_per_region) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-             $22, $23, $24, $25, $26, $27, $28, $29, $30) \
+             $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, method = excluded.method, \
              status_min = excluded.status_min, status_max = excluded.status_max, keyword = excluded.keyword, \
              keyword_mode = excluded.keyword_mode, keyword_case_insensitive = excluded.keyword_case_insensitive, \
@@ -261,7 +266,7 @@ async fn write_row(
              request_body = excluded.request_body, request_body_secret = excluded.request_body_secret, \
              name = excluded.name, tags = excluded.tags, dns_drift = excluded.dns_drift, slo = excluded.slo, \
              degraded = excluded.degraded, check_config = excluded.check_config, json_check = excluded.json_check, \
-             updated_at = now() \
+             agents_per_region = excluded.agents_per_region, updated_at = now() \
          WHERE domains.tenant_id = excluded.tenant_id \
          RETURNING {COLUMNS}"
     ))
@@ -295,6 +300,7 @@ async fn write_row(
     .bind(spec.degraded.as_ref().map(crate::degraded::Overrides::to_json))
     .bind((!spec.check.is_http()).then(|| serde_json::to_value(&spec.check).expect("check serializes")))
     .bind(spec.json_check.as_ref().map(|j| serde_json::to_value(j).expect("json check serializes")))
+    .bind(i16::try_from(spec.agents_per_region).unwrap_or(i16::MAX))
     .fetch_one(&mut **tx)
     .await?;
     Domain::try_from(row)

@@ -185,6 +185,76 @@ async fn failure_in_two_of_three_regions_opens_one_incident_and_recovery_resolve
     app.stop().await;
 }
 
+/// Agents sharing a region, or both probing a domain that asks for two agents per region, are
+/// one vote: the region's row holds the newest observation of either, and their failures alone
+/// never make a quorum of regions.
+#[sqlx::test]
+async fn two_agents_of_one_region_are_one_vote(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app
+        .create_domain(json!({"url": "https://example.com/health", "interval": 60, "agents_per_region": 2}))
+        .await;
+    let shown: Value = app.get(&format!("/v1/domains/{domain}"), &app.token).await.json().await.unwrap();
+    assert_eq!(shown["agents_per_region"], 2, "{shown}");
+    // It reaches agents: a change of it is a new config version.
+    let bad = app.patch(&format!("/v1/domains/{domain}"), &app.token, &json!({"agents_per_region": 3})).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let one: Value = app
+        .patch(&format!("/v1/domains/{domain}"), &app.token, &json!({"agents_per_region": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["agents_per_region"], 1);
+    assert!(one["config_version"].as_u64() > shown["config_version"].as_u64(), "{one}");
+    let two: Value = app
+        .patch(&format!("/v1/domains/{domain}"), &app.token, &json!({"agents_per_region": 2}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(two["agents_per_region"], 2);
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+    let (cert, key) = pki.agent("ams", "ams-2");
+    let mut second = client(&app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap();
+
+    report(&mut clients, "ams", &domain, false).await;
+    let ack = second.send_batch(batch("ams", vec![probe(&domain, false)])).await.unwrap().into_inner();
+    assert!(!ack.duplicate);
+    let id: Uuid = domain.parse().unwrap();
+    eventually(WAIT, "the second ams agent's failure recorded", || async {
+        let row: Option<(String, bool)> = sqlx::query_as(
+            "SELECT agent_id, ok FROM region_observations WHERE domain_id = $1 AND region = 'ams'",
+        )
+        .bind(id)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        (row == Some(("ams-2".to_owned(), false))).then_some(())
+    })
+    .await;
+    let regions: i64 = sqlx::query_scalar("SELECT count(*) FROM region_observations WHERE domain_id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(regions, 3, "one row per region, whatever the number of agents");
+    app.consensus.evaluate(id, chrono::Utc::now()).await.unwrap();
+    assert_eq!(state_of(&app.pool, &domain).await.as_deref(), Some("up"), "two agents of ams are one vote");
+    assert!(incidents_of(&app.pool, &domain).await.is_empty());
+    let status: Value =
+        app.get(&format!("/v1/domains/{domain}/status"), &app.token).await.json().await.unwrap();
+    assert_eq!((status["failing"].clone(), status["quorum"].clone()), (json!(1), json!(2)), "{status}");
+
+    // A second region makes the quorum.
+    report(&mut clients, "iad", &domain, false).await;
+    wait_state(&app, &domain, "down").await;
+    assert_eq!(incidents_of(&app.pool, &domain).await.len(), 1);
+    app.stop().await;
+}
+
 #[sqlx::test]
 async fn failure_in_one_region_asks_for_confirmation_once_per_window(pool: PgPool) {
     let pki = Pki::new();

@@ -12,6 +12,12 @@
 //! Both, and probes ending well past their own timeout, feed the [`Saturation`] monitor, whose
 //! report travels with every batch so the control plane does not take the agent's own overload
 //! for its targets' failure.
+//!
+//! When the region runs several agents the planning task also watches the member set
+//! ([`crate::membership`]) and keeps on its plan only the domains this agent owns; a change of
+//! members moves the domains that changed hands (counted in
+//! `probe_agent_membership_handoffs_total`). On-demand probes are not filtered: any agent of the
+//! region answers a confirmation request for any of its catalog's domains.
 
 pub mod plan;
 pub mod saturation;
@@ -28,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
-use crate::metrics::Metrics;
+use crate::membership::Membership;
+use crate::metrics::{handoffs, Metrics};
 use crate::probe::ProbeReport;
 use crate::results::{ProbeResult, ResultSink, Trigger};
 use plan::{Anchor, Plan};
@@ -136,6 +143,8 @@ pub struct Scheduler {
     on_demand: mpsc::Receiver<OnDemand>,
     anchor: Anchor,
     saturation: Saturation,
+    /// The region's member set (`None`: this agent probes every domain of its catalog).
+    membership: Option<watch::Receiver<Arc<Membership>>>,
 }
 
 /// A probe handed to a worker.
@@ -161,9 +170,25 @@ impl Scheduler {
     ) -> (Self, ProbeNow) {
         let (tx, on_demand) = mpsc::channel(1024);
         let saturation = Saturation::new(Duration::from_millis(DEFAULT_SATURATION_LAG_MS));
-        let scheduler =
-            Self { settings, catalog, prober, sink, metrics, on_demand, anchor: Anchor::now(), saturation };
+        let scheduler = Self {
+            settings,
+            catalog,
+            prober,
+            sink,
+            metrics,
+            on_demand,
+            anchor: Anchor::now(),
+            saturation,
+            membership: None,
+        };
         (scheduler, ProbeNow { tx })
+    }
+
+    /// Probes only the domains `membership` gives this agent (see [`crate::membership`]);
+    /// without it the agent probes every domain of its catalog.
+    pub fn with_membership(mut self, membership: watch::Receiver<Arc<Membership>>) -> Self {
+        self.membership = Some(membership);
+        self
     }
 
     /// Reports saturation to `saturation` (one with the default threshold unless set).
@@ -200,6 +225,10 @@ impl Scheduler {
         }
         drop(queue);
         let mut plan = Plan::new(&self.settings.region, self.anchor);
+        if let Some(membership) = &mut self.membership {
+            let view = membership.borrow_and_update().clone();
+            plan.set_membership(view, &Catalog::default(), Instant::now());
+        }
         let mut current = self.catalog.borrow_and_update().clone();
         plan.apply(&Catalog::default(), &current, Instant::now());
         self.metrics.scheduled_domains.set(plan.len() as i64);
@@ -218,6 +247,25 @@ impl Scheduler {
                     current = newer;
                     self.metrics.scheduled_domains.set(plan.len() as i64);
                 }
+                view = membership_changed(&mut self.membership) => match view {
+                    Some(view) => {
+                        let handoff = plan.set_membership(view.clone(), &current, Instant::now());
+                        self.metrics.scheduled_domains.set(plan.len() as i64);
+                        self.metrics.handoff(handoffs::GAINED, handoff.gained);
+                        self.metrics.handoff(handoffs::LOST, handoff.lost);
+                        if handoff != plan::Handoff::default() {
+                            tracing::info!(
+                                members = view.len(),
+                                gained = handoff.gained,
+                                lost = handoff.lost,
+                                owned = plan.len(),
+                                "domains handed over after a membership change"
+                            );
+                        }
+                    }
+                    // The registry stopped (shutdown): keep the plan as it is.
+                    None => self.membership = None,
+                },
                 Some(OnDemand { id, ticket, test }) = self.on_demand.recv() => {
                     let (request_id, config) = match test {
                         Some((request_id, config)) => (Some(request_id), Some(config)),
@@ -340,6 +388,19 @@ async fn worker(
             report,
         });
         drop(job.ticket);
+    }
+}
+
+/// The next member set, or `None` once its sender is gone; never ready without a watch.
+async fn membership_changed(
+    membership: &mut Option<watch::Receiver<Arc<Membership>>>,
+) -> Option<Arc<Membership>> {
+    match membership {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,11 @@
 //! Domains are therefore spread evenly over each interval, two regions probe the same domain at
 //! different instants, and a restarted agent keeps the same phases (no burst at start).
 //!
+//! When a region runs several agents the plan holds only this agent's share ([`Membership`]).
+//! A phase never depends on which agent has the domain, so an agent taking a domain over probes
+//! it at the very slots its previous owner used: a handoff neither bursts nor shifts the
+//! domain's rhythm.
+//!
 //! One binary heap holds the next due time of every domain; entries made stale by a change are
 //! skipped lazily by a generation number. 100,000 domains cost a few megabytes and no timers.
 
@@ -26,6 +31,7 @@ use shared::{DomainConfig, DomainId};
 use tokio::time::Instant;
 
 use crate::catalog::{Catalog, CatalogChange};
+use crate::membership::Membership;
 
 /// Maps tokio instants to wall-clock milliseconds, fixed when the schedule is created.
 #[derive(Debug, Clone, Copy)]
@@ -95,11 +101,22 @@ struct Entry {
     next: Instant,
 }
 
-/// Every active domain's next due time.
+/// Domains that changed hands when the member set changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handoff {
+    /// Taken over by this agent.
+    pub gained: u64,
+    /// Given up to another agent.
+    pub lost: u64,
+}
+
+/// Every active domain's next due time, for the domains this agent owns.
 #[derive(Debug)]
 pub struct Plan {
     region: String,
     anchor: Anchor,
+    /// Which of the catalog's domains are this agent's (all of them until a member set is seen).
+    membership: Arc<Membership>,
     entries: HashMap<DomainId, Entry>,
     heap: BinaryHeap<Reverse<(Instant, u64, DomainId)>>,
     generation: u64,
@@ -112,6 +129,7 @@ impl Plan {
         Self {
             region: region.to_owned(),
             anchor,
+            membership: Arc::new(Membership::everything("")),
             entries: HashMap::new(),
             heap: BinaryHeap::new(),
             generation: 0,
@@ -147,9 +165,10 @@ impl Plan {
 
     /// Adds or updates a domain. A new domain, or one whose interval or regions changed (which
     /// moves its phase), is placed on its phase at once; any other change keeps the planned time
-    /// and uses the new configuration.
+    /// and uses the new configuration. A paused domain, or one another agent of the region owns,
+    /// is removed.
     pub fn upsert(&mut self, config: &Arc<DomainConfig>, now: Instant) {
-        if config.paused {
+        if config.paused || !self.membership.owns(config) {
             self.remove(config.id);
             return;
         }
@@ -178,7 +197,37 @@ impl Plan {
                 CatalogChange::Remove(id) => self.remove(id),
             }
         }
-        // Stale heap entries are dropped lazily; compact when they dominate.
+        self.compact();
+    }
+
+    /// Switches to a new member set: the catalog's domains this agent now owns are placed on
+    /// their phase (the next slot at or after `now`, the one their previous owner would have
+    /// used), those another agent now owns are removed, and the rest keep their planned time.
+    pub fn set_membership(
+        &mut self,
+        membership: Arc<Membership>,
+        catalog: &Catalog,
+        now: Instant,
+    ) -> Handoff {
+        self.membership = membership;
+        let mut handoff = Handoff::default();
+        for config in catalog.iter() {
+            let owned = !config.paused && self.membership.owns(config);
+            let held = self.entries.contains_key(&config.id);
+            if owned && !held {
+                self.upsert(config, now);
+                handoff.gained += 1;
+            } else if !owned && held {
+                self.remove(config.id);
+                handoff.lost += 1;
+            }
+        }
+        self.compact();
+        handoff
+    }
+
+    /// Stale heap entries are dropped lazily; compacts when they dominate.
+    fn compact(&mut self) {
         if self.heap.len() > 2 * self.entries.len() + 1024 {
             let live: Vec<_> =
                 self.entries.iter().map(|(id, e)| Reverse((e.next, e.generation, *id))).collect();
@@ -195,6 +244,11 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// When `id` is due next, if this plan holds it.
+    pub fn next_of(&self, id: DomainId) -> Option<Instant> {
+        self.entries.get(&id).map(|entry| entry.next)
     }
 
     /// When the next probe is due, if any.
@@ -363,6 +417,53 @@ mod tests {
         plan.upsert(&Arc::new(paused), before);
         assert!(plan.is_empty());
         assert_eq!(plan.next_due(), None);
+    }
+
+    #[test]
+    fn agents_sharing_a_region_split_the_plan_and_a_handoff_keeps_the_slots() {
+        let anchor = anchor();
+        let agents = ["ams-1", "ams-2"];
+        let catalog = Catalog::from_snapshot(1, (0..200).map(|_| (*config(30)).clone()), "ams");
+        let mut plans: Vec<Plan> = agents
+            .iter()
+            .map(|me| {
+                let mut plan = Plan::new("ams", anchor);
+                let view = Arc::new(Membership::seen(me, agents));
+                assert_eq!(
+                    plan.set_membership(view, &Catalog::default(), anchor.instant),
+                    Handoff::default()
+                );
+                plan.apply(&Catalog::default(), &catalog, anchor.instant);
+                plan
+            })
+            .collect();
+        assert_eq!(plans[0].len() + plans[1].len(), 200);
+        assert!(catalog.iter().all(|c| plans[0].next_of(c.id).is_some() != plans[1].next_of(c.id).is_some()));
+        assert!(plans[0].len() > 50 && plans[1].len() > 50, "{} / {}", plans[0].len(), plans[1].len());
+
+        // ams-1 runs for 45 s, then leaves; ams-2 takes its domains over at the slots ams-1
+        // would have used next, not at once and not shifted.
+        let left_at = anchor.instant + Duration::from_secs(45);
+        while plans[0].pop_due(left_at).is_some() {}
+        let mut theirs: Vec<(DomainId, Instant)> =
+            catalog.iter().filter_map(|c| plans[0].next_of(c.id).map(|at| (c.id, at))).collect();
+        theirs.sort();
+        let (a, b) = plans.split_at_mut(1);
+        let alone = Arc::new(Membership::seen("ams-2", ["ams-2"]));
+        let handoff = b[0].set_membership(alone, &catalog, left_at);
+        assert_eq!(handoff, Handoff { gained: a[0].len() as u64, lost: 0 });
+        assert_eq!(b[0].len(), 200);
+        for (id, at) in theirs {
+            // A slot falling exactly on the handoff instant was probed by ams-1 and comes due at
+            // once here (1 ms in 30 s); every other is the slot ams-1 would have used next.
+            let want = if at == left_at + Duration::from_secs(30) { left_at } else { at };
+            assert_eq!(b[0].next_of(id), Some(want), "the slot the previous owner would have used");
+        }
+
+        // ams-1 comes back: ams-2 gives up exactly the domains ams-1 takes.
+        let both = Arc::new(Membership::seen("ams-2", agents));
+        let back = b[0].set_membership(both, &catalog, left_at);
+        assert_eq!(back, Handoff { gained: 0, lost: a[0].len() as u64 });
     }
 
     #[test]

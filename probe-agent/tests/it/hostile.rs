@@ -249,6 +249,7 @@ fn plain(url: String) -> DomainConfig {
         paused: false,
         tls_verify: true,
         http_version: shared::HttpVersion::Auto,
+        agents_per_region: shared::domain::DEFAULT_AGENTS_PER_REGION,
         version: 1,
     }
 }

@@ -6,7 +6,8 @@
 //! connecting run against an in-process DNS server and local servers on 127.0.0.1 and [::1];
 //! the prober's HTTP side against local servers (`probe`) and hostile raw-TCP servers writing
 //! exact bytes (`hostile`); what a probe sends against a recording server (`request`); the
-//! tcp, tls and dns check types and JSON assertions (`check_types`).
+//! tcp, tls and dns check types and JSON assertions (`check_types`); agents of one region
+//! splitting its domains through a crash, a join and a leave (`sharing`).
 
 mod catalog;
 mod chains;
@@ -20,6 +21,7 @@ mod probe;
 mod protocols;
 mod request;
 mod resolution;
+mod sharing;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -90,6 +90,7 @@ pub(crate) fn config(url: impl Into<String>) -> DomainConfig {
         paused: false,
         tls_verify: true,
         http_version: shared::HttpVersion::Auto,
+        agents_per_region: shared::domain::DEFAULT_AGENTS_PER_REGION,
         version: 1,
     }
 }
