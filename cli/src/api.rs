@@ -69,9 +69,16 @@ impl Client {
         Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Map<String, Value>>) -> Result<Option<Value>, ApiError> {
-        let transport = |source| ApiError::Transport { method: method.clone(), path: path.to_owned(), source };
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Map<String, Value>>,
+    ) -> Result<Option<Value>, ApiError> {
+        let transport =
+            |source| ApiError::Transport { method: method.clone(), path: path.to_owned(), source };
+        let mut request =
+            self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -119,13 +126,22 @@ impl Client {
     }
 
     /// Creates a resource; the API's view of it.
-    pub async fn create(&self, kind: Kind, body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    pub async fn create(
+        &self,
+        kind: Kind,
+        body: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ApiError> {
         let created = self.call(Method::POST, kind.api_path(), Some(body)).await?;
         Ok(created.and_then(|v| v.as_object().cloned()).unwrap_or_default())
     }
 
     /// Updates resource `id` with `patch`; the API's view of it.
-    pub async fn update(&self, kind: Kind, id: &str, patch: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    pub async fn update(
+        &self,
+        kind: Kind,
+        id: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ApiError> {
         let path = format!("{}/{id}", kind.api_path());
         let updated = self.call(Method::PATCH, &path, Some(patch)).await?;
         Ok(updated.and_then(|v| v.as_object().cloned()).unwrap_or_default())

@@ -80,7 +80,12 @@ impl File {
     /// Reads `source` (named `name` in problems). Errors: every problem found, in line order.
     pub fn parse(name: &str, source: &str) -> Result<File, Problems> {
         let doc = yaml::load(source).map_err(|e| {
-            Problems(vec![Problem { file: name.into(), line: e.line, path: String::new(), message: e.message }])
+            Problems(vec![Problem {
+                file: name.into(),
+                line: e.line,
+                path: String::new(),
+                message: e.message,
+            }])
         })?;
         let mut checker = Checker { name, doc: &doc, problems: Vec::new() };
         let resources = checker.resources();
@@ -95,7 +100,12 @@ impl File {
 
     /// A problem at `path` (the line of the nearest node the document has).
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
-        Problem { file: self.name.clone(), line: self.doc.line(path), path: path.into(), message: message.into() }
+        Problem {
+            file: self.name.clone(),
+            line: self.doc.line(path),
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Maps a field the API named in a 422 for the resource at `resource_path` to the file's
@@ -103,7 +113,16 @@ impl File {
     /// `routing_key_env`, a maintenance window's `scope.domain_ids[0]` as `scope.domains[0]`.
     pub fn locate(&self, resource_path: &str, api_field: &str) -> String {
         let field = api_field.replace("domain_ids", "domains");
-        let candidates = [field.clone(), format!("{field}_env"), field.replace("body_secret", "body_env")];
+        // A header's `secret` flag is the file's choice of `value` or `value_env`.
+        let header_value =
+            field.strip_suffix(".secret").map(|h| format!("{h}.value")).unwrap_or_else(|| field.clone());
+        let candidates = [
+            field.clone(),
+            format!("{field}_env"),
+            field.replace("body_secret", "body_env"),
+            header_value.clone(),
+            format!("{header_value}_env"),
+        ];
         for candidate in &candidates {
             let path = format!("{resource_path}.{candidate}");
             if self.doc.lines.contains_key(&path) {
@@ -219,23 +238,33 @@ impl Checker<'_> {
                 let fields = resources::canonical(kind, map);
                 let Some(key) = resources::key_of(kind, &fields) else {
                     let message = match kind {
-                        Kind::Domain => "a domain needs a name, a url, or a check with its host and port (or name)".into(),
+                        Kind::Domain => {
+                            "a domain needs a name, a url, or a check with its host and port (or name)".into()
+                        }
                         other => format!("required: the {} that identifies it", other.key_field()),
                     };
-                    let field = if kind == Kind::Domain { path.clone() } else { format!("{path}.{}", kind.key_field()) };
+                    let field = if kind == Kind::Domain {
+                        path.clone()
+                    } else {
+                        format!("{path}.{}", kind.key_field())
+                    };
                     self.add(&field, message);
                     continue;
                 };
                 if let Some(first) = seen.get(&key) {
                     let line = self.doc.line(first);
-                    self.add(&path, format!("{} {key:?} is declared twice (first at line {line})", kind.noun()));
+                    self.add(
+                        &path,
+                        format!("{} {key:?} is declared twice (first at line {line})", kind.noun()),
+                    );
                     continue;
                 }
                 seen.insert(key.clone(), path.clone());
                 out.push(Declared { kind, key, path, fields });
             }
         }
-        let domains: Vec<String> = out.iter().filter(|r| r.kind == Kind::Domain).map(|r| r.key.clone()).collect();
+        let domains: Vec<String> =
+            out.iter().filter(|r| r.kind == Kind::Domain).map(|r| r.key.clone()).collect();
         for resource in &out {
             self.references(resource, &domains);
         }
@@ -256,12 +285,20 @@ impl Checker<'_> {
             }
         }
         let text_key = kind.key_field();
-        if let Some(v) = map.get(text_key).filter(|v| !v.is_null() && !v.is_string()) {
-            let _ = v;
+        if map.get(text_key).is_some_and(|v| !v.is_null() && !v.is_string()) {
             self.add(&format!("{path}.{text_key}"), "must be a string");
         }
         match kind {
             Kind::Domain => {
+                let check_type = map.get("check").and_then(|c| c.get("type")).and_then(Value::as_str);
+                if let Some(kind) = check_type.filter(|t| *t != "http") {
+                    for key in resources::HTTP_ONLY.iter().filter(|k| map.contains_key(**k)) {
+                        self.add(
+                            &format!("{path}.{key}"),
+                            format!("only an http check has it; this is a {kind} check"),
+                        );
+                    }
+                }
                 if let Some(Value::Array(headers)) = map.get("headers") {
                     for (i, h) in headers.iter().enumerate() {
                         let at = format!("{path}.headers[{i}]");
@@ -359,8 +396,17 @@ impl Checker<'_> {
             if !known {
                 // Sorting may have moved the entry: report it on the list's line.
                 let path = format!("{}.{field}", resource.path);
-                let at = if self.doc.lines.contains_key(&path) { path } else { format!("{}.{}", resource.path, field.split('[').next().unwrap_or("")) };
-                self.add(&at, format!("{value} is not a domain of this file (a domain is named by its name, else its url)"));
+                let at = if self.doc.lines.contains_key(&path) {
+                    path
+                } else {
+                    format!("{}.{}", resource.path, field.split('[').next().unwrap_or(""))
+                };
+                self.add(
+                    &at,
+                    format!(
+                        "{value} is not a domain of this file (a domain is named by its name, else its url)"
+                    ),
+                );
             }
         }
     }
@@ -380,7 +426,10 @@ mod tests {
             "domains:\n  - url: https://a.example.com/\n    intervall: 30\nchannels:\n  - name: pd\n    kind: pagerduty\n    routing_key: abc\n  - name: s\n    kind: slack\n    url: https://hooks.slack.com/x\nwidgets: []\n",
         );
         assert_eq!(got.len(), 4, "{got:?}");
-        assert!(got[0].starts_with("c.yaml:3: domains[0].intervall: unknown key; known: name, url,"), "{got:?}");
+        assert!(
+            got[0].starts_with("c.yaml:3: domains[0].intervall: unknown key; known: name, url,"),
+            "{got:?}"
+        );
         assert!(got[1].starts_with("c.yaml:7: channels[0].routing_key: secrets are not written in the file: give routing_key_env"), "{got:?}");
         assert!(got[2].starts_with("c.yaml:10: channels[1].url: a slack URL carries its token"), "{got:?}");
         assert!(got[3].starts_with("c.yaml:11: widgets: unknown key"), "{got:?}");
@@ -406,7 +455,10 @@ mod tests {
         .unwrap();
         let env = |name: &str| (name == "BODY").then(|| "{}".to_owned());
         let missing: Vec<String> = file.missing_env(&env).iter().map(ToString::to_string).collect();
-        assert_eq!(missing, ["c.yaml:6: domains[0].headers[0].value_env: environment variable KEY is not set"]);
+        assert_eq!(
+            missing,
+            ["c.yaml:6: domains[0].headers[0].value_env: environment variable KEY is not set"]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{ApiError, Client};
 use crate::file::{File, Problem, Problems};
-use crate::plan::{Action, Change, Plan, State, StateError};
+use crate::plan::{Action, Change, Options, Plan, State, StateError};
 use crate::resources::{Kind, Resolver};
 
 /// Exit status: success; for `plan`, no changes.
@@ -76,6 +76,9 @@ pub enum Command {
         /// Also plan deleting what the server has and the file does not.
         #[arg(long)]
         prune: bool,
+        /// Also plan sending every secret again (a rotated value in the same variable).
+        #[arg(long)]
+        resend_secrets: bool,
     },
     /// Make the server match the file (creates and updates; deletes only with --prune).
     Apply {
@@ -85,6 +88,10 @@ pub enum Command {
         /// Delete what the server has and the file does not.
         #[arg(long)]
         prune: bool,
+        /// Send every secret again: the API never shows a secret, so a new value in the same
+        /// environment variable is not seen otherwise.
+        #[arg(long)]
+        resend_secrets: bool,
         /// Apply without asking for confirmation (required when standard input is not a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
@@ -115,9 +122,14 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
+        // --help and --version are not errors: their text goes to standard output.
+        Err(e) if !e.use_stderr() => {
+            let _ = write!(io.stdout, "{}", e.render());
+            return EXIT_OK;
+        }
         Err(e) => {
             let _ = write!(io.stderr, "{}", e.render());
-            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            return EXIT_USAGE;
         }
     };
     let Io { env, stdin, stdout, stderr } = io;
@@ -158,22 +170,25 @@ async fn execute(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<i32, Error> {
-    let url = cli.url.or_else(|| env("CROSSCHECK_URL").filter(|u| !u.is_empty())).unwrap_or_else(|| DEFAULT_URL.into());
+    let url = cli
+        .url
+        .or_else(|| env("CROSSCHECK_URL").filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| DEFAULT_URL.into());
     let token = env("CROSSCHECK_TOKEN").filter(|t| !t.is_empty()).ok_or(Error::NoToken)?;
     let client = Client::new(&url, &token).map_err(Error::Client)?;
     let out = |e: std::io::Error| Error::Write("standard output".into(), e);
     match cli.command {
-        Command::Plan { file, prune } => {
+        Command::Plan { file, prune, resend_secrets } => {
             let file = read_file(&file, env)?;
             let state = State::fetch(&client).await?;
-            let plan = Plan::make(&file, &state, env, prune);
+            let plan = Plan::make(&file, &state, env, Options { prune, resend_secrets });
             plan.render(stdout).map_err(out)?;
             Ok(if plan.is_empty() { EXIT_OK } else { EXIT_CHANGES })
         }
-        Command::Apply { file, prune, yes } => {
+        Command::Apply { file, prune, resend_secrets, yes } => {
             let file = read_file(&file, env)?;
             let state = State::fetch(&client).await?;
-            let plan = Plan::make(&file, &state, env, prune);
+            let plan = Plan::make(&file, &state, env, Options { prune, resend_secrets });
             plan.render(stdout).map_err(out)?;
             if plan.is_empty() {
                 return Ok(EXIT_OK);
@@ -191,7 +206,7 @@ async fn execute(
             // Anything still different is a value the server keeps in another form than the
             // file writes it: say so, so the file can be written in the server's form.
             let after = State::fetch(&client).await?;
-            let again = Plan::make(&file, &after, env, prune);
+            let again = Plan::make(&file, &after, env, Options { prune, resend_secrets: false });
             if !again.is_empty() {
                 writeln!(stderr, "warning: the server keeps some values in another form than the file gives them; write them as the server shows them to make the next plan empty:").map_err(out)?;
                 again.render(stderr).map_err(out)?;
@@ -202,11 +217,19 @@ async fn execute(
             let state = State::fetch(&client).await?;
             let (text, vars) = export(&state);
             match &output {
-                Some(path) => std::fs::write(path, &text).map_err(|e| Error::Write(path.display().to_string(), e))?,
+                Some(path) => {
+                    std::fs::write(path, &text).map_err(|e| Error::Write(path.display().to_string(), e))?
+                }
                 None => stdout.write_all(text.as_bytes()).map_err(out)?,
             }
             if !vars.is_empty() {
-                writeln!(stderr, "The file reads {} secret(s) from the environment: {}", vars.len(), vars.join(", ")).map_err(out)?;
+                writeln!(
+                    stderr,
+                    "The file reads {} secret(s) from the environment: {}",
+                    vars.len(),
+                    vars.join(", ")
+                )
+                .map_err(out)?;
             }
             Ok(EXIT_OK)
         }
@@ -241,7 +264,8 @@ async fn apply(
     // Replaced channels go first, so the new one never meets the old one's name.
     let mut deletions: Vec<&Change> = plan.changes.iter().filter(deletes).collect();
     deletions.sort_by_key(|c| std::cmp::Reverse(c.kind));
-    let (replaced, pruned): (Vec<&Change>, Vec<&Change>) = deletions.into_iter().partition(|c| c.action == Action::Replace);
+    let (replaced, pruned): (Vec<&Change>, Vec<&Change>) =
+        deletions.into_iter().partition(|c| c.action == Action::Replace);
     for change in &replaced {
         delete(client, change, stdout).await?;
     }
@@ -252,8 +276,9 @@ async fn apply(
             Action::Update(fields) => Some(fields.as_slice()),
             _ => None,
         };
-        let body = resources::request(change.kind, fields, only, &resolver)
-            .map_err(|e| Error::File(Problems(vec![file.problem(&format!("{path}.{}", e.path), e.message)])))?;
+        let body = resources::request(change.kind, fields, only, &resolver).map_err(|e| {
+            Error::File(Problems(vec![file.problem(&format!("{path}.{}", e.path), e.message)]))
+        })?;
         let result = match (&change.action, &change.id) {
             (Action::Update(_), Some(id)) => client.update(change.kind, id, &body).await,
             _ => client.create(change.kind, &body).await,
@@ -279,15 +304,18 @@ async fn apply(
 async fn delete(client: &Client, change: &Change, stdout: &mut dyn Write) -> Result<(), Error> {
     let Some(id) = &change.id else { return Ok(()) };
     client.delete(change.kind, id).await?;
-    writeln!(stdout, "{} {:?} deleted", change.kind.noun(), change.key).map_err(|e| Error::Write("standard output".into(), e))
+    writeln!(stdout, "{} {:?} deleted", change.kind.noun(), change.key)
+        .map_err(|e| Error::Write("standard output".into(), e))
 }
 
 /// A 422 as problems at the file's lines; any other failure as it is.
 fn located(file: &File, resource_path: &str, error: ApiError) -> Error {
     match error {
         ApiError::Status { fields, .. } if !fields.is_empty() => {
-            let mut problems: Vec<Problem> =
-                fields.iter().map(|(field, message)| file.problem(&file.locate(resource_path, field), message.clone())).collect();
+            let mut problems: Vec<Problem> = fields
+                .iter()
+                .map(|(field, message)| file.problem(&file.locate(resource_path, field), message.clone()))
+                .collect();
             problems.sort_by_key(|p| p.line);
             Error::File(Problems(problems))
         }
@@ -341,7 +369,11 @@ fn name_secrets(resource: &str, prefix: &str, map: &mut Map<String, Value>, vars
                 for item in items {
                     if let Value::Object(inner) = item {
                         // A header is named by its name: CROSSCHECK_API_HEADER_X_API_KEY.
-                        let label = inner.get("name").and_then(Value::as_str).map(|n| format!("{key} {n}")).unwrap_or_else(|| key.clone());
+                        let label = inner
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .map(|n| format!("{key} {n}"))
+                            .unwrap_or_else(|| key.clone());
                         name_secrets(resource, &label, inner, vars);
                     }
                 }
@@ -355,7 +387,8 @@ fn name_secrets(resource: &str, prefix: &str, map: &mut Map<String, Value>, vars
 fn env_var_name(parts: &[&str]) -> String {
     let mut out = String::from("CROSSCHECK");
     for part in parts.iter().filter(|p| !p.is_empty()) {
-        let part = if part.contains("://") { part.split_once("://").map_or(*part, |(_, rest)| rest) } else { part };
+        let part =
+            if part.contains("://") { part.split_once("://").map_or(*part, |(_, rest)| rest) } else { part };
         let part = part.strip_suffix("headers ").unwrap_or(part).replace("headers ", "header ");
         out.push('_');
         let mut last_underscore = true;
@@ -383,7 +416,10 @@ mod tests {
     #[test]
     fn environment_variable_names_are_derived_from_the_resource_and_field() {
         assert_eq!(env_var_name(&["ops-pager", "", "routing_key"]), "CROSSCHECK_OPS_PAGER_ROUTING_KEY");
-        assert_eq!(env_var_name(&["https://api.example.com/health", "headers X-Api-Key", "value"]), "CROSSCHECK_API_EXAMPLE_COM_HEALTH_HEADER_X_API_KEY_VALUE");
+        assert_eq!(
+            env_var_name(&["https://api.example.com/health", "headers X-Api-Key", "value"]),
+            "CROSSCHECK_API_EXAMPLE_COM_HEALTH_HEADER_X_API_KEY_VALUE"
+        );
         assert_eq!(env_var_name(&["api", "auth", "password"]), "CROSSCHECK_API_AUTH_PASSWORD");
     }
 
@@ -391,7 +427,12 @@ mod tests {
     fn export_names_every_secret_and_writes_no_secret_value() {
         let mut state = State::default();
         let fields = serde_json::json!({"name": "hooks", "kind": "slack", "url_env": "https://hooks.slack.com/services/T/B/secret"});
-        state.resources.push(plan::Existing { kind: Kind::Channel, id: "1".into(), key: "hooks".into(), fields: fields.as_object().unwrap().clone() });
+        state.resources.push(plan::Existing {
+            kind: Kind::Channel,
+            id: "1".into(),
+            key: "hooks".into(),
+            fields: fields.as_object().unwrap().clone(),
+        });
         let (text, vars) = export(&state);
         assert_eq!(vars, ["CROSSCHECK_HOOKS_URL"]);
         assert!(text.contains("url_env: CROSSCHECK_HOOKS_URL"), "{text}");

@@ -37,7 +37,9 @@ pub enum StateError {
     #[error(transparent)]
     Api(#[from] ApiError),
     /// Two resources of a kind share a key, so the file could not tell them apart.
-    #[error("the server has two {noun}s {key:?} (ids {first} and {second}); give one a distinct {field} first")]
+    #[error(
+        "the server has two {noun}s {key:?} (ids {first} and {second}); give one a distinct {field} first"
+    )]
     Ambiguous { noun: &'static str, key: String, first: String, second: String, field: &'static str },
 }
 
@@ -92,6 +94,28 @@ pub struct Change {
     pub before: Option<Map<String, Value>>,
     /// The file's canonical form (create, update, replace).
     pub after: Option<Map<String, Value>>,
+    /// Fields of an update that are sent only to resend their secrets (`--resend-secrets`).
+    pub resent: Vec<String>,
+}
+
+/// How a plan is made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Delete what the server has and the file does not.
+    pub prune: bool,
+    /// Send every secret of the resources that exist again (the API cannot show a secret, so
+    /// a new value in the same environment variable is otherwise not seen).
+    pub resend_secrets: bool,
+}
+
+/// Whether a file-form value holds a `*_env` reference.
+fn holds_secret(key: &str, value: &Value) -> bool {
+    key.ends_with("_env")
+        || match value {
+            Value::Object(map) => map.iter().any(|(k, v)| holds_secret(k, v)),
+            Value::Array(items) => items.iter().any(|v| holds_secret("", v)),
+            _ => false,
+        }
 }
 
 /// The changes that make the server match the file, and what the file leaves alone.
@@ -105,7 +129,12 @@ pub struct Plan {
 impl Plan {
     /// The plan from `state` to `file`; `resolve` reads the environment (a secret URL is
     /// compared by value).
-    pub fn make(file: &File, state: &State, resolve: &dyn Fn(&str) -> Option<String>, prune: bool) -> Plan {
+    pub fn make(
+        file: &File,
+        state: &State,
+        resolve: &dyn Fn(&str) -> Option<String>,
+        options: Options,
+    ) -> Plan {
         let mut plan = Plan::default();
         for kind in Kind::ALL {
             let existing: BTreeMap<&str, &Existing> =
@@ -113,7 +142,7 @@ impl Plan {
             let mut declared: Vec<_> = file.resources.iter().filter(|r| r.kind == kind).collect();
             declared.sort_by(|a, b| a.key.cmp(&b.key));
             for wanted in &declared {
-                let change = |action, have: Option<&Existing>| Change {
+                let change = |action, have: Option<&Existing>, resent: Vec<String>| Change {
                     kind,
                     key: wanted.key.clone(),
                     action,
@@ -121,13 +150,24 @@ impl Plan {
                     path: Some(wanted.path.clone()),
                     before: have.map(|h| h.fields.clone()),
                     after: Some(wanted.fields.clone()),
+                    resent,
                 };
                 match existing.get(wanted.key.as_str()) {
-                    None => plan.changes.push(change(Action::Create, None)),
+                    None => plan.changes.push(change(Action::Create, None, Vec::new())),
                     Some(have) => {
-                        let before = resources::compare_form(&have.fields, resolve);
-                        let after = resources::compare_form(&wanted.fields, resolve);
-                        let fields = resources::changed_fields(&before, &after);
+                        let before = resources::compare_form(&have.fields, None);
+                        let after = resources::compare_form(&wanted.fields, Some(resolve));
+                        let mut fields = resources::changed_fields(&before, &after);
+                        let mut resent = Vec::new();
+                        if options.resend_secrets {
+                            for (k, v) in &wanted.fields {
+                                if holds_secret(k, v) && !fields.contains(k) {
+                                    fields.push(k.clone());
+                                    resent.push(k.clone());
+                                }
+                            }
+                            fields.sort();
+                        }
                         if fields.is_empty() {
                             continue;
                         }
@@ -136,7 +176,7 @@ impl Plan {
                         } else {
                             Action::Update(fields)
                         };
-                        plan.changes.push(change(action, Some(have)));
+                        plan.changes.push(change(action, Some(have), resent));
                     }
                 }
             }
@@ -144,7 +184,7 @@ impl Plan {
                 existing.values().filter(|have| !declared.iter().any(|d| d.key == have.key)).collect();
             gone.sort_by(|a, b| a.key.cmp(&b.key));
             for have in gone {
-                if prune {
+                if options.prune {
                     plan.changes.push(Change {
                         kind,
                         key: have.key.clone(),
@@ -153,6 +193,7 @@ impl Plan {
                         path: None,
                         before: Some(have.fields.clone()),
                         after: None,
+                        resent: Vec::new(),
                     });
                 } else {
                     plan.unmanaged.push((kind, have.key.clone()));
@@ -190,11 +231,20 @@ impl Plan {
                 Action::Update(fields) => {
                     writeln!(out, "~ {title} (update)")?;
                     for k in fields {
+                        if change.resent.contains(k) {
+                            writeln!(out, "    {k}: its secrets sent again from the environment")?;
+                            continue;
+                        }
                         let before = change.before.as_ref().and_then(|m| m.get(k));
                         let after = change.after.as_ref().and_then(|m| m.get(k));
-                        let before = before.map_or_else(|| "(default)".to_owned(), |v| show(k, v, Side::Server));
+                        let before =
+                            before.map_or_else(|| "(default)".to_owned(), |v| show(k, v, Side::Server));
                         let after = after.map_or_else(|| "(default)".to_owned(), |v| show(k, v, Side::File));
-                        let note = if before == after { " (the secret's value changed)" } else { "" };
+                        let note = if k.ends_with("_env") && before != "(default)" && after != "(default)" {
+                            " (the secret's value changed)"
+                        } else {
+                            ""
+                        };
                         writeln!(out, "    {k}: {before} → {after}{note}")?;
                     }
                 }
@@ -202,7 +252,12 @@ impl Plan {
                     writeln!(out, "-/+ {title} (replace: a channel's kind cannot change)")?;
                     let before = change.before.as_ref().and_then(|m| m.get("kind"));
                     let after = change.after.as_ref().and_then(|m| m.get("kind"));
-                    writeln!(out, "    kind: {} → {}", show("kind", before.unwrap_or(&Value::Null), Side::Server), show("kind", after.unwrap_or(&Value::Null), Side::File))?;
+                    writeln!(
+                        out,
+                        "    kind: {} → {}",
+                        show("kind", before.unwrap_or(&Value::Null), Side::Server),
+                        show("kind", after.unwrap_or(&Value::Null), Side::File)
+                    )?;
                 }
                 Action::Delete => writeln!(out, "- {title} (delete)")?,
             }
@@ -238,7 +293,9 @@ fn masked(key: &str, value: &Value, side: Side) -> Value {
         };
     }
     match value {
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), masked(k, v, side))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), masked(k, v, side))).collect())
+        }
         Value::Array(items) => Value::Array(items.iter().map(|v| masked("", v, side)).collect()),
         other => other.clone(),
     }

@@ -82,9 +82,17 @@ impl Kind {
             Kind::Domain => &DOMAIN_FIELDS,
             Kind::Channel => &CHANNEL_FIELDS,
             Kind::StatusPage => &["slug", "title", "description", "hostnames", "components"],
-            Kind::Maintenance => {
-                &["title", "description", "time_zone", "scope", "starts_at", "ends_at", "dtstart", "duration", "rrule"]
-            }
+            Kind::Maintenance => &[
+                "title",
+                "description",
+                "time_zone",
+                "scope",
+                "starts_at",
+                "ends_at",
+                "dtstart",
+                "duration",
+                "rrule",
+            ],
         }
     }
 }
@@ -118,7 +126,7 @@ const DOMAIN_FIELDS: [&str; 25] = [
 ];
 
 /// The fields only an `http` check has.
-const HTTP_ONLY: [&str; 12] = [
+pub const HTTP_ONLY: [&str; 12] = [
     "url",
     "method",
     "headers",
@@ -196,7 +204,9 @@ pub fn check_display_url(check: &Map<String, Value>) -> Option<String> {
     let host = |h: &str| if h.contains(':') { format!("[{h}]") } else { h.to_owned() };
     let text = |k: &str| check.get(k).and_then(Value::as_str);
     match text("type")? {
-        kind @ ("tcp" | "tls") => Some(format!("{kind}://{}:{}", host(text("host")?.trim()), check.get("port")?)),
+        kind @ ("tcp" | "tls") => {
+            Some(format!("{kind}://{}:{}", host(text("host")?.trim()), check.get("port")?))
+        }
         "dns" => Some(format!(
             "dns://{}/{}",
             text("name")?.trim().trim_end_matches('.').to_ascii_lowercase(),
@@ -320,7 +330,8 @@ fn status_range(v: &Value) -> Value {
 fn object_without_nulls(v: &Value) -> Option<Value> {
     match v {
         Value::Object(map) => {
-            let map: Map<String, Value> = map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let map: Map<String, Value> =
+                map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
             (!map.is_empty()).then_some(Value::Object(map))
         }
         Value::Null => None,
@@ -330,22 +341,22 @@ fn object_without_nulls(v: &Value) -> Option<Value> {
 
 fn canonical_domain(fields: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
-    let check = fields
-        .get("check")
-        .and_then(|c| match c {
-            Value::Object(map) if map.get("type").and_then(Value::as_str) == Some("http") && map.len() == 1 => None,
-            Value::Object(map) => {
-                let mut map = map.clone();
-                map.retain(|_, v| !(v.is_null() || *v == Value::Bool(false) || is_empty_collection(v)));
-                if let Some(Value::String(t)) = map.get("record_type") {
-                    let upper = t.to_ascii_uppercase();
-                    map.insert("record_type".into(), Value::from(upper));
-                }
-                Some(Value::Object(map))
+    let check = fields.get("check").and_then(|c| match c {
+        Value::Object(map) if map.get("type").and_then(Value::as_str) == Some("http") && map.len() == 1 => {
+            None
+        }
+        Value::Object(map) => {
+            let mut map = map.clone();
+            map.retain(|_, v| !(v.is_null() || *v == Value::Bool(false) || is_empty_collection(v)));
+            if let Some(Value::String(t)) = map.get("record_type") {
+                let upper = t.to_ascii_uppercase();
+                map.insert("record_type".into(), Value::from(upper));
             }
-            Value::Null => None,
-            other => Some(other.clone()),
-        });
+            Some(Value::Object(map))
+        }
+        Value::Null => None,
+        other => Some(other.clone()),
+    });
     let http = check.is_none();
     for (key, value) in fields {
         if value.is_null() || (!http && HTTP_ONLY.contains(&key.as_str())) {
@@ -366,10 +377,11 @@ fn canonical_domain(fields: &Map<String, Value>) -> Map<String, Value> {
             "body" | "body_env" => Some(value.clone()),
             "expected_status" => Some(status_range(value)).filter(|v| v != "200-299"),
             "keyword" => Some(value.clone()),
-            "keyword_mode" => (fields.get("keyword").is_some_and(|k| !k.is_null()) && value != "contains").then(|| value.clone()),
-            "keyword_case_insensitive" => {
-                (fields.get("keyword").is_some_and(|k| !k.is_null()) && *value != Value::Bool(false)).then(|| value.clone())
-            }
+            "keyword_mode" => (fields.get("keyword").is_some_and(|k| !k.is_null()) && value != "contains")
+                .then(|| value.clone()),
+            "keyword_case_insensitive" => (fields.get("keyword").is_some_and(|k| !k.is_null())
+                && *value != Value::Bool(false))
+            .then(|| value.clone()),
             "interval" => (value != "standard").then(|| value.clone()),
             "timeout_ms" => {
                 let default = default_timeout_ms(fields.get("interval").filter(|v| !v.is_null()));
@@ -431,9 +443,9 @@ fn canonical_channel(fields: &Map<String, Value>) -> Map<String, Value> {
             "tags" => Some(ordered_set(value, tag)),
             "url" => {
                 let url = normalize_url(value);
-                (default_channel_url(kind).map(|d| normalize_url(&Value::from(d))) != Some(url.clone())).then_some(url)
+                (default_channel_url(kind).map(|d| normalize_url(&Value::from(d))) != Some(url.clone()))
+                    .then_some(url)
             }
-            "url_env" if URL_IS_SECRET.contains(&kind) && value != SECRET => Some(normalize_url(value)),
             _ => Some(value.clone()),
         };
         if let Some(v) = kept {
@@ -577,12 +589,21 @@ fn parse_iso_duration(s: &str) -> Option<(u64, u64)> {
 
 /// The file form of a resource as the API shows it: read-only fields dropped, domain ids as
 /// keys (`keys`: id → domain key), secrets as `*_env: "(secret)"` (a secret URL as its value).
-pub fn from_view(kind: Kind, view: &Map<String, Value>, keys: &BTreeMap<String, String>) -> Map<String, Value> {
+pub fn from_view(
+    kind: Kind,
+    view: &Map<String, Value>,
+    keys: &BTreeMap<String, String>,
+) -> Map<String, Value> {
     let mut out = Map::new();
-    let key_of_id = |v: &Value| v.as_str().and_then(|id| keys.get(id)).map_or(Value::Null, |k| Value::from(k.as_str()));
+    let key_of_id =
+        |v: &Value| v.as_str().and_then(|id| keys.get(id)).map_or(Value::Null, |k| Value::from(k.as_str()));
     match kind {
         Kind::Domain => {
-            let http = view.get("check").and_then(|c| c.get("type")).and_then(Value::as_str).is_none_or(|t| t == "http");
+            let http = view
+                .get("check")
+                .and_then(|c| c.get("type"))
+                .and_then(Value::as_str)
+                .is_none_or(|t| t == "http");
             for key in DOMAIN_FIELDS {
                 let Some(value) = view.get(key) else { continue };
                 match key {
@@ -604,7 +625,9 @@ pub fn from_view(kind: Kind, view: &Map<String, Value>, keys: &BTreeMap<String, 
                     }
                     "auth" => {
                         let auth = match value.get("kind").and_then(Value::as_str) {
-                            Some("basic") => json!({"kind": "basic", "username": value["username"], "password_env": SECRET}),
+                            Some("basic") => {
+                                json!({"kind": "basic", "username": value["username"], "password_env": SECRET})
+                            }
                             Some("bearer") => json!({"kind": "bearer", "token_env": SECRET}),
                             _ => Value::Null,
                         };
@@ -657,9 +680,17 @@ pub fn from_view(kind: Kind, view: &Map<String, Value>, keys: &BTreeMap<String, 
                 }
             }
             let scope = view.get("scope").cloned().unwrap_or(Value::Null);
-            let domains: Vec<Value> =
-                scope.get("domain_ids").and_then(Value::as_array).into_iter().flatten().map(key_of_id).collect();
-            out.insert("scope".into(), json!({"domains": domains, "tags": scope.get("tags").cloned().unwrap_or(json!([]))}));
+            let domains: Vec<Value> = scope
+                .get("domain_ids")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(key_of_id)
+                .collect();
+            out.insert(
+                "scope".into(),
+                json!({"domains": domains, "tags": scope.get("tags").cloned().unwrap_or(json!([]))}),
+            );
         }
     }
     canonical(kind, &out)
@@ -668,18 +699,23 @@ pub fn from_view(kind: Kind, view: &Map<String, Value>, keys: &BTreeMap<String, 
 // ---------------------------------------------------------------------------------------------
 // Comparing.
 
-/// The form two sides are compared in: every `*_env` value (an environment variable's name
-/// on the file side) is [`SECRET`], except a secret URL's, which `resolve` reads (see the
-/// module doc).
-pub fn compare_form(fields: &Map<String, Value>, resolve: &dyn Fn(&str) -> Option<String>) -> Map<String, Value> {
+/// The form two sides are compared in: every `*_env` value is [`SECRET`], except a secret
+/// URL's (see the module doc): on the file side (`resolve` given) the environment's value of the
+/// variable it names, on the server side the URL itself.
+pub fn compare_form(
+    fields: &Map<String, Value>,
+    resolve: Option<&dyn Fn(&str) -> Option<String>>,
+) -> Map<String, Value> {
     let kind = fields.get("kind").and_then(Value::as_str).unwrap_or("");
     let mut out = Map::new();
     for (key, value) in fields {
-        let v = if key == "url_env" && URL_IS_SECRET.contains(&kind) && value != SECRET {
-            // File side: the variable's value (the server side already holds the URL).
-            value.as_str().and_then(resolve).map_or_else(|| Value::from(SECRET), |u| normalize_url(&Value::from(u)))
-        } else {
-            mask(key, value)
+        let v = match (key.as_str(), resolve) {
+            ("url_env", Some(resolve)) if URL_IS_SECRET.contains(&kind) => value
+                .as_str()
+                .and_then(resolve)
+                .map_or_else(|| Value::from(SECRET), |u| normalize_url(&Value::from(u))),
+            ("url_env", None) if URL_IS_SECRET.contains(&kind) => normalize_url(value),
+            _ => mask(key, value),
         };
         out.insert(key.clone(), v);
     }
@@ -727,7 +763,10 @@ impl Resolver<'_> {
         let name = var.as_str().unwrap_or("");
         match (self.env)(name) {
             Some(value) if !value.is_empty() => Ok(Value::from(value)),
-            _ => Err(RequestError { path: path.into(), message: format!("environment variable {name} is not set") }),
+            _ => Err(RequestError {
+                path: path.into(),
+                message: format!("environment variable {name} is not set"),
+            }),
         }
     }
 
@@ -755,14 +794,20 @@ pub fn request(
             continue;
         }
         match fields.get(*key) {
-            Some(value) => put(kind, key, value, fields, resolver, &mut out)?,
+            Some(value) => put(kind, key, value, resolver, &mut out)?,
             None if only.is_some() => reset(kind, key, fields, &mut out),
             None => {}
         }
     }
-    if kind == Kind::Domain && only.is_some_and(|o| o.iter().any(|k| k == "interval")) && !out.contains_key("timeout_ms") {
+    if kind == Kind::Domain
+        && only.is_some_and(|o| o.iter().any(|k| k == "interval"))
+        && !out.contains_key("timeout_ms")
+    {
         // A new interval with the old timeout may be refused: send the timeout it goes with.
-        let timeout = fields.get("timeout_ms").and_then(Value::as_u64).or_else(|| default_timeout_ms(fields.get("interval")));
+        let timeout = fields
+            .get("timeout_ms")
+            .and_then(Value::as_u64)
+            .or_else(|| default_timeout_ms(fields.get("interval")));
         out.insert("timeout_ms".into(), timeout.map_or(Value::Null, Value::from));
     }
     if kind == Kind::Domain && only.is_some_and(|o| o.iter().any(|k| k == "keyword")) {
@@ -779,7 +824,6 @@ fn put(
     kind: Kind,
     key: &str,
     value: &Value,
-    fields: &Map<String, Value>,
     resolver: &Resolver<'_>,
     out: &mut Map<String, Value>,
 ) -> Result<(), RequestError> {
@@ -840,7 +884,6 @@ fn put(
             out.insert("scope".into(), Value::Object(scope));
         }
         _ => {
-            let _ = fields;
             out.insert(key.into(), value.clone());
         }
     }
@@ -862,7 +905,9 @@ fn reset(kind: Kind, key: &str, fields: &Map<String, Value>, out: &mut Map<Strin
         }
         (Kind::Domain, "expected_status") => Value::from("200-299"),
         (Kind::Domain, "interval") => Value::from("standard"),
-        (Kind::Domain, "timeout_ms") => default_timeout_ms(fields.get("interval")).map_or(Value::Null, Value::from),
+        (Kind::Domain, "timeout_ms") => {
+            default_timeout_ms(fields.get("interval")).map_or(Value::Null, Value::from)
+        }
         (Kind::Domain, "paused") => Value::Bool(false),
         (Kind::Domain, "tls_verify") => Value::Bool(true),
         (Kind::Domain, "http_version") => Value::from("auto"),
@@ -915,9 +960,20 @@ mod tests {
 
     #[test]
     fn the_timeout_default_follows_the_interval() {
-        let fast = canonical(Kind::Domain, &map(json!({"url": "https://a.example.com/", "interval": "fast", "timeout_ms": 10000})));
-        assert_eq!(fast["timeout_ms"], json!(10000), "fast's default is 10 s, but 15 s is half of it: kept");
-        let ten = canonical(Kind::Domain, &map(json!({"url": "https://a.example.com/", "interval": 10, "timeout_ms": 5000})));
+        let fast = canonical(
+            Kind::Domain,
+            &map(json!({"url": "https://a.example.com/", "interval": "fast", "timeout_ms": 10000})),
+        );
+        assert!(!fast.contains_key("timeout_ms"), "half of 30 s is more than 10 s: the default is 10 s");
+        let fast = canonical(
+            Kind::Domain,
+            &map(json!({"url": "https://a.example.com/", "interval": "fast", "timeout_ms": 5000})),
+        );
+        assert_eq!(fast["timeout_ms"], json!(5000));
+        let ten = canonical(
+            Kind::Domain,
+            &map(json!({"url": "https://a.example.com/", "interval": 10, "timeout_ms": 5000})),
+        );
         assert!(!ten.contains_key("timeout_ms"));
         assert_eq!(default_timeout_ms(Some(&json!(1))), Some(500));
         assert_eq!(default_timeout_ms(Some(&json!("relaxed"))), Some(10_000));
@@ -930,7 +986,10 @@ mod tests {
             "method": "GET", "headers": [], "expected_status": "200-299", "name": null, "interval": "standard"
         }));
         let form = from_view(Kind::Domain, &view, &BTreeMap::new());
-        assert_eq!(Value::Object(form.clone()), json!({"check": {"type": "tcp", "host": "db.example.com", "port": 5432}}));
+        assert_eq!(
+            Value::Object(form.clone()),
+            json!({"check": {"type": "tcp", "host": "db.example.com", "port": 5432}})
+        );
         assert_eq!(key_of(Kind::Domain, &form).as_deref(), Some("tcp://db.example.com:5432"));
         let dns = map(json!({"type": "dns", "name": "Example.com.", "record_type": "aaaa"}));
         assert_eq!(check_display_url(&dns).as_deref(), Some("dns://example.com/AAAA"));
@@ -942,17 +1001,26 @@ mod tests {
         let file = canonical(Kind::Channel, &map(json!({"name": "s", "kind": "slack", "url_env": "HOOK"})));
         let server = from_view(
             Kind::Channel,
-            &map(json!({"id": "1", "name": "s", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/x", "enabled": true,
-                        "storm_window_s": 10, "storm_threshold": 1, "events": null, "tags": null, "created_at": "x"})),
+            &map(
+                json!({"id": "1", "name": "s", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/x", "enabled": true,
+                        "storm_window_s": 10, "storm_threshold": 1, "events": null, "tags": null, "created_at": "x"}),
+            ),
             &BTreeMap::new(),
         );
-        assert_eq!(compare_form(&file, &env), compare_form(&server, &env));
+        assert_eq!(compare_form(&file, Some(&env)), compare_form(&server, None));
         let other = |_: &str| Some("https://hooks.slack.com/services/T/B/y".to_owned());
-        assert_ne!(compare_form(&file, &other), compare_form(&server, &other));
+        assert_ne!(compare_form(&file, Some(&other)), compare_form(&server, None));
 
-        let pd = canonical(Kind::Channel, &map(json!({"name": "p", "kind": "pagerduty", "routing_key_env": "PD"})));
-        let pd_server = from_view(Kind::Channel, &map(json!({"name": "p", "kind": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue"})), &BTreeMap::new());
-        assert_eq!(compare_form(&pd, &env), compare_form(&pd_server, &env));
+        let pd = canonical(
+            Kind::Channel,
+            &map(json!({"name": "p", "kind": "pagerduty", "routing_key_env": "PD"})),
+        );
+        let pd_server = from_view(
+            Kind::Channel,
+            &map(json!({"name": "p", "kind": "pagerduty", "url": "https://events.pagerduty.com/v2/enqueue"})),
+            &BTreeMap::new(),
+        );
+        assert_eq!(compare_form(&pd, Some(&env)), compare_form(&pd_server, None));
     }
 
     #[test]
@@ -973,7 +1041,10 @@ mod tests {
         let fields = map(json!({"url": "https://a.example.com/", "interval": 10}));
         let only = vec!["interval".to_owned(), "tags".to_owned(), "quorum".to_owned()];
         let patch = request(Kind::Domain, &fields, Some(&only), &resolver).unwrap();
-        assert_eq!(Value::Object(patch), json!({"interval": 10, "timeout_ms": 5000, "tags": [], "quorum": null}));
+        assert_eq!(
+            Value::Object(patch),
+            json!({"interval": 10, "timeout_ms": 5000, "tags": [], "quorum": null})
+        );
         let secret = map(json!({"url": "https://a.example.com/", "body_env": "NOPE", "method": "POST"}));
         let e = request(Kind::Domain, &secret, None, &resolver).unwrap_err();
         assert_eq!(e.path, "body_env");

@@ -62,7 +62,11 @@ pub fn load(source: &str) -> Result<Doc, SyntaxError> {
     Ok(doc)
 }
 
-fn convert(node: &MarkedYaml<'_>, path: String, lines: &mut BTreeMap<String, usize>) -> Result<Value, SyntaxError> {
+fn convert(
+    node: &MarkedYaml<'_>,
+    path: String,
+    lines: &mut BTreeMap<String, usize>,
+) -> Result<Value, SyntaxError> {
     let line = node.span.start.line().max(1);
     lines.insert(path.clone(), line);
     let fail = |message: &str| Err(SyntaxError { line, message: message.to_owned() });
@@ -212,12 +216,19 @@ fn is_plain_safe(s: &str) -> bool {
     let reserved_first = "-?:,[]{}#&*!|>'\"%@`~ ".contains(first);
     let safe_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@+=;()".contains(c));
     // Anything YAML 1.2's core schema would read as null, a boolean or a number.
-    let looks_typed = matches!(s.to_ascii_lowercase().as_str(), "null" | "true" | "false" | "~" | "yes" | "no" | "on" | "off")
-        || s.parse::<f64>().is_ok()
+    let looks_typed = matches!(
+        s.to_ascii_lowercase().as_str(),
+        "null" | "true" | "false" | "~" | "yes" | "no" | "on" | "off"
+    ) || s.parse::<f64>().is_ok()
         || s.starts_with("0x")
         || s.starts_with("0o")
         || s.starts_with('.');
-    !reserved_first && safe_chars && !looks_typed && !s.contains(": ") && !s.ends_with(':') && !s.contains(" #")
+    !reserved_first
+        && safe_chars
+        && !looks_typed
+        && !s.contains(": ")
+        && !s.ends_with(':')
+        && !s.contains(" #")
 }
 
 #[cfg(test)]
@@ -227,7 +238,10 @@ mod tests {
 
     #[test]
     fn lines_are_kept_by_path() {
-        let doc = load("domains:\n  - url: https://a.example.com/\n    flap:\n      enter_transitions: 3\n  - name: b\n").unwrap();
+        let doc = load(
+            "domains:\n  - url: https://a.example.com/\n    flap:\n      enter_transitions: 3\n  - name: b\n",
+        )
+        .unwrap();
         assert_eq!(doc.value["domains"][0]["flap"]["enter_transitions"], json!(3));
         assert_eq!(doc.line("domains[0]"), 2);
         assert_eq!(doc.line("domains[0].url"), 2);

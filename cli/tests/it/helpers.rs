@@ -25,7 +25,10 @@ impl ScratchDb {
         use sqlx::Connection;
         let name = format!("cctest_cli_{label}_{}", Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("connect to postgres");
-        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("create database");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
         (ScratchDb { name }, url)
     }
@@ -36,11 +39,15 @@ impl Drop for ScratchDb {
         let name = std::mem::take(&mut self.name);
         // A thread of its own: usable inside or outside a runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             runtime.block_on(async move {
                 use sqlx::Connection;
                 if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })
@@ -117,7 +124,8 @@ impl Server {
     /// Runs `crosscheck` with `args` against this server as its tenant's admin, with `env`
     /// besides `CROSSCHECK_URL` and `CROSSCHECK_TOKEN`. Standard input is empty.
     pub async fn run(&self, args: &[&str], env: &BTreeMap<&str, &str>) -> Run {
-        let mut vars: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut vars: BTreeMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vars.insert("CROSSCHECK_URL".into(), self.url.clone());
         vars.insert("CROSSCHECK_TOKEN".into(), self.token.clone());
         let lookup = |name: &str| vars.get(name).cloned();
@@ -131,7 +139,8 @@ impl Server {
 
     /// `GET path` as the tenant's admin: the JSON body.
     pub async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        let response =
+            self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
         assert!(response.status().is_success(), "GET {path}: {}", response.status());
         response.json().await.unwrap()
     }
@@ -143,7 +152,12 @@ impl Server {
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| i[field].as_str().map(str::to_owned).unwrap_or_else(|| i["url"].as_str().unwrap_or("").to_owned()))
+            .map(|i| {
+                i[field]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| i["url"].as_str().unwrap_or("").to_owned())
+            })
             .collect();
         names.sort();
         names
