@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 use url::Url;
 
+/// The environment: a variable's value by name.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// What a secret's value is shown as (it is never shown).
 pub const SECRET: &str = "(secret)";
 
@@ -702,10 +705,7 @@ pub fn from_view(
 /// The form two sides are compared in: every `*_env` value is [`SECRET`], except a secret
 /// URL's (see the module doc): on the file side (`resolve` given) the environment's value of the
 /// variable it names, on the server side the URL itself.
-pub fn compare_form(
-    fields: &Map<String, Value>,
-    resolve: Option<&dyn Fn(&str) -> Option<String>>,
-) -> Map<String, Value> {
+pub fn compare_form(fields: &Map<String, Value>, resolve: Option<Env<'_>>) -> Map<String, Value> {
     let kind = fields.get("kind").and_then(Value::as_str).unwrap_or("");
     let mut out = Map::new();
     for (key, value) in fields {
