@@ -24,14 +24,25 @@ pub enum ApiError {
         /// A 422's problems by field (`interval`, `flap.enter_transitions`).
         fields: BTreeMap<String, String>,
     },
-    /// No answer, or an answer that is not the API's JSON.
-    #[error("{method} {path}: {source}")]
-    Transport {
-        method: Method,
-        path: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// No answer, or an answer that is not the API's JSON; `detail` is the error with each
+    /// of its causes, said once.
+    #[error("{method} {path}: {detail}")]
+    Transport { method: Method, path: String, detail: String },
+}
+
+/// An error and its causes, each said once (reqwest's message leaves out why a connection failed).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
 }
 
 fn fields_suffix(fields: &BTreeMap<String, String>) -> String {
@@ -75,8 +86,11 @@ impl Client {
         path: &str,
         body: Option<&Map<String, Value>>,
     ) -> Result<Option<Value>, ApiError> {
-        let transport =
-            |source| ApiError::Transport { method: method.clone(), path: path.to_owned(), source };
+        let transport = |error: reqwest::Error| ApiError::Transport {
+            method: method.clone(),
+            path: path.to_owned(),
+            detail: chain(&error),
+        };
         let mut request =
             self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {

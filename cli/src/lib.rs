@@ -154,13 +154,25 @@ pub enum Error {
     #[error("{0}")]
     File(Problems),
     #[error("error: {0}")]
-    State(#[from] StateError),
+    State(StateError),
     #[error("error: {0}")]
-    Api(#[from] ApiError),
+    Api(ApiError),
     #[error("error: cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
     #[error("apply cancelled: nothing was changed (answer \"yes\", or pass --yes)")]
     NotConfirmed,
+}
+
+impl From<StateError> for Error {
+    fn from(error: StateError) -> Self {
+        Error::State(error)
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(error: ApiError) -> Self {
+        Error::Api(error)
+    }
 }
 
 async fn execute(
