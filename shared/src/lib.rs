@@ -57,7 +57,7 @@ mod tidy {
     fn every_module_says_what_it_is_for() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
-        for krate in ["shared", "control-plane", "probe-agent", "certs", "bench"] {
+        for krate in ["shared", "control-plane", "probe-agent", "certs", "bench", "cli"] {
             rust_files(&root.join(krate), &mut files);
         }
         assert!(files.len() > 20, "found only {} files", files.len());
@@ -115,7 +115,7 @@ mod tidy {
     fn causes_are_said_once() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
-        for krate in ["shared", "control-plane", "probe-agent", "certs", "bench"] {
+        for krate in ["shared", "control-plane", "probe-agent", "certs", "bench", "cli"] {
             rust_files(&root.join(krate).join("src"), &mut files);
         }
         let mut offences = Vec::new();

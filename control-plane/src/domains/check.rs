@@ -520,7 +520,8 @@ mod tests {
     #[test]
     fn the_request_form_parses_back_to_the_same_spec() {
         for request in [
-            json!({"check": {"type": "tcp", "host": "example.com", "port": 25, "expect": "220"}, "interval": 30}),
+            json!({"check": {"type": "tcp", "host": "example.com", "port": 25, "expect": "220"}, "interval": 30,
+                   "tags": ["mail"], "slo": {"target": 99.5}, "dns_drift": {"notify": true}, "degraded": {"latency_ms": 800}}),
             json!({"check": {"type": "dns", "name": "example.com", "record_type": "TXT", "expect": ["v=spf1 -all"]}}),
             json!({"check": {"type": "tls", "host": "example.com", "port": 443}, "tls_verify": false}),
             json!({"url": "https://example.com/", "json": {"path": "$.n", "op": ">=", "value": 3}}),

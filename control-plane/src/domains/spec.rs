@@ -504,6 +504,7 @@ impl DomainSpec {
             map.insert("tls_verify".into(), Value::from(self.tls_verify));
             map.insert("agents_per_region".into(), Value::from(self.agents_per_region));
             map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
+            self.insert_settings(&mut map);
             return map;
         }
         map.insert("url".into(), Value::from(self.url.as_str()));
@@ -528,6 +529,13 @@ impl DomainSpec {
         map.insert("http_version".into(), Value::from(self.http_version.as_str()));
         map.insert("agents_per_region".into(), Value::from(self.agents_per_region));
         map.insert("flap".into(), self.flap.as_ref().map_or(Value::Null, flap::Overrides::to_json));
+        self.insert_settings(&mut map);
+        map
+    }
+
+    /// The fields every check type has beside its own: `tags`, `dns_drift`, `slo`, `degraded`
+    /// (a `PATCH` of a tcp, dns or tls check that does not name them keeps them).
+    fn insert_settings(&self, map: &mut Map<String, Value>) {
         map.insert("tags".into(), Value::from(self.tags.clone()));
         map.insert(
             "dns_drift".into(),
@@ -538,7 +546,6 @@ impl DomainSpec {
             "degraded".into(),
             self.degraded.as_ref().map_or(Value::Null, crate::degraded::Overrides::to_json),
         );
-        map
     }
 }
 
