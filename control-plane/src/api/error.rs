@@ -37,6 +37,10 @@ pub enum ApiError {
     /// Too many requests; retry after this many seconds (429 with `Retry-After`).
     #[error("too many check tests; retry in {0} s")]
     RateLimited(u64),
+    /// Too many failed authentications from this client address or with this token prefix;
+    /// retry after this many seconds (429 with `Retry-After`, no token looked up meanwhile).
+    #[error("too many failed authentication attempts; retry in {0} s")]
+    AuthThrottled(u64),
     #[error("temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -54,7 +58,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::AuthThrottled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::AuthThrottled(_) => "auth_throttled",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -115,7 +120,7 @@ impl IntoResponse for ApiError {
             body["fields"] = json!(fields);
         }
         let mut response = (status, Json(json!({ "error": body }))).into_response();
-        if let ApiError::RateLimited(seconds) = &self {
+        if let ApiError::RateLimited(seconds) | ApiError::AuthThrottled(seconds) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
         if status == StatusCode::UNAUTHORIZED {

@@ -3,6 +3,7 @@
 //! directly; `startup` serves it.
 
 mod auth;
+pub mod auth_guard;
 pub(crate) mod channels;
 mod checks;
 pub(crate) mod digests;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Check tests: Redis to publish requests, this replica's waiting requests, the rate limit.
     pub checks: Checks,
+    /// Failed API authentications throttled per client and token prefix; tokens' last use.
+    pub auth_guard: auth_guard::AuthGuard,
     /// Console sign-in attempts per client address.
     pub sign_in_limiter: crate::console::limit::SignInLimiter,
     /// Live events: publish after a commit (`live.publisher()`), stream to browsers
@@ -160,7 +163,7 @@ fn readiness(pool: PgPool) -> ReadyCheck {
 }
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -23,6 +23,7 @@ mod notify;
 mod pause;
 mod request_options;
 mod saturation;
+mod security;
 mod sla;
 mod status;
 mod storm;
