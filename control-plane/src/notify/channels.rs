@@ -491,7 +491,7 @@ impl Deliverer {
             builder = builder.to(to);
         }
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .multipart(MultiPart::alternative_plain_html(body_text(&text), html))
             .map_err(|e| DeliveryError::new("config", format!("cannot build the message: {e}")))?;
         transport.send(message).await.map(|_| ()).map_err(|e| {
             let reason = if e.is_permanent() || e.is_transient() { "smtp_status" } else { "smtp" };
@@ -513,6 +513,13 @@ pub fn header_text(text: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+/// The plain-text part of an email: line breaks and tabs kept, every other control character
+/// (an ESC would reach a terminal mail reader raw: the part is sent as 7bit text) replaced by
+/// U+FFFD. The HTML part escapes and encodes its own.
+pub fn body_text(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && !matches!(c, '\r' | '\n' | '\t') { '\u{FFFD}' } else { c }).collect()
 }
 
 fn ntfy_topic(out: &Outgoing) -> Result<String, DeliveryError> {
@@ -660,6 +667,7 @@ mod tests {
     fn header_text_has_no_control_characters() {
         assert_eq!(header_text("a\x1b[31mb\r\nBcc: x\tc\u{85}"), "a\u{FFFD}[31mb  Bcc: x c\u{FFFD}");
         assert_eq!(header_text("plain – ünïcode"), "plain – ünïcode");
+        assert_eq!(body_text("a\x1b[2J\r\n\tb\x07"), "a\u{FFFD}[2J\r\n\tb\u{FFFD}");
     }
 
     #[test]
