@@ -71,7 +71,9 @@ fn name_rule(raw: &str) -> Result<CheckedHost, String> {
         return Ok(CheckedHost { text: name, address: Some(IpAddr::from([127, 0, 0, 1])) });
     }
     if !name.contains('.') {
-        return Err("host must be a fully qualified domain name or an IP address (a single label is not)".into());
+        return Err(
+            "host must be a fully qualified domain name or an IP address (a single label is not)".into()
+        );
     }
     Ok(CheckedHost { text: name, address: None })
 }

@@ -243,7 +243,10 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for i in 0..3 {
             guard.admit(a, Some(&format!("cc_try{i}"))).unwrap();
-            assert!(matches!(guard.failed(a, Some(&format!("cc_try{i}")), Failure::InvalidToken), ApiError::Unauthorized));
+            assert!(matches!(
+                guard.failed(a, Some(&format!("cc_try{i}")), Failure::InvalidToken),
+                ApiError::Unauthorized
+            ));
         }
         let ApiError::AuthThrottled(wait) = guard.failed(a, Some("cc_try3"), Failure::InvalidToken) else {
             panic!("the fourth failure is throttled");
@@ -258,14 +261,20 @@ mod tests {
         let guard = AuthGuard::new(1, 2, Metrics::default());
         for i in 0..2u8 {
             let addr = IpAddr::from([192, 0, 2, 10 + i]);
-            assert!(matches!(guard.failed(addr, Some("cc_stale-token"), Failure::InvalidToken), ApiError::Unauthorized));
+            assert!(matches!(
+                guard.failed(addr, Some("cc_stale-token"), Failure::InvalidToken),
+                ApiError::Unauthorized
+            ));
         }
         let elsewhere = IpAddr::from([198, 51, 100, 1]);
         assert!(matches!(
             guard.failed(elsewhere, Some("cc_stale-other"), Failure::InvalidToken),
             ApiError::AuthThrottled(_)
         ));
-        assert!(matches!(guard.admit(IpAddr::from([203, 0, 113, 9]), Some("cc_stale")), Err(ApiError::AuthThrottled(_))));
+        assert!(matches!(
+            guard.admit(IpAddr::from([203, 0, 113, 9]), Some("cc_stale")),
+            Err(ApiError::AuthThrottled(_))
+        ));
         guard.admit(IpAddr::from([203, 0, 113, 9]), Some("cc_fresh")).expect("another prefix");
     }
 }

@@ -143,7 +143,8 @@ impl RejectionLog {
             }
         };
         if let Some(counts) = due {
-            let [unknown_domain, paused, other_region] = Rejection::ALL.map(|r| counts.get(&r).copied().unwrap_or(0));
+            let [unknown_domain, paused, other_region] =
+                Rejection::ALL.map(|r| counts.get(&r).copied().unwrap_or(0));
             let (example_domain, example_reason) =
                 screened.example.map_or((String::new(), ""), |(id, r)| (id.to_string(), r.as_str()));
             tracing::warn!(

@@ -100,7 +100,13 @@ impl IngestService {
         }
         // Only domains that exist, run and run here: the rest is counted and acknowledged, and
         // never reaches storage or consensus.
-        let screened = match super::scope::screen(&self.pool, &peer.region, std::mem::take(&mut batch.results)).await {
+        let screened = match super::scope::screen(
+            &self.pool,
+            &peer.region,
+            std::mem::take(&mut batch.results),
+        )
+        .await
+        {
             Ok(screened) => screened,
             Err(error) => {
                 self.metrics.batch("unavailable");

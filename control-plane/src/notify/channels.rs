@@ -519,7 +519,9 @@ pub fn header_text(text: &str) -> String {
 /// (an ESC would reach a terminal mail reader raw: the part is sent as 7bit text) replaced by
 /// U+FFFD. The HTML part escapes and encodes its own.
 pub fn body_text(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() && !matches!(c, '\r' | '\n' | '\t') { '\u{FFFD}' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() && !matches!(c, '\r' | '\n' | '\t') { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 fn ntfy_topic(out: &Outgoing) -> Result<String, DeliveryError> {

@@ -38,15 +38,24 @@ async fn made_up_methods_do_not_add_metric_series(pool: PgPool) {
         app.http.get(app.url(&format!("/v1/nothing-{i}"))).send().await.unwrap();
     }
     let after = metrics(&app).await;
-    let series = |text: &str| text.lines().filter(|l| l.starts_with("control_plane_http_requests_total{")).count();
+    let series =
+        |text: &str| text.lines().filter(|l| l.starts_with("control_plane_http_requests_total{")).count();
     assert!(series(&after) <= series(&before) + 2, "{after}");
     assert!(!after.contains("X1QZ"), "a method taken verbatim");
     assert_eq!(
-        sample(&after, "control_plane_http_requests_total{method=\"other\",route=\"/v1/domains\",status=\"405\"}"),
+        sample(
+            &after,
+            "control_plane_http_requests_total{method=\"other\",route=\"/v1/domains\",status=\"405\"}"
+        ),
         Some(MADE_UP as f64),
         "{after}"
     );
-    assert!(after.len() < before.len() + 2_000, "/metrics grew from {} to {} bytes", before.len(), after.len());
+    assert!(
+        after.len() < before.len() + 2_000,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
     app.stop().await;
 }
 
@@ -70,8 +79,11 @@ async fn every_outbound_url_takes_the_host_rule_of_domains(pool: PgPool) {
     for kind in ["webhook", "slack", "teams", "discord"] {
         refused(json!({"name": "n", "kind": kind, "url": "https://hooks/x"}), "url").await;
     }
-    refused(json!({"name": "n", "kind": "pagerduty", "url": "https://events/", "routing_key": "k".repeat(32)}), "url")
-        .await;
+    refused(
+        json!({"name": "n", "kind": "pagerduty", "url": "https://events/", "routing_key": "k".repeat(32)}),
+        "url",
+    )
+    .await;
     refused(
         json!({"name": "n", "kind": "telegram", "url": "https://tg/", "bot_token": "123:abc", "chat_id": 5}),
         "url",
@@ -79,7 +91,13 @@ async fn every_outbound_url_takes_the_host_rule_of_domains(pool: PgPool) {
     .await;
     refused(json!({"name": "n", "kind": "ntfy", "url": "http://ntfy:8080/", "topic": "ops"}), "url").await;
     // A fully qualified host is fine for every kind, as for domains.
-    let ok = app.post("/v1/channels", &app.token, &json!({"name": "n", "kind": "slack", "url": "https://hooks.example.com/x"})).await;
+    let ok = app
+        .post(
+            "/v1/channels",
+            &app.token,
+            &json!({"name": "n", "kind": "slack", "url": "https://hooks.example.com/x"}),
+        )
+        .await;
     assert_eq!(ok.status(), StatusCode::CREATED);
     app.stop().await;
 }
@@ -90,7 +108,11 @@ async fn control_characters_in_a_channel_name_cannot_break_email_headers(pool: P
     let (smtp, messages) = smtp_receiver().await;
     let app = TestApp::spawn_with(pool, smtp_config(smtp)).await;
     let created = app
-        .post("/v1/channels", &app.token, &json!({"name": "ops", "kind": "email", "to": ["oncall@example.com"]}))
+        .post(
+            "/v1/channels",
+            &app.token,
+            &json!({"name": "ops", "kind": "email", "to": ["oncall@example.com"]}),
+        )
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
@@ -153,14 +175,20 @@ async fn ingest_requires_the_client_auth_eku(pool: PgPool) {
     let app = spawn_with_ingest(pool, &pki).await;
     let ca = pki.ca_pem();
     let failures = || async {
-        sample(&metrics(&app).await, "control_plane_ingest_handshake_failures_total{reason=\"wrong_purpose\"}")
-            .unwrap_or(0.0)
+        sample(
+            &metrics(&app).await,
+            "control_plane_ingest_handshake_failures_total{reason=\"wrong_purpose\"}",
+        )
+        .unwrap_or(0.0)
     };
     let mut refused = 0.0;
     for (what, ekus) in [("no EKU at all", vec![]), ("server auth only", vec![ServerAuth])] {
         let (cert, key) = agent_with_ekus(&pki, "ams", "odd-1", ekus);
         let answer = match ingest::client(&app, &ca, Some((&cert, &key))).await {
-            Ok(mut client) => client.send_batch(ingest::batch("ams", vec![ingest::result(Uuid::now_v7(), true)])).await.err(),
+            Ok(mut client) => client
+                .send_batch(ingest::batch("ams", vec![ingest::result(Uuid::now_v7(), true)]))
+                .await
+                .err(),
             Err(error) => Some(tonic::Status::unavailable(error.to_string())),
         };
         assert!(answer.is_some(), "a certificate with {what} was let in");
@@ -182,7 +210,9 @@ fn lapsed_crl(pki: &Pki, serials: &[&str], ago: std::time::Duration) -> String {
     let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.store.ca_key()).unwrap()).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&pki.ca_pem(), ca_key).unwrap();
     let now = std::time::SystemTime::now();
-    let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+    let hex = |s: &str| {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>()
+    };
     let params = rcgen::CertificateRevocationListParams {
         this_update: (now - ago - std::time::Duration::from_secs(86_400)).into(),
         next_update: (now - ago).into(),
@@ -212,9 +242,13 @@ async fn a_stale_revocation_list_is_reported_and_still_enforced(pool: PgPool) {
         (std::fs::read_to_string(&issued.cert).unwrap(), std::fs::read_to_string(&issued.key).unwrap())
     };
     let (revoked_pem, kept_pem) = (pem(&revoked), pem(&kept));
-    std::fs::write(pki.store.crl(), lapsed_crl(&pki, &[&revoked.serial], std::time::Duration::from_secs(3_600)))
-        .unwrap();
-    let mut config = crate::helpers::test_config(&shared::testing::random_prefix("ingest"), "redis://127.0.0.1:6379");
+    std::fs::write(
+        pki.store.crl(),
+        lapsed_crl(&pki, &[&revoked.serial], std::time::Duration::from_secs(3_600)),
+    )
+    .unwrap();
+    let mut config =
+        crate::helpers::test_config(&shared::testing::random_prefix("ingest"), "redis://127.0.0.1:6379");
     pki.configure(&mut config);
     config.tls_crl = Some(pki.store.crl().display().to_string());
     config.tls_crl_poll_s = 1;
@@ -284,25 +318,36 @@ async fn failed_authentication_is_throttled_per_client_address(pool: PgPool) {
     assert_eq!(body["error"]["code"], "auth_throttled");
     // While it waits, the address is refused before any lookup, even with a valid token.
     assert_eq!(attempt(&app, &app.token.clone(), None).await.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(app.http.get(app.url("/v1/regions")).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.http.get(app.url("/v1/regions")).send().await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let text = metrics(&app).await;
-    assert_eq!(sample(&text, "control_plane_auth_failures_total{reason=\"invalid_token\"}"), Some(4.0), "{text}");
+    assert_eq!(
+        sample(&text, "control_plane_auth_failures_total{reason=\"invalid_token\"}"),
+        Some(4.0),
+        "{text}"
+    );
     assert_eq!(sample(&text, "control_plane_auth_failures_total{reason=\"throttled\"}"), Some(2.0), "{text}");
     app.stop().await;
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
 async fn behind_a_trusted_proxy_clients_and_token_prefixes_are_throttled_apart(pool: PgPool) {
-    let config = control_plane::Config {
-        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
-        ..throttle_config(2)
-    };
+    let config =
+        control_plane::Config { trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()], ..throttle_config(2) };
     let app = TestApp::spawn_with(pool, config).await;
     // One client spends its failures; another behind the same proxy is unaffected.
     for _ in 0..2 {
-        assert_eq!(attempt(&app, &wrong_token(), Some("203.0.113.7")).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            attempt(&app, &wrong_token(), Some("203.0.113.7")).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
-    assert_eq!(attempt(&app, &wrong_token(), Some("203.0.113.7")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        attempt(&app, &wrong_token(), Some("203.0.113.7")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(attempt(&app, &app.token.clone(), Some("198.51.100.8")).await.status(), StatusCode::OK);
     // One stale token tried from many clients: its prefix runs out.
     let stale = wrong_token();
@@ -330,7 +375,11 @@ async fn a_token_records_its_last_use_at_most_once_a_minute(pool: PgPool) {
     assert_eq!(last_used().await, None, "never used yet");
     let listed: Value = app.get("/v1/tokens", &app.token).await.json().await.unwrap();
     let first = last_used().await.expect("written by the first request");
-    assert_eq!(listed["items"][0]["last_used_at"].as_str().map(|s| s.parse().unwrap()), Some(first), "{listed}");
+    assert_eq!(
+        listed["items"][0]["last_used_at"].as_str().map(|s| s.parse().unwrap()),
+        Some(first),
+        "{listed}"
+    );
     for _ in 0..5 {
         assert_eq!(app.get("/v1/domains", &app.token).await.status(), StatusCode::OK);
     }
@@ -355,14 +404,19 @@ async fn ingest_stores_only_what_the_agent_serves(pool: PgPool) {
     let pki = Pki::new();
     let app = spawn_with_ingest(pool, &pki).await;
     let id = |raw: String| raw.parse::<Uuid>().unwrap();
-    let iad_only = id(app.create_domain(json!({"url": "https://iad.example.com/", "regions": ["iad"]})).await);
+    let iad_only =
+        id(app.create_domain(json!({"url": "https://iad.example.com/", "regions": ["iad"]})).await);
     let served = id(app.create_domain(json!({"url": "https://every.example.com/"})).await);
-    let ams_and_sin = id(app.create_domain(json!({"url": "https://two.example.com/", "regions": ["sin", "ams"]})).await);
+    let ams_and_sin =
+        id(app.create_domain(json!({"url": "https://two.example.com/", "regions": ["sin", "ams"]})).await);
     let other = app.other_tenant().await;
     let created = app.post("/v1/domains", &other, &json!({"url": "https://paused.example.net/"})).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let paused = id(created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
-    assert_eq!(app.post(&format!("/v1/domains/{paused}/pause"), &other, &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post(&format!("/v1/domains/{paused}/pause"), &other, &json!({})).await.status(),
+        StatusCode::OK
+    );
     let random = Uuid::now_v7();
 
     let (cert, key) = pki.agent("ams", "ams-1");
@@ -379,7 +433,10 @@ async fn ingest_stores_only_what_the_agent_serves(pool: PgPool) {
     assert_eq!((ack.stored, ack.duplicate), (2, false), "acknowledged, the rest dropped");
     // A batch of nothing but foreign domains is acknowledged too, storing nothing.
     let ack = client
-        .send_batch(ingest::batch("ams", vec![ingest::result(iad_only, false), ingest::result(paused, false)]))
+        .send_batch(ingest::batch(
+            "ams",
+            vec![ingest::result(iad_only, false), ingest::result(paused, false)],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -418,7 +475,8 @@ async fn ingest_stores_only_what_the_agent_serves(pool: PgPool) {
     .await;
     assert_eq!(observed(iad_only).await, 0);
     assert_eq!(observed(paused).await, 0);
-    let results: Value = app.get(&format!("/v1/domains/{paused}/results"), &other).await.json().await.unwrap();
+    let results: Value =
+        app.get(&format!("/v1/domains/{paused}/results"), &other).await.json().await.unwrap();
     assert_eq!(results["items"], json!([]), "nothing in the other tenant's results: {results}");
     app.stop().await;
 }
