@@ -112,6 +112,28 @@ pub fn batch_of(results: Vec<ProbeResult>, region: &str) -> Batch {
     }
 }
 
+/// `n` domains of a new tenant `name`, running in every region, inserted directly (ingest
+/// stores results only for domains that exist, run, and run in the agent's region). Their URLs
+/// are documentation addresses: nothing here probes them.
+pub async fn seed_domains(database_url: &str, name: &str, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let tenant = control_plane::tenants::create_tenant(&pool, &format!("bench-{name}")).await?.tenant_id;
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let urls: Vec<String> = (0..n).map(|i| format!("http://192.0.2.10/d{i}")).collect();
+    sqlx::query(
+        "INSERT INTO domains (id, tenant_id, url, method, status_min, status_max, interval_s, timeout_ms, version)
+         SELECT id, $1, url, 'GET', 200, 299, 60, 5000, 1 FROM unnest($2::uuid[], $3::text[]) AS u(id, url)",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&urls)
+    .execute(&pool)
+    .await
+    .context("inserting the benchmark's domains")?;
+    pool.close().await;
+    Ok(ids)
+}
+
 /// Rows stored for agents whose id starts with `prefix`: (all, distinct by agent and time).
 async fn stored(ts_url: &str, prefix: &str) -> anyhow::Result<(i64, i64)> {
     let mut conn = PgConnection::connect(ts_url).await?;
@@ -138,7 +160,7 @@ async fn measure(args: &Args, scratch: &Scratch, ts: &ScratchDb) -> anyhow::Resu
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until(shutdown.clone()));
 
-    let domains: Vec<Uuid> = (0..args.domains.max(1)).map(|_| Uuid::now_v7()).collect();
+    let domains = seed_domains(&scratch.db.url, "ingest", args.domains.max(1)).await?;
     let base_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
     let acked = Arc::new(AtomicU64::new(0));
     let retries = Arc::new(AtomicU64::new(0));
@@ -378,7 +400,7 @@ async fn measure_fanin(args: &FaninArgs, scratch: &Scratch, ts: &ScratchDb) -> a
     }
     eprintln!("{} connected in {:.1} s; sending", channels.len(), connect_started.elapsed().as_secs_f64());
 
-    let domains: Vec<Uuid> = (0..1000).map(|_| Uuid::now_v7()).collect();
+    let domains = seed_domains(&scratch.db.url, "fanin", 1000).await?;
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.agents * args.batches)));
     let failures = Arc::new(AtomicU64::new(0));
     let start = Arc::new(tokio::sync::Barrier::new(channels.len() + 1));

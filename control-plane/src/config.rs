@@ -207,6 +207,12 @@ pub struct Config {
     pub console_sign_in_per_minute: u32,
     /// Sign-in attempts one client address may make at once before the per-minute rate applies.
     pub console_sign_in_burst: u32,
+    /// Failed API authentications one client address (or one token prefix) may make per
+    /// minute, on average, per replica; beyond it `429` with `Retry-After`.
+    pub api_auth_failures_per_minute: u32,
+    /// Failed API authentications one client address (or token prefix) may make at once
+    /// before the per-minute rate applies.
+    pub api_auth_failure_burst: u32,
     /// Reverse proxies (CIDRs) whose `X-Forwarded-For` and `X-Forwarded-Proto` headers are
     /// believed; a request from any other peer is taken at its socket address, over plain HTTP.
     pub trusted_proxies: Vec<IpNet>,
@@ -334,6 +340,8 @@ impl Default for Config {
             console_cookie_secure: CookieSecure::Auto,
             console_sign_in_per_minute: 10,
             console_sign_in_burst: 5,
+            api_auth_failures_per_minute: 10,
+            api_auth_failure_burst: 20,
             trusted_proxies: Vec::new(),
             public_demo: None,
             live_stream_max_len: 10_000,
@@ -491,6 +499,9 @@ impl Config {
                 "console_session_ttl_s and console_session_idle_s must be positive, the idle time at most the lifetime"
                     .into(),
             );
+        }
+        if self.api_auth_failures_per_minute == 0 || self.api_auth_failure_burst == 0 {
+            return Err("api_auth_failures_per_minute and api_auth_failure_burst must be positive".into());
         }
         if self.console_sign_in_per_minute == 0 || self.console_sign_in_burst == 0 {
             return Err("console_sign_in_per_minute and console_sign_in_burst must be positive".into());

@@ -47,6 +47,7 @@ pub mod dns_drift;
 pub mod domains;
 pub mod expiry;
 pub mod flap;
+pub mod hosts;
 pub mod incidents;
 pub mod ingest;
 pub mod live;

@@ -8,11 +8,32 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The labels of `control_plane_http_requests_total`. Every value comes from a closed set, so
+/// no client can add series: `method` through [`method_label`], `route` is the matched route
+/// pattern (never the path as requested) or `unmatched`, `status` is the answer's code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
+}
+
+/// The `method` label of a request: one of the eight methods of RFC 9110 or `PATCH` (RFC
+/// 5789), anything else `other`. HTTP lets a client send any token as a method, so taking it
+/// verbatim would let a client add a series per request.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,16 +102,22 @@ pub struct Metrics {
     /// Open agent connections.
     pub ingest_connections: Gauge,
     /// Batches answered, by outcome (`stored`, `duplicate`, `invalid`, `unavailable`, `refused`,
-    /// `tests_only`: only check-test results, nothing stored).
+    /// `tests_only`: only check-test results, nothing stored; `rejected`: every result was for a
+    /// domain the agent does not serve, nothing stored).
     pub ingest_batches: Family<OutcomeLabels, Counter>,
     /// Results stored.
     pub ingest_results: Counter,
     /// Batches from authenticated agents refused anyway, by reason.
     pub ingest_refused: Family<ReasonLabels, Counter>,
+    /// Results not stored because their domain does not exist, is paused, or does not run in
+    /// the agent's region, by reason (`unknown_domain`, `paused`, `other_region`).
+    pub ingest_results_rejected: Family<ReasonLabels, Counter>,
     /// Batches whose claimed region differs from the certificate's.
     pub ingest_region_mismatch: Counter,
     /// Unix time (seconds) of the ingest CRL's `nextUpdate`; 0 without a CRL or without one.
     pub ingest_crl_next_update: Gauge,
+    /// 1 while the ingest's CRL is past its `nextUpdate` (stale, still enforced), else 0.
+    pub ingest_crl_stale: Gauge,
     /// Reads of a changed `tls_crl` file by outcome (`applied`, `unreadable`, `invalid`).
     pub ingest_crl_loads: Family<OutcomeLabels, Counter>,
     /// Time from a batch arriving to its answer.
@@ -191,6 +218,11 @@ pub struct Metrics {
     /// Failures of the SLA monitor, by reason (`list`: reading the domains or tenants,
     /// `domain`: one domain's figures or notices, `report`: one tenant's report).
     pub sla_errors: Family<ReasonLabels, Counter>,
+    /// Failed API authentications by reason (`missing`, `malformed`, `invalid_token`, and
+    /// `throttled`: refused before any lookup while the client or token prefix waits).
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Failed writes of `api_tokens.last_used_at` (tried again by the token's next request).
+    pub token_last_used_errors: Counter,
     /// Console sign-in attempts by outcome (`ok`, `invalid_token`, `rate_limited`, `csrf`).
     pub console_sign_ins: Family<OutcomeLabels, Counter>,
     /// Console writes refused, by reason (`demo`, `read_only`, `csrf`), and console pages that
@@ -214,8 +246,10 @@ impl Default for Metrics {
             ingest_batches: Family::default(),
             ingest_results: Counter::default(),
             ingest_refused: Family::default(),
+            ingest_results_rejected: Family::default(),
             ingest_region_mismatch: Counter::default(),
             ingest_crl_next_update: Gauge::default(),
+            ingest_crl_stale: Gauge::default(),
             ingest_crl_loads: Family::default(),
             ingest_ack_seconds: ack_histogram(),
             agent_registry_errors: Family::default(),
@@ -258,6 +292,8 @@ impl Default for Metrics {
             sla_notices: Family::default(),
             sla_reports: Counter::default(),
             sla_errors: Family::default(),
+            auth_failures: Family::default(),
+            token_last_used_errors: Counter::default(),
             console_sign_ins: Family::default(),
             console_refusals: Family::default(),
         }
@@ -309,6 +345,11 @@ impl Metrics {
             self.ingest_refused.clone(),
         );
         r.register(
+            "ingest_results_rejected",
+            "Results not stored because the agent does not serve their domain, by reason (unknown_domain, paused, other_region)",
+            self.ingest_results_rejected.clone(),
+        );
+        r.register(
             "ingest_region_mismatch",
             "Batches whose claimed region differs from the certificate's",
             self.ingest_region_mismatch.clone(),
@@ -317,6 +358,11 @@ impl Metrics {
             "ingest_crl_next_update_timestamp_seconds",
             "Unix time of the ingest CRL's nextUpdate (0: none); certs crl must run before it",
             self.ingest_crl_next_update.clone(),
+        );
+        r.register(
+            "ingest_crl_stale",
+            "1 while the ingest CRL is past its nextUpdate (still enforced; replace tls_crl), else 0",
+            self.ingest_crl_stale.clone(),
         );
         r.register(
             "ingest_crl_loads",
@@ -476,6 +522,16 @@ impl Metrics {
         r.register("sla_notices", "SLA notices enqueued, by kind", self.sla_notices.clone());
         r.register("sla_reports", "Monthly SLA reports built and enqueued", self.sla_reports.clone());
         r.register("sla_errors", "SLA monitor failures by reason", self.sla_errors.clone());
+        r.register(
+            "auth_failures",
+            "Failed API authentications by reason (missing, malformed, invalid_token, throttled)",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "token_last_used_errors",
+            "Failed writes of api_tokens.last_used_at",
+            self.token_last_used_errors.clone(),
+        );
         r.register("console_sign_ins", "Console sign-in attempts by outcome", self.console_sign_ins.clone());
         r.register(
             "console_refusals",
@@ -527,6 +583,10 @@ impl Metrics {
         self.ingest_refused.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
+    pub fn ingest_result_rejected(&self, reason: &'static str, n: u64) {
+        self.ingest_results_rejected.get_or_create(&ReasonLabels { reason: reason.into() }).inc_by(n);
+    }
+
     pub fn agents_error(&self, reason: &str) {
         self.agent_registry_errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
@@ -575,6 +635,10 @@ impl Metrics {
         self.config_rebuilds.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
     pub fn console_sign_in(&self, outcome: &str) {
         self.console_sign_ins.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
@@ -586,5 +650,21 @@ impl Metrics {
 
     pub fn console_refusal(&self, reason: &str) {
         self.console_refusals.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["FOO", "get", "PROPFIND", "X-1999"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other", "{made_up}");
+        }
     }
 }

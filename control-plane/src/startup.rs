@@ -196,6 +196,7 @@ impl Application {
                         keys: RedisKeys::new(config.redis_prefix.clone()),
                         metrics: metrics.clone(),
                     },
+                    pool.clone(),
                 )
                 .await?,
             )
@@ -244,6 +245,11 @@ impl Application {
             config.console_sign_in_per_minute,
             config.console_sign_in_burst,
         );
+        let auth_guard = crate::api::auth_guard::AuthGuard::new(
+            config.api_auth_failures_per_minute,
+            config.api_auth_failure_burst,
+            metrics.clone(),
+        );
         let pages = crate::status::Pages::new(
             pool.clone(),
             live.clone(),
@@ -260,6 +266,7 @@ impl Application {
             clock: clock.clone(),
             checks,
             sign_in_limiter,
+            auth_guard,
             live,
             pages,
             quotas: crate::quotas::RateLimits::default(),

@@ -137,12 +137,15 @@ pub struct TokenInfo {
     pub name: String,
     pub role: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the token last authenticated a request, to the minute (written at most once a
+    /// minute per token); `None` if never.
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn list_tokens(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<TokenInfo>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, name, role, created_at, revoked_at FROM api_tokens WHERE tenant_id = $1 ORDER BY id",
+        "SELECT id, name, role, created_at, last_used_at, revoked_at FROM api_tokens WHERE tenant_id = $1 ORDER BY id",
     )
     .bind(tenant_id)
     .fetch_all(pool)

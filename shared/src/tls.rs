@@ -10,10 +10,15 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, ExtendedKeyPurpose, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 
 use crate::identity::AgentIdentity;
 
@@ -129,11 +134,81 @@ pub fn mtls_server_config(
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid("tls", e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(ClientAuthRequired(verifier)))
         .with_single_cert(chain, key)
         .map_err(|e| invalid("server certificate", e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The web-PKI client verifier, plus the client-auth extended key usage made mandatory.
+///
+/// webpki accepts a certificate *without* an EKU extension for any purpose (RFC 5280 reads an
+/// absent extension as unrestricted), so a certificate the CA issued for something else
+/// entirely (no EKU at all) would pass. Agent certificates always carry `clientAuth`
+/// (`certs agent`), so anything else is refused during the handshake, with the same error as a
+/// certificate whose EKU lacks client auth (`InvalidPurpose`, alert `unsupported_certificate`).
+#[derive(Debug)]
+struct ClientAuthRequired(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ClientAuthRequired {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        if !has_client_auth_eku(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::InvalidPurposeContext {
+                required: ExtendedKeyPurpose::ClientAuth,
+                presented: Vec::new(),
+            }));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Whether a certificate carries an extended key usage extension that lists client auth.
+pub fn has_client_auth_eku(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, cert)| cert.extended_key_usage().ok().flatten().map(|eku| eku.value.client_auth))
+        .unwrap_or(false)
 }
 
 /// Checks that `crl` names one of the `ca` certificates' subjects as its issuer.

@@ -44,6 +44,10 @@ pub enum ApiError {
     /// Over the tenant's request rate (429 with code `rate_limited` and `Retry-After`).
     #[error("tenant quota: at most {} API requests per minute; retry in {} s", .0.per_minute, .0.retry_after_s)]
     RequestRate(crate::quotas::RateExceeded),
+    /// Too many failed authentications from this client address or with this token prefix;
+    /// retry after this many seconds (429 with `Retry-After`, no token looked up meanwhile).
+    #[error("too many failed authentication attempts; retry in {0} s")]
+    AuthThrottled(u64),
     #[error("temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -61,7 +65,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::AuthThrottled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Quota(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RequestRate(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Quota(_) => "quota_exceeded",
             ApiError::RequestRate(_) => "rate_limited",
+            ApiError::AuthThrottled(_) => "auth_throttled",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -139,7 +144,7 @@ impl IntoResponse for ApiError {
             body["fields"] = json!({ exceeded.field: exceeded.message });
         }
         let mut response = (status, Json(json!({ "error": body }))).into_response();
-        if let ApiError::RateLimited(seconds) = &self {
+        if let ApiError::RateLimited(seconds) | ApiError::AuthThrottled(seconds) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
         if let ApiError::Quota(exceeded) = &self {

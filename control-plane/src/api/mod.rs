@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+pub mod auth_guard;
 pub(crate) mod channels;
 mod checks;
 pub(crate) mod digests;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Check tests: Redis to publish requests, this replica's waiting requests, the rate limit.
     pub checks: Checks,
+    /// Failed API authentications throttled per client and token prefix; tokens' last use.
+    pub auth_guard: auth_guard::AuthGuard,
     /// Console sign-in attempts per client address.
     pub sign_in_limiter: crate::console::limit::SignInLimiter,
     /// Live events: publish after a commit (`live.publisher()`), stream to browsers
@@ -180,7 +183,7 @@ fn readiness(pool: PgPool) -> ReadyCheck {
 }
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()

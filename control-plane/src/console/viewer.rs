@@ -212,7 +212,7 @@ impl From<ApiError> for ConsoleError {
                 ConsoleError::BadRequest(error.to_string())
             }
             ApiError::Quota(_) | ApiError::RequestRate(_) => ConsoleError::BadRequest(error.to_string()),
-            ApiError::RateLimited(seconds) => {
+            ApiError::RateLimited(seconds) | ApiError::AuthThrottled(seconds) => {
                 ConsoleError::BadRequest(format!("too many requests; retry in {seconds} s"))
             }
             ApiError::Unavailable(cause) | ApiError::Internal(cause) => ConsoleError::Internal(cause),

@@ -188,23 +188,15 @@ pub(super) fn json_to_request(assertion: &JsonAssertion) -> Value {
     Value::Object(map)
 }
 
-/// A host for `tcp`/`tls`: a fully qualified name or an address literal allowed by the policy.
+/// A host for `tcp`/`tls`: a fully qualified name or an address literal allowed by the policy
+/// ([`crate::hosts`]' rule, shared with every URL).
 fn host(value: Option<&Value>, policy: &Policy, errors: &mut FieldErrors) -> Option<String> {
     let outcome = match value {
         None => Err("required".to_owned()),
-        Some(Value::String(raw)) => {
-            let raw = raw.trim().trim_start_matches('[').trim_end_matches(']');
-            match raw.parse::<IpAddr>() {
-                Ok(ip) => screen(ip, policy).map(|()| ip.to_string()),
-                Err(_) => dns_name(&Value::from(raw)).and_then(|name| {
-                    if name == "localhost" || name.ends_with(".localhost") {
-                        screen(IpAddr::from([127, 0, 0, 1]), policy).map(|()| name)
-                    } else {
-                        Ok(name)
-                    }
-                }),
-            }
-        }
+        Some(Value::String(raw)) => crate::hosts::parse(raw).and_then(|host| match host.address {
+            Some(ip) => screen(ip, policy).map(|()| host.text),
+            None => Ok(host.text),
+        }),
         Some(_) => Err("must be a host name or an IP address".to_owned()),
     };
     outcome.map_err(|m| errors.add("check.host", m)).ok()

@@ -15,7 +15,7 @@ use shared::{
     CheckConfig, DomainConfig, DomainId, HttpMethod, HttpVersion, JsonAssertion, KeywordCheck, KeywordMode,
     RequestConfig, StatusRange,
 };
-use url::{Host, Url};
+use url::Url;
 
 use super::{check, request};
 use crate::flap;
@@ -563,9 +563,9 @@ fn regex_error(error: &regex::Error) -> String {
     }
 }
 
-/// An `http`/`https` URL of at most 2048 characters without credentials or fragment, and the
-/// address its host names literally (`localhost` and `*.localhost` count as 127.0.0.1). Shared
-/// by domain and notification-channel validation.
+/// An `http`/`https` URL of at most 2048 characters without credentials or fragment, whose host
+/// passes [`crate::hosts`]' rule, and the address its host names literally (`localhost` and
+/// `*.localhost` count as 127.0.0.1). Shared by domain and notification-channel validation.
 pub(crate) fn parse_http_url(value: &Value) -> Result<(Url, Option<IpAddr>), String> {
     let Value::String(raw) = value else {
         return Err("must be a string".into());
@@ -583,25 +583,12 @@ pub(crate) fn parse_http_url(value: &Value) -> Result<(Url, Option<IpAddr>), Str
     if url.fragment().is_some() {
         return Err("must not have a fragment".into());
     }
-    let ip = match url.host() {
-        None => return Err("must have a host".into()),
-        Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-        Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-        Some(Host::Domain(name)) => {
-            let name = name.trim_end_matches('.');
-            (name == "localhost" || name.ends_with(".localhost")).then_some(IpAddr::from([127, 0, 0, 1]))
-        }
-    };
-    Ok((url, ip))
+    let host = crate::hosts::of_url(&url)?;
+    Ok((url, host.address))
 }
 
 fn parse_url(value: &Value, policy: &Policy) -> Result<Url, String> {
     let (url, ip) = parse_http_url(value)?;
-    if let (None, Some(Host::Domain(name))) = (ip, url.host()) {
-        if !name.trim_end_matches('.').contains('.') {
-            return Err("host must be a fully qualified domain name or an IP address".into());
-        }
-    }
     if let Some(range) = ip.and_then(netguard::classify) {
         if !policy.allow_private_targets {
             return Err(format!("host is in a {range} address range, which this deployment does not probe"));

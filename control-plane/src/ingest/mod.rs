@@ -7,6 +7,7 @@
 
 pub mod listener;
 pub mod revocation;
+pub mod scope;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ impl IngestServer {
         metrics: Metrics,
         observations: ObservationSender,
         checks: crate::checks::ResultPublisher,
+        pool: sqlx::PgPool,
     ) -> anyhow::Result<Self> {
         let (crl, tls) = CrlWatcher::start(config, metrics.clone())?;
         let listener = listener::bind(config.ingest_listen)
@@ -52,7 +54,16 @@ impl IngestServer {
             listener,
             tls: tls.clone(),
             crl,
-            service: service::IngestService { registry, timeseries, metrics, observations, tls, checks },
+            service: service::IngestService {
+                registry,
+                timeseries,
+                rejections: scope::RejectionLog::new(metrics.clone()),
+                metrics,
+                observations,
+                tls,
+                checks,
+                pool,
+            },
         })
     }
 

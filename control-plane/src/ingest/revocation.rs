@@ -10,7 +10,8 @@
 //!
 //! Each poll also compares the list's `nextUpdate` with the clock
 //! (`control_plane_ingest_crl_next_update_timestamp_seconds`): within [`EXPIRY_WARNING`] a
-//! warning is logged, once it has passed an error — on the change and then hourly. A lapsed
+//! warning is logged, once it has passed an error — on the change and then hourly — and
+//! `control_plane_ingest_crl_stale` is 1 until a current list replaces it. A lapsed
 //! list stays in force: agents it does not revoke are still accepted, revoked ones still
 //! refused (rustls does not enforce `nextUpdate`; locking out the whole fleet because a cron
 //! job did not run would turn a paperwork lapse into an outage).
@@ -240,6 +241,7 @@ impl CrlWatcher {
 
     fn check_expiry(&mut self, now: DateTime<Utc>) {
         let standing = standing(self.next_update, now);
+        self.metrics.ingest_crl_stale.set(i64::from(standing == Standing::Lapsed));
         if standing == Standing::Current {
             self.last_alarm = None;
             return;

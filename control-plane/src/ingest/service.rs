@@ -3,6 +3,9 @@
 //! committed. After the commit, the batch's observations go to consensus through a bounded
 //! queue that never blocks the answer.
 //!
+//! Results for domains the agent does not serve (unknown, paused, or not run in its region)
+//! are dropped by [`super::scope`] before anything is stored, counted, and acknowledged.
+//!
 //! Results carrying a `request_id` answer an operator's check test: they are taken out of the
 //! batch before anything is stored, never reach the time-series database or consensus, and are
 //! published for the waiting API request ([`crate::checks::ResultPublisher`]). A batch of only
@@ -31,6 +34,9 @@ pub struct IngestService {
     /// certificate revoked by a new CRL is refused on connections opened before it too.
     pub tls: watch::Receiver<Arc<IngestTls>>,
     pub checks: crate::checks::ResultPublisher,
+    /// The transactional database: which domains the agent serves ([`super::scope`]).
+    pub pool: sqlx::PgPool,
+    pub rejections: super::scope::RejectionLog,
 }
 
 impl IngestService {
@@ -91,6 +97,28 @@ impl IngestService {
                 self.metrics.batch("tests_only");
                 return Ok(Ack { batch_id: batch.batch_id, stored: 0, duplicate: false });
             }
+        }
+        // Only domains that exist, run and run here: the rest is counted and acknowledged, and
+        // never reaches storage or consensus.
+        let screened = match super::scope::screen(
+            &self.pool,
+            &peer.region,
+            std::mem::take(&mut batch.results),
+        )
+        .await
+        {
+            Ok(screened) => screened,
+            Err(error) => {
+                self.metrics.batch("unavailable");
+                tracing::warn!(region = %peer.region, agent_id = %peer.agent_id, error = %shared::error::Chain(&error), "cannot screen a batch; the agent resends it");
+                return Err(Status::unavailable("cannot check the batch's domains now"));
+            }
+        };
+        self.rejections.record(&peer.region, &peer.agent_id, &screened);
+        batch.results = screened.kept;
+        if batch.results.is_empty() {
+            self.metrics.batch("rejected");
+            return Ok(Ack { batch_id: batch.batch_id, stored: 0, duplicate: false });
         }
         let observed = ObservedBatch::from_batch(&peer.region, &peer.agent_id, &batch, chrono::Utc::now());
         let stored = self

@@ -15,7 +15,7 @@
 //! client follows no redirects and uses no proxy.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,6 +210,7 @@ impl Deliverer {
                     .as_deref()
                     .ok_or_else(|| anyhow::anyhow!("smtp_from is required with smtp_host"))?
                     .parse()?;
+                let from = Mailbox::new(from.name.as_deref().map(header_text), from.email);
                 Some((builder.build(), from))
             }
         };
@@ -360,12 +361,10 @@ impl Deliverer {
             .and_then(Value::as_str)
             .ok_or_else(|| DeliveryError::new("config", "the channel has no url"))?;
         let url = Url::parse(raw).map_err(|e| DeliveryError::new("config", format!("invalid url: {e}")))?;
-        // reqwest does not resolve literal addresses, so they are checked here.
-        let literal = match url.host() {
-            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
+        // The host rule again (a channel stored before it may break it), and literal addresses,
+        // which reqwest does not resolve, checked here; `localhost` goes through the resolver.
+        let host = crate::hosts::of_url(&url).map_err(|e| DeliveryError::new("config", e))?;
+        let literal = host.address.filter(|_| !matches!(url.host(), Some(Host::Domain(_))));
         if let Some(ip) = literal {
             if let Err(range) = self.policy.check(ip) {
                 return Err(DeliveryError::new(
@@ -486,19 +485,43 @@ impl Deliverer {
         }
         let mut builder = Message::builder()
             .from(from.clone())
-            .subject(subject)
+            .subject(header_text(&subject))
             .message_id(Some(format!("<{id}@crosscheck>")));
         for to in recipients {
             builder = builder.to(to);
         }
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .multipart(MultiPart::alternative_plain_html(body_text(&text), html))
             .map_err(|e| DeliveryError::new("config", format!("cannot build the message: {e}")))?;
         transport.send(message).await.map(|_| ()).map_err(|e| {
             let reason = if e.is_permanent() || e.is_transient() { "smtp_status" } else { "smtp" };
             DeliveryError::new(reason, error_chain(&e))
         })
     }
+}
+
+/// `text` made safe for an email header built from user text (a Subject naming a channel or a
+/// domain, a display name): line breaks and tabs become spaces, every other control character
+/// (C0, DEL, C1: an ESC would reach a terminal mail reader raw) becomes U+FFFD. lettre then
+/// writes the header as RFC 2047 encoded words wherever the text is not plain ASCII, and folds
+/// it; it passes ESC and the other C0 controls through unencoded, so they are replaced here.
+pub fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\r' | '\n' | '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}
+
+/// The plain-text part of an email: line breaks and tabs kept, every other control character
+/// (an ESC would reach a terminal mail reader raw: the part is sent as 7bit text) replaced by
+/// U+FFFD. The HTML part escapes and encodes its own.
+pub fn body_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && !matches!(c, '\r' | '\n' | '\t') { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 fn ntfy_topic(out: &Outgoing) -> Result<String, DeliveryError> {
@@ -641,6 +664,13 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_has_no_control_characters() {
+        assert_eq!(header_text("a\x1b[31mb\r\nBcc: x\tc\u{85}"), "a\u{FFFD}[31mb  Bcc: x c\u{FFFD}");
+        assert_eq!(header_text("plain – ünïcode"), "plain – ünïcode");
+        assert_eq!(body_text("a\x1b[2J\r\n\tb\x07"), "a\u{FFFD}[2J\r\n\tb\u{FFFD}");
+    }
 
     #[test]
     fn signature_matches_a_known_vector() {

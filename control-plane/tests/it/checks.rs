@@ -319,7 +319,9 @@ async fn ingest_splits_test_results_off_and_publishes_them(pool: PgPool) {
     let (cert, key) = pki.agent("ams", "ams-1");
     let mut client = client(&app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap();
 
-    let (scheduled, tested) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let scheduled: uuid::Uuid =
+        app.create_domain(json!({"url": "https://example.com/"})).await.parse().unwrap();
+    let tested = uuid::Uuid::now_v7();
     let request_id = uuid::Uuid::now_v7();
     let test_result = shared::proto::ProbeResult {
         request_id: Some(request_id.as_bytes().to_vec()),

@@ -313,7 +313,8 @@ async fn a_region_claimed_in_the_payload_has_no_effect(pool: PgPool) {
     let app = spawn_with_ingest(pool.clone(), &pki).await;
     let (cert, key) = pki.agent("ams", "ams-1");
     let mut client = client(&app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap();
-    let domain = Uuid::now_v7();
+    let domain: Uuid =
+        app.create_domain(serde_json::json!({"url": "https://example.com/"})).await.parse().unwrap();
     client.send_batch(batch("iad", vec![result(domain, true), result(domain, false)])).await.unwrap();
     let ts = PgPool::connect(&app.config.timeseries_url).await.unwrap();
     let regions: Vec<String> =

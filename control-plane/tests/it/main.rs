@@ -27,6 +27,7 @@ mod pause;
 mod quotas;
 mod request_options;
 mod saturation;
+mod security;
 mod sla;
 mod status;
 mod storm;
