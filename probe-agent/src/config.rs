@@ -458,7 +458,9 @@ impl Config {
         };
         let dnssec_anchors = match &self.dnssec_trust_anchors {
             None => crate::probe::TrustAnchorSet::default(),
-            Some(path) => crate::probe::TrustAnchorSet::load(path).map_err(|e| e.to_string())?,
+            Some(path) => {
+                crate::probe::TrustAnchorSet::load(path).map_err(|e| shared::error::Chain(&e).to_string())?
+            }
         };
         Ok(crate::probe::ProbeSettings {
             dns_timeout: Duration::from_millis(self.dns_timeout_ms),

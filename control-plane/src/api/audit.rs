@@ -18,9 +18,9 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::query::{invalid, limit, params, time, Params};

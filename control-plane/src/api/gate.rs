@@ -5,7 +5,7 @@
 //! have answered; a request over the rate gets 429 with `Retry-After`. Quota refusals (here and
 //! the 422s of the count and interval quotas) are counted by quota.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -19,6 +19,10 @@ pub struct QuotaRefusal(pub &'static str);
 /// The `/v1` route layer: authenticate, take the request rate, run the handler, count quota
 /// refusals.
 pub async fn authenticate_and_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // The API's description is public (it says how to authenticate).
+    if request.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == super::openapi::PATH) {
+        return next.run(request).await;
+    }
     let (mut parts, body) = request.into_parts();
     let principal = match Auth::from_request_parts(&mut parts, &state).await {
         Ok(Auth(principal)) => principal,

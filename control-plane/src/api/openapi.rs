@@ -60,7 +60,13 @@ const ERRORS: [(&str, &str, &str); 11] = [
     ("PayloadTooLarge", "413", "The body is larger than the deployment's max_body_bytes"),
     ("UnsupportedMediaType", "415", "The body is not application/json"),
     ("ValidationFailed", "422", "Bad fields or query parameters, each named in `fields`"),
-    ("RateLimited", "429", "Too many; retry after `Retry-After` seconds"),
+    (
+        "RateLimited",
+        "429",
+        "Too many failed authentications from this address or token prefix (`auth_throttled`), \
+         over the tenant's request rate (`rate_limited`), or another limit; retry after \
+         `Retry-After` seconds",
+    ),
     ("Internal", "500", "An internal error (logged; no detail is given)"),
     ("Unavailable", "503", "A dependency (the database, Redis) is unavailable for now"),
 ];
@@ -103,6 +109,9 @@ pub fn description() -> OpenApi {
     doc
 }
 
+/// Where the description is served (no token needed).
+pub const PATH: &str = "/v1/openapi.json";
+
 /// [`description`] as JSON, built once.
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
@@ -112,7 +121,7 @@ pub fn document() -> &'static str {
 /// Adds the shared parts to every operation but this description's own.
 fn finish(doc: &mut OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
-        if path == "/v1/openapi.json" {
+        if path == PATH {
             continue;
         }
         let has_id = path.contains('{');
@@ -143,7 +152,9 @@ fn finish_operation(operation: &mut Operation, has_id: bool) {
     let has_query =
         operation.parameters.iter().flatten().any(|p| matches!(p.parameter_in, ParameterIn::Query));
     let has_body = operation.request_body.is_some();
-    let mut wanted = vec!["Unauthorized", "Internal", "Unavailable"];
+    // Every authenticated operation may be throttled (failed authentications, the tenant's
+    // request rate).
+    let mut wanted = vec!["Unauthorized", "RateLimited", "Internal", "Unavailable"];
     if admin {
         wanted.push("Forbidden");
     }

@@ -704,33 +704,8 @@ pub struct OccurrenceList {
     pub truncated: bool,
 }
 
-/// One audit row (`GET /v1/audit`).
-#[derive(Serialize, ToSchema)]
-pub struct AuditRow {
-    pub id: Uuid,
-    pub at: DateTime<Utc>,
-    /// The token that wrote (a console session acts with its token).
-    pub token_id: Uuid,
-    /// The token's name as it is now.
-    pub token_name: String,
-    /// `api` or `console`.
-    pub via: String,
-    pub client_address: String,
-    /// `POST`, `PUT`, `PATCH` or `DELETE`.
-    pub method: String,
-    /// The matched route template (`/v1/domains/{id}`).
-    pub route: String,
-    pub resource_type: String,
-    pub resource_id: Option<String>,
-    /// The HTTP status answered.
-    pub status: u16,
-    /// `{"before", "after"}`: the changed top-level fields of the resource's view, secrets
-    /// redacted; absent when nothing was read (a refused write).
-    pub diff: Option<Value>,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
-    pub items: Vec<AuditRow>,
+    pub items: Vec<crate::audit::store::Row>,
     pub next_cursor: Option<String>,
 }

@@ -90,8 +90,11 @@ pub struct Filter {
     pub before_id: Option<Uuid>,
 }
 
-/// A row as `GET /v1/audit` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A row as `GET /v1/audit` shows it: who (`token_id`, the token's `token_name` as it is now),
+/// how (`via`: `api` or `console`), from where, what (`method`, the route template, the
+/// resource), the HTTP `status` answered, and `diff` (`{"before", "after"}`: the changed
+/// top-level fields of the resource's view, secrets redacted; absent for a refused write).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Row {
     pub id: Uuid,
     pub at: DateTime<Utc>,

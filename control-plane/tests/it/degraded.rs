@@ -205,14 +205,7 @@ async fn a_down_domain_that_answers_slowly_again_is_degraded_with_one_incident_e
     }
     wait_state(&app, &domain, "up").await;
     // Down everywhere (a failure leaves the detector as it is).
-    for region in REGIONS {
-        let mut failed = result(probes.domain, false);
-        probes.next_us += 1_000;
-        failed.started_at_unix_us = probes.next_us;
-        let ack =
-            probes.clients.get_mut(region).unwrap().send_batch(batch(region, vec![failed])).await.unwrap();
-        assert!(!ack.into_inner().duplicate);
-    }
+    fail_everywhere(&mut probes).await;
     wait_state(&app, &domain, "down").await;
     wait_standing(&app, &domain, "sin", "failing").await;
     // It answers again, slowly, in two regions: the outage is resolved and a degraded

@@ -62,7 +62,7 @@ pub struct TrustAnchorSet {
 /// Why the trust anchor file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AnchorError {
-    #[error("dnssec_trust_anchors: cannot read {}: {source}", path.display())]
+    #[error("dnssec_trust_anchors: cannot read {}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("dnssec_trust_anchors: {}, line {line}: {message}", path.display())]
     Line { path: PathBuf, line: usize, message: String },
@@ -464,8 +464,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("holds no DNSKEY or DS record"));
-        let missing = TrustAnchorSet::load(&dir.join("absent")).unwrap_err().to_string();
-        assert!(missing.starts_with("dnssec_trust_anchors: cannot read "), "{missing}");
+        let missing = TrustAnchorSet::load(&dir.join("absent")).unwrap_err();
+        let said = shared::error::Chain(&missing).to_string();
+        assert!(said.starts_with("dnssec_trust_anchors: cannot read "), "{said}");
+        assert!(said.contains("No such file"), "the cause is said: {said}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
