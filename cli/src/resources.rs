@@ -433,94 +433,81 @@ fn canonical_domain(fields: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
+/// The fields `canonical` keeps, each as `keep` rewrites it (`None`: left out).
+fn keep_fields(
+    fields: &Map<String, Value>,
+    keep: impl Fn(&str, &Value) -> Option<Value>,
+) -> Map<String, Value> {
+    fields.iter().filter_map(|(key, value)| Some((key.clone(), keep(key, value)?))).collect()
+}
+
 fn canonical_channel(fields: &Map<String, Value>) -> Map<String, Value> {
     let kind = fields.get("kind").and_then(Value::as_str).unwrap_or("");
-    let mut out = Map::new();
-    for (key, value) in fields {
-        let kept = match key.as_str() {
-            "name" => Some(trimmed(value)),
-            "enabled" => (*value != Value::Bool(true)).then(|| value.clone()),
-            "storm_window_s" => (value.as_u64() != Some(10)).then(|| value.clone()),
-            "storm_threshold" => (value.as_u64() != Some(1)).then(|| value.clone()),
-            "events" => Some(ordered_set(value, trimmed)),
-            "tags" => Some(ordered_set(value, tag)),
-            "url" => {
-                let url = normalize_url(value);
-                (default_channel_url(kind).map(|d| normalize_url(&Value::from(d))) != Some(url.clone()))
-                    .then_some(url)
-            }
-            _ => Some(value.clone()),
-        };
-        if let Some(v) = kept {
-            out.insert(key.clone(), v);
+    keep_fields(fields, |key, value| match key {
+        "name" => Some(trimmed(value)),
+        "enabled" => (*value != Value::Bool(true)).then(|| value.clone()),
+        "storm_window_s" => (value.as_u64() != Some(10)).then(|| value.clone()),
+        "storm_threshold" => (value.as_u64() != Some(1)).then(|| value.clone()),
+        "events" => Some(ordered_set(value, trimmed)),
+        "tags" => Some(ordered_set(value, tag)),
+        "url" => {
+            let url = normalize_url(value);
+            (default_channel_url(kind).map(|d| normalize_url(&Value::from(d))) != Some(url.clone()))
+                .then_some(url)
         }
-    }
-    out
+        _ => Some(value.clone()),
+    })
 }
 
 fn canonical_page(fields: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (key, value) in fields {
-        let kept = match key.as_str() {
-            "title" | "description" => Some(trimmed(value)),
-            "hostnames" => Some(ordered_set(value, tag)).filter(|v| !is_empty_collection(v)),
-            "components" => Some(match value {
-                Value::Array(items) => Value::Array(
-                    items
-                        .iter()
-                        .map(|c| match c {
-                            Value::Object(map) => {
-                                let mut map = map.clone();
-                                if let Some(reveal) = map.get("reveal") {
-                                    map.insert("reveal".into(), sorted_set(reveal, trimmed));
-                                }
-                                map.retain(|_, v| !(v.is_null() || is_empty_collection(v)));
-                                Value::Object(map)
+    keep_fields(fields, |key, value| match key {
+        "title" | "description" => Some(trimmed(value)),
+        "hostnames" => Some(ordered_set(value, tag)).filter(|v| !is_empty_collection(v)),
+        "components" => Some(match value {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|c| match c {
+                        Value::Object(map) => {
+                            let mut map = map.clone();
+                            if let Some(reveal) = map.get("reveal") {
+                                map.insert("reveal".into(), sorted_set(reveal, trimmed));
                             }
-                            other => other.clone(),
-                        })
-                        .collect(),
-                ),
-                other => other.clone(),
-            }),
-            _ => Some(value.clone()),
-        };
-        if let Some(v) = kept {
-            out.insert(key.clone(), v);
-        }
-    }
-    out
+                            map.retain(|_, v| !(v.is_null() || is_empty_collection(v)));
+                            Value::Object(map)
+                        }
+                        other => other.clone(),
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }),
+        _ => Some(value.clone()),
+    })
 }
 
 fn canonical_window(fields: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (key, value) in fields {
-        let kept = match key.as_str() {
-            "title" | "description" | "rrule" | "dtstart" => Some(trimmed(value)).filter(|v| v != ""),
-            "time_zone" => (value != "UTC").then(|| value.clone()),
-            "scope" => match value {
-                Value::Object(map) => {
-                    let mut map = map.clone();
-                    if let Some(d) = map.get("domains") {
-                        map.insert("domains".into(), sorted_set(d, trimmed));
-                    }
-                    if let Some(t) = map.get("tags") {
-                        map.insert("tags".into(), sorted_set(t, tag));
-                    }
-                    map.retain(|_, v| !(v.is_null() || is_empty_collection(v)));
-                    Some(Value::Object(map))
+    keep_fields(fields, |key, value| match key {
+        "title" | "description" | "rrule" | "dtstart" => Some(trimmed(value)).filter(|v| v != ""),
+        "time_zone" => (value != "UTC").then(|| value.clone()),
+        "scope" => match value {
+            Value::Object(map) => {
+                let mut map = map.clone();
+                if let Some(d) = map.get("domains") {
+                    map.insert("domains".into(), sorted_set(d, trimmed));
                 }
-                other => Some(other.clone()),
-            },
-            "starts_at" | "ends_at" => Some(instant(value)),
-            "duration" => Some(iso_duration(value)),
-            _ => Some(value.clone()),
-        };
-        if let Some(v) = kept {
-            out.insert(key.clone(), v);
-        }
-    }
-    out
+                if let Some(t) = map.get("tags") {
+                    map.insert("tags".into(), sorted_set(t, tag));
+                }
+                map.retain(|_, v| !(v.is_null() || is_empty_collection(v)));
+                Some(Value::Object(map))
+            }
+            other => Some(other.clone()),
+        },
+        "starts_at" | "ends_at" => Some(instant(value)),
+        "duration" => Some(iso_duration(value)),
+        _ => Some(value.clone()),
+    })
 }
 
 /// An RFC 3339 instant as the server writes it (UTC, `Z`).
