@@ -139,7 +139,7 @@ fn close_flattened(doc: &mut OpenApi) {
         let mut extra = Vec::new();
         for item in &all.items {
             match item {
-                RefOr::Ref(r) => base = r.ref_location.rsplit('/').next().and_then(|n| closed(n)),
+                RefOr::Ref(r) => base = r.ref_location.rsplit('/').next().and_then(&closed),
                 RefOr::T(Schema::Object(object)) => extra.push(object.clone()),
                 _ => {}
             }

@@ -399,7 +399,7 @@ pub struct TenantBody {
 #[serde(untagged)]
 pub enum CheckTestBody {
     Saved(SavedCheckTest),
-    Definition(CheckDefinition),
+    Definition(Box<CheckDefinition>),
 }
 
 /// A domain definition to test once (not saved), with how long to wait.
@@ -646,6 +646,7 @@ pub struct CertificateProblem {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// What is wrong with the certificate at fault.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CertificateProblemKind {
