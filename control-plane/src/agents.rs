@@ -287,7 +287,7 @@ pub async fn revoke(pool: &PgPool, region: &str, agent_id: &str, reason: &str) -
 }
 
 /// One agent, as listed by `GET /v1/regions`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AgentRow {
     pub region: String,
     pub agent_id: String,

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::digests::build::intervals_in;
 
 /// A domain's consensus uptime over `[since, until)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ConsensusUptime {
     /// `up_s / monitored_s × 100`; `None` when nothing was monitored.
     pub uptime_percent: Option<f64>,

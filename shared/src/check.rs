@@ -22,6 +22,7 @@ use serde_json_path::JsonPath;
 /// The kind of check and its settings (JSON: an object tagged by `type`). `Http` is the
 /// default: the domain's `url`, `request`, `expected_status` and body checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum CheckConfig {
     #[default]
@@ -71,6 +72,7 @@ pub const TCP_READ_LIMIT: usize = 16 * 1024;
 /// handshake (the certificate is recorded and verified as for https), optionally write `send`
 /// and read the first response bytes (at most [`TCP_READ_LIMIT`]) until `expect` appears.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TcpCheck {
     /// A DNS name or an IP address literal (IPv6 without brackets).
     pub host: String,
@@ -89,6 +91,7 @@ pub struct TcpCheck {
 /// A TLS check: connect to `host:port` and complete a handshake, recording the certificate and
 /// its chain; no request is sent. An invalid certificate fails it unless `tls_verify` is off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TlsCheck {
     pub host: String,
     pub port: u16,
@@ -97,12 +100,14 @@ pub struct TlsCheck {
 /// A DNS check: ask `servers` (the agent's resolver when empty) for `name`'s `record_type`
 /// records; it passes with a non-empty answer that includes every `expect` value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsCheck {
     /// The name asked, absolute (a trailing dot is implied).
     pub name: String,
     pub record_type: DnsRecordType,
     /// Name servers as `ip:port`, each screened by the SSRF guard before it is asked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["192.0.2.53:53"])))]
     pub servers: Vec<SocketAddr>,
     /// Answers that must be present, in [`DnsRecordType`]'s text form.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -118,6 +123,7 @@ pub struct DnsCheck {
 /// as `"preference exchange"` (`"10 mail.example.com"`); `TXT` as its strings joined; `SRV` as
 /// `"priority weight port target"`; `CAA` and `SOA` as presentation text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum DnsRecordType {
     A,
@@ -202,6 +208,7 @@ impl fmt::Display for DnsRecordType {
 /// The comparison of a [`JsonAssertion`] (JSON: `"=="`, `"!="`, `"<"`, `"<="`, `">"`, `">="`,
 /// `"contains"`, `"exists"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JsonOp {
     #[serde(rename = "==")]
     Eq,
@@ -266,9 +273,13 @@ impl JsonOp {
 ///   fail); `contains` holds for a string containing the string `value` or an array with an
 ///   element equal to `value`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JsonAssertion {
+    /// A JSONPath expression (RFC 9535), e.g. `$.status`.
+    #[cfg_attr(feature = "openapi", schema(example = "$.status"))]
     pub path: String,
     pub op: JsonOp,
+    /// Any JSON value the selected nodes are compared with (not used by `exists`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
 }

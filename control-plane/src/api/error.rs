@@ -48,6 +48,13 @@ pub enum ApiError {
     /// retry after this many seconds (429 with `Retry-After`, no token looked up meanwhile).
     #[error("too many failed authentication attempts; retry in {0} s")]
     AuthThrottled(u64),
+    /// Every live stream slot of this replica is taken (503 with code `unavailable` and
+    /// `Retry-After`; counted by the live hub, not logged as a failure).
+    #[error("{0}")]
+    StreamsBusy(crate::live::Busy),
+    /// A method the path does not serve (405 with code `method_not_allowed`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -68,7 +75,8 @@ impl ApiError {
             ApiError::RateLimited(_) | ApiError::AuthThrottled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Quota(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RequestRate(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::StreamsBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,7 +96,8 @@ impl ApiError {
             ApiError::Quota(_) => "quota_exceeded",
             ApiError::RequestRate(_) => "rate_limited",
             ApiError::AuthThrottled(_) => "auth_throttled",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::StreamsBusy(_) => "unavailable",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -149,6 +158,9 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Quota(exceeded) = &self {
             response.extensions_mut().insert(super::gate::QuotaRefusal(exceeded.field));
+        }
+        if let ApiError::StreamsBusy(busy) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(busy.retry_after_s()));
         }
         if let ApiError::RequestRate(exceeded) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(exceeded.retry_after_s));

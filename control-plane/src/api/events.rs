@@ -5,7 +5,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,7 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Server-Sent Events: one message per event, named by its kind, its JSON as data", content_type = "text/event-stream", body = String),
         (status = 404, description = "Not a domain of this tenant", body = super::schema::ErrorBody),
-        (status = 503, description = "Too many open streams; retry after `Retry-After` seconds", content_type = "text/plain", body = String),
+        (status = 503, description = "Too many open streams on this replica (`unavailable`), or a dependency is unavailable; retry after `Retry-After` seconds", body = super::schema::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -54,5 +55,5 @@ pub async fn stream(
         }
     };
     let resume = resume_point(&headers, map.get("after").map(String::as_str));
-    Ok(state.live.sse(view, resume).unwrap_or_else(IntoResponse::into_response))
+    state.live.sse(view, resume).map_err(ApiError::StreamsBusy)
 }

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::query::{invalid, limit, params, Params};
-use super::schema::{CertificateAnswer, ItemList, UptimeAnswer};
+use super::schema::{CertificateAnswer, ResultList, UptimeAnswer};
 use super::{ApiError, AppState, Auth, Id};
 use crate::timeseries::Window;
 
@@ -86,7 +86,7 @@ pub async fn uptime(
 
 /// Latency percentiles over the window, every region together and per region.
 #[utoipa::path(get, path = "/domains/{id}/latency", tag = "history", params(("id" = Uuid, Path, description = "The domain's id"), ("window" = Option<String>, Query, description = "`24h` (default), `7d` or `30d`")),
-    responses((status = 200, description = "Latency percentiles", body = Object)))]
+    responses((status = 200, description = "Latency percentiles", body = crate::timeseries::Latency)))]
 pub async fn latency(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -100,7 +100,7 @@ pub async fn latency(
 /// The most recent probe results, newest first.
 #[utoipa::path(get, path = "/domains/{id}/results", tag = "history",
     params(("id" = Uuid, Path, description = "The domain's id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Default 50")),
-    responses((status = 200, description = "Recent results", body = ItemList)))]
+    responses((status = 200, description = "Recent results", body = ResultList)))]
 pub async fn results(
     State(state): State<AppState>,
     Auth(p): Auth,

@@ -145,6 +145,8 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
     let ready = readiness(state.pool.clone());
     let (v1, _) = v1().split_for_parts();
     let v1 = v1
+        // A path served with another method: the JSON error, like every other `/v1` error.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Writes are audited (inner), after the token and the tenant's rate (outer).
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record_api))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::authenticate_and_limit))

@@ -6,7 +6,11 @@
 //! both ways). Body and answer shapes are in [`super::schema`]. [`finish`] adds what every
 //! operation shares rather than repeating it on each: the bearer security requirement, and the
 //! error answers its kind can give (401 and 500/503 always; 403 for admin-only operations;
-//! 404 with a path id; 400, 413, 415 and 422 with a body; 400 and 422 with query parameters).
+//! 404 with a path id; 400, 413, 415 and 422 with a body; 400 and 422 with query parameters),
+//! and a discriminator on every `oneOf` whose alternatives are tagged as serde tags them (`check`
+//! by `type`, `auth` by `kind`). Every request and answer has a real schema: the types the
+//! handlers serialize derive theirs where they are serialized whole, and [`super::schema`]
+//! mirrors the rest; `tests/it/openapi.rs` lists the few free-form values left and why.
 
 use std::sync::OnceLock;
 
@@ -14,6 +18,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, Discriminator, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{Modify, OpenApi as _};
@@ -106,7 +111,88 @@ pub fn description() -> OpenApi {
         .nest("/v1", super::v1())
         .into_openapi();
     finish(&mut doc);
+    discriminate(&mut doc);
+    close_flattened(&mut doc);
     doc
+}
+
+/// Writes out each component that flattens a closed object (`additionalProperties: false`)
+/// into one closed object with the extra properties: as an `allOf`, the closed part would
+/// refuse the extra fields (`POST /v1/checks/test`'s definition: a domain and `wait_ms`).
+fn close_flattened(doc: &mut OpenApi) {
+    let Some(components) = doc.components.as_mut() else { return };
+    let closed = |name: &str| match components.schemas.get(name) {
+        Some(RefOr::T(Schema::Object(object)))
+            if matches!(
+                object.additional_properties.as_deref(),
+                Some(AdditionalProperties::FreeForm(false))
+            ) =>
+        {
+            Some(object.clone())
+        }
+        _ => None,
+    };
+    let mut merged = Vec::new();
+    for (name, schema) in &components.schemas {
+        let RefOr::T(Schema::AllOf(all)) = schema else { continue };
+        let mut base = None;
+        let mut extra = Vec::new();
+        for item in &all.items {
+            match item {
+                RefOr::Ref(r) => base = r.ref_location.rsplit('/').next().and_then(&closed),
+                RefOr::T(Schema::Object(object)) => extra.push(object.clone()),
+                _ => {}
+            }
+        }
+        let Some(mut object) = base else { continue };
+        if extra.len() + 1 != all.items.len() {
+            continue;
+        }
+        for part in extra {
+            object.properties.extend(part.properties);
+            object.required.extend(part.required);
+        }
+        object.description = all.description.clone().or(object.description);
+        object.example = None;
+        merged.push((name.clone(), object));
+    }
+    for (name, object) in merged {
+        components.schemas.insert(name, RefOr::T(Schema::Object(object)));
+    }
+}
+
+/// The properties serde tags this API's enums with.
+const TAGS: [&str; 2] = ["type", "kind"];
+
+/// Names the tag of every component `oneOf` whose alternatives each fix one value of the same
+/// tag property (utoipa writes serde's internally tagged enums so, without the discriminator).
+fn discriminate(doc: &mut OpenApi) {
+    let Some(components) = doc.components.as_mut() else { return };
+    for schema in components.schemas.values_mut() {
+        let RefOr::T(Schema::OneOf(one_of)) = schema else { continue };
+        let tag = TAGS
+            .into_iter()
+            .find(|tag| !one_of.items.is_empty() && one_of.items.iter().all(|item| fixes(item, tag)));
+        if let Some(tag) = tag {
+            one_of.discriminator = Some(Discriminator::new(tag));
+        }
+    }
+}
+
+/// Whether `schema` is an object whose `tag` property has exactly one allowed value.
+fn fixes(schema: &RefOr<Schema>, tag: &str) -> bool {
+    match schema {
+        RefOr::T(Schema::Object(object)) => {
+            object.required.iter().any(|r| r == tag)
+                && matches!(
+                    object.properties.get(tag),
+                    Some(RefOr::T(Schema::Object(property)))
+                        if property.enum_values.as_ref().is_some_and(|values| values.len() == 1)
+                )
+        }
+        RefOr::T(Schema::AllOf(all)) => all.items.iter().any(|item| fixes(item, tag)),
+        _ => false,
+    }
 }
 
 /// Where the description is served (no token needed).

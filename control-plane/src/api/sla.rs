@@ -46,7 +46,7 @@ fn month_param(
 #[utoipa::path(get, path = "/domains/{id}/sla", tag = "reports",
     params(("id" = Uuid, Path, description = "The domain's id"), ("period" = Option<String>, Query, pattern = "^[0-9]{4}-[0-9]{2}$", description = "`YYYY-MM`; default the current month")),
     responses(
-        (status = 200, description = "The SLO's figures for the period", body = Object),
+        (status = 200, description = "The SLO's figures for the period", body = crate::sla::store::SlaStatus),
         (status = 404, description = "No such domain, or it has no SLO (`not_recorded`)", body = super::schema::ErrorBody),
     ))]
 pub async fn domain_sla(
@@ -80,7 +80,7 @@ pub async fn domain_sla(
         ("format" = Option<String>, Query, description = "`json` (default), `text` or `html`"),
     ),
     responses((status = 200, description = "The monthly report", content(
-        (Object = "application/json"),
+        (crate::sla::report::Report = "application/json"),
         (String = "text/plain"),
         (String = "text/html"),
     ))))]

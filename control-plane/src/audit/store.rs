@@ -107,6 +107,7 @@ pub struct Row {
     pub resource_type: String,
     pub resource_id: Option<String>,
     pub status: i16,
+    #[schema(value_type = Option<crate::api::schema::AuditDiff>)]
     pub diff: Option<Value>,
 }
 

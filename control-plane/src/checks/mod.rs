@@ -65,7 +65,7 @@ pub struct CheckResult {
 }
 
 /// Phase durations in milliseconds; `None` when the phase did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     pub dns_ms: Option<f64>,
     pub connect_ms: Option<f64>,
@@ -75,7 +75,8 @@ pub struct Timings {
 }
 
 /// The certificate of the last HTTPS hop, recorded even when invalid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CheckCertificate)]
 pub struct Certificate {
     pub subject: String,
     pub issuer: String,

@@ -74,7 +74,8 @@ pub enum Outcome {
 }
 
 /// A region's latest observation of the domain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = RegionObservation)]
 pub struct Observation {
     pub region: String,
     pub ok: bool,
@@ -141,7 +142,7 @@ pub fn saturated_failure(observation: &Observation, health: Option<&Health>) -> 
 }
 
 /// Why a region votes or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Standing {
     /// Votes up.

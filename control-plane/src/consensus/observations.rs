@@ -469,7 +469,7 @@ impl Consensus {
 /// A region failing persistently while consensus holds its domain up: its latest
 /// `consecutive_failures` observations (at least the configured
 /// `regional_failure_observations`) all failed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RegionalFailure {
     pub region: String,
     /// The first failure of the current run.

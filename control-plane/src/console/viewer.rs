@@ -215,6 +215,10 @@ impl From<ApiError> for ConsoleError {
             ApiError::RateLimited(seconds) | ApiError::AuthThrottled(seconds) => {
                 ConsoleError::BadRequest(format!("too many requests; retry in {seconds} s"))
             }
+            // The console neither streams through the API nor reaches a wrong method of it.
+            ApiError::StreamsBusy(_) | ApiError::MethodNotAllowed => {
+                ConsoleError::BadRequest(error.to_string())
+            }
             ApiError::Unavailable(cause) | ApiError::Internal(cause) => ConsoleError::Internal(cause),
         }
     }

@@ -197,7 +197,8 @@ async fn record_in(
 }
 
 /// One region's latency detector as the status API shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = LatencyDetector)]
 pub struct RegionLatency {
     /// The baseline's median, milliseconds (`None` before the first sample).
     pub baseline_median_ms: Option<f64>,

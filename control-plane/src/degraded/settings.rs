@@ -115,17 +115,24 @@ pub struct Threshold(pub f64);
 impl Eq for Threshold {}
 
 /// A domain's `degraded` overrides: each key present replaces the global setting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DegradedOverrides)]
 pub struct Overrides {
+    /// A fixed threshold, milliseconds: a probe slower than this is anomalous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u32>,
+    /// Whether the baseline detector (median and z score) runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<bool>,
+    /// Normal latencies the baseline keeps, in probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+    /// How many robust standard deviations above the median is anomalous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
     pub z: Option<Threshold>,
+    /// Anomalous probes in a row that make a region degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive: Option<u32>,
 }

@@ -106,7 +106,7 @@ pub struct Input<'a> {
 
 /// One tenant's digest of one period: the `content` column, the API's answer and the webhook's
 /// `details`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Digest {
     pub tenant_id: Uuid,
     pub period_start: DateTime<Utc>,
@@ -123,7 +123,7 @@ pub struct Digest {
 }
 
 /// One flapping domain in a digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainDigest {
     pub domain_id: Uuid,
     /// The URL, or the domain id once the domain is deleted.
@@ -159,12 +159,13 @@ pub struct DomainDigest {
 }
 
 /// One state change listed in a digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DigestTransition {
     pub at: DateTime<Utc>,
     pub from: String,
     pub to: String,
     /// The regions that decided it, as recorded.
+    #[schema(value_type = Vec<crate::api::schema::RecordedVote>)]
     pub regions: Value,
     pub incident_id: Option<Uuid>,
     /// False when its notification was held because the domain was flapping.

@@ -186,6 +186,7 @@ pub struct Stored {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    #[schema(value_type = crate::digests::build::Digest)]
     pub content: Value,
     pub text: String,
     pub html: String,

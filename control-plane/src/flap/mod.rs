@@ -505,7 +505,8 @@ pub async fn close_for_domain(
 
 /// A domain's flap modes as the status API shows them: availability at the top level (as
 /// before latency had its own), latency under `degraded`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = FlapStatus)]
 pub struct Status {
     pub enabled: bool,
     /// In availability flap mode (changes to or from `down`).
@@ -523,7 +524,8 @@ pub struct Status {
 }
 
 /// One kind's flap mode in [`Status`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = FlapKindStatus)]
 pub struct KindStatus {
     pub flapping: bool,
     /// When the open period began.

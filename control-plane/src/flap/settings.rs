@@ -101,18 +101,24 @@ impl Settings {
 }
 
 /// A domain's flap overrides: each key present replaces the global setting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = FlapOverrides)]
 pub struct Overrides {
+    /// Whether flap detection runs for the domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The window transitions are counted in, seconds.
     pub window_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Transitions in the window that start a flap period.
     pub enter_transitions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most this many transitions in the window (after `quiet_s`) end it.
     pub leave_transitions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds without a transition before a flap period may end.
     pub quiet_s: Option<u64>,
 }
 

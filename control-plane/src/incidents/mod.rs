@@ -126,6 +126,8 @@ pub struct Incident {
     pub ack_note: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub duration_s: Option<i64>,
+    /// The regions failing when it opened (`degraded` ones for a latency incident).
+    #[schema(value_type = Vec<crate::api::schema::RecordedVote>)]
     pub opened_regions: Value,
     /// The maintenance window the incident opened in (its notifications withheld), if any.
     pub maintenance_window_id: Option<Uuid>,
@@ -145,6 +147,7 @@ pub struct Event {
     pub kind: String,
     pub at: DateTime<Utc>,
     pub actor: String,
+    #[schema(value_type = crate::api::schema::IncidentEventDetails)]
     pub details: Value,
 }
 

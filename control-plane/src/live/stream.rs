@@ -87,10 +87,19 @@ impl View for TenantView {
 #[error("too many live streams are open; retry later")]
 pub struct Busy;
 
+impl Busy {
+    /// The seconds a client is told to wait before it tries again (`Retry-After`).
+    pub const fn retry_after_s(self) -> u64 {
+        5
+    }
+}
+
+/// The answer of a page's stream (status pages, the console): plain text. The API answers its JSON
+/// error instead ([`crate::api::ApiError::StreamsBusy`]).
 impl IntoResponse for Busy {
     fn into_response(self) -> Response {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, self.to_string()).into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_s()));
         response
     }
 }

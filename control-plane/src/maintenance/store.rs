@@ -364,7 +364,8 @@ pub async fn extend_due(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> 
 }
 
 /// An occurrence of a window, with the window's id and title (for status answers).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = MaintenanceOccurrence)]
 pub struct Scheduled {
     pub window_id: Uuid,
     pub title: String,

@@ -28,7 +28,7 @@ pub const WAKE_CHANNEL: &str = "crosscheck_notifications";
 
 /// What happened, as sent to every channel (webhook JSON body; rendered as text for Slack and
 /// email).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// `incident_opened`, `incident_acknowledged`, `incident_resolved`, `certificate_expiring`,
     /// `certificate_expired`, `domain_flapping`, `domain_stabilized`, `flap_digest`,

@@ -42,7 +42,8 @@ impl Notice {
 
 /// A domain's SLO figures for one period, as of a moment. Seconds are `f64` with millisecond
 /// precision; fractions are of the allowed downtime, `None` when it is zero.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = SloBudget)]
 pub struct Budget {
     /// The SLO's target in percent.
     pub target: f64,

@@ -42,7 +42,8 @@ pub struct DomainInput {
 }
 
 /// One domain's line of the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SlaDomainReport)]
 pub struct DomainReport {
     pub domain_id: Uuid,
     /// Its display name (the URL when it has none).
@@ -67,7 +68,8 @@ pub struct DomainReport {
 
 /// A tenant's report of one month: the `content` of `sla_reports`, the API's JSON and the
 /// webhook's `details`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SlaReport)]
 pub struct Report {
     pub tenant_id: Uuid,
     /// `2026-11`.

@@ -11,7 +11,7 @@ const KNOWN: [&str; 3] = ["target", "period", "budget_alert_fraction"];
 pub const DEFAULT_BUDGET_ALERT_FRACTION: f64 = 0.25;
 
 /// The period an SLO is measured over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SloPeriod {
     /// A calendar month in the tenant's time zone.
@@ -27,7 +27,7 @@ impl SloPeriod {
 }
 
 /// `{"target": 99.9, "period": "month", "budget_alert_fraction": 0.25}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Slo {
     /// The uptime objective in percent, `0 < target < 100` (e.g. `99.9`).
     pub target: f64,

@@ -40,7 +40,7 @@ pub fn decode(domain_id: Uuid, slo: Option<Value>) -> sqlx::Result<Option<Slo>> 
 }
 
 /// An incident overlapping a period, as `GET /v1/domains/{id}/sla` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PeriodIncident {
     pub id: Uuid,
     pub state: String,
@@ -72,8 +72,9 @@ pub async fn incidents_overlapping(
 }
 
 /// `GET /v1/domains/{id}/sla`: the SLO, the period's budget and its incidents.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SlaStatus {
+    #[schema(value_type = crate::sla::Slo)]
     pub slo: Value,
     /// `2026-11`.
     pub period: String,

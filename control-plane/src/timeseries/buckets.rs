@@ -67,9 +67,11 @@ pub fn percentiles(hist: &[i64]) -> Option<Percentiles> {
 }
 
 /// Percentiles of one phase's durations, in microseconds (bucket upper bounds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
+    /// Probes the percentiles are over.
     pub samples: u64,
+    /// Median, microseconds.
     pub p50_us: u64,
     pub p95_us: u64,
     pub p99_us: u64,

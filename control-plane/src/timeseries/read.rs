@@ -23,7 +23,8 @@ use super::writer::hour_of;
 use super::{rollup, StorageMode};
 
 /// A read window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = HistoryWindow)]
 pub enum Window {
     #[serde(rename = "24h")]
     Day,
@@ -70,7 +71,7 @@ impl FromStr for Window {
 }
 
 /// Probes and successes of one region, or of all.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UptimeCounts {
     pub probes: u64,
     pub successes: u64,
@@ -85,7 +86,7 @@ impl UptimeCounts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RegionUptime {
     pub region: String,
     #[serde(flatten)]
@@ -106,7 +107,7 @@ pub struct Uptime {
 }
 
 /// Percentiles per phase; a phase that never happened in the window is `None`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PhaseLatency {
     pub total: Option<Percentiles>,
     pub dns: Option<Percentiles>,
@@ -115,14 +116,14 @@ pub struct PhaseLatency {
     pub ttfb: Option<Percentiles>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RegionLatency {
     pub region: String,
     #[serde(flatten)]
     pub phases: PhaseLatency,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Latency {
     pub window: Window,
     pub since: DateTime<Utc>,
@@ -131,7 +132,7 @@ pub struct Latency {
 }
 
 /// One raw result as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StoredResult {
     pub time: DateTime<Utc>,
     pub region: String,
@@ -140,22 +141,27 @@ pub struct StoredResult {
     pub error_kind: Option<String>,
     pub error_detail: Option<String>,
     pub status_code: Option<i32>,
+    /// Phase durations in microseconds; `null` when the phase did not happen.
     pub dns_us: Option<i32>,
     pub connect_us: Option<i32>,
     pub tls_us: Option<i32>,
+    /// Time to the first response byte, microseconds.
     pub ttfb_us: Option<i32>,
+    /// The whole probe, microseconds.
     pub total_us: i32,
     pub resolved_ip: Option<String>,
     /// `HTTP/1.1` or `HTTP/2`; `None` when no exchange started (or stored before it was kept).
     pub http_version: Option<String>,
+    /// What started the probe: `scheduled` or `on_demand` (a check requested now).
     pub trigger: String,
+    /// The domain's configuration version the probe ran with.
     pub config_version: i64,
 }
 
 /// The newest certificate seen from one region: the first HTTPS hop's (the monitored URL's
 /// own host), its chain and fault, the later hops' certificates, and the earliest expiry over
 /// all of them.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CertificateFacts {
     pub region: String,
     /// The host the certificate was presented for (the monitored URL's host unless the first
@@ -172,6 +178,7 @@ pub struct CertificateFacts {
     /// The certificate at fault when invalid: `{"kind", "position", "subject", "at"}` with
     /// `kind` one of `expired`, `not_yet_valid`, `unknown_issuer`, `name_mismatch`,
     /// `revoked`, `other`, and `position` 0 for the leaf, N for the Nth intermediate.
+    #[schema(value_type = Option<crate::api::schema::CertificateProblem>)]
     pub problem: Option<serde_json::Value>,
     pub observed_at: DateTime<Utc>,
     /// Whole days from now until `not_after`, rounded down ([`crate::expiry::days_left`]):
@@ -197,6 +204,7 @@ pub struct CertificateFacts {
     pub earliest_chain_expiry: Option<ExpiringCertificate>,
     /// The later HTTPS hops' certificates (redirect targets), in order, each with `days_left`.
     #[sqlx(rename = "hops")]
+    #[schema(value_type = Vec<crate::api::schema::RedirectCertificate>)]
     pub redirect_certificates: serde_json::Value,
     /// The certificate that expires first over every hop and chain.
     #[sqlx(skip)]
@@ -204,7 +212,7 @@ pub struct CertificateFacts {
 }
 
 /// One certificate named by where it is: the hop's host and its position on that hop's chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ExpiringCertificate {
     pub host: String,
     /// 0 for the leaf, N for the Nth intermediate above it.

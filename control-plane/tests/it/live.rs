@@ -188,9 +188,14 @@ async fn streams_are_bounded_kept_alive_and_slow_ones_dropped(pool: PgPool) {
     let mut quiet = SseClient::open(&app, "/v1/events", &[("authorization", &auth)]).await;
     let mut stalled = SseClient::open(&app, "/v1/events", &[("authorization", &auth)]).await;
 
-    // A third stream is refused while two are open.
-    let refused = SseClient::connect(&app, "/v1/events", &[("authorization", &auth)]).await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A third stream is refused while two are open, with the API's JSON error.
+    let refused = app.http.get(app.url("/v1/events")).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    assert_eq!(refused.headers()["content-type"], "application/json");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("too many live streams"), "{body}");
 
     // A quiet stream gets heartbeats.
     let beat = quiet.next_raw(WAIT).await.expect("the first message");

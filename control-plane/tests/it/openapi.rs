@@ -96,6 +96,137 @@ async fn the_description_equals_the_router(pool: PgPool) {
     app.stop().await;
 }
 
+/// The places where the description allows any value or any object, and why the API truly
+/// takes or gives arbitrary JSON there. Every other request and answer has a real schema.
+const FREE_FORM: [(&str, &str); 5] = [
+    (
+        "/components/schemas/AuditDiff/properties/before",
+        "the changed top-level fields of whichever resource was written (a domain, a channel, …)",
+    ),
+    ("/components/schemas/AuditDiff/properties/after", "as `before`"),
+    (
+        "/components/schemas/JsonAssertion/properties/value",
+        "any JSON value the nodes a JSONPath selects are compared with",
+    ),
+    (
+        "/components/schemas/Notification/properties/details",
+        "kind-specific (a digest, a report, a DNS change, …): the webhook body's `details`, described \
+         per notification kind in the README",
+    ),
+    (
+        "/paths/~1v1~1openapi.json/get/responses/200/content/application~1json/schema",
+        "this description itself, an OpenAPI 3.1 document",
+    ),
+];
+
+/// Every schema in `doc` that is free-form (no type, or an object with no properties and no
+/// typed additional properties), as a JSON pointer.
+fn free_form_schemas(doc: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().into_iter().flatten() {
+        walk_schema(schema, &format!("/components/schemas/{}", escape(name)), &mut found);
+    }
+    for (name, response) in doc["components"]["responses"].as_object().into_iter().flatten() {
+        walk_content(response, &format!("/components/responses/{}", escape(name)), &mut found);
+    }
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            let at = format!("/paths/{}/{method}", escape(path));
+            for (i, parameter) in operation["parameters"].as_array().into_iter().flatten().enumerate() {
+                walk_schema(&parameter["schema"], &format!("{at}/parameters/{i}/schema"), &mut found);
+            }
+            walk_content(&operation["requestBody"], &format!("{at}/requestBody"), &mut found);
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                walk_content(response, &format!("{at}/responses/{status}"), &mut found);
+            }
+        }
+    }
+    found
+}
+
+/// The schemas of a request body's or a response's content.
+fn walk_content(holder: &Value, at: &str, found: &mut Vec<String>) {
+    for (media, content) in holder["content"].as_object().into_iter().flatten() {
+        walk_schema(&content["schema"], &format!("{at}/content/{}/schema", escape(media)), found);
+    }
+}
+
+fn walk_schema(schema: &Value, at: &str, found: &mut Vec<String>) {
+    let Some(object) = schema.as_object() else {
+        // `true` (any value) is free-form; `false` allows nothing.
+        if schema == &Value::Bool(true) {
+            found.push(at.to_owned());
+        }
+        return;
+    };
+    let composed = ["oneOf", "anyOf", "allOf"].iter().any(|k| object.contains_key(*k));
+    let types: Vec<&str> = match &object.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let typed_extra =
+        object.get("additionalProperties").is_some_and(|a| a.as_object().is_some_and(|a| !a.is_empty()));
+    let pinned = ["$ref", "enum", "const", "not"].iter().any(|k| object.contains_key(*k));
+    let any_value = types.is_empty() && !composed && !pinned;
+    let any_object =
+        types.contains(&"object") && !object.contains_key("properties") && !typed_extra && !composed;
+    if any_value || any_object {
+        found.push(at.to_owned());
+    }
+    for (key, child) in object {
+        match key.as_str() {
+            "properties" => {
+                for (name, property) in child.as_object().into_iter().flatten() {
+                    walk_schema(property, &format!("{at}/properties/{}", escape(name)), found);
+                }
+            }
+            "oneOf" | "anyOf" | "allOf" | "prefixItems" => {
+                for (i, item) in child.as_array().into_iter().flatten().enumerate() {
+                    walk_schema(item, &format!("{at}/{key}/{i}"), found);
+                }
+            }
+            "items" | "not" => walk_schema(child, &format!("{at}/{key}"), found),
+            "additionalProperties" if child.is_object() => walk_schema(child, &format!("{at}/{key}"), found),
+            _ => {}
+        }
+    }
+}
+
+/// A JSON pointer token (RFC 6901).
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+#[test]
+fn every_request_and_answer_has_a_real_schema() {
+    let doc = serde_json::to_value(control_plane::api::openapi::description()).unwrap();
+    let found = free_form_schemas(&doc);
+    let allowed: Vec<&str> = FREE_FORM.iter().map(|(at, _)| *at).collect();
+    let unexplained: Vec<&String> = found.iter().filter(|at| !allowed.contains(&at.as_str())).collect();
+    assert!(unexplained.is_empty(), "free-form schemas (give each a real schema):\n{unexplained:#?}");
+    let stale: Vec<&&str> = allowed.iter().filter(|at| !found.iter().any(|f| f == **at)).collect();
+    assert!(stale.is_empty(), "listed as free-form but no longer are: {stale:?}");
+    // The walker finds what it is meant to: an object without properties, and any value.
+    let probe = json!({"components": {"schemas": {
+        "A": {"type": "object"},
+        "B": {"type": "object", "properties": {"x": {}, "y": {"type": "integer"}}},
+        "C": {"type": "object", "additionalProperties": {"type": "string"}},
+        "D": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/C"}]},
+    }}, "paths": {}});
+    assert_eq!(free_form_schemas(&probe), ["/components/schemas/A", "/components/schemas/B/properties/x"]);
+    // Tagged enums carry their discriminator.
+    assert_eq!(doc["components"]["schemas"]["CheckConfig"]["discriminator"]["propertyName"], "type");
+    assert_eq!(doc["components"]["schemas"]["AuthBody"]["discriminator"]["propertyName"], "kind");
+    // A check test's definition is a closed domain body with `wait_ms`, not an `allOf` whose
+    // closed part would refuse `wait_ms`.
+    let definition = &doc["components"]["schemas"]["CheckDefinition"];
+    assert_eq!(definition["additionalProperties"], false, "{definition:#}");
+    for field in ["url", "check", "wait_ms"] {
+        assert!(definition["properties"][field].is_object(), "{field}: {definition:#}");
+    }
+}
+
 /// Where schemathesis is: `CROSSCHECK_SCHEMATHESIS`, else the virtual environment `.ci/run`
 /// installs it in.
 fn schemathesis() -> PathBuf {

@@ -40,6 +40,11 @@ async fn made_up_methods_do_not_add_metric_series(pool: PgPool) {
             .await
             .unwrap();
         assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+        if i == 0 {
+            // The API's JSON error, like every other `/v1` error.
+            let body: Value = answer.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+        }
     }
     for i in MADE_UP / 2..MADE_UP {
         let answer = app.http.request(made_up(i), app.url("/v1/domains")).send().await.unwrap();
