@@ -34,8 +34,11 @@ pub struct Config {
     /// With delivery configured the certificate's agent id is used instead (the control plane
     /// identifies the agent by its certificate); a different value here is logged.
     pub agent_id: String,
-    /// Redis holding the published configuration (`redis://` or `rediss://`); the agent reads it
-    /// and writes only its registration among its region's agents (`<prefix>:agents:<region>`).
+    /// Redis holding the published configuration: `redis://host:port`, `rediss://` for TLS, or
+    /// `redis-sentinel://sentinel1:26379,sentinel2:26379/0?sentinelServiceName=<name>` to follow
+    /// the primary through Redis Sentinel (forms in `shared::redis::normalize_url`). The agent
+    /// reads it and writes only its registration among its region's agents
+    /// (`<prefix>:agents:<region>`).
     pub redis_url: String,
     /// Prefix of the deployment's Redis keys (must match the control plane's `redis_prefix`).
     pub redis_prefix: String,
@@ -244,6 +247,7 @@ impl Config {
         if self.agent_id.is_empty() {
             return Err("agent_id must not be empty".into());
         }
+        shared::redis::check_url(&self.redis_url).map_err(|e| format!("redis_url: {e}"))?;
         if self.version_check_interval_s == 0 {
             return Err("version_check_interval_s must be positive".into());
         }
