@@ -531,6 +531,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redis_url_may_name_sentinels_and_errors_name_the_key() {
+        let sentinels = Config {
+            redis_url: "redis-sentinel://10.0.0.1:26379,10.0.0.2/0?sentinelServiceName=mymaster".into(),
+            ..Config::default()
+        };
+        sentinels.validate().unwrap();
+        let missing = Config { redis_url: "redis-sentinel://10.0.0.1:26379".into(), ..Config::default() };
+        let error = missing.validate().unwrap_err();
+        assert!(error.starts_with("redis_url: ") && error.contains("sentinelServiceName"), "{error}");
+        let wrong = Config { redis_url: "10.0.0.1:6379".into(), ..Config::default() };
+        assert!(wrong.validate().unwrap_err().starts_with("redis_url: "));
+    }
+
+    #[test]
     fn platform_region_must_match_the_certificate() {
         assert!(check_platform_region("ams", None).is_ok());
         assert!(check_platform_region("ams", Some("")).is_ok());

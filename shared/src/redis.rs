@@ -118,7 +118,7 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
             let (host, port) = node.rsplit_once(':').ok_or_else(|| {
                 format!("node={node:?} needs host:port (or list the sentinels comma-separated before the path)")
             })?;
-            if host.is_empty() || host.contains(':') || port.parse::<u16>().map_or(true, |p| p == 0) {
+            if host.is_empty() || host.contains(':') || !port.parse::<u16>().is_ok_and(|p| p > 0) {
                 return Err(format!("node={node:?} is not a host:port with a port from 1 to 65535"));
             }
         }

@@ -182,10 +182,15 @@ impl Process {
 /// One RESP2 reply, as [`SentinelSet::command`] reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
+    /// `+OK`
     Status(String),
+    /// `-ERR …`
     Error(String),
+    /// `:1`
     Integer(i64),
+    /// `$n` and its bytes (lossy UTF-8); `None` for the null bulk string.
     Bulk(Option<String>),
+    /// `*n` and its items.
     Array(Vec<Reply>),
 }
 
@@ -222,6 +227,7 @@ impl Reply {
 }
 
 fn read_reply(reader: &mut impl std::io::BufRead) -> std::io::Result<Reply> {
+    use std::io::Read as _;
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -239,7 +245,7 @@ fn read_reply(reader: &mut impl std::io::BufRead) -> std::io::Result<Reply> {
                 Reply::Bulk(None)
             } else {
                 let mut buf = vec![0; len as usize + 2];
-                std::io::Read::read_exact(reader, &mut buf)?;
+                reader.read_exact(&mut buf)?;
                 buf.truncate(len as usize);
                 Reply::Bulk(Some(String::from_utf8_lossy(&buf).into_owned()))
             }
