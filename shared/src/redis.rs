@@ -65,7 +65,9 @@ const SCHEMES: [&str; 6] =
 /// the caller to prefix with its configuration key. Secrets in the URL are never repeated.
 pub fn normalize_url(url: &str) -> Result<String, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err("not a Redis URL (redis://host:port, rediss:// for TLS, redis-sentinel:// for Sentinel)".into());
+        return Err(
+            "not a Redis URL (redis://host:port, rediss:// for TLS, redis-sentinel:// for Sentinel)".into()
+        );
     };
     if !SCHEMES.contains(&scheme) {
         return Err(format!(
@@ -92,19 +94,17 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
         None => (tail, None),
     };
     if path.contains('#') || query.is_some_and(|q| q.contains('#')) {
-        return Err("a Sentinel URL takes the service name as ?sentinelServiceName=<name>, not as a #fragment".into());
+        return Err(
+            "a Sentinel URL takes the service name as ?sentinelServiceName=<name>, not as a #fragment".into(),
+        );
     }
     match path.trim_start_matches('/') {
         "" => {}
         db if db.parse::<u8>().is_ok() => {}
         db => return Err(format!("database {db:?} is not a number from 0 to 255")),
     }
-    let mut pairs: Vec<String> = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut pairs: Vec<String> =
+        query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()).map(str::to_owned).collect();
     let service = pairs.iter().find_map(|pair| pair.strip_prefix("sentinelServiceName="));
     match service {
         None => {
@@ -116,7 +116,9 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
     for pair in &pairs {
         if let Some(node) = pair.strip_prefix("node=") {
             let (host, port) = node.rsplit_once(':').ok_or_else(|| {
-                format!("node={node:?} needs host:port (or list the sentinels comma-separated before the path)")
+                format!(
+                    "node={node:?} needs host:port (or list the sentinels comma-separated before the path)"
+                )
             })?;
             if host.is_empty() || host.contains(':') || !port.parse::<u16>().is_ok_and(|p| p > 0) {
                 return Err(format!("node={node:?} is not a host:port with a port from 1 to 65535"));
@@ -156,7 +158,11 @@ fn sentinel_address(address: &str) -> Result<(String, u16), String> {
         None => SENTINEL_PORT,
         Some(port) => match port.parse::<u16>() {
             Ok(p) if p > 0 => p,
-            _ => return Err(format!("sentinel address {address:?}: port {port:?} is not a number from 1 to 65535")),
+            _ => {
+                return Err(format!(
+                    "sentinel address {address:?}: port {port:?} is not a number from 1 to 65535"
+                ))
+            }
         },
     };
     Ok((host, port))
@@ -175,7 +181,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
 /// # Errors
 /// The URL does not parse ([`check_url`] says why in words).
 pub fn builder(url: &str, options: RedisOptions) -> Result<Builder, fred::error::Error> {
-    let normalized = normalize_url(url).map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Config, e))?;
+    let normalized =
+        normalize_url(url).map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Config, e))?;
     let config = Config::from_url(&normalized)?;
     let mut builder = Builder::from_config(config);
     let mut policy = ReconnectPolicy::new_exponential(
@@ -258,7 +265,10 @@ mod tests {
             ("redis-sentinel://s1:26379,s2:26379/0", "sentinelServiceName is missing"),
             ("redis-sentinel://s1:26379?sentinelServiceName=", "sentinelServiceName is empty"),
             ("redis-sentinel://s1:26379,,s2?sentinelServiceName=m", "a sentinel address is empty"),
-            ("redis-sentinel://s1:26379,s2:http?sentinelServiceName=m", "sentinel address \"s2:http\": port \"http\""),
+            (
+                "redis-sentinel://s1:26379,s2:http?sentinelServiceName=m",
+                "sentinel address \"s2:http\": port \"http\"",
+            ),
             ("redis-sentinel://s1:0?sentinelServiceName=m", "port \"0\""),
             ("redis-sentinel://:26379?sentinelServiceName=m", "has no host"),
             ("redis-sentinel://s1/x?sentinelServiceName=m", "database \"x\""),

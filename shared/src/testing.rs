@@ -282,10 +282,8 @@ impl SentinelSet {
         for (i, port) in [primary, free_port()].into_iter().enumerate() {
             let node_dir = set.dir.join(format!("node-{port}"));
             std::fs::create_dir_all(&node_dir).expect("temp dir for redis");
-            let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+            let mut args: Vec<String> =
+                ["--port", &port.to_string(), "--bind", "127.0.0.1"].into_iter().map(str::to_owned).collect();
             args.extend(["--save", "", "--appendonly", "no", "--dir"].map(str::to_owned));
             args.push(node_dir.display().to_string());
             if i > 0 {
@@ -318,13 +316,17 @@ impl SentinelSet {
         }
         let this = &set;
         for port in set.sentinel_ports() {
-            eventually(Duration::from_secs(60), "each sentinel to know the replica and the other sentinels", || async move {
-                let master = this.command(port, &["SENTINEL", "MASTER", &this.service]).await.ok()?;
-                let master = master.maps().pop()?;
-                let replicas = master.get("num-slaves")?.parse::<u32>().ok()?;
-                let others = master.get("num-other-sentinels")?.parse::<u32>().ok()?;
-                (replicas >= 1 && others >= 2).then_some(())
-            })
+            eventually(
+                Duration::from_secs(60),
+                "each sentinel to know the replica and the other sentinels",
+                || async move {
+                    let master = this.command(port, &["SENTINEL", "MASTER", &this.service]).await.ok()?;
+                    let master = master.maps().pop()?;
+                    let replicas = master.get("num-slaves")?.parse::<u32>().ok()?;
+                    let others = master.get("num-other-sentinels")?.parse::<u32>().ok()?;
+                    (replicas >= 1 && others >= 2).then_some(())
+                },
+            )
             .await;
         }
         set
@@ -431,7 +433,8 @@ impl SentinelSet {
             let port_text = port_text.clone();
             async move {
                 for sentinel in self.sentinel_ports() {
-                    let reply = self.command(sentinel, &["SENTINEL", "REPLICAS", &self.service]).await.ok()?;
+                    let reply =
+                        self.command(sentinel, &["SENTINEL", "REPLICAS", &self.service]).await.ok()?;
                     let healthy = reply.maps().iter().any(|r| {
                         r.get("port") == Some(&port_text)
                             && r.get("flags").map(String::as_str) == Some("slave")

@@ -97,7 +97,8 @@ async fn redis_domains(redis: &Client, prefix: &str) -> Option<BTreeMap<String, 
 async fn converged(app: &TestApp, agents: &[(&str, TestAgent)], what: &str) -> u64 {
     eventually(WAIT, what, || async {
         let (version, configs) = store::snapshot(&app.pool).await.ok()?;
-        let redis_version: Option<u64> = app.redis.get(format!("{}:domains:version", app.prefix())).await.ok()?;
+        let redis_version: Option<u64> =
+            app.redis.get(format!("{}:domains:version", app.prefix())).await.ok()?;
         if redis_version != Some(version) {
             return None;
         }
