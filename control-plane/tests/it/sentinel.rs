@@ -93,29 +93,55 @@ async fn redis_domains(redis: &Client, prefix: &str) -> Option<BTreeMap<String, 
     Some(raw.into_iter().map(|(k, v)| (k, serde_json::from_str(&v).unwrap())).collect())
 }
 
-/// Waits until Redis and every agent hold exactly what PostgreSQL holds, version included.
+/// Whether Redis and every agent hold exactly what PostgreSQL holds, version included: the
+/// version, or what differs.
+async fn compare(app: &TestApp, agents: &[(&str, TestAgent)]) -> Result<u64, String> {
+    let (version, configs) = store::snapshot(&app.pool).await.map_err(|e| format!("postgres: {e}"))?;
+    let redis_version: Option<u64> = app
+        .redis
+        .get(format!("{}:domains:version", app.prefix()))
+        .await
+        .map_err(|e| format!("redis: {e}"))?;
+    if redis_version != Some(version) {
+        return Err(format!("redis holds version {redis_version:?}, postgres {version}"));
+    }
+    let want: BTreeMap<String, DomainConfig> =
+        configs.iter().map(|c| (c.id.to_string(), c.clone())).collect();
+    let held = redis_domains(&app.redis, app.prefix()).await.ok_or("redis does not answer")?;
+    if held != want {
+        return Err(format!(
+            "redis holds {} domains at version {version}, postgres {}",
+            held.len(),
+            want.len()
+        ));
+    }
+    for (region, agent) in agents {
+        let expected = Catalog::from_snapshot(version, configs.iter().cloned(), region);
+        let current = agent.catalog.current();
+        if !agent.catalog.is_loaded() || *current != expected {
+            return Err(format!(
+                "{region}: catalog at version {} with {} domains, expected {} at {version}",
+                current.version(),
+                current.len(),
+                expected.len()
+            ));
+        }
+    }
+    Ok(version)
+}
+
+/// Polls [`compare`] until everything agrees, or panics with what still differs after `WAIT`.
 async fn converged(app: &TestApp, agents: &[(&str, TestAgent)], what: &str) -> u64 {
-    eventually(WAIT, what, || async {
-        let (version, configs) = store::snapshot(&app.pool).await.ok()?;
-        let redis_version: Option<u64> =
-            app.redis.get(format!("{}:domains:version", app.prefix())).await.ok()?;
-        if redis_version != Some(version) {
-            return None;
-        }
-        let want: BTreeMap<String, DomainConfig> =
-            configs.iter().map(|c| (c.id.to_string(), c.clone())).collect();
-        if redis_domains(&app.redis, app.prefix()).await? != want {
-            return None;
-        }
-        for (region, agent) in agents {
-            let expected = Catalog::from_snapshot(version, configs.iter().cloned(), region);
-            if !agent.catalog.is_loaded() || *agent.catalog.current() != expected {
-                return None;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match compare(app, agents).await {
+            Ok(version) => return version,
+            Err(difference) if std::time::Instant::now() > deadline => {
+                panic!("timed out after {WAIT:?} waiting for {what}: {difference}")
             }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-        Some(version)
-    })
-    .await
+    }
 }
 
 #[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
