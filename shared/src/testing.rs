@@ -227,7 +227,6 @@ impl Reply {
 }
 
 fn read_reply(reader: &mut impl std::io::BufRead) -> std::io::Result<Reply> {
-    use std::io::Read as _;
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
