@@ -22,7 +22,9 @@ pub struct Config {
     pub database_url: String,
     /// Maximum connections in the transactional database pool.
     pub database_max_connections: u32,
-    /// Redis, where the agent-facing configuration is published (`redis://` or `rediss://`).
+    /// Redis, where the agent-facing configuration is published: `redis://host:port`, `rediss://`
+    /// for TLS, or `redis-sentinel://sentinel1:26379,sentinel2:26379/0?sentinelServiceName=<name>`
+    /// to follow the primary through Redis Sentinel (forms in `shared::redis::normalize_url`).
     pub redis_url: String,
     /// Prefix of every Redis key and channel of this deployment.
     pub redis_prefix: String,

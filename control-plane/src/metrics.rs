@@ -97,6 +97,9 @@ pub struct Metrics {
     pub config_version_published: Gauge,
     /// Change-log rows not yet in Redis, as of the last check.
     pub config_backlog: Gauge,
+    /// Reconnections of the publisher's Redis client (after an outage or a Sentinel failover),
+    /// each followed by a catch-up from the version Redis holds.
+    pub config_redis_reconnects: Counter,
     /// TLS handshakes refused on the ingest listener, by reason.
     pub ingest_handshake_failures: Family<ReasonLabels, Counter>,
     /// Open agent connections.
@@ -241,6 +244,7 @@ impl Default for Metrics {
             config_rebuilds: Family::default(),
             config_version_published: Gauge::default(),
             config_backlog: Gauge::default(),
+            config_redis_reconnects: Counter::default(),
             ingest_handshake_failures: Family::default(),
             ingest_connections: Gauge::default(),
             ingest_batches: Family::default(),
@@ -330,6 +334,11 @@ impl Metrics {
             "config_backlog",
             "Change-log entries not yet applied to Redis",
             self.config_backlog.clone(),
+        );
+        r.register(
+            "config_redis_reconnects",
+            "Reconnections of the publisher's Redis client, each followed by a catch-up",
+            self.config_redis_reconnects.clone(),
         );
         r.register(
             "ingest_handshake_failures",

@@ -13,6 +13,20 @@
 //! and renamed into place together with the version and a `resync` notice — but only if Redis's
 //! version is still the one that made the rebuild necessary (compare-and-swap), so concurrent
 //! rebuilds by several replicas, or a rebuild racing an incremental apply, cannot undo each other.
+//! The swap also checks that the scratch hash holds every domain the snapshot had: its fields
+//! are written by separate commands, and a Sentinel failover in between can leave the new
+//! primary with only some of them.
+//!
+//! # Failover
+//!
+//! Replication to a Redis replica is asynchronous, so the primary a Sentinel failover promotes
+//! may lack the last versions the publisher applied (and the old primary keeps taking writes
+//! until Sentinel demotes it, all of them lost). Nothing here trusts the publisher's memory of
+//! what it applied: every pass starts from the version Redis holds *now*, so a primary that is
+//! behind simply gets the missing versions again from the change log (their notices re-sent
+//! to agents; an agent ignores a version it already has, and the content of a version never
+//! changes), or a rebuild when the log no longer reaches back that far. The client reconnects
+//! through the sentinels, and [`Publisher::run`] catches up as soon as it has.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +65,10 @@ if cur ~= ARGV[4] then
   redis.call('DEL', KEYS[1])
   return 0
 end
+if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[5]) then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('PERSIST', KEYS[1])
   redis.call('RENAME', KEYS[1], KEYS[2])
@@ -79,6 +97,10 @@ pub enum PublishError {
     Redis(#[from] fred::error::Error),
     #[error("postgres")]
     Postgres(#[from] sqlx::Error),
+    /// The scratch hash lost fields between their writes and the swap (a failover in between,
+    /// or eviction): nothing was swapped in; the next pass rebuilds again.
+    #[error("rebuild scratch hash lost some of its {expected} domains before the swap; discarded")]
+    ScratchIncomplete { expected: usize },
 }
 
 impl PublishError {
@@ -86,6 +108,7 @@ impl PublishError {
         match self {
             PublishError::Redis(_) => "redis",
             PublishError::Postgres(_) => "postgres",
+            PublishError::ScratchIncomplete { .. } => "rebuild_incomplete",
         }
     }
 }
@@ -234,6 +257,10 @@ impl Publisher {
 
     /// Rebuilds the whole hash from a consistent Postgres snapshot, provided Redis's version is
     /// still `observed` (`None`: no version key) when the new hash is swapped in.
+    ///
+    /// # Errors
+    /// Redis or Postgres failed, or [`PublishError::ScratchIncomplete`]: the scratch hash did not
+    /// hold every domain of the snapshot at the swap, so nothing was swapped in.
     pub async fn rebuild(&self, reason: RebuildReason, observed: Option<u64>) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         let (version, configs) = store::snapshot(&self.pool).await?;
@@ -258,9 +285,14 @@ impl Publisher {
                     self.keys.changes(),
                     notice,
                     observed.map(|v| v.to_string()).unwrap_or_default(),
+                    configs.len().to_string(),
                 ],
             )
             .await?;
+        if done == -1 {
+            // Logged and counted by the caller's loop, like every publish error.
+            return Err(PublishError::ScratchIncomplete { expected: configs.len() });
+        }
         if done == 1 {
             self.metrics.rebuild(reason.as_str());
             self.metrics.config_version_published.set(version as i64);
@@ -338,9 +370,11 @@ impl Publisher {
     }
 
     /// Runs until `cancel`: reconciles at start and every `reconcile_every`, catches up on every
-    /// wake-up (in-process after a commit, or a Postgres NOTIFY from any replica) and every
-    /// `poll_every` as a safety net.
+    /// wake-up (in-process after a commit, or a Postgres NOTIFY from any replica), every time
+    /// the Redis client has reconnected (after an outage or a Sentinel failover: the primary it
+    /// reached may be behind), and every `poll_every` as a safety net.
     pub async fn run(self, poll_every: Duration, reconcile_every: Duration, cancel: CancellationToken) {
+        let mut reconnects = self.redis.reconnect_rx();
         let mut listener = self.listen().await;
         let mut poll = tokio::time::interval(poll_every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -371,6 +405,19 @@ impl Publisher {
                     Step::CatchUp
                 }
                 _ = reconcile.tick() => Step::Reconcile,
+                event = reconnects.recv() => match event {
+                    Ok(server) => {
+                        self.metrics.config_redis_reconnects.inc();
+                        tracing::info!(%server, "redis connection (re)established; catching up from its version");
+                        Step::CatchUp
+                    }
+                    // Events were missed while a pass ran: one catch-up covers them all.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Step::CatchUp,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        reconnects = self.redis.reconnect_rx();
+                        Step::CatchUp
+                    }
+                },
             };
             let result = match step {
                 Step::CatchUp => self.catch_up().await,

@@ -34,8 +34,11 @@ pub struct Config {
     /// With delivery configured the certificate's agent id is used instead (the control plane
     /// identifies the agent by its certificate); a different value here is logged.
     pub agent_id: String,
-    /// Redis holding the published configuration (`redis://` or `rediss://`); the agent reads it
-    /// and writes only its registration among its region's agents (`<prefix>:agents:<region>`).
+    /// Redis holding the published configuration: `redis://host:port`, `rediss://` for TLS, or
+    /// `redis-sentinel://sentinel1:26379,sentinel2:26379/0?sentinelServiceName=<name>` to follow
+    /// the primary through Redis Sentinel (forms in `shared::redis::normalize_url`). The agent
+    /// reads it and writes only its registration among its region's agents
+    /// (`<prefix>:agents:<region>`).
     pub redis_url: String,
     /// Prefix of the deployment's Redis keys (must match the control plane's `redis_prefix`).
     pub redis_prefix: String,
@@ -244,6 +247,7 @@ impl Config {
         if self.agent_id.is_empty() {
             return Err("agent_id must not be empty".into());
         }
+        shared::redis::check_url(&self.redis_url).map_err(|e| format!("redis_url: {e}"))?;
         if self.version_check_interval_s == 0 {
             return Err("version_check_interval_s must be positive".into());
         }
@@ -525,6 +529,20 @@ fn check_platform_region(certificate_region: &str, platform_region: Option<&str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_url_may_name_sentinels_and_errors_name_the_key() {
+        let sentinels = Config {
+            redis_url: "redis-sentinel://10.0.0.1:26379,10.0.0.2/0?sentinelServiceName=mymaster".into(),
+            ..Config::default()
+        };
+        sentinels.validate().unwrap();
+        let missing = Config { redis_url: "redis-sentinel://10.0.0.1:26379".into(), ..Config::default() };
+        let error = missing.validate().unwrap_err();
+        assert!(error.starts_with("redis_url: ") && error.contains("sentinelServiceName"), "{error}");
+        let wrong = Config { redis_url: "10.0.0.1:6379".into(), ..Config::default() };
+        assert!(wrong.validate().unwrap_err().starts_with("redis_url: "));
+    }
 
     #[test]
     fn platform_region_must_match_the_certificate() {

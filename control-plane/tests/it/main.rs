@@ -28,6 +28,7 @@ mod quotas;
 mod request_options;
 mod saturation;
 mod security;
+mod sentinel;
 mod sla;
 mod status;
 mod storm;
