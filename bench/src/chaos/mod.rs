@@ -58,8 +58,10 @@ pub struct Args {
     /// Domains switched down and up once each, one after another, over the run.
     #[arg(long, default_value_t = 3)]
     flips: usize,
-    /// How long a killed service stays down before it is restarted, in milliseconds.
-    #[arg(long, default_value_t = 2_000)]
+    /// How long a killed service stays down before it is restarted, in milliseconds. The
+    /// default outlasts the membership TTL, so the killed agent's region-mate takes its
+    /// domains over before it comes back.
+    #[arg(long, default_value_t = 5_000)]
     down_ms: u64,
     /// The agents' `heartbeat_interval_ms`.
     #[arg(long, default_value_t = 1_000)]
