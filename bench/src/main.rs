@@ -5,6 +5,7 @@
 //! `cargo run --release -p bench -- <scenario> [--flags]`
 
 mod alerting;
+mod chaos;
 mod cold_load;
 mod compare;
 mod degraded;
@@ -66,12 +67,19 @@ enum Scenario {
     StatusPage(pages::PageArgs),
     /// The end-to-end demo: control plane and three regional agents following live changes.
     Demo(demo::Args),
+    /// Steady load from three regions (two agents each) while an agent, a control-plane replica,
+    /// Redis and the time-series PostgreSQL are killed and restarted in turn: results and
+    /// notifications lost or duplicated, and the longest gap between stored probes.
+    Chaos(chaos::Args),
     /// Internal: serve local probe targets (used by the probing scenarios and the demo).
     #[command(hide = true)]
     Target(target::Args),
     /// Internal: run a control plane configured by CROSSCHECK_* variables.
     #[command(hide = true)]
     ControlPlaneChild,
+    /// Internal: run a probe agent configured by CROSSCHECK_AGENT_* variables (chaos).
+    #[command(hide = true)]
+    AgentChild,
     /// Internal: run a probe agent in this process (used by catalog-cold-load).
     #[command(hide = true)]
     Agent(cold_load::AgentArgs),
@@ -105,6 +113,8 @@ fn main() -> anyhow::Result<()> {
             Scenario::LiveLatency(args) => pages::live_latency(args).await,
             Scenario::StatusPage(args) => pages::status_page(args).await,
             Scenario::Demo(args) => demo::run(args).await,
+            Scenario::Chaos(args) => chaos::run(args).await,
+            Scenario::AgentChild => chaos::agent_child().await.map(|()| serde_json::Value::Null),
             Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),
         }

@@ -5,6 +5,14 @@
 //! one included, at most once per `degraded_confirmation_interval_ms` (a lock of its own): K
 //! anomalous probes in a row then arrive within a few probe durations instead of K intervals,
 //! and a region that stays slow alone stops asking once it is degraded itself.
+//!
+//! Confirmations only hasten a decision, and the round that asks for them waits for the asking:
+//! while Redis is away (not connected) they are skipped, and each Redis call is bounded by
+//! [`REDIS_CALL_TIMEOUT`] rather than the client's command timeout, so a Redis outage never
+//! holds up the consensus rounds (a failure in a quorum of regions is decided from the
+//! regular probes, as fast as with Redis).
+
+use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
@@ -12,6 +20,9 @@ use shared::{DomainId, ProbeRequest};
 use uuid::Uuid;
 
 use super::Consensus;
+
+/// Longest one confirmation call to Redis may take before the round goes on without it.
+const REDIS_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Consensus {
     /// Asks `regions` (the domain's as stored; empty: every region) to probe the domain now
@@ -54,20 +65,43 @@ impl Consensus {
     }
 
     /// Takes the rate-limit slot `key` for `interval` (`SET NX PX`, shared by every replica):
-    /// false when it is already taken (counted as `limited`) or Redis failed (counted and logged).
-    async fn take_slot(&self, key: String, interval: std::time::Duration, limited: &str) -> bool {
+    /// false when it is already taken (counted as `limited`), Redis is not connected (counted
+    /// as `redis_unavailable`), or Redis failed or did not answer within
+    /// [`REDIS_CALL_TIMEOUT`] (counted as `error` and logged).
+    async fn take_slot(&self, key: String, interval: Duration, limited: &str) -> bool {
+        if !self.redis.is_connected() {
+            self.metrics.confirmation("redis_unavailable");
+            return false;
+        }
         let ms = (interval.as_millis() as i64).max(1);
-        let lock: Result<Option<String>, _> =
-            self.redis.set(key, 1, Some(Expiration::PX(ms)), Some(SetOptions::NX), false).await;
+        let lock = tokio::time::timeout(
+            REDIS_CALL_TIMEOUT,
+            self.redis.set::<Option<String>, _, _>(
+                key,
+                1,
+                Some(Expiration::PX(ms)),
+                Some(SetOptions::NX),
+                false,
+            ),
+        )
+        .await;
         match lock {
-            Ok(Some(_)) => true,
-            Ok(None) => {
+            Ok(Ok(Some(_))) => true,
+            Ok(Ok(None)) => {
                 self.metrics.confirmation(limited);
                 false
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 self.metrics.confirmation("error");
                 self.error("confirmation", &error);
+                false
+            }
+            Err(_) => {
+                self.metrics.confirmation("error");
+                self.error(
+                    "confirmation",
+                    &format_args!("redis did not answer within {REDIS_CALL_TIMEOUT:?}"),
+                );
                 false
             }
         }
@@ -79,14 +113,26 @@ impl Consensus {
             Ok(payload) => payload,
             Err(error) => return self.error("confirmation", &error),
         };
-        match self.redis.publish::<i64, _, _>(self.keys.probe_requests(), payload).await {
-            Ok(_) => {
+        let published = tokio::time::timeout(
+            REDIS_CALL_TIMEOUT,
+            self.redis.publish::<i64, _, _>(self.keys.probe_requests(), payload),
+        )
+        .await;
+        match published {
+            Ok(Ok(_)) => {
                 self.metrics.confirmation(outcome);
                 tracing::debug!(%domain_id, reason = %request.reason, regions = ?request.regions, "confirmation probe requested");
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 self.metrics.confirmation("error");
                 self.error("confirmation", &error);
+            }
+            Err(_) => {
+                self.metrics.confirmation("error");
+                self.error(
+                    "confirmation",
+                    &format_args!("redis did not answer within {REDIS_CALL_TIMEOUT:?}"),
+                );
             }
         }
     }

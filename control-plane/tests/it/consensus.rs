@@ -3,13 +3,14 @@
 //! on one database, acknowledgements and certificate expiry notices.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::proto::v1::ingest_client::IngestClient;
 use shared::proto::{AgentHealth, Certificate, ChainCertificate, ErrorKind, ProbeResult};
-use shared::testing::eventually;
+use shared::testing::{eventually, random_prefix, RedisServer};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -182,6 +183,35 @@ async fn failure_in_two_of_three_regions_opens_one_incident_and_recovery_resolve
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let open: Value = app.get("/v1/incidents?state=open", &app.token).await.json().await.unwrap();
     assert!(open["items"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+/// Confirmation probes only hasten a decision: while Redis is away, a failure in two of three
+/// regions still opens the incident at once, not after Redis' command timeout (the first
+/// region's failure asks for a confirmation, and the round asking must not wait on Redis).
+#[sqlx::test]
+async fn a_redis_outage_does_not_hold_up_the_decision(pool: PgPool) {
+    let mut redis = RedisServer::start().await;
+    let pki = Pki::new();
+    let mut config = test_config(&random_prefix("consensus"), &redis.url());
+    pki.configure(&mut config);
+    let app = TestApp::spawn_with(pool, config).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    all_up(&app, &mut clients, &domain).await;
+
+    redis.stop();
+    let failed = Instant::now();
+    report(&mut clients, "ams", &domain, false).await;
+    report(&mut clients, "iad", &domain, false).await;
+    wait_state(&app, &domain, "down").await;
+    let took = failed.elapsed();
+    assert!(
+        took < shared::redis::RedisOptions::default().command_timeout / 2,
+        "decided {took:?} after the failures, held up by the absent Redis"
+    );
+    assert_eq!(incidents_of(&app.pool, &domain).await.len(), 1);
+    redis.restart().await;
     app.stop().await;
 }
 
