@@ -14,14 +14,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use serde_json::{json, Value};
 use shared::testing::{eventually, free_port};
 use sqlx::PgPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -38,10 +40,13 @@ const REGIONS: [&str; 2] = ["ams", "iad"];
 /// A TCP proxy to `backends`: each accepted connection goes to the first backend that accepts a
 /// connection (in order), and both sides are closed as soon as either ends, so a client whose
 /// backend died sees its connection close and reconnects through the proxy to the next one.
+/// What the first backend sends can be held back ([`Proxy::hold_first`]): its acknowledgements
+/// then never reach the agents, although it keeps storing their batches.
 struct Proxy {
     addr: SocketAddr,
     /// Connections made to each backend so far.
     connections: Arc<Vec<AtomicUsize>>,
+    hold: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -50,16 +55,25 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Vec<AtomicUsize>> = Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
         let counts = connections.clone();
+        let (hold, held) = watch::channel(false);
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { continue };
                 let backends = backends.clone();
                 let counts = counts.clone();
+                let held = held.clone();
                 tokio::spawn(async move {
                     for (i, backend) in backends.iter().enumerate() {
                         if let Ok(server) = TcpStream::connect(backend).await {
                             counts[i].fetch_add(1, Ordering::SeqCst);
-                            splice(client, server).await;
+                            let (client_read, client_write) = client.into_split();
+                            let (server_read, server_write) = server.into_split();
+                            // Whichever direction ends first (a backend that died ends its own),
+                            // both connections are dropped, which closes them.
+                            tokio::select! {
+                                _ = forward(client_read, server_write, never_held()) => {}
+                                _ = forward(server_read, client_write, if i == 0 { held } else { never_held() }) => {}
+                            }
                             return;
                         }
                     }
@@ -67,21 +81,42 @@ impl Proxy {
                 });
             }
         });
-        Self { addr, connections }
+        Self { addr, connections, hold }
     }
 
     fn connections_to(&self, backend: usize) -> usize {
         self.connections[backend].load(Ordering::SeqCst)
     }
+
+    /// Stops passing on what the first backend sends (it is kept, not dropped).
+    fn hold_first(&self) {
+        self.hold.send_replace(true);
+    }
 }
 
-/// Copies both ways until either direction ends, then drops (closes) both connections.
-async fn splice(client: TcpStream, server: TcpStream) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    tokio::select! {
-        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
-        _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+/// A hold that is never set.
+fn never_held() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+/// Copies `from` to `to` until `from` ends or either fails. While `hold` is true what is read
+/// is kept back, but reading goes on, so the end of `from` is noticed at once.
+async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut hold: watch::Receiver<bool>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        tokio::select! {
+            read = from.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buffer[..n]),
+            },
+            released = async { hold.wait_for(|held| !held).await.is_ok() }, if !pending.is_empty() => {
+                if !released || to.write_all(&pending).await.is_err() {
+                    return;
+                }
+                pending.clear();
+            }
+        }
     }
 }
 
@@ -104,23 +139,34 @@ async fn target(up: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
-/// The webhook receiver: every delivery's notification id and dedup key, in arrival order.
+/// The webhook receiver: the id and dedup key of every notification delivered, alone or in a
+/// grouped message (storm control), in arrival order.
 #[derive(Clone, Default)]
 struct Receiver {
     deliveries: Arc<Mutex<Vec<(String, String)>>>,
+    /// Deliveries whose `X-Crosscheck-Id` is not their body's id.
+    mislabelled: Arc<AtomicUsize>,
 }
 
 impl Receiver {
     async fn start(&self) -> SocketAddr {
         async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> AxumStatus {
             let body: Value = serde_json::from_slice(&body).unwrap_or_default();
-            let id = headers
-                .get("x-crosscheck-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-                .unwrap_or_else(|| body["id"].as_str().unwrap_or_default().to_owned());
-            let key = body["dedup_key"].as_str().unwrap_or_default().to_owned();
-            r.deliveries.lock().unwrap().push((id, key));
+            let notifications = match body["transitions"].as_array() {
+                Some(members) => members.clone(),
+                None => {
+                    let header = headers.get("x-crosscheck-id").and_then(|v| v.to_str().ok());
+                    if header != body["id"].as_str() {
+                        r.mislabelled.fetch_add(1, Ordering::SeqCst);
+                    }
+                    vec![body]
+                }
+            };
+            let mut deliveries = r.deliveries.lock().unwrap();
+            for n in notifications {
+                let field = |name: &str| n[name].as_str().unwrap_or_default().to_owned();
+                deliveries.push((field("id"), field("dedup_key")));
+            }
             AxumStatus::OK
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -278,11 +324,27 @@ async fn a_replica_killed_mid_run_loses_duplicates_and_repeats_nothing(pool: PgP
     assert!(proxy.connections_to(0) > 0, "the agents deliver through the first replica");
     assert_eq!(proxy.connections_to(1), 0, "nothing reaches the second replica while the first lives");
 
-    // An outage: the first replica dies as soon as the first incident opened, with the other
-    // domains' transitions and the agents' batches in flight.
+    // An outage. Once the first incident opened, the first replica's answers stop reaching the
+    // agents; it dies (SIGKILL) as soon as it has committed a batch of each agent that the agent
+    // then cannot know is stored, with the other domains' transitions and notifications in flight.
+    let ts_pool = PgPool::connect(&ts.url).await.unwrap();
     up.store(false, Ordering::SeqCst);
     eventually(WAIT, "a first incident", || async {
         states(&pool, &flipping).await.iter().any(|s| s == "down").then_some(())
+    })
+    .await;
+    proxy.hold_first();
+    let mut at_hold = Vec::new();
+    for region in REGIONS {
+        at_hold.push(stored(&ts_pool, &format!("{region}-1")).await.0);
+    }
+    eventually(WAIT, "batches stored whose acknowledgements are held back", || async {
+        for (region, before) in REGIONS.iter().zip(&at_hold) {
+            if stored(&ts_pool, &format!("{region}-1")).await.0 <= *before {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
     doomed.child.kill().await.unwrap();
@@ -295,11 +357,22 @@ async fn a_replica_killed_mid_run_loses_duplicates_and_repeats_nothing(pool: PgP
         wait_states(&pool, &flipping, if state { "up" } else { "down" }).await;
     }
 
-    // Storage: every result each agent produced, exactly once.
-    let ts_pool = PgPool::connect(&ts.url).await.unwrap();
+    // Storage: every result each agent produced, exactly once, although each agent resent
+    // batches the dead replica had stored.
     let mut produced = BTreeMap::new();
     for (region, agent) in REGIONS.iter().zip(agents) {
         let agent_id = format!("{region}-1");
+        let sent = |outcome: &str| {
+            let labels = probe_agent::metrics::OutcomeLabels { outcome: outcome.into() };
+            agent.metrics.delivery_batches_sent.get_or_create(&labels).get()
+        };
+        eprintln!(
+            "{agent_id}: batches stored {}, resent after a failure {}, answered duplicate {}",
+            sent("stored"),
+            sent("retry"),
+            sent("duplicate")
+        );
+        assert!(sent("duplicate") > 0, "{agent_id} resent a batch the dead replica had stored");
         produced.insert(agent_id, agent.stop().await);
     }
     for (agent_id, produced) in &produced {
@@ -347,6 +420,7 @@ async fn a_replica_killed_mid_run_loses_duplicates_and_repeats_nothing(pool: PgP
     assert_eq!(keys, wanted, "the outbox holds exactly one notification per transition");
     assert_eq!(rows.len(), wanted.len());
     let deliveries = receiver.deliveries();
+    assert_eq!(receiver.mislabelled.load(Ordering::SeqCst), 0, "X-Crosscheck-Id names the notification");
     let mut heard: BTreeMap<String, usize> = BTreeMap::new();
     for (id, key) in &deliveries {
         let row = rows.iter().find(|(row_id, _, _, _)| row_id.to_string() == *id);
@@ -358,6 +432,12 @@ async fn a_replica_killed_mid_run_loses_duplicates_and_repeats_nothing(pool: PgP
         // died with its replica: it was claimed again after the lease ran out.
         assert!(*times == 1 || *attempts > 1, "{key} delivered {times} times but claimed once");
     }
+    eprintln!(
+        "notifications {}, deliveries {} (repeated after the kill: {})",
+        rows.len(),
+        deliveries.len(),
+        deliveries.len() - heard.len()
+    );
     let heard_keys: BTreeSet<String> = heard.keys().cloned().collect();
     assert_eq!(heard_keys, wanted, "the receiver heard every transition");
 
