@@ -2,13 +2,18 @@
 //! TCP proxy that sends every new connection to the first replica that accepts it and closes a
 //! client's connection when its replica's side ends. Two agents (regions `ams` and `iad`) probe
 //! a local target whose answers the test flips between up and down, so incidents open and
-//! resolve; a local webhook receiver records every delivery. The replica the agents are connected
-//! to is killed with SIGKILL just after the first incident of an outage opened, while the other
-//! domains are still changing state and the agents keep sending.
+//! resolve; a local webhook receiver records every delivery (grouped ones by member).
+//!
+//! Once the first incident of an outage opened, the receiver stops answering (it keeps what it
+//! got) and the proxy holds back what the first replica sends (its acknowledgements); as soon as
+//! that replica has stored a batch of each agent, it is killed with SIGKILL, while the other
+//! domains' transitions and notifications are in flight. The survivor then decides the rest of
+//! the outage, a recovery and a second outage alone.
 //!
 //! Afterwards: every result each agent produced is stored exactly once (and counted once in the
-//! roll-ups), every outage is one incident with one opening and one resolution, and the receiver
-//! heard each of those notifications exactly once.
+//! roll-ups) although each agent resent batches the dead replica had stored; every outage is one
+//! incident; each opening and resolution is one outbox row, heard by the receiver, and heard
+//! again only as often as it was claimed again (the unanswered delivery, same id).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
