@@ -25,6 +25,7 @@ mod notify;
 mod openapi;
 mod pause;
 mod quotas;
+mod replicas;
 mod request_options;
 mod saturation;
 mod security;
