@@ -32,5 +32,6 @@ mod sla;
 mod status;
 mod storm;
 mod tags;
+mod timescale;
 mod timeseries;
 mod web;
