@@ -462,3 +462,44 @@ async fn timescale_mode_notes_late_results_and_reads_job_health() {
     pool.close().await;
     db.drop_now().await;
 }
+
+/// The whole control plane over a fake TimescaleDB whose refresh job fails: `/readyz` stays
+/// ready and says so, once the maintenance task (its first round runs at start) read the jobs.
+#[sqlx::test(migrator = "control_plane::startup::MIGRATOR")]
+async fn readyz_names_failing_timescaledb_jobs(pool: PgPool) {
+    let (db, ts_pool) = fake_timescale("tsready").await;
+    sqlx::query("UPDATE storage_meta SET mode = 'timescale'").execute(&ts_pool).await.unwrap();
+    // The policies as a previous start left them, one of them failing.
+    policies::reconcile(&ts_pool, retention(90)).await.unwrap();
+    sqlx::query(
+        "INSERT INTO timescaledb_information.job_stats \
+         SELECT job_id, CASE WHEN proc_name = 'policy_refresh_continuous_aggregate' \
+                             AND hypertable_name = '_materialized_hypertable_2' THEN 'Failed' ELSE 'Success' END, \
+                'Scheduled', now() + interval '1 minute', now(), 0 \
+         FROM timescaledb_information.jobs",
+    )
+    .execute(&ts_pool)
+    .await
+    .unwrap();
+
+    let mut config = crate::helpers::test_config(&shared::testing::random_prefix("cp"), "redis://127.0.0.1:6379");
+    config.timeseries_url = db.url.clone();
+    let app = control_plane::Application::build_with_clock(config, pool, control_plane::clock::system())
+        .await
+        .expect("control plane builds");
+    let url = format!("http://{}/readyz", app.local_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.run_until(shutdown.clone()));
+    let body = shared::testing::eventually(crate::helpers::WAIT, "the jobs line in /readyz", || async {
+        let response = reqwest::get(&url).await.ok()?;
+        let ok = response.status() == reqwest::StatusCode::OK;
+        let body = response.text().await.ok()?;
+        (ok && body.contains("timeseries jobs:")).then_some(body)
+    })
+    .await;
+    assert_eq!(body, "ready\ntimeseries jobs: 1 failed (refresh 1)\n");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    ts_pool.close().await;
+    db.drop_now().await;
+}
