@@ -108,7 +108,8 @@ pub fn evaluate(stats: &[JobStat], now: DateTime<Utc>) -> JobHealth {
             ));
         }
         let grace = Duration::seconds(s.schedule_s).max(OVERDUE_GRACE);
-        if s.job_status.as_deref() == Some("Scheduled") && s.next_start.is_some_and(|next| next + grace < now) {
+        if s.job_status.as_deref() == Some("Scheduled") && s.next_start.is_some_and(|next| next + grace < now)
+        {
             h.overdue += 1;
             health.problems.push(format!(
                 "job {} ({kind}): overdue since {}",
@@ -131,11 +132,8 @@ pub const JOB_STATS: &str = "\
     ORDER BY s.job_id";
 
 /// Reads [`JOB_STATS`].
-pub async fn read<'c, E>(executor: E) -> Result<Vec<JobStat>, sqlx::Error>
-where
-    E: sqlx::PgExecutor<'c>,
-{
-    sqlx::query_as(JOB_STATS).fetch_all(executor).await
+pub async fn read(pool: &sqlx::PgPool) -> Result<Vec<JobStat>, sqlx::Error> {
+    sqlx::query_as(JOB_STATS).fetch_all(pool).await
 }
 
 #[cfg(test)]
@@ -177,7 +175,8 @@ mod tests {
         };
         let overdue_short =
             JobStat { next_start: Some(now - Duration::minutes(11)), ..job(1003, "policy_compression") };
-        let not_yet = JobStat { next_start: Some(now - Duration::minutes(9)), ..job(1004, "policy_compression") };
+        let not_yet =
+            JobStat { next_start: Some(now - Duration::minutes(9)), ..job(1004, "policy_compression") };
         let paused = JobStat {
             job_status: Some("Paused".into()),
             next_start: Some(now - Duration::days(9)),
@@ -195,7 +194,13 @@ mod tests {
             ("no jobs", vec![], [(0, 0, 0); 4], "timeseries jobs: ok (0 jobs)"),
             (
                 "healthy jobs",
-                vec![late_hourly.clone(), not_yet.clone(), paused.clone(), running.clone(), never_ran.clone()],
+                vec![
+                    late_hourly.clone(),
+                    not_yet.clone(),
+                    paused.clone(),
+                    running.clone(),
+                    never_ran.clone(),
+                ],
                 [(1, 0, 0), (1, 0, 0), (3, 0, 0), (0, 0, 0)],
                 "timeseries jobs: ok (5 jobs)",
             ),
@@ -220,7 +225,8 @@ mod tests {
         ];
         for (name, stats, want, detail) in cases {
             let health = evaluate(&stats, now);
-            let got: Vec<(u32, u32, u32)> = health.kinds.iter().map(|(_, h)| (h.jobs, h.failed, h.overdue)).collect();
+            let got: Vec<(u32, u32, u32)> =
+                health.kinds.iter().map(|(_, h)| (h.jobs, h.failed, h.overdue)).collect();
             assert_eq!(got, want, "{name}");
             assert_eq!(health.detail(), detail, "{name}");
         }

@@ -114,7 +114,11 @@ impl TimeseriesMetrics {
             "Late results older than the raw retention, left out of the roll-ups",
             self.late_results_skipped.clone(),
         );
-        r.register("jobs_failed", "TimescaleDB background jobs whose last run failed", self.jobs_failed.clone());
+        r.register(
+            "jobs_failed",
+            "TimescaleDB background jobs whose last run failed",
+            self.jobs_failed.clone(),
+        );
         r.register(
             "jobs_overdue",
             "Scheduled TimescaleDB background jobs whose start is overdue",

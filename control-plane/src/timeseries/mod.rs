@@ -44,9 +44,9 @@ use uuid::Uuid;
 
 pub use metrics::TimeseriesMetrics;
 pub use model::{IngestBatch, IngestError, IngestOutcome};
+pub use policies::MIN_TIMESCALE_RAW_DAYS;
 pub use read::{CertificateFacts, ExpiringCertificate, Latency, PhaseLatency, StoredResult, Uptime, Window};
 pub use rollup::{MaintenanceReport, RefreshReport, Retention};
-pub use policies::MIN_TIMESCALE_RAW_DAYS;
 pub use writer::{copy_batch, MAX_ROWS_PER_TX};
 
 use crate::config::Config;
@@ -148,7 +148,9 @@ async fn accept_released_checksums(pool: &PgPool) -> anyhow::Result<()> {
     .await
     .context("updating the checksum of the time-series migration 0001")?;
     if updated.rows_affected() > 0 {
-        tracing::info!("time-series migration 0001: recorded the checksum of its any-role storage-mode check");
+        tracing::info!(
+            "time-series migration 0001: recorded the checksum of its any-role storage-mode check"
+        );
     }
     Ok(())
 }

@@ -81,7 +81,13 @@ pub const REFRESH_POLICIES: [RefreshPolicy; 2] = [
         end_offset_s: HOUR,
         schedule_s: 5 * MINUTE,
     },
-    RefreshPolicy { view: "rollup_daily", bucket_s: DAY, start_offset_s: 4 * DAY, end_offset_s: DAY, schedule_s: HOUR },
+    RefreshPolicy {
+        view: "rollup_daily",
+        bucket_s: DAY,
+        start_offset_s: 4 * DAY,
+        end_offset_s: DAY,
+        schedule_s: HOUR,
+    },
 ];
 
 /// Raw chunks are compressed after this long (seconds).
@@ -219,8 +225,10 @@ pub fn plan(wanted: &[Policy], existing: &[ExistingJob]) -> Vec<Action> {
             actions.push(Action::Add(policy.clone()));
             continue;
         };
-        let settings_differ =
-            policy.settings.iter().any(|(key, secs)| job.settings.get(*key).copied().flatten() != Some(*secs));
+        let settings_differ = policy
+            .settings
+            .iter()
+            .any(|(key, secs)| job.settings.get(*key).copied().flatten() != Some(*secs));
         let schedule = policy.schedule_s.filter(|s| *s != job.schedule_s);
         if !settings_differ && schedule.is_none() {
             continue;
@@ -261,22 +269,25 @@ pub const EXISTING_JOBS: &str = "\
       AND coalesce(c.view_schema, j.hypertable_schema) = current_schema() \
     ORDER BY j.job_id";
 
-type JobRow = (i32, String, String, i64, Option<serde_json::Value>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+type JobRow =
+    (i32, String, String, i64, Option<serde_json::Value>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 /// Reads the existing policy jobs ([`EXISTING_JOBS`]).
-pub async fn existing_jobs<'c, E>(executor: E) -> Result<Vec<ExistingJob>, sqlx::Error>
-where
-    E: sqlx::PgExecutor<'c>,
-{
-    let rows: Vec<JobRow> = sqlx::query_as(EXISTING_JOBS).fetch_all(executor).await?;
+pub async fn existing_jobs(conn: &mut sqlx::PgConnection) -> Result<Vec<ExistingJob>, sqlx::Error> {
+    let rows: Vec<JobRow> = sqlx::query_as(EXISTING_JOBS).fetch_all(conn).await?;
     Ok(rows
         .into_iter()
         .filter_map(|(job_id, proc_name, relation, schedule_s, config, drop, compress, start, end)| {
             let kind = PolicyKind::from_proc_name(&proc_name)?;
-            let settings = [("drop_after", drop), ("compress_after", compress), ("start_offset", start), ("end_offset", end)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+            let settings = [
+                ("drop_after", drop),
+                ("compress_after", compress),
+                ("start_offset", start),
+                ("end_offset", end),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
             Some(ExistingJob {
                 job_id,
                 kind,
@@ -311,7 +322,8 @@ pub async fn reconcile(pool: &PgPool, retention: Retention) -> anyhow::Result<Ve
     let existing = existing_jobs(&mut *tx).await.context("reading timescaledb_information.jobs")?;
     let actions = plan(&wanted(retention), &existing);
     for action in &actions {
-        sqlx::raw_sql(&action.sql()).execute(&mut *tx).await.with_context(|| action.describe())?;
+        let sql = action.sql();
+        sqlx::Executor::execute(&mut *tx, sql.as_str()).await.with_context(|| action.describe())?;
     }
     tx.commit().await?;
     for action in &actions {
@@ -381,7 +393,10 @@ mod tests {
             Case {
                 name: "a new database gets every policy",
                 existing: vec![],
-                want: want.iter().map(|p| format!("add {} policy on {}", p.kind.label(), p.relation)).collect(),
+                want: want
+                    .iter()
+                    .map(|p| format!("add {} policy on {}", p.kind.label(), p.relation))
+                    .collect(),
             },
             Case { name: "unchanged settings touch nothing", existing: same.clone(), want: vec![] },
             Case {
@@ -453,9 +468,17 @@ mod tests {
 
     #[test]
     fn intervals_are_written_in_the_largest_whole_unit() {
-        for (secs, text) in
-            [(0, "0 seconds"), (1, "1 second"), (90, "90 seconds"), (300, "5 minutes"), (3_600, "1 hour"), (7_200, "2 hours"), (DAY, "1 day"), (30 * DAY, "30 days"), (DAY + HOUR, "25 hours")]
-        {
+        for (secs, text) in [
+            (0, "0 seconds"),
+            (1, "1 second"),
+            (90, "90 seconds"),
+            (300, "5 minutes"),
+            (3_600, "1 hour"),
+            (7_200, "2 hours"),
+            (DAY, "1 day"),
+            (30 * DAY, "30 days"),
+            (DAY + HOUR, "25 hours"),
+        ] {
             assert_eq!(interval_text(secs), text);
         }
     }

@@ -497,7 +497,11 @@ where
 }
 
 impl Conn {
-    async fn open(pg: &tokio_postgres::Config, metrics: &TimeseriesMetrics, mode: StorageMode) -> anyhow::Result<Self> {
+    async fn open(
+        pg: &tokio_postgres::Config,
+        metrics: &TimeseriesMetrics,
+        mode: StorageMode,
+    ) -> anyhow::Result<Self> {
         let gauge = &metrics.write_connections;
         let mut pg = pg.clone();
         pg.connect_timeout(CONNECT_TIMEOUT);

@@ -85,10 +85,30 @@ impl Drop for PlainRole {
 }
 
 /// `control-plane migrate` as a role that may not read `shared_preload_libraries`: both
-/// databases are migrated and the storage mode is decided without an error.
+/// databases are migrated and the storage mode is decided without an error. The time-series
+/// database is made to offer TimescaleDB (a `pg_available_extensions` listing it, found before
+/// pg_catalog's through the role's search_path), so the check goes on to the preload, as on a
+/// server with the package installed but not preloaded: plain mode, no permission error.
 #[tokio::test]
 async fn a_role_that_is_not_a_superuser_migrates_both_databases() {
     let role = PlainRole::create().await;
+    let ts_admin = format!("postgres://postgres@127.0.0.1:5432/{}", role.databases[1]);
+    let mut admin = sqlx::PgConnection::connect(&ts_admin).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA offered; \
+         CREATE VIEW offered.pg_available_extensions AS \
+             SELECT 'timescaledb'::name AS name, '2.28.3'::text AS default_version, \
+                    NULL::text AS installed_version, 'fake'::text AS comment; \
+         GRANT USAGE ON SCHEMA offered TO \"{role}\"; \
+         GRANT SELECT ON offered.pg_available_extensions TO \"{role}\"; \
+         ALTER ROLE \"{role}\" IN DATABASE \"{db}\" SET search_path = public, offered, pg_catalog",
+        role = role.role,
+        db = role.databases[1],
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("offer TimescaleDB");
+    admin.close().await.unwrap();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"));
     for (key, _) in std::env::vars() {
         if key.starts_with("CROSSCHECK_") {
@@ -109,14 +129,14 @@ async fn a_role_that_is_not_a_superuser_migrates_both_databases() {
     assert!(stdout.contains("migrated the transactional database"), "{stdout}");
     assert!(stdout.contains("migrated the time-series database (plain storage)"), "{stdout}");
     // The log says what the server offers, the preload list being unreadable for this role.
-    assert!(stderr.contains("preload=unreadable"), "{stderr}");
+    assert!(stderr.contains("available=yes installed=no loader_setting=no preload=unreadable"), "{stderr}");
 
     let pool = PgPool::connect(&role.url(1)).await.unwrap();
     let denied = sqlx::query("SELECT current_setting('shared_preload_libraries')").execute(&pool).await;
     assert!(denied.is_err(), "the role may not read the preload list, so the check must not either");
     let facts = timeseries::timescale_facts(&pool).await.expect("any role reads the facts");
     assert_eq!(facts.preload, None);
-    assert!(!facts.installed);
+    assert!(facts.available && !facts.installed && !facts.loader_setting, "{facts:?}");
     let mode: String = sqlx::query_scalar("SELECT mode FROM storage_meta").fetch_one(&pool).await.unwrap();
     assert_eq!(mode, "plain");
     pool.close().await;
@@ -134,7 +154,8 @@ async fn the_released_0001_checksum_is_accepted() {
     let config = ts_config(&db.url);
     timeseries::migrate_database(&config).await.expect("first migration");
     let pool = PgPool::connect(&db.url).await.unwrap();
-    let released = "284e4615c9f3a0485dcc7379b4254531a5bdd1985db74bff0df586986863a7caa674c6889fb72dead386b98f8e59971a";
+    let released =
+        "284e4615c9f3a0485dcc7379b4254531a5bdd1985db74bff0df586986863a7caa674c6889fb72dead386b98f8e59971a";
     sqlx::query("UPDATE _sqlx_migrations SET checksum = decode($1, 'hex') WHERE version = 1")
         .bind(released)
         .execute(&pool)
@@ -148,7 +169,10 @@ async fn the_released_0001_checksum_is_accepted() {
         .unwrap();
     assert_eq!(stored, current);
     // Any other checksum is still refused: 0001 was really changed.
-    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
     assert!(timeseries::migrate_database(&config).await.is_err());
     pool.close().await;
     db.drop_now().await;
@@ -283,7 +307,10 @@ async fn policies_are_created_once_and_altered_in_place() {
     let actions = policies::reconcile(&pool, retention(30)).await.expect("changed settings");
     assert_eq!(actions.len(), 1, "{actions:?}");
     let after = jobs(&pool).await;
-    assert_eq!(after.iter().map(|j| j.0).collect::<Vec<_>>(), created.iter().map(|j| j.0).collect::<Vec<_>>());
+    assert_eq!(
+        after.iter().map(|j| j.0).collect::<Vec<_>>(),
+        created.iter().map(|j| j.0).collect::<Vec<_>>()
+    );
     let raw = &after[0];
     assert_eq!(raw.1, "policy_retention");
     let config: serde_json::Value = serde_json::from_str(&raw.2).unwrap();
@@ -343,7 +370,10 @@ async fn late_marks_are_refreshed_once_outside_a_transaction() {
     assert_eq!((report.marks, report.results, report.plan.skipped_results), (3, 3, 4));
     assert_eq!(
         calls(&pool).await,
-        ["refresh rollup_hourly 2026-11-10 22:00 2026-11-15 10:00", "refresh rollup_daily 2026-11-10 00:00 2026-11-16 00:00"]
+        [
+            "refresh rollup_hourly 2026-11-10 22:00 2026-11-15 10:00",
+            "refresh rollup_daily 2026-11-10 00:00 2026-11-16 00:00"
+        ]
     );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM late_results").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 0);
@@ -409,7 +439,11 @@ async fn timescale_mode_notes_late_results_and_reads_job_health() {
         region: "eu".into(),
         agent_id: "eu-1".into(),
         batch_id: Uuid::now_v7(),
-        results: vec![result(d, now - Duration::minutes(1)), result(d, five_days), result(d, now - Duration::hours(2))],
+        results: vec![
+            result(d, now - Duration::minutes(1)),
+            result(d, five_days),
+            result(d, now - Duration::hours(2)),
+        ],
     };
     ts.ingest(batch).await.expect("stored");
     let marks: Vec<(DateTime<Utc>, i32)> =
@@ -419,7 +453,8 @@ async fn timescale_mode_notes_late_results_and_reads_job_health() {
     assert_eq!(ts.metrics().late_results_noted.get(), 1);
 
     ts.refresh_rollups().await.expect("refreshes the late range");
-    let refreshes: Vec<String> = calls(&pool).await.into_iter().filter(|c| c.starts_with("refresh")).collect();
+    let refreshes: Vec<String> =
+        calls(&pool).await.into_iter().filter(|c| c.starts_with("refresh")).collect();
     assert_eq!(refreshes.len(), 2, "{refreshes:?}");
     assert!(refreshes[0].starts_with("refresh rollup_hourly"), "{refreshes:?}");
     assert_eq!(ts.metrics().late_refreshes.get(), 2);
@@ -451,7 +486,10 @@ async fn timescale_mode_notes_late_results_and_reads_job_health() {
         .unwrap();
     let health = ts.check_jobs(Utc::now()).await.expect("reads job_stats").expect("TimescaleDB mode");
     assert_eq!(health.detail(), "timeseries jobs: 1 failed (refresh 1), 1 overdue (retention 1)");
-    assert_eq!(ts.jobs_detail().as_deref(), Some("timeseries jobs: 1 failed (refresh 1), 1 overdue (retention 1)"));
+    assert_eq!(
+        ts.jobs_detail().as_deref(),
+        Some("timeseries jobs: 1 failed (refresh 1), 1 overdue (retention 1)")
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("control_plane_timeseries_jobs_failed{kind=\"refresh\"} 1"), "{text}");
@@ -482,7 +520,8 @@ async fn readyz_names_failing_timescaledb_jobs(pool: PgPool) {
     .await
     .unwrap();
 
-    let mut config = crate::helpers::test_config(&shared::testing::random_prefix("cp"), "redis://127.0.0.1:6379");
+    let mut config =
+        crate::helpers::test_config(&shared::testing::random_prefix("cp"), "redis://127.0.0.1:6379");
     config.timeseries_url = db.url.clone();
     let app = control_plane::Application::build_with_clock(config, pool, control_plane::clock::system())
         .await
