@@ -190,7 +190,9 @@ mod tests {
         let telemetry = JobStat { last_run_status: Some("Failed".into()), ..job(1, "policy_telemetry") };
         let never_ran = JobStat { last_run_status: None, ..job(1007, "policy_retention") };
 
-        let cases: Vec<(&str, Vec<JobStat>, [(u32, u32, u32); 4], &str)> = vec![
+        // (name, jobs, per kind (jobs, failed, overdue), /readyz detail)
+        type Case = (&'static str, Vec<JobStat>, [(u32, u32, u32); 4], &'static str);
+        let cases: Vec<Case> = vec![
             ("no jobs", vec![], [(0, 0, 0); 4], "timeseries jobs: ok (0 jobs)"),
             (
                 "healthy jobs",

@@ -213,7 +213,8 @@ mod tests {
     fn only_results_older_than_the_policies_reach_are_late() {
         let now = at(20, 12, 0);
         assert_eq!(late_cutoff(now), now - Duration::hours(70));
-        let cases: &[(&str, Vec<DateTime<Utc>>, Option<LateSpan>)] = &[
+        type Case = (&'static str, Vec<DateTime<Utc>>, Option<LateSpan>);
+        let cases: &[Case] = &[
             ("nothing stored", vec![], None),
             ("fresh results", vec![now, now - Duration::hours(69)], None),
             (

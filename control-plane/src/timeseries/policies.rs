@@ -319,7 +319,7 @@ pub async fn reconcile(pool: &PgPool, retention: Retention) -> anyhow::Result<Ve
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crosscheck retention policies'))")
         .execute(&mut *tx)
         .await?;
-    let existing = existing_jobs(&mut *tx).await.context("reading timescaledb_information.jobs")?;
+    let existing = existing_jobs(&mut tx).await.context("reading timescaledb_information.jobs")?;
     let actions = plan(&wanted(retention), &existing);
     for action in &actions {
         let sql = action.sql();
