@@ -87,9 +87,11 @@ pub struct Config {
     pub partitions_ahead_days: u32,
     /// Plain-PostgreSQL mode: how often hours marked for a refresh by an older control plane
     /// (this one adds each batch to its roll-ups as it stores it) are re-aggregated from the raw
-    /// rows, in seconds. Reads never wait for it.
+    /// rows, in seconds; TimescaleDB mode: how often the continuous aggregates are refreshed
+    /// over late results. Reads never wait for it.
     pub rollup_refresh_interval_s: u64,
-    /// How often partitions and retention are maintained, in seconds.
+    /// How often partitions and retention are maintained and (TimescaleDB mode) the background
+    /// jobs' health is read, in seconds.
     pub maintenance_interval_s: u64,
 
     /// A region's latest observation of a domain votes while it is younger than this factor

@@ -4,10 +4,15 @@
 -- One migration builds one of two storage modes, chosen here and recorded in `storage_meta`:
 --
 -- * timescale: the TimescaleDB extension is installed in this database, or it is available and
---   preloaded (`shared_preload_libraries`). `probe_results` is a hypertable with 1-day chunks,
---   `rollup_hourly` and `rollup_daily` are continuous aggregates with refresh policies, raw
---   chunks are compressed after 7 days and dropped by a retention policy (the control plane
---   re-applies `retention_raw_days` at start).
+--   its loader is preloaded. The preload is seen through the loader's own setting
+--   `timescaledb.max_background_workers` in `pg_settings`, which any role may read (the list
+--   `shared_preload_libraries` itself is readable only by superusers and members of
+--   pg_read_all_settings; a placeholder set without the library is not listed in pg_settings).
+--   `probe_results` is a hypertable with 1-day chunks, `rollup_hourly` and `rollup_daily` are
+--   continuous aggregates with refresh policies, raw chunks are compressed after 7 days and
+--   dropped by a retention policy (the control plane reconciles every policy with its settings
+--   at start: `timeseries::policies`). TimescaleDB is a trusted extension: a role with CREATE on
+--   the database (its owner) may create it.
 -- * plain: `probe_results` is partitioned by range of `time` into daily partitions that the
 --   control plane creates ahead and drops after `retention_raw_days`, plus a DEFAULT partition
 --   so that a result outside every partition is still stored. `rollup_hourly` and
@@ -135,7 +140,7 @@ DECLARE
 BEGIN
     timescale := EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
         OR (EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-            AND current_setting('shared_preload_libraries') ~ '(^|[\s,])timescaledb([\s,]|$)');
+            AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.max_background_workers'));
 
     IF timescale THEN
         EXECUTE 'CREATE EXTENSION IF NOT EXISTS timescaledb';

@@ -269,7 +269,7 @@ fn ops_router(state: DebugState, registry: Arc<Registry>) -> Router {
         let loaded = ready_handle.is_loaded();
         Box::pin(async move {
             if loaded {
-                Ok(())
+                Ok(Vec::new())
             } else {
                 Err("catalog not loaded yet".into())
             }

@@ -12,8 +12,9 @@ use axum::Router;
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 
-/// A readiness probe: resolves to `Ok(())` when ready, or to a short reason when not.
-pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// A readiness probe: resolves to `Ok(details)` when ready (lines shown under `ready`, such as
+/// the state of background work that does not decide readiness), or to a short reason when not.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<String>, String>> + Send + Sync>;
 
 #[derive(Clone)]
 struct OpsState {
@@ -49,7 +50,14 @@ async fn metrics(State(state): State<OpsState>) -> Response {
 
 async fn readyz(State(state): State<OpsState>) -> Response {
     match (state.ready)().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(details) => {
+            let mut body = String::from("ready\n");
+            for line in details {
+                body.push_str(&line);
+                body.push('\n');
+            }
+            (StatusCode::OK, body).into_response()
+        }
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
 }

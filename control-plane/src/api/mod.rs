@@ -142,7 +142,7 @@ pub(crate) fn v1() -> OpenApiRouter<AppState> {
 /// `/console`, status pages, static files), `/metrics`,
 /// `/healthz`, `/readyz`.
 pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
-    let ready = readiness(state.pool.clone());
+    let ready = readiness(state.pool.clone(), state.timeseries.clone());
     let (v1, _) = v1().split_for_parts();
     let v1 = v1
         // A path served with another method: the JSON error, like every other `/v1` error.
@@ -170,13 +170,17 @@ pub fn router(state: AppState, registry: Arc<Registry>) -> Router {
         .merge(shared::ops::router(registry, ready))
 }
 
-fn readiness(pool: PgPool) -> ReadyCheck {
+/// Ready when the transactional database answers; the details carry the state of
+/// TimescaleDB's background jobs (TimescaleDB mode, after the first check), which does not
+/// decide readiness.
+fn readiness(pool: PgPool, timeseries: crate::timeseries::Timeseries) -> ReadyCheck {
     Arc::new(move || {
         let pool = pool.clone();
+        let detail = timeseries.jobs_detail();
         Box::pin(async move {
             let ping = sqlx::query("SELECT 1").execute(&pool);
             match tokio::time::timeout(Duration::from_secs(2), ping).await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => Ok(detail.into_iter().collect()),
                 Ok(Err(e)) => Err(format!("postgres: {e}")),
                 Err(_) => Err("postgres: timed out".into()),
             }

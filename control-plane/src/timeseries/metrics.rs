@@ -6,7 +6,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use prometheus_client::encoding::EncodeLabelSet;
+
 use crate::metrics::ReasonLabels;
+
+/// The `kind` label of the job gauges: one of [`super::jobs::KINDS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobKindLabels {
+    pub kind: &'static str,
+}
 
 #[derive(Clone, Debug)]
 pub struct TimeseriesMetrics {
@@ -17,7 +25,7 @@ pub struct TimeseriesMetrics {
     /// Batches acknowledged as already stored.
     pub duplicates: Counter,
     /// Failures by kind: `invalid`, `queue_full`, `unavailable`, `connect`, `write`, `timeout`,
-    /// `refresh`, `maintenance`.
+    /// `refresh`, `maintenance`, `late_refresh`, `job_stats`.
     pub errors: Family<ReasonLabels, Counter>,
     /// Batches waiting for a writer.
     pub queue_depth: Gauge,
@@ -29,6 +37,19 @@ pub struct TimeseriesMetrics {
     pub hours_rolled_up: Counter,
     /// Raw partitions dropped by retention (plain mode).
     pub partitions_dropped: Counter,
+    /// TimescaleDB mode: results stored older than the refresh policies reach (noted by the
+    /// writers for a refresh).
+    pub late_results_noted: Counter,
+    /// TimescaleDB mode: `refresh_continuous_aggregate` calls over late results.
+    pub late_refreshes: Counter,
+    /// TimescaleDB mode: late results whose buckets were refreshed.
+    pub late_results_refreshed: Counter,
+    /// TimescaleDB mode: late results older than the raw retention, left out of the roll-ups.
+    pub late_results_skipped: Counter,
+    /// TimescaleDB mode: background jobs whose last run failed, by kind.
+    pub jobs_failed: Family<JobKindLabels, Gauge>,
+    /// TimescaleDB mode: scheduled background jobs whose start is overdue, by kind.
+    pub jobs_overdue: Family<JobKindLabels, Gauge>,
 }
 
 impl Default for TimeseriesMetrics {
@@ -43,6 +64,12 @@ impl Default for TimeseriesMetrics {
             write_connections: Gauge::default(),
             hours_rolled_up: Counter::default(),
             partitions_dropped: Counter::default(),
+            late_results_noted: Counter::default(),
+            late_refreshes: Counter::default(),
+            late_results_refreshed: Counter::default(),
+            late_results_skipped: Counter::default(),
+            jobs_failed: Family::default(),
+            jobs_overdue: Family::default(),
         }
     }
 }
@@ -67,6 +94,44 @@ impl TimeseriesMetrics {
             "Raw partitions dropped by retention",
             self.partitions_dropped.clone(),
         );
+        r.register(
+            "late_results_noted",
+            "Results stored older than the continuous aggregates' refresh policies reach",
+            self.late_results_noted.clone(),
+        );
+        r.register(
+            "late_refreshes",
+            "Continuous-aggregate refreshes over late results",
+            self.late_refreshes.clone(),
+        );
+        r.register(
+            "late_results_refreshed",
+            "Late results whose roll-up buckets were refreshed",
+            self.late_results_refreshed.clone(),
+        );
+        r.register(
+            "late_results_skipped",
+            "Late results older than the raw retention, left out of the roll-ups",
+            self.late_results_skipped.clone(),
+        );
+        r.register(
+            "jobs_failed",
+            "TimescaleDB background jobs whose last run failed",
+            self.jobs_failed.clone(),
+        );
+        r.register(
+            "jobs_overdue",
+            "Scheduled TimescaleDB background jobs whose start is overdue",
+            self.jobs_overdue.clone(),
+        );
+    }
+
+    /// Sets the job gauges from an evaluation (every kind, zero included).
+    pub fn set_job_health(&self, health: &super::jobs::JobHealth) {
+        for (kind, h) in &health.kinds {
+            self.jobs_failed.get_or_create(&JobKindLabels { kind }).set(i64::from(h.failed));
+            self.jobs_overdue.get_or_create(&JobKindLabels { kind }).set(i64::from(h.overdue));
+        }
     }
 
     pub fn error(&self, reason: &str) {

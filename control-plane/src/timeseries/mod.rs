@@ -8,14 +8,24 @@
 //!   the roll-ups in the same transaction), answer after COMMIT. Idempotent per batch id.
 //! - [`Timeseries::refresh_rollups`] and [`Timeseries::maintain`] ([`rollup`]): plain-mode
 //!   re-aggregation of hours an older control plane marked, partitions and retention;
-//!   [`Timeseries::run_maintenance`] runs both periodically.
+//!   TimescaleDB mode: refreshes of the continuous aggregates over late results ([`late`]);
+//!   [`Timeseries::run_maintenance`] runs both periodically, and in TimescaleDB mode also
+//!   [`Timeseries::check_jobs`] ([`jobs`]: failed and overdue background jobs).
+//! - Start-up ([`migrate_database`], [`Timeseries::connect`]): the migrations (the storage mode
+//!   is decided by the first one with checks any role may run), the preload list logged when
+//!   readable ([`preload`]), and in TimescaleDB mode the policies reconciled with the
+//!   configuration, never recreated ([`policies`]).
 //! - [`Timeseries::uptime`], [`Timeseries::latency`], [`Timeseries::recent_results`],
 //!   [`Timeseries::certificate`] ([`read`]): through a pool of `timeseries_read_connections`.
 //! - [`buckets`]: the fixed log-scale latency buckets and percentiles.
 
 pub mod buckets;
+pub mod jobs;
+pub mod late;
 mod metrics;
 mod model;
+pub mod policies;
+pub mod preload;
 pub mod read;
 pub mod rollup;
 mod writer;
@@ -34,6 +44,7 @@ use uuid::Uuid;
 
 pub use metrics::TimeseriesMetrics;
 pub use model::{IngestBatch, IngestError, IngestOutcome};
+pub use policies::MIN_TIMESCALE_RAW_DAYS;
 pub use read::{CertificateFacts, ExpiringCertificate, Latency, PhaseLatency, StoredResult, Uptime, Window};
 pub use rollup::{MaintenanceReport, RefreshReport, Retention};
 pub use writer::{copy_batch, MAX_ROWS_PER_TX};
@@ -79,6 +90,9 @@ struct Inner {
     retention: Retention,
     refresh_every: Duration,
     maintain_every: Duration,
+    /// The last evaluation of TimescaleDB's background jobs, for `/readyz` (written by the
+    /// maintenance task, read by readiness checks; held only to copy or replace it).
+    job_health: std::sync::Mutex<Option<jobs::JobHealth>>,
 }
 
 impl std::fmt::Debug for Timeseries {
@@ -107,17 +121,116 @@ fn retention(config: &Config) -> Retention {
     }
 }
 
-/// Migrates the time-series database and applies the retention settings (TimescaleDB policies,
-/// or plain-mode partitions); the storage mode the migration chose.
+/// The SHA-384 checksum of `0001_probe_results.sql` as first released, when it decided the
+/// storage mode by reading `shared_preload_libraries` (which only privileged roles may read).
+/// The schema it built is the same; only its check changed, so a database migrated by it is
+/// given the current checksum instead of failing the migration as modified.
+const RELEASED_0001_CHECKSUM: &str =
+    "284e4615c9f3a0485dcc7379b4254531a5bdd1985db74bff0df586986863a7caa674c6889fb72dead386b98f8e59971a";
+
+/// Gives an applied 0001 migration of the first release the current checksum (see
+/// [`RELEASED_0001_CHECKSUM`]); nothing on a new database or one already up to date.
+async fn accept_released_checksums(pool: &PgPool) -> anyhow::Result<()> {
+    let Some(current) = MIGRATOR.iter().find(|m| m.version == 1) else { return Ok(()) };
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .context("looking for the migration history")?;
+    if !exists {
+        return Ok(());
+    }
+    let updated = sqlx::query(
+        "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 1 AND checksum = decode($2, 'hex')",
+    )
+    .bind(current.checksum.as_ref())
+    .bind(RELEASED_0001_CHECKSUM)
+    .execute(pool)
+    .await
+    .context("updating the checksum of the time-series migration 0001")?;
+    if updated.rows_affected() > 0 {
+        tracing::info!(
+            "time-series migration 0001: recorded the checksum of its any-role storage-mode check"
+        );
+    }
+    Ok(())
+}
+
+/// What the server says about TimescaleDB, for the log: whether the extension is available and
+/// installed, and `shared_preload_libraries` parsed when this role may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimescaleFacts {
+    /// `pg_available_extensions` lists it.
+    pub available: bool,
+    /// Installed in this database.
+    pub installed: bool,
+    /// The loader's setting is defined (the library is preloaded); any role may see this.
+    pub loader_setting: bool,
+    /// The parsed preload list; `None` when this role may not read it, `Some(Err)` when it
+    /// could not be parsed.
+    pub preload: Option<Result<preload::TimescalePreload, preload::PreloadError>>,
+}
+
+impl TimescaleFacts {
+    /// `available=yes installed=no loader=yes preload=loader`-style summary.
+    pub fn describe(&self) -> String {
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        let preload = match &self.preload {
+            None => "unreadable".to_owned(),
+            Some(Ok(p)) => p.describe(),
+            Some(Err(e)) => e.to_string(),
+        };
+        format!(
+            "available={} installed={} loader_setting={} preload={preload}",
+            yn(self.available),
+            yn(self.installed),
+            yn(self.loader_setting)
+        )
+    }
+}
+
+/// Reads [`TimescaleFacts`] with queries any role may run (the preload list only when the role
+/// is a superuser or has the privileges of pg_read_all_settings).
+pub async fn timescale_facts(pool: &PgPool) -> Result<TimescaleFacts, sqlx::Error> {
+    let (available, installed, loader_setting, list): (bool, bool, bool, Option<String>) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),                 EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),                 EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.max_background_workers'),                 CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE')                      THEN current_setting('shared_preload_libraries') END",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(TimescaleFacts {
+        available,
+        installed,
+        loader_setting,
+        preload: list.map(|l| preload::timescaledb(&l)),
+    })
+}
+
+/// Migrates the time-series database, logs what the server says about TimescaleDB, and applies
+/// the settings: TimescaleDB policies reconciled, or plain-mode partitions created ahead. The
+/// storage mode the migration chose.
 async fn prepare(pool: &PgPool, config: &Config) -> anyhow::Result<StorageMode> {
+    accept_released_checksums(pool).await?;
     MIGRATOR.run(pool).await.context("migrating the time-series database")?;
     let mode = match sqlx::query_scalar::<_, String>("SELECT mode FROM storage_meta").fetch_one(pool).await? {
         m if m == "timescale" => StorageMode::Timescale,
         _ => StorageMode::Plain,
     };
+    match timescale_facts(pool).await {
+        Ok(facts) => {
+            if matches!(facts.preload, Some(Ok(preload::TimescalePreload::Versioned(_)))) {
+                tracing::warn!(
+                    timescaledb = %facts.describe(),
+                    "shared_preload_libraries names a versioned TimescaleDB library, not its loader `timescaledb`"
+                );
+            }
+            tracing::info!(mode = mode.as_str(), timescaledb = %facts.describe(), "time-series storage mode");
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the TimescaleDB facts for the log"),
+    }
     let retention = retention(config);
     match mode {
-        StorageMode::Timescale => apply_retention_policies(pool, retention).await?,
+        StorageMode::Timescale => {
+            policies::reconcile(pool, retention).await.context("reconciling the TimescaleDB policies")?;
+        }
         StorageMode::Plain => {
             rollup::maintain(pool, mode, retention, Utc::now()).await.context("creating partitions")?;
         }
@@ -126,7 +239,7 @@ async fn prepare(pool: &PgPool, config: &Config) -> anyhow::Result<StorageMode> 
 }
 
 /// What `control-plane migrate` does to the time-series database: connect, migrate, apply the
-/// retention settings, disconnect. The storage mode in use.
+/// settings (see [`Timeseries::connect`]), disconnect. The storage mode in use.
 pub async fn migrate_database(config: &Config) -> anyhow::Result<StorageMode> {
     let pool = read_pool(config).await?;
     let mode = prepare(&pool, config).await;
@@ -135,7 +248,7 @@ pub async fn migrate_database(config: &Config) -> anyhow::Result<StorageMode> {
 }
 
 impl Timeseries {
-    /// Connects the read pool, migrates, reads the storage mode, applies the retention policy
+    /// Connects the read pool, migrates, reads the storage mode, reconciles the policies
     /// (TimescaleDB) or creates partitions ahead (plain), and starts the writers.
     pub async fn connect(config: &Config, registry: &mut Registry) -> anyhow::Result<Timeseries> {
         let pg: tokio_postgres::Config =
@@ -165,6 +278,7 @@ impl Timeseries {
                 retention,
                 refresh_every: Duration::from_secs(config.rollup_refresh_interval_s),
                 maintain_every: Duration::from_secs(config.maintenance_interval_s),
+                job_health: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -209,9 +323,11 @@ impl Timeseries {
 
     /// Plain mode: recomputes the hours an older control plane marked in `rollup_dirty` (this
     /// one adds to the roll-ups as it stores results), and their days; nothing when none is
-    /// marked. TimescaleDB mode: nothing (its refresh policies do it).
+    /// marked. TimescaleDB mode: the refresh policies do the recent buckets, and this refreshes
+    /// the continuous aggregates over results stored too late for them ([`late`]).
     pub async fn refresh_rollups(&self) -> anyhow::Result<RefreshReport> {
         if self.inner.mode == StorageMode::Timescale {
+            self.refresh_late(Utc::now()).await?;
             return Ok(RefreshReport::default());
         }
         let report = rollup::refresh(&self.inner.pool, Utc::now(), self.inner.retention.raw_days)
@@ -233,8 +349,59 @@ impl Timeseries {
         Ok(report)
     }
 
-    /// Refreshes every `rollup_refresh_interval_s` and maintains every `maintenance_interval_s`
-    /// until `shutdown`, then stops the writers after they stored what is queued.
+    /// TimescaleDB mode: one round of [`late::refresh`] at `now`, counted in the metrics.
+    pub async fn refresh_late(&self, now: DateTime<Utc>) -> anyhow::Result<late::LateReport> {
+        let m = &self.inner.metrics;
+        let report = late::refresh(&self.inner.pool, now, self.inner.retention.raw_days)
+            .await
+            .inspect_err(|_| m.error("late_refresh"))
+            .context("refreshing the continuous aggregates over late results")?;
+        m.late_refreshes.inc_by(report.plan.windows.len() as u64);
+        m.late_results_refreshed.inc_by(report.results);
+        m.late_results_skipped.inc_by(report.plan.skipped_results);
+        if report.plan.skipped_results > 0 {
+            tracing::warn!(
+                results = report.plan.skipped_results,
+                "late results older than the raw retention were left out of the roll-ups"
+            );
+        }
+        for window in &report.plan.windows {
+            tracing::info!(view = window.view, start = %window.start, end = %window.end, "refreshed a continuous aggregate over late results");
+        }
+        Ok(report)
+    }
+
+    /// TimescaleDB mode: reads the background jobs' statistics, publishes their evaluation
+    /// (gauges, the `/readyz` detail) and logs each unhealthy job; `None` in plain mode.
+    pub async fn check_jobs(&self, now: DateTime<Utc>) -> anyhow::Result<Option<jobs::JobHealth>> {
+        if self.inner.mode != StorageMode::Timescale {
+            return Ok(None);
+        }
+        let m = &self.inner.metrics;
+        let stats = jobs::read(&self.inner.pool)
+            .await
+            .inspect_err(|_| m.error("job_stats"))
+            .context("reading timescaledb_information.job_stats")?;
+        let health = jobs::evaluate(&stats, now);
+        m.set_job_health(&health);
+        for problem in &health.problems {
+            tracing::error!(%problem, "TimescaleDB background job unhealthy");
+        }
+        if let Ok(mut slot) = self.inner.job_health.lock() {
+            *slot = Some(health.clone());
+        }
+        Ok(Some(health))
+    }
+
+    /// The `/readyz` detail line of the last [`Timeseries::check_jobs`]; `None` in plain mode
+    /// or before the first check.
+    pub fn jobs_detail(&self) -> Option<String> {
+        self.inner.job_health.lock().ok()?.as_ref().map(jobs::JobHealth::detail)
+    }
+
+    /// Refreshes every `rollup_refresh_interval_s` and maintains (and, in TimescaleDB mode,
+    /// checks the background jobs) every `maintenance_interval_s` until `shutdown`, then stops
+    /// the writers after they stored what is queued.
     pub async fn run_maintenance(self, shutdown: CancellationToken) {
         let mut refresh = tokio::time::interval(self.inner.refresh_every);
         let mut maintain = tokio::time::interval(self.inner.maintain_every);
@@ -251,6 +418,9 @@ impl Timeseries {
                 _ = maintain.tick() => {
                     if let Err(error) = self.maintain(Utc::now()).await {
                         tracing::error!(error = %shared::error::Chain(&*error), "time-series maintenance failed");
+                    }
+                    if let Err(error) = self.check_jobs(Utc::now()).await {
+                        tracing::error!(error = %shared::error::Chain(&*error), "checking the TimescaleDB jobs failed");
                     }
                 }
             }
@@ -301,41 +471,3 @@ impl Timeseries {
         read::certificates(&self.inner.pool, domain, url_host).await
     }
 }
-
-/// TimescaleDB mode: replaces the retention policies with the configured ones, in one
-/// transaction under an advisory lock so replicas starting together do not race.
-async fn apply_retention_policies(pool: &PgPool, retention: Retention) -> anyhow::Result<()> {
-    // Raw chunks inside the continuous aggregates' refresh windows (up to 4 days back) must not
-    // be dropped: a refresh over a dropped range would erase those roll-ups.
-    anyhow::ensure!(
-        retention.raw_days >= MIN_TIMESCALE_RAW_DAYS,
-        "retention_raw_days must be at least {MIN_TIMESCALE_RAW_DAYS} with TimescaleDB (its roll-ups are \
-         refreshed over the last 4 days)"
-    );
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crosscheck retention policies'))")
-        .execute(&mut *tx)
-        .await?;
-    for (relation, days) in [
-        ("probe_results", retention.raw_days),
-        ("rollup_hourly", retention.rollup_days),
-        ("rollup_daily", retention.rollup_days),
-    ] {
-        sqlx::query("SELECT remove_retention_policy($1::regclass, if_exists => true)")
-            .bind(relation)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("removing the retention policy of {relation}"))?;
-        sqlx::query("SELECT add_retention_policy($1::regclass, drop_after => make_interval(days => $2))")
-            .bind(relation)
-            .bind(days as i32)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("adding the retention policy of {relation}"))?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// The shortest raw retention TimescaleDB mode accepts.
-pub const MIN_TIMESCALE_RAW_DAYS: u32 = 7;

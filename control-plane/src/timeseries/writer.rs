@@ -6,7 +6,9 @@
 //! RETURNING` tells which are new), a binary COPY of the new batches' rows, one upsert of the
 //! newest certificate per (domain, region), and in plain mode the new rows' counts and latency
 //! buckets added to their `rollup_hourly` and `rollup_daily` rows (one upsert each, summed per
-//! (domain, hour or day, region) first, so late results land in their own hour), COMMIT. Only
+//! (domain, hour or day, region) first, so late results land in their own hour), or in
+//! TimescaleDB mode one `late_results` mark when some new rows are older than the refresh
+//! policies reach (see [`super::late`]), COMMIT. Only
 //! then is each batch answered. Keys are written in sorted order so that two writers never
 //! lock the same rows in opposite orders; the roll-up rows, which two writers may share, are
 //! written last, so they are held only until the commit.
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
@@ -254,7 +257,7 @@ impl Writers {
         loop {
             if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
                 conn = None;
-                match Conn::open(&self.pg, &self.metrics.write_connections, self.mode).await {
+                match Conn::open(&self.pg, &self.metrics, self.mode).await {
                     Ok(c) => {
                         tracing::info!(writer = id, "time-series writer connected");
                         conn = Some(c);
@@ -420,6 +423,9 @@ struct Conn {
     certificates: Statement,
     /// Plain mode: the additions to `rollup_hourly` and `rollup_daily`.
     rollups: Option<(Statement, Statement)>,
+    /// TimescaleDB mode: the `late_results` mark ([`super::late::NOTE_LATE`]) and the count of
+    /// late results noted.
+    late: Option<(Statement, Counter)>,
     gauge: Gauge,
 }
 
@@ -491,7 +497,12 @@ where
 }
 
 impl Conn {
-    async fn open(pg: &tokio_postgres::Config, gauge: &Gauge, mode: StorageMode) -> anyhow::Result<Self> {
+    async fn open(
+        pg: &tokio_postgres::Config,
+        metrics: &TimeseriesMetrics,
+        mode: StorageMode,
+    ) -> anyhow::Result<Self> {
+        let gauge = &metrics.write_connections;
         let mut pg = pg.clone();
         pg.connect_timeout(CONNECT_TIMEOUT);
         // libpq's semantics: `sslmode=disable` connects in clear; `prefer` (the default) and
@@ -511,25 +522,32 @@ impl Conn {
             client
         };
         let prepare = async {
-            let rollups = match mode {
-                StorageMode::Plain => Some((
-                    client.prepare(&add_to_rollup("rollup_hourly")).await?,
-                    client.prepare(&add_to_rollup("rollup_daily")).await?,
-                )),
-                StorageMode::Timescale => None,
+            let (rollups, late) = match mode {
+                StorageMode::Plain => (
+                    Some((
+                        client.prepare(&add_to_rollup("rollup_hourly")).await?,
+                        client.prepare(&add_to_rollup("rollup_daily")).await?,
+                    )),
+                    None,
+                ),
+                StorageMode::Timescale => (
+                    None,
+                    Some((client.prepare(super::late::NOTE_LATE).await?, metrics.late_results_noted.clone())),
+                ),
             };
             Ok::<_, tokio_postgres::Error>((
                 client.prepare(COPY).await?,
                 client.prepare(DEDUP).await?,
                 client.prepare(CERTIFICATES).await?,
                 rollups,
+                late,
             ))
         };
-        let (copy, dedup, certificates, rollups) = tokio::time::timeout(CONNECT_TIMEOUT, prepare)
+        let (copy, dedup, certificates, rollups, late) = tokio::time::timeout(CONNECT_TIMEOUT, prepare)
             .await
             .map_err(|_| anyhow::anyhow!("prepare timed out"))??;
         gauge.inc();
-        Ok(Self { client, copy, dedup, certificates, rollups, gauge: gauge.clone() })
+        Ok(Self { client, copy, dedup, certificates, rollups, late, gauge: gauge.clone() })
     }
 
     /// Stores `jobs` in one transaction; one outcome per job, in order.
@@ -643,7 +661,22 @@ impl Conn {
             hourly.write(&tx, add_hourly).await?;
             daily.write(&tx, add_daily).await?;
         }
+        let mut late = None;
+        if let Some((note, _)) = &self.late {
+            let times = jobs
+                .iter()
+                .zip(&is_new)
+                .filter(|(_, n)| **n)
+                .flat_map(|(job, _)| job.batch.rows.iter().map(|r| r.time));
+            late = super::late::late_span(times, Utc::now());
+            if let Some(span) = late {
+                tx.execute(note, &[&span.oldest, &span.newest, &span.results]).await?;
+            }
+        }
         tx.commit().await?;
+        if let (Some(span), Some((_, noted))) = (late, &self.late) {
+            noted.inc_by(u64::try_from(span.results).unwrap_or(0));
+        }
         Ok(jobs
             .iter()
             .zip(is_new)

@@ -34,5 +34,6 @@ mod sla;
 mod status;
 mod storm;
 mod tags;
+mod timescale;
 mod timeseries;
 mod web;
