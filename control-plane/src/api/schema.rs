@@ -253,7 +253,11 @@ pub struct DomainPage {
 pub struct RegionView {
     pub name: String,
     pub last_seen: Option<DateTime<Utc>>,
-    /// Each agent: `agent_id`, certificate serial, version, first and last seen, revoked.
+    /// The region's canary verdict: false only when every agent sending one reports itself
+    /// unhealthy; null when none sends one.
+    pub healthy: Option<bool>,
+    /// Each agent: `agent_id`, certificate serial, version, first and last seen, revoked, its
+    /// own latest canary verdict (`healthy`, `health_checked_at`; null without canaries).
     pub agents: Option<Vec<Value>>,
 }
 
