@@ -5,6 +5,7 @@
 //! `cargo run --release -p bench -- <scenario> [--flags]`
 
 mod alerting;
+mod capacity;
 mod cold_load;
 mod compare;
 mod degraded;
@@ -66,6 +67,10 @@ enum Scenario {
     StatusPage(pages::PageArgs),
     /// The end-to-end demo: control plane and three regional agents following live changes.
     Demo(demo::Args),
+    /// The capacity model: probes per agent core, ingest rows per writer, consensus
+    /// evaluations, Redis and storage bytes, measured briefly here, and what they give for
+    /// 1,000,000 domains × 30 regions (docs/capacity.md).
+    Capacity(capacity::Args),
     /// Internal: serve local probe targets (used by the probing scenarios and the demo).
     #[command(hide = true)]
     Target(target::Args),
@@ -105,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::LiveLatency(args) => pages::live_latency(args).await,
             Scenario::StatusPage(args) => pages::status_page(args).await,
             Scenario::Demo(args) => demo::run(args).await,
+            Scenario::Capacity(args) => capacity::run(args).await,
             Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),
         }
