@@ -114,7 +114,10 @@ struct Inputs {
 pub async fn run(args: Args) -> anyhow::Result<Value> {
     anyhow::ensure!(args.seconds > 0, "--seconds must be at least 1");
     anyhow::ensure!(args.interval > 0 && args.regions > 0, "--interval and --regions must be positive");
-    anyhow::ensure!(args.agent_cores > 0 && args.agent_in_flight > 0, "--agent-cores and --agent-in-flight must be positive");
+    anyhow::ensure!(
+        args.agent_cores > 0 && args.agent_in_flight > 0,
+        "--agent-cores and --agent-in-flight must be positive"
+    );
     anyhow::ensure!(args.writers_per_replica > 0, "--writers-per-replica must be positive");
     let seconds = Duration::from_secs(args.seconds);
 
@@ -167,10 +170,14 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
 fn cpu_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
     // Fields after the command name (which may hold spaces) start at the state, field 3.
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("/proc/self/stat without a command name")?;
+    let rest =
+        stat.rsplit_once(')').map(|(_, rest)| rest).context("/proc/self/stat without a command name")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |index: usize| -> anyhow::Result<f64> {
-        fields.get(index).and_then(|v| v.parse::<f64>().ok()).with_context(|| format!("field {} of /proc/self/stat", index + 3))
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("field {} of /proc/self/stat", index + 3))
     };
     // utime is field 14, stime field 15.
     Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_S)
@@ -190,7 +197,10 @@ async fn probes(concurrency: usize, duration: Duration) -> anyhow::Result<(f64, 
     }
     let per_s = run.done as f64 / run.elapsed.as_secs_f64();
     let per_core = run.done as f64 / cpu;
-    eprintln!("  {per_s:.0} probes/s using {:.2} cores: {per_core:.0} probes per core-second", cpu / run.elapsed.as_secs_f64());
+    eprintln!(
+        "  {per_s:.0} probes/s using {:.2} cores: {per_core:.0} probes per core-second",
+        cpu / run.elapsed.as_secs_f64()
+    );
     Ok((per_s, per_core, run.errors))
 }
 
@@ -213,7 +223,9 @@ struct Stored {
 async fn storage(args: &Args, scratch: &Scratch) -> anyhow::Result<Stored> {
     let ingest_args = ingest::Args::brief(args.seconds, args.observed_domains.max(1));
     let measured = ingest::measure(&ingest_args, scratch, &scratch.timeseries).await?;
-    let number = |key: &str| measured[key].as_f64().with_context(|| format!("ingest result without {key}: {measured}"));
+    let number = |key: &str| {
+        measured[key].as_f64().with_context(|| format!("ingest result without {key}: {measured}"))
+    };
     let rows_per_s = number("rows_per_s")?;
     let copy_baseline = number("copy_baseline_rows_per_s")?;
     let lost = measured["lost"].as_i64().unwrap_or_default();
@@ -250,9 +262,11 @@ async fn storage(args: &Args, scratch: &Scratch) -> anyhow::Result<Stored> {
 async fn evaluations(config: control_plane::Config, seconds: u64) -> anyhow::Result<(f64, u64, i64)> {
     use control_plane::consensus::{Claim, EVALUATE_BATCH};
     let app = control_plane::Application::build(config).await?;
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM domains ORDER BY id").fetch_all(app.pool()).await?;
-    let regions: i64 =
-        sqlx::query_scalar("SELECT count(DISTINCT region) FROM region_observations").fetch_one(app.pool()).await?;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM domains ORDER BY id").fetch_all(app.pool()).await?;
+    let regions: i64 = sqlx::query_scalar("SELECT count(DISTINCT region) FROM region_observations")
+        .fetch_one(app.pool())
+        .await?;
     anyhow::ensure!(!ids.is_empty(), "no domains to evaluate");
     let chunks: Vec<Vec<Uuid>> = ids.chunks(EVALUATE_BATCH).map(<[Uuid]>::to_vec).collect();
     let consensus = app.consensus();
@@ -273,7 +287,8 @@ async fn evaluations(config: control_plane::Config, seconds: u64) -> anyhow::Res
                     break;
                 }
                 let now = chrono::Utc::now();
-                let items: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = chunk.iter().map(|id| (*id, now)).collect();
+                let items: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+                    chunk.iter().map(|id| (*id, now)).collect();
                 evaluated += consensus.evaluate_many(&items, Claim::Wait).await?.evaluated.len();
                 batches += 1;
             }
@@ -340,9 +355,11 @@ async fn compression(url: &str) -> (bool, f64, String) {
         return (false, published.0, format!("{} (TimescaleDB absent)", published.1));
     }
     let measured: anyhow::Result<f64> = async {
-        sqlx::query("SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('probe_results') c")
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(
+            "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('probe_results') c",
+        )
+        .execute(&mut conn)
+        .await?;
         let (before, after): (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT sum(before_compression_total_bytes)::bigint, sum(after_compression_total_bytes)::bigint
              FROM chunk_compression_stats('probe_results')",
@@ -372,7 +389,8 @@ async fn redis_memory(count: usize) -> anyhow::Result<(f64, f64, f64)> {
     let measured = async {
         let key = format!("{prefix}:domains");
         let before = used_memory(&redis).await?;
-        let urls: Vec<String> = (0..count).map(|i| format!("https://status.example-{i}.com/healthz")).collect();
+        let urls: Vec<String> =
+            (0..count).map(|i| format!("https://status.example-{i}.com/healthz")).collect();
         let mut json_bytes = 0usize;
         for chunk in probing::domains(count, 60, &urls).chunks(1_000) {
             let fields: Vec<(String, String)> = chunk
@@ -392,7 +410,11 @@ async fn redis_memory(count: usize) -> anyhow::Result<(f64, f64, f64)> {
             .await?;
         let after = used_memory(&redis).await?;
         let per_1000 = |bytes: f64| bytes * 1_000.0 / count as f64;
-        anyhow::Ok((per_1000(usage as f64), per_1000(after as f64 - before as f64), json_bytes as f64 / count as f64))
+        anyhow::Ok((
+            per_1000(usage as f64),
+            per_1000(after as f64 - before as f64),
+            json_bytes as f64 / count as f64,
+        ))
     }
     .await;
     shared::testing::delete_prefix(&redis, &prefix).await?;
@@ -490,27 +512,64 @@ fn model(args: &Args, inputs: &Inputs) -> Model {
 fn print_model(args: &Args, inputs: &Inputs, m: &Model) {
     println!("Measured on this machine ({} s per input):", args.seconds);
     println!("  probes per agent core-second      {:>12.0}", inputs.probes_per_core_s);
-    println!("  ingest rows/s per writer          {:>12.0}  ({} writers: {:.0} rows/s; bare COPY {:.0})", inputs.ingest_rows_per_writer_s, inputs.ingest_writers, inputs.ingest_rows_per_s, inputs.copy_baseline_rows_per_s);
+    println!(
+        "  ingest rows/s per writer          {:>12.0}  ({} writers: {:.0} rows/s; bare COPY {:.0})",
+        inputs.ingest_rows_per_writer_s,
+        inputs.ingest_writers,
+        inputs.ingest_rows_per_s,
+        inputs.copy_baseline_rows_per_s
+    );
     println!("  consensus evaluations/s           {:>12.0}", inputs.evaluations_per_s);
     println!("  Redis bytes per 1,000 configs     {:>12.0}", inputs.redis_bytes_per_1000_configs);
-    println!("  bytes per stored result           {:>12.0}  (hourly roll-up row: {:.0})", inputs.bytes_per_result, inputs.rollup_bytes_per_row);
-    println!("  compression ratio                 {:>12.1}  ({})", inputs.compression_ratio, inputs.compression_source);
+    println!(
+        "  bytes per stored result           {:>12.0}  (hourly roll-up row: {:.0})",
+        inputs.bytes_per_result, inputs.rollup_bytes_per_row
+    );
+    println!(
+        "  compression ratio                 {:>12.1}  ({})",
+        inputs.compression_ratio, inputs.compression_source
+    );
     println!();
     println!(
         "Model: {} domains x {} regions every {} s = {:.0} results/s (capacity used at {:.0}%)",
-        args.domains, args.regions, args.interval, m.results_per_s, HEADROOM * 100.0
+        args.domains,
+        args.regions,
+        args.interval,
+        m.results_per_s,
+        HEADROOM * 100.0
     );
     println!("  agents per region                 {:>12}  (CPU: {}, in flight: {}; {} cores, {} slots, {} ms probes)", m.agents_per_region, m.agents_per_region_cpu, m.agents_per_region_in_flight, args.agent_cores, args.agent_in_flight, args.probe_ms);
     println!("  agents in all                     {:>12}", m.agents_total);
-    println!("  control-plane replicas (ingest)   {:>12}  ({} writers each)", m.ingest_replicas, args.writers_per_replica);
-    println!("  consensus replicas (mass outage)  {:>12}  ({:.0} evaluations/s)", m.consensus_replicas_storm, m.evaluations_per_s_storm);
-    println!("  observation upserts/s             {:>12.0}  (transactional database, before coalescing)", m.observation_upserts_per_s);
+    println!(
+        "  control-plane replicas (ingest)   {:>12}  ({} writers each)",
+        m.ingest_replicas, args.writers_per_replica
+    );
+    println!(
+        "  consensus replicas (mass outage)  {:>12}  ({:.0} evaluations/s)",
+        m.consensus_replicas_storm, m.evaluations_per_s_storm
+    );
+    println!(
+        "  observation upserts/s             {:>12.0}  (transactional database, before coalescing)",
+        m.observation_upserts_per_s
+    );
     println!("  Redis for configurations          {:>9.0} MB", m.redis_config_mb);
-    println!("  results: GB/day raw / compressed  {:>12.0} / {:.0}", m.raw_gb_per_day, m.compressed_gb_per_day);
-    println!("  kept {} days: TB raw / compressed {:>10.1} / {:.1}", args.raw_days, m.raw_tb_kept, m.compressed_tb_kept);
-    println!("  hourly roll-ups: rows/day, GB/day {:>12.0} / {:.1}", m.rollup_hourly_rows_per_day, m.rollup_hourly_gb_per_day);
+    println!(
+        "  results: GB/day raw / compressed  {:>12.0} / {:.0}",
+        m.raw_gb_per_day, m.compressed_gb_per_day
+    );
+    println!(
+        "  kept {} days: TB raw / compressed {:>10.1} / {:.1}",
+        args.raw_days, m.raw_tb_kept, m.compressed_tb_kept
+    );
+    println!(
+        "  hourly roll-ups: rows/day, GB/day {:>12.0} / {:.1}",
+        m.rollup_hourly_rows_per_day, m.rollup_hourly_gb_per_day
+    );
     println!("  daily roll-ups: rows/day          {:>12.0}", m.rollup_daily_rows_per_day);
-    println!("  one node here: rows/s, x needed   {:>12.0} / {:.1}", m.single_node_rows_per_s_here, m.single_node_multiple_needed);
+    println!(
+        "  one node here: rows/s, x needed   {:>12.0} / {:.1}",
+        m.single_node_rows_per_s_here, m.single_node_multiple_needed
+    );
     println!("  beyond one node: Citus (distribute by domain_id); TimescaleDB multi-node ended with 2.13; or ClickHouse for raw results (docs/capacity.md)");
 }
 
@@ -558,7 +617,10 @@ mod tests {
         assert_eq!(m.results_per_s, 500_000.0, "1M x 30 / 60 s");
         // 16,667 probes/s per region; 2 cores x 2,000 x 50% = 2,000 per agent: 9 agents; in
         // flight 5,000 over 128 usable slots: 40.
-        assert_eq!((m.agents_per_region_cpu, m.agents_per_region_in_flight, m.agents_per_region), (9, 40, 40));
+        assert_eq!(
+            (m.agents_per_region_cpu, m.agents_per_region_in_flight, m.agents_per_region),
+            (9, 40, 40)
+        );
         assert_eq!(m.agents_total, 1_200);
         // 25,000 x 4 writers x 50% = 50,000 rows/s per replica.
         assert_eq!(m.ingest_replicas, 10);

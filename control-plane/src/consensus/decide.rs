@@ -103,7 +103,11 @@ pub struct Health {
 impl Health {
     /// A region's health from its agents' verdicts and saturation reports (`None` when there
     /// is neither).
-    pub fn aggregate(canaries: Vec<AgentCanary>, saturation: Vec<AgentSaturation>, saturation_reported_at: Option<DateTime<Utc>>) -> Option<Health> {
+    pub fn aggregate(
+        canaries: Vec<AgentCanary>,
+        saturation: Vec<AgentSaturation>,
+        saturation_reported_at: Option<DateTime<Utc>>,
+    ) -> Option<Health> {
         let healthy = canaries.is_empty() || canaries.iter().any(|c| c.healthy);
         let reported_at = canaries.iter().map(|c| c.reported_at).max().or(saturation_reported_at)?;
         Some(Health { healthy, reported_at, canaries, saturation })
@@ -680,7 +684,8 @@ mod tests {
 
     /// A region whose one agent `agent_id` reported itself unhealthy at `at`.
     fn unhealthy_agent(agent_id: &str, at: DateTime<Utc>) -> Health {
-        let canary = AgentCanary { agent_id: agent_id.into(), healthy: false, checked_at: at, reported_at: at };
+        let canary =
+            AgentCanary { agent_id: agent_id.into(), healthy: false, checked_at: at, reported_at: at };
         Health::aggregate(vec![canary], Vec::new(), None).unwrap()
     }
 
@@ -695,7 +700,8 @@ mod tests {
             reported_at: now,
         };
         // Two agents in iad: iad-2's network is broken, iad-1's is fine.
-        let iad = Health::aggregate(vec![canary("iad-1", true), canary("iad-2", false)], Vec::new(), None).unwrap();
+        let iad =
+            Health::aggregate(vec![canary("iad-1", true), canary("iad-2", false)], Vec::new(), None).unwrap();
         assert!(iad.healthy, "the region is healthy while one of its agents is");
         let health = HashMap::from([("iad".to_owned(), iad)]);
         let from = |agent: &str, ok: bool| Observation { agent_id: agent.into(), ..obs("iad", ok, 1, now) };
@@ -723,7 +729,9 @@ mod tests {
         assert_eq!(decide_with(&[ams.clone(), from("iad-3", false)]).votes[1].standing, Standing::Failing);
 
         // Every agent with a verdict unhealthy: the region is, for its agents without one too.
-        let all_down = Health::aggregate(vec![canary("iad-1", false), canary("iad-2", false)], Vec::new(), None).unwrap();
+        let all_down =
+            Health::aggregate(vec![canary("iad-1", false), canary("iad-2", false)], Vec::new(), None)
+                .unwrap();
         assert!(!all_down.healthy);
         assert!(all_down.unhealthy("iad-3", |_| true));
         assert!(all_down.unhealthy("iad-1", |_| true));
@@ -738,10 +746,8 @@ mod tests {
         let now = Utc::now();
         let regions = vec!["ams".to_owned()];
         let observations = vec![obs("ams", false, 1, now)];
-        let health = HashMap::from([(
-            "ams".to_owned(),
-            unhealthy_agent("ams-1", now - chrono::Duration::hours(1)),
-        )]);
+        let health =
+            HashMap::from([("ams".to_owned(), unhealthy_agent("ams-1", now - chrono::Duration::hours(1)))]);
         let decision = decide(&Inputs {
             regions: &regions,
             quorum: None,

@@ -511,11 +511,12 @@ async fn each_agent_of_a_region_has_its_own_health_and_the_region_view_aggregate
     });
     assert!(!second.send_batch(b).await.unwrap().into_inner().duplicate);
     eventually(WAIT, "both iad agents' verdicts stored", || async {
-        let rows: Vec<(String, bool)> =
-            sqlx::query_as("SELECT agent_id, healthy FROM agent_health WHERE region = 'iad' ORDER BY agent_id")
-                .fetch_all(&app.pool)
-                .await
-                .ok()?;
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT agent_id, healthy FROM agent_health WHERE region = 'iad' ORDER BY agent_id",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .ok()?;
         (rows == vec![("iad-1".to_owned(), true), ("iad-2".to_owned(), false)]).then_some(())
     })
     .await;

@@ -323,10 +323,8 @@ mod tests {
     #[test]
     fn a_departed_members_last_renewal_is_its_expiry_less_the_ttl_on_the_local_clock() {
         let at = Instant::now() + Duration::from_secs(100);
-        let seen = Seen {
-            now_ms: 1_000_000,
-            members: vec![("me".into(), 1_015_000), ("b".into(), 1_012_000)],
-        };
+        let seen =
+            Seen { now_ms: 1_000_000, members: vec![("me".into(), 1_015_000), ("b".into(), 1_012_000)] };
         let previous = (seen, at);
         let ttl = Duration::from_millis(15_000);
         // b expires 12 s after the read: it renewed 3 s before it.
