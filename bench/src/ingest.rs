@@ -44,6 +44,14 @@ pub struct Args {
     domains: usize,
 }
 
+impl Args {
+    /// The run the capacity model measures ingest with: 8 agents, batches of 500 over
+    /// `domains` domains, for `seconds`.
+    pub(crate) fn brief(seconds: u64, domains: usize) -> Self {
+        Self { agents: 8, seconds, batch: 500, domains }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct FaninArgs {
     /// Concurrent agent connections.
@@ -153,7 +161,8 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     result
 }
 
-async fn measure(args: &Args, scratch: &Scratch, ts: &ScratchDb) -> anyhow::Result<Value> {
+/// One `ingest` run against `scratch` (its results stored in `ts`): the JSON `ingest` reports.
+pub(crate) async fn measure(args: &Args, scratch: &Scratch, ts: &ScratchDb) -> anyhow::Result<Value> {
     let pki = Pki::create("ingest")?;
     let app = control_plane::Application::build(control_config(scratch, ts, &pki)).await?;
     let addr = app.ingest_addr().context("ingest is enabled")?;

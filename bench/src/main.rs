@@ -6,6 +6,7 @@
 
 mod alerting;
 mod chaos;
+mod capacity;
 mod cold_load;
 mod compare;
 mod degraded;
@@ -71,6 +72,10 @@ enum Scenario {
     /// Redis and the time-series PostgreSQL are killed and restarted in turn: results and
     /// notifications lost or duplicated, and the longest gap between stored probes.
     Chaos(chaos::Args),
+    /// The capacity model: probes per agent core, ingest rows per writer, consensus
+    /// evaluations, Redis and storage bytes, measured briefly here, and what they give for
+    /// 1,000,000 domains × 30 regions (docs/capacity.md).
+    Capacity(capacity::Args),
     /// Internal: serve local probe targets (used by the probing scenarios and the demo).
     #[command(hide = true)]
     Target(target::Args),
@@ -115,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Demo(args) => demo::run(args).await,
             Scenario::Chaos(args) => chaos::run(args).await,
             Scenario::AgentChild => chaos::agent_child().await.map(|()| serde_json::Value::Null),
+            Scenario::Capacity(args) => capacity::run(args).await,
             Scenario::Target(args) => target::run_child(args).await.map(|()| serde_json::Value::Null),
             Scenario::Agent(args) => cold_load::agent(args).await.map(|()| serde_json::Value::Null),
         }

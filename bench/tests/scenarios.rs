@@ -68,7 +68,7 @@ fn run(args: &str) -> Value {
 /// The scenarios with a short form below. `demo` is the walkthrough `./demo.sh` runs (the
 /// `control-plane`, `probe-agent` and `certs` binaries as child processes, for minutes), not a
 /// measurement.
-const SHORT_FORMS: [&str; 15] = [
+const SHORT_FORMS: [&str; 16] = [
     "config-propagation",
     "catalog-cold-load",
     "probe-throughput",
@@ -84,6 +84,7 @@ const SHORT_FORMS: [&str; 15] = [
     "live-latency",
     "status-page",
     "chaos",
+    "capacity",
 ];
 
 #[test]
@@ -152,6 +153,30 @@ fn ingest() {
     let r = run("ingest --agents 2 --seconds 2 --batch 50 --domains 50");
     assert_eq!((r["lost"].as_u64(), r["duplicated"].as_u64()), (Some(0), Some(0)), "{r}");
     assert!(r["rows"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn capacity() {
+    let r = run("capacity --seconds 1 --configs 1000 --observed-domains 100");
+    let inputs = &r["inputs"];
+    for key in [
+        "probes_per_core_s",
+        "ingest_rows_per_writer_s",
+        "evaluations_per_s",
+        "redis_bytes_per_1000_configs",
+        "bytes_per_result",
+        "compression_ratio",
+    ] {
+        assert!(inputs[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
+    }
+    assert_eq!(inputs["probe_errors"], 0, "{r}");
+    assert_eq!(inputs["observed_regions"], 3, "{r}");
+    let model = &r["model"];
+    assert_eq!(model["results_per_s"], 500_000.0, "{r}");
+    for key in ["agents_per_region", "ingest_replicas", "consensus_replicas_storm"] {
+        assert!(model[key].as_u64().is_some_and(|n| n >= 1), "{key}: {r}");
+    }
+    assert!(model["raw_gb_per_day"].as_f64() > model["compressed_gb_per_day"].as_f64(), "{r}");
 }
 
 #[test]

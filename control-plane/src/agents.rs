@@ -297,14 +297,20 @@ pub struct AgentRow {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub revoked: bool,
+    /// Its latest canary verdict (`None`: it sends none, no canaries configured).
+    pub healthy: Option<bool>,
+    /// When it ran that self-check.
+    pub health_checked_at: Option<DateTime<Utc>>,
 }
 
-/// Every known agent, by region then id.
+/// Every known agent, by region then id, with its own latest canary verdict.
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<AgentRow>> {
     sqlx::query_as(
         "SELECT a.region, a.agent_id, a.cert_serial, a.cert_not_after, a.version, a.first_seen, a.last_seen,
-                EXISTS (SELECT 1 FROM revoked_certificates r WHERE r.serial = a.cert_serial) AS revoked
-         FROM agents a ORDER BY a.region, a.agent_id",
+                EXISTS (SELECT 1 FROM revoked_certificates r WHERE r.serial = a.cert_serial) AS revoked,
+                h.healthy, h.checked_at AS health_checked_at
+         FROM agents a LEFT JOIN agent_health h ON h.region = a.region AND h.agent_id = a.agent_id
+         ORDER BY a.region, a.agent_id",
     )
     .fetch_all(pool)
     .await

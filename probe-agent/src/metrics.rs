@@ -152,6 +152,9 @@ pub struct Metrics {
     /// Domains that changed hands because the member set changed, by direction (see
     /// [`handoffs`]).
     pub membership_handoffs: Family<DirectionLabels, Counter>,
+    /// Domains taken over whose previous owner may have missed a slot, probed once ahead of
+    /// their next slot (see [`crate::scheduler::plan`]).
+    pub membership_catch_ups: Counter,
     /// Registry failures by reason (see [`crate::membership::registry::errors`]).
     pub membership_errors: Family<ReasonLabels, Counter>,
 }
@@ -193,6 +196,7 @@ impl Default for Metrics {
             membership_members: Gauge::default(),
             membership_changes: Counter::default(),
             membership_handoffs: Family::default(),
+            membership_catch_ups: Counter::default(),
             membership_errors: Family::default(),
         }
     }
@@ -341,6 +345,11 @@ impl Metrics {
             "membership_handoffs",
             "Domains that changed hands when the region's member set changed, by direction",
             self.membership_handoffs.clone(),
+        );
+        r.register(
+            "membership_catch_ups",
+            "Domains taken over from an agent that may have missed a slot, probed once ahead of their next slot",
+            self.membership_catch_ups.clone(),
         );
         for reason in crate::membership::registry::errors::ALL {
             let _ = self.membership_errors.get_or_create(&ReasonLabels { reason: reason.into() });

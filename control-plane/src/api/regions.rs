@@ -1,5 +1,6 @@
 //! `GET /v1/regions`: the regions domains can be placed in. With an admin token each region
-//! also lists its agents (certificate serial, version, first and last seen, revoked or not).
+//! also lists its agents (certificate serial, version, first and last seen, revoked or not, its
+//! own latest canary verdict) and the region's verdict aggregated over them.
 
 use std::collections::BTreeMap;
 
@@ -38,8 +39,16 @@ pub async fn list(State(state): State<AppState>, auth: Auth, query: Params) -> R
         .into_iter()
         .map(|(name, agents)| {
             let last_seen = agents.iter().map(|a| a.last_seen).max();
-            json!({ "name": name, "last_seen": last_seen, "agents": agents })
+            json!({ "name": name, "last_seen": last_seen, "healthy": region_healthy(&agents), "agents": agents })
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// A region's canary verdict from its agents' own: `None` when none sends one, `false` only
+/// when every agent that does reports itself unhealthy (as consensus aggregates it).
+fn region_healthy(agents: &[crate::agents::AgentRow]) -> Option<bool> {
+    let mut verdicts = agents.iter().filter_map(|a| a.healthy).peekable();
+    verdicts.peek()?;
+    Some(verdicts.any(|healthy| healthy))
 }

@@ -349,7 +349,11 @@ pub struct RegionView {
     /// With an admin token: when an agent of the region was last seen (`null`: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<DateTime<Utc>>,
-    /// With an admin token: the region's agents.
+    /// With an admin token: the region's canary verdict, false only when every agent sending
+    /// one reports itself unhealthy; null when none sends one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// With an admin token: the region's agents, each with its own latest canary verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<crate::agents::AgentRow>>,
 }

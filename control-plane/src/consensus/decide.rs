@@ -87,14 +87,52 @@ pub struct Observation {
     pub degraded: bool,
 }
 
-/// A region's latest agent self-check, and the saturation its agents report.
+/// A region's agents' latest self-checks, and the saturation they report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
-    /// The latest canary verdict (true when none was reported: only the saturation was).
+    /// The region's verdict, aggregated over its agents: false only when every agent with a
+    /// canary verdict reports itself unhealthy (true when none reported one).
     pub healthy: bool,
+    /// When the newest verdict (or, without one, the newest saturation report) arrived.
     pub reported_at: DateTime<Utc>,
+    /// The latest canary verdict of each agent of the region that sends one.
+    pub canaries: Vec<AgentCanary>,
     /// The latest saturation report of each agent of the region.
     pub saturation: Vec<AgentSaturation>,
+}
+
+impl Health {
+    /// A region's health from its agents' verdicts and saturation reports (`None` when there
+    /// is neither).
+    pub fn aggregate(
+        canaries: Vec<AgentCanary>,
+        saturation: Vec<AgentSaturation>,
+        saturation_reported_at: Option<DateTime<Utc>>,
+    ) -> Option<Health> {
+        let healthy = canaries.is_empty() || canaries.iter().any(|c| c.healthy);
+        let reported_at = canaries.iter().map(|c| c.reported_at).max().or(saturation_reported_at)?;
+        Some(Health { healthy, reported_at, canaries, saturation })
+    }
+
+    /// Whether the observation of `agent_id` comes from an agent that says its own network is
+    /// broken: its own verdict when it sends one, the region's otherwise; a verdict counts
+    /// while `fresh` says so of when it arrived.
+    pub fn unhealthy(&self, agent_id: &str, fresh: impl Fn(DateTime<Utc>) -> bool) -> bool {
+        match self.canaries.iter().find(|c| c.agent_id == agent_id) {
+            Some(own) => !own.healthy && fresh(own.reported_at),
+            None => !self.healthy && fresh(self.reported_at),
+        }
+    }
+}
+
+/// One agent's latest canary self-check, as sent with its batches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentCanary {
+    pub agent_id: String,
+    pub healthy: bool,
+    /// When the agent ran the self-check, and when the control plane received it.
+    pub checked_at: DateTime<Utc>,
+    pub reported_at: DateTime<Utc>,
 }
 
 /// One agent's saturation as reported with its batches: every probe it started inside the
@@ -225,7 +263,7 @@ fn standing(inputs: &Inputs<'_>, observation: Option<&Observation>, region: &str
         return Standing::Stale;
     }
     let health = inputs.health.get(region);
-    if health.is_some_and(|h| !h.healthy && fresh(h.reported_at)) {
+    if health.is_some_and(|h| h.unhealthy(&observation.agent_id, fresh)) {
         return Standing::Unhealthy;
     }
     if saturated_failure(observation, health) {
@@ -630,7 +668,7 @@ mod tests {
             let health: HashMap<String, Health> = case
                 .unhealthy
                 .iter()
-                .map(|r| (r.to_string(), Health { healthy: false, reported_at: now, saturation: Vec::new() }))
+                .map(|r| (r.to_string(), unhealthy_agent(&format!("{r}-1"), now)))
                 .collect();
             let decision = decide(&Inputs {
                 regions: &regions,
@@ -645,15 +683,72 @@ mod tests {
         }
     }
 
+    /// A region whose one agent `agent_id` reported itself unhealthy at `at`.
+    fn unhealthy_agent(agent_id: &str, at: DateTime<Utc>) -> Health {
+        let canary =
+            AgentCanary { agent_id: agent_id.into(), healthy: false, checked_at: at, reported_at: at };
+        Health::aggregate(vec![canary], Vec::new(), None).unwrap()
+    }
+
+    #[test]
+    fn each_agent_of_a_region_has_its_own_health_and_the_region_aggregates() {
+        let now = Utc::now();
+        let regions = vec!["ams".to_owned(), "iad".to_owned(), "sin".to_owned()];
+        let canary = |agent: &str, healthy: bool| AgentCanary {
+            agent_id: agent.into(),
+            healthy,
+            checked_at: now,
+            reported_at: now,
+        };
+        // Two agents in iad: iad-2's network is broken, iad-1's is fine.
+        let iad =
+            Health::aggregate(vec![canary("iad-1", true), canary("iad-2", false)], Vec::new(), None).unwrap();
+        assert!(iad.healthy, "the region is healthy while one of its agents is");
+        let health = HashMap::from([("iad".to_owned(), iad)]);
+        let from = |agent: &str, ok: bool| Observation { agent_id: agent.into(), ..obs("iad", ok, 1, now) };
+        let decide_with = |observations: &[Observation]| {
+            decide(&Inputs {
+                regions: &regions,
+                quorum: None,
+                freshness: freshness(30, 2.5),
+                now,
+                observations,
+                health: &health,
+                current: State::Up,
+            })
+        };
+        let ams = obs("ams", false, 1, now);
+        // iad's latest observation made by the unhealthy agent: no vote, no quorum.
+        let decision = decide_with(&[ams.clone(), from("iad-2", false)]);
+        assert_eq!(decision.votes[1].standing, Standing::Unhealthy);
+        assert_eq!(decision.outcome, Outcome::Unchanged);
+        // Made by the healthy one: it votes, and two of three regions fail.
+        let decision = decide_with(&[ams.clone(), from("iad-1", false)]);
+        assert_eq!(decision.votes[1].standing, Standing::Failing);
+        assert_eq!(decision.outcome, Outcome::Down);
+        // An agent without canaries takes the region's verdict: healthy here.
+        assert_eq!(decide_with(&[ams.clone(), from("iad-3", false)]).votes[1].standing, Standing::Failing);
+
+        // Every agent with a verdict unhealthy: the region is, for its agents without one too.
+        let all_down =
+            Health::aggregate(vec![canary("iad-1", false), canary("iad-2", false)], Vec::new(), None)
+                .unwrap();
+        assert!(!all_down.healthy);
+        assert!(all_down.unhealthy("iad-3", |_| true));
+        assert!(all_down.unhealthy("iad-1", |_| true));
+        assert!(!all_down.unhealthy("iad-1", |_| false), "a stale verdict does not count");
+        assert_eq!(Health::aggregate(Vec::new(), Vec::new(), None), None);
+        let only_saturation = Health::aggregate(Vec::new(), Vec::new(), Some(now)).unwrap();
+        assert!(only_saturation.healthy && !only_saturation.unhealthy("iad-1", |_| true));
+    }
+
     #[test]
     fn stale_health_report_is_ignored() {
         let now = Utc::now();
         let regions = vec!["ams".to_owned()];
         let observations = vec![obs("ams", false, 1, now)];
-        let health = HashMap::from([(
-            "ams".to_owned(),
-            Health { healthy: false, reported_at: now - chrono::Duration::hours(1), saturation: Vec::new() },
-        )]);
+        let health =
+            HashMap::from([("ams".to_owned(), unhealthy_agent("ams-1", now - chrono::Duration::hours(1)))]);
         let decision = decide(&Inputs {
             regions: &regions,
             quorum: None,
@@ -682,7 +777,7 @@ mod tests {
         let health = |window: AgentSaturation| {
             HashMap::from([(
                 "iad".to_owned(),
-                Health { healthy: true, reported_at: now, saturation: vec![window] },
+                Health { healthy: true, reported_at: now, canaries: Vec::new(), saturation: vec![window] },
             )])
         };
         let timeout =

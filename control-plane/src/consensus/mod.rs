@@ -6,7 +6,7 @@
 //!   the ack never waits and nothing is dropped.
 //! - [`Consensus::run`] works in rounds: it takes everything waiting, records it (one upsert
 //!   per agent into `region_observations`, [`observations`]; the agents' health into
-//!   `region_health`), evaluates the domains whose vote changed [`EVALUATE_BATCH`] at a time
+//!   `agent_health`), evaluates the domains whose vote changed [`EVALUATE_BATCH`] at a time
 //!   ([`evaluate`]: one transaction per batch, `SKIP LOCKED` claims, domains locked elsewhere
 //!   evaluated again next round), feeds the successful latencies to each region's anomaly
 //!   detector ([`crate::degraded::record`]), asks for confirmation probes for failures of
@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use certificates::CertificateFact;
-pub use decide::{AgentSaturation, Decision, Health, Observation, Outcome, Standing, State, Vote};
+pub use decide::{
+    AgentCanary, AgentSaturation, Decision, Health, Observation, Outcome, Standing, State, Vote,
+};
 pub use evaluate::{Claim, Round, EVALUATE_BATCH};
 pub use observations::{
     health, observations, observations_of, regional_failures, BatchHealth, DomainObservation, ObservedBatch,
@@ -299,8 +301,9 @@ impl Consensus {
         for batch in batches {
             if let Some(health) = &batch.health {
                 if let Some((healthy, checked_at)) = health.canary {
-                    if let Err(error) =
-                        self.record_health(&batch.region, healthy, checked_at, batch.received_at).await
+                    if let Err(error) = self
+                        .record_health(&batch.region, &batch.agent_id, healthy, checked_at, batch.received_at)
+                        .await
                     {
                         self.error("health", &error);
                     }

@@ -1,7 +1,7 @@
 //! What consensus reads from results, and where it keeps it: one region's newest observation
 //! per domain ([`DomainObservation`], with its [`Run`] of failures in a row), a stored batch's
 //! observations ([`ObservedBatch`]), their upsert into `region_observations`
-//! ([`Consensus::record`]), the agents' health (`region_health`), and the reads the evaluation
+//! ([`Consensus::record`]), each agent's health (`agent_health`), and the reads the evaluation
 //! and the status API share ([`observations`], [`health`], [`regional_failures`]).
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use shared::proto::{Batch, ErrorKind};
 use uuid::Uuid;
 
 use super::certificates::CertificateFact;
-use super::decide::{AgentSaturation, Health, Observation, State};
+use super::decide::{AgentCanary, AgentSaturation, Health, Observation, State};
 use super::Consensus;
 
 /// One region's newest observation of one domain in a batch.
@@ -303,21 +303,24 @@ fn dns_answer(domain_id: Uuid, result: &shared::proto::ProbeResult) -> Option<cr
 }
 
 impl Consensus {
-    /// Records a region's agent health (the newest self-check wins).
+    /// Records an agent's canary verdict (the newest self-check of each agent wins; each agent
+    /// of a region has its own).
     pub async fn record_health(
         &self,
         region: &str,
+        agent_id: &str,
         healthy: bool,
         checked_at: DateTime<Utc>,
         reported_at: DateTime<Utc>,
     ) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO region_health (region, healthy, checked_at, reported_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (region) DO UPDATE
+            "INSERT INTO agent_health (region, agent_id, healthy, checked_at, reported_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (region, agent_id) DO UPDATE
              SET healthy = excluded.healthy, checked_at = excluded.checked_at, reported_at = excluded.reported_at
-             WHERE region_health.checked_at <= excluded.checked_at",
+             WHERE agent_health.checked_at <= excluded.checked_at",
         )
         .bind(region)
+        .bind(agent_id)
         .bind(healthy)
         .bind(checked_at)
         .bind(reported_at)
@@ -569,15 +572,16 @@ pub async fn observations_of(
     Ok(by_domain)
 }
 
-/// Every region's latest agent health: the canary verdict and each agent's saturation (a
-/// region with saturation reports but no verdict counts as healthy). One round trip.
+/// Every region's agent health: each agent's latest canary verdict and saturation report, and
+/// the region's verdict aggregated over them ([`Health::aggregate`]). One round trip.
 pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String, Health>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         region: String,
+        agent_id: String,
         healthy: Option<bool>,
+        health_checked_at: Option<DateTime<Utc>>,
         reported_at: Option<DateTime<Utc>>,
-        agent_id: Option<String>,
         saturated: Option<bool>,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
@@ -586,24 +590,27 @@ pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String,
         saturation_reported_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT COALESCE(h.region, s.region) AS region, h.healthy, h.reported_at, s.agent_id, s.saturated,
+        "SELECT COALESCE(h.region, s.region) AS region, COALESCE(h.agent_id, s.agent_id) AS agent_id,
+                h.healthy, h.checked_at AS health_checked_at, h.reported_at, s.saturated,
                 s.since, s.until, s.lag_p95_ms, s.checked_at, s.reported_at AS saturation_reported_at
-         FROM region_health h FULL JOIN agent_saturation s ON s.region = h.region
-         ORDER BY 1, s.agent_id",
+         FROM agent_health h FULL JOIN agent_saturation s ON s.region = h.region AND s.agent_id = h.agent_id
+         ORDER BY 1, 2",
     )
     .fetch_all(&mut *tx)
     .await?;
-    let mut health: HashMap<String, Health> = HashMap::new();
+    type Parts = (Vec<AgentCanary>, Vec<AgentSaturation>, Option<DateTime<Utc>>);
+    let mut by_region: HashMap<String, Parts> = HashMap::new();
     for row in rows {
-        let Some(reported_at) = row.reported_at.or(row.saturation_reported_at) else { continue };
-        let entry = health.entry(row.region).or_insert_with(|| Health {
-            healthy: row.healthy.unwrap_or(true),
-            reported_at,
-            saturation: Vec::new(),
-        });
-        if let (Some(agent_id), Some(checked_at)) = (row.agent_id, row.checked_at) {
-            entry.saturation.push(AgentSaturation {
-                agent_id,
+        let (canaries, saturation, saturation_reported_at) = by_region.entry(row.region).or_default();
+        if let (Some(healthy), Some(checked_at), Some(reported_at)) =
+            (row.healthy, row.health_checked_at, row.reported_at)
+        {
+            canaries.push(AgentCanary { agent_id: row.agent_id.clone(), healthy, checked_at, reported_at });
+        }
+        if let (Some(checked_at), Some(reported_at)) = (row.checked_at, row.saturation_reported_at) {
+            *saturation_reported_at = (*saturation_reported_at).max(Some(reported_at));
+            saturation.push(AgentSaturation {
+                agent_id: row.agent_id,
                 saturated: row.saturated.unwrap_or(false),
                 since: row.since,
                 until: row.until,
@@ -612,7 +619,12 @@ pub async fn health(tx: &mut sqlx::PgConnection) -> sqlx::Result<HashMap<String,
             });
         }
     }
-    Ok(health)
+    Ok(by_region
+        .into_iter()
+        .filter_map(|(region, (canaries, saturation, at))| {
+            Health::aggregate(canaries, saturation, at).map(|health| (region, health))
+        })
+        .collect())
 }
 
 #[cfg(test)]

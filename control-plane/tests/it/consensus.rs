@@ -520,6 +520,74 @@ async fn unhealthy_agents_region_does_not_vote(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn each_agent_of_a_region_has_its_own_health_and_the_region_view_aggregates(pool: PgPool) {
+    let pki = Pki::new();
+    let app = spawn_with_ingest(pool, &pki).await;
+    let domain = app.create_domain(json!({"url": "https://example.com/health", "interval": 60})).await;
+    let mut clients = agents(&app, &pki).await;
+    let (cert, key) = pki.agent("iad", "iad-2");
+    let mut second = client(&app, &pki.ca_pem(), Some((&cert, &key))).await.unwrap();
+    all_up(&app, &mut clients, &domain).await;
+
+    // Two agents of iad: iad-1's network is fine, iad-2's is broken. Neither overwrites the other.
+    send(&mut clients, "iad", vec![probe(&domain, true)], Some(true)).await;
+    let mut b = batch("iad", vec![probe(&domain, false)]);
+    b.health = Some(AgentHealth {
+        healthy: false,
+        canaries_ok: 0,
+        canaries_total: 1,
+        checked_at_unix_us: chrono::Utc::now().timestamp_micros(),
+        ..Default::default()
+    });
+    assert!(!second.send_batch(b).await.unwrap().into_inner().duplicate);
+    eventually(WAIT, "both iad agents' verdicts stored", || async {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT agent_id, healthy FROM agent_health WHERE region = 'iad' ORDER BY agent_id",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .ok()?;
+        (rows == vec![("iad-1".to_owned(), true), ("iad-2".to_owned(), false)]).then_some(())
+    })
+    .await;
+
+    // iad's latest observation is iad-2's failure: no vote, so ams failing alone is no quorum.
+    report(&mut clients, "ams", &domain, false).await;
+    eventually(WAIT, "iad unhealthy (iad-2's observation) and ams failing", || async {
+        let status: Value =
+            app.get(&format!("/v1/domains/{domain}/status"), &app.token).await.json().await.ok()?;
+        let regions = status["regions"].as_array()?;
+        let standing = |r: &str| regions.iter().find(|v| v["region"] == r).map(|v| v["standing"].clone());
+        (standing("iad")? == "unhealthy" && standing("ams")? == "failing").then_some(())
+    })
+    .await;
+    app.consensus.sweep().await.unwrap();
+    assert_eq!(state_of(&app.pool, &domain).await.as_deref(), Some("up"));
+
+    // The region's view: each agent with its own verdict, the region healthy (iad-1 is).
+    let regions = eventually(WAIT, "both iad agents listed", || async {
+        let body: Value = app.get("/v1/regions", &app.token).await.json().await.ok()?;
+        let iad = body["items"].as_array()?.iter().find(|r| r["name"] == "iad")?.clone();
+        (iad["agents"].as_array()?.len() == 2).then_some(iad)
+    })
+    .await;
+    let verdicts: Vec<(Value, Value)> = regions["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["agent_id"].clone(), a["healthy"].clone()))
+        .collect();
+    assert_eq!(verdicts, vec![(json!("iad-1"), json!(true)), (json!("iad-2"), json!(false))]);
+    assert_eq!(regions["healthy"], json!(true), "{regions}");
+
+    // The same failure from the healthy agent counts: two of three regions fail.
+    send(&mut clients, "iad", vec![probe(&domain, false)], Some(true)).await;
+    wait_state(&app, &domain, "down").await;
+    assert_eq!(incidents_of(&app.pool, &domain).await.len(), 1);
+    app.stop().await;
+}
+
+#[sqlx::test]
 async fn acknowledgement_records_the_token_and_note_and_other_tenants_see_nothing(pool: PgPool) {
     let pki = Pki::new();
     let app = spawn_with_ingest(pool, &pki).await;

@@ -13,10 +13,16 @@
 //! An agent always counts itself as a member, and an agent that has never seen the member set
 //! (Redis unreachable since it started) probes every domain of its region: better a domain
 //! probed twice than not at all.
+//!
+//! A view also says, for each member that left since the previous view, the last instant it is
+//! known to have been alive (its last renewal): the agent taking one of its domains over knows
+//! which of the domain's slots may have gone unprobed and catches up on them
+//! ([`crate::scheduler::plan`]).
 
 pub mod registry;
 
 use shared::{DomainConfig, DomainId};
+use tokio::time::Instant;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The seed an agent's id contributes to its weights (computed once per member set).
@@ -43,12 +49,15 @@ pub struct Membership {
     me: Member,
     /// Sorted by id, deduplicated, always holding `me`. `None`: never seen, probe everything.
     members: Option<Vec<Member>>,
+    /// Members of the previous view missing from this one, each with the last instant it is
+    /// known to have been alive (its last renewal, on this process's clock).
+    departed: Vec<(String, Instant)>,
 }
 
 impl Membership {
     /// The view of an agent that has not seen its region's member set: it owns every domain.
     pub fn everything(me: &str) -> Self {
-        Self { me: Member { id: me.to_owned(), seed: agent_seed(me) }, members: None }
+        Self { me: Member { id: me.to_owned(), seed: agent_seed(me) }, members: None, departed: Vec::new() }
     }
 
     /// The view from a member set read from Redis (`me` is added when missing: an agent always
@@ -58,7 +67,43 @@ impl Membership {
         ids.sort_unstable();
         ids.dedup();
         let members = ids.into_iter().map(|id| Member { id: id.to_owned(), seed: agent_seed(id) }).collect();
-        Self { me: Member { id: me.to_owned(), seed: agent_seed(me) }, members: Some(members) }
+        Self {
+            me: Member { id: me.to_owned(), seed: agent_seed(me) },
+            members: Some(members),
+            departed: Vec::new(),
+        }
+    }
+
+    /// This view, saying of members that left since the previous one the last instant each is
+    /// known to have been alive (the registry passes their last renewal). Members listed here
+    /// that are still in this view are ignored.
+    pub fn with_departed(mut self, departed: impl IntoIterator<Item = (String, Instant)>) -> Self {
+        let mut departed: Vec<(String, Instant)> =
+            departed.into_iter().filter(|(id, _)| !self.contains(id)).collect();
+        departed.sort();
+        departed.dedup_by(|a, b| a.0 == b.0);
+        self.departed = departed;
+        self
+    }
+
+    /// Whether `id` is a live member of this view (every agent when never seen is not
+    /// knowable: `false` unless `id` is this agent).
+    pub fn contains(&self, id: &str) -> bool {
+        match &self.members {
+            Some(members) => members.binary_search_by(|m| m.id.as_str().cmp(id)).is_ok(),
+            None => id == self.me.id,
+        }
+    }
+
+    /// The last instant `id`, a member that left since the previous view, is known to have
+    /// been alive; `None` when this view does not say (see [`Membership::with_departed`]).
+    pub fn departed_alive_at(&self, id: &str) -> Option<Instant> {
+        self.departed.iter().find(|(d, _)| d == id).map(|(_, at)| *at)
+    }
+
+    /// Whether `other` has the same live members (departure details aside).
+    pub fn same_members(&self, other: &Membership) -> bool {
+        self.me == other.me && self.members == other.members
     }
 
     /// This agent's id.

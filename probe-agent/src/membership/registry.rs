@@ -17,7 +17,10 @@
 //!   recovers, counted every time); an agent that has never read one keeps probing everything.
 //!
 //! Each new member set is published through a `watch` channel to the scheduler, which moves
-//! the domains that changed hands.
+//! the domains that changed hands. A member that left is published with its last renewal (its
+//! score in the previous read, less `membership_ttl_ms`, mapped to this process's clock), so the
+//! taker knows from when its slots may have gone unprobed. This assumes the agents of a region
+//! share `membership_ttl_ms`, as they should (it bounds how long a dead agent's share waits).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use shared::RedisKeys;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Membership;
@@ -157,12 +161,14 @@ impl Registry {
         parse_reply(reply).ok_or(RegistryError::Reply)
     }
 
-    /// Publishes the view of `seen` when its member set differs from the current one.
-    fn apply(&self, seen: &Seen) {
+    /// Publishes the view of `seen` (read at `at`) when its member set differs from the
+    /// current one; `previous` is the read before it, which gives each member that left its
+    /// last renewal.
+    fn apply(&self, seen: &Seen, at: Instant, previous: Option<&(Seen, Instant)>) {
         let me = self.settings.agent_id.as_str();
         let next = Membership::seen(me, seen.members.iter().map(|(id, _)| id.as_str()));
         let current = self.view.borrow().clone();
-        if *current == next {
+        if current.same_members(&next) {
             return;
         }
         let before: Vec<&str> = current.members();
@@ -177,6 +183,14 @@ impl Registry {
             first_view = !current.is_known(),
             "region membership changed"
         );
+        // A member missing from the previous read cannot have left (the current view came from
+        // a read): say it was alive at most a TTL ago.
+        let fallback = at.checked_sub(self.settings.ttl).unwrap_or(at);
+        let departed: Vec<(String, Instant)> = left
+            .iter()
+            .map(|id| ((*id).to_owned(), last_renewal(id, previous, self.settings.ttl).unwrap_or(fallback)))
+            .collect();
+        let next = next.clone().with_departed(departed);
         self.metrics.membership_members.set(next.len() as i64);
         self.metrics.membership_changes.inc();
         self.view.send_replace(Arc::new(next));
@@ -187,15 +201,19 @@ impl Registry {
         let _connection = self.client.connect();
         let heartbeat = self.settings.heartbeat;
         let mut failing = false;
+        let mut previous: Option<(Seen, Instant)> = None;
         loop {
             let wait = match self.beat().await {
                 Ok(seen) => {
+                    let at = Instant::now();
                     if failing {
                         tracing::info!(region = %self.settings.region, "membership heartbeat recovered");
                         failing = false;
                     }
-                    self.apply(&seen);
-                    seen.next_read(&self.settings.agent_id, heartbeat)
+                    self.apply(&seen, at, previous.as_ref());
+                    let wait = seen.next_read(&self.settings.agent_id, heartbeat);
+                    previous = Some((seen, at));
+                    wait
                 }
                 Err(error) => {
                     let reason = match error {
@@ -241,6 +259,17 @@ impl Registry {
         let _ = self.client.quit().await;
         tracing::info!("membership stopped");
     }
+}
+
+/// The last renewal of member `id` as the read `previous` (taken at the local instant it
+/// holds) shows it: its expiry less `ttl`, mapped from Redis's clock to this process's.
+/// `None` when that read does not list it.
+fn last_renewal(id: &str, previous: Option<&(Seen, Instant)>, ttl: Duration) -> Option<Instant> {
+    let (seen, at) = previous?;
+    let expiry = seen.members.iter().find(|(member, _)| member == id)?.1;
+    let renewed_ms = expiry.saturating_sub(ttl.as_millis() as u64);
+    let ago = Duration::from_millis(seen.now_ms.saturating_sub(renewed_ms));
+    Some(at.checked_sub(ago).unwrap_or(*at))
 }
 
 /// `{now, {member, score, member, score, …}}` as the script returns it.
@@ -289,6 +318,20 @@ mod tests {
             "b lapses in 2 s unless renewed"
         );
         assert_eq!(seen(&[("me", 1_015_000), ("b", 1_000_001)]).next_read("me", hb), MIN_WAIT);
+    }
+
+    #[test]
+    fn a_departed_members_last_renewal_is_its_expiry_less_the_ttl_on_the_local_clock() {
+        let at = Instant::now() + Duration::from_secs(100);
+        let seen =
+            Seen { now_ms: 1_000_000, members: vec![("me".into(), 1_015_000), ("b".into(), 1_012_000)] };
+        let previous = (seen, at);
+        let ttl = Duration::from_millis(15_000);
+        // b expires 12 s after the read: it renewed 3 s before it.
+        assert_eq!(last_renewal("b", Some(&previous), ttl), Some(at - Duration::from_secs(3)));
+        assert_eq!(last_renewal("me", Some(&previous), ttl), Some(at));
+        assert_eq!(last_renewal("c", Some(&previous), ttl), None, "not in that read");
+        assert_eq!(last_renewal("b", None, ttl), None);
     }
 
     #[test]

@@ -253,11 +253,13 @@ impl Scheduler {
                         self.metrics.scheduled_domains.set(plan.len() as i64);
                         self.metrics.handoff(handoffs::GAINED, handoff.gained);
                         self.metrics.handoff(handoffs::LOST, handoff.lost);
+                        self.metrics.membership_catch_ups.inc_by(handoff.overdue);
                         if handoff != plan::Handoff::default() {
                             tracing::info!(
                                 members = view.len(),
                                 gained = handoff.gained,
                                 lost = handoff.lost,
+                                caught_up = handoff.overdue,
                                 owned = plan.len(),
                                 "domains handed over after a membership change"
                             );

@@ -19,6 +19,21 @@
 //! it at the very slots its previous owner used: a handoff neither bursts nor shifts the
 //! domain's rhythm.
 //!
+//! **Catching up after a takeover.** Waiting for the next slot is not enough when the previous
+//! owner died: it was last known alive at `A` (its last renewal), the taker sees it gone at
+//! `T` (up to `membership_ttl_ms` later), and a slot of the domain falling in `(A, T)` may
+//! have gone unprobed, so waiting for the next one would leave up to two intervals without a
+//! probe. A gained domain whose first slot after `A`, `m`, lies before `T` is therefore probed
+//! once at `c = T + (m − A)/2`, then returns to its phase at its next slot. The missed slots
+//! lie in `(A, T)`, so the catch-ups are replayed from `T` at half their spacing, the most
+//! overdue first, over `(T − A)/2`: twice the share's own rate, no burst. The longest gap is
+//! then bounded: the domain's last probe was at `m − interval` at the latest, so
+//! `c − (m − interval) = interval + (T − m) + (m − A)/2 ≤ interval + (T − A)`, that is at most
+//! `interval + membership_ttl_ms` (plus the time to notice) for a dead agent, and about
+//! `interval` plus two heartbeats for one that left cleanly. A domain whose previous owner is
+//! still a member (this agent just joined, or a second agent of `agents_per_region` stays) and
+//! every domain at start keep their slot: their owner is probing them.
+//!
 //! One binary heap holds the next due time of every domain; entries made stale by a change are
 //! skipped lazily by a generation number. 100,000 domains cost a few megabytes and no timers.
 
@@ -50,7 +65,11 @@ impl Anchor {
     }
 
     fn wall(&self, at: Instant) -> u64 {
-        self.wall_ms + at.saturating_duration_since(self.instant).as_millis() as u64
+        if at >= self.instant {
+            self.wall_ms + (at - self.instant).as_millis() as u64
+        } else {
+            self.wall_ms.saturating_sub((self.instant - at).as_millis() as u64)
+        }
     }
 }
 
@@ -99,6 +118,8 @@ struct Entry {
     interval: Duration,
     generation: u64,
     next: Instant,
+    /// For a catch-up probe planned at `next` (off its phase): the slot to return to after it.
+    resume: Option<Instant>,
 }
 
 /// Domains that changed hands when the member set changed.
@@ -108,6 +129,9 @@ pub struct Handoff {
     pub gained: u64,
     /// Given up to another agent.
     pub lost: u64,
+    /// Of the gained, those whose previous owner may have missed a slot: probed once ahead of
+    /// their next slot (see the module documentation).
+    pub overdue: u64,
 }
 
 /// Every active domain's next due time, for the domains this agent owns.
@@ -156,11 +180,15 @@ impl Plan {
     }
 
     fn push(&mut self, config: Arc<DomainConfig>, next: Instant) {
+        self.push_resuming(config, next, None);
+    }
+
+    fn push_resuming(&mut self, config: Arc<DomainConfig>, next: Instant, resume: Option<Instant>) {
         self.generation += 1;
         let id = config.id;
         let interval = Duration::from_secs(u64::from(config.interval_s.max(1)));
         self.heap.push(Reverse((next, self.generation, id)));
-        self.entries.insert(id, Entry { config, interval, generation: self.generation, next });
+        self.entries.insert(id, Entry { config, interval, generation: self.generation, next, resume });
     }
 
     /// Adds or updates a domain. A new domain, or one whose interval or regions changed (which
@@ -202,14 +230,16 @@ impl Plan {
 
     /// Switches to a new member set: the catalog's domains this agent now owns are placed on
     /// their phase (the next slot at or after `now`, the one their previous owner would have
-    /// used), those another agent now owns are removed, and the rest keep their planned time.
+    /// used) or, when their previous owner left and may have missed a slot, probed once ahead
+    /// of it (see the module documentation); those another agent now owns are removed, and the
+    /// rest keep their planned time.
     pub fn set_membership(
         &mut self,
         membership: Arc<Membership>,
         catalog: &Catalog,
         now: Instant,
     ) -> Handoff {
-        self.membership = membership;
+        let previous = std::mem::replace(&mut self.membership, membership);
         let mut handoff = Handoff::default();
         for config in catalog.iter() {
             let owned = !config.paused && self.membership.owns(config);
@@ -217,6 +247,11 @@ impl Plan {
             if owned && !held {
                 self.upsert(config, now);
                 handoff.gained += 1;
+                if let Some(alive) = self.probed_until(&previous, config, now) {
+                    if self.catch_up(config, alive, now) {
+                        handoff.overdue += 1;
+                    }
+                }
             } else if !owned && held {
                 self.remove(config.id);
                 handoff.lost += 1;
@@ -224,6 +259,46 @@ impl Plan {
         }
         self.compact();
         handoff
+    }
+
+    /// Until when `config`'s domain, newly this agent's, is known to have been probed by its
+    /// previous owners under `previous`: `now` when one of them is still a member (it probes
+    /// until it sees this view), the latest a departed one was known alive otherwise, an
+    /// interval ago when the view does not say. `None` when `previous` never saw the member
+    /// set (at start: the domain keeps its slot, no burst).
+    fn probed_until(&self, previous: &Membership, config: &DomainConfig, now: Instant) -> Option<Instant> {
+        let owners = previous.owners(config.id, config.agents_per_region)?;
+        let interval = Duration::from_secs(u64::from(config.interval_s.max(1)));
+        let unknown = now.checked_sub(interval).unwrap_or(now);
+        owners
+            .into_iter()
+            .filter(|owner| *owner != self.membership.me())
+            .map(|owner| {
+                if self.membership.contains(owner) {
+                    now
+                } else {
+                    self.membership.departed_alive_at(owner).unwrap_or(unknown).min(now)
+                }
+            })
+            .max()
+    }
+
+    /// Plans a catch-up probe of a just-gained domain whose owner was last known probing at
+    /// `alive`, when a slot of it fell between `alive` and `now`: at `now + (m − alive)/2`, `m`
+    /// being that first possibly missed slot, then back to its next slot. Whether it did.
+    fn catch_up(&mut self, config: &Arc<DomainConfig>, alive: Instant, now: Instant) -> bool {
+        let interval = Duration::from_secs(u64::from(config.interval_s.max(1)));
+        let missed = self.next_slot(config, interval, alive);
+        if missed >= now {
+            return false;
+        }
+        let at = now + (missed - alive) / 2;
+        let resume = self.next_slot(config, interval, now);
+        if at >= resume {
+            return false;
+        }
+        self.push_resuming(config.clone(), at, Some(resume));
+        true
     }
 
     /// Stale heap entries are dropped lazily; compacts when they dominate.
@@ -258,7 +333,8 @@ impl Plan {
     }
 
     /// Takes one probe due at or before `now` and plans that domain's next run one interval
-    /// later (skipping slots already in the past if the agent fell behind).
+    /// later, or at its slot after a catch-up probe (skipping slots already in the past if the
+    /// agent fell behind).
     pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
         self.drop_stale();
         let Reverse((at, _, id)) = *self.heap.peek()?;
@@ -268,7 +344,8 @@ impl Plan {
         self.heap.pop();
         let entry = self.entries.get(&id)?;
         let (config, interval) = (entry.config.clone(), entry.interval);
-        let mut next = at + interval;
+        // A catch-up probe returns to the domain's phase; a regular one goes on to its next slot.
+        let mut next = entry.resume.unwrap_or(at + interval);
         if next <= now {
             let behind = now.duration_since(next).as_millis() / interval.as_millis().max(1) + 1;
             self.skipped += behind as u64;
@@ -281,6 +358,8 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn config(interval_s: u32) -> Arc<DomainConfig> {
@@ -449,9 +528,11 @@ mod tests {
             catalog.iter().filter_map(|c| plans[0].next_of(c.id).map(|at| (c.id, at))).collect();
         theirs.sort();
         let (a, b) = plans.split_at_mut(1);
-        let alone = Arc::new(Membership::seen("ams-2", ["ams-2"]));
+        // It left cleanly: alive until the handoff, so it missed no slot and nothing is overdue.
+        let alone =
+            Arc::new(Membership::seen("ams-2", ["ams-2"]).with_departed([("ams-1".to_owned(), left_at)]));
         let handoff = b[0].set_membership(alone, &catalog, left_at);
-        assert_eq!(handoff, Handoff { gained: a[0].len() as u64, lost: 0 });
+        assert_eq!(handoff, Handoff { gained: a[0].len() as u64, lost: 0, overdue: 0 });
         assert_eq!(b[0].len(), 200);
         for (id, at) in theirs {
             // A slot falling exactly on the handoff instant was probed by ams-1 and comes due at
@@ -463,7 +544,115 @@ mod tests {
         // ams-1 comes back: ams-2 gives up exactly the domains ams-1 takes.
         let both = Arc::new(Membership::seen("ams-2", agents));
         let back = b[0].set_membership(both, &catalog, left_at);
-        assert_eq!(back, Handoff { gained: 0, lost: a[0].len() as u64 });
+        assert_eq!(back, Handoff { gained: 0, lost: a[0].len() as u64, overdue: 0 });
+    }
+
+    /// Two plans of one region over `catalog`, each holding its share.
+    fn shared_plans(anchor: Anchor, catalog: &Catalog, agents: [&str; 2]) -> Vec<Plan> {
+        agents
+            .iter()
+            .map(|me| {
+                let mut plan = Plan::new("ams", anchor);
+                plan.set_membership(
+                    Arc::new(Membership::seen(me, agents)),
+                    &Catalog::default(),
+                    anchor.instant,
+                );
+                plan.apply(&Catalog::default(), catalog, anchor.instant);
+                plan
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_owners_domains_are_caught_up_within_an_interval_plus_the_ttl_without_a_burst() {
+        let anchor = anchor();
+        let interval = Duration::from_secs(60);
+        let ttl = Duration::from_secs(15);
+        let catalog = Catalog::from_snapshot(1, (0..2_000).map(|_| (*config(60)).clone()), "ams");
+        let mut plans = shared_plans(anchor, &catalog, ["ams-1", "ams-2"]);
+        // ams-1 probes every slot until it dies; its last renewal was 2 s before.
+        let died = anchor.instant + Duration::from_secs(130);
+        let renewed = died - Duration::from_secs(2);
+        let mut last: HashMap<DomainId, Instant> = HashMap::new();
+        while let Some(at) = plans[0].next_due().filter(|at| *at <= died) {
+            let due = plans[0].pop_due(at).unwrap();
+            last.insert(due.config.id, due.planned);
+        }
+        assert_eq!(plans[0].skipped, 0, "on time");
+        let theirs = plans[0].len();
+        assert_eq!(last.len(), theirs);
+        // ams-2 reads the set just after the registration expired.
+        let noticed = renewed + ttl + Duration::from_millis(5);
+        let unknown = noticed - renewed;
+        let view = Membership::seen("ams-2", ["ams-2"]).with_departed([("ams-1".to_owned(), renewed)]);
+        let handoff = plans[1].set_membership(Arc::new(view), &catalog, noticed);
+        assert_eq!((handoff.gained, handoff.lost), (theirs as u64, 0));
+        // Those with a slot in the 17 s ams-1 may have missed: about 17/60 of its share.
+        let expected = theirs as f64 * unknown.as_secs_f64() / 60.0;
+        assert!((handoff.overdue as f64 - expected).abs() < expected * 0.3, "{handoff:?}, ~{expected}");
+
+        let end = noticed + interval * 2;
+        let mut probes: HashMap<DomainId, Vec<Instant>> = HashMap::new();
+        let mut off_phase_per_second: HashMap<u64, u32> = HashMap::new();
+        while let Some(at) = plans[1].next_due().filter(|at| *at <= end) {
+            let due = plans[1].pop_due(at).unwrap();
+            if last.contains_key(&due.config.id) {
+                probes.entry(due.config.id).or_default().push(due.planned);
+            }
+            if plans[1].next_slot(&due.config, interval, due.planned) != due.planned {
+                assert!(
+                    due.planned >= noticed && due.planned - noticed <= unknown / 2,
+                    "catch-ups within (T − A)/2"
+                );
+                *off_phase_per_second.entry((due.planned - noticed).as_secs()).or_default() += 1;
+            }
+        }
+        assert_eq!(off_phase_per_second.values().sum::<u32>() as u64, handoff.overdue, "one catch-up each");
+        // Twice the share's own rate (1,000 domains a minute: 17 a second), never a burst.
+        let rate = theirs as f64 / 60.0;
+        for (second, n) in &off_phase_per_second {
+            assert!(f64::from(*n) <= 2.0 * rate * 1.6 + 5.0, "{n} catch-ups in second {second}");
+        }
+        for (id, previous) in &last {
+            let times = &probes[id];
+            let gap = times[0] - *previous;
+            assert!(
+                gap <= interval + unknown,
+                "{id}: {gap:?} without a probe (bound {:?})",
+                interval + unknown
+            );
+            // Back on its phase after at most one catch-up.
+            let config = catalog.get(id).unwrap();
+            for at in &times[1..] {
+                assert_eq!(plans[1].next_slot(config, interval, *at), *at, "{id} back on its phase");
+            }
+            for pair in times.windows(2) {
+                assert!(
+                    pair[1] - pair[0] >= interval - unknown,
+                    "{id}: probes {:?} apart",
+                    pair[1] - pair[0]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_departure_the_view_does_not_date_counts_as_a_whole_interval_unknown() {
+        let anchor = anchor();
+        let catalog = Catalog::from_snapshot(1, (0..600).map(|_| (*config(60)).clone()), "ams");
+        let mut plans = shared_plans(anchor, &catalog, ["ams-1", "ams-2"]);
+        let now = anchor.instant + Duration::from_secs(100);
+        let handoff = plans[1].set_membership(Arc::new(Membership::seen("ams-2", ["ams-2"])), &catalog, now);
+        assert_eq!(handoff.overdue, handoff.gained, "every gained domain is caught up");
+        let mut caught = 0;
+        while let Some(at) = plans[1].next_due().filter(|at| *at < now + Duration::from_secs(30)) {
+            let due = plans[1].pop_due(at).unwrap();
+            if plans[1].next_slot(&due.config, Duration::from_secs(60), due.planned) != due.planned {
+                caught += 1;
+            }
+        }
+        assert_eq!(caught, handoff.gained, "spread over half an interval");
     }
 
     #[test]
