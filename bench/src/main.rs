@@ -5,8 +5,8 @@
 //! `cargo run --release -p bench -- <scenario> [--flags]`
 
 mod alerting;
-mod chaos;
 mod capacity;
+mod chaos;
 mod cold_load;
 mod compare;
 mod degraded;
