@@ -375,7 +375,10 @@ async fn compression(url: &str) -> (bool, f64, String) {
     match measured {
         Ok(ratio) => (true, ratio, "measured: chunk_compression_stats after compress_chunk".into()),
         Err(error) => {
-            eprintln!("  measuring TimescaleDB compression failed ({error:#}); using the published ratio");
+            eprintln!(
+                "  measuring TimescaleDB compression failed ({}); using the published ratio",
+                shared::error::Chain(&*error)
+            );
             (true, published.0, published.1)
         }
     }
