@@ -83,17 +83,7 @@ impl Plane {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{method} {path} -> {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
+        call_api(&self.http, &self.api, &self.token, method, path, body).await
     }
 
     /// `n` domains (documentation addresses: nothing probes them here) on page `slug`.
@@ -402,4 +392,22 @@ pub async fn status_page(args: PageArgs) -> anyhow::Result<Value> {
     plane.stop().await?;
     scratch.cleanup().await?;
     result
+}
+
+/// One authenticated JSON request to a control plane at `base`; its JSON answer, or an error
+/// with the status and body when it is not a success.
+pub(crate) async fn call_api(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let response =
+        http.request(method.clone(), format!("{base}{path}")).bearer_auth(token).json(&body).send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    anyhow::ensure!(status.is_success(), "{method} {path} -> {status}: {text}");
+    Ok(serde_json::from_str(&text)?)
 }

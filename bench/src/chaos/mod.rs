@@ -275,17 +275,7 @@ struct Api {
 
 impl Api {
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        anyhow::ensure!(status.is_success(), "POST {path} -> {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
+        crate::pages::call_api(&self.http, &self.base, &self.token, reqwest::Method::POST, path, body).await
     }
 }
 
