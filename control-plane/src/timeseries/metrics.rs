@@ -35,6 +35,10 @@ pub struct TimeseriesMetrics {
     pub write_connections: Gauge,
     /// Hours re-rolled by the plain-mode refresher.
     pub hours_rolled_up: Counter,
+    /// Plain mode: queued results added to the roll-ups.
+    pub results_rolled_up: Counter,
+    /// Plain mode: queued results older than the roll-up retention, discarded.
+    pub results_discarded: Counter,
     /// Raw partitions dropped by retention (plain mode).
     pub partitions_dropped: Counter,
     /// TimescaleDB mode: results stored older than the refresh policies reach (noted by the
@@ -63,6 +67,8 @@ impl Default for TimeseriesMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             write_connections: Gauge::default(),
             hours_rolled_up: Counter::default(),
+            results_rolled_up: Counter::default(),
+            results_discarded: Counter::default(),
             partitions_dropped: Counter::default(),
             late_results_noted: Counter::default(),
             late_refreshes: Counter::default(),
@@ -89,6 +95,16 @@ impl TimeseriesMetrics {
             self.write_connections.clone(),
         );
         r.register("hours_rolled_up", "Hours recomputed into the roll-ups", self.hours_rolled_up.clone());
+        r.register(
+            "results_rolled_up",
+            "Queued results added to the roll-ups (plain mode)",
+            self.results_rolled_up.clone(),
+        );
+        r.register(
+            "results_discarded",
+            "Queued results older than the roll-up retention, discarded (plain mode)",
+            self.results_discarded.clone(),
+        );
         r.register(
             "partitions_dropped",
             "Raw partitions dropped by retention",

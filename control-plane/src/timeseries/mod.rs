@@ -4,10 +4,11 @@
 //!
 //! - [`Timeseries::ingest`]: validate a batch, queue it (bounded, `ingest_queue_capacity`,
 //!   waiting at most `ingest_wait_ms`), store it through one of `timeseries_write_connections`
-//!   group-commit writers ([`writer`]; in plain mode its counts and latency buckets are added to
-//!   the roll-ups in the same transaction), answer after COMMIT. Idempotent per batch id.
-//! - [`Timeseries::refresh_rollups`] and [`Timeseries::maintain`] ([`rollup`]): plain-mode
-//!   re-aggregation of hours an older control plane marked, partitions and retention;
+//!   group-commit writers ([`writer`]; in plain mode its roll-up inputs are queued in the same
+//!   transaction), answer after COMMIT. Idempotent per batch id.
+//! - [`Timeseries::refresh_rollups`] and [`Timeseries::maintain`] ([`rollup`]): plain mode:
+//!   the queued results added to the roll-ups in bulk, hours an older control plane marked
+//!   re-aggregated, partitions and retention;
 //!   TimescaleDB mode: refreshes of the continuous aggregates over late results ([`late`]);
 //!   [`Timeseries::run_maintenance`] runs both periodically, and in TimescaleDB mode also
 //!   [`Timeseries::check_jobs`] ([`jobs`]: failed and overdue background jobs).
@@ -321,20 +322,38 @@ impl Timeseries {
         answer.await.unwrap_or_else(|_| Err(IngestError::Unavailable("the writer stopped".into())))
     }
 
-    /// Plain mode: recomputes the hours an older control plane marked in `rollup_dirty` (this
-    /// one adds to the roll-ups as it stores results), and their days; nothing when none is
-    /// marked. TimescaleDB mode: the refresh policies do the recent buckets, and this refreshes
+    /// Plain mode: adds the queued results to the roll-ups and recomputes the hours an older
+    /// control plane marked in `rollup_dirty`, and their days ([`rollup::refresh`]; a pass
+    /// another replica is running is skipped). TimescaleDB mode: the refresh policies do the recent buckets, and this refreshes
     /// the continuous aggregates over results stored too late for them ([`late`]).
     pub async fn refresh_rollups(&self) -> anyhow::Result<RefreshReport> {
         if self.inner.mode == StorageMode::Timescale {
             self.refresh_late(Utc::now()).await?;
             return Ok(RefreshReport::default());
         }
-        let report = rollup::refresh(&self.inner.pool, Utc::now(), self.inner.retention.raw_days)
+        let retention = self.inner.retention;
+        let m = &self.inner.metrics;
+        let report = rollup::refresh(&self.inner.pool, Utc::now(), retention.raw_days, retention.rollup_days)
             .await
-            .inspect_err(|_| self.inner.metrics.error("refresh"))
-            .context("refreshing roll-ups")?;
-        self.inner.metrics.hours_rolled_up.inc_by(report.hours.len() as u64);
+            .inspect_err(|_| m.error("refresh"))
+            .context("adding the queued results to the roll-ups")?;
+        m.hours_rolled_up.inc_by(report.hours.len() as u64);
+        m.results_rolled_up.inc_by(report.results_added);
+        m.results_discarded.inc_by(report.results_discarded);
+        if report.results_discarded > 0 {
+            tracing::warn!(
+                results = report.results_discarded,
+                "queued results older than the roll-up retention were discarded"
+            );
+        }
+        tracing::debug!(
+            results = report.results_added,
+            hourly_rows = report.hourly_rows,
+            daily_rows = report.daily_rows,
+            recomputed_hours = report.hours.len(),
+            skipped = report.skipped,
+            "roll-up refresh"
+        );
         Ok(report)
     }
 

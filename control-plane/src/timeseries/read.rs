@@ -7,9 +7,9 @@
 //! kept as long as daily ones (`retention_rollup_days`), so 30 days are at most 720 rows per
 //! domain and region; `rollup_daily` serves longer ranges. Both modes include the newest
 //! results: TimescaleDB's aggregates are real-time (`materialized_only = false`), and in plain
-//! mode the writer adds every batch to its roll-up rows as it stores it; hours an older control
-//! plane marked for a refresh are rolled up from the raw rows at read time until the refresher
-//! has done them, in the same snapshot as the rest (see [`snapshot`]).
+//! mode the hours whose results are still queued for the roll-ups (or that an older control
+//! plane marked for a refresh) are rolled up from the raw rows at read time, in the same
+//! snapshot as the rest (see [`snapshot`]).
 
 use std::str::FromStr;
 
@@ -283,11 +283,11 @@ impl CertificateFacts {
     }
 }
 
-/// A read-only snapshot to read roll-ups in, and the hours from `since` on that are marked for
-/// a refresh but not rolled up yet: reads compute those from the raw rows in the same snapshot,
+/// A read-only snapshot to read roll-ups in, and the hours from `since` on whose results are
+/// not all in the roll-ups yet ([`rollup::pending_hours`]): reads compute those from the raw rows in the same snapshot,
 /// so results count as soon as they are stored, as TimescaleDB's real-time aggregates do (with
-/// TimescaleDB the list is empty). In one snapshot, an hour is either still marked or already
-/// rolled up, never both or neither.
+/// TimescaleDB the list is empty). In one snapshot every result of an unmarked hour is in the
+/// roll-ups, and a marked hour is read whole from the raw rows.
 async fn snapshot(
     pool: &PgPool,
     mode: StorageMode,

@@ -1,21 +1,29 @@
 //! Plain-mode roll-ups and maintenance (TimescaleDB does both itself through its policies).
 //!
-//! **Added at ingest.** The writer adds each batch's counts and histogram buckets to the
-//! `rollup_hourly` and `rollup_daily` rows of its hours and days in the transaction that stores
-//! it (see [`super::writer`]): roll-ups are sums, so they stay equal to an aggregation of the
-//! raw rows, late results included, with no refresh.
+//! **Added from a queue.** The writer appends each stored result's roll-up inputs (time,
+//! domain, region, success, latency bucket per phase) to `rollup_queue`, and one mark per UTC
+//! hour to `rollup_queued_hours`, in the transaction that stores the raw rows (see
+//! [`super::writer`]). [`refresh`] moves the queue into `rollup_hourly` and `rollup_daily` in
+//! one REPEATABLE READ transaction: it deletes the marks and the queue rows its snapshot sees
+//! and adds their counts and histogram cells in one statement ([`add_queue`]): one update per
+//! roll-up row that exists (only the cells that changed are touched), one insert per row that
+//! does not, however many results each carries, so the cost follows the roll-up rows a pass
+//! touches rather than the results. Rows and marks committed after the snapshot stay for the
+//! next pass. So in every snapshot each stored result is either in the roll-ups or still
+//! queued, and every hour holding a queued result is marked: reads roll the marked hours up
+//! from the raw rows ([`pending_hours`]), and results count as soon as they are stored.
+//! Roll-ups are sums, so late results simply land in their own hour and day. Queued results
+//! older than the roll-up retention are discarded (counted).
 //!
-//! **Refresh, for hours an older control plane marked.** Control planes before roll-ups were
-//! added at ingest appended the hours they wrote to `rollup_dirty` instead (during a rolling
-//! deploy some still may). The refresher, in one transaction under an advisory lock, does
-//! nothing when there is no mark; otherwise it locks both roll-up tables against writers
-//! (`SHARE ROW EXCLUSIVE`: a writer's addition waits, and one in progress finishes first, so
-//! every addition is either in the raw rows the recomputation reads or made on top of it),
-//! deletes the marks, recomputes those hours of `rollup_hourly` from the raw rows, then the
-//! days holding them in `rollup_daily` from the hourly rows. A mark committed after the
-//! DELETE's snapshot is not deleted and is handled next round; every mark deleted belongs to a
-//! transaction whose rows the later statements see. Hours older than raw retention are not
-//! recomputed (their raw rows are gone).
+//! **Recomputed, for hours an older control plane marked.** Control planes before roll-ups
+//! were added at ingest appended the hours they wrote to `rollup_dirty` instead. The same
+//! transaction deletes those marks, leaves those hours' queued results out of the additions,
+//! recomputes the hours of `rollup_hourly` from the raw rows and then the days holding them in
+//! `rollup_daily` from the hourly rows. Hours older than raw retention are not recomputed
+//! (their raw rows are gone).
+//!
+//! One refresher works at a time across replicas (a transaction-level advisory lock, tried
+//! without waiting: a replica that finds it taken skips the pass).
 //!
 //! **Maintenance.** Daily partitions `probe_results_pYYYYMMDD` from yesterday to
 //! `partitions_ahead_days` ahead (rows already in the DEFAULT partition for that day are moved
@@ -40,7 +48,19 @@ const MAINTENANCE_LOCK: i64 = 0x7473_6d61_696e_7400; // "tsmaint"
 /// What one refresh did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefreshReport {
+    /// Another replica was refreshing: this pass did nothing.
+    pub skipped: bool,
+    /// Queued results added to the roll-ups.
+    pub results_added: u64,
+    /// Queued results older than the roll-up retention, discarded.
+    pub results_discarded: u64,
+    /// `rollup_hourly` rows the additions updated or inserted.
+    pub hourly_rows: u64,
+    /// `rollup_daily` rows the additions updated or inserted.
+    pub daily_rows: u64,
+    /// Hours an older control plane marked, recomputed from the raw rows.
     pub hours: Vec<DateTime<Utc>>,
+    /// The days holding them, recomputed from the hourly rows.
     pub days: Vec<DateTime<Utc>>,
 }
 
@@ -105,16 +125,20 @@ GROUP BY c.bucket, c.domain_id, c.region, c.probes, c.successes"
     )
 }
 
-/// The hours marked for a refresh that have not been refreshed yet, from `since` on (plain
-/// mode; reads compute these hours from the raw rows).
+/// The hours from `since` on whose results are not all in the roll-ups yet: hours holding
+/// queued results, and hours an older control plane marked for a recomputation (plain mode;
+/// reads compute these hours from the raw rows).
 pub(crate) async fn pending_hours(
     conn: &mut PgConnection,
     since: DateTime<Utc>,
 ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT hour FROM rollup_dirty WHERE hour >= $1 ORDER BY hour")
-        .bind(since)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar(
+        "SELECT hour FROM rollup_queued_hours WHERE hour >= $1 \
+         UNION SELECT hour FROM rollup_dirty WHERE hour >= $1 ORDER BY 1",
+    )
+    .bind(since)
+    .fetch_all(conn)
+    .await
 }
 
 const ROLL_DAYS: &str = "
@@ -133,21 +157,106 @@ pub(crate) fn day_of(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(secs - secs.rem_euclid(86_400), 0).unwrap_or(time)
 }
 
-/// Recomputes the hours marked by an older control plane and their days (plain mode).
+/// The CTEs adding the queued results of `source` (a CTE of queue rows with a `bucket`
+/// column) to `table`, named with `prefix`: per roll-up row the count, the successes and the
+/// histogram cells as codes `phase * 1000 + position` with their counts; an update of the rows
+/// that exist, an insert of the others (with a conflict arm adding whole histograms, for a row
+/// a writer of an older control plane inserted meanwhile).
+fn add_to(prefix: &str, table: &str, source: &str) -> String {
+    let hists = ["total_hist", "dns_hist", "connect_hist", "tls_hist", "ttfb_hist"];
+    let update: Vec<String> = hists
+        .iter()
+        .enumerate()
+        .map(|(phase, h)| format!("{h} = hist_add_cells(r.{h}, {prefix}.cells, {prefix}.n, {phase})"))
+        .collect();
+    let insert: Vec<String> =
+        (0..hists.len()).map(|phase| format!("hist_add_cells(NULL, cells, n, {phase})")).collect();
+    let conflict: Vec<String> =
+        hists.iter().map(|h| format!("{h} = hist_add(r.{h}, excluded.{h})")).collect();
+    format!(
+        "{prefix} AS (
+    SELECT c.bucket, c.domain_id, c.region, c.probes, c.successes, x.cells, x.n
+    FROM (SELECT bucket, domain_id, region, count(*) AS probes, count(*) FILTER (WHERE ok) AS successes
+          FROM {source} GROUP BY 1, 2, 3) AS c
+    LEFT JOIN (
+        SELECT bucket, domain_id, region, array_agg(code ORDER BY code) AS cells, array_agg(n ORDER BY code) AS n
+        FROM (SELECT bucket, domain_id, region, v.code, count(*)::int AS n
+              FROM {source}
+              CROSS JOIN LATERAL (VALUES (total_b + 2), (dns_b + 1002), (connect_b + 2002), (tls_b + 3002),
+                                         (ttfb_b + 4002)) AS v(code)
+              WHERE v.code IS NOT NULL
+              GROUP BY 1, 2, 3, 4) AS per_cell
+        GROUP BY 1, 2, 3
+    ) AS x USING (bucket, domain_id, region)
+), {prefix}_updated AS (
+    UPDATE {table} AS r SET probes = r.probes + {prefix}.probes, successes = r.successes + {prefix}.successes,
+        {update}
+    FROM {prefix}
+    WHERE r.domain_id = {prefix}.domain_id AND r.bucket = {prefix}.bucket AND r.region = {prefix}.region
+    RETURNING r.domain_id, r.bucket, r.region
+), {prefix}_inserted AS (
+    INSERT INTO {table} AS r (bucket, domain_id, region, probes, successes,
+                              total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist)
+    SELECT bucket, domain_id, region, probes, successes, {insert}
+    FROM {prefix}
+    WHERE NOT EXISTS (SELECT 1 FROM {prefix}_updated AS u
+                      WHERE u.domain_id = {prefix}.domain_id AND u.bucket = {prefix}.bucket
+                        AND u.region = {prefix}.region)
+    ORDER BY domain_id, bucket, region
+    ON CONFLICT (domain_id, bucket, region) DO UPDATE SET
+        probes = r.probes + excluded.probes, successes = r.successes + excluded.successes,
+        {conflict}
+    RETURNING 1
+)",
+        update = update.join(",\n        "),
+        insert = insert.join(", "),
+        conflict = conflict.join(",\n        "),
+    )
+}
+
+/// Moves every queued result the transaction's snapshot sees into both roll-up tables:
+/// `$1` the hours and `$2` the days being recomputed (their results are left out: the
+/// recomputation reads them from the raw rows), `$3` the roll-up retention cutoff (older
+/// results are discarded). Answers the results added (those of recomputed hours not
+/// included), the results discarded, and the hourly and daily rows touched.
+pub(crate) fn add_queue() -> String {
+    format!(
+        "WITH queued AS (
+    DELETE FROM rollup_queue
+    RETURNING time, domain_id, region, ok, total_b, dns_b, connect_b, tls_b, ttfb_b
+), kept AS (
+    SELECT date_trunc('hour', time, 'UTC') AS hour, * FROM queued WHERE time >= $3
+), hourly AS (
+    SELECT hour AS bucket, * FROM kept WHERE hour <> ALL($1::timestamptz[])
+), daily AS (
+    SELECT * FROM (SELECT date_trunc('day', time, 'UTC') AS bucket, * FROM kept) AS d
+    WHERE bucket <> ALL($2::timestamptz[])
+), {}, {}
+SELECT (SELECT count(*) FROM hourly), (SELECT count(*) FROM queued) - (SELECT count(*) FROM kept),
+       (SELECT count(*) FROM h), (SELECT count(*) FROM d)",
+        add_to("h", "rollup_hourly", "hourly"),
+        add_to("d", "rollup_daily", "daily"),
+    )
+}
+
+/// Adds the queued results to the roll-ups and recomputes the hours an older control plane
+/// marked, with their days (plain mode); see the module documentation.
 pub(crate) async fn refresh(
     pool: &PgPool,
     now: DateTime<Utc>,
     raw_days: u32,
+    rollup_days: u32,
 ) -> Result<RefreshReport, sqlx::Error> {
-    let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rollup_dirty)").fetch_one(pool).await?;
-    if !any {
-        return Ok(RefreshReport::default());
-    }
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REFRESH_LOCK).execute(&mut *tx).await?;
-    sqlx::query("LOCK TABLE rollup_hourly, rollup_daily IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(REFRESH_LOCK)
+        .fetch_one(&mut *tx)
         .await?;
+    if !locked {
+        return Ok(RefreshReport { skipped: true, ..RefreshReport::default() });
+    }
+    sqlx::query("DELETE FROM rollup_queued_hours").execute(&mut *tx).await?;
     let marked: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "WITH d AS (DELETE FROM rollup_dirty RETURNING hour) SELECT DISTINCT hour FROM d ORDER BY hour",
     )
@@ -155,23 +264,36 @@ pub(crate) async fn refresh(
     .await?;
     let cutoff = day_of(now) - TimeDelta::days(i64::from(raw_days));
     let hours: Vec<DateTime<Utc>> = marked.into_iter().filter(|h| *h >= cutoff).collect();
-    if hours.is_empty() {
-        tx.commit().await?;
-        return Ok(RefreshReport::default());
-    }
     let mut days: Vec<DateTime<Utc>> = hours.iter().copied().map(day_of).collect();
     days.dedup();
-    sqlx::query("DELETE FROM rollup_hourly WHERE bucket = ANY($1)").bind(&hours).execute(&mut *tx).await?;
-    let roll_hours = format!(
-        "INSERT INTO rollup_hourly (bucket, domain_id, region, probes, successes, \
-                                    total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist) {}",
-        hours_from_raw("$1", None)
-    );
-    sqlx::query(&roll_hours).bind(&hours).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM rollup_daily WHERE bucket = ANY($1)").bind(&days).execute(&mut *tx).await?;
-    sqlx::query(ROLL_DAYS).bind(&days).execute(&mut *tx).await?;
+    let rollup_cutoff = day_of(now) - TimeDelta::days(i64::from(rollup_days));
+    let (added, discarded, hourly_rows, daily_rows): (i64, i64, i64, i64) =
+        sqlx::query_as(&add_queue()).bind(&hours).bind(&days).bind(rollup_cutoff).fetch_one(&mut *tx).await?;
+    if !hours.is_empty() {
+        sqlx::query("DELETE FROM rollup_hourly WHERE bucket = ANY($1)")
+            .bind(&hours)
+            .execute(&mut *tx)
+            .await?;
+        let roll_hours = format!(
+            "INSERT INTO rollup_hourly (bucket, domain_id, region, probes, successes, \
+                                        total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist) {}",
+            hours_from_raw("$1", None)
+        );
+        sqlx::query(&roll_hours).bind(&hours).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM rollup_daily WHERE bucket = ANY($1)").bind(&days).execute(&mut *tx).await?;
+        sqlx::query(ROLL_DAYS).bind(&days).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
-    Ok(RefreshReport { hours, days })
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(RefreshReport {
+        skipped: false,
+        results_added: count(added),
+        results_discarded: count(discarded),
+        hourly_rows: count(hourly_rows),
+        daily_rows: count(daily_rows),
+        hours,
+        days,
+    })
 }
 
 fn partition_name(day: NaiveDate) -> String {

@@ -4,19 +4,19 @@
 //! A writer takes every batch queued at that moment (up to [`MAX_ROWS_PER_TX`] results) and
 //! stores them in one transaction: batch ids into `ingested_batches` (`ON CONFLICT DO NOTHING
 //! RETURNING` tells which are new), a binary COPY of the new batches' rows, one upsert of the
-//! newest certificate per (domain, region), and in plain mode the new rows' counts and latency
-//! buckets added to their `rollup_hourly` and `rollup_daily` rows (one upsert each, summed per
-//! (domain, hour or day, region) first, so late results land in their own hour), or in
+//! newest certificate per (domain, region), and in plain mode a binary COPY of the same rows'
+//! roll-up inputs into `rollup_queue` plus one `rollup_queued_hours` mark per UTC hour they
+//! fall in (the refresher adds them to the roll-ups in bulk, see [`super::rollup`]), or in
 //! TimescaleDB mode one `late_results` mark when some new rows are older than the refresh
-//! policies reach (see [`super::late`]), COMMIT. Only
-//! then is each batch answered. Keys are written in sorted order so that two writers never
-//! lock the same rows in opposite orders; the roll-up rows, which two writers may share, are
-//! written last, so they are held only until the commit.
+//! policies reach (see [`super::late`]), COMMIT. Only then is each batch answered. Every
+//! statement but the certificate upsert only appends, so writers never wait on each other's
+//! rows there; certificate keys are written in sorted order so that two writers never lock
+//! the same rows in opposite orders.
 //!
 //! A writer whose connection is down answers every batch it takes with `Unavailable` at once
 //! and reconnects with exponential backoff.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,41 +93,22 @@ const CERTIFICATES: &str = "INSERT INTO certificates (domain_id, region, subject
         host = EXCLUDED.host, chain = EXCLUDED.chain, problem = EXCLUDED.problem, hops = EXCLUDED.hops \
     WHERE certificates.observed_at <= EXCLUDED.observed_at";
 
-/// Adds counts and histogram cells to the roll-up rows of `table` (plain mode): `$1`–`$5` one
-/// entry per row (domain, bucket, region, probes, successes) in key order, `$6`–`$9` the cells
-/// (1-based entry, phase 0–4 for total, dns, connect, tls, ttfb, bucket index, count).
-fn add_to_rollup(table: &str) -> String {
-    let phase = |p: u8| {
-        format!("hist_from_cells(array_agg(idx) FILTER (WHERE phase = {p}), array_agg(n) FILTER (WHERE phase = {p}))")
-    };
-    format!(
-        "WITH k AS (
-             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[])
-                 WITH ORDINALITY AS k(domain_id, bucket, region, probes, successes, entry)
-         ), h AS (
-             SELECT entry, {} AS total_hist, {} AS dns_hist, {} AS connect_hist, {} AS tls_hist, {} AS ttfb_hist
-             FROM unnest($6::int[], $7::smallint[], $8::smallint[], $9::int[]) AS c(entry, phase, idx, n)
-             GROUP BY entry
-         )
-         INSERT INTO {table} AS r (bucket, domain_id, region, probes, successes,
-                                   total_hist, dns_hist, connect_hist, tls_hist, ttfb_hist)
-         SELECT k.bucket, k.domain_id, k.region, k.probes, k.successes,
-                h.total_hist, h.dns_hist, h.connect_hist, h.tls_hist, h.ttfb_hist
-         FROM k LEFT JOIN h USING (entry) ORDER BY k.entry
-         ON CONFLICT (domain_id, bucket, region) DO UPDATE SET
-             probes = r.probes + excluded.probes, successes = r.successes + excluded.successes,
-             total_hist = hist_add(r.total_hist, excluded.total_hist),
-             dns_hist = hist_add(r.dns_hist, excluded.dns_hist),
-             connect_hist = hist_add(r.connect_hist, excluded.connect_hist),
-             tls_hist = hist_add(r.tls_hist, excluded.tls_hist),
-             ttfb_hist = hist_add(r.ttfb_hist, excluded.ttfb_hist)",
-        phase(0),
-        phase(1),
-        phase(2),
-        phase(3),
-        phase(4)
-    )
-}
+const QUEUE: &str = "COPY rollup_queue (time, domain_id, region, ok, total_b, dns_b, connect_b, tls_b, \
+    ttfb_b) FROM STDIN (FORMAT binary)";
+
+const QUEUE_TYPES: [Type; 9] = [
+    Type::TIMESTAMPTZ,
+    Type::UUID,
+    Type::TEXT,
+    Type::BOOL,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+];
+
+const MARK_HOURS: &str = "INSERT INTO rollup_queued_hours (hour) SELECT unnest($1::timestamptz[])";
 
 pub(crate) type Reply = oneshot::Sender<Result<IngestOutcome, IngestError>>;
 
@@ -421,8 +402,8 @@ struct Conn {
     copy: Statement,
     dedup: Statement,
     certificates: Statement,
-    /// Plain mode: the additions to `rollup_hourly` and `rollup_daily`.
-    rollups: Option<(Statement, Statement)>,
+    /// Plain mode: the COPY into `rollup_queue` and the insert of the hour marks.
+    queue: Option<(Statement, Statement)>,
     /// TimescaleDB mode: the `late_results` mark ([`super::late::NOTE_LATE`]) and the count of
     /// late results noted.
     late: Option<(Statement, Counter)>,
@@ -522,14 +503,10 @@ impl Conn {
             client
         };
         let prepare = async {
-            let (rollups, late) = match mode {
-                StorageMode::Plain => (
-                    Some((
-                        client.prepare(&add_to_rollup("rollup_hourly")).await?,
-                        client.prepare(&add_to_rollup("rollup_daily")).await?,
-                    )),
-                    None,
-                ),
+            let (queue, late) = match mode {
+                StorageMode::Plain => {
+                    (Some((client.prepare(QUEUE).await?, client.prepare(MARK_HOURS).await?)), None)
+                }
                 StorageMode::Timescale => (
                     None,
                     Some((client.prepare(super::late::NOTE_LATE).await?, metrics.late_results_noted.clone())),
@@ -539,15 +516,15 @@ impl Conn {
                 client.prepare(COPY).await?,
                 client.prepare(DEDUP).await?,
                 client.prepare(CERTIFICATES).await?,
-                rollups,
+                queue,
                 late,
             ))
         };
-        let (copy, dedup, certificates, rollups, late) = tokio::time::timeout(CONNECT_TIMEOUT, prepare)
+        let (copy, dedup, certificates, queue, late) = tokio::time::timeout(CONNECT_TIMEOUT, prepare)
             .await
             .map_err(|_| anyhow::anyhow!("prepare timed out"))??;
         gauge.inc();
-        Ok(Self { client, copy, dedup, certificates, rollups, late, gauge: gauge.clone() })
+        Ok(Self { client, copy, dedup, certificates, queue, late, gauge: gauge.clone() })
     }
 
     /// Stores `jobs` in one transaction; one outcome per job, in order.
@@ -588,8 +565,6 @@ impl Conn {
             })
             .collect();
 
-        let mut hourly = Rollup::default();
-        let mut daily = Rollup::default();
         let mut certs: BTreeMap<(Uuid, &str), &CertRow> = BTreeMap::new();
         if is_new.iter().any(|n| *n) {
             let sink = tx.copy_in(&self.copy).await?;
@@ -598,10 +573,6 @@ impl Conn {
             for (job, _) in jobs.iter().zip(&is_new).filter(|(_, n)| **n) {
                 let b = &job.batch;
                 copy_rows(writer.as_mut(), b).await?;
-                if self.rollups.is_some() {
-                    hourly.add(b, hour_of);
-                    daily.add(b, super::rollup::day_of);
-                }
                 for cert in &b.certificates {
                     let key = (cert.domain_id, b.region.as_str());
                     match certs.get(&key) {
@@ -657,9 +628,21 @@ impl Conn {
             )
             .await?;
         }
-        if let Some((add_hourly, add_daily)) = &self.rollups {
-            hourly.write(&tx, add_hourly).await?;
-            daily.write(&tx, add_daily).await?;
+        if let Some((queue, mark)) = &self.queue {
+            let new_batches = || jobs.iter().zip(&is_new).filter(|(_, n)| **n).map(|(job, _)| &job.batch);
+            if new_batches().next().is_some() {
+                let sink = tx.copy_in(queue).await?;
+                let writer = BinaryCopyInWriter::new(sink, &QUEUE_TYPES);
+                tokio::pin!(writer);
+                let mut hours = BTreeSet::new();
+                for b in new_batches() {
+                    queue_rows(writer.as_mut(), b).await?;
+                    hours.extend(b.rows.iter().map(|r| hour_of(r.time)));
+                }
+                writer.finish().await?;
+                let hours: Vec<DateTime<Utc>> = hours.into_iter().collect();
+                tx.execute(mark, &[&hours]).await?;
+            }
         }
         let mut late = None;
         if let Some((note, _)) = &self.late {
@@ -685,77 +668,6 @@ impl Conn {
                 duplicate: !new,
             })
             .collect())
-    }
-}
-
-/// What a transaction adds to one roll-up table (plain mode): per (domain, bucket, region), in
-/// key order, the results' count, successes and per phase the count of each latency bucket.
-#[derive(Default)]
-struct Rollup<'a> {
-    rows: BTreeMap<(Uuid, DateTime<Utc>, &'a str), RollupRow>,
-}
-
-#[derive(Default)]
-struct RollupRow {
-    probes: i64,
-    successes: i64,
-    /// (phase, bucket index) → results.
-    cells: BTreeMap<(i16, i16), i32>,
-}
-
-impl<'a> Rollup<'a> {
-    /// Adds every row of `batch` to its bucket (`bucket_of` its time).
-    fn add(&mut self, batch: &'a ValidBatch, bucket_of: fn(DateTime<Utc>) -> DateTime<Utc>) {
-        for r in &batch.rows {
-            let row = self.rows.entry((r.domain_id, bucket_of(r.time), batch.region.as_str())).or_default();
-            row.probes += 1;
-            row.successes += i64::from(r.ok);
-            let phases = [Some(r.total_b), r.dns_b, r.connect_b, r.tls_b, r.ttfb_b];
-            for (phase, idx) in phases.into_iter().enumerate() {
-                if let Some(idx) = idx {
-                    *row.cells.entry((phase as i16, idx)).or_default() += 1;
-                }
-            }
-        }
-    }
-
-    async fn write(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        add: &Statement,
-    ) -> Result<(), tokio_postgres::Error> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let n = self.rows.len();
-        let (mut domains, mut buckets, mut regions, mut probes, mut successes) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut entries, mut phases, mut idxs, mut counts) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, ((domain, bucket, region), row)) in self.rows.iter().enumerate() {
-            domains.push(*domain);
-            buckets.push(*bucket);
-            regions.push(*region);
-            probes.push(row.probes);
-            successes.push(row.successes);
-            for ((phase, idx), count) in &row.cells {
-                entries.push(i as i32 + 1);
-                phases.push(*phase);
-                idxs.push(*idx);
-                counts.push(*count);
-            }
-        }
-        tx.execute(
-            add,
-            &[&domains, &buckets, &regions, &probes, &successes, &entries, &phases, &idxs, &counts],
-        )
-        .await?;
-        Ok(())
     }
 }
 
@@ -791,6 +703,30 @@ async fn copy_rows(
                 &r.tls_b,
                 &r.ttfb_b,
                 &r.http_version,
+            ])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes a batch's roll-up inputs into an open binary COPY of `rollup_queue` (plain mode).
+async fn queue_rows(
+    mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    b: &ValidBatch,
+) -> Result<(), tokio_postgres::Error> {
+    for r in &b.rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.time,
+                &r.domain_id,
+                &b.region,
+                &r.ok,
+                &r.total_b,
+                &r.dns_b,
+                &r.connect_b,
+                &r.tls_b,
+                &r.ttfb_b,
             ])
             .await?;
     }

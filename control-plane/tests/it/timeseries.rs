@@ -259,8 +259,16 @@ async fn check_rollups_against_raw(ts: &Timeseries) {
     assert_eq!(rollup_table(ts, "rollup_daily").await, rollups_from_raw(ts, day).await, "daily");
 }
 
+/// Rows in the roll-up queue and hour marks, as (queued results, marks).
+async fn queued(ts: &Timeseries) -> (i64, i64) {
+    sqlx::query_as("SELECT (SELECT count(*) FROM rollup_queue), (SELECT count(*) FROM rollup_queued_hours)")
+        .fetch_one(ts.pool())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn rollups_are_added_at_ingest_and_match_the_raw_rows_including_late_data() {
+async fn queued_results_are_added_to_the_rollups_exactly_once_including_late_data() {
     let db = ScratchDb::create("ts").await;
     let ts = open(&db.url).await;
     let d = Uuid::now_v7();
@@ -281,16 +289,25 @@ async fn rollups_are_added_at_ingest_and_match_the_raw_rows_including_late_data(
     ts.ingest(batch("iad", iad)).await.unwrap();
     ts.ingest(batch("ams", vec![result(other, hour, false, 5)])).await.unwrap();
 
-    // Rolled up in the transaction that stored them: nothing is left for a refresh.
-    let pending: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM rollup_dirty").fetch_one(ts.pool()).await.unwrap();
-    assert_eq!(pending, 0, "no hour is marked for a refresh");
+    // Queued in the transaction that stored them, one mark per hour and transaction; the reads
+    // count them already (their hours are read from the raw rows).
+    let (results, marks) = queued(&ts).await;
+    assert_eq!(results, 141);
+    assert!((2..=4).contains(&marks), "one mark per hour per transaction: {marks}");
+    assert!(rollup_table(&ts, "rollup_hourly").await.is_empty(), "nothing added before the refresh");
+    check_against_raw(&ts, d).await;
+
+    let report = ts.refresh_rollups().await.unwrap();
+    assert_eq!((report.results_added, report.results_discarded), (141, 0), "{report:?}");
+    assert!(report.hours.is_empty(), "nothing marked for a recomputation");
+    assert_eq!(queued(&ts).await, (0, 0), "the queue and its marks are emptied together");
     check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
-    assert_eq!(ts.refresh_rollups().await.unwrap().hours.len(), 0, "nothing to refresh");
+    let again = ts.refresh_rollups().await.unwrap();
+    assert_eq!(again.results_added, 0, "an empty queue adds nothing");
 
     // Late results (an agent that buffered them) into an hour already rolled up, a resent
-    // batch stored once, and for the other domain a TLS phase no earlier result had.
+    // batch stored and queued once, and for the other domain a TLS phase no earlier result had.
     let late: Vec<ProbeResult> =
         (0..30u32).map(|i| result(d, hour + TimeDelta::seconds(200 + i as i64), false, 3_000_000)).collect();
     let late = batch("ams", late);
@@ -299,6 +316,10 @@ async fn rollups_are_added_at_ingest_and_match_the_raw_rows_including_late_data(
     let tls =
         ProbeResult { tls_us: Some(40_000), ..result(other, hour + TimeDelta::seconds(300), true, 50_000) };
     ts.ingest(batch("ams", vec![tls])).await.unwrap();
+    assert_eq!(queued(&ts).await.0, 31, "the resent batch is not queued twice");
+    check_against_raw(&ts, d).await;
+    assert_eq!(ts.uptime(d, Window::Day).await.unwrap().probes.probes, 170, "counted while queued");
+    assert_eq!(ts.refresh_rollups().await.unwrap().results_added, 31);
     check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
     let uptime = ts.uptime(d, Window::Day).await.unwrap();
@@ -320,16 +341,42 @@ async fn rollups_are_added_at_ingest_and_match_the_raw_rows_including_late_data(
     assert_eq!(ts.uptime(other, Window::Day).await.unwrap().probes.probes, 2);
 
     // An hour marked by an older control plane (which stored results without adding them) is
-    // read from the raw rows until the refresher re-aggregates it, which gives the same rows.
+    // read from the raw rows until the refresher re-aggregates it; results of that hour still
+    // queued are left out of the additions (the recomputation reads them), so nothing is
+    // counted twice.
+    ts.ingest(batch("ams", vec![result(d, hour + TimeDelta::seconds(400), true, 2_000)])).await.unwrap();
     sqlx::query("INSERT INTO rollup_dirty (hour) VALUES ($1)")
         .bind(chrono::DurationRound::duration_trunc(hour, TimeDelta::hours(1)).unwrap())
         .execute(ts.pool())
         .await
         .unwrap();
     check_against_raw(&ts, d).await;
-    assert_eq!(ts.refresh_rollups().await.unwrap().hours.len(), 1);
+    let report = ts.refresh_rollups().await.unwrap();
+    assert_eq!(report.hours.len(), 1);
+    assert_eq!(report.results_added, 0, "the marked hour's queued result is recomputed, not added");
     check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
+    assert_eq!(ts.uptime(d, Window::Day).await.unwrap().probes.probes, 171);
+    ts.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn queued_results_older_than_the_rollup_retention_are_discarded_and_counted() {
+    let db = ScratchDb::create("ts").await;
+    let ts = open(&db.url).await;
+    let d = Uuid::now_v7();
+    // The scratch configuration keeps roll-ups 730 days; a result 800 days old is still stored
+    // raw (the DEFAULT partition takes it) but has no roll-up to join.
+    let old = Utc::now() - TimeDelta::days(800);
+    let fresh = Utc::now() - TimeDelta::minutes(5);
+    ts.ingest(batch("ams", vec![result(d, old, true, 1_000), result(d, fresh, true, 1_000)])).await.unwrap();
+    let report = ts.refresh_rollups().await.unwrap();
+    assert_eq!((report.results_added, report.results_discarded), (1, 1), "{report:?}");
+    assert_eq!(queued(&ts).await, (0, 0));
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rollup_hourly").fetch_one(ts.pool()).await.unwrap();
+    assert_eq!(rows, 1);
     ts.close().await;
     db.drop_now().await;
 }
@@ -696,8 +743,9 @@ async fn concurrent_writers_and_refreshes_add_every_result_exactly_once() {
             chrono::DurationRound::duration_trunc(now - TimeDelta::hours(h), TimeDelta::hours(1)).unwrap()
         })
         .collect();
-    // Four senders at once into the same rows (one domain, two regions, four hours): the
-    // writers' additions to shared roll-up rows must neither deadlock nor lose a result.
+    // Four senders at once into the same rows (one domain, two regions, four hours), while
+    // refreshes add the queue to the roll-ups and recompute marked hours: no result may be lost
+    // or counted twice.
     let senders: Vec<_> = (0..4i64)
         .map(|sender| {
             let ts = ts.clone();
@@ -735,6 +783,9 @@ async fn concurrent_writers_and_refreshes_add_every_result_exactly_once() {
         sender.await.unwrap();
     }
     assert!(refreshes > 1, "the refresher ran while results arrived");
+    check_against_raw(&ts, d).await;
+    ts.refresh_rollups().await.unwrap();
+    assert_eq!(queued(&ts).await, (0, 0));
     check_rollups_against_raw(&ts).await;
     check_against_raw(&ts, d).await;
     assert_eq!(ts.uptime(d, Window::Day).await.unwrap().probes.probes, 800);
