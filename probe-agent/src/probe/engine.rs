@@ -136,11 +136,13 @@ impl Engine {
         let total = Duration::from_millis(u64::from(config.timeout_ms));
         let clock = Clock { deadline: started + total, total };
         let mut report = empty_report();
+        // The other kinds of check are boxed: their states would otherwise widen every HTTP
+        // probe's future, which is moved into its box once per probe.
         let outcome = match &config.check {
             shared::CheckConfig::Http => self.run(config, &clock, &mut report).await,
-            shared::CheckConfig::Tcp(tcp) => self.tcp_check(config, tcp, &clock, &mut report).await,
-            shared::CheckConfig::Tls(tls) => self.tls_check(config, tls, &clock, &mut report).await,
-            shared::CheckConfig::Dns(dns) => self.dns_check(dns, &clock, &mut report).await,
+            shared::CheckConfig::Tcp(tcp) => Box::pin(self.tcp_check(config, tcp, &clock, &mut report)).await,
+            shared::CheckConfig::Tls(tls) => Box::pin(self.tls_check(config, tls, &clock, &mut report)).await,
+            shared::CheckConfig::Dns(dns) => Box::pin(self.dns_check(dns, &clock, &mut report)).await,
         };
         report.timings.total_ms = ms(started.elapsed());
         finish(&mut report, outcome);
@@ -195,25 +197,9 @@ impl Engine {
         let addrs = self.resolve(&target.host, clock, report).await?;
         let tcp = self.connect(&addrs, target.port, clock, report).await?;
         if target.tls {
-            let stream = self
-                .tls_handshake(config, &target.host, Some(config.http_version), tcp, clock, report)
-                .await?;
-            let protocol = tls::negotiated(&stream);
-            if config.http_version == shared::HttpVersion::Http2 && protocol != http::Protocol::Http2 {
-                return Err(Failure::new(
-                    ErrorKind::Http,
-                    "the server did not select http/2 (alpn h2), which the domain requires (http_version: http2)",
-                ));
-            }
-            self.exchange(
-                config,
-                target,
-                Connection { io: stream, protocol, sending },
-                cookies,
-                clock,
-                report,
-            )
-            .await
+            // Boxed: the handshake and the exchange over TLS are several kilobytes of future
+            // state that a plain HTTP hop would otherwise carry too.
+            Box::pin(self.tls_exchange(config, sending, target, tcp, cookies, clock, report)).await
         } else {
             // Plain HTTP has no negotiation: HTTP/2 there is prior knowledge (h2c).
             let protocol = match config.http_version {
@@ -223,6 +209,31 @@ impl Engine {
             self.exchange(config, target, Connection { io: tcp, protocol, sending }, cookies, clock, report)
                 .await
         }
+    }
+
+    /// The TLS handshake of a hop, then its exchange over the negotiated protocol.
+    #[allow(clippy::too_many_arguments)]
+    async fn tls_exchange(
+        &self,
+        config: &shared::DomainConfig,
+        sending: http::Sending,
+        target: &Target,
+        tcp: TcpStream,
+        cookies: &mut CookieStore,
+        clock: &Clock,
+        report: &mut ProbeReport,
+    ) -> Result<HopEnd, Failure> {
+        let stream =
+            self.tls_handshake(config, &target.host, Some(config.http_version), tcp, clock, report).await?;
+        let protocol = tls::negotiated(&stream);
+        if config.http_version == shared::HttpVersion::Http2 && protocol != http::Protocol::Http2 {
+            return Err(Failure::new(
+                ErrorKind::Http,
+                "the server did not select http/2 (alpn h2), which the domain requires (http_version: http2)",
+            ));
+        }
+        self.exchange(config, target, Connection { io: stream, protocol, sending }, cookies, clock, report)
+            .await
     }
 
     /// DNS, unless the host is an address: every address of the name, as answered.
