@@ -26,13 +26,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::metrics::TimeseriesMetrics;
-use super::model::{CertRow, IngestBatch, IngestError, IngestOutcome, ValidBatch};
+use super::model::{CertRow, IngestBatch, IngestError, IngestOutcome, Row, ValidBatch};
 use super::StorageMode;
 
 /// Most results written in one transaction (a single larger batch still goes alone).
@@ -671,66 +671,63 @@ impl Conn {
     }
 }
 
-/// Writes a batch's rows into an open binary COPY of `probe_results`.
-async fn copy_rows(
+/// Writes one COPY row per result of `b`, its columns chosen by `fields`.
+async fn copy_each<'a, const N: usize>(
     mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
-    b: &ValidBatch,
+    b: &'a ValidBatch,
+    fields: impl Fn(&'a Row) -> [&'a (dyn ToSql + Sync); N],
 ) -> Result<(), tokio_postgres::Error> {
     for r in &b.rows {
-        writer
-            .as_mut()
-            .write(&[
-                &r.time,
-                &r.domain_id,
-                &b.region,
-                &b.agent_id,
-                &b.batch_id,
-                &r.ok,
-                &r.error_kind,
-                &r.error_detail,
-                &r.status_code,
-                &r.dns_us,
-                &r.connect_us,
-                &r.tls_us,
-                &r.ttfb_us,
-                &r.total_us,
-                &r.resolved_ip,
-                &r.trigger,
-                &r.config_version,
-                &r.total_b,
-                &r.dns_b,
-                &r.connect_b,
-                &r.tls_b,
-                &r.ttfb_b,
-                &r.http_version,
-            ])
-            .await?;
+        writer.as_mut().write(&fields(r)).await?;
     }
     Ok(())
 }
 
-/// Writes a batch's roll-up inputs into an open binary COPY of `rollup_queue` (plain mode).
-async fn queue_rows(
-    mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+/// Writes a batch's rows into an open binary COPY of `probe_results` ([`COPY`]).
+async fn copy_rows(
+    writer: std::pin::Pin<&mut BinaryCopyInWriter>,
     b: &ValidBatch,
 ) -> Result<(), tokio_postgres::Error> {
-    for r in &b.rows {
-        writer
-            .as_mut()
-            .write(&[
-                &r.time,
-                &r.domain_id,
-                &b.region,
-                &r.ok,
-                &r.total_b,
-                &r.dns_b,
-                &r.connect_b,
-                &r.tls_b,
-                &r.ttfb_b,
-            ])
-            .await?;
-    }
-    Ok(())
+    copy_each(writer, b, |r| {
+        [
+            &r.time,
+            &r.domain_id,
+            &b.region,
+            &b.agent_id,
+            &b.batch_id,
+            &r.ok,
+            &r.error_kind,
+            &r.error_detail,
+            &r.status_code,
+            &r.dns_us,
+            &r.connect_us,
+            &r.tls_us,
+            &r.ttfb_us,
+            &r.total_us,
+            &r.resolved_ip,
+            &r.trigger,
+            &r.config_version,
+            &r.total_b,
+            &r.dns_b,
+            &r.connect_b,
+            &r.tls_b,
+            &r.ttfb_b,
+            &r.http_version,
+        ]
+    })
+    .await
+}
+
+/// Writes a batch's roll-up inputs into an open binary COPY of `rollup_queue` ([`QUEUE`],
+/// plain mode).
+async fn queue_rows(
+    writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    b: &ValidBatch,
+) -> Result<(), tokio_postgres::Error> {
+    copy_each(writer, b, |r| {
+        [&r.time, &r.domain_id, &b.region, &r.ok, &r.total_b, &r.dns_b, &r.connect_b, &r.tls_b, &r.ttfb_b]
+    })
+    .await
 }
 
 /// A bare binary COPY of `batch`'s rows in `tx`: no deduplication, certificate upsert or
