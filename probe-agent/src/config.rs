@@ -135,6 +135,16 @@ pub struct Config {
     pub resend_max_backoff_ms: u64,
     /// How long a graceful shutdown keeps trying to deliver buffered results, in milliseconds.
     pub shutdown_flush_timeout_ms: u64,
+    /// A directory of this agent's own where results not yet acknowledged are kept on disk
+    /// (the open batch as a journal, closed batches as files), so that a kill, SIGKILL
+    /// included, loses none of them: they are sent after the next start. Created if missing;
+    /// one agent per directory (a second is refused at start). Unset: kept in memory only (a
+    /// graceful stop still flushes them). See [`crate::delivery::spool`].
+    pub spool_dir: Option<PathBuf>,
+    /// How often what the spool wrote is fsynced to disk, in milliseconds; 0: never. A process
+    /// kill loses nothing either way (every write has reached the kernel); this bounds what a
+    /// machine crash or power loss can take.
+    pub spool_fsync_interval_ms: u64,
     /// Most on-demand (confirmation) probes queued or running at once; requests beyond it are
     /// refused and counted (`outcome="overloaded"`). Also capped at half of `max_in_flight`
     /// (at least 1), so scheduled probes always keep the other half of the probe slots.
@@ -164,6 +174,9 @@ pub struct Config {
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
 /// Default `membership_ttl_ms`: three heartbeats.
 pub const DEFAULT_MEMBERSHIP_TTL_MS: u64 = 15_000;
+
+/// Default `spool_fsync_interval_ms`.
+pub const DEFAULT_SPOOL_FSYNC_INTERVAL_MS: u64 = 1_000;
 
 /// Most canaries an agent may be configured with.
 pub const MAX_CANARIES: usize = 32;
@@ -225,6 +238,8 @@ impl Default for Config {
             resend_min_backoff_ms: 200,
             resend_max_backoff_ms: 30_000,
             shutdown_flush_timeout_ms: 10_000,
+            spool_dir: None,
+            spool_fsync_interval_ms: DEFAULT_SPOOL_FSYNC_INTERVAL_MS,
             max_on_demand_in_flight: 64,
             canaries: Vec::new(),
             canary_interval_s: 30,
@@ -375,6 +390,12 @@ impl Config {
         }
         if self.resend_min_backoff_ms == 0 || self.resend_min_backoff_ms > self.resend_max_backoff_ms {
             return Err("resend_min_backoff_ms must be positive and not above resend_max_backoff_ms".into());
+        }
+        if self.spool_dir.as_ref().is_some_and(|dir| dir.as_os_str().is_empty()) {
+            return Err("spool_dir must not be empty when set".into());
+        }
+        if self.spool_fsync_interval_ms != 0 && !(10..=3_600_000).contains(&self.spool_fsync_interval_ms) {
+            return Err("spool_fsync_interval_ms must be 0 (never) or between 10 and 3600000".into());
         }
         let Some(url) = &self.control_plane_url else {
             return Ok(());
@@ -686,6 +707,33 @@ mod tests {
         cfg.validate().unwrap();
         let cfg = Config { batch_max_results: shared::proto::MAX_BATCH_RESULTS + 1, ..cfg };
         assert!(cfg.validate().unwrap_err().contains("batch_max_results"));
+    }
+
+    #[test]
+    fn spool_settings_parse_and_are_checked() {
+        let defaults = Config::default();
+        assert_eq!((defaults.spool_dir.clone(), defaults.spool_fsync_interval_ms), (None, 1_000));
+        let cfg = toml_config("spool_dir = \"/var/lib/crosscheck/spool\"\nspool_fsync_interval_ms = 0\n");
+        cfg.validate().unwrap();
+        assert_eq!(cfg.spool_dir, Some(PathBuf::from("/var/lib/crosscheck/spool")));
+        for bad in ["spool_dir = \"\"", "spool_fsync_interval_ms = 5", "spool_fsync_interval_ms = 3600001"] {
+            let error = toml_config(bad).validate().unwrap_err();
+            assert!(error.starts_with(bad.split(' ').next().unwrap()), "{bad}: {error}");
+        }
+        let url = Some("https://127.0.0.1:7443".to_owned());
+        let delivering = Config {
+            control_plane_url: url,
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("agent.pem".into()),
+            tls_key: Some("agent.key".into()),
+            ..cfg
+        };
+        let settings = crate::delivery::DeliverySettings::from_config(&delivering).unwrap();
+        assert_eq!(settings.spool_dir, delivering.spool_dir);
+        assert_eq!(settings.spool_fsync_interval, None, "0 is never");
+        let every = Config { spool_fsync_interval_ms: 250, ..delivering };
+        let settings = crate::delivery::DeliverySettings::from_config(&every).unwrap();
+        assert_eq!(settings.spool_fsync_interval, Some(Duration::from_millis(250)));
     }
 
     #[test]

@@ -38,6 +38,31 @@ pub mod handoffs {
     pub const ALL: [&str; 2] = [GAINED, LOST];
 }
 
+/// The `op` label of `probe_agent_spool_errors_total` (see [`spool_errors`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
+}
+
+/// What failed on the spool directory's disk (`probe_agent_spool_errors_total{op}`). None of
+/// them stops probing: the batch concerned stays in memory only.
+pub mod spool_errors {
+    /// Appending a result (or a close record) to the open batch's journal.
+    pub const JOURNAL: &str = "journal";
+    /// Writing a closed batch's file.
+    pub const BATCH: &str = "batch";
+    /// Emptying the journal after its batch was written.
+    pub const RESET: &str = "reset";
+    /// Deleting the file of an acknowledged, refused or dropped batch (it is sent again after
+    /// a restart, answered `duplicate`).
+    pub const REMOVE: &str = "remove";
+    /// The periodic fsync (`spool_fsync_interval_ms`).
+    pub const SYNC: &str = "sync";
+    /// Reading or setting aside a file at start.
+    pub const REPLAY: &str = "replay";
+    pub const ALL: [&str; 6] = [JOURNAL, BATCH, RESET, REMOVE, SYNC, REPLAY];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
@@ -121,6 +146,8 @@ pub struct Metrics {
     pub results_dropped: Family<ReasonLabels, Counter>,
     /// Results in unacknowledged batches (the open batch excluded).
     pub delivery_buffered_results: Gauge,
+    /// Results in the open batch (not yet closed).
+    pub delivery_open_results: Gauge,
     /// Encoded bytes of unacknowledged batches.
     pub delivery_buffered_bytes: Gauge,
     /// Age of the oldest unacknowledged batch, in seconds (0 when none).
@@ -157,6 +184,24 @@ pub struct Metrics {
     pub membership_catch_ups: Counter,
     /// Registry failures by reason (see [`crate::membership::registry::errors`]).
     pub membership_errors: Family<ReasonLabels, Counter>,
+    /// Batch files in the spool directory (`spool_dir`): closed, not yet acknowledged.
+    pub spool_files: Gauge,
+    /// Bytes of the spool's batch files and journal.
+    pub spool_bytes: Gauge,
+    /// Results in the spool's journal (the open batch, as written so far).
+    pub spool_journal_results: Gauge,
+    /// Batches loaded from the spool at start (batch files, and the batch rebuilt from a
+    /// journal left by the previous run).
+    pub spool_replayed_batches: Counter,
+    /// Results in those batches.
+    pub spool_replayed_results: Counter,
+    /// Files found unreadable at start and set aside (`*.corrupt`).
+    pub spool_corrupt_files: Counter,
+    /// Journal records found cut short at start (a write the previous run did not finish) and
+    /// skipped.
+    pub spool_torn_records: Counter,
+    /// Spool disk operations that failed, by operation (see [`spool_errors`]).
+    pub spool_errors: Family<OpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -181,6 +226,7 @@ impl Default for Metrics {
             on_demand_probes: Counter::default(),
             results_dropped: Family::default(),
             delivery_buffered_results: Gauge::default(),
+            delivery_open_results: Gauge::default(),
             delivery_buffered_bytes: Gauge::default(),
             delivery_oldest_buffered_age: Gauge::default(),
             delivery_batches_created: Family::default(),
@@ -198,6 +244,14 @@ impl Default for Metrics {
             membership_handoffs: Family::default(),
             membership_catch_ups: Counter::default(),
             membership_errors: Family::default(),
+            spool_files: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            spool_journal_results: Gauge::default(),
+            spool_replayed_batches: Counter::default(),
+            spool_replayed_results: Counter::default(),
+            spool_corrupt_files: Counter::default(),
+            spool_torn_records: Counter::default(),
+            spool_errors: Family::default(),
         }
     }
 }
@@ -272,6 +326,11 @@ impl Metrics {
             "delivery_buffered_results",
             "Results in unacknowledged batches",
             self.delivery_buffered_results.clone(),
+        );
+        r.register(
+            "delivery_open_results",
+            "Results in the open batch, not yet closed",
+            self.delivery_open_results.clone(),
         );
         r.register(
             "delivery_buffered_bytes",
@@ -359,6 +418,55 @@ impl Metrics {
             "Failures of the region membership registry, by reason",
             self.membership_errors.clone(),
         );
+        r.register(
+            "spool_files",
+            "Batch files in the spool directory (closed, not yet acknowledged)",
+            self.spool_files.clone(),
+        );
+        r.register("spool_bytes", "Bytes of the spool's batch files and journal", self.spool_bytes.clone());
+        r.register(
+            "spool_journal_results",
+            "Results in the spool's journal (the open batch)",
+            self.spool_journal_results.clone(),
+        );
+        r.register(
+            "spool_replayed_batches",
+            "Batches loaded from the spool at start",
+            self.spool_replayed_batches.clone(),
+        );
+        r.register(
+            "spool_replayed_results",
+            "Results in the batches loaded from the spool at start",
+            self.spool_replayed_results.clone(),
+        );
+        r.register(
+            "spool_corrupt_files",
+            "Spool files found unreadable at start and set aside as *.corrupt",
+            self.spool_corrupt_files.clone(),
+        );
+        r.register(
+            "spool_torn_records",
+            "Journal records found cut short at start and skipped",
+            self.spool_torn_records.clone(),
+        );
+        for op in spool_errors::ALL {
+            let _ = self.spool_errors.get_or_create(&OpLabels { op: op.into() });
+        }
+        r.register(
+            "spool_errors",
+            "Spool disk operations that failed, by operation (the batch stays in memory)",
+            self.spool_errors.clone(),
+        );
+    }
+
+    /// Counts a failed spool disk operation (see [`spool_errors`]).
+    pub fn spool_error(&self, op: &str) {
+        self.spool_errors.get_or_create(&OpLabels { op: op.into() }).inc();
+    }
+
+    /// Failed spool disk operations of `op` so far.
+    pub fn spool_error_count(&self, op: &str) -> u64 {
+        self.spool_errors.get_or_create(&OpLabels { op: op.into() }).get()
     }
 
     /// Counts a failure of the membership registry (see

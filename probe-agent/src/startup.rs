@@ -3,7 +3,8 @@
 //! then run the catalog sync, the region membership registry, the scheduler, the probe-request
 //! listener, the canary self-check, the result consumer and the sender until shutdown.
 //! On shutdown probing stops first and the agent leaves its region's members; then the open
-//! batch is closed and buffered results are delivered within `shutdown_flush_timeout_ms`.
+//! batch is closed and buffered results are delivered within `shutdown_flush_timeout_ms` (with
+//! `spool_dir`, what is left stays on disk for the next start, which sends it first).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,15 +126,22 @@ impl Agent {
         let delivery = match DeliverySettings::from_config(&config) {
             Some(settings) => {
                 let url = settings.url.clone();
-                let built = delivery::build(settings, metrics.clone(), health.clone(), saturation.clone())
-                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-                tracing::info!(control_plane = %url, identity = %identity.as_ref().map(|c| c.identity.to_string()).unwrap_or_default(), "results are delivered to the control plane");
+                let built = delivery::build(settings, metrics.clone(), health.clone(), saturation.clone())?;
+                tracing::info!(
+                    control_plane = %url,
+                    identity = %identity.as_ref().map(|c| c.identity.to_string()).unwrap_or_default(),
+                    spool = %config.spool_dir.as_ref().map_or_else(|| "none (in memory)".into(), |d| d.display().to_string()),
+                    "results are delivered to the control plane"
+                );
                 Some(built)
             }
             None => {
                 tracing::warn!(
                     "control_plane_url is not set: results are only kept locally (/debug/results), not delivered"
                 );
+                if let Some(dir) = &config.spool_dir {
+                    tracing::warn!(dir = %dir.display(), "spool_dir is set but unused: nothing is delivered");
+                }
                 None
             }
         };

@@ -10,7 +10,9 @@
 //!   ingest and one for the API;
 //! - six agents (this binary's `agent-child`, the agent's own code configured by
 //!   `CROSSCHECK_AGENT_*` like the `probe-agent` binary: `cargo run -p bench` builds only this
-//!   binary, so a `probe-agent` next to it could be stale), two per region sharing its domains.
+//!   binary, so a `probe-agent` next to it could be stale), two per region sharing its domains,
+//!   each with a spool directory of its own under the run's directory (`spool-<agent id>`),
+//!   which the killed agent finds again when it is restarted.
 //!
 //! Every domain probes a local target that counts the requests it receives per domain: each
 //! HTTP probe is one request, so the count is the results the agents produced, whatever
@@ -229,6 +231,9 @@ async fn measure(args: &Args, db: &ScratchDb) -> anyhow::Result<Value> {
                 ("RESEND_MIN_BACKOFF_MS", "50".to_owned()),
                 ("RESEND_MAX_BACKOFF_MS", "1000".to_owned()),
                 ("SHUTDOWN_FLUSH_TIMEOUT_MS", "30000".to_owned()),
+                // Its own spool under the run's directory, kept across the kill: the restarted
+                // agent sends what the killed one had not had acknowledged.
+                ("SPOOL_DIR", dir.join(format!("spool-{id}")).display().to_string()),
             ]
             .into_iter()
             .map(|(k, v)| (format!("CROSSCHECK_AGENT_{k}"), v))

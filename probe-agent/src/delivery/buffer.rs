@@ -1,6 +1,6 @@
 //! Batches closed but not yet acknowledged, oldest first, bounded by encoded bytes and by age.
 //! When a bound is hit the oldest batches that are not in flight go first; the caller counts
-//! and logs what was dropped. Batches in flight are never dropped (their outcome is pending),
+//! and logs what was dropped (and deletes their spool files, by the ids in [`Dropped`]). Batches in flight are never dropped (their outcome is pending),
 //! so the byte bound can be exceeded by at most `send_concurrency` batches. Pure logic: time is
 //! passed in.
 
@@ -31,11 +31,13 @@ struct Entry {
 }
 
 /// What a bound removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dropped {
     pub batches: usize,
     pub results: usize,
     pub bytes: usize,
+    /// The ids of the batches removed (their spool files go with them).
+    pub ids: Vec<Uuid>,
 }
 
 impl Dropped {
@@ -47,6 +49,7 @@ impl Dropped {
         self.batches += 1;
         self.results += batch.results;
         self.bytes += batch.bytes.len();
+        self.ids.push(batch.id);
     }
 }
 
@@ -123,15 +126,11 @@ impl Buffer {
         Some(self.remove_at(index).batch)
     }
 
-    /// Removes everything (shutdown).
-    pub fn clear(&mut self) -> Dropped {
-        let mut dropped = Dropped::default();
-        for entry in self.entries.drain(..) {
-            dropped.add(&entry.batch);
-        }
+    /// Removes and returns everything, oldest first (shutdown).
+    pub fn drain(&mut self) -> Vec<Arc<EncodedBatch>> {
         self.bytes = 0;
         self.results = 0;
-        dropped
+        self.entries.drain(..).map(|entry| entry.batch).collect()
     }
 
     fn remove_at(&mut self, index: usize) -> Entry {
@@ -143,6 +142,11 @@ impl Buffer {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The age bound: batches closed longer ago are dropped by [`Buffer::expire`].
+    pub fn max_age(&self) -> Duration {
+        self.max_age
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,13 +193,16 @@ pub(crate) mod tests {
         // The first is in flight: the second (oldest not in flight) goes instead.
         assert_eq!(buffer.next_to_send().unwrap().id, first_id);
         let dropped = buffer.push(batch(7, 400));
-        assert_eq!(dropped, Dropped { batches: 1, results: 5, bytes: 400 });
+        assert_eq!(dropped, Dropped { batches: 1, results: 5, bytes: 400, ids: vec![second_id] });
         assert!(buffer.remove(second_id).is_none());
         // Released, the first is the oldest again and is dropped next.
         buffer.release(first_id);
         let dropped = buffer.push(batch(1, 300));
-        assert_eq!(dropped, Dropped { batches: 1, results: 10, bytes: 400 });
+        assert_eq!(dropped, Dropped { batches: 1, results: 10, bytes: 400, ids: vec![first_id] });
         assert_eq!((buffer.len(), buffer.bytes(), buffer.results()), (2, 700, 8));
+        let left = buffer.drain();
+        assert_eq!(left.iter().map(|b| b.results).collect::<Vec<_>>(), vec![7, 1], "oldest first");
+        assert!(buffer.is_empty() && buffer.bytes() == 0 && buffer.results() == 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -211,7 +218,10 @@ pub(crate) mod tests {
         assert_eq!(buffer.oldest_age(Instant::now()), Duration::from_secs(6));
         assert!(buffer.expire(Instant::now()).is_empty());
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(buffer.expire(Instant::now()), Dropped { batches: 1, results: 3, bytes: 10 });
+        assert_eq!(
+            buffer.expire(Instant::now()),
+            Dropped { batches: 1, results: 3, bytes: 10, ids: vec![old_id] }
+        );
         assert!(buffer.remove(old_id).is_none());
         assert_eq!(buffer.next_to_send().unwrap().id, young_id);
         assert!(buffer.next_to_send().is_none());

@@ -1,9 +1,11 @@
 //! Delivery of probe results to the control plane: batching, a bounded buffer of
-//! unacknowledged batches, and a gRPC sender over mutual TLS.
+//! unacknowledged batches, an optional on-disk spool of both, and a gRPC sender over mutual
+//! TLS.
 //!
 //! ```text
 //! result consumer ──push──▶ Batching (open batch: count / age / status change)
-//!                                │ close: UUID v7 id, encoded once
+//!                                │ (spool: each result appended to the journal)
+//!                                │ close: UUID v7 id, encoded once (spool: a file per batch)
 //!                                ▼
 //!                 Buffer of unacknowledged batches (bytes + age bounds, oldest dropped first)
 //!                                │ oldest first, up to send_concurrency in flight
@@ -19,8 +21,13 @@
 //! that is down fills the buffer, and the buffer drops its oldest batches, counted in
 //! `probe_agent_results_dropped_total{reason}` and logged at most every few seconds.
 //!
+//! Without `spool_dir` all of this is in memory: a graceful stop flushes it (within
+//! `shutdown_flush_timeout_ms`), a kill loses the open batch and the unacknowledged ones. With
+//! it, the [`spool`] keeps both on disk and [`build`] loads them back at the next start.
+//!
 //! - `convert`: agent result → protobuf; `batcher`: the open batch (pure);
 //! - `buffer`: unacknowledged batches (pure); `backoff`: full-jitter exponential backoff;
+//! - `spool`: the spool directory (journal, batch files, replay, lock);
 //! - `sender`: the channel, the send loop, the outcome of each status code, the shutdown flush.
 
 mod backoff;
@@ -28,6 +35,7 @@ mod batcher;
 mod buffer;
 pub(crate) mod convert;
 mod sender;
+pub mod spool;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +58,7 @@ use crate::config::Config;
 use crate::metrics::{dropped, Metrics, ReasonLabels};
 use crate::results::ProbeResult;
 use crate::scheduler::{Saturation, SaturationReport};
+use spool::{Journal, Spool, SpoolSettings};
 
 /// Upper bound of the encoded size of one realistic result with its server certificate,
 /// including its framing inside a batch. Measured by `convert::tests::encoded_sizes_…`: 82 B
@@ -98,6 +107,10 @@ pub struct DeliverySettings {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub shutdown_flush_timeout: Duration,
+    /// The spool directory (`spool_dir`); `None`: batches are kept in memory only.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// How often the spool is fsynced (`spool_fsync_interval_ms`); `None`: never.
+    pub spool_fsync_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for DeliverySettings {
@@ -112,6 +125,8 @@ impl std::fmt::Debug for DeliverySettings {
             .field("buffer_max_age", &self.buffer_max_age)
             .field("send_concurrency", &self.send_concurrency)
             .field("request_timeout", &self.request_timeout)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_fsync_interval", &self.spool_fsync_interval)
             .finish_non_exhaustive()
     }
 }
@@ -138,21 +153,40 @@ impl DeliverySettings {
             min_backoff: Duration::from_millis(config.resend_min_backoff_ms),
             max_backoff: Duration::from_millis(config.resend_max_backoff_ms),
             shutdown_flush_timeout: Duration::from_millis(config.shutdown_flush_timeout_ms),
+            spool_dir: config.spool_dir.clone(),
+            spool_fsync_interval: (config.spool_fsync_interval_ms > 0)
+                .then(|| Duration::from_millis(config.spool_fsync_interval_ms)),
         })
     }
 }
 
 /// Builds both halves of delivery: the batching side for the result consumer and the sender
 /// task. `health` is the agent's latest canary verdict and `saturation` its saturation
-/// monitor, both attached to every batch when it is encoded. The channel connects lazily, so this works while the control plane is down; it
-/// fails only on unusable TLS material or URL. Must run inside a Tokio runtime.
+/// monitor, both attached to every batch when it is encoded. The channel connects lazily, so
+/// this works while the control plane is down. With `spool_dir` set the spool is opened (its
+/// lock taken) and what a previous run left there is loaded into the buffer before anything
+/// else (see [`spool`]). Fails on unusable TLS material or URL (`invalid configuration: …`) and
+/// on a spool directory that cannot be created or locked, or that another agent holds
+/// ([`spool::OpenError`]). Must run inside a Tokio runtime.
 pub fn build(
     settings: DeliverySettings,
     metrics: Metrics,
     health: HealthWatch,
     saturation: Saturation,
-) -> Result<(Batching, Sender), String> {
-    let channel = sender::channel(&settings)?;
+) -> anyhow::Result<(Batching, Sender)> {
+    let channel = sender::channel(&settings).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let (spool, journal, replay) = match &settings.spool_dir {
+        Some(dir) => {
+            let spool_settings = SpoolSettings {
+                dir: dir.clone(),
+                fsync_interval: settings.spool_fsync_interval,
+                region: settings.region.clone(),
+            };
+            let (spool, journal, replay) = Spool::open(&spool_settings, metrics.clone())?;
+            (Some(spool), journal, replay)
+        }
+        None => (None, None, spool::Replay::default()),
+    };
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             buffer: Buffer::new(settings.buffer_max_bytes, settings.buffer_max_age),
@@ -162,18 +196,21 @@ pub fn build(
         wake: Notify::new(),
         input_closed: CancellationToken::new(),
         metrics: metrics.clone(),
+        spool,
     });
     for trigger in [Trigger::Count, Trigger::Age, Trigger::StatusChange, Trigger::Test, Trigger::Shutdown] {
         let _ =
             metrics.delivery_batches_created.get_or_create(&ReasonLabels { reason: trigger.as_str().into() });
     }
-    let batching = Batching {
+    let mut batching = Batching {
         batcher: Batcher::new(settings.batch_max_results, settings.batch_max_age),
         region: settings.region.clone(),
         health,
         saturation,
+        journal,
         shared: shared.clone(),
     };
+    batching.replay(replay);
     Ok((batching, Sender::new(settings, channel, shared)))
 }
 
@@ -186,6 +223,8 @@ struct Shared {
     /// Cancelled when no more results will come (the result consumer finished).
     input_closed: CancellationToken,
     metrics: Metrics,
+    /// The spool directory, when configured: a batch leaving the buffer leaves it too.
+    spool: Option<Spool>,
 }
 
 #[derive(Debug)]
@@ -200,11 +239,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts results dropped by a buffer bound and logs them, at most every
-    /// [`DROP_WARNING_EVERY`].
+    /// Counts results dropped by a buffer bound, deletes their spool files and logs them, at
+    /// most every [`DROP_WARNING_EVERY`].
     fn account_drop(&self, state: &mut State, reason: &'static str, dropped: Dropped, now: Instant) {
         if dropped.is_empty() {
             return;
+        }
+        if let Some(spool) = &self.spool {
+            for id in &dropped.ids {
+                spool.remove(*id);
+            }
         }
         self.metrics.dropped(reason, dropped.results as u64);
         let pending = &mut state.drops_since_warning;
@@ -226,6 +270,21 @@ impl Shared {
         }
     }
 
+    /// Removes a delivered or refused batch from the buffer and the spool; `None` when it was
+    /// no longer buffered.
+    fn remove(&self, id: uuid::Uuid, now: Instant) -> Option<Arc<EncodedBatch>> {
+        let removed = {
+            let mut state = self.lock();
+            let removed = state.buffer.remove(id);
+            self.update_gauges(&state, now);
+            removed
+        };
+        if let Some(spool) = &self.spool {
+            spool.remove(id);
+        }
+        removed
+    }
+
     fn update_gauges(&self, state: &State, now: Instant) {
         let m = &self.metrics;
         m.delivery_buffered_results.set(state.buffer.results() as i64);
@@ -244,21 +303,30 @@ pub struct Batching {
     health: HealthWatch,
     /// The agent's saturation, reported with each batch as it is encoded.
     saturation: Saturation,
+    /// The open batch's journal in the spool (`None` without a spool, or when it cannot be
+    /// opened).
+    journal: Option<Journal>,
     shared: Arc<Shared>,
 }
 
 impl Batching {
-    /// Adds a result to the open batch; closes and buffers the batch when this result fills
-    /// it or changes its domain's status. Never waits.
+    /// Adds a result to the open batch (and to the spool's journal); closes and buffers the
+    /// batch when this result fills it or changes its domain's status. Never waits on the
+    /// network; with a spool, one `write(2)`.
     /// An operator's test result (`request_id` set) closes the batch at once.
     pub fn push(&mut self, result: &ProbeResult) {
         let now = Instant::now();
+        let converted = to_proto(result);
+        if let (Some(spool), Some(journal)) = (&self.shared.spool, &mut self.journal) {
+            spool.append(journal, &converted);
+        }
         if result.request_id.is_some() {
-            let closed = self.batcher.push_test(to_proto(result));
+            let closed = self.batcher.push_test(converted);
             self.close(closed, now);
-        } else if let Some(closed) = self.batcher.push(result.domain_id, to_proto(result), now) {
+        } else if let Some(closed) = self.batcher.push(result.domain_id, converted, now) {
             self.close(closed, now);
         }
+        self.shared.metrics.delivery_open_results.set(self.batcher.len() as i64);
     }
 
     /// When the open batch must be closed for age.
@@ -293,18 +361,91 @@ impl Batching {
             .delivery_batches_created
             .get_or_create(&ReasonLabels { reason: closed.trigger.as_str().into() })
             .inc();
+        let batches = encode(closed.results, &self.region, Some(self.current_health()), now);
+        self.buffer(batches, now);
+    }
+
+    /// The health sent with a batch closed now.
+    fn current_health(&self) -> proto::AgentHealth {
         let saturation = self.saturation.report(chrono::Utc::now());
         self.shared.metrics.saturated.set(i64::from(saturation.saturated));
-        let health = agent_health(self.health.borrow().as_deref(), &saturation);
-        let batches = encode(closed.results, &self.region, Some(health), now);
-        let mut state = self.shared.lock();
+        agent_health(self.health.borrow().as_deref(), &saturation)
+    }
+
+    /// Writes closed batches to the spool (when there is one), then buffers them.
+    fn buffer(&mut self, batches: Vec<EncodedBatch>, now: Instant) {
+        let shared = self.shared.clone();
+        if let Some(spool) = &shared.spool {
+            spool.store(self.journal.as_mut(), &batches);
+        }
+        let mut state = shared.lock();
         for batch in batches {
             let dropped = state.buffer.push(batch);
-            self.shared.account_drop(&mut state, dropped::BUFFER_FULL, dropped, now);
+            shared.account_drop(&mut state, dropped::BUFFER_FULL, dropped, now);
         }
-        self.shared.update_gauges(&state, now);
+        shared.update_gauges(&state, now);
         drop(state);
-        self.shared.wake.notify_one();
+        shared.metrics.delivery_open_results.set(self.batcher.len() as i64);
+        shared.wake.notify_one();
+    }
+
+    /// Loads what a previous run left in the spool, oldest first and under the buffer's
+    /// bounds (counted as drops like any other): its batch files with their own ids and ages,
+    /// then the results of its open batch as a new batch (they were never sent).
+    fn replay(&mut self, replay: spool::Replay) {
+        if replay.batches.is_empty() && replay.open.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let shared = self.shared.clone();
+        let (mut batches, mut results) = (replay.batches.len(), 0);
+        {
+            let mut state = shared.lock();
+            let max_age = state.buffer.max_age();
+            for batch in replay.batches {
+                results += batch.results;
+                if batch.age > max_age {
+                    let expired = Dropped {
+                        batches: 1,
+                        results: batch.results,
+                        bytes: batch.bytes.len(),
+                        ids: vec![batch.id],
+                    };
+                    shared.account_drop(&mut state, dropped::EXPIRED, expired, now);
+                    continue;
+                }
+                // A batch older than the monotonic clock (the machine restarted since) starts
+                // its age afresh: it is still within the bound.
+                let created = now.checked_sub(batch.age).unwrap_or(now);
+                let dropped = state.buffer.push(EncodedBatch {
+                    id: batch.id,
+                    results: batch.results,
+                    bytes: batch.bytes,
+                    created,
+                });
+                shared.account_drop(&mut state, dropped::BUFFER_FULL, dropped, now);
+            }
+            shared.update_gauges(&state, now);
+        }
+        let open = replay.open.len();
+        if open > 0 {
+            let rebuilt = encode(replay.open, &self.region, Some(self.current_health()), now);
+            batches += rebuilt.len();
+            results += open;
+            self.buffer(rebuilt, now);
+        }
+        let metrics = &shared.metrics;
+        metrics.spool_replayed_batches.inc_by(batches as u64);
+        metrics.spool_replayed_results.inc_by(results as u64);
+        let state = shared.lock();
+        tracing::info!(
+            dir = %shared.spool.as_ref().map(|s| s.dir().display().to_string()).unwrap_or_default(),
+            batches,
+            results,
+            open_batch_results = open,
+            buffered_batches = state.buffer.len(),
+            "spool: loaded what the previous run had not had acknowledged; sending it first"
+        );
     }
 }
 

@@ -3,7 +3,11 @@
 //! status code's rule, backs off, and on shutdown flushes what it can within the timeout.
 //!
 //! Batches go out as the bytes encoded when they were closed (a raw codec), so a resend is
-//! byte-for-byte the first attempt, with the same batch id.
+//! byte-for-byte the first attempt, with the same batch id. With a spool, a batch's file is
+//! deleted with the batch (acknowledged or refused), the spool is fsynced every
+//! `spool_fsync_interval_ms` by a task of its own (and once more at the end), and what the
+//! shutdown flush could not deliver stays in the spool for the next start instead of being
+//! dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use rand::SeedableRng;
 use shared::proto;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -172,8 +177,26 @@ impl Sender {
     }
 
     /// Sends until the input is closed and everything is delivered, or until
-    /// `shutdown_flush_timeout` after the input closed; then counts what is left as dropped.
+    /// `shutdown_flush_timeout` after the input closed; then counts what is left as dropped
+    /// (what has a spool file is kept there instead).
     pub async fn run(self) {
+        let shared = self.shared.clone();
+        let syncing = CancellationToken::new();
+        let syncer = shared
+            .spool
+            .as_ref()
+            .and_then(|spool| spool.fsync_interval())
+            .map(|every| tokio::spawn(sync_spool(Arc::downgrade(&shared), every, syncing.clone())));
+        self.deliver().await;
+        syncing.cancel();
+        if let Some(syncer) = syncer {
+            if let Err(error) = syncer.await {
+                tracing::error!(%error, "spool fsync task failed");
+            }
+        }
+    }
+
+    async fn deliver(&self) {
         let shared = self.shared.clone();
         let mut in_flight: JoinSet<Sent> = JoinSet::new();
         let mut backoff = Backoff::new(self.settings.min_backoff, self.settings.max_backoff);
@@ -242,15 +265,31 @@ impl Sender {
         in_flight.abort_all();
         let now = Instant::now();
         let mut state = shared.lock();
-        let left = state.buffer.clear();
-        shared.metrics.dropped(dropped::SHUTDOWN, left.results as u64);
+        let left = state.buffer.drain();
         shared.update_gauges(&state, now);
-        tracing::warn!(
-            batches = left.batches,
-            results = left.results,
-            timeout_ms = self.settings.shutdown_flush_timeout.as_millis() as u64,
-            "shutdown flush timed out: results remain undelivered"
-        );
+        drop(state);
+        let (kept, lost): (Vec<_>, Vec<_>) = left
+            .iter()
+            .partition(|batch| shared.spool.as_ref().is_some_and(|spool| spool.contains(batch.id)));
+        let count = |batches: &[&Arc<EncodedBatch>]| batches.iter().map(|b| b.results).sum::<usize>();
+        let timeout_ms = self.settings.shutdown_flush_timeout.as_millis() as u64;
+        if !lost.is_empty() {
+            shared.metrics.dropped(dropped::SHUTDOWN, count(&lost) as u64);
+            tracing::warn!(
+                batches = lost.len(),
+                results = count(&lost),
+                timeout_ms,
+                "shutdown flush timed out: results remain undelivered"
+            );
+        }
+        if !kept.is_empty() {
+            tracing::warn!(
+                batches = kept.len(),
+                results = count(&kept),
+                timeout_ms,
+                "shutdown flush timed out: undelivered results stay in the spool and are sent after the next start"
+            );
+        }
     }
 
     fn outcome(
@@ -270,12 +309,7 @@ impl Sender {
                 if ack.batch_id != batch.id.as_bytes() {
                     tracing::warn!(batch_id = %batch.id, "acknowledgement names another batch id");
                 }
-                let removed = {
-                    let mut state = self.shared.lock();
-                    let removed = state.buffer.remove(batch.id);
-                    self.shared.update_gauges(&state, now);
-                    removed
-                };
+                let removed = self.shared.remove(batch.id, now);
                 metrics.batch_sent(if ack.duplicate { "duplicate" } else { "stored" });
                 if removed.is_some() {
                     metrics.delivery_results_acknowledged.inc_by(batch.results as u64);
@@ -298,12 +332,7 @@ impl Sender {
             Outcome::Acknowledged => unreachable!("an error status is never OK"),
             Outcome::Rejected => {
                 metrics.batch_sent("rejected");
-                let removed = {
-                    let mut state = self.shared.lock();
-                    let removed = state.buffer.remove(batch.id);
-                    self.shared.update_gauges(&state, now);
-                    removed
-                };
+                let removed = self.shared.remove(batch.id, now);
                 if removed.is_some() {
                     metrics.dropped(dropped::REJECTED, batch.results as u64);
                 }
@@ -351,6 +380,33 @@ impl Sender {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Fsyncs the spool every `every` (on a blocking thread) until `stop`, then once more. Holds
+/// the spool only while syncing, so a sender aborted without stopping it (a runtime shutting
+/// down) still releases the spool and its lock.
+async fn sync_spool(shared: std::sync::Weak<Shared>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.cancelled() => true,
+        };
+        let Some(syncing) = shared.upgrade() else { return };
+        let synced = tokio::task::spawn_blocking(move || {
+            if let Some(spool) = &syncing.spool {
+                spool.sync();
+            }
+        })
+        .await;
+        if let Err(error) = synced {
+            tracing::error!(%error, "spool fsync panicked");
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -3,8 +3,10 @@
 //! the agent's certificate identity; an unavailable control plane is ridden out without loss or
 //! duplicates; a lost acknowledgement is answered by a resend of the same batch id; invalid
 //! batches are dropped and counted; buffer bounds drop the oldest; shutdown flushes or counts
-//! what is left; a certificate for another region stops the agent from starting. Probe targets
-//! are local servers; nothing here reaches the internet.
+//! what is left; a certificate for another region stops the agent from starting; a spool
+//! directory keeps what a hard stop would lose and holds off a second user. Probe targets
+//! are local servers; nothing here reaches the internet. The in-test control plane is shared
+//! with `spool` (an agent killed with SIGKILL).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -28,19 +30,22 @@ use uuid::Uuid;
 
 /// The deadline of every "eventually" wait: generous, since a busy two-core machine can stretch
 /// seconds of background work many times over, and it only matters when a test is failing.
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // The in-test control plane
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     #[default]
     Store,
     /// Answer UNAVAILABLE without storing.
     Unavailable,
     /// Store the next batch, then answer UNAVAILABLE as if the acknowledgement were lost.
     LoseAckOnce,
+    /// Store and acknowledge this many more calls; after them store every batch but lose
+    /// every acknowledgement (UNAVAILABLE).
+    AckFirst(usize),
     /// Answer INVALID_ARGUMENT.
     Invalid,
     /// Answer PERMISSION_DENIED (a revoked certificate).
@@ -48,12 +53,12 @@ enum Mode {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+pub(crate) struct Inner {
     mode: Mode,
     /// Stored batches by id.
-    stored: HashMap<Uuid, Vec<proto::ProbeResult>>,
+    pub(crate) stored: HashMap<Uuid, Vec<proto::ProbeResult>>,
     /// The batch id of every call, in arrival order.
-    calls: Vec<Uuid>,
+    pub(crate) calls: Vec<Uuid>,
     /// The region of the client certificate of every call.
     regions: HashSet<String>,
     /// The agent health carried by every call, in arrival order.
@@ -61,14 +66,14 @@ struct Inner {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Ingested(Arc<Mutex<Inner>>);
+pub(crate) struct Ingested(Arc<Mutex<Inner>>);
 
 impl Ingested {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap()
     }
 
-    fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         self.lock().mode = mode;
     }
 
@@ -83,7 +88,7 @@ impl Ingested {
         self.lock().stored.values().map(Vec::len).sum()
     }
 
-    fn calls(&self) -> Vec<Uuid> {
+    pub(crate) fn calls(&self) -> Vec<Uuid> {
         self.lock().calls.clone()
     }
 }
@@ -106,15 +111,23 @@ impl Ingest for Ingested {
             Mode::Unavailable => Err(Status::unavailable("storage is down")),
             Mode::Invalid => Err(Status::invalid_argument("results[0]: started_at_unix_us out of range")),
             Mode::Denied => Err(Status::permission_denied("certificate revoked")),
-            Mode::Store | Mode::LoseAckOnce => {
+            Mode::Store | Mode::LoseAckOnce | Mode::AckFirst(_) => {
                 let duplicate = inner.stored.contains_key(&id);
                 let stored = if duplicate { 0 } else { batch.results.len() as u32 };
                 if !duplicate {
                     inner.stored.insert(id, batch.results);
                 }
-                if inner.mode == Mode::LoseAckOnce {
-                    inner.mode = Mode::Store;
-                    return Err(Status::unavailable("stored, but the acknowledgement was lost"));
+                let mode = inner.mode;
+                match mode {
+                    Mode::LoseAckOnce => {
+                        inner.mode = Mode::Store;
+                        return Err(Status::unavailable("stored, but the acknowledgement was lost"));
+                    }
+                    Mode::AckFirst(0) => {
+                        return Err(Status::unavailable("stored, but the acknowledgement was lost"));
+                    }
+                    Mode::AckFirst(n) => inner.mode = Mode::AckFirst(n - 1),
+                    _ => {}
                 }
                 Ok(Response::new(Ack { batch_id: batch.batch_id, stored, duplicate }))
             }
@@ -123,15 +136,15 @@ impl Ingest for Ingested {
 }
 
 /// A CA, the control plane's certificate and an ingest server on 127.0.0.1 with mutual TLS.
-struct ControlPlane {
-    addr: SocketAddr,
-    store: certs::Store,
-    ingested: Ingested,
+pub(crate) struct ControlPlane {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: certs::Store,
+    pub(crate) ingested: Ingested,
     shutdown: CancellationToken,
 }
 
 impl ControlPlane {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("crosscheck-delivery-{}", Uuid::new_v4().simple()));
         let store = certs::Store::new(dir);
         store.create_ca("delivery test CA", 2, certs::Overwrite::Refuse).unwrap();
@@ -161,7 +174,7 @@ impl ControlPlane {
         Self { addr, store, ingested, shutdown }
     }
 
-    fn agent_cert(&self, region: &str, agent_id: &str) -> certs::Issued {
+    pub(crate) fn agent_cert(&self, region: &str, agent_id: &str) -> certs::Issued {
         self.store.issue_agent(&AgentIdentity::new(region, agent_id).unwrap(), 2).unwrap()
     }
 
@@ -197,7 +210,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn path(p: &std::path::Path) -> String {
+pub(crate) fn path(p: &std::path::Path) -> String {
     p.to_str().unwrap().to_owned()
 }
 
@@ -250,6 +263,14 @@ impl Delivering {
     fn push(&mut self, result: &ProbeResult) {
         self.batching.lock().unwrap().as_mut().unwrap().push(result);
         self.pushed.notify_one();
+    }
+
+    /// A hard stop: the sender ends without flushing and the open batch is never closed, as
+    /// when the process is killed (what is in memory is gone; the spool is not touched).
+    async fn kill(self) {
+        self.sender.abort();
+        let _ = self.sender.await;
+        drop(self.batching.lock().unwrap().take());
     }
 
     /// Closes the input (as the agent does at shutdown) and waits for the sender to stop.
@@ -640,4 +661,60 @@ async fn a_running_agent_delivers_its_probe_results_and_flushes_at_shutdown() {
     );
     assert!(latest.get(&domain.id).is_some());
     shared::testing::delete_prefix(&redis, &prefix).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spool_keeps_what_a_hard_stop_loses_and_sends_it_once_after_the_restart() {
+    let cp = ControlPlane::start().await;
+    cp.ingested.set_mode(Mode::Unavailable);
+    let dir = std::env::temp_dir().join(format!("crosscheck-spool-{}", Uuid::new_v4().simple()));
+    let settings = DeliverySettings {
+        batch_max_results: 4,
+        batch_max_age: Duration::from_secs(3600),
+        spool_dir: Some(dir.clone()),
+        // No fsync task: it could still hold the spool for a moment after the hard stop below,
+        // which a real kill never leaves behind.
+        spool_fsync_interval: None,
+        ..cp.settings()
+    };
+    let mut agent = Delivering::start(settings.clone());
+    let domain = DomainId::new();
+    // Two closed batches of four, two results in the open one.
+    for seq in 0..10u64 {
+        agent.push(&result(domain, true, seq));
+    }
+    assert_eq!((agent.buffered(), agent.metrics.delivery_open_results.get()), (8, 2));
+    assert_eq!((agent.metrics.spool_files.get(), agent.metrics.spool_journal_results.get()), (2, 2));
+    eventually(WAIT, "a failed send", || async { (agent.errors("unavailable") >= 1).then_some(()) }).await;
+    // The directory is this agent's alone.
+    let second = delivery::build(
+        settings.clone(),
+        Metrics::default(),
+        probe_agent::canary::no_health(),
+        probe_agent::scheduler::Saturation::new(Duration::from_secs(1)),
+    );
+    let message = format!("{}", shared::error::Chain(&*second.expect_err("a second user is refused")));
+    assert!(message.contains(&dir.display().to_string()) && message.contains("another agent"), "{message}");
+    agent.kill().await;
+    assert_eq!(cp.ingested.stored_results(), 0);
+
+    cp.ingested.set_mode(Mode::Store);
+    let agent = Delivering::start(settings);
+    eventually(WAIT, "everything from before the stop stored", || async {
+        (cp.ingested.stored_results() == 10 && agent.buffered() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(cp.ingested.stored_sequence(), (0..10).collect::<Vec<_>>(), "each result once");
+    assert_eq!(agent.metrics.spool_replayed_batches.get(), 3, "two files and the journal's batch");
+    assert_eq!(agent.metrics.spool_replayed_results.get(), 10);
+    let metrics = agent.finish().await;
+    assert_eq!(metrics.dropped_total(), 0);
+    assert_eq!(metrics.spool_files.get(), 0);
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.iter().all(|name| name == "lock" || name == "open.journal"), "{left:?}");
+    assert_eq!(std::fs::metadata(dir.join("open.journal")).unwrap().len(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,7 +7,8 @@
 //! the prober's HTTP side against local servers (`probe`) and hostile raw-TCP servers writing
 //! exact bytes (`hostile`); what a probe sends against a recording server (`request`); the
 //! tcp, tls and dns check types and JSON assertions (`check_types`); agents of one region
-//! splitting its domains through a crash, a join and a leave (`sharing`).
+//! splitting its domains through a crash, a join and a leave (`sharing`); the `probe-agent`
+//! binary killed with SIGKILL and restarted on its spool directory (`spool`).
 
 mod catalog;
 mod chains;
@@ -22,6 +23,7 @@ mod protocols;
 mod request;
 mod resolution;
 mod sharing;
+mod spool;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
